@@ -1,0 +1,40 @@
+//! refbus-core: the referral domain, pure.
+//!
+//! Everything in refbus that decides something decides it here: the adapters (may this agency
+//! do this now?), the router (what is due, and when to wake up?) and the audit replay (did the
+//! router decide right?). The core does no I/O, starts no task and never reads the clock: time
+//! is always a parameter, so every decision can be reproduced exactly.
+//!
+//! # Layout
+//!
+//! - [`ids`], [`time`]: identifiers and instants, valid by construction.
+//! - [`referral`]: the state of one referral; [`event`]: the facts that build it;
+//!   [`command`]: what agencies and the router ask for.
+//! - [`decide`]: whether a command is allowed and which events it produces;
+//!   [`evolve`]: the state after an event; [`chain`]: the canonical encoding and hash chain.
+//! - [`calendar`], [`clock`], [`escalation`]: working time, clocks, and what is due when.
+//! - [`registry`]: agencies, services and versioned policies, as the configuration gives them.
+
+pub mod calendar;
+pub mod chain;
+pub mod clock;
+pub mod command;
+pub mod decide;
+pub mod escalation;
+pub mod event;
+pub mod evolve;
+pub mod ids;
+pub mod referral;
+pub mod registry;
+pub mod time;
+
+pub use chain::EventHash;
+pub use command::{Command, Request};
+pub use decide::{Decision, Rejection, decide};
+pub use escalation::{Due, Evaluation, evaluate};
+pub use event::{Actor, Change, Event};
+pub use evolve::{EvolveError, evolve};
+pub use ids::{AgencyId, CaseId, ReferralId, RequestId};
+pub use referral::{Referral, Status};
+pub use registry::Registry;
+pub use time::Timestamp;
