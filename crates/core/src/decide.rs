@@ -363,6 +363,20 @@ fn decide_on(
             hint: "",
         });
     }
+    let reroute_pending = referral.reroute.as_ref().is_some_and(|r| r.child.is_none());
+    if reroute_pending
+        && matches!(
+            command,
+            Command::ConfirmReceipt | Command::Accept | Command::Reject { .. }
+        )
+    {
+        // The router has given up on this recipient; the sender's adapter is moving the case.
+        return Err(Rejection::WrongState {
+            verb,
+            status: current,
+            hint: " and being rerouted to another agency",
+        });
+    }
     match command {
         Command::Create(_) => Err(Rejection::AlreadyExists {
             referral: referral.id.to_string(),
@@ -608,6 +622,42 @@ fn decide_on(
         }
         Command::RecordReroute { child, to } => {
             require(Who::Sender, referral, actor, verb)?;
+            let requested = referral
+                .reroute
+                .as_ref()
+                .filter(|reroute| reroute.child.is_none());
+            let reroutable = matches!(current, Status::Rejected | Status::Failed)
+                || BEFORE_ACCEPTANCE.contains(&current)
+                || (current == Status::OnHold
+                    && referral
+                        .resume_to
+                        .is_some_and(|s| BEFORE_ACCEPTANCE.contains(&s)));
+            if !reroutable {
+                return Err(Rejection::WrongState {
+                    verb,
+                    status: current,
+                    hint: "; reroute a referral before it is accepted, or after it was rejected or failed",
+                });
+            }
+            if requested.is_none()
+                && let Some(existing) = referral.children.last()
+            {
+                return Err(invalid(
+                    "referral_id",
+                    format!("this referral was already rerouted to {existing}"),
+                ));
+            }
+            if let Some(requested) = requested
+                && &requested.to != to
+            {
+                return Err(invalid(
+                    "to",
+                    format!(
+                        "the router asked for a reroute to {}, not {to}",
+                        requested.to
+                    ),
+                ));
+            }
             if to == referral.recipient() || to == referral.sender() {
                 return Err(invalid("to", "a reroute goes to a third agency"));
             }
@@ -619,40 +669,6 @@ fn decide_on(
                     "child",
                     format!("{child} is already linked to this referral"),
                 ));
-            }
-            let requested = referral
-                .reroute
-                .as_ref()
-                .filter(|reroute| reroute.child.is_none());
-            if let Some(requested) = requested {
-                if &requested.to != to {
-                    return Err(invalid(
-                        "to",
-                        format!(
-                            "the router asked for a reroute to {}, not {to}",
-                            requested.to
-                        ),
-                    ));
-                }
-            } else if let Some(existing) = referral.children.last() {
-                return Err(invalid(
-                    "referral_id",
-                    format!("this referral was already rerouted to {existing}"),
-                ));
-            } else {
-                let reroutable = matches!(current, Status::Rejected | Status::Failed)
-                    || BEFORE_ACCEPTANCE.contains(&current)
-                    || (current == Status::OnHold
-                        && referral
-                            .resume_to
-                            .is_some_and(|s| BEFORE_ACCEPTANCE.contains(&s)));
-                if !reroutable {
-                    return Err(Rejection::WrongState {
-                        verb,
-                        status: current,
-                        hint: "; reroute a referral before it is accepted, or after it was rejected or failed",
-                    });
-                }
             }
             let status = if current.is_terminal() {
                 current
