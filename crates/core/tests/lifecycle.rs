@@ -297,11 +297,11 @@ fn every_command_in_every_state_by_every_actor() {
             for (actor_name, actor) in &actors {
                 let now = state.updated_at.plus(minutes(1));
                 let result = run(&registry, Some(&state), (rule.command)(), actor, now);
-                let is_party = match (*actor_name, rule.who) {
-                    ("sender", Who::Sender | Who::Either) => true,
-                    ("recipient", Who::Recipient | Who::Either) => true,
-                    _ => false,
-                };
+                let is_party = matches!(
+                    (*actor_name, rule.who),
+                    ("sender", Who::Sender | Who::Either)
+                        | ("recipient", Who::Recipient | Who::Either)
+                );
                 let context = format!("{} by the {actor_name} when {status}", rule.name);
                 match result {
                     Ok(next) => {

@@ -89,6 +89,10 @@ fn make_agency(id: &str, services: &[&str], alternates: &[(&str, &str)]) -> Agen
     }
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "reads like a row of the policy table"
+)]
 fn clock(
     id: &str,
     applies_to: Applicability,
