@@ -3,6 +3,10 @@
 //! Built in code (not from TOML) so the core's tests depend on nothing but the core.
 
 #![allow(
+    clippy::unwrap_in_result,
+    reason = "a broken fixture should fail the test loudly"
+)]
+#![allow(
     dead_code,
     reason = "each test file uses a different part of the fixture"
 )]
