@@ -1,0 +1,86 @@
+//! Errors, one small kind enum per operation (the async-nats `Error<Kind>` shape): callers
+//! match on `kind()` to choose a gRPC status or a retry.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// An error of some operation, with its kind and the underlying cause.
+#[derive(Debug)]
+pub struct Error<Kind> {
+    kind: Kind,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl<Kind: Clone> Error<Kind> {
+    pub fn new(kind: Kind) -> Self {
+        Error { kind, source: None }
+    }
+
+    pub fn with_source(kind: Kind, source: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Error {
+            kind,
+            source: Some(source.into()),
+        }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind.clone()
+    }
+}
+
+impl<Kind: fmt::Display> fmt::Display for Error<Kind> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.source {
+            Some(source) => write!(f, "{}: {source}", self.kind),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
+
+impl<Kind: fmt::Display + fmt::Debug> StdError for Error<Kind> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn StdError + 'static))
+    }
+}
+
+/// Why connecting to the bus or provisioning its streams failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectErrorKind {
+    #[error("cannot reach NATS")]
+    Connect,
+    #[error("cannot provision the refbus streams")]
+    Provision,
+    #[error("the existing stream is configured in a way refbus cannot use safely")]
+    Misconfigured,
+}
+pub type ConnectError = Error<ConnectErrorKind>;
+
+/// Why an event was not appended. Nothing was written in every case but `Unavailable`, where
+/// the caller cannot know, and must retry with the same message id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendErrorKind {
+    /// Another event was appended to the referral since it was read.
+    #[error("the referral changed since it was read")]
+    Conflict,
+    /// JetStream did not acknowledge in time, or cannot be reached.
+    #[error("JetStream is unavailable")]
+    Unavailable,
+    #[error("the message is too large for the bus")]
+    TooLarge,
+    #[error("JetStream refused the message")]
+    Refused,
+}
+pub type AppendError = Error<AppendErrorKind>;
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadErrorKind {
+    #[error("JetStream is unavailable")]
+    Unavailable,
+    /// A stored message cannot be decoded: the bus holds something refbus did not write.
+    #[error("a stored message at sequence {0} is not a refbus record")]
+    Corrupt(u64),
+}
+pub type ReadError = Error<ReadErrorKind>;

@@ -1,0 +1,144 @@
+//! Message headers: CloudEvents binary mode (`ce-*`), W3C trace context, and refbus's own.
+//!
+//! CloudEvents' NATS binding (binary mode, spec main branch) maps each context attribute to a
+//! header `ce-<attribute>` with percent-encoded values; the payload is the event data. Any
+//! CloudEvents-aware consumer can route refbus events without parsing them.
+
+use async_nats::HeaderMap;
+use opentelemetry::propagation::{Extractor, Injector};
+use refbus_core::{Actor, Event};
+
+/// The stream sequence of the previous event of the same referral (0 for the first). Lets a
+/// reader fetch the state an event was decided on with one direct read.
+pub const PREV_SEQ: &str = "Refbus-Prev-Seq";
+/// What a message is: `event` or `notice`.
+pub const KIND: &str = "Refbus-Kind";
+
+/// The CloudEvents `type` of an event.
+pub fn event_type(event: &Event) -> String {
+    format!("org.refbus.referral.{}.v1", event.change.kind())
+}
+
+/// The CloudEvents `source`: who wrote the event.
+pub fn event_source(event: &Event) -> String {
+    match &event.actor {
+        Actor::Agency { agency, .. } => format!("/refbus/agencies/{agency}"),
+        Actor::Router => "/refbus/router".to_owned(),
+    }
+}
+
+/// Adds the CloudEvents binary-mode headers for `event`.
+pub fn insert_cloudevent(headers: &mut HeaderMap, event: &Event) {
+    let attributes = [
+        ("ce-specversion", "1.0".to_owned()),
+        ("ce-id", event.id()),
+        ("ce-source", event_source(event)),
+        ("ce-type", event_type(event)),
+        ("ce-subject", event.referral_id.to_string()),
+        ("ce-time", event.at.to_rfc3339()),
+        ("ce-datacontenttype", "application/json".to_owned()),
+        ("ce-refbuscaseid", event.case_id.to_string()),
+        ("ce-refbusseq", event.seq.to_string()),
+    ];
+    for (name, value) in attributes {
+        headers.insert(name, percent_encode(&value).as_str());
+    }
+}
+
+/// Percent-encodes a header value as the CloudEvents NATS binding requires: space, `"`, `%`
+/// and every byte outside printable ASCII become `%XY`.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if (0x21..=0x7e).contains(&byte) && byte != b'"' && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`percent_encode`]; invalid escapes are kept as written.
+pub fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let escaped = (bytes[index] == b'%')
+            .then(|| bytes.get(index + 1..index + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                index += 3;
+            }
+            None => {
+                out.push(bytes[index]);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A CloudEvents attribute of a received message, decoded.
+pub fn cloudevent_attribute(headers: &HeaderMap, attribute: &str) -> Option<String> {
+    headers
+        .get(format!("ce-{attribute}").as_str())
+        .map(|value| percent_decode(value.as_str()))
+}
+
+// === trace context ===
+
+struct HeaderInjector<'a>(&'a mut HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
+    }
+}
+
+struct HeaderExtractor<'a>(&'a HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(|value| value.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_ref()).collect()
+    }
+}
+
+/// Writes the current span's W3C trace context (`traceparent`, `tracestate`) into `headers`,
+/// through the globally installed propagator (none installed: nothing written).
+pub fn inject_trace_context(headers: &mut HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
+/// The trace context a message was published in, for a consumer span to link or parent to.
+pub fn extract_trace_context(headers: &HeaderMap) -> opentelemetry::Context {
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(headers))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_encoding_follows_the_binding() {
+        assert_eq!(percent_encode("/refbus/router"), "/refbus/router");
+        assert_eq!(percent_encode("a b\"%é"), "a%20b%22%25%C3%A9");
+        assert_eq!(percent_decode("a%20b%22%25%C3%A9"), "a b\"%é");
+        assert_eq!(percent_decode("100%"), "100%");
+    }
+}

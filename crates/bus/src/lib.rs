@@ -1,0 +1,411 @@
+//! refbus-bus: the only crate that knows NATS JetStream.
+//!
+//! # Layout
+//!
+//! - [`subjects`]: the subject scheme (who may touch what).
+//! - [`provision`]: the events stream, created or checked at every start.
+//! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
+//! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
+//! - [`Bus`]: a cheap, cloneable handle to append and read, used by adapters, router and audit.
+//!
+//! # Guarantees
+//!
+//! - An append names the stream sequence it read the referral at
+//!   (`Nats-Expected-Last-Subject-Sequence`): two writers can never fork a referral's history;
+//!   the loser gets [`AppendErrorKind::Conflict`] and nothing is written.
+//! - An append carries a message id (`Nats-Msg-Id`); a retry with the same id within the
+//!   duplicate window is answered with the original sequence and writes nothing.
+//! - An append returns only after JetStream acknowledged it: whatever [`Bus::append`] returned
+//!   `Ok` for is stored.
+
+pub mod error;
+pub mod headers;
+pub mod provision;
+pub mod record;
+pub mod subjects;
+
+use std::time::Duration;
+
+use async_nats::connection::State;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::{self, stream};
+use async_nats::{Client, HeaderMap};
+use futures::{Stream, StreamExt, TryStreamExt};
+
+pub use error::{
+    AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ReadError, ReadErrorKind,
+};
+pub use provision::StreamSettings;
+pub use record::{EventRecord, Notice};
+
+/// How long an append waits for JetStream's acknowledgement.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A handle to the refbus events stream. Cloning is cheap; all clones share one connection.
+#[derive(Clone, Debug)]
+pub struct Bus {
+    client: Client,
+    js: jetstream::Context,
+    stream: stream::Stream,
+}
+
+/// An event to append.
+#[derive(Debug)]
+pub struct Append<'a> {
+    pub subject: &'a str,
+    pub record: &'a EventRecord,
+    /// The stream sequence of the last message on `subject` when the referral was read; 0 if
+    /// the referral must not exist yet.
+    pub expected_last_seq: u64,
+    /// The idempotency key: the same key within the duplicate window writes nothing new.
+    pub message_id: &'a str,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// The message id was seen before: nothing was written, `seq` is the original's.
+    pub duplicate: bool,
+}
+
+/// A message read back, with its place in the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored<T> {
+    pub seq: u64,
+    pub subject: String,
+    /// For events: the sequence of the previous event of the same referral (0 for the first).
+    pub prev_seq: u64,
+    pub record: T,
+}
+
+/// One item of an agency's inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Event(Box<Stored<EventRecord>>),
+    Notice(Stored<Notice>),
+}
+
+impl Item {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Item::Event(stored) => stored.seq,
+            Item::Notice(stored) => stored.seq,
+        }
+    }
+}
+
+impl Bus {
+    /// Connects to NATS at `url` and makes sure the events stream exists and is safe.
+    pub async fn connect(url: &str, settings: &StreamSettings) -> Result<Bus, ConnectError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("refbus")
+            // Keep trying for ever: a component must survive a NATS restart.
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connect(url)
+            .await
+            .map_err(|err| ConnectError::with_source(ConnectErrorKind::Connect, err))?;
+        Bus::with_client(client, settings).await
+    }
+
+    /// Uses an existing connection (with the caller's credentials and options).
+    pub async fn with_client(
+        client: Client,
+        settings: &StreamSettings,
+    ) -> Result<Bus, ConnectError> {
+        let js = jetstream::ContextBuilder::new()
+            .timeout(ACK_TIMEOUT)
+            .max_ack_inflight(20_000)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let stream = provision::ensure_stream(&js, settings).await?;
+        Ok(Bus { client, js, stream })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    pub fn stream(&self) -> &stream::Stream {
+        &self.stream
+    }
+
+    /// Whether the connection to NATS is up right now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    // === writing ===
+
+    /// Appends an event and waits for JetStream to store it.
+    pub async fn append(&self, append: Append<'_>) -> Result<Appended, AppendError> {
+        if !self.is_connected() {
+            // Refuse before sending: a publish buffered during a reconnect could land later,
+            // after the caller was told it failed.
+            return Err(AppendError::new(AppendErrorKind::Unavailable));
+        }
+        let mut headers = HeaderMap::new();
+        headers::insert_cloudevent(&mut headers, &append.record.event);
+        headers::inject_trace_context(&mut headers);
+        headers.insert(headers::KIND, "event");
+        headers.insert(
+            headers::PREV_SEQ,
+            append.expected_last_seq.to_string().as_str(),
+        );
+        let message = PublishMessage::build()
+            .payload(append.record.encode())
+            .headers(headers)
+            .message_id(append.message_id)
+            .expected_last_subject_sequence(append.expected_last_seq);
+        self.publish(append.subject.to_owned(), message).await
+    }
+
+    /// Publishes a notice for a third agency.
+    pub async fn publish_notice(
+        &self,
+        subject: &str,
+        notice: &Notice,
+        message_id: &str,
+    ) -> Result<Appended, AppendError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::KIND, "notice");
+        headers.insert("ce-specversion", "1.0");
+        headers.insert("ce-id", headers::percent_encode(message_id).as_str());
+        headers.insert("ce-source", "/refbus/router");
+        headers.insert("ce-type", "org.refbus.notice.escalation.v1");
+        headers.insert("ce-subject", notice.referral_id.to_string().as_str());
+        headers.insert("ce-time", notice.at.to_rfc3339().as_str());
+        headers.insert("ce-datacontenttype", "application/json");
+        headers::inject_trace_context(&mut headers);
+        let message = PublishMessage::build()
+            .payload(notice.encode())
+            .headers(headers)
+            .message_id(message_id);
+        self.publish(subject.to_owned(), message).await
+    }
+
+    async fn publish(
+        &self,
+        subject: String,
+        message: PublishMessage,
+    ) -> Result<Appended, AppendError> {
+        let pending = self
+            .js
+            .send_publish(subject, message)
+            .await
+            .map_err(map_publish_error)?;
+        let ack = pending.await.map_err(map_publish_error)?;
+        Ok(Appended {
+            seq: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
+
+    // === reading ===
+
+    /// The last event on `subject` (which may hold wildcards), or `None` if there is none.
+    pub async fn last(&self, subject: &str) -> Result<Option<Stored<EventRecord>>, ReadError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => decode_event(message).map(Some),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
+    /// The event at stream sequence `seq`, or `None` if there is no such event.
+    pub async fn event_at(&self, seq: u64) -> Result<Option<Stored<EventRecord>>, ReadError> {
+        match self.stream.direct_get(seq).await {
+            Ok(message) => decode_event(message).map(Some),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
+    /// Every event on `subject` (one referral), oldest first.
+    pub async fn history(&self, subject: &str) -> Result<Vec<Stored<EventRecord>>, ReadError> {
+        let mut events = Vec::new();
+        let mut from = 1;
+        loop {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject, Some(from))
+                .await
+            {
+                Ok(message) => {
+                    let stored = decode_event(message)?;
+                    from = stored.seq + 1;
+                    events.push(stored);
+                }
+                Err(err) if err.kind() == DirectGetErrorKind::NotFound => return Ok(events),
+                Err(err) => return Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+            }
+        }
+    }
+
+    /// Every message matching `filters` after stream sequence `after`, in stream order, then
+    /// new ones as they arrive. A consumer that reconnects with the last sequence it saw
+    /// misses nothing and sees nothing twice.
+    pub async fn watch(
+        &self,
+        filters: Vec<String>,
+        after: u64,
+    ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
+        let deliver_policy = if after == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let messages = self.ordered(filters, deliver_policy).await?;
+        Ok(messages.map(|message| message.and_then(decode_item)))
+    }
+
+    /// The last event of every referral matching `filters` (the current state of each), then
+    /// the stream ends.
+    pub async fn latest(
+        &self,
+        filters: Vec<String>,
+    ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<>, ReadError>
+    {
+        let consumer = self
+            .stream
+            .create_consumer(ordered_config(filters, DeliverPolicy::LastPerSubject))
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        let total = consumer.cached_info().num_pending;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        let messages = messages
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))
+            .take(usize::try_from(total).unwrap_or(usize::MAX))
+            .map(|message| {
+                let message = message?;
+                decode_event(raw_stream_message(&message)?)
+            });
+        Ok(messages)
+    }
+
+    async fn ordered(
+        &self,
+        filters: Vec<String>,
+        deliver_policy: DeliverPolicy,
+    ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
+    {
+        let consumer = self
+            .stream
+            .create_consumer(ordered_config(filters, deliver_policy))
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        Ok(messages.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err)))
+    }
+}
+
+fn ordered_config(mut filters: Vec<String>, deliver_policy: DeliverPolicy) -> OrderedConfig {
+    let mut config = OrderedConfig {
+        deliver_policy,
+        ..Default::default()
+    };
+    if filters.len() == 1 {
+        config.filter_subject = filters.remove(0);
+    } else {
+        config.filter_subjects = filters;
+    }
+    config
+}
+
+fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> AppendError {
+    let kind = match err.kind() {
+        PublishErrorKind::WrongLastSequence => AppendErrorKind::Conflict,
+        PublishErrorKind::MaxPayloadExceeded => AppendErrorKind::TooLarge,
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::StreamNotFound => AppendErrorKind::Unavailable,
+        _ if err.to_string().contains("maximum message size") => AppendErrorKind::TooLarge,
+        _ => AppendErrorKind::Refused,
+    };
+    AppendError::with_source(kind, err)
+}
+
+/// A stored message, read directly or through a consumer.
+struct Raw {
+    subject: String,
+    sequence: u64,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
+}
+
+impl From<jetstream::message::StreamMessage> for Raw {
+    fn from(message: jetstream::message::StreamMessage) -> Raw {
+        Raw {
+            subject: message.subject.to_string(),
+            sequence: message.sequence,
+            headers: message.headers,
+            payload: message.payload,
+        }
+    }
+}
+
+/// A consumer's message in the shape of a direct read.
+fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, ReadError> {
+    let info = message
+        .info()
+        .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err.to_string()))?;
+    Ok(Raw {
+        subject: message.subject.to_string(),
+        sequence: info.stream_sequence,
+        headers: message.headers.clone().unwrap_or_default(),
+        payload: message.payload.clone(),
+    })
+}
+
+fn prev_seq(headers: &HeaderMap) -> u64 {
+    headers
+        .get(headers::PREV_SEQ)
+        .and_then(|value| value.as_str().parse().ok())
+        .unwrap_or(0)
+}
+
+fn decode_event(message: impl Into<Raw>) -> Result<Stored<EventRecord>, ReadError> {
+    let message: Raw = message.into();
+    let record = EventRecord::decode(&message.payload)
+        .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err))?;
+    Ok(Stored {
+        seq: message.sequence,
+        subject: message.subject,
+        prev_seq: prev_seq(&message.headers),
+        record,
+    })
+}
+
+fn decode_item(message: jetstream::Message) -> Result<Item, ReadError> {
+    let message = raw_stream_message(&message)?;
+    match subjects::parse(&message.subject) {
+        Some(subjects::Parsed::Notice { .. }) => {
+            let notice = Notice::decode(&message.payload).map_err(|err| {
+                ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
+            })?;
+            Ok(Item::Notice(Stored {
+                seq: message.sequence,
+                subject: message.subject,
+                prev_seq: 0,
+                record: notice,
+            }))
+        }
+        _ => decode_event(message).map(|stored| Item::Event(Box::new(stored))),
+    }
+}

@@ -1,0 +1,119 @@
+//! What a message on the bus holds: an event with its hash and the referral's state after it,
+//! or a notice.
+//!
+//! An event message is JSON: `{"event":<canonical event>,"hash":"<hex>","state":<referral>}`.
+//! The event is written in its canonical encoding (see `refbus_core::chain`), byte for byte what
+//! the hash covers, so an auditor can check it without trusting this code. The state is a
+//! snapshot for readers: the current state of a referral is one read of the last message on its
+//! subject. It omits the sealed identity and creation note, which stay in the `created` event
+//! alone so they are stored once; auditors recompute the state from the events and compare.
+
+use bytes::Bytes;
+use refbus_core::event::Notified;
+use refbus_core::ids::{ClockId, ServiceId};
+use refbus_core::referral::Priority;
+use refbus_core::{AgencyId, CaseId, Event, EventHash, Referral, ReferralId, Timestamp, chain};
+use serde::{Deserialize, Serialize};
+
+/// An event as stored, with the state it led to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub event: Event,
+    /// The hash of the event, as its writer computed it.
+    pub hash: EventHash,
+    /// The referral after the event, without its sealed creation payloads.
+    pub state: Referral,
+}
+
+#[derive(Deserialize)]
+struct Stored {
+    event: Event,
+    hash: EventHash,
+    state: Referral,
+}
+
+#[derive(Serialize)]
+struct StoredState<'a> {
+    state: &'a Referral,
+}
+
+impl EventRecord {
+    /// Builds the record for `event`, which led to `state_after`.
+    pub fn new(event: Event, state_after: &Referral) -> EventRecord {
+        EventRecord {
+            hash: chain::hash(&event),
+            event,
+            state: snapshot(state_after),
+        }
+    }
+
+    /// The message payload.
+    pub fn encode(&self) -> Bytes {
+        let event = chain::canonical_bytes(&self.event);
+        // Serializing our own types cannot fail.
+        let state = serde_json::to_vec(&StoredState { state: &self.state }).unwrap_or_default();
+        let mut out = Vec::with_capacity(event.len() + state.len() + 96);
+        out.extend_from_slice(b"{\"event\":");
+        out.extend_from_slice(&event);
+        out.extend_from_slice(b",\"hash\":\"");
+        out.extend_from_slice(self.hash.to_hex().as_bytes());
+        out.extend_from_slice(b"\",");
+        // `{"state":...}` without its opening brace.
+        out.extend_from_slice(state.get(1..).unwrap_or_default());
+        Bytes::from(out)
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<EventRecord, serde_json::Error> {
+        let stored: Stored = serde_json::from_slice(payload)?;
+        Ok(EventRecord {
+            event: stored.event,
+            hash: stored.hash,
+            state: stored.state,
+        })
+    }
+
+    /// Whether the stored hash is the hash of the stored event.
+    pub fn hash_matches(&self) -> bool {
+        chain::hash(&self.event) == self.hash
+    }
+}
+
+/// The state as stored in snapshots: sealed creation payloads removed (they stay in the
+/// `created` event).
+pub fn snapshot(state: &Referral) -> Referral {
+    let mut snapshot = state.clone();
+    snapshot.creation.identity = None;
+    snapshot.creation.note = None;
+    snapshot
+}
+
+/// An escalation notice for an agency that is not a party to the referral: metadata only,
+/// never identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub referral_id: ReferralId,
+    pub case_id: CaseId,
+    pub recipient: AgencyId,
+    pub sender: AgencyId,
+    pub service: ServiceId,
+    pub priority: Priority,
+    pub clock: ClockId,
+    pub level: u16,
+    pub repetition: u16,
+    pub notified: Notified,
+    pub due_at: Timestamp,
+    /// When the router recorded the escalation.
+    pub at: Timestamp,
+    /// The escalation event on the referral.
+    pub event_seq: u64,
+}
+
+impl Notice {
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Notice, serde_json::Error> {
+        serde_json::from_slice(payload)
+    }
+}

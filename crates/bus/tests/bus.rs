@@ -1,0 +1,429 @@
+//! The bus against a real nats-server: appends with dedupe and optimistic concurrency, reads,
+//! inbox watches that resume without gaps or duplicates, provisioning, headers.
+
+use futures::StreamExt;
+use refbus_bus::record::snapshot;
+use refbus_bus::{Append, AppendErrorKind, Bus, EventRecord, Item, StreamSettings, subjects};
+use refbus_core::event::{Actor, Change};
+use refbus_core::ids::{OperatorId, PolicyVersion, ServiceId};
+use refbus_core::referral::{Consent, Creation, Priority};
+use refbus_core::{
+    AgencyId, CaseId, Event, EventHash, Referral, ReferralId, RequestId, Timestamp, evolve,
+};
+use refbus_testkit::NatsServer;
+
+fn agency(id: &str) -> AgencyId {
+    AgencyId::new(id).unwrap()
+}
+
+fn actor(id: &str) -> Actor {
+    Actor::Agency {
+        agency: agency(id),
+        operator: OperatorId::new("op-1").unwrap(),
+    }
+}
+
+/// A referral from `sender` to `recipient`, as its first event and state.
+fn created(sender: &str, recipient: &str, request: &str) -> (Event, Referral) {
+    let id = ReferralId::derive(&agency(sender), &RequestId::new(request).unwrap());
+    let event = Event {
+        referral_id: id,
+        case_id: CaseId::new("MRS-1").unwrap(),
+        seq: 1,
+        at: Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap(),
+        actor: actor(sender),
+        request_id: Some(RequestId::new(request).unwrap()),
+        change: Change::Created(Box::new(Creation {
+            case_id: CaseId::new("MRS-1").unwrap(),
+            sender: agency(sender),
+            recipient: agency(recipient),
+            service: ServiceId::new("shelter").unwrap(),
+            priority: Priority::Urgent,
+            categories: vec![],
+            child: false,
+            consent: Consent {
+                services: true,
+                disclose_to_agencies: true,
+                override_justification: None,
+            },
+            case_reported_at: None,
+            identity: None,
+            note: None,
+            policy_version: PolicyVersion::new("2026-01").unwrap(),
+            parent: None,
+        })),
+        prev_hash: EventHash::GENESIS,
+    };
+    let state = evolve(None, &event).unwrap();
+    (event, state)
+}
+
+fn next(state: &Referral, change: Change, by: &str) -> (Event, Referral) {
+    let event = Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: state.seq + 1,
+        at: state.updated_at.plus(std::time::Duration::from_secs(60)),
+        actor: actor(by),
+        request_id: None,
+        change,
+        prev_hash: state.last_hash,
+    };
+    let after = evolve(Some(state.clone()), &event).unwrap();
+    (event, after)
+}
+
+fn subject_of(state: &Referral) -> String {
+    subjects::referral(state.recipient(), state.sender(), &state.id)
+}
+
+async fn append(
+    bus: &Bus,
+    event: Event,
+    state: &Referral,
+    expected: u64,
+    id: &str,
+) -> Result<refbus_bus::Appended, refbus_bus::AppendError> {
+    let record = EventRecord::new(event, state);
+    bus.append(Append {
+        subject: &subject_of(state),
+        record: &record,
+        expected_last_seq: expected,
+        message_id: id,
+    })
+    .await
+}
+
+async fn bus(server: &NatsServer) -> Bus {
+    Bus::connect(&server.url(), &StreamSettings::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn appends_are_acknowledged_deduplicated_and_never_fork_a_referral() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "req-1");
+    let first = append(&bus, event.clone(), &state, 0, "maros-dinsos:req-1")
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+
+    // A second create of the same referral, whatever its message id, is refused: JetStream
+    // checks the expected sequence before the message id, so even an exact retry is a conflict
+    // (the adapter recognises its own retries from the referral's history).
+    for id in ["maros-dinsos:req-1", "maros-dinsos:req-other"] {
+        let fork = append(&bus, event.clone(), &state, 0, id)
+            .await
+            .unwrap_err();
+        assert_eq!(fork.kind(), AppendErrorKind::Conflict);
+    }
+
+    // Two writers that read the same state: the first wins, the second is refused.
+    let (accept, accepted) = next(&state, Change::Accepted, "maros-uptd-ppa");
+    let (reject, rejected) = next(
+        &state,
+        Change::Rejected {
+            reason: refbus_core::referral::Reason {
+                code: "no_capacity".parse().unwrap(),
+                note: None,
+            },
+        },
+        "maros-uptd-ppa",
+    );
+    let won = append(&bus, accept, &accepted, first.seq, "maros-uptd-ppa:a")
+        .await
+        .unwrap();
+    let lost = append(&bus, reject, &rejected, first.seq, "maros-uptd-ppa:b")
+        .await
+        .unwrap_err();
+    assert_eq!(lost.kind(), AppendErrorKind::Conflict);
+
+    // A retry that arrives after someone else appended names the new last sequence: then the
+    // message id is what recognises it, and nothing is written twice.
+    let (receipt, received) = next(&accepted, Change::Started, "maros-uptd-ppa");
+    let stored = append(
+        &bus,
+        receipt.clone(),
+        &received,
+        won.seq,
+        "maros-uptd-ppa:n",
+    )
+    .await
+    .unwrap();
+    let (later, after_later) = next(&received, Change::Resumed, "maros-dinsos");
+    let later_seq = append(&bus, later, &after_later, stored.seq, "maros-dinsos:x")
+        .await
+        .unwrap();
+    let (retry_event, _) = next(&after_later, Change::Started, "maros-uptd-ppa");
+    let retry = append(
+        &bus,
+        retry_event,
+        &after_later,
+        later_seq.seq,
+        "maros-uptd-ppa:n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        retry,
+        refbus_bus::Appended {
+            seq: stored.seq,
+            duplicate: true
+        }
+    );
+
+    let history = bus.history(&subject_of(&state)).await.unwrap();
+    assert_eq!(
+        history.iter().map(|s| s.seq).collect::<Vec<_>>(),
+        vec![first.seq, won.seq, stored.seq, later_seq.seq]
+    );
+    assert_eq!(history[1].prev_seq, first.seq);
+    let events: Vec<Event> = history.iter().map(|s| s.record.event.clone()).collect();
+    refbus_core::chain::verify(&events).unwrap();
+    assert!(history.iter().all(|s| s.record.hash_matches()));
+
+    // The current state is one read, by exact subject or by id.
+    let last = bus.last(&subject_of(&state)).await.unwrap().unwrap();
+    assert_eq!(last.record.state, snapshot(&after_later));
+    let by_id = bus
+        .last(&subjects::referral_patterns_for(&agency("maros-uptd-ppa"), &state.id)[0])
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_id.seq, later_seq.seq);
+    assert!(
+        bus.last(&subjects::referral_pattern(&ReferralId::from_bytes(
+            [0; 16]
+        )))
+        .await
+        .unwrap()
+        .is_none()
+    );
+    assert_eq!(
+        bus.event_at(first.seq)
+            .await
+            .unwrap()
+            .unwrap()
+            .record
+            .event
+            .seq,
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let uptd = agency("maros-uptd-ppa");
+    // To UPTD, from UPTD, and one UPTD is no party to.
+    let (to_uptd, to_uptd_state) = created("maros-dinsos", "maros-uptd-ppa", "r1");
+    let (from_uptd, from_uptd_state) = created("maros-uptd-ppa", "polres-maros", "r2");
+    let (unrelated, unrelated_state) = created("maros-dinsos", "polres-maros", "r3");
+    append(&bus, to_uptd, &to_uptd_state, 0, "a").await.unwrap();
+    append(&bus, unrelated, &unrelated_state, 0, "b")
+        .await
+        .unwrap();
+    let second = append(&bus, from_uptd, &from_uptd_state, 0, "c")
+        .await
+        .unwrap();
+    let notice = refbus_bus::Notice {
+        referral_id: unrelated_state.id,
+        case_id: unrelated_state.creation.case_id.clone(),
+        recipient: agency("polres-maros"),
+        sender: agency("maros-dinsos"),
+        service: "shelter".parse().unwrap(),
+        priority: Priority::Urgent,
+        clock: "acknowledge".parse().unwrap(),
+        level: 2,
+        repetition: 0,
+        notified: refbus_core::event::Notified {
+            agency: uptd.clone(),
+            role: refbus_core::escalation::Role::Head,
+        },
+        due_at: Timestamp::from_millis(0),
+        at: Timestamp::from_millis(1),
+        event_seq: 2,
+    };
+    bus.publish_notice(&subjects::notice(&uptd, &unrelated_state.id), &notice, "n1")
+        .await
+        .unwrap();
+
+    let mut inbox = bus.watch(subjects::inbox(&uptd), 0).await.unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(inbox.next().await.unwrap().unwrap());
+    }
+    assert!(matches!(&seen[0], Item::Event(e) if e.record.event.referral_id == to_uptd_state.id));
+    assert!(matches!(&seen[1], Item::Event(e) if e.record.event.referral_id == from_uptd_state.id));
+    assert!(matches!(&seen[2], Item::Notice(n) if n.record == notice));
+    drop(inbox);
+
+    // Resume after the second item: exactly the third comes, then a new one live.
+    let mut resumed = bus.watch(subjects::inbox(&uptd), second.seq).await.unwrap();
+    let first_again = resumed.next().await.unwrap().unwrap();
+    assert_eq!(first_again.seq(), seen[2].seq());
+    let (accept, accepted) = next(&to_uptd_state, Change::Accepted, "maros-uptd-ppa");
+    let live = append(&bus, accept, &accepted, 1, "d").await.unwrap();
+    let live_item = resumed.next().await.unwrap().unwrap();
+    assert_eq!(live_item.seq(), live.seq);
+}
+
+#[tokio::test]
+async fn latest_gives_the_current_state_of_each_referral_once() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let mut expected = Vec::new();
+    for n in 0..20 {
+        let (event, state) = created("maros-dinsos", "maros-uptd-ppa", &format!("req-{n}"));
+        let first = append(&bus, event, &state, 0, &format!("c{n}"))
+            .await
+            .unwrap();
+        let (accept, accepted) = next(&state, Change::Accepted, "maros-uptd-ppa");
+        append(&bus, accept, &accepted, first.seq, &format!("a{n}"))
+            .await
+            .unwrap();
+        expected.push(snapshot(&accepted));
+    }
+    let latest: Vec<_> = bus
+        .latest(vec![subjects::received_by(&agency("maros-uptd-ppa"))])
+        .await
+        .unwrap()
+        .map(|stored| stored.unwrap().record.state)
+        .collect()
+        .await;
+    assert_eq!(latest.len(), 20);
+    for state in &expected {
+        assert!(latest.contains(state));
+    }
+    let none: Vec<_> = bus
+        .latest(vec![subjects::received_by(&agency("polres-maros"))])
+        .await
+        .unwrap()
+        .collect()
+        .await;
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn messages_carry_cloudevents_and_trace_context() {
+    use opentelemetry::trace::{TraceContextExt, TracerProvider};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "traced");
+    let span = tracing::info_span!("create referral");
+    let trace_id = {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        span.context().span().span_context().trace_id()
+    };
+    let appended = {
+        let _entered = span.enter();
+        append(&bus, event.clone(), &state, 0, "t1").await.unwrap()
+    };
+    let message = bus.stream().direct_get(appended.seq).await.unwrap();
+    let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
+    assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
+    assert_eq!(
+        header("ce-type").as_deref(),
+        Some("org.refbus.referral.created.v1")
+    );
+    assert_eq!(
+        header("ce-source").as_deref(),
+        Some("/refbus/agencies/maros-dinsos")
+    );
+    assert_eq!(header("ce-id"), Some(event.id()));
+    assert_eq!(
+        header("ce-datacontenttype").as_deref(),
+        Some("application/json")
+    );
+    let traceparent = header("traceparent").expect("a traceparent header");
+    assert!(
+        traceparent.contains(&trace_id.to_string()),
+        "{traceparent} names trace {trace_id}"
+    );
+    let extracted = refbus_bus::headers::extract_trace_context(&message.headers);
+    assert_eq!(extracted.span().span_context().trace_id(), trace_id);
+}
+
+#[tokio::test]
+async fn provisioning_is_idempotent_and_refuses_an_unsafe_stream() {
+    let server = NatsServer::start().unwrap();
+    let settings = StreamSettings::default();
+    Bus::connect(&server.url(), &settings).await.unwrap();
+    Bus::connect(&server.url(), &settings).await.unwrap();
+
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "UNSAFE".into(),
+        subjects: vec!["other.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let unsafe_settings = StreamSettings {
+        name: "UNSAFE".into(),
+        ..StreamSettings::default()
+    };
+    let err = Bus::with_client(client, &unsafe_settings)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), refbus_bus::ConnectErrorKind::Misconfigured);
+    assert!(
+        err.to_string()
+            .contains("allows deleting or purging events"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_append_while_nats_is_down_is_refused_as_unavailable() {
+    let mut server = NatsServer::start().unwrap();
+    // Connection events tell the test when the client has noticed, instead of a timer.
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let client = async_nats::ConnectOptions::new()
+        .retry_on_initial_connect()
+        .event_callback(move |event| {
+            let events_tx = events_tx.clone();
+            async move {
+                let _ = events_tx.send(event);
+            }
+        })
+        .connect(server.url())
+        .await
+        .unwrap();
+    let bus = Bus::with_client(client, &StreamSettings::default())
+        .await
+        .unwrap();
+    server.kill().unwrap();
+    while !matches!(events.recv().await, Some(async_nats::Event::Disconnected)) {}
+
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "down");
+    let err = append(&bus, event, &state, 0, "x").await.unwrap_err();
+    assert_eq!(err.kind(), AppendErrorKind::Unavailable);
+
+    server.restart().unwrap();
+    while !matches!(events.recv().await, Some(async_nats::Event::Connected)) {}
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "up-again");
+    append(&bus, event, &state, 0, "y").await.unwrap();
+    // What was refused while down was never written.
+    let refused = ReferralId::derive(&agency("maros-dinsos"), &RequestId::new("down").unwrap());
+    assert!(
+        bus.last(&subjects::referral_pattern(&refused))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
