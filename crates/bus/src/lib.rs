@@ -86,7 +86,7 @@ pub struct Stored<T> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     Event(Box<Stored<EventRecord>>),
-    Notice(Stored<Notice>),
+    Notice(Box<Stored<Notice>>),
 }
 
 impl Item {
@@ -399,12 +399,12 @@ fn decode_item(message: jetstream::Message) -> Result<Item, ReadError> {
             let notice = Notice::decode(&message.payload).map_err(|err| {
                 ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
             })?;
-            Ok(Item::Notice(Stored {
+            Ok(Item::Notice(Box::new(Stored {
                 seq: message.sequence,
                 subject: message.subject,
                 prev_seq: 0,
                 record: notice,
-            }))
+            })))
         }
         _ => decode_event(message).map(|stored| Item::Event(Box::new(stored))),
     }
