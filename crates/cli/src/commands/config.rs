@@ -1,0 +1,71 @@
+//! `refbus config`: checking a deployment's configuration.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use refbus_core::Registry;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Check a configuration and print every problem as file:line:column: message.
+    ///
+    /// Exits with 0 when the configuration is valid, 1 when it is not.
+    Check {
+        /// The main configuration file, e.g. deploy/config/refbus.toml.
+        file: PathBuf,
+    },
+}
+
+pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        ConfigCommand::Check { file } => check(&file),
+    }
+}
+
+fn check(file: &Path) -> anyhow::Result<ExitCode> {
+    let mut out = io::stdout().lock();
+    match refbus_config::load(file) {
+        Ok(registry) => {
+            writeln!(out, "{}: valid: {}", file.display(), summary(&registry))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(report) => {
+            for diagnostic in &report.diagnostics {
+                writeln!(out, "{diagnostic}")?;
+            }
+            writeln!(
+                out,
+                "{}: invalid: {} found, nothing loaded",
+                file.display(),
+                report.summary()
+            )?;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `8 agencies, 13 services, 1 policy version (2026-01)`.
+pub(crate) fn summary(registry: &Registry) -> String {
+    let versions: Vec<&str> = registry
+        .policies
+        .iter()
+        .map(|policy| policy.version.as_str())
+        .collect();
+    format!(
+        "{}, {}, {} ({})",
+        count(registry.agencies.len(), "agency", "agencies"),
+        count(registry.services.len(), "service", "services"),
+        count(versions.len(), "policy version", "policy versions"),
+        versions.join(", ")
+    )
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}

@@ -1,0 +1,49 @@
+//! The subcommands, one module each. Adding one: a module here, a variant of [`Command`], and
+//! an arm in [`run`].
+
+pub(crate) mod clock;
+pub(crate) mod config;
+
+use std::fmt;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Check a deployment's configuration files.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
+    /// Explain the clocks of a referral: what falls due, when, and who is told.
+    #[command(subcommand)]
+    Clock(clock::ClockCommand),
+}
+
+pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Config(command) => config::run(command),
+        Command::Clock(command) => clock::run(command),
+    }
+}
+
+/// A mistake in the command line itself (an unknown agency, a malformed time): exit status 2,
+/// as for the errors clap reports.
+#[derive(Debug)]
+pub(crate) struct UsageError(pub(crate) String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// 2 for a usage error, 1 for anything else that failed.
+pub(crate) fn exit_code(error: &anyhow::Error) -> ExitCode {
+    if error.is::<UsageError>() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
+    }
+}
