@@ -220,6 +220,18 @@ impl Bus {
         }
     }
 
+    /// The last notice on `subject`, or `None` if there is none.
+    pub async fn last_notice(&self, subject: &str) -> Result<Option<Stored<Notice>>, ReadError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => match decode_item_raw(message.into())? {
+                Item::Notice(notice) => Ok(Some(*notice)),
+                Item::Event(event) => Err(ReadError::new(ReadErrorKind::Corrupt(event.seq))),
+            },
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
     /// The event at stream sequence `seq`, or `None` if there is no such event.
     pub async fn event_at(&self, seq: u64) -> Result<Option<Stored<EventRecord>>, ReadError> {
         match self.stream.direct_get(seq).await {
@@ -393,7 +405,10 @@ fn decode_event(message: impl Into<Raw>) -> Result<Stored<EventRecord>, ReadErro
 }
 
 fn decode_item(message: jetstream::Message) -> Result<Item, ReadError> {
-    let message = raw_stream_message(&message)?;
+    decode_item_raw(raw_stream_message(&message)?)
+}
+
+fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
     match subjects::parse(&message.subject) {
         Some(subjects::Parsed::Notice { .. }) => {
             let notice = Notice::decode(&message.payload).map_err(|err| {

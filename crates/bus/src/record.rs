@@ -9,6 +9,7 @@
 //! alone so they are stored once; auditors recompute the state from the events and compare.
 
 use bytes::Bytes;
+use refbus_core::escalation::Action;
 use refbus_core::event::Notified;
 use refbus_core::ids::{ClockId, ServiceId};
 use refbus_core::referral::Priority;
@@ -100,6 +101,7 @@ pub struct Notice {
     pub clock: ClockId,
     pub level: u16,
     pub repetition: u16,
+    pub action: Action,
     pub notified: Notified,
     pub due_at: Timestamp,
     /// When the router recorded the escalation.

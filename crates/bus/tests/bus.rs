@@ -239,6 +239,7 @@ async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
         clock: "acknowledge".parse().unwrap(),
         level: 2,
         repetition: 0,
+        action: refbus_core::escalation::Action::Notify,
         notified: refbus_core::event::Notified {
             agency: uptd.clone(),
             role: refbus_core::escalation::Role::Head,

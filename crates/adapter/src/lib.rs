@@ -1,0 +1,154 @@
+//! refbus-adapter: one agency's door to the bus.
+//!
+//! An agency's IT system calls `ReferralService` (gRPC) on its own adapter. The adapter is
+//! stateless: for each command it reads the referral's current state from the bus, decides with
+//! the core, appends the event, and answers only after JetStream has stored it.
+//!
+//! # Layout
+//!
+//! - [`Adapter`]: the shared state (agency, registry, bus, keys, time source) and
+//!   [`serve`], which runs the gRPC server on a listener until a shutdown future completes.
+//! - `service`: the `ReferralService` implementation, one thin method per RPC.
+//! - `write`: the command pipeline (load, decide, append, retry on a concurrent change,
+//!   recognise a retried request) and the reroute flow.
+//! - `read`: get, list, and the inbox stream.
+//! - `keys`: sealing and opening for this agency; `status`: every gRPC status in one place.
+//!
+//! # Invariants
+//!
+//! - A refused call writes nothing: validation, permission and life-cycle checks all happen
+//!   before the single append of a command.
+//! - The adapter never holds a referral's state between calls; the bus is the only truth.
+//! - Identity and notes are sealed before they leave the adapter and opened only for its own
+//!   agency's system.
+
+mod keys;
+mod read;
+mod service;
+mod status;
+mod write;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use refbus_bus::Bus;
+use refbus_core::{AgencyId, Registry, Timestamp};
+use refbus_proto::v1::referral_service_server::ReferralServiceServer;
+use refbus_seal::Keyring;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// The source of "now" for decisions: the system clock in production, fixed in some tests.
+pub type Now = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock, read at the edge (the core never reads it).
+pub fn system_now() -> Now {
+    Arc::new(|| {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
+        Timestamp::from_millis(millis)
+    })
+}
+
+/// Tunables, each with a safe default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Requests larger than this are refused with `RESOURCE_EXHAUSTED` before any work.
+    pub max_request_bytes: usize,
+    /// How many times a command is re-read and re-decided when another writer changed the
+    /// referral in between, before answering `ABORTED`.
+    pub conflict_retries: usize,
+    /// How long an inbox stream may stay silent before the adapter closes it (clients resume
+    /// from their cursor).
+    pub inbox_idle_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_request_bytes: 256 * 1024,
+            conflict_retries: 4,
+            inbox_idle_timeout: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// One agency's adapter. Cloning is cheap.
+#[derive(Clone)]
+pub struct Adapter {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    agency: AgencyId,
+    registry: Arc<Registry>,
+    bus: Bus,
+    keyring: Keyring,
+    now: Now,
+    options: Options,
+}
+
+impl Adapter {
+    pub fn new(
+        agency: AgencyId,
+        registry: Arc<Registry>,
+        bus: Bus,
+        keyring: Keyring,
+        now: Now,
+        options: Options,
+    ) -> Adapter {
+        Adapter {
+            inner: Arc::new(Inner {
+                agency,
+                registry,
+                bus,
+                keyring,
+                now,
+                options,
+            }),
+        }
+    }
+
+    pub fn agency(&self) -> &AgencyId {
+        &self.inner.agency
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.inner.now)()
+    }
+}
+
+/// Serves `adapter` over gRPC on `listener` (with health checking and reflection) until
+/// `shutdown` completes.
+pub async fn serve(
+    adapter: Adapter,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<ReferralServiceServer<Adapter>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(refbus_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the contract's descriptor set is valid: it was produced by the build");
+    let limit = adapter.inner.options.max_request_bytes;
+    let service = ReferralServiceServer::new(adapter)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

@@ -1,0 +1,219 @@
+//! The read path: one referral, a filtered list, and the agency's inbox as a live stream.
+
+use std::pin::Pin;
+
+use data_encoding::BASE64URL_NOPAD;
+use futures::{Stream, StreamExt};
+use refbus_bus::{Item, Notice, subjects};
+use refbus_core::clock::ClockView;
+use refbus_core::referral::Party;
+use refbus_core::{Change, Event, Referral, ReferralId, Timestamp};
+use refbus_proto::convert::{self, ListQuery};
+use refbus_proto::v1;
+use tonic::Status;
+
+use crate::{Adapter, keys, status};
+
+/// The inbox as gRPC streams it.
+pub(crate) type InboxStream =
+    Pin<Box<dyn Stream<Item = Result<v1::WatchInboxResponse, Status>> + Send>>;
+
+impl Adapter {
+    /// How an agency system sees `state` now: clocks computed, sealed data opened if this
+    /// agency may.
+    pub(crate) fn view(&self, state: &Referral) -> v1::Referral {
+        let inner = &self.inner;
+        let now = self.now();
+        let (views, policies): (Vec<ClockView>, Vec<_>) = inner
+            .registry
+            .policy(&state.creation.policy_version)
+            .map(|policy| {
+                policy
+                    .clocks
+                    .iter()
+                    .filter(|clock| clock.applies_to.matches(state))
+                    .map(|clock| {
+                        let calendar =
+                            inner
+                                .registry
+                                .calendar(clock.calendar, clock.responsible, state);
+                        (ClockView::of(clock, state, &calendar, now), clock.clone())
+                    })
+                    .unzip()
+            })
+            .unwrap_or_default();
+        let opener = keys::opener(&inner.keyring, state.id);
+        convert::referral_view(state, &views, &policies, &opener)
+    }
+
+    pub(crate) fn event_view(&self, event: &Event) -> v1::Event {
+        let opener = keys::opener(&self.inner.keyring, event.referral_id);
+        convert::event_view(event, &opener)
+    }
+
+    /// A referral with its identity and creation note (kept in its first event only).
+    pub(crate) async fn get(&self, id: &ReferralId) -> Result<v1::Referral, Status> {
+        let Some(stored) = self.load(id).await? else {
+            return Err(status::not_found(&id.to_string()));
+        };
+        let mut state = stored.record.state;
+        if state.party_of(&self.inner.agency).is_some() {
+            let first = self
+                .inner
+                .bus
+                .history(&stored.subject)
+                .await
+                .map_err(|err| status::read(&err))?
+                .into_iter()
+                .next();
+            if let Some(first) = first
+                && let Change::Created(creation) = first.record.event.change
+            {
+                state.creation.identity = creation.identity;
+                state.creation.note = creation.note;
+            }
+        }
+        Ok(self.view(&state))
+    }
+
+    /// Referrals this agency sent or received, newest first, a page at a time. The page token
+    /// names the last referral of the previous page, so new referrals never shift later pages.
+    pub(crate) async fn list(
+        &self,
+        query: &ListQuery,
+    ) -> Result<v1::ListReferralsResponse, Status> {
+        let agency = &self.inner.agency;
+        let filters = match query.side {
+            Some(Party::Sender) => vec![subjects::sent_by(agency)],
+            Some(Party::Recipient) => vec![subjects::received_by(agency)],
+            None => vec![subjects::received_by(agency), subjects::sent_by(agency)],
+        };
+        let after = query
+            .page_token
+            .as_deref()
+            .map(parse_page_token)
+            .transpose()?;
+        let mut states: Vec<Referral> = self
+            .inner
+            .bus
+            .latest(filters)
+            .await
+            .map_err(|err| status::read(&err))?
+            .filter_map(|stored| async move { stored.ok().map(|stored| stored.record.state) })
+            .filter(|state| std::future::ready(query.matches(state, agency)))
+            .collect()
+            .await;
+        states.sort_by_key(|state| std::cmp::Reverse(page_key(state)));
+        let start = after.map_or(0, |after| {
+            states.partition_point(|state| page_key(state) >= after)
+        });
+        let page: Vec<&Referral> = states.iter().skip(start).take(query.page_size).collect();
+        let next_page_token = if start + page.len() < states.len() {
+            page.last()
+                .map(|last| page_token(page_key(last)))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(v1::ListReferralsResponse {
+            referrals: page.into_iter().map(|state| self.view(state)).collect(),
+            next_page_token,
+        })
+    }
+
+    /// The inbox from `cursor` on: every event of referrals this agency sent or received, and
+    /// every notice for it, in order, then live.
+    pub(crate) async fn watch(&self, cursor: &str) -> Result<InboxStream, Status> {
+        let after = parse_cursor(cursor)?;
+        let items = self
+            .inner
+            .bus
+            .watch(subjects::inbox(&self.inner.agency), after)
+            .await
+            .map_err(|err| status::read(&err))?;
+        let adapter = self.clone();
+        let idle = self.inner.options.inbox_idle_timeout;
+        let stream = tokio_stream::StreamExt::timeout(items, idle)
+            .take_while(|item| std::future::ready(item.is_ok()))
+            .filter_map(|item| std::future::ready(item.ok()))
+            .map(move |item| match item {
+                Ok(item) => Ok(v1::WatchInboxResponse {
+                    item: Some(adapter.inbox_item(item)),
+                }),
+                Err(err) => Err(status::read(&err)),
+            });
+        Ok(Box::pin(stream))
+    }
+
+    fn inbox_item(&self, item: Item) -> v1::InboxItem {
+        let cursor = item.seq().to_string();
+        let item = match item {
+            Item::Event(stored) => {
+                v1::inbox_item::Item::Event(self.event_view(&stored.record.event))
+            }
+            Item::Notice(stored) => v1::inbox_item::Item::Notice(notice_view(&stored.record)),
+        };
+        v1::InboxItem {
+            cursor,
+            item: Some(item),
+        }
+    }
+}
+
+fn notice_view(notice: &Notice) -> v1::Notice {
+    v1::Notice {
+        referral_id: notice.referral_id.to_string(),
+        case_id: notice.case_id.to_string(),
+        sender: notice.sender.to_string(),
+        recipient: notice.recipient.to_string(),
+        service: notice.service.to_string(),
+        priority: v1::Priority::from(notice.priority).into(),
+        clock_id: notice.clock.to_string(),
+        level: u32::from(notice.level),
+        repetition: u32::from(notice.repetition),
+        action: v1::EscalationAction::from(notice.action).into(),
+        agency: notice.notified.agency.to_string(),
+        role: v1::Role::from(notice.notified.role).into(),
+        due_at: Some(convert::fields::timestamp(notice.due_at)),
+        time: Some(convert::fields::timestamp(notice.at)),
+        event_seq: notice.event_seq,
+    }
+}
+
+/// A cursor is the stream sequence of the last item the client saw; empty for the beginning.
+fn parse_cursor(cursor: &str) -> Result<u64, Status> {
+    if cursor.is_empty() {
+        return Ok(0);
+    }
+    cursor.parse().map_err(|_| {
+        Status::invalid_argument(format!(
+            "cursor: `{cursor}` is not a cursor this adapter gave; send the cursor of the last item received, or none to start from the beginning"
+        ))
+    })
+}
+
+type PageKey = (Timestamp, ReferralId);
+
+fn page_key(state: &Referral) -> PageKey {
+    (state.created_at, state.id)
+}
+
+fn page_token((created_at, id): PageKey) -> String {
+    BASE64URL_NOPAD.encode(format!("{}:{id}", created_at.as_millis()).as_bytes())
+}
+
+fn parse_page_token(token: &str) -> Result<PageKey, Status> {
+    let invalid = || {
+        Status::invalid_argument(
+            "page_token: not a token this adapter gave; start from the first page",
+        )
+    };
+    let text = BASE64URL_NOPAD
+        .decode(token.as_bytes())
+        .map_err(|_| invalid())?;
+    let text = String::from_utf8(text).map_err(|_| invalid())?;
+    let (millis, id) = text.split_once(':').ok_or_else(invalid)?;
+    let millis = millis.parse().map_err(|_| invalid())?;
+    let id = ReferralId::parse(id).map_err(|_| invalid())?;
+    Ok((Timestamp::from_millis(millis), id))
+}

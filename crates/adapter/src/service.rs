@@ -1,0 +1,172 @@
+//! `ReferralService`: one thin method per RPC; the work is in `write` and `read`.
+
+use refbus_core::ids::OperatorId;
+use refbus_proto::OPERATOR_METADATA_KEY;
+use refbus_proto::convert;
+use refbus_proto::v1::referral_service_server::ReferralService;
+use refbus_proto::v1::*;
+use tonic::{Request, Response, Status};
+
+use crate::read::InboxStream;
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+use crate::{Adapter, status};
+
+/// The operator acting, from the request metadata.
+fn operator<T>(request: &Request<T>) -> Result<OperatorId, Status> {
+    let header = request
+        .metadata()
+        .get(OPERATOR_METADATA_KEY)
+        .map(|value| value.to_str().unwrap_or_default())
+        .unwrap_or_default();
+    convert::operator(header).map_err(|err| status::field(&err))
+}
+
+/// RPCs that run a command on an existing referral and answer with the state and the event.
+macro_rules! command_rpcs {
+    ($($method:ident($request:ty) -> $response:ident;)*) => {
+        $(
+            // Written out as `#[async_trait]` would expand it: the attribute does not reach
+            // methods that a macro produces inside the impl.
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                request: Request<$request>,
+            ) -> BoxFuture<'async_trait, Result<Response<$response>, Status>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move {
+                    let operator = operator(&request)?;
+                    let written = self.execute(operator, request.get_ref()).await;
+                    log_outcome(stringify!($method), &written);
+                    let written = written?;
+                    Ok(Response::new($response {
+                        referral: Some(self.view(&written.state)),
+                        event: Some(self.event_view(&written.event)),
+                    }))
+                })
+            }
+        )*
+    };
+}
+
+/// Anything that answers a write: where it landed and whether it was a retry.
+trait Landed {
+    fn landed(&self) -> (u64, bool);
+}
+
+impl Landed for crate::write::Written {
+    fn landed(&self) -> (u64, bool) {
+        (self.seq, self.replayed)
+    }
+}
+
+impl Landed for crate::write::Rerouted {
+    fn landed(&self) -> (u64, bool) {
+        self.original.landed()
+    }
+}
+
+fn log_outcome(method: &str, outcome: &Result<impl Landed, Status>) {
+    match outcome {
+        Ok(written) => {
+            let (seq, replayed) = written.landed();
+            tracing::debug!(method, seq, replayed, "recorded");
+        }
+        Err(err) if status::is_retryable(err) => {
+            tracing::warn!(method, code = ?err.code(), "{}", err.message())
+        }
+        Err(err) => tracing::info!(method, code = ?err.code(), "refused: {}", err.message()),
+    }
+}
+
+#[tonic::async_trait]
+impl ReferralService for Adapter {
+    async fn create_referral(
+        &self,
+        request: Request<CreateReferralRequest>,
+    ) -> Result<Response<CreateReferralResponse>, Status> {
+        let operator = operator(&request)?;
+        let written = self.create(operator, request.get_ref()).await;
+        log_outcome("create_referral", &written);
+        let written = written?;
+        let mut state = written.state;
+        // The state stored on the bus omits the identity; the create's answer shows it back.
+        if let refbus_core::Change::Created(creation) = &written.event.change {
+            state.creation.identity = creation.identity.clone();
+            state.creation.note = creation.note.clone();
+        }
+        Ok(Response::new(CreateReferralResponse {
+            referral: Some(self.view(&state)),
+            event: Some(self.event_view(&written.event)),
+        }))
+    }
+
+    command_rpcs! {
+        confirm_receipt(ConfirmReceiptRequest) -> ConfirmReceiptResponse;
+        accept_referral(AcceptReferralRequest) -> AcceptReferralResponse;
+        reject_referral(RejectReferralRequest) -> RejectReferralResponse;
+        start_referral(StartReferralRequest) -> StartReferralResponse;
+        schedule_appointment(ScheduleAppointmentRequest) -> ScheduleAppointmentResponse;
+        record_no_show(RecordNoShowRequest) -> RecordNoShowResponse;
+        add_note(AddNoteRequest) -> AddNoteResponse;
+        put_on_hold(PutOnHoldRequest) -> PutOnHoldResponse;
+        resume_referral(ResumeReferralRequest) -> ResumeReferralResponse;
+        request_cancellation(RequestCancellationRequest) -> RequestCancellationResponse;
+        confirm_cancellation(ConfirmCancellationRequest) -> ConfirmCancellationResponse;
+        decline_cancellation(DeclineCancellationRequest) -> DeclineCancellationResponse;
+        cancel_referral(CancelReferralRequest) -> CancelReferralResponse;
+        complete_referral(CompleteReferralRequest) -> CompleteReferralResponse;
+        fail_referral(FailReferralRequest) -> FailReferralResponse;
+        enter_in_error(EnterInErrorRequest) -> EnterInErrorResponse;
+        acknowledge_escalation(AcknowledgeEscalationRequest) -> AcknowledgeEscalationResponse;
+    }
+
+    async fn reroute_referral(
+        &self,
+        request: Request<RerouteReferralRequest>,
+    ) -> Result<Response<RerouteReferralResponse>, Status> {
+        let operator = operator(&request)?;
+        let rerouted = self.reroute(operator, request.get_ref()).await;
+        log_outcome("reroute_referral", &rerouted);
+        let rerouted = rerouted?;
+        Ok(Response::new(RerouteReferralResponse {
+            referral: Some(self.view(&rerouted.original.state)),
+            event: Some(self.event_view(&rerouted.original.event)),
+            child_referral: Some(self.view(&rerouted.child.state)),
+            child_event: Some(self.event_view(&rerouted.child.event)),
+        }))
+    }
+
+    async fn get_referral(
+        &self,
+        request: Request<GetReferralRequest>,
+    ) -> Result<Response<GetReferralResponse>, Status> {
+        operator(&request)?;
+        let id = convert::get_referral(request.get_ref()).map_err(|err| status::field(&err))?;
+        Ok(Response::new(GetReferralResponse {
+            referral: Some(self.get(&id).await?),
+        }))
+    }
+
+    async fn list_referrals(
+        &self,
+        request: Request<ListReferralsRequest>,
+    ) -> Result<Response<ListReferralsResponse>, Status> {
+        operator(&request)?;
+        let query =
+            convert::list_referrals(request.get_ref()).map_err(|err| status::field(&err))?;
+        Ok(Response::new(self.list(&query).await?))
+    }
+
+    type WatchInboxStream = InboxStream;
+
+    async fn watch_inbox(
+        &self,
+        request: Request<WatchInboxRequest>,
+    ) -> Result<Response<Self::WatchInboxStream>, Status> {
+        operator(&request)?;
+        Ok(Response::new(self.watch(&request.get_ref().cursor).await?))
+    }
+}

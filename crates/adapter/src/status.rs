@@ -1,0 +1,68 @@
+//! Every refusal the adapter gives, mapped to a gRPC status in one place.
+//!
+//! Agency IT staff read these messages in their logs: each says what was wrong and, where it
+//! helps, what to do. Every refused call has written nothing to the bus.
+
+use refbus_bus::{AppendError, AppendErrorKind, ReadError, ReadErrorKind};
+use refbus_core::Rejection;
+use refbus_proto::convert::FieldError;
+use tonic::{Code, Status};
+
+/// A core rejection: the request itself, the caller's role, or the referral's state.
+pub(crate) fn rejection(rejection: &Rejection, referral: &str) -> Status {
+    match rejection {
+        Rejection::Invalid { field, message } => {
+            Status::invalid_argument(format!("{field}: {message}"))
+        }
+        Rejection::NotFound => not_found(referral),
+        Rejection::AlreadyExists { referral } => Status::already_exists(format!(
+            "referral {referral} already exists with other content: this request_id was used \
+             before for a different referral; use a new request_id"
+        )),
+        Rejection::PermissionDenied(message) => Status::permission_denied(message.clone()),
+        Rejection::WrongState { .. } => Status::failed_precondition(rejection.to_string()),
+    }
+}
+
+pub(crate) fn field(error: &FieldError) -> Status {
+    Status::invalid_argument(error.to_string())
+}
+
+pub(crate) fn not_found(referral: &str) -> Status {
+    Status::not_found(format!(
+        "referral {referral} does not exist, or your agency is not a party to it"
+    ))
+}
+
+pub(crate) fn append(error: &AppendError) -> Status {
+    match error.kind() {
+        AppendErrorKind::Conflict => Status::aborted(
+            "the referral was changed by someone else at the same moment; read it again and retry",
+        ),
+        AppendErrorKind::Unavailable => Status::unavailable(
+            "the referral bus is unreachable; nothing was recorded: retry with the same request_id",
+        ),
+        AppendErrorKind::TooLarge => {
+            Status::resource_exhausted("the request is too large for the referral bus")
+        }
+        AppendErrorKind::Refused => {
+            Status::internal(format!("the referral bus refused the event: {error}"))
+        }
+    }
+}
+
+pub(crate) fn read(error: &ReadError) -> Status {
+    match error.kind() {
+        ReadErrorKind::Unavailable => {
+            Status::unavailable("the referral bus is unreachable; nothing was recorded: retry")
+        }
+        ReadErrorKind::Corrupt(seq) => Status::internal(format!(
+            "the bus holds a message refbus cannot read at sequence {seq}; tell the operators"
+        )),
+    }
+}
+
+/// Whether a status tells the client it may simply retry.
+pub(crate) fn is_retryable(status: &Status) -> bool {
+    matches!(status.code(), Code::Unavailable | Code::Aborted)
+}

@@ -1,0 +1,488 @@
+//! The write path: every command is load, decide, append, answer.
+//!
+//! Idempotency: a referral's id derives from its create's request id, so a create cannot happen
+//! twice. For later commands, the request id is recorded on the event and used as the bus
+//! message id: a retry whose event is already the referral's latest is answered from it; a
+//! retry that the life cycle now refuses (because it already happened) is found in the
+//! referral's history; a retry that would be allowed again is recognised by the bus's
+//! deduplication. In every case the answer is the original one and nothing is written twice.
+
+use refbus_bus::{Append, AppendErrorKind, EventRecord, Stored, subjects};
+use refbus_core::command::{Command, Request};
+use refbus_core::ids::OperatorId;
+use refbus_core::referral::Creation;
+use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, decide, evolve};
+use refbus_proto::convert::{self, CommandRequest, FieldError, SealError, SealTarget};
+use refbus_proto::v1;
+use refbus_seal::Context;
+use tonic::Status;
+
+use crate::{Adapter, keys, status};
+
+/// The outcome of a command: the event recorded (or found, for a retry) and the state after it.
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    pub(crate) event: Event,
+    pub(crate) state: Referral,
+    pub(crate) seq: u64,
+    /// A retry of an earlier request: nothing was written now.
+    pub(crate) replayed: bool,
+}
+
+impl Written {
+    fn from_stored(stored: Stored<EventRecord>, replayed: bool) -> Written {
+        Written {
+            event: stored.record.event,
+            state: stored.record.state,
+            seq: stored.seq,
+            replayed,
+        }
+    }
+}
+
+/// A reroute carried out: the original, now linked, and its replacement.
+#[derive(Debug, Clone)]
+pub(crate) struct Rerouted {
+    pub(crate) original: Written,
+    pub(crate) child: Written,
+}
+
+/// A sealer that only checks: used to validate every field before anything is read or sealed.
+fn validating_sealer(
+    _: SealTarget<'_>,
+    _: &[u8],
+) -> Result<refbus_core::referral::SealedPayload, SealError> {
+    Ok(refbus_core::referral::SealedPayload {
+        recipients: Vec::new(),
+        envelope: Vec::new(),
+    })
+}
+
+impl Adapter {
+    fn actor(&self, operator: OperatorId) -> Actor {
+        Actor::Agency {
+            agency: self.inner.agency.clone(),
+            operator,
+        }
+    }
+
+    fn message_id(&self, request_id: &RequestId, suffix: &str) -> String {
+        format!("{}:{}{suffix}", self.inner.agency, request_id)
+    }
+
+    /// The current state of a referral this agency may see: as its sender or recipient, or as an
+    /// agency an escalation notified (through the notice it received).
+    pub(crate) async fn load(
+        &self,
+        id: &ReferralId,
+    ) -> Result<Option<Stored<EventRecord>>, Status> {
+        let bus = &self.inner.bus;
+        for pattern in subjects::referral_patterns_for(&self.inner.agency, id) {
+            if let Some(stored) = bus.last(&pattern).await.map_err(|err| status::read(&err))? {
+                return Ok(Some(stored));
+            }
+        }
+        let notice = bus
+            .last_notice(&subjects::notice(&self.inner.agency, id))
+            .await
+            .map_err(|err| status::read(&err))?;
+        match notice {
+            Some(notice) => {
+                let notice = notice.record;
+                let subject = subjects::referral(&notice.recipient, &notice.sender, id);
+                bus.last(&subject).await.map_err(|err| status::read(&err))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a command on an existing referral.
+    pub(crate) async fn execute<R: CommandRequest>(
+        &self,
+        operator: OperatorId,
+        request: &R,
+    ) -> Result<Written, Status> {
+        // Every field is checked before anything is read, so bad input costs nothing.
+        let parsed = request
+            .parse(&mut validating_sealer)
+            .map_err(|err| status::field(&err))?;
+        let referral_id = parsed.referral_id;
+        self.execute_with(
+            operator,
+            &parsed.request_id,
+            &referral_id,
+            "",
+            |state, keyring| {
+                let (sender, recipient) = (state.sender(), state.recipient());
+                let mut sealer = keys::sealer(keyring, state.id, Some((sender, recipient)));
+                request
+                    .command(&mut sealer)
+                    .map_err(|err| status::field(&err))
+            },
+        )
+        .await
+    }
+
+    /// Load, build the command (sealing for the referral's parties), decide, append; again if
+    /// another writer got there first.
+    async fn execute_with(
+        &self,
+        operator: OperatorId,
+        request_id: &RequestId,
+        referral_id: &ReferralId,
+        message_suffix: &str,
+        build: impl Fn(&Referral, &refbus_seal::Keyring) -> Result<Command, Status>,
+    ) -> Result<Written, Status> {
+        let inner = &self.inner;
+        let message_id = self.message_id(request_id, message_suffix);
+        for _ in 0..=inner.options.conflict_retries {
+            let Some(stored) = self.load(referral_id).await? else {
+                return Err(status::not_found(&referral_id.to_string()));
+            };
+            if self.is_own_request(&stored.record.event, request_id) {
+                return Ok(Written::from_stored(stored, true));
+            }
+            let command = build(&stored.record.state, &inner.keyring)?;
+            let request = Request {
+                command,
+                actor: self.actor(operator.clone()),
+                request_id: Some(request_id.clone()),
+            };
+            let decision = match decide(
+                &inner.registry,
+                Some(&stored.record.state),
+                &request,
+                self.now(),
+            ) {
+                Ok(decision) => decision,
+                Err(rejection) => {
+                    if let Some(original) = self.find_request(&stored.subject, request_id).await? {
+                        return Ok(original);
+                    }
+                    return Err(status::rejection(&rejection, &referral_id.to_string()));
+                }
+            };
+            let event = decision
+                .events
+                .into_iter()
+                .next()
+                .ok_or_else(|| Status::internal("the core decided no event"))?;
+            let state = evolve(Some(stored.record.state.clone()), &event).map_err(|err| {
+                Status::internal(format!("the core's event does not apply: {err}"))
+            })?;
+            let record = EventRecord::new(event, &state);
+            let append = Append {
+                subject: &stored.subject,
+                record: &record,
+                expected_last_seq: stored.seq,
+                message_id: &message_id,
+            };
+            match inner.bus.append(append).await {
+                Ok(appended) if appended.duplicate => return self.replay_at(appended.seq).await,
+                Ok(appended) => {
+                    return Ok(Written {
+                        event: record.event,
+                        state,
+                        seq: appended.seq,
+                        replayed: false,
+                    });
+                }
+                Err(err) if err.kind() == AppendErrorKind::Conflict => continue,
+                Err(err) => return Err(status::append(&err)),
+            }
+        }
+        Err(Status::aborted(
+            "the referral kept changing while this request was being recorded; retry with the same request_id",
+        ))
+    }
+
+    fn is_own_request(&self, event: &Event, request_id: &RequestId) -> bool {
+        event.request_id.as_ref() == Some(request_id)
+            && event.actor.agency() == Some(&self.inner.agency)
+    }
+
+    /// The event an earlier attempt of this request recorded on the referral, if any.
+    async fn find_request(
+        &self,
+        subject: &str,
+        request_id: &RequestId,
+    ) -> Result<Option<Written>, Status> {
+        let history = self
+            .inner
+            .bus
+            .history(subject)
+            .await
+            .map_err(|err| status::read(&err))?;
+        Ok(history
+            .into_iter()
+            .find(|stored| self.is_own_request(&stored.record.event, request_id))
+            .map(|stored| Written::from_stored(stored, true)))
+    }
+
+    async fn replay_at(&self, seq: u64) -> Result<Written, Status> {
+        match self
+            .inner
+            .bus
+            .event_at(seq)
+            .await
+            .map_err(|err| status::read(&err))?
+        {
+            Some(stored) => Ok(Written::from_stored(stored, true)),
+            None => Err(Status::internal(format!(
+                "the bus lost the event at sequence {seq}"
+            ))),
+        }
+    }
+
+    // === create ===
+
+    pub(crate) async fn create(
+        &self,
+        operator: OperatorId,
+        request: &v1::CreateReferralRequest,
+    ) -> Result<Written, Status> {
+        let inner = &self.inner;
+        let request_id = convert::fields::id("request_id", &request.request_id, RequestId::new)
+            .map_err(|err| status::field(&err))?;
+        let referral_id = ReferralId::derive(&inner.agency, &request_id);
+        let now = self.now();
+        let policy = inner.registry.policy_in_force(now).ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "no clock policy is in force at {now}; tell the operators"
+            ))
+        })?;
+        let mut sealer = keys::sealer(&inner.keyring, referral_id, None);
+        let new = convert::create_referral(request, &inner.agency, &policy.version, &mut sealer)
+            .map_err(|err| status::field(&err))?;
+        self.create_referral(operator, &request_id, new.creation, "")
+            .await
+    }
+
+    /// Decides and appends a new referral; a retry finds the referral it made.
+    async fn create_referral(
+        &self,
+        operator: OperatorId,
+        request_id: &RequestId,
+        creation: Creation,
+        message_suffix: &str,
+    ) -> Result<Written, Status> {
+        let inner = &self.inner;
+        let request = Request {
+            command: Command::Create(Box::new(creation.clone())),
+            actor: self.actor(operator),
+            request_id: Some(request_id.clone()),
+        };
+        let decision = decide(&inner.registry, None, &request, self.now())
+            .map_err(|rejection| status::rejection(&rejection, "(new)"))?;
+        let event = decision
+            .events
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::internal("the core decided no event"))?;
+        let state = evolve(None, &event)
+            .map_err(|err| Status::internal(format!("the core's event does not apply: {err}")))?;
+        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+        let record = EventRecord::new(event, &state);
+        let append = Append {
+            subject: &subject,
+            record: &record,
+            expected_last_seq: 0,
+            message_id: &self.message_id(request_id, message_suffix),
+        };
+        match inner.bus.append(append).await {
+            Ok(appended) if appended.duplicate => self.replay_at(appended.seq).await,
+            Ok(appended) => Ok(Written {
+                event: record.event,
+                state,
+                seq: appended.seq,
+                replayed: false,
+            }),
+            Err(err) if err.kind() == AppendErrorKind::Conflict => {
+                // The referral exists: this request made it before, or the request id was reused
+                // for something else.
+                let history = inner
+                    .bus
+                    .history(&subject)
+                    .await
+                    .map_err(|err| status::read(&err))?;
+                let Some(first) = history.into_iter().next() else {
+                    return Err(status::append(&err));
+                };
+                match &first.record.event.change {
+                    refbus_core::Change::Created(existing)
+                        if same_referral(existing, &creation) =>
+                    {
+                        Ok(Written::from_stored(first, true))
+                    }
+                    _ => Err(status::rejection(
+                        &refbus_core::Rejection::AlreadyExists {
+                            referral: state.id.to_string(),
+                        },
+                        &state.id.to_string(),
+                    )),
+                }
+            }
+            Err(err) => Err(status::append(&err)),
+        }
+    }
+
+    // === reroute ===
+
+    /// Moves a referral this agency sent to another agency: creates the linked child referral
+    /// (re-sealing the identity for the new recipient) and records the reroute on the original.
+    /// A retry with the same request id finishes what an interrupted attempt started.
+    pub(crate) async fn reroute(
+        &self,
+        operator: OperatorId,
+        request: &v1::RerouteReferralRequest,
+    ) -> Result<Rerouted, Status> {
+        let inner = &self.inner;
+        let request_id = convert::fields::id("request_id", &request.request_id, RequestId::new)
+            .map_err(|err| status::field(&err))?;
+        let child_id = ReferralId::derive(&inner.agency, &request_id);
+        let mut sealer = keys::sealer(&inner.keyring, child_id, None);
+        let order =
+            convert::reroute_referral(request, &mut sealer).map_err(|err| status::field(&err))?;
+        self.reroute_to(
+            operator,
+            &request_id,
+            &order.referral_id,
+            &order.to,
+            order.note,
+            order.sealed_identity,
+        )
+        .await
+    }
+
+    /// The reroute itself, shared by the RPC and by reroutes the router asks for.
+    pub(crate) async fn reroute_to(
+        &self,
+        operator: OperatorId,
+        request_id: &RequestId,
+        original_id: &ReferralId,
+        to: &AgencyId,
+        note: Option<refbus_core::referral::SealedPayload>,
+        sealed_identity: Option<refbus_core::referral::SealedPayload>,
+    ) -> Result<Rerouted, Status> {
+        let inner = &self.inner;
+        let child_id = ReferralId::derive(&inner.agency, request_id);
+        let Some(original) = self.load(original_id).await? else {
+            return Err(status::not_found(&original_id.to_string()));
+        };
+        let link = Command::RecordReroute {
+            child: child_id,
+            to: to.clone(),
+        };
+        let dry_run = Request {
+            command: link.clone(),
+            actor: self.actor(operator.clone()),
+            request_id: Some(request_id.clone()),
+        };
+        if let Err(rejection) = decide(
+            &inner.registry,
+            Some(&original.record.state),
+            &dry_run,
+            self.now(),
+        ) {
+            // A retry of a reroute that finished: answer with what it did.
+            if let Some(done) = self.find_request(&original.subject, request_id).await? {
+                let child = self
+                    .load(&child_id)
+                    .await?
+                    .ok_or_else(|| status::not_found(&child_id.to_string()))?;
+                return Ok(Rerouted {
+                    original: done,
+                    child: Written::from_stored(child, true),
+                });
+            }
+            return Err(status::rejection(&rejection, &original_id.to_string()));
+        }
+
+        let identity = match sealed_identity {
+            Some(sealed) => Some(sealed),
+            None => self.reseal_identity(&original, &child_id, to).await?,
+        };
+        let policy = inner.registry.policy_in_force(self.now()).ok_or_else(|| {
+            Status::failed_precondition("no clock policy is in force; tell the operators")
+        })?;
+        let creation = &original.record.state.creation;
+        let child_creation = Creation {
+            case_id: creation.case_id.clone(),
+            sender: creation.sender.clone(),
+            recipient: to.clone(),
+            service: creation.service.clone(),
+            priority: creation.priority,
+            categories: creation.categories.clone(),
+            child: creation.child,
+            consent: creation.consent.clone(),
+            case_reported_at: creation.case_reported_at,
+            identity,
+            note,
+            policy_version: policy.version.clone(),
+            parent: Some(*original_id),
+        };
+        let child = self
+            .create_referral(operator.clone(), request_id, child_creation, "")
+            .await?;
+        let original = self
+            .execute_with(operator, request_id, original_id, ":link", |_, _| {
+                Ok(link.clone())
+            })
+            .await?;
+        Ok(Rerouted { original, child })
+    }
+
+    /// The original's identity, opened with this agency's key and sealed anew for this agency
+    /// and the new recipient, bound to the child referral.
+    async fn reseal_identity(
+        &self,
+        original: &Stored<EventRecord>,
+        child_id: &ReferralId,
+        to: &AgencyId,
+    ) -> Result<Option<refbus_core::referral::SealedPayload>, Status> {
+        let keyring = &self.inner.keyring;
+        let history = self
+            .inner
+            .bus
+            .history(&original.subject)
+            .await
+            .map_err(|err| status::read(&err))?;
+        let sealed = history
+            .first()
+            .and_then(|first| match &first.record.event.change {
+                refbus_core::Change::Created(creation) => creation.identity.clone(),
+                _ => None,
+            });
+        let Some(sealed) = sealed else {
+            return Ok(None);
+        };
+        let plaintext = keyring
+            .open(&sealed, &Context::Identity(&original.record.state.id).aad())
+            .map_err(|err| {
+                Status::failed_precondition(format!(
+                    "this agency cannot open the identity to re-seal it: {err}"
+                ))
+            })?;
+        keyring
+            .seal_for(
+                &[keyring.agency(), to],
+                &plaintext,
+                &Context::Identity(child_id).aad(),
+            )
+            .map(Some)
+            .map_err(|err| status::field(&FieldError::new("to", err.to_string())))
+    }
+}
+
+/// Whether an existing referral is the one a retried create describes (sealed payloads are
+/// sealed afresh on every attempt, so they are not compared).
+fn same_referral(existing: &Creation, retried: &Creation) -> bool {
+    let comparable = |creation: &Creation| {
+        let mut creation = creation.clone();
+        creation.identity = None;
+        creation.note = None;
+        creation.policy_version = existing.policy_version.clone();
+        creation
+    };
+    comparable(existing) == comparable(retried)
+}

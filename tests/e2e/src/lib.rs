@@ -1,0 +1,267 @@
+//! refbus-e2e: a whole kabupaten in one test: a real nats-server, the Maros registry, one
+//! adapter per agency on its own port, and gRPC clients playing the agencies' IT systems.
+//!
+//! ```no_run
+//! # async fn example() {
+//! let mut system = refbus_e2e::System::start().await;
+//! let dinsos = system.agency("maros-dinsos").await;
+//! let created = dinsos.client().create_referral(dinsos.request(refbus_e2e::create_request(
+//!     "req-1", "maros-uptd-ppa", "shelter"))).await.unwrap();
+//! # }
+//! ```
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test harness: a broken setup must fail the test loudly"
+)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use refbus_adapter::{Adapter, Options};
+use refbus_bus::{Bus, StreamSettings};
+use refbus_core::{AgencyId, Registry};
+use refbus_proto::OPERATOR_METADATA_KEY;
+use refbus_proto::v1;
+use refbus_proto::v1::referral_service_client::ReferralServiceClient;
+use refbus_seal::{KeyPair, Keyring, PublicKey};
+use refbus_testkit::NatsServer;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// The repository root, for the shipped configuration.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Kabupaten Maros registry that `deploy/config/` ships.
+pub fn maros_registry() -> Registry {
+    refbus_config::load(repo_root().join("deploy/config/refbus.toml"))
+        .unwrap_or_else(|report| panic!("deploy/config/refbus.toml is invalid:\n{report}"))
+}
+
+/// A running adapter.
+pub struct RunningAdapter {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl RunningAdapter {
+    /// Stops the adapter as an administrator would (in-flight calls finish first).
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningAdapter {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An agency's IT system: a gRPC client of its own adapter, acting as one operator.
+#[derive(Clone)]
+pub struct AgencySystem {
+    pub agency: AgencyId,
+    pub addr: SocketAddr,
+    pub operator: String,
+    client: ReferralServiceClient<Channel>,
+}
+
+impl AgencySystem {
+    pub fn client(&self) -> ReferralServiceClient<Channel> {
+        self.client.clone()
+    }
+
+    /// `message` with this system's operator header.
+    pub fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert(OPERATOR_METADATA_KEY, self.operator.parse().unwrap());
+        request
+    }
+
+    /// The same system as another operator.
+    pub fn as_operator(&self, operator: &str) -> AgencySystem {
+        AgencySystem {
+            operator: operator.to_owned(),
+            ..self.clone()
+        }
+    }
+}
+
+/// nats-server, the registry, every agency's keys, and the adapters started so far.
+pub struct System {
+    pub nats: NatsServer,
+    pub registry: Arc<Registry>,
+    pub keys: HashMap<AgencyId, KeyPair>,
+    pub adapters: HashMap<AgencyId, RunningAdapter>,
+    pub options: Options,
+}
+
+impl System {
+    pub async fn start() -> System {
+        System::with_nats(NatsServer::start().unwrap()).await
+    }
+
+    pub async fn with_nats(nats: NatsServer) -> System {
+        let registry = Arc::new(maros_registry());
+        let keys = registry
+            .agencies
+            .keys()
+            .map(|agency| (agency.clone(), KeyPair::generate()))
+            .collect();
+        System {
+            nats,
+            registry,
+            keys,
+            adapters: HashMap::new(),
+            options: Options::default(),
+        }
+    }
+
+    /// The public key directory every adapter uses.
+    fn directory(&self) -> Vec<(AgencyId, PublicKey)> {
+        self.keys
+            .iter()
+            .map(|(agency, pair)| (agency.clone(), pair.public().clone()))
+            .collect()
+    }
+
+    pub fn keyring(&self, agency: &AgencyId) -> Keyring {
+        let secret =
+            refbus_seal::SecretKey::from_base64(&self.keys[agency].secret().to_base64()).unwrap();
+        Keyring::new(agency.clone(), secret, self.directory()).unwrap()
+    }
+
+    /// A bus connection of the test's own, for checking what is stored.
+    pub async fn bus(&self) -> Bus {
+        Bus::connect(&self.nats.url(), &StreamSettings::default())
+            .await
+            .unwrap()
+    }
+
+    /// How many messages the bus holds: a refused request must not change it.
+    pub async fn stored_messages(&self) -> u64 {
+        let mut stream = self.bus().await.stream().clone();
+        stream.info().await.unwrap().state.messages
+    }
+
+    /// Starts the agency's adapter on a free port (if it is not running).
+    pub async fn start_adapter(&mut self, agency: &AgencyId) -> SocketAddr {
+        if let Some(running) = self.adapters.get(agency) {
+            return running.addr;
+        }
+        let bus = self.bus().await;
+        let adapter = Adapter::new(
+            agency.clone(),
+            self.registry.clone(),
+            bus,
+            self.keyring(agency),
+            refbus_adapter::system_now(),
+            self.options.clone(),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            refbus_adapter::serve(adapter, listener, async {
+                let _ = stop.await;
+            })
+            .await
+            .unwrap();
+        });
+        self.adapters.insert(
+            agency.clone(),
+            RunningAdapter {
+                addr,
+                shutdown: Some(shutdown),
+                task,
+            },
+        );
+        addr
+    }
+
+    /// Stops the agency's adapter.
+    pub async fn stop_adapter(&mut self, agency: &AgencyId) {
+        if let Some(running) = self.adapters.remove(agency) {
+            running.stop().await;
+        }
+    }
+
+    /// The agency's IT system, connected to its adapter (started if needed).
+    pub async fn agency(&mut self, agency: &str) -> AgencySystem {
+        let agency = AgencyId::new(agency).unwrap();
+        let addr = self.start_adapter(&agency).await;
+        let client = ReferralServiceClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        AgencySystem {
+            operator: format!("operator@{agency}"),
+            agency,
+            addr,
+            client,
+        }
+    }
+}
+
+// === request builders ===
+
+/// A person's identity, with values a test can search the bus for.
+pub fn identity(name: &str) -> v1::ClientIdentity {
+    v1::ClientIdentity {
+        full_name: name.to_owned(),
+        nik: "7309014503120001".to_owned(),
+        birth_date: "2012-03-05".to_owned(),
+        sex: v1::Sex::Female.into(),
+        address: "Dusun Bonto Tangnga RT 002/RW 001, Desa Bontoa, Kec. Bontoa".to_owned(),
+        phone: "+62-812-0000-4242".to_owned(),
+        narrative: "Korban kekerasan seksual oleh tetangga; saat ini tinggal bersama nenek."
+            .to_owned(),
+        guardian_name: "Nenek korban, Hj. Contoh Wali".to_owned(),
+    }
+}
+
+/// A create with full consent, an identity and a note.
+pub fn create_request(
+    request_id: &str,
+    recipient: &str,
+    service: &str,
+) -> v1::CreateReferralRequest {
+    v1::CreateReferralRequest {
+        request_id: request_id.to_owned(),
+        recipient: recipient.to_owned(),
+        case_id: "MRS-2026-0042".to_owned(),
+        service: service.to_owned(),
+        priority: v1::Priority::Urgent.into(),
+        categories: vec!["sexual_violence".to_owned()],
+        child: true,
+        consent: Some(v1::Consent {
+            services: true,
+            disclose_to_agencies: true,
+            override_justification: String::new(),
+        }),
+        case_reported_at: None,
+        person: Some(v1::create_referral_request::Person::Identity(identity(
+            "Siti Contoh Korban",
+        ))),
+        note: "Anak perlu rumah aman malam ini.".to_owned(),
+        sealed_note: None,
+    }
+}
+
+pub fn reason(code: &str, note: &str) -> Option<v1::Reason> {
+    Some(v1::Reason {
+        code: code.to_owned(),
+        note: note.to_owned(),
+        sealed_note: None,
+    })
+}
