@@ -23,6 +23,7 @@
 //!   agency's system.
 
 mod keys;
+mod limits;
 mod read;
 mod service;
 mod status;
@@ -146,6 +147,7 @@ pub async fn serve(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(16 * 1024 * 1024);
     tonic::transport::Server::builder()
+        .layer(limits::RequestLimitLayer { limit })
         .add_service(health)
         .add_service(reflection)
         .add_service(service)

@@ -12,6 +12,7 @@ use refbus_proto::convert::{self, ListQuery};
 use refbus_proto::v1;
 use tonic::Status;
 
+use crate::write::{Access, Loaded};
 use crate::{Adapter, keys, status};
 
 /// The inbox as gRPC streams it.
@@ -53,11 +54,17 @@ impl Adapter {
 
     /// A referral with its identity and creation note (kept in its first event only).
     pub(crate) async fn get(&self, id: &ReferralId) -> Result<v1::Referral, Status> {
-        let Some(stored) = self.load(id).await? else {
+        let Some(Loaded { stored, access }) = self.load(id).await? else {
             return Err(status::not_found(&id.to_string()));
         };
+        if access == Access::None {
+            return Err(Status::permission_denied(format!(
+                "{} is not a party to referral {id}",
+                self.inner.agency
+            )));
+        }
         let mut state = stored.record.state;
-        if state.party_of(&self.inner.agency).is_some() {
+        if access == Access::Party {
             let first = self
                 .inner
                 .bus

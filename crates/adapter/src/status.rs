@@ -29,9 +29,7 @@ pub(crate) fn field(error: &FieldError) -> Status {
 }
 
 pub(crate) fn not_found(referral: &str) -> Status {
-    Status::not_found(format!(
-        "referral {referral} does not exist, or your agency is not a party to it"
-    ))
+    Status::not_found(format!("referral {referral} does not exist"))
 }
 
 pub(crate) fn append(error: &AppendError) -> Status {

@@ -47,6 +47,23 @@ pub(crate) struct Rerouted {
     pub(crate) child: Written,
 }
 
+/// What an agency is to a referral it asks about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Its sender or recipient.
+    Party,
+    /// An agency an escalation of it notified.
+    Notified,
+    /// Nothing: it may not see the referral.
+    None,
+}
+
+/// A referral as loaded for a request.
+pub(crate) struct Loaded {
+    pub(crate) stored: Stored<EventRecord>,
+    pub(crate) access: Access,
+}
+
 /// A sealer that only checks: used to validate every field before anything is read or sealed.
 fn validating_sealer(
     _: SealTarget<'_>,
@@ -70,30 +87,35 @@ impl Adapter {
         format!("{}:{}{suffix}", self.inner.agency, request_id)
     }
 
-    /// The current state of a referral this agency may see: as its sender or recipient, or as an
-    /// agency an escalation notified (through the notice it received).
-    pub(crate) async fn load(
-        &self,
-        id: &ReferralId,
-    ) -> Result<Option<Stored<EventRecord>>, Status> {
+    /// The current state of a referral, and what this agency is to it. Found by the agency's
+    /// own subjects first (fast), then through a notice it received, then anywhere (so that an
+    /// agency with no part in it is told so, rather than that it does not exist).
+    pub(crate) async fn load(&self, id: &ReferralId) -> Result<Option<Loaded>, Status> {
         let bus = &self.inner.bus;
         for pattern in subjects::referral_patterns_for(&self.inner.agency, id) {
             if let Some(stored) = bus.last(&pattern).await.map_err(|err| status::read(&err))? {
-                return Ok(Some(stored));
+                return Ok(Some(Loaded {
+                    stored,
+                    access: Access::Party,
+                }));
             }
         }
         let notice = bus
             .last_notice(&subjects::notice(&self.inner.agency, id))
             .await
             .map_err(|err| status::read(&err))?;
-        match notice {
+        let (subject, access) = match notice {
             Some(notice) => {
                 let notice = notice.record;
-                let subject = subjects::referral(&notice.recipient, &notice.sender, id);
-                bus.last(&subject).await.map_err(|err| status::read(&err))
+                (
+                    subjects::referral(&notice.recipient, &notice.sender, id),
+                    Access::Notified,
+                )
             }
-            None => Ok(None),
-        }
+            None => (subjects::referral_pattern(id), Access::None),
+        };
+        let stored = bus.last(&subject).await.map_err(|err| status::read(&err))?;
+        Ok(stored.map(|stored| Loaded { stored, access }))
     }
 
     /// Runs a command on an existing referral.
@@ -136,7 +158,7 @@ impl Adapter {
         let inner = &self.inner;
         let message_id = self.message_id(request_id, message_suffix);
         for _ in 0..=inner.options.conflict_retries {
-            let Some(stored) = self.load(referral_id).await? else {
+            let Some(Loaded { stored, .. }) = self.load(referral_id).await? else {
                 return Err(status::not_found(&referral_id.to_string()));
             };
             if self.is_own_request(&stored.record.event, request_id) {
@@ -251,6 +273,26 @@ impl Adapter {
                 "no clock policy is in force at {now}; tell the operators"
             ))
         })?;
+        // Every check first, with nothing sealed: the fields, then the core's rules on a
+        // creation without its sealed parts. Bad input costs no sealing and names the field.
+        let unsealed = convert::create_referral(
+            request,
+            &inner.agency,
+            &policy.version,
+            &mut validating_sealer,
+        )
+        .map_err(|err| status::field(&err))?;
+        let mut check = unsealed.creation;
+        check.identity = None;
+        check.note = None;
+        let dry_run = Request {
+            command: Command::Create(Box::new(check)),
+            actor: self.actor(operator.clone()),
+            request_id: Some(request_id.clone()),
+        };
+        decide(&inner.registry, None, &dry_run, now)
+            .map_err(|rejection| status::rejection(&rejection, "(new)"))?;
+
         let mut sealer = keys::sealer(&inner.keyring, referral_id, None);
         let new = convert::create_referral(request, &inner.agency, &policy.version, &mut sealer)
             .map_err(|err| status::field(&err))?;
@@ -340,6 +382,15 @@ impl Adapter {
         let request_id = convert::fields::id("request_id", &request.request_id, RequestId::new)
             .map_err(|err| status::field(&err))?;
         let child_id = ReferralId::derive(&inner.agency, &request_id);
+        // The new recipient must exist before anything is sealed for it.
+        let to = convert::fields::id("to", &request.to, AgencyId::new)
+            .map_err(|err| status::field(&err))?;
+        if inner.registry.agency(&to).is_none() {
+            return Err(status::field(&FieldError::new(
+                "to",
+                format!("unknown agency {to}"),
+            )));
+        }
         let mut sealer = keys::sealer(&inner.keyring, child_id, None);
         let order =
             convert::reroute_referral(request, &mut sealer).map_err(|err| status::field(&err))?;
@@ -366,7 +417,10 @@ impl Adapter {
     ) -> Result<Rerouted, Status> {
         let inner = &self.inner;
         let child_id = ReferralId::derive(&inner.agency, request_id);
-        let Some(original) = self.load(original_id).await? else {
+        let Some(Loaded {
+            stored: original, ..
+        }) = self.load(original_id).await?
+        else {
             return Err(status::not_found(&original_id.to_string()));
         };
         let link = Command::RecordReroute {
@@ -392,7 +446,7 @@ impl Adapter {
                     .ok_or_else(|| status::not_found(&child_id.to_string()))?;
                 return Ok(Rerouted {
                     original: done,
-                    child: Written::from_stored(child, true),
+                    child: Written::from_stored(child.stored, true),
                 });
             }
             return Err(status::rejection(&rejection, &original_id.to_string()));
