@@ -200,7 +200,9 @@ impl Adapter {
                 message_id: &message_id,
             };
             match inner.bus.append(append).await {
-                Ok(appended) if appended.duplicate => return self.replay_at(appended.seq).await,
+                Ok(appended) if appended.duplicate => {
+                    return self.replay_at(appended.seq, referral_id).await;
+                }
                 Ok(appended) => {
                     return Ok(Written {
                         event: record.event,
@@ -241,15 +243,30 @@ impl Adapter {
             .map(|stored| Written::from_stored(stored, true)))
     }
 
-    async fn replay_at(&self, seq: u64) -> Result<Written, Status> {
-        match self
+    /// The original answer to a request the bus recognised by its id, provided the id was
+    /// used for this same referral: a request id reused for another referral is refused.
+    async fn replay_at(&self, seq: u64, referral: &ReferralId) -> Result<Written, Status> {
+        let stored = self
             .inner
             .bus
             .event_at(seq)
             .await
-            .map_err(|err| status::read(&err))?
-        {
-            Some(stored) => Ok(Written::from_stored(stored, true)),
+            .map_err(|err| status::read(&err))?;
+        match stored {
+            Some(stored) if &stored.record.event.referral_id == referral => {
+                Ok(Written::from_stored(stored, true))
+            }
+            Some(stored) => Err(Status::already_exists(format!(
+                "request_id {} was already used for another request (on referral {}); use a new \
+                 request_id for each new request",
+                stored
+                    .record
+                    .event
+                    .request_id
+                    .map(|id| id.to_string())
+                    .unwrap_or_default(),
+                stored.record.event.referral_id
+            ))),
             None => Err(Status::internal(format!(
                 "the bus lost the event at sequence {seq}"
             ))),
@@ -332,7 +349,7 @@ impl Adapter {
             message_id: &self.message_id(request_id, message_suffix),
         };
         match inner.bus.append(append).await {
-            Ok(appended) if appended.duplicate => self.replay_at(appended.seq).await,
+            Ok(appended) if appended.duplicate => self.replay_at(appended.seq, &state.id).await,
             Ok(appended) => Ok(Written {
                 event: record.event,
                 state,
