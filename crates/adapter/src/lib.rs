@@ -38,7 +38,6 @@ use refbus_core::{AgencyId, Registry, Timestamp};
 use refbus_proto::v1::referral_service_server::ReferralServiceServer;
 use refbus_seal::Keyring;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// The source of "now" for decisions: the system clock in production, fixed in some tests.
 pub type Now = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -135,9 +134,25 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ReferralServiceServer<Adapter>>()
-        .await;
+    // Serving while the bus is reachable: load balancers and clients can wait on this.
+    let mut connection = adapter.inner.bus.connection();
+    let health_task = tokio::spawn(async move {
+        loop {
+            let up = *connection.borrow_and_update();
+            if up {
+                health_reporter
+                    .set_serving::<ReferralServiceServer<Adapter>>()
+                    .await;
+            } else {
+                health_reporter
+                    .set_not_serving::<ReferralServiceServer<Adapter>>()
+                    .await;
+            }
+            if connection.changed().await.is_err() {
+                return;
+            }
+        }
+    });
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(refbus_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -146,11 +161,15 @@ pub async fn serve(
     let service = ReferralServiceServer::new(adapter)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(16 * 1024 * 1024);
-    tonic::transport::Server::builder()
+    // Without TCP_NODELAY small gRPC answers wait for the peer's delayed ACK (~40 ms each).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = tonic::transport::Server::builder()
         .layer(limits::RequestLimitLayer { limit })
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    health_task.abort();
+    served
 }

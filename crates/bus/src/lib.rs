@@ -50,6 +50,7 @@ pub struct Bus {
     client: Client,
     js: jetstream::Context,
     stream: stream::Stream,
+    connected: tokio::sync::watch::Receiver<bool>,
 }
 
 /// An event to append.
@@ -101,18 +102,49 @@ impl Item {
 impl Bus {
     /// Connects to NATS at `url` and makes sure the events stream exists and is safe.
     pub async fn connect(url: &str, settings: &StreamSettings) -> Result<Bus, ConnectError> {
-        let client = async_nats::ConnectOptions::new()
+        Bus::connect_with(async_nats::ConnectOptions::new(), url, settings).await
+    }
+
+    /// Connects with the caller's options (credentials, TLS), and follows the connection's
+    /// state so components can report it ([`Bus::connection`]).
+    pub async fn connect_with(
+        options: async_nats::ConnectOptions,
+        url: &str,
+        settings: &StreamSettings,
+    ) -> Result<Bus, ConnectError> {
+        let (connected_tx, connected) = tokio::sync::watch::channel(true);
+        let client = options
             .name("refbus")
             // Keep trying for ever: a component must survive a NATS restart.
             .retry_on_initial_connect()
             .max_reconnects(None)
+            // Back off, but never wait more than two seconds to notice the server is back:
+            // while the bus is down no referral can be recorded.
+            .reconnect_delay_callback(|attempts| {
+                let exponent = u32::try_from(attempts.min(5)).unwrap_or(5);
+                Duration::from_millis(50 * 2u64.pow(exponent)).min(Duration::from_secs(2))
+            })
+            .event_callback(move |event| {
+                let up = match event {
+                    async_nats::Event::Connected => Some(true),
+                    async_nats::Event::Disconnected => Some(false),
+                    _ => None,
+                };
+                if let Some(up) = up {
+                    connected_tx.send_replace(up);
+                }
+                async {}
+            })
             .connect(url)
             .await
             .map_err(|err| ConnectError::with_source(ConnectErrorKind::Connect, err))?;
-        Bus::with_client(client, settings).await
+        let mut bus = Bus::with_client(client, settings).await?;
+        bus.connected = connected;
+        Ok(bus)
     }
 
-    /// Uses an existing connection (with the caller's credentials and options).
+    /// Uses an existing connection. Its state is not followed: [`Bus::connection`] then always
+    /// reads "connected" (appends still check the live state).
     pub async fn with_client(
         client: Client,
         settings: &StreamSettings,
@@ -123,7 +155,18 @@ impl Bus {
             .backpressure_on_inflight(true)
             .build(client.clone());
         let stream = provision::ensure_stream(&js, settings).await?;
-        Ok(Bus { client, js, stream })
+        let (_, connected) = tokio::sync::watch::channel(true);
+        Ok(Bus {
+            client,
+            js,
+            stream,
+            connected,
+        })
+    }
+
+    /// Whether the connection is up, as it changes: for health checks.
+    pub fn connection(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.connected.clone()
     }
 
     pub fn client(&self) -> &Client {

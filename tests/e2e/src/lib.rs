@@ -89,6 +89,31 @@ impl AgencySystem {
         request
     }
 
+    /// Waits until the adapter reports, through gRPC health checking, that it can reach the
+    /// bus (as a load balancer would).
+    pub async fn wait_until_serving(&self) {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut watch = HealthClient::new(channel)
+            .watch(HealthCheckRequest {
+                service: "refbus.v1.ReferralService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Some(status) = watch.message().await.unwrap() {
+            if status.status() == ServingStatus::Serving {
+                return;
+            }
+        }
+        panic!("the health stream ended before the adapter was serving");
+    }
+
     /// The same system as another operator.
     pub fn as_operator(&self, operator: &str) -> AgencySystem {
         AgencySystem {
