@@ -1,0 +1,166 @@
+//! The person's identity never reaches the bus in the clear: after a referral with identity and
+//! notes has gone through its life, every byte of every stored message, and every byte of the
+//! server's store on disk, is searched for the plaintext values, and none is found.
+
+use futures::StreamExt;
+use refbus_e2e::{System, create_request, identity, reason};
+use refbus_proto::v1;
+
+#[tokio::test]
+async fn no_stored_byte_holds_identity_or_note_plaintext() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let uptd = system.agency("maros-uptd-ppa").await;
+    let person = identity("Siti Contoh Korban");
+
+    let created = dinsos
+        .client()
+        .create_referral(dinsos.request(create_request("sealed-1", "maros-uptd-ppa", "legal_aid")))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.referral.unwrap().referral_id;
+    let notes = [
+        "Rahasia: pelaku adalah paman korban",
+        "Korban takut pulang ke rumah",
+        "Sudah didampingi ke pengadilan",
+    ];
+    dinsos
+        .client()
+        .add_note(dinsos.request(v1::AddNoteRequest {
+            request_id: "n1".into(),
+            referral_id: id.clone(),
+            note: notes[0].into(),
+            sealed_note: None,
+        }))
+        .await
+        .unwrap();
+    uptd.client()
+        .reject_referral(uptd.request(v1::RejectReferralRequest {
+            request_id: "r1".into(),
+            referral_id: id.clone(),
+            reason: reason("no_capacity", notes[1]),
+        }))
+        .await
+        .unwrap();
+    let rerouted = dinsos
+        .client()
+        .reroute_referral(dinsos.request(v1::RerouteReferralRequest {
+            request_id: "reroute-1".into(),
+            referral_id: id.clone(),
+            to: "maros-bagian-hukum".into(),
+            note: notes[2].into(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    // The parties can read it all back: the values are really in there, sealed.
+    let hukum = system.agency("maros-bagian-hukum").await;
+    let child = hukum
+        .client()
+        .get_referral(hukum.request(v1::GetReferralRequest {
+            referral_id: rerouted.child_referral.unwrap().referral_id,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(child.identity.as_ref().unwrap().nik, person.nik);
+    assert_eq!(child.note, notes[2]);
+
+    let secrets: Vec<&str> = [
+        person.full_name.as_str(),
+        &person.nik,
+        &person.address,
+        &person.phone,
+        &person.narrative,
+        &person.guardian_name,
+        "Anak perlu rumah aman malam ini.",
+    ]
+    .into_iter()
+    .chain(notes)
+    .collect();
+
+    // Every message, headers and payload, as JetStream returns it.
+    let bus = system.bus().await;
+    let all = vec![
+        refbus_bus::subjects::ALL_REFERRALS.to_owned(),
+        refbus_bus::subjects::ALL_NOTICES.to_owned(),
+    ];
+    let mut stream = bus.stream().clone();
+    let total = stream.info().await.unwrap().state.messages;
+    assert_eq!(
+        total, 5,
+        "create, note, rejection, the child, the reroute link"
+    );
+    let mut scanned = 0;
+    for seq in 1..=total {
+        let message = bus.stream().direct_get(seq).await.unwrap();
+        let mut bytes = message.payload.to_vec();
+        for (name, values) in message.headers.iter() {
+            bytes.extend_from_slice(name.to_string().as_bytes());
+            for value in values {
+                bytes.extend_from_slice(value.as_str().as_bytes());
+            }
+        }
+        for secret in &secrets {
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "message {seq} holds `{secret}` in the clear"
+            );
+        }
+        scanned += 1;
+    }
+    assert_eq!(scanned, total);
+    // The inbox path too, through a consumer.
+    let watched: Vec<_> = bus
+        .watch(all, 0)
+        .await
+        .unwrap()
+        .take(total as usize)
+        .collect()
+        .await;
+    assert_eq!(watched.len() as u64, total);
+
+    // And every file of the server's store on disk.
+    let mut files = 0;
+    for path in walk(system.nats.store_dir()) {
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in &secrets {
+            assert!(
+                !contains(&bytes, secret.as_bytes()),
+                "{} holds `{secret}` in the clear",
+                path.display()
+            );
+        }
+        files += 1;
+    }
+    assert!(files > 0);
+    // The scan itself finds what is there: the metadata is stored in the clear.
+    assert!(
+        walk(system.nats.store_dir())
+            .iter()
+            .any(|path| contains(&std::fs::read(path).unwrap(), b"MRS-2026-0042"))
+    );
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
