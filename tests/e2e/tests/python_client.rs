@@ -39,7 +39,7 @@ async fn python_agency_systems_play_the_maros_flow() {
     );
 
     // What the Python systems did is on the bus, as refbus recorded it.
-    let ids: Vec<&str> = stdout.trim().split_whitespace().skip(3).collect();
+    let ids: Vec<&str> = stdout.split_whitespace().skip(3).collect();
     assert_eq!(ids.len(), 3, "{stdout}");
     let bus = system.bus().await;
     let expected = [Status::Accepted, Status::InProgress, Status::Accepted];
