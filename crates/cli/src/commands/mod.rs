@@ -1,8 +1,11 @@
 //! The subcommands, one module each. Adding one: a module here, a variant of [`Command`], and
 //! an arm in [`run`].
 
+pub(crate) mod adapter;
 pub(crate) mod clock;
 pub(crate) mod config;
+pub(crate) mod keys;
+pub(crate) mod up;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -17,12 +20,22 @@ pub(crate) enum Command {
     /// Explain the clocks of a referral: what falls due, when, and who is told.
     #[command(subcommand)]
     Clock(clock::ClockCommand),
+    /// Generate an agency's keys for sealed identity data.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Run one agency's gRPC adapter.
+    Adapter(adapter::AdapterArgs),
+    /// Run everything on this machine: a local nats-server, every agency's adapter.
+    Up(up::UpArgs),
 }
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Config(command) => config::run(command),
         Command::Clock(command) => clock::run(command),
+        Command::Keys(command) => keys::run(command),
+        Command::Adapter(args) => adapter::run(args),
+        Command::Up(args) => up::run(args),
     }
 }
 

@@ -1,0 +1,85 @@
+//! `refbus adapter`: one agency's gRPC adapter, as a production deployment runs it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use refbus_core::AgencyId;
+
+use crate::commands::UsageError;
+use crate::runtime;
+
+#[derive(Debug, Args)]
+pub(crate) struct AdapterArgs {
+    /// The agency this adapter serves (e.g. maros-dinsos).
+    #[arg(long)]
+    agency: String,
+    /// The deployment's registry.
+    #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
+    config: PathBuf,
+    /// NATS server(s) to connect to.
+    #[arg(long, default_value = "nats://127.0.0.1:4222", env = "REFBUS_NATS_URL")]
+    nats: String,
+    /// A NATS credentials file for this agency's adapter (with its subject permissions).
+    #[arg(long, value_name = "FILE", env = "REFBUS_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// Where the gRPC server listens.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// The agency's secret key (from `refbus keys generate`).
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// A directory of `<agency>.pub` files, for agencies whose key is not in the registry.
+    #[arg(long, value_name = "DIR")]
+    public_keys: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
+    runtime::init_tracing();
+    let agency = AgencyId::new(&args.agency).map_err(|err| UsageError(err.to_string()))?;
+    let registry = runtime::load_registry(&args.config)?;
+    if registry.agency(&agency).is_none() {
+        return Err(UsageError(format!(
+            "{agency} is not an agency of {}",
+            args.config.display()
+        ))
+        .into());
+    }
+    let public_keys = runtime::public_keys(&registry, args.public_keys.as_deref())?;
+    let keyring = runtime::keyring(&agency, &args.key, &public_keys)?;
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(creds) = &args.nats_creds {
+            options = async_nats::ConnectOptions::with_credentials_file(creds.clone())
+                .await
+                .with_context(|| format!("reading {}", creds.display()))?;
+        }
+        let bus = refbus_bus::Bus::connect_with(
+            options,
+            &args.nats,
+            &refbus_bus::StreamSettings::default(),
+        )
+        .await
+        .context("connecting to NATS")?;
+        let adapter = refbus_adapter::Adapter::new(
+            agency.clone(),
+            registry,
+            bus,
+            keyring,
+            refbus_adapter::system_now(),
+            refbus_adapter::Options::default(),
+        );
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        tracing::info!(%agency, listen = %args.listen, "adapter serving");
+        refbus_adapter::serve(adapter, listener, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        tracing::info!(%agency, "adapter stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}

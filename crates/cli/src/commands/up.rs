@@ -1,0 +1,145 @@
+//! `refbus up`: the whole system on one machine, for trying refbus out and for development.
+//!
+//! It starts a nats-server child with JetStream (data kept in `--data-dir` across restarts),
+//! one adapter per agency of the registry, each on its own port, generates any missing agency
+//! keys, prints the endpoints, and stops everything on Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use refbus_core::AgencyId;
+use tokio::sync::watch;
+
+use crate::runtime::{self, LocalNats};
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    /// The registry to run.
+    #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
+    config: PathBuf,
+    /// Where nats-server keeps its data and where agency keys are kept.
+    #[arg(long, value_name = "DIR", default_value = ".refbus")]
+    data_dir: PathBuf,
+    /// The NATS client port (on 127.0.0.1).
+    #[arg(long, default_value_t = 4222)]
+    nats_port: u16,
+    /// The NATS monitoring port (on 127.0.0.1).
+    #[arg(long, default_value_t = 8222)]
+    nats_monitor_port: u16,
+    /// The first adapter's gRPC port; the others follow in registry order.
+    #[arg(long, default_value_t = 50051)]
+    base_port: u16,
+    /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
+    #[arg(long, value_name = "FILE")]
+    nats_server: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    runtime::init_tracing();
+    let registry = runtime::load_registry(&args.config)?;
+    let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let keys_dir = data_dir.join("keys");
+    for agency in registry.agencies.keys() {
+        if !keys_dir
+            .join(refbus_seal::secret_key_file_name(agency))
+            .exists()
+        {
+            runtime::generate_keys(&keys_dir, agency)?;
+        }
+    }
+    // `up` seals with the keys it made itself, whatever the registry says.
+    let mut local = registry.as_ref().clone();
+    for agency in local.agencies.values_mut() {
+        agency.public_key = None;
+    }
+    let public_keys = runtime::public_keys(&local, Some(&keys_dir))?;
+
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let nats =
+            LocalNats::start(&binary, &data_dir, args.nats_port, args.nats_monitor_port).await?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut endpoints = Vec::new();
+        for (index, agency) in registry.agencies.keys().enumerate() {
+            let port = args.base_port + u16::try_from(index)?;
+            let keyring = runtime::keyring(
+                agency,
+                &keys_dir.join(refbus_seal::secret_key_file_name(agency)),
+                &public_keys,
+            )?;
+            let bus = refbus_bus::Bus::connect(&nats.url, &refbus_bus::StreamSettings::default())
+                .await
+                .context("connecting to the local nats-server")?;
+            let adapter = refbus_adapter::Adapter::new(
+                agency.clone(),
+                registry.clone(),
+                bus,
+                keyring,
+                refbus_adapter::system_now(),
+                refbus_adapter::Options::default(),
+            );
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| {
+                    format!("the adapter of {agency} cannot listen on 127.0.0.1:{port}")
+                })?;
+            let mut stopped = stopped.clone();
+            let name = agency.clone();
+            tasks.push(tokio::spawn(async move {
+                let shutdown = async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                };
+                if let Err(err) = refbus_adapter::serve(adapter, listener, shutdown).await {
+                    tracing::error!(agency = %name, "adapter failed: {err}");
+                }
+            }));
+            endpoints.push((agency.clone(), format!("127.0.0.1:{port}")));
+        }
+        print_endpoints(&registry, &endpoints, &nats, &data_dir);
+
+        tokio::signal::ctrl_c().await?;
+        eprintln!("\nrefbus: stopping");
+        stop.send_replace(true);
+        for task in tasks {
+            let _ = task.await;
+        }
+        nats.stop().await?;
+        eprintln!("refbus: stopped; data kept in {}", data_dir.display());
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn print_endpoints(
+    registry: &refbus_core::Registry,
+    endpoints: &[(AgencyId, String)],
+    nats: &LocalNats,
+    data_dir: &std::path::Path,
+) {
+    println!("refbus is up.");
+    println!();
+    println!(
+        "  NATS (JetStream)  {}   monitoring http://{}   pid {}",
+        nats.url,
+        nats.monitor,
+        nats.pid().unwrap_or(0)
+    );
+    println!("  data              {}", data_dir.display());
+    println!();
+    println!(
+        "  agency adapters (gRPC, refbus.v1.ReferralService; header x-refbus-operator required):"
+    );
+    for (agency, endpoint) in endpoints {
+        let name = registry
+            .agency(agency)
+            .map(|a| a.name.as_str())
+            .unwrap_or_default();
+        println!("    {endpoint:<17} {agency:<20} {name}");
+    }
+    println!();
+    println!("Press Ctrl-C to stop.");
+}

@@ -1,0 +1,238 @@
+//! What the long-running subcommands share: logging and trace context, the registry, agency
+//! keys, and a local nats-server child for `refbus up`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use refbus_core::{AgencyId, Registry};
+use refbus_seal::{KeyPair, Keyring, PublicKey, SecretKey};
+
+/// Logs to stderr (`REFBUS_LOG` filters, default `info`), and gives every span a W3C trace
+/// context that the bus carries in `traceparent` headers.
+pub(crate) fn init_tracing() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let tracer = provider.tracer("refbus");
+    opentelemetry::global::set_tracer_provider(provider);
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REFBUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init();
+}
+
+/// Loads and checks a registry, reporting every problem.
+pub(crate) fn load_registry(path: &Path) -> anyhow::Result<Arc<Registry>> {
+    refbus_config::load(path)
+        .map(Arc::new)
+        .map_err(|report| anyhow::anyhow!("{} is not a valid registry:\n{report}", path.display()))
+}
+
+/// The public key file of an agency in a keys directory.
+pub(crate) fn public_key_file(dir: &Path, agency: &AgencyId) -> PathBuf {
+    dir.join(format!("{agency}.pub"))
+}
+
+/// Writes a new key pair for `agency` into `dir`: `<agency>.key` (secret, mode 0600, never
+/// overwritten) and `<agency>.pub`.
+pub(crate) fn generate_keys(dir: &Path, agency: &AgencyId) -> anyhow::Result<PublicKey> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let pair = KeyPair::generate();
+    pair.write_secret(dir.join(refbus_seal::secret_key_file_name(agency)))?;
+    std::fs::write(
+        public_key_file(dir, agency),
+        format!("{}\n", pair.public().to_base64()),
+    )
+    .with_context(|| format!("writing the public key of {agency}"))?;
+    Ok(pair.public().clone())
+}
+
+/// Every agency's public key: the registry's, then `<agency>.pub` files in `keys_dir`.
+pub(crate) fn public_keys(
+    registry: &Registry,
+    keys_dir: Option<&Path>,
+) -> anyhow::Result<BTreeMap<AgencyId, PublicKey>> {
+    let mut keys = BTreeMap::new();
+    for agency in registry.agencies.values() {
+        if let Some(text) = &agency.public_key {
+            let key = PublicKey::from_base64(text)
+                .with_context(|| format!("the registry's public key of {}", agency.id))?;
+            keys.insert(agency.id.clone(), key);
+            continue;
+        }
+        if let Some(dir) = keys_dir {
+            let path = public_key_file(dir, &agency.id);
+            if path.exists() {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let key = PublicKey::from_base64(text.trim())
+                    .with_context(|| format!("the public key in {}", path.display()))?;
+                keys.insert(agency.id.clone(), key);
+            }
+        }
+    }
+    Ok(keys)
+}
+
+/// An agency's keyring: its secret key from `secret_file` and everyone's public keys.
+pub(crate) fn keyring(
+    agency: &AgencyId,
+    secret_file: &Path,
+    public_keys: &BTreeMap<AgencyId, PublicKey>,
+) -> anyhow::Result<Keyring> {
+    let secret =
+        SecretKey::from_file(secret_file).with_context(|| format!("the secret key of {agency}"))?;
+    Ok(Keyring::new(
+        agency.clone(),
+        secret,
+        public_keys
+            .iter()
+            .map(|(id, key)| (id.clone(), key.clone())),
+    )?)
+}
+
+// === a local nats-server for `refbus up` ===
+
+/// Finds the nats-server binary: `--nats-server`, `$REFBUS_NATS_SERVER`, the project's
+/// `.tools/bin/nats-server`, then `PATH`.
+pub(crate) fn nats_server_binary(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let candidates = explicit
+        .map(Path::to_path_buf)
+        .into_iter()
+        .chain(std::env::var_os("REFBUS_NATS_SERVER").map(PathBuf::from))
+        .chain(Some(PathBuf::from(".tools/bin/nats-server")))
+        .chain(
+            std::env::var_os("PATH")
+                .map(|path| {
+                    std::env::split_paths(&path)
+                        .map(|dir| dir.join("nats-server"))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default(),
+        );
+    for candidate in candidates {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "no nats-server found: run scripts/install-tools.sh (it installs the pinned version into .tools/bin), or pass --nats-server"
+    )
+}
+
+/// A nats-server child process with JetStream, its data kept in a directory across restarts.
+pub(crate) struct LocalNats {
+    child: tokio::process::Child,
+    pub(crate) url: String,
+    pub(crate) monitor: String,
+}
+
+impl LocalNats {
+    pub(crate) async fn start(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        monitor_port: u16,
+    ) -> anyhow::Result<LocalNats> {
+        let store = data_dir.join("nats");
+        std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
+        let config = data_dir.join("nats-server.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "# Written by `refbus up`: a single local server for trying refbus out.\n\
+                 # Production uses deploy/nats/ (fsync on every write, three nodes).\n\
+                 listen: \"127.0.0.1:{port}\"\n\
+                 http: \"127.0.0.1:{monitor_port}\"\n\
+                 server_name: \"refbus-local\"\n\
+                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                store.display()
+            ),
+        )?;
+        let log = std::fs::File::create(data_dir.join("nats-server.log"))?;
+        let child = tokio::process::Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let url = format!("nats://127.0.0.1:{port}");
+        let monitor = format!("127.0.0.1:{monitor_port}");
+        let mut nats = LocalNats {
+            child,
+            url,
+            monitor,
+        };
+        nats.wait_until_ready(data_dir).await?;
+        Ok(nats)
+    }
+
+    /// Waits for `/healthz` to answer, or for the child to exit (with its log's end).
+    async fn wait_until_ready(&mut self, data_dir: &Path) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut poll = tokio::time::interval(Duration::from_millis(25));
+        loop {
+            poll.tick().await;
+            if let Some(status) = self.child.try_wait()? {
+                let log =
+                    std::fs::read_to_string(data_dir.join("nats-server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(8).collect();
+                bail!(
+                    "nats-server exited ({status}) before it was ready:\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            if healthz(&self.monitor).await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "nats-server was not ready after 30 s; see {}",
+                    data_dir.join("nats-server.log").display()
+                );
+            }
+        }
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Stops the server: SIGTERM-like graceful stop is not needed for a store that fsyncs every
+    /// write, so this kills and waits.
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// Whether the monitoring endpoint reports a healthy server with JetStream.
+async fn healthz(monitor: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(monitor).await else {
+        return false;
+    };
+    let request = format!("GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: {monitor}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}
