@@ -27,6 +27,7 @@ pub mod ids;
 pub mod referral;
 pub mod registry;
 pub mod time;
+pub mod verify;
 
 pub use chain::EventHash;
 pub use command::{Command, Request};
