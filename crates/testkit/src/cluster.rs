@@ -48,7 +48,7 @@ impl NatsCluster {
     }
 
     /// Kills node `index` (0-based) with SIGKILL, as a crash would. The others keep running;
-    /// call [`NatsCluster::wait_until_healthy`] to wait for them to settle on a meta leader.
+    /// call [`NatsCluster::wait_until_healthy`] to wait until the survivors lead every group.
     pub fn kill_node(&mut self, index: usize) -> Result<(), Error> {
         self.node_mut(index)?.kill()
     }
