@@ -13,6 +13,7 @@
 //!   recognise a retried request) and the reroute flow.
 //! - `read`: get, list, and the inbox stream.
 //! - `keys`: sealing and opening for this agency; `status`: every gRPC status in one place.
+//! - [`stages`]: optional timing of the create path by stage, for benchmarks.
 //!
 //! # Invariants
 //!
@@ -25,7 +26,9 @@
 mod keys;
 mod limits;
 mod read;
+mod reroutes;
 mod service;
+pub mod stages;
 mod status;
 mod write;
 
@@ -38,6 +41,10 @@ use refbus_core::{AgencyId, Registry, Timestamp};
 use refbus_proto::v1::referral_service_server::ReferralServiceServer;
 use refbus_seal::Keyring;
 use tokio::net::TcpListener;
+
+pub use stages::{Stage, StageTimes};
+
+pub use reroutes::AUTOMATIC_OPERATOR;
 
 /// The source of "now" for decisions: the system clock in production, fixed in some tests.
 pub type Now = Arc<dyn Fn() -> Timestamp + Send + Sync>;
@@ -65,6 +72,9 @@ pub struct Options {
     /// How long an inbox stream may stay silent before the adapter closes it (clients resume
     /// from their cursor).
     pub inbox_idle_timeout: Duration,
+    /// Benchmarks only: where to add up the time creates spend in each stage. `None` (the
+    /// default) reads no clock.
+    pub stage_times: Option<Arc<StageTimes>>,
 }
 
 impl Default for Options {
@@ -73,6 +83,7 @@ impl Default for Options {
             max_request_bytes: 256 * 1024,
             conflict_retries: 4,
             inbox_idle_timeout: Duration::from_secs(24 * 3600),
+            stage_times: None,
         }
     }
 }
@@ -123,6 +134,10 @@ impl Adapter {
 
     fn now(&self) -> Timestamp {
         (self.inner.now)()
+    }
+
+    fn stopwatch(&self) -> stages::Stopwatch<'_> {
+        stages::Stopwatch(self.inner.options.stage_times.as_deref())
     }
 }
 

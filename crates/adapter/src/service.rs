@@ -91,16 +91,20 @@ impl ReferralService for Adapter {
         let written = self.create(operator, request.get_ref()).await;
         log_outcome("create_referral", &written);
         let written = written?;
+        let watch = self.stopwatch();
+        let responding = watch.now();
         let mut state = written.state;
         // The state stored on the bus omits the identity; the create's answer shows it back.
         if let refbus_core::Change::Created(creation) = &written.event.change {
             state.creation.identity = creation.identity.clone();
             state.creation.note = creation.note.clone();
         }
-        Ok(Response::new(CreateReferralResponse {
+        let response = CreateReferralResponse {
             referral: Some(self.view(&state)),
             event: Some(self.event_view(&written.event)),
-        }))
+        };
+        watch.lap(crate::Stage::Response, responding);
+        Ok(Response::new(response))
     }
 
     command_rpcs! {

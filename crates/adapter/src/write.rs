@@ -17,6 +17,7 @@ use refbus_proto::v1;
 use refbus_seal::Context;
 use tonic::Status;
 
+use crate::stages::Stage;
 use crate::{Adapter, keys, status};
 
 /// The outcome of a command: the event recorded (or found, for a retry) and the state after it.
@@ -281,6 +282,8 @@ impl Adapter {
         request: &v1::CreateReferralRequest,
     ) -> Result<Written, Status> {
         let inner = &self.inner;
+        let watch = self.stopwatch();
+        let validation = watch.now();
         let request_id = convert::fields::id("request_id", &request.request_id, RequestId::new)
             .map_err(|err| status::field(&err))?;
         let referral_id = ReferralId::derive(&inner.agency, &request_id);
@@ -310,11 +313,28 @@ impl Adapter {
         decide(&inner.registry, None, &dry_run, now)
             .map_err(|rejection| status::rejection(&rejection, "(new)"))?;
 
+        let mut sealing = std::time::Duration::ZERO;
         let mut sealer = keys::sealer(&inner.keyring, referral_id, None);
-        let new = convert::create_referral(request, &inner.agency, &policy.version, &mut sealer)
-            .map_err(|err| status::field(&err))?;
-        self.create_referral(operator, &request_id, new.creation, "")
-            .await
+        let mut timed_sealer = |target: SealTarget<'_>, plaintext: &[u8]| {
+            let start = watch.now();
+            let sealed = sealer(target, plaintext);
+            sealing += watch.since(start);
+            sealed
+        };
+        let new =
+            convert::create_referral(request, &inner.agency, &policy.version, &mut timed_sealer)
+                .map_err(|err| status::field(&err))?;
+        // The second conversion repeats the field checks around the sealing.
+        watch.add(Stage::Sealing, sealing);
+        watch.add(
+            Stage::Validation,
+            watch.since(validation).saturating_sub(sealing),
+        );
+        let written = self
+            .create_referral(operator, &request_id, new.creation, "")
+            .await?;
+        watch.count_create();
+        Ok(written)
     }
 
     /// Decides and appends a new referral; a retry finds the referral it made.
@@ -326,6 +346,8 @@ impl Adapter {
         message_suffix: &str,
     ) -> Result<Written, Status> {
         let inner = &self.inner;
+        let watch = self.stopwatch();
+        let deciding = watch.now();
         let request = Request {
             command: Command::Create(Box::new(creation.clone())),
             actor: self.actor(operator),
@@ -342,13 +364,17 @@ impl Adapter {
             .map_err(|err| Status::internal(format!("the core's event does not apply: {err}")))?;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
         let record = EventRecord::new(event, &state);
+        watch.lap(Stage::Event, deciding);
         let append = Append {
             subject: &subject,
             record: &record,
             expected_last_seq: 0,
             message_id: &self.message_id(request_id, message_suffix),
         };
-        match inner.bus.append(append).await {
+        match watch
+            .time_polls(Stage::Publish, inner.bus.append(append))
+            .await
+        {
             Ok(appended) if appended.duplicate => self.replay_at(appended.seq, &state.id).await,
             Ok(appended) => Ok(Written {
                 event: record.event,

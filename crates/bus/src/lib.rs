@@ -83,6 +83,23 @@ pub struct Stored<T> {
     pub record: T,
 }
 
+/// An event delivered by a durable consumer; acknowledge it once it is fully processed.
+#[derive(Debug)]
+pub struct Delivery {
+    pub stored: Stored<EventRecord>,
+    message: jetstream::Message,
+}
+
+impl Delivery {
+    /// Tells JetStream the event is processed; until then it is delivered again after a crash.
+    pub async fn ack(&self) -> Result<(), ReadError> {
+        self.message
+            .ack()
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err.to_string()))
+    }
+}
+
 /// One item of an agency's inbox.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
@@ -349,6 +366,43 @@ impl Bus {
                 decode_event(raw_stream_message(&message)?)
             });
         Ok(messages)
+    }
+
+    /// A durable consumer of every referral event, for a component that must process each
+    /// event at least once and resume where it stopped (the router). Create-or-resume: the
+    /// consumer named `name` keeps its place across restarts. A new one starts at the first
+    /// event.
+    pub async fn durable(
+        &self,
+        name: &str,
+    ) -> Result<impl Stream<Item = Result<Delivery, ReadError>> + Send + use<>, ReadError> {
+        use async_nats::jetstream::consumer::{AckPolicy, pull};
+        let config = pull::Config {
+            durable_name: Some(name.to_owned()),
+            description: Some("refbus router: every referral event, in order".to_owned()),
+            filter_subject: subjects::ALL_REFERRALS.to_owned(),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            // Delivered again only if not acknowledged for this long (a stuck router).
+            ack_wait: Duration::from_secs(60),
+            max_ack_pending: 20_000,
+            ..Default::default()
+        };
+        let consumer = self
+            .stream
+            .get_or_create_consumer(name, config)
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        Ok(messages.map(|message| {
+            let message =
+                message.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+            let stored = decode_event(raw_stream_message(&message)?)?;
+            Ok(Delivery { stored, message })
+        }))
     }
 
     async fn ordered(

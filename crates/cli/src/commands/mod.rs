@@ -5,6 +5,8 @@ pub(crate) mod adapter;
 pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod keys;
+pub(crate) mod router;
+pub(crate) mod simulate;
 pub(crate) mod up;
 
 use std::fmt;
@@ -25,8 +27,12 @@ pub(crate) enum Command {
     Keys(keys::KeysCommand),
     /// Run one agency's gRPC adapter.
     Adapter(adapter::AdapterArgs),
-    /// Run everything on this machine: a local nats-server, every agency's adapter.
+    /// Run the router: clocks, escalations, reroute requests.
+    Router(router::RouterArgs),
+    /// Run everything on this machine: a local nats-server, every agency's adapter, the router.
     Up(up::UpArgs),
+    /// Simulate agency systems sending and answering referrals (for demonstrations).
+    Simulate(simulate::SimulateArgs),
 }
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -35,7 +41,9 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Clock(command) => clock::run(command),
         Command::Keys(command) => keys::run(command),
         Command::Adapter(args) => adapter::run(args),
+        Command::Router(args) => router::run(args),
         Command::Up(args) => up::run(args),
+        Command::Simulate(args) => simulate::run(args),
     }
 }
 

@@ -1,8 +1,10 @@
 //! `refbus up`: the whole system on one machine, for trying refbus out and for development.
 //!
 //! It starts a nats-server child with JetStream (data kept in `--data-dir` across restarts),
-//! one adapter per agency of the registry, each on its own port, generates any missing agency
-//! keys, prints the endpoints, and stops everything on Ctrl-C.
+//! one adapter per agency of the registry, each on its own port, and the router; generates any
+//! missing agency keys, prints the endpoints and what the router does, and stops everything on
+//! Ctrl-C. `--demo` runs the demonstration policy (clocks in minutes) and the simulated agency
+//! systems, so that warnings, breaches, escalations and reroutes show within minutes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,9 +18,17 @@ use crate::runtime::{self, LocalNats};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
-    /// The registry to run.
-    #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
-    config: PathBuf,
+    /// The registry to run (default: deploy/config/refbus.toml, or deploy/config/demo.toml
+    /// with --demo).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Demonstration: clocks in minutes, and simulated agency systems sending and answering
+    /// referrals.
+    #[arg(long)]
+    demo: bool,
+    /// Seconds between two simulated referrals (with --demo).
+    #[arg(long, default_value_t = 20)]
+    demo_every: u64,
     /// Where nats-server keeps its data and where agency keys are kept.
     #[arg(long, value_name = "DIR", default_value = ".refbus")]
     data_dir: PathBuf,
@@ -38,7 +48,14 @@ pub(crate) struct UpArgs {
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing();
-    let registry = runtime::load_registry(&args.config)?;
+    let config = args.config.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.demo {
+            "deploy/config/demo.toml"
+        } else {
+            "deploy/config/refbus.toml"
+        })
+    });
+    let registry = runtime::load_registry(&config)?;
     let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
@@ -88,6 +105,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| {
                     format!("the adapter of {agency} cannot listen on 127.0.0.1:{port}")
                 })?;
+            let mut stopped_reroutes = stopped.clone();
+            tasks.push(tokio::spawn(adapter.clone().carry_out_reroutes(async move {
+                let _ = stopped_reroutes.wait_for(|stop| *stop).await;
+            })));
             let mut stopped = stopped.clone();
             let name = agency.clone();
             tasks.push(tokio::spawn(async move {
@@ -100,7 +121,38 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }));
             endpoints.push((agency.clone(), format!("127.0.0.1:{port}")));
         }
+        let router_bus = refbus_bus::Bus::connect(&nats.url, &refbus_bus::StreamSettings::default())
+            .await
+            .context("connecting the router to the local nats-server")?;
+        let router = refbus_router::Router::new(
+            router_bus,
+            registry.clone(),
+            std::sync::Arc::new(refbus_router::SystemClock::new()),
+            refbus_router::Options::default(),
+        );
+        tokio::spawn(super::router::print_activity(router.activity()));
+        let mut stopped_router = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped_router.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = router.run(shutdown).await {
+                tracing::error!("router failed: {err}");
+            }
+        }));
+
         print_endpoints(&registry, &endpoints, &nats, &data_dir);
+        if args.demo {
+            println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
+            println!("watch the router's warnings, breaches, escalations and reroutes below.");
+            let endpoints = endpoints.iter().map(|(agency, address)| (agency.to_string(), address.clone())).collect();
+            let every = std::time::Duration::from_secs(args.demo_every);
+            tokio::spawn(async move {
+                if let Err(err) = super::simulate::simulate(endpoints, every, 0).await {
+                    tracing::error!("simulation stopped: {err}");
+                }
+            });
+        }
 
         tokio::signal::ctrl_c().await?;
         eprintln!("\nrefbus: stopping");

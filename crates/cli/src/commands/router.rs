@@ -1,0 +1,134 @@
+//! `refbus router`: the clocks and escalations of a deployment.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use refbus_core::Timestamp;
+use refbus_router::{Activity, Clock, Options, Router, ScaledClock, SystemClock};
+
+use crate::commands::UsageError;
+use crate::runtime;
+
+#[derive(Debug, Args)]
+pub(crate) struct RouterArgs {
+    /// The deployment's registry (with every policy version still in use).
+    #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
+    config: PathBuf,
+    /// NATS server(s) to connect to.
+    #[arg(long, default_value = "nats://127.0.0.1:4222", env = "REFBUS_NATS_URL")]
+    nats: String,
+    /// A NATS credentials file for the router.
+    #[arg(long, value_name = "FILE", env = "REFBUS_NATS_CREDS")]
+    nats_creds: Option<PathBuf>,
+    /// This replica's name: replicas may run side by side; each reads every event, and every
+    /// item is recorded once whichever records it.
+    #[arg(long, default_value = "main")]
+    replica: String,
+    /// Demonstrations and tests only: pretend the clock started at this instant (RFC 3339).
+    #[arg(long, value_name = "INSTANT", hide = true)]
+    clock_start: Option<String>,
+    /// Demonstrations and tests only: how fast pretended time runs (0 freezes it).
+    #[arg(long, value_name = "FACTOR", hide = true, default_value_t = 1.0)]
+    clock_speed: f64,
+}
+
+pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
+    runtime::init_tracing();
+    let registry = runtime::load_registry(&args.config)?;
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        let clock: Arc<dyn Clock> = match &args.clock_start {
+            Some(start) => {
+                let start = Timestamp::parse_rfc3339(start)
+                    .map_err(|err| UsageError(format!("--clock-start: {err}")))?;
+                Arc::new(ScaledClock::new(start, args.clock_speed))
+            }
+            None => Arc::new(SystemClock::new()),
+        };
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(creds) = &args.nats_creds {
+            options = async_nats::ConnectOptions::with_credentials_file(creds.clone())
+                .await
+                .with_context(|| format!("reading {}", creds.display()))?;
+        }
+        let bus = refbus_bus::Bus::connect_with(
+            options,
+            &args.nats,
+            &refbus_bus::StreamSettings::default(),
+        )
+        .await
+        .context("connecting to NATS")?;
+        let router = Router::new(
+            bus,
+            registry,
+            clock,
+            Options {
+                replica: args.replica.clone(),
+                ..Options::default()
+            },
+        );
+        let activity = router.activity();
+        tokio::spawn(print_activity(activity));
+        router
+            .run(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// One line per thing the router does, on stdout, for operators watching a terminal.
+pub(crate) async fn print_activity(mut activity: tokio::sync::broadcast::Receiver<Activity>) {
+    loop {
+        match activity.recv().await {
+            Ok(activity) => println!("{}", describe(&activity)),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                println!("router: ({missed} more not shown)");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+pub(crate) fn describe(activity: &Activity) -> String {
+    match activity {
+        Activity::Ready {
+            referrals,
+            pending,
+            took,
+        } => {
+            format!(
+                "router: ready ({referrals} referrals, {pending} with pending clocks, rebuilt in {took:?})"
+            )
+        }
+        Activity::Recorded {
+            referral,
+            key,
+            change,
+            due_at,
+            recorded_at,
+            ..
+        } => {
+            let late = recorded_at.since(*due_at);
+            format!(
+                "router: {change:<18} {key:<40} referral {referral} (due {due_at}, {} ms later)",
+                late.as_millis()
+            )
+        }
+        Activity::Noticed {
+            referral,
+            agency,
+            key,
+        } => {
+            format!("router: notice             {key:<40} to {agency} about referral {referral}")
+        }
+        Activity::Flagged { referral, seq, why } => {
+            format!(
+                "router: INTEGRITY          referral {referral} event at stream sequence {seq}: {why}"
+            )
+        }
+    }
+}

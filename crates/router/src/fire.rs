@@ -1,0 +1,126 @@
+//! Recording what is due on one referral: read its current state from the bus, ask the core
+//! what is due now, and append each item with a stable message id and the expected sequence.
+
+use std::time::Duration;
+
+use refbus_bus::{Append, AppendErrorKind, EventRecord};
+use refbus_core::command::{Command, Request};
+use refbus_core::{Actor, ReferralId, Timestamp, decide, evaluate, evolve};
+
+use crate::{Activity, Router};
+
+/// How a firing ended: the referral's next wake-up, computed from its state at `seq`.
+#[derive(Debug)]
+pub(crate) struct Fired {
+    pub(crate) referral: ReferralId,
+    pub(crate) subject: String,
+    pub(crate) seq: u64,
+    pub(crate) next_wake: Option<Timestamp>,
+}
+
+/// How long to wait before trying again when the bus failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Re-reads after another writer got there first, before trying again later.
+const MAX_ATTEMPTS: usize = 8;
+
+impl Router {
+    pub(crate) async fn fire(&self, referral: ReferralId, subject: &str) -> Fired {
+        let done = |seq, next_wake| Fired {
+            referral,
+            subject: subject.to_owned(),
+            seq,
+            next_wake,
+        };
+        let mut last_seq = 0;
+        for _ in 0..MAX_ATTEMPTS {
+            let stored = match self.bus.last(subject).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => return done(0, None),
+                Err(err) => {
+                    tracing::warn!(%referral, "reading the referral to record what is due: {err}");
+                    return done(last_seq, Some(self.clock.now().plus(RETRY_AFTER)));
+                }
+            };
+            let (mut seq, mut current) = (stored.seq, stored.record.state);
+            let now = self.clock.now();
+            let due = evaluate(&current, &self.registry, now).due;
+            if due.is_empty() {
+                return done(seq, evaluate(&current, &self.registry, now).next_wake);
+            }
+            let mut interrupted = false;
+            for item in due {
+                let key = item.key();
+                let due_at = item.due_at();
+                let request = Request {
+                    command: Command::Record(item),
+                    actor: Actor::Router,
+                    request_id: None,
+                };
+                let event = match decide(&self.registry, Some(&current), &request, now) {
+                    Ok(decision) => decision.events.into_iter().next(),
+                    Err(rejection) => {
+                        tracing::error!(%referral, key, "the core refuses an item it said was due: {rejection}");
+                        None
+                    }
+                };
+                let Some(event) = event else { continue };
+                let next = match evolve(Some(current.clone()), &event) {
+                    Ok(next) => next,
+                    Err(err) => {
+                        tracing::error!(%referral, key, "the core's event does not apply: {err}");
+                        continue;
+                    }
+                };
+                let change = event.change.kind();
+                let record = EventRecord::new(event, &next);
+                let message_id = format!("router:{referral}:{key}");
+                let append = Append {
+                    subject,
+                    record: &record,
+                    expected_last_seq: seq,
+                    message_id: &message_id,
+                };
+                match self.bus.append(append).await {
+                    Ok(appended) if !appended.duplicate => {
+                        seq = appended.seq;
+                        current = next;
+                        tracing::info!(%referral, key, %due_at, "recorded");
+                        self.report(Activity::Recorded {
+                            referral,
+                            key,
+                            change,
+                            due_at,
+                            recorded_at: now,
+                            seq,
+                        });
+                    }
+                    // Another router recorded it, or the referral moved: read it again.
+                    Ok(_) => {
+                        interrupted = true;
+                        break;
+                    }
+                    Err(err) if err.kind() == AppendErrorKind::Conflict => {
+                        interrupted = true;
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(%referral, key, "recording: {err}");
+                        return done(seq, Some(self.clock.now().plus(RETRY_AFTER)));
+                    }
+                }
+            }
+            last_seq = seq;
+            if !interrupted {
+                let evaluation = evaluate(&current, &self.registry, self.clock.now());
+                let wake = if evaluation.due.is_empty() {
+                    evaluation.next_wake
+                } else {
+                    Some(self.clock.now())
+                };
+                return done(seq, wake);
+            }
+        }
+        // The referral kept changing under us: look again shortly.
+        done(last_seq, Some(self.clock.now().plus(RETRY_AFTER)))
+    }
+}

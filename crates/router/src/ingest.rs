@@ -1,0 +1,198 @@
+//! Consumed events: re-decide each with the core, apply it, reschedule the referral, and send
+//! notices for escalations. An event the core would not have decided is flagged and not applied.
+
+use refbus_bus::record::snapshot;
+use refbus_bus::{EventRecord, Notice, Stored, subjects};
+use refbus_core::verify::recheck;
+use refbus_core::{Change, Event, Referral, evaluate};
+
+use crate::{Activity, Known, Loop, Router};
+
+impl Router {
+    pub(crate) async fn ingest(&self, state: &mut Loop, stored: &Stored<EventRecord>) {
+        let event = &stored.record.event;
+        let referral = event.referral_id;
+        if state.flagged.contains(&referral) {
+            return;
+        }
+        // Delivered again (after a restart before its acknowledgement): already applied.
+        if state
+            .known
+            .get(&referral)
+            .is_some_and(|known| known.seq >= stored.seq)
+        {
+            return;
+        }
+        let before = match self.state_before(state, stored).await {
+            Ok(before) => before,
+            Err(why) => return self.flag(state, stored, why),
+        };
+        let after = match recheck(&self.registry, before.as_ref(), event) {
+            Ok(after) => after,
+            Err(why) => {
+                return self.flag(
+                    state,
+                    stored,
+                    format!("{} event: {why}", event.change.kind()),
+                );
+            }
+        };
+        if !stored.record.hash_matches() {
+            return self.flag(
+                state,
+                stored,
+                "the stored hash is not the event's hash".to_owned(),
+            );
+        }
+        if snapshot(&after) != stored.record.state {
+            return self.flag(
+                state,
+                stored,
+                "the stored state is not the state its events make".to_owned(),
+            );
+        }
+
+        let now = self.clock.now();
+        let evaluation = evaluate(&after, &self.registry, now);
+        let wake = if evaluation.due.is_empty() {
+            evaluation.next_wake
+        } else {
+            Some(now)
+        };
+        state
+            .timers
+            .set(referral, &stored.subject, stored.seq, wake);
+        if let Change::Escalated { .. } = &event.change {
+            self.notify(&after, event).await;
+        }
+        if wake.is_none() && after.status.is_terminal() {
+            state.known.remove(&referral);
+        } else {
+            self.remember(
+                state,
+                Known {
+                    seq: stored.seq,
+                    state: after,
+                },
+            );
+        }
+    }
+
+    /// The state the event was decided on: the cached one if it is the event's predecessor,
+    /// otherwise read back from the bus (the predecessor's message carries it).
+    async fn state_before(
+        &self,
+        state: &Loop,
+        stored: &Stored<EventRecord>,
+    ) -> Result<Option<Referral>, String> {
+        if stored.record.event.seq == 1 {
+            return Ok(None);
+        }
+        if let Some(known) = state.known.get(&stored.record.event.referral_id)
+            && known.seq == stored.prev_seq
+        {
+            return Ok(Some(known.state.clone()));
+        }
+        match self.bus.event_at(stored.prev_seq).await {
+            Ok(Some(previous))
+                if previous.record.event.referral_id == stored.record.event.referral_id =>
+            {
+                Ok(Some(previous.record.state))
+            }
+            Ok(_) => Err(format!(
+                "its predecessor (stream sequence {}) is missing or belongs to another referral",
+                stored.prev_seq
+            )),
+            Err(err) => Err(format!("its predecessor cannot be read: {err}")),
+        }
+    }
+
+    fn remember(&self, state: &mut Loop, known: Known) {
+        if state.known.len() >= self.options.state_cache {
+            // Forget a tenth; any of them is read back from the bus if its referral moves.
+            let forget: Vec<_> = state
+                .known
+                .keys()
+                .take(self.options.state_cache / 10 + 1)
+                .copied()
+                .collect();
+            for referral in forget {
+                state.known.remove(&referral);
+            }
+        }
+        state.known.insert(known.state.id, known);
+    }
+
+    fn flag(&self, state: &mut Loop, stored: &Stored<EventRecord>, why: String) {
+        let referral = stored.record.event.referral_id;
+        tracing::error!(
+            %referral,
+            seq = stored.seq,
+            "INTEGRITY: an event on the bus is not what refbus decides; it is not applied and the \
+             referral is left for people to investigate (refbus audit): {why}"
+        );
+        state.flagged.insert(referral);
+        state.timers.remove(&referral);
+        state.known.remove(&referral);
+        self.report(Activity::Flagged {
+            referral,
+            seq: stored.seq,
+            why,
+        });
+    }
+
+    /// Notices to the third agencies an escalation names (the parties see the event itself).
+    async fn notify(&self, referral: &Referral, event: &Event) {
+        let Change::Escalated {
+            clock,
+            level,
+            repetition,
+            due_at,
+            action,
+            notified,
+        } = &event.change
+        else {
+            return;
+        };
+        for target in notified {
+            if referral.party_of(&target.agency).is_some() {
+                continue;
+            }
+            let notice = Notice {
+                referral_id: referral.id,
+                case_id: referral.creation.case_id.clone(),
+                recipient: referral.recipient().clone(),
+                sender: referral.sender().clone(),
+                service: referral.creation.service.clone(),
+                priority: referral.creation.priority,
+                clock: clock.clone(),
+                level: *level,
+                repetition: *repetition,
+                action: *action,
+                notified: target.clone(),
+                due_at: *due_at,
+                at: event.at,
+                event_seq: event.seq,
+            };
+            let message_id = format!(
+                "notice:{}:{}:{}:{}",
+                referral.id, event.seq, target.agency, target.role
+            );
+            let subject = subjects::notice(&target.agency, &referral.id);
+            match self
+                .bus
+                .publish_notice(&subject, &notice, &message_id)
+                .await
+            {
+                Ok(_) => self.report(Activity::Noticed {
+                    referral: referral.id,
+                    agency: target.agency.to_string(),
+                    key: format!("{clock}.level.{level}.{repetition}"),
+                }),
+                Err(err) => {
+                    tracing::warn!(referral = %referral.id, agency = %target.agency, "notice: {err}")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! refbus-router: makes sure no referral is late without someone hearing of it.
+//!
+//! The router consumes every referral event from a durable consumer, re-decides each one with
+//! the core (an event the core would have refused is flagged loudly and never moves a clock),
+//! keeps a timer per open referral, and when something falls due records it on the referral:
+//! warnings, breaches, escalations and reroute requests, with notices to third agencies.
+//!
+//! # Layout
+//!
+//! - [`Router`]: the event loop, which alone owns the timers and the state cache (one owner);
+//!   [`Router::activity`] reports what it does, for operators' screens and tests.
+//! - `ingest`: checking and applying consumed events; notices for escalations.
+//! - `fire`: recording what is due on one referral.
+//! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
+//! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests).
+//!
+//! # Exactly once
+//!
+//! Every item recorded has a stable message id (`router:<referral>:<item>`) and names the
+//! referral's last sequence; the core refuses to record an item twice (each is marked on the
+//! referral). A router that crashes, restarts, or runs beside another replica therefore records
+//! each item once: a second writer is refused by the bus, re-reads, and finds nothing due.
+
+pub mod clock;
+mod fire;
+mod ingest;
+mod timers;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use refbus_bus::{Bus, subjects};
+use refbus_core::{ReferralId, Registry, Timestamp, evaluate};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+
+pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
+
+/// Tunables, each with a safe default.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Names this replica's durable consumer: each replica reads every event.
+    pub replica: String,
+    /// How many referrals are being recorded on at once.
+    pub max_concurrent_fires: usize,
+    /// How many referral states are kept in memory to check the next event against; the rest
+    /// are read back from the bus when needed.
+    pub state_cache: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            replica: "main".to_owned(),
+            max_concurrent_fires: 256,
+            state_cache: 100_000,
+        }
+    }
+}
+
+/// What the router did, as it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activity {
+    /// Timers rebuilt from the referrals' current states: the router is ready.
+    Ready {
+        referrals: usize,
+        pending: usize,
+        took: Duration,
+    },
+    /// An item was recorded on a referral (`key` names it, e.g. `acknowledge_urgent.breach`).
+    Recorded {
+        referral: ReferralId,
+        key: String,
+        change: &'static str,
+        due_at: Timestamp,
+        recorded_at: Timestamp,
+        seq: u64,
+    },
+    /// A notice was sent to a third agency.
+    Noticed {
+        referral: ReferralId,
+        agency: String,
+        key: String,
+    },
+    /// An event the core would not have decided: it is not applied, and the referral is left to
+    /// people to investigate.
+    Flagged {
+        referral: ReferralId,
+        seq: u64,
+        why: String,
+    },
+}
+
+/// The router. Build it, subscribe to its [`activity`](Router::activity), then [`run`](Router::run).
+pub struct Router {
+    bus: Bus,
+    registry: Arc<Registry>,
+    clock: Arc<dyn Clock>,
+    options: Options,
+    activity: broadcast::Sender<Activity>,
+}
+
+/// A referral's last state the router checked, to check its next event against.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub(crate) seq: u64,
+    pub(crate) state: refbus_core::Referral,
+}
+
+/// What the event loop owns.
+struct Loop {
+    timers: timers::Timers,
+    known: HashMap<ReferralId, Known>,
+    flagged: std::collections::HashSet<ReferralId>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the bus failed: {0}")]
+    Bus(#[from] refbus_bus::ReadError),
+}
+
+impl Router {
+    pub fn new(
+        bus: Bus,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        options: Options,
+    ) -> Router {
+        Router {
+            bus,
+            registry,
+            clock,
+            options,
+            activity: broadcast::channel(16_384).0,
+        }
+    }
+
+    /// A feed of what the router does; lagging receivers lose the oldest items.
+    pub fn activity(&self) -> broadcast::Receiver<Activity> {
+        self.activity.subscribe()
+    }
+
+    fn report(&self, activity: Activity) {
+        let _ = self.activity.send(activity);
+    }
+
+    /// Runs until `shutdown` completes: rebuilds the timers, then processes events and fires
+    /// timers. Stopping at any moment loses nothing: what was not acknowledged is delivered
+    /// again, and timers are rebuilt from the bus.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        let router = Arc::new(self);
+        let mut state = Loop {
+            timers: timers::Timers::default(),
+            known: HashMap::new(),
+            flagged: Default::default(),
+        };
+        // Consume from here on before rebuilding, so nothing recorded meanwhile is missed; the
+        // rebuild and the backlog overlap harmlessly (older states never override newer ones).
+        let mut deliveries = router
+            .bus
+            .durable(&format!("refbus-router-{}", router.options.replica))
+            .await?;
+        router.rebuild(&mut state).await?;
+
+        let (fired_tx, mut fired) = mpsc::unbounded_channel::<fire::Fired>();
+        let mut fires = JoinSet::new();
+        let mut in_flight: std::collections::HashSet<ReferralId> = Default::default();
+        tokio::pin!(shutdown);
+        loop {
+            let capacity = router
+                .options
+                .max_concurrent_fires
+                .saturating_sub(fires.len());
+            let now = router.clock.now();
+            for (referral, entry) in state.timers.take_due(now, capacity) {
+                if state.flagged.contains(&referral) || !in_flight.insert(referral) {
+                    continue;
+                }
+                let router = router.clone();
+                let fired_tx = fired_tx.clone();
+                fires.spawn(async move {
+                    let outcome = router.fire(referral, &entry.subject).await;
+                    let _ = fired_tx.send(outcome);
+                });
+            }
+            let next_wake = state.timers.next_wake().unwrap_or(Timestamp::MAX);
+            let sleep = router.clock.sleep_until(next_wake);
+            tokio::select! {
+                () = &mut shutdown => break,
+                delivery = deliveries.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        router.ingest(&mut state, &delivery.stored).await;
+                        if let Err(err) = delivery.ack().await {
+                            tracing::warn!("acknowledging event {}: {err}", delivery.stored.seq);
+                        }
+                    }
+                    Some(Err(err)) => tracing::warn!("reading events: {err}"),
+                    None => break,
+                },
+                Some(outcome) = fired.recv() => {
+                    in_flight.remove(&outcome.referral);
+                    state.timers.set(outcome.referral, &outcome.subject, outcome.seq, outcome.next_wake);
+                }
+                Some(_) = fires.join_next(), if !fires.is_empty() => {}
+                () = sleep, if next_wake < Timestamp::MAX => {}
+            }
+        }
+        fires.shutdown().await;
+        Ok(())
+    }
+
+    /// Rebuilds the timers from every referral's current state (its last message).
+    async fn rebuild(&self, state: &mut Loop) -> Result<(), Error> {
+        let started = std::time::Instant::now();
+        let now = self.clock.now();
+        let mut referrals = 0;
+        let mut latest = self
+            .bus
+            .latest(vec![subjects::ALL_REFERRALS.to_owned()])
+            .await?;
+        while let Some(stored) = latest.next().await {
+            let stored = stored?;
+            referrals += 1;
+            let referral = &stored.record.state;
+            let evaluation = evaluate(referral, &self.registry, now);
+            let wake = if evaluation.due.is_empty() {
+                evaluation.next_wake
+            } else {
+                Some(now)
+            };
+            state
+                .timers
+                .set(referral.id, &stored.subject, stored.seq, wake);
+        }
+        self.report(Activity::Ready {
+            referrals,
+            pending: state.timers.len(),
+            took: started.elapsed(),
+        });
+        tracing::info!(referrals, pending = state.timers.len(), "router ready");
+        Ok(())
+    }
+}

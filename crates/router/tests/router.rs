@@ -1,0 +1,606 @@
+//! The router against a real nats-server with a manual clock: time moves only when the test
+//! moves it, so hours of clocks run in milliseconds and nothing sleeps. Referral events are
+//! written to the bus as an adapter writes them (core `decide`, then an append).
+//!
+//! Policy: the Kabupaten Maros registry (`deploy/config/refbus.toml`). An emergency referral's
+//! acknowledge clock is 1 h; its "emergency" escalation notifies the recipient's supervisor at
+//! 50%, the head and the Tim Terpadu coordinator at the breach (again 15 min later), and
+//! reroutes to the alternate agency 30 min after the breach.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use refbus_bus::{Append, Bus, EventRecord, Stored, StreamSettings, subjects};
+use refbus_core::command::{Command, Request};
+use refbus_core::ids::{ClockId, OperatorId};
+use refbus_core::referral::{Consent, Creation, Priority};
+use refbus_core::{Actor, AgencyId, Change, Registry, RequestId, Timestamp, decide, evolve};
+use refbus_router::{Activity, ManualClock, Options, Router};
+use refbus_testkit::NatsServer;
+use tokio::sync::broadcast;
+
+const T0: &str = "2026-03-02T09:00:00+08:00";
+
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse_rfc3339(text).unwrap()
+}
+
+fn agency(id: &str) -> AgencyId {
+    AgencyId::new(id).unwrap()
+}
+
+fn operator(id: &str) -> Actor {
+    Actor::Agency {
+        agency: agency(id),
+        operator: OperatorId::new("op").unwrap(),
+    }
+}
+
+fn maros() -> Arc<Registry> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/refbus.toml");
+    Arc::new(refbus_config::load(path).unwrap())
+}
+
+/// Writes what `command` decides on the referral's current state, as an adapter does.
+async fn write(
+    bus: &Bus,
+    registry: &Registry,
+    current: Option<&Stored<EventRecord>>,
+    command: Command,
+    actor: Actor,
+    request: &str,
+    now: Timestamp,
+) -> Stored<EventRecord> {
+    let state = current.map(|stored| &stored.record.state);
+    let request = Request {
+        command,
+        actor,
+        request_id: Some(RequestId::new(request).unwrap()),
+    };
+    let event = decide(registry, state, &request, now)
+        .unwrap()
+        .events
+        .remove(0);
+    let after = evolve(state.cloned(), &event).unwrap();
+    let subject = subjects::referral(after.recipient(), after.sender(), &after.id);
+    let record = EventRecord::new(event, &after);
+    let appended = bus
+        .append(Append {
+            subject: &subject,
+            record: &record,
+            expected_last_seq: current.map_or(0, |stored| stored.seq),
+            message_id: &format!("test:{}:{}", after.id, record.event.seq),
+        })
+        .await
+        .unwrap();
+    bus.event_at(appended.seq).await.unwrap().unwrap()
+}
+
+fn creation(sender: &str, recipient: &str, service: &str, priority: Priority) -> Creation {
+    Creation {
+        case_id: "MRS-TEST-1".parse().unwrap(),
+        sender: agency(sender),
+        recipient: agency(recipient),
+        service: service.parse().unwrap(),
+        priority,
+        categories: vec![],
+        child: false,
+        consent: Consent {
+            services: true,
+            disclose_to_agencies: true,
+            override_justification: None,
+        },
+        case_reported_at: None,
+        identity: None,
+        note: None,
+        policy_version: "2026-01".parse().unwrap(),
+        parent: None,
+    }
+}
+
+struct Running {
+    activity: broadcast::Receiver<Activity>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+async fn start_router(
+    nats: &NatsServer,
+    registry: &Arc<Registry>,
+    clock: ManualClock,
+    replica: &str,
+) -> Running {
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let options = Options {
+        replica: replica.to_owned(),
+        ..Options::default()
+    };
+    let router = Router::new(bus, registry.clone(), Arc::new(clock.clone()), options);
+    let mut activity = router.activity();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        router
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    // Ready once its timers are rebuilt.
+    loop {
+        if let Activity::Ready { .. } = activity.recv().await.unwrap() {
+            break;
+        }
+    }
+    Running {
+        activity,
+        stop,
+        task,
+    }
+}
+
+impl Running {
+    /// Waits for `count` recordings; returns their keys in order.
+    async fn recorded(&mut self, count: usize) -> Vec<String> {
+        let mut keys = Vec::new();
+        while keys.len() < count {
+            let activity = tokio::time::timeout(Duration::from_secs(20), self.activity.recv())
+                .await
+                .expect("the router recorded too little")
+                .unwrap();
+            if let Activity::Recorded { key, .. } = activity {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+    }
+}
+
+/// Every router-recorded item on a referral, in order.
+async fn recorded_on(bus: &Bus, referral: &refbus_core::ReferralId) -> Vec<String> {
+    bus.history(&subjects::referral_pattern(referral))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|stored| match stored.record.event.change {
+            Change::ClockWarning {
+                clock, permille, ..
+            } => Some(format!("{clock}.warning.{permille}")),
+            Change::ClockBreached { clock, .. } => Some(format!("{clock}.breach")),
+            Change::Escalated {
+                clock,
+                level,
+                repetition,
+                ..
+            } => Some(format!("{clock}.level.{level}.{repetition}")),
+            Change::RerouteRequested { to, .. } => Some(format!("reroute.{to}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn warnings_breach_and_each_level_are_recorded_once_at_their_time_with_notices() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "c1",
+        at(T0),
+    )
+    .await;
+    let id = created.record.state.id;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+
+    clock.advance_to(at("2026-03-02T09:29:59+08:00"));
+    clock.advance_to(at("2026-03-02T09:30:00+08:00"));
+    let mut keys = router.recorded(2).await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "acknowledge_emergency.level.1.0",
+            "acknowledge_emergency.warning.500"
+        ]
+    );
+
+    clock.advance_to(at("2026-03-02T10:00:00+08:00"));
+    let keys = router.recorded(3).await;
+    assert_eq!(keys.len(), 3, "warning 75%, breach, level 2: {keys:?}");
+
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(2).await;
+    let history = recorded_on(&bus, &id).await;
+    assert_eq!(
+        history,
+        [
+            "acknowledge_emergency.warning.500",
+            "acknowledge_emergency.level.1.0",
+            "acknowledge_emergency.warning.750",
+            "acknowledge_emergency.breach",
+            "acknowledge_emergency.level.2.0",
+            "acknowledge_emergency.level.2.1",
+            "reroute.maros-rsud",
+        ]
+    );
+    // The coordinator, not a party, got notices for level 2 (twice: the repeat).
+    let notices: Vec<_> = futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::take(
+        bus.watch(vec![subjects::notices_for(&agency("maros-bappeda"))], 0)
+            .await
+            .unwrap(),
+        2,
+    ))
+    .await;
+    assert_eq!(notices.len(), 2);
+
+    // Nobody carries out the reroute: the reroute-pending clock escalates it after 30 minutes.
+    clock.advance_to(at("2026-03-02T11:00:00+08:00"));
+    let keys = router.recorded(2).await;
+    assert!(
+        keys.contains(&"reroute_pending.breach".to_owned()),
+        "{keys:?}"
+    );
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn an_acknowledged_escalation_stops_the_later_levels_and_a_stopped_clock_everything() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let first = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "ack-1",
+        at(T0),
+    )
+    .await;
+    let accepted_early = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "ack-2",
+        at(T0),
+    )
+    .await;
+    write(
+        &bus,
+        &registry,
+        Some(&accepted_early),
+        Command::Accept,
+        operator("maros-uptd-ppa"),
+        "acc",
+        at("2026-03-02T09:10:00+08:00"),
+    )
+    .await;
+
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    clock.advance_to(at("2026-03-02T10:00:00+08:00"));
+    router.recorded(5).await;
+    let current = bus
+        .last(&subjects::referral_pattern(&first.record.state.id))
+        .await
+        .unwrap()
+        .unwrap();
+    // The coordinator acknowledges level 2.
+    write(
+        &bus,
+        &registry,
+        Some(&current),
+        Command::AcknowledgeEscalation {
+            clock: ClockId::new("acknowledge_emergency").unwrap(),
+            level: 2,
+        },
+        operator("maros-bappeda"),
+        "bappeda-ack",
+        at("2026-03-02T10:05:00+08:00"),
+    )
+    .await;
+    clock.advance_to(at("2026-03-02T13:00:00+08:00"));
+    // Nothing more of that clock; give the router a chance by recording on another referral.
+    let probe = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "probe",
+        at("2026-03-02T12:00:00+08:00"),
+    )
+    .await;
+    let keys = router.recorded(2).await;
+    assert!(
+        keys.iter()
+            .all(|key| key.starts_with("acknowledge_emergency.")),
+        "{keys:?}"
+    );
+    assert_eq!(
+        recorded_on(&bus, &first.record.state.id).await,
+        [
+            "acknowledge_emergency.warning.500",
+            "acknowledge_emergency.level.1.0",
+            "acknowledge_emergency.warning.750",
+            "acknowledge_emergency.breach",
+            "acknowledge_emergency.level.2.0",
+        ],
+        "no repeat and no reroute after the acknowledgement"
+    );
+    assert!(
+        recorded_on(&bus, &accepted_early.record.state.id)
+            .await
+            .is_empty(),
+        "accepted in time: nothing"
+    );
+    assert!(!recorded_on(&bus, &probe.record.state.id).await.is_empty());
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn on_hold_pauses_the_clock_and_resuming_moves_its_deadline() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    // Routine: 1 working day (8 h) from Monday 09:00 WITA, pausable.
+    let created = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Routine,
+        ))),
+        operator("maros-dinsos"),
+        "hold-1",
+        at(T0),
+    )
+    .await;
+    let reason = refbus_core::referral::Reason {
+        code: "awaiting_person".parse().unwrap(),
+        note: None,
+    };
+    let held = write(
+        &bus,
+        &registry,
+        Some(&created),
+        Command::PutOnHold { reason },
+        operator("maros-uptd-ppa"),
+        "hold",
+        at("2026-03-02T10:00:00+08:00"),
+    )
+    .await;
+    let clock = ManualClock::new(at("2026-03-02T10:00:00+08:00"));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    // Two days on hold: nothing falls due.
+    clock.advance_to(at("2026-03-04T10:00:00+08:00"));
+    let resumed = write(
+        &bus,
+        &registry,
+        Some(&held),
+        Command::Resume,
+        operator("maros-uptd-ppa"),
+        "resume",
+        at("2026-03-04T10:00:00+08:00"),
+    )
+    .await;
+    // 1 h counted before the hold; 7 h left from Wednesday 10:00: the breach is at 16:00... of
+    // working hours: Wednesday 10:00-16:00 gives 6 h, Thursday 07:30 + 1 h = 08:30.
+    clock.advance_to(at("2026-03-05T08:29:00+08:00"));
+    let keys = router.recorded(2).await;
+    assert_eq!(
+        keys,
+        [
+            "acknowledge_routine.warning.500",
+            "acknowledge_routine.warning.750"
+        ]
+    );
+    clock.advance_to(at("2026-03-05T08:30:00+08:00"));
+    let keys = router.recorded(2).await;
+    assert_eq!(
+        keys,
+        [
+            "acknowledge_routine.breach",
+            "acknowledge_routine.level.1.0"
+        ]
+    );
+    let _ = resumed;
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn two_routers_at_once_record_each_item_exactly_once() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for n in 0..20 {
+        let created = write(
+            &bus,
+            &registry,
+            None,
+            Command::Create(Box::new(creation(
+                "maros-dinsos",
+                "maros-uptd-ppa",
+                "psychological_counselling",
+                Priority::Emergency,
+            ))),
+            operator("maros-dinsos"),
+            &format!("pair-{n}"),
+            at(T0),
+        )
+        .await;
+        ids.push(created.record.state.id);
+    }
+    let clock = ManualClock::new(at(T0));
+    let mut first = start_router(&nats, &registry, clock.clone(), "a").await;
+    let mut second = start_router(&nats, &registry, clock.clone(), "b").await;
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    // Seven items per referral, recorded by one router or the other.
+    let mut recorded = 0;
+    while recorded < 20 * 7 {
+        tokio::select! {
+            keys = first.recorded(1) => recorded += keys.len(),
+            keys = second.recorded(1) => recorded += keys.len(),
+        }
+    }
+    for id in &ids {
+        let history = recorded_on(&bus, id).await;
+        assert_eq!(history.len(), 7, "{id}: {history:?}");
+        let mut unique = history.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), 7, "{id}: recorded twice: {history:?}");
+    }
+    first.stop().await;
+    second.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_the_core_would_refuse_is_flagged_and_never_moves_a_clock() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "forged-1",
+        at(T0),
+    )
+    .await;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+
+    // The sender writes an acceptance in its own name straight onto the bus (bypassing its
+    // adapter), to silence the clock.
+    let state = &created.record.state;
+    let forged = refbus_core::Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: at("2026-03-02T09:05:00+08:00"),
+        actor: operator("maros-dinsos"),
+        request_id: None,
+        change: Change::Accepted,
+        prev_hash: state.last_hash,
+    };
+    let after = evolve(Some(state.clone()), &forged).unwrap();
+    let subject = subjects::referral(after.recipient(), after.sender(), &after.id);
+    bus.append(Append {
+        subject: &subject,
+        record: &EventRecord::new(forged, &after),
+        expected_last_seq: created.seq,
+        message_id: "forged",
+    })
+    .await
+    .unwrap();
+    loop {
+        if let Activity::Flagged { referral, why, .. } = router.activity.recv().await.unwrap() {
+            assert_eq!(referral, state.id);
+            assert!(why.contains("only the recipient may accept"), "{why}");
+            break;
+        }
+    }
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn a_router_restarted_after_its_downtime_records_what_fell_due_meanwhile_once() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "down-1",
+        at(T0),
+    )
+    .await;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    clock.advance_to(at("2026-03-02T09:30:00+08:00"));
+    router.recorded(2).await;
+    // Aborted mid-flight, like a crash: nothing graceful happens.
+    router.task.abort();
+    let _ = router.task.await;
+
+    // Ninety minutes pass while no router runs.
+    let clock = ManualClock::new(at("2026-03-02T10:30:00+08:00"));
+    let mut router = start_router(&nats, &registry, clock, "a").await;
+    router.recorded(5).await;
+    let history = recorded_on(&bus, &created.record.state.id).await;
+    assert_eq!(history.len(), 7, "{history:?}");
+    let mut unique = history.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), 7);
+    router.stop().await;
+}
