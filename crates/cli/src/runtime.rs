@@ -132,6 +132,15 @@ pub(crate) fn nats_server_binary(explicit: Option<&Path>) -> anyhow::Result<Path
     )
 }
 
+/// How a local nats-server writes JetStream data to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// fsync before every acknowledgement (`sync_interval: always`), as refbus runs.
+    FsyncEveryWrite,
+    /// nats-server's default: fsync every two minutes (the published JetStream figures).
+    FsyncEveryTwoMinutes,
+}
+
 /// A nats-server child process with JetStream, its data kept in a directory across restarts.
 pub(crate) struct LocalNats {
     child: tokio::process::Child,
@@ -146,18 +155,39 @@ impl LocalNats {
         port: u16,
         monitor_port: u16,
     ) -> anyhow::Result<LocalNats> {
+        LocalNats::start_with(
+            binary,
+            data_dir,
+            port,
+            monitor_port,
+            Durability::FsyncEveryWrite,
+        )
+        .await
+    }
+
+    pub(crate) async fn start_with(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        monitor_port: u16,
+        durability: Durability,
+    ) -> anyhow::Result<LocalNats> {
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
         let config = data_dir.join("nats-server.conf");
+        let sync = match durability {
+            Durability::FsyncEveryWrite => "\n  sync_interval: always",
+            Durability::FsyncEveryTwoMinutes => "",
+        };
         std::fs::write(
             &config,
             format!(
-                "# Written by `refbus up`: a single local server for trying refbus out.\n\
+                "# Written by `refbus up` or `refbus bench`: a single local server.\n\
                  # Production uses deploy/nats/ (fsync on every write, three nodes).\n\
                  listen: \"127.0.0.1:{port}\"\n\
                  http: \"127.0.0.1:{monitor_port}\"\n\
                  server_name: \"refbus-local\"\n\
-                 jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
+                 jetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
                 store.display()
             ),
         )?;
@@ -220,6 +250,26 @@ impl LocalNats {
         self.child.wait().await?;
         Ok(())
     }
+}
+
+/// `count` consecutive TCP ports free on 127.0.0.1 now (another process may take them before
+/// they are used: good enough for a local run).
+pub(crate) fn free_ports(count: u16) -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let first = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let Some(last) = first.checked_add(count.saturating_sub(1)) else {
+            continue;
+        };
+        let held: Vec<_> = (first..=last)
+            .map_while(|port| std::net::TcpListener::bind(("127.0.0.1", port)).ok())
+            .collect();
+        if held.len() == usize::from(count) {
+            return Ok(first);
+        }
+    }
+    bail!("found no {count} consecutive free ports on 127.0.0.1")
 }
 
 /// Whether the monitoring endpoint reports a healthy server with JetStream.

@@ -2,6 +2,7 @@
 //! an arm in [`run`].
 
 pub(crate) mod adapter;
+pub(crate) mod bench;
 pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod keys;
@@ -33,6 +34,9 @@ pub(crate) enum Command {
     Up(up::UpArgs),
     /// Simulate agency systems sending and answering referrals (for demonstrations).
     Simulate(simulate::SimulateArgs),
+    /// Measure the bus on this machine (run from a release build).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -44,6 +48,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Router(args) => router::run(args),
         Command::Up(args) => up::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Bench(command) => bench::run(command),
     }
 }
 

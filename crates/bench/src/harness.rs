@@ -1,0 +1,111 @@
+//! Where everything runs: separate tokio runtimes with named threads for the load generator,
+//! the adapter and the adapter's NATS connection, so `/proc` can tell their CPU time apart.
+//!
+//! In production an adapter's NATS connection shares the adapter's runtime; here it has a
+//! thread of its own, the only way to see what publishing costs beside gRPC. The work is the
+//! same; each hand-over between the two costs a thread wake-up.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use refbus_adapter::{Adapter, Options, StageTimes};
+use refbus_bus::{Bus, StreamSettings};
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::fixture::Fixture;
+use crate::{BenchError, cpu};
+
+/// Thread name of the adapter's runtime (gRPC server and handlers).
+pub const ADAPTER_THREADS: &str = "bench-adapter";
+/// Thread name of the adapter's NATS connection.
+pub const NATS_IO_THREAD: &str = "bench-nats-io";
+/// Thread name of the load generator (gRPC clients, and the raw publisher).
+pub const CLIENT_THREADS: &str = "bench-client";
+
+/// The three runtimes.
+pub struct Runtimes {
+    pub client: Runtime,
+    pub adapter: Runtime,
+    pub nats_io: Runtime,
+}
+
+impl Runtimes {
+    /// `adapter_threads` workers for the adapter (an adapter on this machine gets one per CPU),
+    /// `client_threads` for the load generator, one for the adapter's NATS connection.
+    pub fn new(adapter_threads: usize, client_threads: usize) -> std::io::Result<Runtimes> {
+        let runtime = |name: &str, threads: usize| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build()
+        };
+        Ok(Runtimes {
+            client: runtime(CLIENT_THREADS, client_threads)?,
+            adapter: runtime(ADAPTER_THREADS, adapter_threads)?,
+            nats_io: runtime(NATS_IO_THREAD, 1)?,
+        })
+    }
+
+    /// Starts the sender's adapter on a free loopback port, with its create path timed by
+    /// stage (thread CPU time).
+    pub fn start_adapter(
+        &self,
+        fixture: &Fixture,
+        nats_url: &str,
+    ) -> Result<RunningAdapter, BenchError> {
+        // Connecting inside the NATS runtime puts the connection's tasks on its thread.
+        let bus = self
+            .nats_io
+            .block_on(Bus::connect(nats_url, &StreamSettings::default()))
+            .map_err(|err| BenchError::Nats(err.to_string()))?;
+        let stages = Arc::new(StageTimes::new(cpu::thread_cpu));
+        let options = Options {
+            stage_times: Some(stages.clone()),
+            ..Options::default()
+        };
+        let adapter = Adapter::new(
+            fixture.sender.clone(),
+            fixture.registry.clone(),
+            bus,
+            fixture.keyring(&fixture.sender)?,
+            refbus_adapter::system_now(),
+            options,
+        );
+        let listener = self
+            .adapter
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let addr = listener.local_addr()?;
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = self
+            .adapter
+            .spawn(refbus_adapter::serve(adapter, listener, async {
+                let _ = stop.await;
+            }));
+        Ok(RunningAdapter {
+            addr,
+            stages,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Stops an adapter and waits for it to finish its calls.
+    pub fn stop_adapter(&self, running: RunningAdapter) -> Result<(), BenchError> {
+        let _ = running.shutdown.send(());
+        self.adapter
+            .block_on(running.task)
+            .map_err(|err| BenchError::Setup(format!("the adapter task failed: {err}")))?
+            .map_err(|err| BenchError::Setup(format!("the adapter failed: {err}")))
+    }
+}
+
+/// An adapter serving on `addr`.
+pub struct RunningAdapter {
+    pub addr: SocketAddr,
+    pub stages: Arc<StageTimes>,
+    shutdown: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}

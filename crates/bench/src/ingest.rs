@@ -1,0 +1,392 @@
+//! `refbus bench ingest`: every phase in one run against the same nats-server.
+//!
+//! Each phase starts on a fresh events stream (deleted and created again), so no phase pays
+//! for the messages or the duplicate-window entries of another. Each adapter phase starts a
+//! new adapter. Throughput phases send a warm-up (a tenth of the count, at most 1,000) before
+//! the measured part; steady-rate phases discard their first half second.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use refbus_adapter::Stage;
+use refbus_bus::StreamSettings;
+use refbus_core::Registry;
+
+use crate::fixture::{Fixture, Person};
+use crate::harness::{ADAPTER_THREADS, CLIENT_THREADS, NATS_IO_THREAD, RunningAdapter, Runtimes};
+use crate::load::{self, Clients};
+use crate::report::{Conditions, CpuUse, HandlerStages, IngestReport, Latency, Throughput};
+use crate::{BenchError, cpu, raw, sealing};
+
+/// How much load, and how it is sent.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Referrals (or raw messages) per throughput phase, after the warm-up.
+    pub count: usize,
+    /// gRPC calls in flight at once.
+    pub concurrency: usize,
+    /// HTTP/2 connections they share.
+    pub connections: usize,
+    /// Raw publishes whose acknowledgements may be outstanding at once.
+    pub window: usize,
+    /// The steady rate, per second.
+    pub rate: u32,
+    /// How long each steady-rate phase lasts.
+    pub seconds: u64,
+    /// Worker threads of the adapter's runtime.
+    pub adapter_threads: usize,
+    /// Worker threads of the load generator.
+    pub client_threads: usize,
+    /// Seal operations timed for the primitives alone.
+    pub sealing_iterations: u32,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        IngestOptions {
+            count: 20_000,
+            concurrency: 64,
+            connections: 4,
+            window: 1024,
+            rate: 1000,
+            seconds: 10,
+            adapter_threads: cpus,
+            client_threads: cpus,
+            sealing_iterations: 2000,
+        }
+    }
+}
+
+/// The nats-server the benchmark runs against (fresh, on loopback, for this run alone).
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub url: String,
+    pub pid: u32,
+    /// How it writes to disk, for the report.
+    pub durability: String,
+}
+
+/// Runs every phase but the footprint, reporting progress through `progress`.
+pub fn ingest(
+    server: &Server,
+    registry: Arc<Registry>,
+    options: &IngestOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<IngestReport, BenchError> {
+    let fixture = Arc::new(Fixture::new(registry)?);
+    let runtimes = Runtimes::new(options.adapter_threads, options.client_threads)?;
+    // The control connection (stream resets and checks) lives on the load generator's
+    // runtime; it is idle while a phase is measured.
+    let (nats_version, control) = runtimes.client.block_on(async {
+        let client = async_nats::connect(&server.url)
+            .await
+            .map_err(|err| BenchError::Nats(err.to_string()))?;
+        Ok::<_, BenchError>((client.server_info().version, jetstream::new(client)))
+    })?;
+    let run = Run {
+        server,
+        options,
+        fixture,
+        control,
+        runtimes,
+    };
+
+    progress("sealing primitives alone");
+    let sealing = sealing::measure(&run.fixture, options.sealing_iterations)?;
+    progress("a. raw JetStream async publish");
+    let (raw, anonymous_bytes) = run.raw_throughput()?;
+    progress("b. CreateReferral without identity");
+    let (anonymous, _) = run.create_throughput("b", Person::Anonymous)?;
+    progress("c. CreateReferral with sealed identity");
+    let (sealed, sealed_bytes) = run.create_throughput("c", Person::Identified)?;
+    progress("e. steady rate: raw synchronous publish");
+    let raw_sync = run.raw_latency()?;
+    progress("e. steady rate: CreateReferral without identity");
+    let anonymous_latency = run.create_latency("e-b", Person::Anonymous)?;
+    progress("e. steady rate: CreateReferral with sealed identity");
+    let sealed_latency = run.create_latency("e-c", Person::Identified)?;
+
+    let (cpus, cpu_model) = cpu::machine();
+    Ok(IngestReport {
+        conditions: Conditions {
+            date: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+                .format("%Y-%m-%d %H:%M UTC")
+                .to_string(),
+            cpus,
+            cpu_model,
+            nats_version,
+            durability: server.durability.clone(),
+            debug_build: cfg!(debug_assertions),
+            count: options.count,
+            concurrency: options.concurrency,
+            connections: options.connections,
+            window: options.window,
+            rate: options.rate,
+            seconds: options.seconds,
+        },
+        raw,
+        message_bytes: (anonymous_bytes, sealed_bytes),
+        anonymous,
+        sealed,
+        sealing,
+        raw_sync,
+        anonymous_latency,
+        sealed_latency,
+        footprint: None,
+    })
+}
+
+/// CPU time by thread name in this process, and nats-server's.
+struct Snapshot {
+    threads: BTreeMap<String, Duration>,
+    server: Duration,
+}
+
+impl Snapshot {
+    fn since(&self, before: &Snapshot) -> CpuUse {
+        let spent = |name: &str| {
+            let of = |snapshot: &Snapshot| snapshot.threads.get(name).copied().unwrap_or_default();
+            of(self).saturating_sub(of(before))
+        };
+        CpuUse {
+            adapter: spent(ADAPTER_THREADS),
+            nats_io: spent(NATS_IO_THREAD),
+            client: spent(CLIENT_THREADS),
+            server: self.server.saturating_sub(before.server),
+        }
+    }
+}
+
+struct Run<'a> {
+    server: &'a Server,
+    options: &'a IngestOptions,
+    fixture: Arc<Fixture>,
+    control: jetstream::Context,
+    runtimes: Runtimes,
+}
+
+impl Run<'_> {
+    fn warmup(&self) -> usize {
+        (self.options.count / 10).clamp(1, 1000)
+    }
+
+    fn steady_warmup(&self) -> usize {
+        usize::try_from(self.options.rate / 2).unwrap_or(0)
+    }
+
+    fn steady_count(&self) -> usize {
+        let seconds = usize::try_from(self.options.seconds).unwrap_or(usize::MAX);
+        let rate = usize::try_from(self.options.rate).unwrap_or(usize::MAX);
+        self.steady_warmup() + rate.saturating_mul(seconds)
+    }
+
+    /// Runs `work` as a task of the load generator's runtime.
+    fn on_client<F>(&self, work: F) -> Result<F::Output, BenchError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        let task = self.runtimes.client.spawn(work);
+        self.runtimes
+            .client
+            .block_on(task)
+            .map_err(|err| BenchError::Setup(format!("a load task failed: {err}")))
+    }
+
+    fn snapshot(&self) -> Result<Snapshot, BenchError> {
+        Ok(Snapshot {
+            threads: cpu::cpu_by_thread_name(cpu::Process::Current)?,
+            server: cpu::process_cpu(cpu::Process::Pid(self.server.pid))?,
+        })
+    }
+
+    /// Deletes the events stream; whoever connects next creates it empty.
+    fn fresh_stream(&self) -> Result<(), BenchError> {
+        let name = StreamSettings::default().name;
+        let control = self.control.clone();
+        self.runtimes.client.block_on(async move {
+            if control.get_stream(&name).await.is_ok() {
+                control
+                    .delete_stream(&name)
+                    .await
+                    .map_err(|err| BenchError::Nats(format!("deleting stream {name}: {err}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The messages the stream holds, and the payload size of the last one.
+    fn stored(&self, phase: &str, expected: usize) -> Result<usize, BenchError> {
+        let name = StreamSettings::default().name;
+        let control = self.control.clone();
+        let (messages, last_bytes) = self.runtimes.client.block_on(async move {
+            let nats = |err: &dyn std::fmt::Display| BenchError::Nats(err.to_string());
+            let mut stream = control.get_stream(&name).await.map_err(|e| nats(&e))?;
+            let state = stream.info().await.map_err(|e| nats(&e))?.state.clone();
+            let last = stream
+                .direct_get(state.last_sequence)
+                .await
+                .map_err(|e| nats(&e))?;
+            Ok::<_, BenchError>((state.messages, last.payload.len()))
+        })?;
+        let expected = u64::try_from(expected).unwrap_or(u64::MAX);
+        if messages != expected {
+            return Err(BenchError::Stored {
+                phase: phase.to_owned(),
+                expected,
+                stored: messages,
+            });
+        }
+        Ok(last_bytes)
+    }
+
+    /// A connection of the load generator with the same JetStream settings as an adapter's.
+    fn raw_bus(&self) -> Result<refbus_bus::Bus, BenchError> {
+        let url = self.server.url.clone();
+        self.on_client(async move {
+            refbus_bus::Bus::connect(&url, &StreamSettings::default())
+                .await
+                .map_err(|err| BenchError::Nats(err.to_string()))
+        })?
+    }
+
+    fn raw_messages(
+        &self,
+        phase: &str,
+        count: usize,
+    ) -> Result<Vec<(String, jetstream::message::PublishMessage)>, BenchError> {
+        let now = (refbus_adapter::system_now())();
+        (0..count)
+            .map(|index| {
+                let request = self.fixture.create_request(phase, index, Person::Anonymous);
+                self.fixture.event_message(&request, now)
+            })
+            .collect()
+    }
+
+    /// a. The adapter's messages, straight to JetStream.
+    fn raw_throughput(&self) -> Result<(Throughput, usize), BenchError> {
+        let (warmup, count) = (self.warmup(), self.options.count);
+        let mut messages = self.raw_messages("a", warmup + count)?;
+        let measured = messages.split_off(warmup);
+        self.fresh_stream()?;
+        let js = self.raw_bus()?.jetstream().clone();
+        self.on_client(raw::publish_async(
+            js.clone(),
+            messages,
+            self.options.window,
+        ))??;
+        let before = self.snapshot()?;
+        let elapsed = self.on_client(raw::publish_async(js, measured, self.options.window))??;
+        let cpu = self.snapshot()?.since(&before);
+        let bytes = self.stored("a", warmup + count)?;
+        Ok((
+            Throughput {
+                count,
+                elapsed,
+                cpu,
+                stages: None,
+            },
+            bytes,
+        ))
+    }
+
+    fn start(&self) -> Result<(RunningAdapter, Clients), BenchError> {
+        self.fresh_stream()?;
+        let adapter = self
+            .runtimes
+            .start_adapter(&self.fixture, &self.server.url)?;
+        let (addr, connections, fixture) =
+            (adapter.addr, self.options.connections, self.fixture.clone());
+        let clients =
+            self.on_client(async move { Clients::connect(addr, connections, &fixture).await })??;
+        Ok((adapter, clients))
+    }
+
+    fn stop(&self, adapter: RunningAdapter, clients: Clients) -> Result<(), BenchError> {
+        // The adapter's graceful stop waits for its connections to close.
+        drop(clients);
+        self.runtimes.stop_adapter(adapter)
+    }
+
+    /// b and c. CreateReferral through gRPC, as fast as the callers go.
+    fn create_throughput(
+        &self,
+        phase: &'static str,
+        person: Person,
+    ) -> Result<(Throughput, usize), BenchError> {
+        let (warmup, count) = (self.warmup(), self.options.count);
+        let (adapter, clients) = self.start()?;
+        let concurrency = self.options.concurrency;
+        let closed_loop = |range: std::ops::Range<usize>| {
+            let (clients, fixture) = (clients.clone(), self.fixture.clone());
+            self.on_client(async move {
+                load::closed_loop(&clients, &fixture, phase, range, person, concurrency).await
+            })
+        };
+        closed_loop(0..warmup)??;
+        adapter.stages.reset();
+        let before = self.snapshot()?;
+        let elapsed = closed_loop(warmup..warmup + count)??;
+        let cpu = self.snapshot()?.since(&before);
+        let times = &adapter.stages;
+        let stages = HandlerStages {
+            validation: times.total(Stage::Validation),
+            sealing: times.total(Stage::Sealing),
+            event: times.total(Stage::Event),
+            publish: times.total(Stage::Publish),
+            response: times.total(Stage::Response),
+        };
+        let answered = times.creates();
+        let bytes = self.stored(phase, warmup + count)?;
+        self.stop(adapter, clients)?;
+        if answered != u64::try_from(count).unwrap_or(u64::MAX) {
+            return Err(BenchError::Setup(format!(
+                "{phase}: {count} creates sent but the adapter counted {answered}"
+            )));
+        }
+        Ok((
+            Throughput {
+                count,
+                elapsed,
+                cpu,
+                stages: Some(stages),
+            },
+            bytes,
+        ))
+    }
+
+    /// e. Raw synchronous publish at the steady rate.
+    fn raw_latency(&self) -> Result<Latency, BenchError> {
+        let total = self.steady_count();
+        let messages = self.raw_messages("e-a", total)?;
+        self.fresh_stream()?;
+        let js = self.raw_bus()?.jetstream().clone();
+        let histogram = self.on_client(raw::publish_sync(
+            js,
+            messages,
+            self.options.rate,
+            self.steady_warmup(),
+        ))??;
+        self.stored("e-a", total)?;
+        Ok(Latency::of(&histogram))
+    }
+
+    /// e. CreateReferral at the steady rate.
+    fn create_latency(&self, phase: &'static str, person: Person) -> Result<Latency, BenchError> {
+        let total = self.steady_count();
+        let (adapter, clients) = self.start()?;
+        let (rate, warmup) = (self.options.rate, self.steady_warmup());
+        let (load_clients, fixture) = (clients.clone(), self.fixture.clone());
+        let histogram = self.on_client(async move {
+            load::open_loop(&load_clients, &fixture, phase, total, person, rate, warmup).await
+        })??;
+        self.stored(phase, total)?;
+        self.stop(adapter, clients)?;
+        Ok(Latency::of(&histogram))
+    }
+}

@@ -1,0 +1,59 @@
+//! refbus-bench: what the bus costs, measured in one run against one nats-server.
+//!
+//! `refbus bench ingest` (crates/cli) starts a nats-server and calls [`ingest`], then
+//! [`footprint::measure_up`] on a real `refbus up`; docs/BENCHMARKS.md records the figures.
+//! Benchmarks are not tests: nothing here asserts a timing; the report says which goal was
+//! met.
+//!
+//! # Layout
+//!
+//! - [`ingest`]: the phases in order, each on a fresh stream: raw JetStream async publish of
+//!   the adapter's own messages; CreateReferral through gRPC without and with sealed identity
+//!   data; the sealing primitives alone; latency at a steady rate against raw synchronous
+//!   publish.
+//! - [`harness`]: the runtimes (named threads, so CPU time can be told apart) and an adapter
+//!   on a free port; [`load`]: the gRPC callers; [`raw`]: the raw publishers; [`pace`]: the
+//!   steady rate and latency histograms; [`sealing`]: the primitives alone.
+//! - [`fixture`]: the requests and the exact messages the adapter publishes.
+//! - [`cpu`]: thread CPU clocks and `/proc`; [`footprint`]: `refbus up`'s resident memory.
+//! - [`report`]: the figures, the goals, the printed report.
+
+pub mod cpu;
+pub mod fixture;
+pub mod footprint;
+pub mod harness;
+pub mod ingest;
+pub mod load;
+pub mod pace;
+pub mod raw;
+pub mod report;
+pub mod sealing;
+
+pub use ingest::{IngestOptions, Server, ingest};
+pub use report::IngestReport;
+
+/// Why a benchmark could not run to the end.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("setting up: {0}")]
+    Setup(String),
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("a CreateReferral failed: {}: {}", .0.code(), .0.message())]
+    Grpc(Box<tonic::Status>),
+    /// Fewer (or more) messages stored than acknowledged: the figures would be wrong.
+    #[error("{phase}: {expected} messages acknowledged but {stored} stored")]
+    Stored {
+        phase: String,
+        expected: u64,
+        stored: u64,
+    },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl From<tonic::Status> for BenchError {
+    fn from(status: tonic::Status) -> BenchError {
+        BenchError::Grpc(Box::new(status))
+    }
+}

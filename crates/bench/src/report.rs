@@ -1,0 +1,624 @@
+//! The figures of one run, the goals they are held to, and the printed report.
+
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::cpu::Resident;
+
+/// Creates without identity data reach at least this fraction of raw JetStream's rate.
+pub const MIN_RATIO_TO_RAW: f64 = 0.3;
+/// A sealed create costs at most this factor times (sealing alone + an anonymous create).
+pub const MAX_SEALED_FACTOR: f64 = 1.5;
+/// CreateReferral's p99 at a steady rate stays within raw synchronous publish's p99 plus this.
+pub const P99_MARGIN: Duration = Duration::from_micros(500);
+/// `refbus up` with the Maros registry, idle, stays within this resident memory in total.
+pub const FOOTPRINT_LIMIT: u64 = 200 * 1024 * 1024;
+
+/// The run's conditions.
+#[derive(Debug, Clone)]
+pub struct Conditions {
+    /// UTC, RFC 3339.
+    pub date: String,
+    pub cpus: usize,
+    pub cpu_model: String,
+    pub nats_version: String,
+    /// How nats-server writes to disk (`sync_interval`).
+    pub durability: String,
+    /// An unoptimised build: the figures mean nothing.
+    pub debug_build: bool,
+    pub count: usize,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub window: usize,
+    pub rate: u32,
+    pub seconds: u64,
+}
+
+/// CPU time spent during a phase, by where it ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuUse {
+    /// The adapter's runtime: gRPC server and handlers.
+    pub adapter: Duration,
+    /// The adapter's NATS connection.
+    pub nats_io: Duration,
+    /// The load generator (gRPC clients, or the raw publisher).
+    pub client: Duration,
+    /// nats-server.
+    pub server: Duration,
+}
+
+/// The create path's own stages, summed over a phase (from the adapter's `StageTimes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HandlerStages {
+    pub validation: Duration,
+    pub sealing: Duration,
+    pub event: Duration,
+    /// The handler's share of publishing (the NATS connection's is in [`CpuUse::nats_io`]).
+    pub publish: Duration,
+    pub response: Duration,
+}
+
+impl HandlerStages {
+    fn sum(&self) -> Duration {
+        self.validation + self.sealing + self.event + self.publish + self.response
+    }
+}
+
+/// One throughput phase.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Throughput {
+    pub count: usize,
+    pub elapsed: Duration,
+    pub cpu: CpuUse,
+    /// `None` for the raw phase, which has no adapter.
+    pub stages: Option<HandlerStages>,
+}
+
+/// An adapter's CPU time per referral, by stage.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PerReferral {
+    /// Everything on the adapter's runtime outside the handler's measured stages: HTTP/2,
+    /// protobuf, tonic, the tasks' scheduling.
+    pub grpc: Duration,
+    pub validation: Duration,
+    pub sealing: Duration,
+    pub event: Duration,
+    /// The handler's share plus the NATS connection's thread.
+    pub publish: Duration,
+    pub response: Duration,
+    /// The adapter in all: its runtime and its NATS connection.
+    pub adapter: Duration,
+    pub client: Duration,
+    pub server: Duration,
+}
+
+impl Throughput {
+    /// Per second.
+    pub fn rate(&self) -> f64 {
+        self.count as f64 / self.elapsed.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    fn per(&self, total: Duration) -> Duration {
+        total / u32::try_from(self.count.max(1)).unwrap_or(u32::MAX)
+    }
+
+    pub fn per_referral(&self) -> PerReferral {
+        let stages = self.stages.unwrap_or_default();
+        PerReferral {
+            grpc: self.per(self.cpu.adapter.saturating_sub(stages.sum())),
+            validation: self.per(stages.validation),
+            sealing: self.per(stages.sealing),
+            event: self.per(stages.event),
+            publish: self.per(stages.publish + self.cpu.nats_io),
+            response: self.per(stages.response),
+            adapter: self.per(self.cpu.adapter + self.cpu.nats_io),
+            client: self.per(self.cpu.client),
+            server: self.per(self.cpu.server),
+        }
+    }
+}
+
+/// The sealing primitives alone, per operation, single-threaded.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SealingCost {
+    pub identity_bytes: usize,
+    pub note_bytes: usize,
+    /// CPU time of one `seal_for` of the identity for two recipients.
+    pub identity: Duration,
+    /// CPU time of one `seal_for` of the note for two recipients.
+    pub note: Duration,
+}
+
+impl SealingCost {
+    /// A create with an identity and a note seals both.
+    pub fn per_referral(&self) -> Duration {
+        self.identity + self.note
+    }
+}
+
+/// A latency distribution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub samples: u64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub p999: Duration,
+    pub max: Duration,
+}
+
+impl Latency {
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        let at = |quantile: f64| Duration::from_nanos(histogram.value_at_quantile(quantile));
+        Latency {
+            samples: histogram.len(),
+            p50: at(0.5),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: Duration::from_nanos(histogram.max()),
+        }
+    }
+}
+
+/// `refbus up`, idle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Footprint {
+    pub adapters: usize,
+    pub idle: Duration,
+    pub refbus: Resident,
+    pub nats_server: Resident,
+}
+
+impl Footprint {
+    pub fn total(&self) -> u64 {
+        self.refbus.now + self.nats_server.now
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone)]
+pub struct IngestReport {
+    pub conditions: Conditions,
+    /// a. The adapter's messages published straight to JetStream.
+    pub raw: Throughput,
+    /// Payload bytes of an anonymous create's message, and of a sealed one.
+    pub message_bytes: (usize, usize),
+    /// b. CreateReferral without identity data.
+    pub anonymous: Throughput,
+    /// c. CreateReferral with an identity and a note, sealed.
+    pub sealed: Throughput,
+    pub sealing: SealingCost,
+    /// e. At a steady rate: raw synchronous publish, and the two kinds of create.
+    pub raw_sync: Latency,
+    pub anonymous_latency: Latency,
+    pub sealed_latency: Latency,
+    /// f. `None` when skipped.
+    pub footprint: Option<Footprint>,
+}
+
+/// A goal and whether it was met.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Goal {
+    pub name: &'static str,
+    pub measured: String,
+    pub wanted: String,
+    pub met: bool,
+}
+
+impl IngestReport {
+    /// Anonymous creates per second over raw publishes per second.
+    pub fn anonymous_ratio(&self) -> f64 {
+        self.anonymous.rate() / self.raw.rate().max(f64::MIN_POSITIVE)
+    }
+
+    /// The most a sealed create may cost: the factor times (sealing alone + anonymous create).
+    pub fn sealed_budget(&self) -> Duration {
+        (self.sealing.per_referral() + self.anonymous.per_referral().adapter)
+            .mul_f64(MAX_SEALED_FACTOR)
+    }
+
+    pub fn p99_budget(&self) -> Duration {
+        self.raw_sync.p99 + P99_MARGIN
+    }
+
+    pub fn goals(&self) -> Vec<Goal> {
+        let mut goals = vec![
+            Goal {
+                name: "creates without identity vs raw JetStream",
+                measured: format!("{:.2}x", self.anonymous_ratio()),
+                wanted: format!(">= {MIN_RATIO_TO_RAW:.2}x"),
+                met: self.anonymous_ratio() >= MIN_RATIO_TO_RAW,
+            },
+            Goal {
+                name: "sealed create, adapter CPU per referral",
+                measured: micros(self.sealed.per_referral().adapter),
+                wanted: format!(
+                    "<= {} = {MAX_SEALED_FACTOR} x ({} sealing + {} unsealed)",
+                    micros(self.sealed_budget()),
+                    micros(self.sealing.per_referral()),
+                    micros(self.anonymous.per_referral().adapter)
+                ),
+                met: self.sealed.per_referral().adapter <= self.sealed_budget(),
+            },
+            Goal {
+                name: "p99 at a steady rate, no identity",
+                measured: micros(self.anonymous_latency.p99),
+                wanted: format!("<= {} (raw sync p99 + 0.5 ms)", micros(self.p99_budget())),
+                met: self.anonymous_latency.p99 <= self.p99_budget(),
+            },
+            Goal {
+                name: "p99 at a steady rate, sealed identity",
+                measured: micros(self.sealed_latency.p99),
+                wanted: format!("<= {} (raw sync p99 + 0.5 ms)", micros(self.p99_budget())),
+                met: self.sealed_latency.p99 <= self.p99_budget(),
+            },
+        ];
+        if let Some(footprint) = &self.footprint {
+            goals.push(Goal {
+                name: "refbus up idle, resident memory in total",
+                measured: mib(footprint.total()),
+                wanted: format!("<= {}", mib(FOOTPRINT_LIMIT)),
+                met: footprint.total() <= FOOTPRINT_LIMIT,
+            });
+        }
+        goals
+    }
+}
+
+fn micros(duration: Duration) -> String {
+    format!("{:.1} µs", duration.as_secs_f64() * 1e6)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// `12,345`.
+fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (index, digit) in digits.chars().enumerate() {
+        if index > 0 && (digits.len() - index) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn us(duration: Duration) -> String {
+    format!("{:.1}", duration.as_secs_f64() * 1e6)
+}
+
+impl fmt::Display for IngestReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.conditions;
+        writeln!(f, "refbus bench ingest, {}", c.date)?;
+        if c.debug_build {
+            writeln!(
+                f,
+                "WARNING: a debug build; run `cargo run --release -p refbus -- bench ingest` for figures that mean anything"
+            )?;
+        }
+        writeln!(
+            f,
+            "machine: {} CPUs ({}); nats-server {} on loopback, {}; everything shares the CPUs",
+            c.cpus, c.cpu_model, c.nats_version, c.durability
+        )?;
+        writeln!(
+            f,
+            "run: {} creates per throughput phase, {} callers over {} HTTP/2 connections, raw window {}; \
+             steady {}/s for {} s; a fresh stream for every phase",
+            c.count, c.concurrency, c.connections, c.window, c.rate, c.seconds
+        )?;
+        writeln!(f)?;
+
+        writeln!(f, "Throughput")?;
+        let raw_rate = self.raw.rate();
+        writeln!(
+            f,
+            "  a. raw JetStream async publish, same messages   {:>9} msg/s   ({} B payload, Nats-Msg-Id, expected sequence)",
+            thousands(raw_rate),
+            self.message_bytes.0
+        )?;
+        writeln!(
+            f,
+            "  b. CreateReferral, no identity                  {:>9} /s      {:.2}x raw",
+            thousands(self.anonymous.rate()),
+            self.anonymous_ratio()
+        )?;
+        writeln!(
+            f,
+            "  c. CreateReferral, identity + note sealed       {:>9} /s      {:.2}x raw  ({} B payload)",
+            thousands(self.sealed.rate()),
+            self.sealed.rate() / raw_rate.max(f64::MIN_POSITIVE),
+            self.message_bytes.1
+        )?;
+        writeln!(f)?;
+
+        let (anonymous, sealed) = (self.anonymous.per_referral(), self.sealed.per_referral());
+        let raw = self.raw.per_referral();
+        writeln!(
+            f,
+            "CPU time per referral, µs (thread CPU time)        raw   no identity   sealed"
+        )?;
+        let row = |f: &mut fmt::Formatter<'_>,
+                   name: &str,
+                   raw: Option<Duration>,
+                   a: Duration,
+                   b: Duration|
+         -> fmt::Result {
+            writeln!(
+                f,
+                "  {name:<44} {:>6} {:>13} {:>8}",
+                raw.map(us).unwrap_or_default(),
+                us(a),
+                us(b)
+            )
+        };
+        row(
+            f,
+            "adapter: gRPC (HTTP/2, protobuf, tasks)",
+            None,
+            anonymous.grpc,
+            sealed.grpc,
+        )?;
+        row(
+            f,
+            "adapter: validation",
+            None,
+            anonymous.validation,
+            sealed.validation,
+        )?;
+        row(
+            f,
+            "adapter: sealing",
+            None,
+            anonymous.sealing,
+            sealed.sealing,
+        )?;
+        row(
+            f,
+            "adapter: event (decide, evolve, hash)",
+            None,
+            anonymous.event,
+            sealed.event,
+        )?;
+        row(
+            f,
+            "adapter: publish (encode, NATS connection)",
+            Some(raw.client),
+            anonymous.publish,
+            sealed.publish,
+        )?;
+        row(
+            f,
+            "adapter: response (views, opening sealed data)",
+            None,
+            anonymous.response,
+            sealed.response,
+        )?;
+        row(
+            f,
+            "= adapter in all",
+            Some(raw.client),
+            anonymous.adapter,
+            sealed.adapter,
+        )?;
+        row(
+            f,
+            "load generator (gRPC client)",
+            None,
+            anonymous.client,
+            sealed.client,
+        )?;
+        row(
+            f,
+            "nats-server",
+            Some(raw.server),
+            anonymous.server,
+            sealed.server,
+        )?;
+        writeln!(
+            f,
+            "  (raw column: the publisher's own CPU in the publish rows; gRPC is the adapter's runtime minus the handler's measured stages)"
+        )?;
+        writeln!(f)?;
+
+        writeln!(
+            f,
+            "Sealing primitives alone (Keyring::seal_for, 2 recipients, one thread): identity ({} B) {} µs, note ({} B) {} µs; {} µs per referral",
+            self.sealing.identity_bytes,
+            us(self.sealing.identity),
+            self.sealing.note_bytes,
+            us(self.sealing.note),
+            us(self.sealing.per_referral())
+        )?;
+        writeln!(f)?;
+
+        writeln!(
+            f,
+            "Latency at a steady {}/s, µs (send to answer)   samples     p50     p99   p99.9     max",
+            c.rate
+        )?;
+        for (name, latency) in [
+            ("raw sync publish (one at a time)", &self.raw_sync),
+            ("CreateReferral, no identity", &self.anonymous_latency),
+            ("CreateReferral, identity sealed", &self.sealed_latency),
+        ] {
+            writeln!(
+                f,
+                "  {name:<44} {:>7} {:>7} {:>7} {:>7} {:>7}",
+                latency.samples,
+                us(latency.p50),
+                us(latency.p99),
+                us(latency.p999),
+                us(latency.max)
+            )?;
+        }
+        writeln!(f)?;
+
+        match &self.footprint {
+            Some(footprint) => writeln!(
+                f,
+                "Footprint: refbus up ({} adapters), idle {} s: refbus {} (peak {}) + nats-server {} (peak {}) = {}",
+                footprint.adapters,
+                footprint.idle.as_secs(),
+                mib(footprint.refbus.now),
+                mib(footprint.refbus.peak),
+                mib(footprint.nats_server.now),
+                mib(footprint.nats_server.peak),
+                mib(footprint.total())
+            )?,
+            None => writeln!(f, "Footprint: skipped")?,
+        }
+        writeln!(f)?;
+
+        writeln!(f, "Goals")?;
+        for goal in self.goals() {
+            writeln!(
+                f,
+                "  {:<8} {:<42} {} (goal {})",
+                if goal.met { "met" } else { "NOT MET" },
+                goal.name,
+                goal.measured,
+                goal.wanted
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn throughput(count: usize, millis: u64, adapter_us: u64) -> Throughput {
+        Throughput {
+            count,
+            elapsed: Duration::from_millis(millis),
+            cpu: CpuUse {
+                adapter: Duration::from_micros(adapter_us * count as u64),
+                nats_io: Duration::from_micros(10 * count as u64),
+                client: Duration::from_micros(40 * count as u64),
+                server: Duration::from_micros(30 * count as u64),
+            },
+            stages: Some(HandlerStages {
+                validation: Duration::from_micros(5 * count as u64),
+                sealing: Duration::ZERO,
+                event: Duration::from_micros(10 * count as u64),
+                publish: Duration::from_micros(5 * count as u64),
+                response: Duration::from_micros(20 * count as u64),
+            }),
+        }
+    }
+
+    fn latency(p99_us: u64) -> Latency {
+        Latency {
+            samples: 1000,
+            p50: Duration::from_micros(p99_us / 2),
+            p99: Duration::from_micros(p99_us),
+            p999: Duration::from_micros(p99_us * 2),
+            max: Duration::from_micros(p99_us * 3),
+        }
+    }
+
+    fn report() -> IngestReport {
+        IngestReport {
+            conditions: Conditions {
+                date: "2026-11-23T00:00:00Z".to_owned(),
+                cpus: 2,
+                cpu_model: "AMD EPYC".to_owned(),
+                nats_version: "2.15.1".to_owned(),
+                durability: "sync_interval 2 min".to_owned(),
+                debug_build: false,
+                count: 1000,
+                concurrency: 64,
+                connections: 4,
+                window: 1024,
+                rate: 1000,
+                seconds: 10,
+            },
+            // 100,000/s.
+            raw: Throughput {
+                stages: None,
+                ..throughput(1000, 10, 0)
+            },
+            message_bytes: (1500, 2800),
+            // 40,000/s: 0.4x.
+            anonymous: throughput(1000, 25, 100),
+            // 200 + 10 µs of adapter CPU.
+            sealed: throughput(1000, 50, 200),
+            sealing: SealingCost {
+                identity_bytes: 250,
+                note_bytes: 120,
+                identity: Duration::from_micros(30),
+                note: Duration::from_micros(20),
+            },
+            raw_sync: latency(250),
+            anonymous_latency: latency(700),
+            sealed_latency: latency(800),
+            footprint: Some(Footprint {
+                adapters: 8,
+                idle: Duration::from_secs(3),
+                refbus: Resident {
+                    now: 40 << 20,
+                    peak: 50 << 20,
+                },
+                nats_server: Resident {
+                    now: 30 << 20,
+                    peak: 35 << 20,
+                },
+            }),
+        }
+    }
+
+    #[test]
+    fn rates_and_ratios() {
+        let report = report();
+        assert!((report.raw.rate() - 100_000.0).abs() < 1e-6);
+        assert!((report.anonymous.rate() - 40_000.0).abs() < 1e-6);
+        assert!((report.anonymous_ratio() - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stages_split_the_adapter_cpu() {
+        let per = report().anonymous.per_referral();
+        // 100 µs on the runtime, 40 of them in measured stages: 60 for gRPC.
+        assert_eq!(per.grpc, Duration::from_micros(60));
+        // 5 in the handler + 10 on the NATS connection's thread.
+        assert_eq!(per.publish, Duration::from_micros(15));
+        assert_eq!(per.adapter, Duration::from_micros(110));
+        assert_eq!(per.client, Duration::from_micros(40));
+    }
+
+    #[test]
+    fn goals_are_checked_against_their_budgets() {
+        let mut report = report();
+        // 1.5 x (50 + 110) = 240 µs; the sealed create costs 210.
+        assert_eq!(report.sealed_budget(), Duration::from_micros(240));
+        assert_eq!(report.p99_budget(), Duration::from_micros(750));
+        let met: Vec<bool> = report.goals().iter().map(|goal| goal.met).collect();
+        assert_eq!(met, [true, true, true, false, true]);
+
+        report.anonymous.elapsed = Duration::from_millis(40); // 25,000/s: 0.25x
+        report.sealed.cpu.adapter = Duration::from_micros(240 * 1000);
+        report.footprint = None;
+        let met: Vec<bool> = report.goals().iter().map(|goal| goal.met).collect();
+        assert_eq!(met, [false, false, true, false]);
+    }
+
+    #[test]
+    fn prints_every_goal() {
+        let text = report().to_string();
+        assert!(text.contains("0.40x raw"), "{text}");
+        assert!(
+            text.contains("NOT MET  p99 at a steady rate, sealed identity"),
+            "{text}"
+        );
+        assert!(text.contains("= 70.0 MiB"), "{text}");
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+}

@@ -1,0 +1,159 @@
+//! `refbus bench`: benchmarks that start their own nats-server, so one command gives
+//! comparable numbers. The measuring is in the refbus-bench crate; docs/BENCHMARKS.md holds
+//! the figures. Run from a release build: `cargo run --release -p refbus -- bench ingest`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use refbus_bench::IngestOptions;
+
+use crate::runtime::{self, Durability, LocalNats};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BenchCommand {
+    /// Ingest: raw JetStream against CreateReferral through an adapter (without and with
+    /// sealed identity), CPU time by stage, latency at a steady rate, `refbus up`'s footprint.
+    Ingest(IngestArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IngestArgs {
+    /// Referrals (and raw messages) per throughput phase, after a warm-up.
+    #[arg(long, default_value_t = 20_000)]
+    count: usize,
+    /// CreateReferral calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// HTTP/2 connections the calls share.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Raw publishes whose acknowledgements may be outstanding at once.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Length of each steady-rate phase, in seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// The steady rate, per second.
+    #[arg(long, default_value_t = 1000)]
+    rate: u32,
+    /// nats-server fsyncs before every acknowledgement, as refbus runs in production (default:
+    /// nats-server's own default, every two minutes, as in the published JetStream figures).
+    #[arg(long)]
+    fsync_always: bool,
+    /// Skip measuring `refbus up`'s footprint.
+    #[arg(long)]
+    no_footprint: bool,
+    /// How long `refbus up` stays idle before its memory is read, in seconds.
+    #[arg(long, default_value_t = 5)]
+    idle: u64,
+    /// The registry (the Kabupaten Maros one: referrals go from maros-dinsos to maros-uptd-ppa).
+    #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
+    config: PathBuf,
+    /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
+    #[arg(long, value_name = "FILE")]
+    nats_server: Option<PathBuf>,
+}
+
+pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Ingest(args) => ingest(args),
+    }
+}
+
+fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "refbus bench: WARNING: a debug build measures nothing useful; run \
+             `cargo run --release -p refbus -- bench ingest`"
+        );
+    }
+    let registry = runtime::load_registry(&args.config)?;
+    let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
+    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
+    let durability = if args.fsync_always {
+        Durability::FsyncEveryWrite
+    } else {
+        Durability::FsyncEveryTwoMinutes
+    };
+    let options = IngestOptions {
+        count: args.count,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        window: args.window,
+        rate: args.rate,
+        seconds: args.seconds,
+        ..IngestOptions::default()
+    };
+
+    let nats_runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let port = runtime::free_ports(2)?;
+    let nats = nats_runtime.block_on(LocalNats::start_with(
+        &binary,
+        &scratch.path().join("bench"),
+        port,
+        port + 1,
+        durability,
+    ))?;
+    let server = refbus_bench::Server {
+        url: nats.url.clone(),
+        pid: nats
+            .pid()
+            .context("nats-server exited as soon as it started")?,
+        durability: match durability {
+            Durability::FsyncEveryWrite => "fsync before every ack (sync_interval: always)",
+            Durability::FsyncEveryTwoMinutes => "fsync every 2 min (nats-server's default)",
+        }
+        .to_owned(),
+    };
+    let measured = refbus_bench::ingest(&server, registry.clone(), &options, &mut |phase| {
+        eprintln!("refbus bench: {phase}");
+    });
+    nats_runtime.block_on(nats.stop())?;
+    let mut report = measured?;
+
+    if !args.no_footprint {
+        eprintln!("refbus bench: f. footprint of refbus up");
+        let agencies = u16::try_from(registry.agencies.len())?;
+        let up = up_command(&args.config, &binary, &scratch.path().join("up"), agencies)?;
+        report.footprint = Some(refbus_bench::footprint::measure_up(
+            up,
+            Duration::from_secs(args.idle),
+        )?);
+    }
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `refbus up` (this very binary) on free ports, with its data in `data_dir`.
+fn up_command(
+    config: &Path,
+    nats_server: &Path,
+    data_dir: &Path,
+    agencies: u16,
+) -> anyhow::Result<std::process::Command> {
+    let nats_port = runtime::free_ports(2)?;
+    let base_port = runtime::free_ports(agencies)?;
+    std::fs::create_dir_all(data_dir)?;
+    let log = std::fs::File::create(data_dir.join("refbus-up.log"))?;
+    let mut up = std::process::Command::new(std::env::current_exe()?);
+    up.arg("up")
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--nats-port")
+        .arg(nats_port.to_string())
+        .arg("--nats-monitor-port")
+        .arg((nats_port + 1).to_string())
+        .arg("--base-port")
+        .arg(base_port.to_string())
+        .arg("--nats-server")
+        .arg(nats_server)
+        .stderr(log);
+    Ok(up)
+}
