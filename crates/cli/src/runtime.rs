@@ -24,8 +24,12 @@ pub(crate) fn init_tracing() {
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
     let tracer = provider.tracer("refbus");
     opentelemetry::global::set_tracer_provider(provider);
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REFBUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // refbus's own messages at info; libraries only when something is wrong.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REFBUS_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "warn,refbus=info,refbus_adapter=info,refbus_router=info,refbus_bus=info",
+        )
+    });
     let _ = tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))

@@ -1,7 +1,7 @@
 //! `refbus simulate`: agencies' systems at work, for demonstrations.
 //!
 //! It sends realistic Maros referrals through the agencies' adapters (a Puskesos referring a
-//! poor family to Dinsos SLRT, Dinsos sending a woman to UPTD PPA's safe house, UPTD PPA reporting
+//! poor family to Dinsos SLRT or a woman to UPTD PPA's safe house, UPTD PPA reporting
 //! a child's sexual abuse to the police and asking Bagian Hukum for legal aid, a visum request
 //! to RSUD) and plays the recipients: some answer at once, some reject (and the referral is
 //! rerouted), some never answer (and the clocks escalate). Everything goes through gRPC, exactly
@@ -53,14 +53,25 @@ struct Scenario {
 }
 
 const SCENARIOS: &[Scenario] = &[
+    // UPTD PPA's alternate for shelter is Dinsos, and for counselling RSUD: these two show a
+    // reroute when UPTD PPA rejects or never answers.
     Scenario {
-        sender: "maros-dinsos",
+        sender: "puskesos-bontoa",
         recipient: "maros-uptd-ppa",
         service: "shelter",
         priority: v1::Priority::Emergency,
         categories: &["domestic_violence"],
         child: false,
         note: "Korban KDRT butuh rumah aman malam ini",
+    },
+    Scenario {
+        sender: "maros-dinsos",
+        recipient: "maros-uptd-ppa",
+        service: "psychological_counselling",
+        priority: v1::Priority::Urgent,
+        categories: &["domestic_violence"],
+        child: false,
+        note: "Konseling psikologis untuk korban KDRT",
     },
     Scenario {
         sender: "maros-uptd-ppa",

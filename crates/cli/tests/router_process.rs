@@ -1,0 +1,207 @@
+//! The router as a process, killed with SIGKILL at any moment and run as two replicas: every
+//! item that fell due is recorded exactly once.
+//!
+//! Each router runs with a frozen pretend clock (`--clock-start`, `--clock-speed 0`), so the
+//! test decides what "now" is for each run instead of waiting: the first run sees 35 minutes
+//! pass, the later runs 100 minutes, with the time in between spent with no router at all.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::StreamExt;
+use refbus_bus::{Append, Bus, EventRecord, Item, StreamSettings, subjects};
+use refbus_core::command::Request;
+use refbus_core::ids::OperatorId;
+use refbus_core::referral::{Consent, Creation, Priority};
+use refbus_core::{
+    Actor, AgencyId, Change, Command as CoreCommand, RequestId, Timestamp, decide, evolve,
+};
+use refbus_testkit::NatsServer;
+
+const T0: &str = "2026-03-02T09:00:00+08:00";
+const REFERRALS: usize = 10;
+/// Per referral: warnings at 50% and 75%, level 1 at 50%, the breach, level 2 and its repeat,
+/// and the reroute request 30 minutes after the breach.
+const ITEMS_EACH: usize = 7;
+
+fn repo_root() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn start_router(
+    nats: &str,
+    replica: &str,
+    now: Timestamp,
+) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+        .current_dir(repo_root())
+        .args(["router", "--nats", nats, "--replica", replica])
+        .args(["--clock-start", &now.to_rfc3339(), "--clock-speed", "0"])
+        .env("REFBUS_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The router's activity lines, read on a thread so the test can wait on them.
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines_tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (child, lines)
+}
+
+/// Waits until the router printed `count` recordings.
+fn wait_for_recordings(lines: &std::sync::mpsc::Receiver<String>, count: usize) {
+    let mut seen = 0;
+    while seen < count {
+        let line = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the router recorded too little");
+        if line.starts_with("router: clock_")
+            || line.starts_with("router: escalated")
+            || line.starts_with("router: reroute")
+        {
+            seen += 1;
+        }
+    }
+}
+
+async fn create_referrals(
+    bus: &Bus,
+    registry: &refbus_core::Registry,
+) -> Vec<refbus_core::ReferralId> {
+    let mut ids = Vec::new();
+    for n in 0..REFERRALS {
+        let creation = Creation {
+            case_id: "MRS-CRASH".parse().unwrap(),
+            sender: AgencyId::new("maros-dinsos").unwrap(),
+            recipient: AgencyId::new("maros-uptd-ppa").unwrap(),
+            service: "psychological_counselling".parse().unwrap(),
+            priority: Priority::Emergency,
+            categories: vec![],
+            child: false,
+            consent: Consent {
+                services: true,
+                disclose_to_agencies: true,
+                override_justification: None,
+            },
+            case_reported_at: None,
+            identity: None,
+            note: None,
+            policy_version: "2026-01".parse().unwrap(),
+            parent: None,
+        };
+        let request = Request {
+            command: CoreCommand::Create(Box::new(creation)),
+            actor: Actor::Agency {
+                agency: AgencyId::new("maros-dinsos").unwrap(),
+                operator: OperatorId::new("op").unwrap(),
+            },
+            request_id: Some(RequestId::new(format!("crash-{n}")).unwrap()),
+        };
+        let event = decide(
+            registry,
+            None,
+            &request,
+            Timestamp::parse_rfc3339(T0).unwrap(),
+        )
+        .unwrap()
+        .events
+        .remove(0);
+        let state = evolve(None, &event).unwrap();
+        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+        bus.append(Append {
+            subject: &subject,
+            record: &EventRecord::new(event, &state),
+            expected_last_seq: 0,
+            message_id: &format!("crash-{n}"),
+        })
+        .await
+        .unwrap();
+        ids.push(state.id);
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_routers_and_two_replicas_record_every_due_item_exactly_once() {
+    let nats = NatsServer::start().unwrap();
+    let registry = refbus_config::load(repo_root().join("deploy/config/refbus.toml")).unwrap();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let ids = create_referrals(&bus, &registry).await;
+    let t0 = Timestamp::parse_rfc3339(T0).unwrap();
+    let mut router_events = bus
+        .watch(vec![subjects::ALL_REFERRALS.to_owned()], 0)
+        .await
+        .unwrap();
+
+    // Run 1, 35 minutes in: the 50% warning and level 1 of each referral; then SIGKILL.
+    let (mut first, lines) = start_router(&nats.url(), "a", t0.plus(Duration::from_secs(35 * 60)));
+    wait_for_recordings(&lines, 2 * REFERRALS);
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    // Run 2, 100 minutes in: the rest fell due while no router ran. SIGKILL in the middle.
+    let (mut second, lines) =
+        start_router(&nats.url(), "a", t0.plus(Duration::from_secs(100 * 60)));
+    wait_for_recordings(&lines, 15);
+    second.kill().unwrap();
+    second.wait().unwrap();
+
+    // Runs 3 and 4 at once, as two replicas: together they finish, and never twice.
+    let later = t0.plus(Duration::from_secs(100 * 60));
+    let (mut third, _lines3) = start_router(&nats.url(), "a", later);
+    let (mut fourth, _lines4) = start_router(&nats.url(), "b", later);
+    let mut recorded = 0;
+    while recorded < REFERRALS * ITEMS_EACH {
+        let item = tokio::time::timeout(Duration::from_secs(60), router_events.next())
+            .await
+            .expect("items are missing")
+            .unwrap()
+            .unwrap();
+        if let Item::Event(stored) = item
+            && stored.record.event.actor == Actor::Router
+        {
+            recorded += 1;
+        }
+    }
+    third.kill().unwrap();
+    fourth.kill().unwrap();
+    let _ = (third.wait(), fourth.wait());
+
+    for id in &ids {
+        let history = bus.history(&subjects::referral_pattern(id)).await.unwrap();
+        let mut keys: Vec<String> = history
+            .iter()
+            .filter_map(|stored| match &stored.record.event.change {
+                Change::ClockWarning {
+                    clock, permille, ..
+                } => Some(format!("{clock}.warning.{permille}")),
+                Change::ClockBreached { clock, .. } => Some(format!("{clock}.breach")),
+                Change::Escalated {
+                    clock,
+                    level,
+                    repetition,
+                    ..
+                } => Some(format!("{clock}.level.{level}.{repetition}")),
+                Change::RerouteRequested { .. } => Some("reroute".to_owned()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keys.len(), ITEMS_EACH, "{id}: {keys:?}");
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), ITEMS_EACH, "{id}: an item was recorded twice");
+        refbus_core::chain::verify(history.iter().map(|stored| &stored.record.event)).unwrap();
+    }
+}
