@@ -37,6 +37,12 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// The demonstration registry: the same agencies, clocks in minutes.
+pub fn demo_registry() -> Registry {
+    refbus_config::load(repo_root().join("deploy/config/demo.toml"))
+        .unwrap_or_else(|report| panic!("deploy/config/demo.toml is invalid:\n{report}"))
+}
+
 /// The Kabupaten Maros registry that `deploy/config/` ships.
 pub fn maros_registry() -> Registry {
     refbus_config::load(repo_root().join("deploy/config/refbus.toml"))
@@ -130,6 +136,8 @@ pub struct System {
     pub keys: HashMap<AgencyId, KeyPair>,
     pub adapters: HashMap<AgencyId, RunningAdapter>,
     pub options: Options,
+    /// Where the adapters read "now": the system clock unless a test shares a manual clock.
+    pub now: refbus_adapter::Now,
 }
 
 impl System {
@@ -138,7 +146,12 @@ impl System {
     }
 
     pub async fn with_nats(nats: NatsServer) -> System {
-        let registry = Arc::new(maros_registry());
+        System::with_registry(nats, maros_registry()).await
+    }
+
+    /// A system running `registry` (e.g. the demonstration policy).
+    pub async fn with_registry(nats: NatsServer, registry: Registry) -> System {
+        let registry = Arc::new(registry);
         let keys = registry
             .agencies
             .keys()
@@ -150,6 +163,7 @@ impl System {
             keys,
             adapters: HashMap::new(),
             options: Options::default(),
+            now: refbus_adapter::system_now(),
         }
     }
 
@@ -191,18 +205,21 @@ impl System {
             self.registry.clone(),
             bus,
             self.keyring(agency),
-            refbus_adapter::system_now(),
+            self.now.clone(),
             self.options.clone(),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            // The adapter also carries out the reroutes the router asks of its agency.
+            let reroutes = tokio::spawn(adapter.clone().carry_out_reroutes(std::future::pending()));
             refbus_adapter::serve(adapter, listener, async {
                 let _ = stop.await;
             })
             .await
             .unwrap();
+            reroutes.abort();
         });
         self.adapters.insert(
             agency.clone(),
