@@ -68,13 +68,12 @@ impl Router {
         if wake.is_none() && after.status.is_terminal() {
             state.known.remove(&referral);
         } else {
-            self.remember(
-                state,
-                Known {
-                    seq: stored.seq,
-                    state: after,
-                },
-            );
+            // Without its sealed payloads, which the next event's check does not need.
+            let known = Known {
+                seq: stored.seq,
+                state: snapshot(&after),
+            };
+            self.remember(state, known);
         }
     }
 

@@ -604,3 +604,62 @@ async fn a_router_restarted_after_its_downtime_records_what_fell_due_meanwhile_o
     assert_eq!(unique.len(), 7);
     router.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_stamped_earlier_than_the_last_does_not_corrupt_a_clock() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "skew-1",
+        at(T0),
+    )
+    .await;
+    // UPTD PPA's adapter runs ten minutes slow: its acceptance is stamped before the creation.
+    write(
+        &bus,
+        &registry,
+        Some(&created),
+        Command::Accept,
+        operator("maros-uptd-ppa"),
+        "skew-accept",
+        at("2026-03-02T08:50:00+08:00"),
+    )
+    .await;
+    let probe = write(
+        &bus,
+        &registry,
+        None,
+        Command::Create(Box::new(creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        ))),
+        operator("maros-dinsos"),
+        "skew-probe",
+        at(T0),
+    )
+    .await;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    // The probe, created at the same instant and never answered, gets its seven items; the
+    // skewed one, stopped at once, gets none.
+    router.recorded(7).await;
+    assert_eq!(recorded_on(&bus, &probe.record.state.id).await.len(), 7);
+    assert!(recorded_on(&bus, &created.record.state.id).await.is_empty());
+    router.stop().await;
+}
