@@ -29,9 +29,10 @@ pub(crate) struct UpArgs {
     /// Seconds between two simulated referrals (with --demo).
     #[arg(long, default_value_t = 20)]
     demo_every: u64,
-    /// Where nats-server keeps its data and where agency keys are kept.
-    #[arg(long, value_name = "DIR", default_value = ".refbus")]
-    data_dir: PathBuf,
+    /// Where nats-server keeps its data and where agency keys are kept (default: .refbus, or
+    /// .refbus-demo with --demo, so demonstration data never mixes with real data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
     /// The NATS client port (on 127.0.0.1).
     #[arg(long, default_value_t = 4222)]
     nats_port: u16,
@@ -57,9 +58,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     let registry = runtime::load_registry(&config)?;
     let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let data_dir = args.data_dir.canonicalize()?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.demo { ".refbus-demo" } else { ".refbus" })
+    });
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = data_dir.canonicalize()?;
     let keys_dir = data_dir.join("keys");
     for agency in registry.agencies.keys() {
         if !keys_dir
