@@ -274,3 +274,98 @@ async fn an_inbox_resumed_after_an_adapter_restart_has_no_gap_and_no_duplicate()
         "in order: {cursors:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_thousands_of_referrals_page_by_page_sees_each_once_while_more_arrive() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let uptd = system.agency("maros-uptd-ppa").await;
+    const TOTAL: usize = 2_000;
+    // Created concurrently, a few hundred at a time.
+    let mut created = HashSet::new();
+    for chunk in 0..(TOTAL / 250) {
+        let calls = (0..250).map(|n| {
+            let dinsos = dinsos.clone();
+            async move {
+                let request =
+                    create_request(&format!("bulk-{chunk}-{n}"), "maros-uptd-ppa", "shelter");
+                dinsos
+                    .client()
+                    .create_referral(dinsos.request(request))
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .referral
+                    .unwrap()
+                    .referral_id
+            }
+        });
+        created.extend(futures::future::join_all(calls).await);
+    }
+    assert_eq!(created.len(), TOTAL);
+
+    // UPTD PPA pages through what it received; referrals arriving meanwhile (newer) never
+    // shift the pages it has not read yet.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = uptd
+            .client()
+            .list_referrals(uptd.request(v1::ListReferralsRequest {
+                side: v1::Party::Recipient.into(),
+                page_size: 300,
+                page_token: token.clone(),
+                ..Default::default()
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.referrals.into_iter().map(|r| r.referral_id));
+        if pages == 1 {
+            dinsos
+                .client()
+                .create_referral(dinsos.request(create_request(
+                    "arrives-meanwhile",
+                    "maros-uptd-ppa",
+                    "shelter",
+                )))
+                .await
+                .unwrap();
+        }
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let unique: HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(unique.len(), seen.len(), "no referral twice");
+    assert_eq!(
+        unique, created,
+        "every referral once; the one that arrived later is on the first page of the next read"
+    );
+    assert_eq!(pages, 7);
+
+    // Filters: the same list by status, after accepting a few.
+    for id in seen.iter().take(5) {
+        uptd.client()
+            .accept_referral(uptd.request(v1::AcceptReferralRequest {
+                request_id: format!("acc-{id}"),
+                referral_id: id.clone(),
+            }))
+            .await
+            .unwrap();
+    }
+    let accepted = uptd
+        .client()
+        .list_referrals(uptd.request(v1::ListReferralsRequest {
+            statuses: vec![v1::ReferralStatus::Accepted.into()],
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(accepted.referrals.len(), 5);
+    assert!(accepted.next_page_token.is_empty());
+}
