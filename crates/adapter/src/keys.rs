@@ -32,6 +32,39 @@ pub(crate) fn sealer<'a>(
     }
 }
 
+/// What one call sealed: each envelope with its plaintext, so the call's answer can show the
+/// plaintext back without opening what it has just sealed (an X25519 operation per recipient
+/// and attempt).
+#[derive(Debug, Default)]
+pub(crate) struct SealedHere {
+    sealed: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl SealedHere {
+    pub(crate) fn remember(&mut self, sealed: &SealedPayload, plaintext: &[u8]) {
+        self.sealed
+            .push((sealed.envelope.clone(), plaintext.to_vec()));
+    }
+
+    fn plaintext_of(&self, payload: &SealedPayload) -> Option<Vec<u8>> {
+        self.sealed
+            .iter()
+            .find(|(envelope, _)| *envelope == payload.envelope)
+            .map(|(_, plaintext)| plaintext.clone())
+    }
+}
+
+/// [`opener`], answering from `known` for the envelopes it holds. An envelope sealed by an
+/// earlier attempt of the same request (a retry) is not among them and is opened.
+pub(crate) fn opener_knowing<'a>(
+    keyring: &'a Keyring,
+    referral: ReferralId,
+    known: &'a SealedHere,
+) -> impl Fn(&SealedPayload) -> Option<Vec<u8>> + 'a {
+    let open = opener(keyring, referral);
+    move |payload| known.plaintext_of(payload).or_else(|| open(payload))
+}
+
 /// Opens what this agency may read on `referral`: identity under the identity context, notes
 /// under the note context. Anything else stays closed.
 pub(crate) fn opener(

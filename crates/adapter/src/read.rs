@@ -23,6 +23,15 @@ impl Adapter {
     /// How an agency system sees `state` now: clocks computed, sealed data opened if this
     /// agency may.
     pub(crate) fn view(&self, state: &Referral) -> v1::Referral {
+        self.view_opening(state, &keys::opener(&self.inner.keyring, state.id))
+    }
+
+    /// [`Adapter::view`], opening sealed data with `opener`.
+    pub(crate) fn view_opening(
+        &self,
+        state: &Referral,
+        opener: &convert::Opener<'_>,
+    ) -> v1::Referral {
         let inner = &self.inner;
         let now = self.now();
         let (views, policies): (Vec<ClockView>, Vec<_>) = inner
@@ -43,8 +52,7 @@ impl Adapter {
                     .unzip()
             })
             .unwrap_or_default();
-        let opener = keys::opener(&inner.keyring, state.id);
-        convert::referral_view(state, &views, &policies, &opener)
+        convert::referral_view(state, &views, &policies, opener)
     }
 
     pub(crate) fn event_view(&self, event: &Event) -> v1::Event {

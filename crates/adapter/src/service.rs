@@ -62,6 +62,12 @@ impl Landed for crate::write::Written {
     }
 }
 
+impl Landed for crate::write::Created {
+    fn landed(&self) -> (u64, bool) {
+        self.written.landed()
+    }
+}
+
 impl Landed for crate::write::Rerouted {
     fn landed(&self) -> (u64, bool) {
         self.original.landed()
@@ -88,9 +94,12 @@ impl ReferralService for Adapter {
         request: Request<CreateReferralRequest>,
     ) -> Result<Response<CreateReferralResponse>, Status> {
         let operator = operator(&request)?;
-        let written = self.create(operator, request.get_ref()).await;
-        log_outcome("create_referral", &written);
-        let written = written?;
+        let created = self.create(operator, request.get_ref()).await;
+        log_outcome("create_referral", &created);
+        let crate::write::Created {
+            written,
+            sealed_here,
+        } = created?;
         let watch = self.stopwatch();
         let responding = watch.now();
         let mut state = written.state;
@@ -99,9 +108,10 @@ impl ReferralService for Adapter {
             state.creation.identity = creation.identity.clone();
             state.creation.note = creation.note.clone();
         }
+        let opener = crate::keys::opener_knowing(&self.inner.keyring, state.id, &sealed_here);
         let response = CreateReferralResponse {
-            referral: Some(self.view(&state)),
-            event: Some(self.event_view(&written.event)),
+            referral: Some(self.view_opening(&state, &opener)),
+            event: Some(convert::event_view(&written.event, &opener)),
         };
         watch.lap(crate::Stage::Response, responding);
         Ok(Response::new(response))

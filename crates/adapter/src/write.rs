@@ -41,6 +41,13 @@ impl Written {
     }
 }
 
+/// A create recorded (or found, for a retry), with what it sealed on the way.
+#[derive(Debug)]
+pub(crate) struct Created {
+    pub(crate) written: Written,
+    pub(crate) sealed_here: keys::SealedHere,
+}
+
 /// A reroute carried out: the original, now linked, and its replacement.
 #[derive(Debug, Clone)]
 pub(crate) struct Rerouted {
@@ -280,7 +287,7 @@ impl Adapter {
         &self,
         operator: OperatorId,
         request: &v1::CreateReferralRequest,
-    ) -> Result<Written, Status> {
+    ) -> Result<Created, Status> {
         let inner = &self.inner;
         let watch = self.stopwatch();
         let validation = watch.now();
@@ -314,11 +321,15 @@ impl Adapter {
             .map_err(|rejection| status::rejection(&rejection, "(new)"))?;
 
         let mut sealing = std::time::Duration::ZERO;
+        let mut sealed_here = keys::SealedHere::default();
         let mut sealer = keys::sealer(&inner.keyring, referral_id, None);
         let mut timed_sealer = |target: SealTarget<'_>, plaintext: &[u8]| {
             let start = watch.now();
             let sealed = sealer(target, plaintext);
             sealing += watch.since(start);
+            if let Ok(sealed) = &sealed {
+                sealed_here.remember(sealed, plaintext);
+            }
             sealed
         };
         let new =
@@ -334,7 +345,10 @@ impl Adapter {
             .create_referral(operator, &request_id, new.creation, "")
             .await?;
         watch.count_create();
-        Ok(written)
+        Ok(Created {
+            written,
+            sealed_here,
+        })
     }
 
     /// Decides and appends a new referral; a retry finds the referral it made.
