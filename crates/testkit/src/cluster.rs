@@ -261,6 +261,7 @@ impl NatsClusterBuilder {
                 server_name: Some(format!("n{}", index + 1)),
                 sync_always: self.sync_always,
                 extra_config: self.extra_config.clone(),
+                config_files: Vec::new(),
                 cluster: Some(ClusterSettings {
                     name: CLUSTER_NAME.to_owned(),
                     port,

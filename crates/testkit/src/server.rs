@@ -47,6 +47,8 @@ pub(crate) struct Settings {
     pub(crate) server_name: Option<String>,
     pub(crate) sync_always: bool,
     pub(crate) extra_config: String,
+    /// Files written next to the configuration file, for `include` in `extra_config`.
+    pub(crate) config_files: Vec<(String, String)>,
     pub(crate) cluster: Option<ClusterSettings>,
     pub(crate) ready_timeout: Duration,
 }
@@ -196,6 +198,14 @@ impl NatsServer {
             extra: &self.settings.extra_config,
         }
         .render()?;
+        for (name, contents) in &self.settings.config_files {
+            let path = self.scratch.path().join(name);
+            fs::write(&path, contents).map_err(|source| Error::Io {
+                what: "writing a file included by the nats-server configuration",
+                path: path.clone(),
+                source,
+            })?;
+        }
         let config = self.scratch.path().join("nats-server.conf");
         fs::write(&config, text).map_err(|source| Error::Io {
             what: "writing the nats-server configuration",
@@ -349,6 +359,7 @@ pub struct NatsServerBuilder {
     port: Option<u16>,
     server_name: Option<String>,
     extra_config: String,
+    config_files: Vec<(String, String)>,
     ready_timeout: Duration,
 }
 
@@ -360,6 +371,7 @@ impl Default for NatsServerBuilder {
             port: None,
             server_name: None,
             extra_config: String::new(),
+            config_files: Vec::new(),
             ready_timeout: DEFAULT_READY_TIMEOUT,
         }
     }
@@ -398,6 +410,15 @@ impl NatsServerBuilder {
         self
     }
 
+    /// A file written next to the generated configuration file before every start, so that
+    /// `extra_config` can `include "<name>"` it: nats-server resolves an include relative to the
+    /// including file and ignores a leading `/`, so a deployment's own files (which include
+    /// each other by relative name) can only be used from there. `name` is a plain file name.
+    pub fn config_file(mut self, name: impl Into<String>, contents: impl Into<String>) -> Self {
+        self.config_files.push((name.into(), contents.into()));
+        self
+    }
+
     /// How long [`NatsServerBuilder::start`] and [`NatsServer::restart`] wait for readiness.
     pub fn ready_timeout(mut self, timeout: Duration) -> Self {
         self.ready_timeout = timeout;
@@ -411,6 +432,7 @@ impl NatsServerBuilder {
             server_name: self.server_name,
             sync_always: self.sync_always,
             extra_config: self.extra_config,
+            config_files: self.config_files,
             cluster: None,
             ready_timeout: self.ready_timeout,
         };

@@ -127,3 +127,27 @@ fn a_bad_configuration_fails_with_the_server_log() {
     let message = error.to_string();
     assert!(message.contains("exited"), "{message}");
 }
+
+#[tokio::test]
+async fn included_files_sit_next_to_the_configuration_and_survive_a_restart() -> TestResult {
+    // Two levels, as a deployment writes them: the main file includes the users, which
+    // include the secret they reference (variables do not cross an include).
+    let mut server = NatsServer::builder()
+        .config_file("secrets.conf", "SECRET: \"s3cret\"\n")
+        .config_file(
+            "users.conf",
+            "include \"secrets.conf\"\n\
+             authorization { users = [ { user: \"reader\", password: $SECRET } ] }\n",
+        )
+        .extra_config("include \"users.conf\"")
+        .start()?;
+    let refused = async_nats::connect(server.url()).await;
+    assert!(refused.is_err(), "a client without the password got in");
+    let options =
+        || async_nats::ConnectOptions::with_user_and_password("reader".into(), "s3cret".into());
+    options().connect(server.url()).await?.flush().await?;
+
+    server.restart()?;
+    options().connect(server.url()).await?.flush().await?;
+    Ok(())
+}
