@@ -115,6 +115,19 @@ fn parse_resident(status: &str) -> Option<Resident> {
     })
 }
 
+/// The load averages over 1, 5 and 15 minutes, as `/proc/loadavg` gives them: anything else
+/// running on the machine during a benchmark shows here.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
 /// The CPU model and the number of CPUs this process may use, for the report.
 pub fn machine() -> (usize, String) {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);

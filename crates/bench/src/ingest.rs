@@ -77,6 +77,7 @@ pub fn ingest(
     options: &IngestOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<IngestReport, BenchError> {
+    let load_before = cpu::load_average();
     let fixture = Arc::new(Fixture::new(registry)?);
     let runtimes = Runtimes::new(options.adapter_threads, options.client_threads)?;
     // The control connection (stream resets and checks) lives on the load generator's
@@ -121,6 +122,8 @@ pub fn ingest(
             nats_version,
             durability: server.durability.clone(),
             debug_build: cfg!(debug_assertions),
+            load_before,
+            load_after: cpu::load_average(),
             count: options.count,
             concurrency: options.concurrency,
             connections: options.connections,

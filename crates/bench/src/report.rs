@@ -13,6 +13,8 @@ pub const MIN_RATIO_TO_RAW: f64 = 0.3;
 pub const MAX_SEALED_FACTOR: f64 = 1.5;
 /// CreateReferral's p99 at a steady rate stays within raw synchronous publish's p99 plus this.
 pub const P99_MARGIN: Duration = Duration::from_micros(500);
+/// A steady rate this close to a path's peak throughput (or above it) measures a queue.
+const NEAR_CAPACITY: f64 = 1.25;
 /// `refbus up` with the Maros registry, idle, stays within this resident memory in total.
 pub const FOOTPRINT_LIMIT: u64 = 200 * 1024 * 1024;
 
@@ -28,6 +30,9 @@ pub struct Conditions {
     pub durability: String,
     /// An unoptimised build: the figures mean nothing.
     pub debug_build: bool,
+    /// Load averages (1, 5, 15 min) when the run started and when it ended.
+    pub load_before: String,
+    pub load_after: String,
     pub count: usize,
     pub concurrency: usize,
     pub connections: usize,
@@ -308,6 +313,11 @@ impl fmt::Display for IngestReport {
         )?;
         writeln!(
             f,
+            "load average (1, 5, 15 min): {} at the start, {} at the end (this run alone keeps about 2 busy)",
+            c.load_before, c.load_after
+        )?;
+        writeln!(
+            f,
             "run: {} creates per throughput phase, {} callers over {} HTTP/2 connections, raw window {}; \
              steady {}/s for {} s; a fresh stream for every phase",
             c.count, c.concurrency, c.connections, c.window, c.rate, c.seconds
@@ -457,6 +467,20 @@ impl fmt::Display for IngestReport {
                 us(latency.max)
             )?;
         }
+        for (name, throughput) in [
+            ("without identity", &self.anonymous),
+            ("with sealed identity", &self.sealed),
+        ] {
+            if throughput.rate() < f64::from(c.rate) * NEAR_CAPACITY {
+                writeln!(
+                    f,
+                    "  note: CreateReferral {name} peaked at {}/s above; {}/s is at or beyond its capacity \
+                     on this machine, so its latency is that of a queue",
+                    thousands(throughput.rate()),
+                    c.rate
+                )?;
+            }
+        }
         writeln!(f)?;
 
         match &self.footprint {
@@ -533,6 +557,8 @@ mod tests {
                 nats_version: "2.15.1".to_owned(),
                 durability: "sync_interval 2 min".to_owned(),
                 debug_build: false,
+                load_before: "0.10 0.20 0.30".to_owned(),
+                load_after: "2.00 0.50 0.40".to_owned(),
                 count: 1000,
                 concurrency: 64,
                 connections: 4,
@@ -618,6 +644,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("= 70.0 MiB"), "{text}");
+        assert!(!text.contains("note: CreateReferral"), "{text}");
+        let mut slow = report();
+        slow.sealed.elapsed = Duration::from_secs(2); // 500/s, under the steady 1,000/s
+        let text = slow.to_string();
+        assert!(
+            text.contains("note: CreateReferral with sealed identity peaked at 500/s"),
+            "{text}"
+        );
         assert_eq!(thousands(1_234_567.4), "1,234,567");
         assert_eq!(thousands(999.0), "999");
     }

@@ -39,6 +39,12 @@ pub(crate) struct IngestArgs {
     /// The steady rate, per second.
     #[arg(long, default_value_t = 1000)]
     rate: u32,
+    /// Worker threads of the adapter's runtime (default: one per CPU, as `refbus adapter`).
+    #[arg(long)]
+    adapter_threads: Option<usize>,
+    /// Worker threads of the load generator (default: one per CPU).
+    #[arg(long)]
+    client_threads: Option<usize>,
     /// nats-server fsyncs before every acknowledgement, as refbus runs in production (default:
     /// nats-server's own default, every two minutes, as in the published JetStream figures).
     #[arg(long)]
@@ -78,14 +84,17 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     } else {
         Durability::FsyncEveryTwoMinutes
     };
+    let defaults = IngestOptions::default();
     let options = IngestOptions {
+        adapter_threads: args.adapter_threads.unwrap_or(defaults.adapter_threads),
+        client_threads: args.client_threads.unwrap_or(defaults.client_threads),
         count: args.count,
         concurrency: args.concurrency,
         connections: args.connections,
         window: args.window,
         rate: args.rate,
         seconds: args.seconds,
-        ..IngestOptions::default()
+        ..defaults
     };
 
     let nats_runtime = tokio::runtime::Builder::new_current_thread()
