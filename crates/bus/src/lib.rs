@@ -86,11 +86,26 @@ pub struct Stored<T> {
 /// An event delivered by a durable consumer; acknowledge it once it is fully processed.
 #[derive(Debug)]
 pub struct Delivery {
-    pub stored: Stored<EventRecord>,
+    pub seq: u64,
+    pub subject: String,
+    /// The stream sequence of the previous event of the same referral (0 for the first).
+    pub prev_seq: u64,
     message: jetstream::Message,
 }
 
 impl Delivery {
+    /// The event for checking (see [`record::CheckedRecord`]).
+    pub fn checked(&self) -> Result<record::CheckedRecord, ReadError> {
+        record::CheckedRecord::decode(&self.message.payload)
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(self.seq), err))
+    }
+
+    /// The whole record, decoded.
+    pub fn record(&self) -> Result<EventRecord, ReadError> {
+        EventRecord::decode(&self.message.payload)
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(self.seq), err))
+    }
+
     /// Tells JetStream the event is processed; until then it is delivered again after a crash.
     pub async fn ack(&self) -> Result<(), ReadError> {
         self.message
@@ -400,8 +415,17 @@ impl Bus {
         Ok(messages.map(|message| {
             let message =
                 message.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-            let stored = decode_event(raw_stream_message(&message)?)?;
-            Ok(Delivery { stored, message })
+            let info = message.info().map_err(|err| {
+                ReadError::with_source(ReadErrorKind::Unavailable, err.to_string())
+            })?;
+            let seq = info.stream_sequence;
+            let prev_seq = message.headers.as_ref().map_or(0, prev_seq);
+            Ok(Delivery {
+                seq,
+                subject: message.subject.to_string(),
+                prev_seq,
+                message,
+            })
         }))
     }
 

@@ -79,6 +79,47 @@ impl EventRecord {
     }
 }
 
+/// An event message read for checking, without decoding what checking does not need: the
+/// event, the hash of its exact stored bytes, and the stored state as JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedRecord {
+    pub event: Event,
+    /// The hash the writer stored beside the event.
+    pub stored_hash: EventHash,
+    /// SHA-256 of the event exactly as stored: what the next event must name, and what a
+    /// tampered byte would change.
+    pub bytes_hash: EventHash,
+    state_json: Box<str>,
+}
+
+#[derive(Deserialize)]
+struct StoredParts<'a> {
+    #[serde(borrow)]
+    event: &'a serde_json::value::RawValue,
+    hash: EventHash,
+    #[serde(borrow)]
+    state: &'a serde_json::value::RawValue,
+}
+
+impl CheckedRecord {
+    pub fn decode(payload: &[u8]) -> Result<CheckedRecord, serde_json::Error> {
+        use sha2::{Digest, Sha256};
+        let parts: StoredParts<'_> = serde_json::from_slice(payload)?;
+        let event_text = parts.event.get();
+        Ok(CheckedRecord {
+            event: serde_json::from_str(event_text)?,
+            stored_hash: parts.hash,
+            bytes_hash: EventHash(Sha256::digest(event_text.as_bytes()).into()),
+            state_json: parts.state.get().into(),
+        })
+    }
+
+    /// Whether the stored state is exactly the snapshot of `state`.
+    pub fn state_is(&self, state: &Referral) -> bool {
+        serde_json::to_string(&snapshot(state)).is_ok_and(|json| *json == *self.state_json)
+    }
+}
+
 /// The state as stored in snapshots: sealed creation payloads removed (they stay in the
 /// `created` event).
 pub fn snapshot(state: &Referral) -> Referral {

@@ -33,6 +33,16 @@ pub enum EvolveError {
 
 /// Applies `event` to `state` (`None` before the first event).
 pub fn evolve(state: Option<Referral>, event: &Event) -> Result<Referral, EvolveError> {
+    evolve_hashed(state, event, chain::hash(event))
+}
+
+/// [`evolve`] for a reader that already has the event's hash (the hash of the exact bytes it
+/// read, which the next event must name): saves encoding the event again.
+pub fn evolve_hashed(
+    state: Option<Referral>,
+    event: &Event,
+    hash: EventHash,
+) -> Result<Referral, EvolveError> {
     let referral_text = || event.referral_id.to_string();
     let mut referral = match (state, &event.change) {
         (None, Change::Created(creation)) => {
@@ -51,7 +61,7 @@ pub fn evolve(state: Option<Referral>, event: &Event) -> Result<Referral, Evolve
                 updated_at: event.at,
                 last_operator: event.operator().cloned(),
                 seq: 1,
-                last_hash: chain::hash(event),
+                last_hash: hash,
                 steps: vec![Step {
                     at: event.at,
                     milestone: Milestone::Entered(Status::Requested),
@@ -82,7 +92,7 @@ pub fn evolve(state: Option<Referral>, event: &Event) -> Result<Referral, Evolve
 
     apply_change(&mut referral, event);
     referral.seq = event.seq;
-    referral.last_hash = chain::hash(event);
+    referral.last_hash = hash;
     referral.updated_at = referral.updated_at.max(event.at);
     if let Some(operator) = event.operator() {
         referral.last_operator = Some(operator.clone());

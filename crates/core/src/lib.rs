@@ -34,7 +34,7 @@ pub use command::{Command, Request};
 pub use decide::{Decision, Rejection, decide};
 pub use escalation::{Due, Evaluation, evaluate};
 pub use event::{Actor, Change, Event};
-pub use evolve::{EvolveError, evolve};
+pub use evolve::{EvolveError, evolve, evolve_hashed};
 pub use ids::{AgencyId, CaseId, ReferralId, RequestId};
 pub use referral::{Referral, Status};
 pub use registry::Registry;

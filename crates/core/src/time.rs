@@ -33,11 +33,51 @@ impl Timestamp {
 
     /// Parses an RFC 3339 instant with any offset, e.g. `2026-03-02T09:00:00+08:00`.
     pub fn parse_rfc3339(text: &str) -> Result<Self, TimeError> {
+        if let Some(canonical) = Timestamp::parse_canonical(text) {
+            return Ok(canonical);
+        }
         let parsed = DateTime::parse_from_rfc3339(text).map_err(|err| TimeError {
             input: text.to_owned(),
             reason: err.to_string(),
         })?;
         Ok(Timestamp(parsed.timestamp_millis()))
+    }
+
+    /// The canonical form written by [`Timestamp::to_rfc3339`], `YYYY-MM-DDTHH:MM:SS.mmmZ`,
+    /// read without a general parser: every stored event carries several, and readers such as
+    /// the router parse millions.
+    fn parse_canonical(text: &str) -> Option<Timestamp> {
+        let bytes = text.as_bytes();
+        let shape_ok = bytes.len() == 24
+            && bytes[4] == b'-'
+            && bytes[7] == b'-'
+            && bytes[10] == b'T'
+            && bytes[13] == b':'
+            && bytes[16] == b':'
+            && bytes[19] == b'.'
+            && bytes[23] == b'Z';
+        if !shape_ok {
+            return None;
+        }
+        let number = |range: std::ops::Range<usize>| -> Option<u32> {
+            bytes[range].iter().try_fold(0u32, |value, &digit| {
+                digit
+                    .is_ascii_digit()
+                    .then(|| value * 10 + u32::from(digit - b'0'))
+            })
+        };
+        let date = chrono::NaiveDate::from_ymd_opt(
+            i32::try_from(number(0..4)?).ok()?,
+            number(5..7)?,
+            number(8..10)?,
+        )?;
+        let time = chrono::NaiveTime::from_hms_milli_opt(
+            number(11..13)?,
+            number(14..16)?,
+            number(17..19)?,
+            number(20..23)?,
+        )?;
+        Some(Timestamp(date.and_time(time).and_utc().timestamp_millis()))
     }
 
     /// The canonical text form: UTC, three fractional digits, `Z`.
@@ -153,6 +193,27 @@ mod tests {
         let at = Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap();
         assert_eq!(at.to_rfc3339(), "2026-03-02T01:00:00.000Z");
         assert_eq!(at.to_string().parse::<Timestamp>().unwrap(), at);
+    }
+
+    #[test]
+    fn the_canonical_form_reads_back_exactly_and_bad_forms_are_refused() {
+        for text in [
+            "2026-03-02T01:00:00.000Z",
+            "1999-12-31T23:59:59.999Z",
+            "2028-02-29T12:00:00.250Z",
+        ] {
+            let parsed = Timestamp::parse_rfc3339(text).unwrap();
+            assert_eq!(parsed.to_rfc3339(), text);
+            assert_eq!(Some(parsed), Timestamp::parse_canonical(text));
+        }
+        for bad in [
+            "2026-02-30T01:00:00.000Z",
+            "2026-03-02T25:00:00.000Z",
+            "2026-03-02T01:00:00.00xZ",
+        ] {
+            assert_eq!(Timestamp::parse_canonical(bad), None, "{bad}");
+            assert!(Timestamp::parse_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

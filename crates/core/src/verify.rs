@@ -9,7 +9,7 @@ use crate::command::{Command, Request};
 use crate::decide::{Rejection, decide};
 use crate::escalation::Due;
 use crate::event::{Change, Event};
-use crate::evolve::{EvolveError, evolve};
+use crate::evolve::EvolveError;
 use crate::referral::Referral;
 use crate::registry::Registry;
 
@@ -94,6 +94,16 @@ pub fn recheck(
     before: Option<&Referral>,
     event: &Event,
 ) -> Result<Referral, Unfounded> {
+    recheck_hashed(registry, before, event, crate::chain::hash(event))
+}
+
+/// [`recheck`] with the event's hash already known (see [`crate::evolve::evolve_hashed`]).
+pub fn recheck_hashed(
+    registry: &Registry,
+    before: Option<&Referral>,
+    event: &Event,
+    hash: crate::chain::EventHash,
+) -> Result<Referral, Unfounded> {
     let request = Request {
         command: command_of(&event.change),
         actor: event.actor.clone(),
@@ -103,5 +113,5 @@ pub fn recheck(
     if decision.events.as_slice() != std::slice::from_ref(event) {
         return Err(Unfounded::Different);
     }
-    evolve(before.cloned(), event).map_err(Unfounded::OutOfChain)
+    crate::evolve::evolve_hashed(before.cloned(), event, hash).map_err(Unfounded::OutOfChain)
 }

@@ -2,54 +2,50 @@
 //! notices for escalations. An event the core would not have decided is flagged and not applied.
 
 use refbus_bus::record::snapshot;
-use refbus_bus::{EventRecord, Notice, Stored, subjects};
-use refbus_core::verify::recheck;
-use refbus_core::{Change, Event, Referral, evaluate};
+use refbus_bus::{Delivery, Notice, subjects};
+use refbus_core::verify::recheck_hashed;
+use refbus_core::{Change, Event, Referral, ReferralId, evaluate};
 
 use crate::{Activity, Known, Loop, Router};
 
 impl Router {
-    pub(crate) async fn ingest(&self, state: &mut Loop, stored: &Stored<EventRecord>) {
-        let event = &stored.record.event;
+    pub(crate) async fn ingest(&self, state: &mut Loop, delivery: &Delivery) {
+        // Delivered again (after a restart before its acknowledgement): already applied.
+        let record = match delivery.checked() {
+            Ok(record) => record,
+            Err(err) => return self.flag_unreadable(delivery, err.to_string()),
+        };
+        let event = &record.event;
         let referral = event.referral_id;
         if state.flagged.contains(&referral) {
             return;
         }
-        // Delivered again (after a restart before its acknowledgement): already applied.
         if state
             .known
             .get(&referral)
-            .is_some_and(|known| known.seq >= stored.seq)
+            .is_some_and(|known| known.seq >= delivery.seq)
         {
             return;
         }
-        let before = match self.state_before(state, stored).await {
+        let before = match self.state_before(state, event, delivery.prev_seq).await {
             Ok(before) => before,
-            Err(why) => return self.flag(state, stored, why),
+            Err(why) => return self.flag(state, referral, delivery.seq, why),
         };
-        let after = match recheck(&self.registry, before.as_ref(), event) {
+        let after = match recheck_hashed(&self.registry, before.as_ref(), event, record.bytes_hash)
+        {
             Ok(after) => after,
             Err(why) => {
-                return self.flag(
-                    state,
-                    stored,
-                    format!("{} event: {why}", event.change.kind()),
-                );
+                let why = format!("{} event: {why}", event.change.kind());
+                return self.flag(state, referral, delivery.seq, why);
             }
         };
-        if !stored.record.hash_matches() {
-            return self.flag(
-                state,
-                stored,
-                "the stored hash is not the event's hash".to_owned(),
-            );
+        if record.stored_hash != record.bytes_hash {
+            let why = "the stored hash is not the hash of the stored event (altered, or not in canonical form)";
+            return self.flag(state, referral, delivery.seq, why.to_owned());
         }
-        if snapshot(&after) != stored.record.state {
-            return self.flag(
-                state,
-                stored,
-                "the stored state is not the state its events make".to_owned(),
-            );
+        if !record.state_is(&after) {
+            let why = "the stored state is not the state its events make".to_owned();
+            return self.flag(state, referral, delivery.seq, why);
         }
 
         let now = self.clock.now();
@@ -61,7 +57,7 @@ impl Router {
         };
         state
             .timers
-            .set(referral, &stored.subject, stored.seq, wake);
+            .set(referral, &delivery.subject, delivery.seq, wake);
         if let Change::Escalated { .. } = &event.change {
             self.notify(&after, event).await;
         }
@@ -70,7 +66,7 @@ impl Router {
         } else {
             // Without its sealed payloads, which the next event's check does not need.
             let known = Known {
-                seq: stored.seq,
+                seq: delivery.seq,
                 state: snapshot(&after),
             };
             self.remember(state, known);
@@ -82,25 +78,23 @@ impl Router {
     async fn state_before(
         &self,
         state: &Loop,
-        stored: &Stored<EventRecord>,
+        event: &Event,
+        prev_seq: u64,
     ) -> Result<Option<Referral>, String> {
-        if stored.record.event.seq == 1 {
+        if event.seq == 1 {
             return Ok(None);
         }
-        if let Some(known) = state.known.get(&stored.record.event.referral_id)
-            && known.seq == stored.prev_seq
+        if let Some(known) = state.known.get(&event.referral_id)
+            && known.seq == prev_seq
         {
             return Ok(Some(known.state.clone()));
         }
-        match self.bus.event_at(stored.prev_seq).await {
-            Ok(Some(previous))
-                if previous.record.event.referral_id == stored.record.event.referral_id =>
-            {
+        match self.bus.event_at(prev_seq).await {
+            Ok(Some(previous)) if previous.record.event.referral_id == event.referral_id => {
                 Ok(Some(previous.record.state))
             }
             Ok(_) => Err(format!(
-                "its predecessor (stream sequence {}) is missing or belongs to another referral",
-                stored.prev_seq
+                "its predecessor (stream sequence {prev_seq}) is missing or belongs to another referral"
             )),
             Err(err) => Err(format!("its predecessor cannot be read: {err}")),
         }
@@ -122,22 +116,31 @@ impl Router {
         state.known.insert(known.state.id, known);
     }
 
-    fn flag(&self, state: &mut Loop, stored: &Stored<EventRecord>, why: String) {
-        let referral = stored.record.event.referral_id;
+    fn flag(&self, state: &mut Loop, referral: ReferralId, seq: u64, why: String) {
         tracing::error!(
             %referral,
-            seq = stored.seq,
+            seq,
             "INTEGRITY: an event on the bus is not what refbus decides; it is not applied and the \
              referral is left for people to investigate (refbus audit): {why}"
         );
         state.flagged.insert(referral);
         state.timers.remove(&referral);
         state.known.remove(&referral);
-        self.report(Activity::Flagged {
-            referral,
-            seq: stored.seq,
-            why,
-        });
+        self.report(Activity::Flagged { referral, seq, why });
+    }
+
+    /// A message that is not a refbus record at all: nothing to apply, everything to report.
+    fn flag_unreadable(&self, delivery: &Delivery, why: String) {
+        tracing::error!(seq = delivery.seq, subject = %delivery.subject, "INTEGRITY: an unreadable message on the bus: {why}");
+        if let Some(refbus_bus::subjects::Parsed::Referral(subject)) =
+            refbus_bus::subjects::parse(&delivery.subject)
+        {
+            self.report(Activity::Flagged {
+                referral: subject.id,
+                seq: delivery.seq,
+                why,
+            });
+        }
     }
 
     /// Notices to the third agencies an escalation names (the parties see the event itself).

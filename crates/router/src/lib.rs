@@ -193,9 +193,9 @@ impl Router {
                 () = &mut shutdown => break,
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        router.ingest(&mut state, &delivery.stored).await;
+                        router.ingest(&mut state, &delivery).await;
                         if let Err(err) = delivery.ack().await {
-                            tracing::warn!("acknowledging event {}: {err}", delivery.stored.seq);
+                            tracing::warn!("acknowledging event {}: {err}", delivery.seq);
                         }
                     }
                     Some(Err(err)) => tracing::warn!("reading events: {err}"),
