@@ -1,9 +1,10 @@
 //! Where everything runs: separate tokio runtimes with named threads for the load generator,
 //! the adapter and the adapter's NATS connection, so `/proc` can tell their CPU time apart.
 //!
-//! In production an adapter's NATS connection shares the adapter's runtime; here it has a
-//! thread of its own, the only way to see what publishing costs beside gRPC. The work is the
-//! same; each hand-over between the two costs a thread wake-up.
+//! In production an adapter's NATS connection shares the adapter's runtime. For the CPU time by
+//! stage it gets a thread of its own ([`Layout::Measured`]), the only way to see what
+//! publishing costs beside gRPC: the work is the same, but each hand-over between the two costs
+//! a thread wake-up, so latency is measured with the deployed layout ([`Layout::AsDeployed`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,21 +50,24 @@ impl Runtimes {
         })
     }
 
-    /// Starts the sender's adapter on a free loopback port, with its create path timed by
-    /// stage (thread CPU time).
+    /// Starts the sender's adapter on a free loopback port.
     pub fn start_adapter(
         &self,
         fixture: &Fixture,
         nats_url: &str,
+        layout: Layout,
     ) -> Result<RunningAdapter, BenchError> {
-        // Connecting inside the NATS runtime puts the connection's tasks on its thread.
-        let bus = self
-            .nats_io
+        // Connecting inside a runtime puts the connection's tasks on its threads.
+        let nats_runtime = match layout {
+            Layout::Measured => &self.nats_io,
+            Layout::AsDeployed => &self.adapter,
+        };
+        let bus = nats_runtime
             .block_on(Bus::connect(nats_url, &StreamSettings::default()))
             .map_err(|err| BenchError::Nats(err.to_string()))?;
         let stages = Arc::new(StageTimes::new(cpu::thread_cpu));
         let options = Options {
-            stage_times: Some(stages.clone()),
+            stage_times: (layout == Layout::Measured).then(|| stages.clone()),
             ..Options::default()
         };
         let adapter = Adapter::new(
@@ -102,7 +106,17 @@ impl Runtimes {
     }
 }
 
-/// An adapter serving on `addr`.
+/// How an adapter runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// Its create path timed by stage (thread CPU time), its NATS connection on a thread of
+    /// its own: for the CPU time by stage.
+    Measured,
+    /// As deployed: no timing, the NATS connection on the adapter's runtime: for latency.
+    AsDeployed,
+}
+
+/// An adapter serving on `addr`; `stages` stay empty unless it runs [`Layout::Measured`].
 pub struct RunningAdapter {
     pub addr: SocketAddr,
     pub stages: Arc<StageTimes>,

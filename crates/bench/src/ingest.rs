@@ -2,7 +2,7 @@
 //!
 //! Each phase starts on a fresh events stream (deleted and created again), so no phase pays
 //! for the messages or the duplicate-window entries of another. Each adapter phase starts a
-//! new adapter. Throughput phases send a warm-up (a tenth of the count, at most 1,000) before
+//! new adapter: instrumented for throughput, as deployed for latency (see [`Layout`]). Throughput phases send a warm-up (a tenth of the count, at most 1,000) before
 //! the measured part; steady-rate phases discard their first half second.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,9 @@ use refbus_bus::StreamSettings;
 use refbus_core::Registry;
 
 use crate::fixture::{Fixture, Person};
-use crate::harness::{ADAPTER_THREADS, CLIENT_THREADS, NATS_IO_THREAD, RunningAdapter, Runtimes};
+use crate::harness::{
+    ADAPTER_THREADS, CLIENT_THREADS, Layout, NATS_IO_THREAD, RunningAdapter, Runtimes,
+};
 use crate::load::{self, Clients};
 use crate::report::{Conditions, CpuUse, HandlerStages, IngestReport, Latency, Throughput};
 use crate::{BenchError, cpu, raw, sealing};
@@ -298,11 +300,11 @@ impl Run<'_> {
         ))
     }
 
-    fn start(&self) -> Result<(RunningAdapter, Clients), BenchError> {
+    fn start(&self, layout: Layout) -> Result<(RunningAdapter, Clients), BenchError> {
         self.fresh_stream()?;
         let adapter = self
             .runtimes
-            .start_adapter(&self.fixture, &self.server.url)?;
+            .start_adapter(&self.fixture, &self.server.url, layout)?;
         let (addr, connections, fixture) =
             (adapter.addr, self.options.connections, self.fixture.clone());
         let clients =
@@ -323,7 +325,7 @@ impl Run<'_> {
         person: Person,
     ) -> Result<(Throughput, usize), BenchError> {
         let (warmup, count) = (self.warmup(), self.options.count);
-        let (adapter, clients) = self.start()?;
+        let (adapter, clients) = self.start(Layout::Measured)?;
         let concurrency = self.options.concurrency;
         let closed_loop = |range: std::ops::Range<usize>| {
             let (clients, fixture) = (clients.clone(), self.fixture.clone());
@@ -382,7 +384,7 @@ impl Run<'_> {
     /// e. CreateReferral at the steady rate.
     fn create_latency(&self, phase: &'static str, person: Person) -> Result<Latency, BenchError> {
         let total = self.steady_count();
-        let (adapter, clients) = self.start()?;
+        let (adapter, clients) = self.start(Layout::AsDeployed)?;
         let (rate, warmup) = (self.options.rate, self.steady_warmup());
         let (load_clients, fixture) = (clients.clone(), self.fixture.clone());
         let histogram = self.on_client(async move {
