@@ -200,6 +200,13 @@ impl System {
             return running.addr;
         }
         let bus = self.bus().await;
+        self.start_adapter_on(agency, bus).await
+    }
+
+    /// Starts the agency's adapter on a bus connection of the caller's (e.g. with the agency's
+    /// own NATS credentials), replacing a running one.
+    pub async fn start_adapter_on(&mut self, agency: &AgencyId, bus: Bus) -> SocketAddr {
+        self.stop_adapter(agency).await;
         let adapter = Adapter::new(
             agency.clone(),
             self.registry.clone(),
@@ -243,6 +250,19 @@ impl System {
     pub async fn agency(&mut self, agency: &str) -> AgencySystem {
         let agency = AgencyId::new(agency).unwrap();
         let addr = self.start_adapter(&agency).await;
+        AgencySystem::connect(agency, addr).await
+    }
+
+    /// The agency's IT system, connected to an adapter started on `bus`.
+    pub async fn agency_on(&mut self, agency: &str, bus: Bus) -> AgencySystem {
+        let agency = AgencyId::new(agency).unwrap();
+        let addr = self.start_adapter_on(&agency, bus).await;
+        AgencySystem::connect(agency, addr).await
+    }
+}
+
+impl AgencySystem {
+    async fn connect(agency: AgencyId, addr: SocketAddr) -> AgencySystem {
         let client = ReferralServiceClient::connect(format!("http://{addr}"))
             .await
             .unwrap();
