@@ -460,6 +460,29 @@ async fn an_agency_writes_only_on_its_own_referrals_and_nobody_deletes_or_purges
     // Through the client's own API too: the request is refused, no answer comes.
     let admin = Session::open(&system.nats, "refbus-admin").await;
     assert!(admin.jetstream().delete_stream(STREAM).await.is_err());
+    // And the admin, who may update the stream, cannot lift its own refusal of deletes and
+    // purges: the server answers that an update cannot cancel them.
+    let js = admin.jetstream();
+    let config = js
+        .get_stream(STREAM)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    for loosened in [
+        jetstream::stream::Config {
+            deny_delete: false,
+            ..config.clone()
+        },
+        jetstream::stream::Config {
+            deny_purge: false,
+            ..config.clone()
+        },
+    ] {
+        let refused = js.update_stream(loosened).await.unwrap_err().to_string();
+        assert!(refused.contains("can not cancel deny"), "{refused}");
+    }
 
     assert_eq!(stored_messages(&system.nats).await, before);
     let auditor = bus_as(&system.nats, "refbus-auditor").await;
@@ -518,14 +541,14 @@ async fn the_auditor_reads_every_event_and_writes_none() {
     assert_eq!(states, 2);
 
     // Writing anything is refused: an event, a notice, a change to the stream's settings
-    // (which could loosen them), a durable consumer of its own.
+    // (which could set limits that drop events), creating the stream.
     let mut session = Session::open(&system.nats, "refbus-auditor").await;
     let notice = subjects::notice(&AgencyId::new("maros-bappeda").unwrap(), &id);
     for subject in [
         police_referral.as_str(),
         notice.as_str(),
         "$JS.API.STREAM.UPDATE.REFBUS_EVENTS",
-        "$JS.API.CONSUMER.DURABLE.CREATE.REFBUS_EVENTS.auditor",
+        "$JS.API.STREAM.CREATE.REFBUS_EVENTS",
     ] {
         assert_eq!(
             session.refused_publish(subject).await,
@@ -689,4 +712,32 @@ async fn credentials_in_the_url_are_not_used_by_the_client() {
         refused.kind(),
         async_nats::ConnectErrorKind::AuthorizationViolation
     );
+}
+
+#[tokio::test]
+async fn the_router_creates_the_stream_and_an_adapter_cannot() {
+    let nats = start_nats();
+    // An adapter started first finds no stream, may not create one, and gives up once its
+    // request times out (the bus's 5 s), with the refusal in the server's log.
+    let refused = Bus::connect_with(
+        credentials("maros-dinsos"),
+        &nats.url(),
+        &StreamSettings::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.kind(), refbus_bus::ConnectErrorKind::Provision);
+    let logged = violations(&nats);
+    assert!(
+        logged
+            .iter()
+            .any(|line| line.contains("$JS.API.STREAM.CREATE.REFBUS_EVENTS")),
+        "{logged:#?}"
+    );
+
+    bus_as(&nats, "refbus-router").await;
+    let adapter = bus_as(&nats, "maros-dinsos").await;
+    let mut stream = adapter.stream().clone();
+    let config = stream.info().await.unwrap().config.clone();
+    assert!(config.deny_delete && config.deny_purge);
 }
