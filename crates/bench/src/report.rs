@@ -185,8 +185,10 @@ impl Footprint {
 #[derive(Debug, Clone)]
 pub struct IngestReport {
     pub conditions: Conditions,
-    /// a. The adapter's messages published straight to JetStream.
+    /// a. The adapter's messages published straight to JetStream: the median round.
     pub raw: Throughput,
+    /// Every round's rate, lowest first.
+    pub raw_rates: Vec<f64>,
     /// Payload bytes of an anonymous create's message, and of a sealed one.
     pub message_bytes: (usize, usize),
     /// b. CreateReferral without identity data.
@@ -328,8 +330,14 @@ impl fmt::Display for IngestReport {
         let raw_rate = self.raw.rate();
         writeln!(
             f,
-            "  a. raw JetStream async publish, same messages   {:>9} msg/s   ({} B payload, Nats-Msg-Id, expected sequence)",
+            "  a. raw JetStream async publish, same messages   {:>9} msg/s   (median of {}: {}; {} B payload, Nats-Msg-Id, expected sequence)",
             thousands(raw_rate),
+            self.raw_rates.len(),
+            self.raw_rates
+                .iter()
+                .map(|rate| thousands(*rate))
+                .collect::<Vec<_>>()
+                .join(" / "),
             self.message_bytes.0
         )?;
         writeln!(
@@ -571,6 +579,7 @@ mod tests {
                 stages: None,
                 ..throughput(1000, 10, 0)
             },
+            raw_rates: vec![90_000.0, 100_000.0, 110_000.0],
             message_bytes: (1500, 2800),
             // 40,000/s: 0.4x.
             anonymous: throughput(1000, 25, 100),
@@ -639,6 +648,10 @@ mod tests {
     fn prints_every_goal() {
         let text = report().to_string();
         assert!(text.contains("0.40x raw"), "{text}");
+        assert!(
+            text.contains("(median of 3: 90,000 / 100,000 / 110,000;"),
+            "{text}"
+        );
         assert!(
             text.contains("NOT MET  p99 at a steady rate, sealed identity"),
             "{text}"
