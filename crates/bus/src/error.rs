@@ -37,11 +37,14 @@ impl<Kind: fmt::Display> fmt::Display for Error<Kind> {
     }
 }
 
-impl<Kind: fmt::Display + fmt::Debug> StdError for Error<Kind> {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.source
-            .as_deref()
-            .map(|source| source as &(dyn StdError + 'static))
+// `Display` already tells the cause; `source()` stays empty so that error chains (anyhow's
+// `{:#}`, tracing) do not print it twice.
+impl<Kind: fmt::Display + fmt::Debug> StdError for Error<Kind> {}
+
+impl<Kind> Error<Kind> {
+    /// The underlying cause, for callers that want to inspect it.
+    pub fn cause(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        self.source.as_deref()
     }
 }
 

@@ -141,10 +141,13 @@ impl Bus {
     /// state so components can report it ([`Bus::connection`]).
     pub async fn connect_with(
         options: async_nats::ConnectOptions,
-        url: &str,
+        url: impl async_nats::ToServerAddrs,
         settings: &StreamSettings,
     ) -> Result<Bus, ConnectError> {
         let (connected_tx, connected) = tokio::sync::watch::channel(true);
+        // The last error the connection reported, to explain a failed start (a wrong password
+        // otherwise shows only as a timeout).
+        let (problem_tx, problem) = tokio::sync::watch::channel(None::<String>);
         let client = options
             .name("refbus")
             // Keep trying for ever: a component must survive a NATS restart.
@@ -157,9 +160,17 @@ impl Bus {
                 Duration::from_millis(50 * 2u64.pow(exponent)).min(Duration::from_secs(2))
             })
             .event_callback(move |event| {
-                let up = match event {
+                let up = match &event {
                     async_nats::Event::Connected => Some(true),
                     async_nats::Event::Disconnected => Some(false),
+                    async_nats::Event::ServerError(error) => {
+                        problem_tx.send_replace(Some(error.to_string()));
+                        None
+                    }
+                    async_nats::Event::ClientError(error) => {
+                        problem_tx.send_replace(Some(error.to_string()));
+                        None
+                    }
                     _ => None,
                 };
                 if let Some(up) = up {
@@ -170,7 +181,18 @@ impl Bus {
             .connect(url)
             .await
             .map_err(|err| ConnectError::with_source(ConnectErrorKind::Connect, err))?;
-        let mut bus = Bus::with_client(client, settings).await?;
+        let mut bus = match Bus::with_client(client, settings).await {
+            Ok(bus) => bus,
+            Err(err) => match problem.borrow().clone() {
+                Some(problem) => {
+                    return Err(ConnectError::with_source(
+                        ConnectErrorKind::Connect,
+                        format!("{problem} (while provisioning: {err})"),
+                    ));
+                }
+                None => return Err(err),
+            },
+        };
         bus.connected = connected;
         Ok(bus)
     }

@@ -290,3 +290,72 @@ async fn healthz(monitor: &str) -> bool {
     let _ = stream.read_to_string(&mut response).await;
     response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
 }
+
+// === connecting to NATS ===
+
+/// How a component reaches NATS: the same flags for the adapter and the router.
+#[derive(Debug, clap::Args)]
+pub(crate) struct NatsArgs {
+    /// NATS server(s) to connect to (comma-separated for a cluster).
+    #[arg(
+        long = "nats",
+        default_value = "nats://127.0.0.1:4222",
+        env = "REFBUS_NATS_URL"
+    )]
+    pub(crate) url: String,
+    /// A NATS credentials (JWT) file.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "REFBUS_NATS_CREDS",
+        conflicts_with = "nats_user"
+    )]
+    pub(crate) nats_creds: Option<PathBuf>,
+    /// A NATS user (deploy/nats/permissions.conf has one per component).
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "REFBUS_NATS_USER",
+        requires = "nats_password_file"
+    )]
+    pub(crate) nats_user: Option<String>,
+    /// A file holding that user's password (kept out of the command line and the environment).
+    #[arg(long, value_name = "FILE", env = "REFBUS_NATS_PASSWORD_FILE")]
+    pub(crate) nats_password_file: Option<PathBuf>,
+    /// Replicas of the events stream when this component creates it: 1 on a single server, 3
+    /// on a production cluster. An existing stream keeps its own.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) stream_replicas: usize,
+}
+
+impl NatsArgs {
+    pub(crate) async fn connect(&self) -> anyhow::Result<refbus_bus::Bus> {
+        let mut options = async_nats::ConnectOptions::new();
+        if let Some(creds) = &self.nats_creds {
+            options = async_nats::ConnectOptions::with_credentials_file(creds.clone())
+                .await
+                .with_context(|| format!("reading {}", creds.display()))?;
+        }
+        if let (Some(user), Some(file)) = (&self.nats_user, &self.nats_password_file) {
+            let password = std::fs::read_to_string(file)
+                .with_context(|| format!("reading the NATS password in {}", file.display()))?;
+            options = async_nats::ConnectOptions::with_user_and_password(
+                user.clone(),
+                password.trim().to_owned(),
+            );
+        }
+        let urls: Vec<async_nats::ServerAddr> = self
+            .url
+            .split(',')
+            .map(|url| url.trim().parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--nats {}", self.url))?;
+        let settings = refbus_bus::StreamSettings {
+            replicas: self.stream_replicas,
+            ..refbus_bus::StreamSettings::default()
+        };
+        refbus_bus::Bus::connect_with(options, urls, &settings)
+            .await
+            .with_context(|| format!("connecting to NATS at {}", self.url))
+    }
+}

@@ -205,3 +205,45 @@ async fn killed_routers_and_two_replicas_record_every_due_item_exactly_once() {
         refbus_core::chain::verify(history.iter().map(|stored| &stored.record.event)).unwrap();
     }
 }
+
+#[test]
+fn the_router_logs_in_with_a_user_and_a_password_file() {
+    let nats = NatsServer::builder()
+        .extra_config("authorization { users = [ { user: \"refbus-router\", password: \"s3cret-router\" } ] }")
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |password: &str| {
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+            .current_dir(repo_root())
+            .args([
+                "router",
+                "--nats",
+                &nats.url(),
+                "--nats-user",
+                "refbus-router",
+                "--nats-password-file",
+            ])
+            .arg(&file)
+            .env("REFBUS_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        first
+    };
+    assert!(run("s3cret-router").starts_with("router: ready"));
+    assert_eq!(
+        run("wrong"),
+        "",
+        "a wrong password never gets the router ready"
+    );
+}

@@ -19,12 +19,8 @@ pub(crate) struct AdapterArgs {
     /// The deployment's registry.
     #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
     config: PathBuf,
-    /// NATS server(s) to connect to.
-    #[arg(long, default_value = "nats://127.0.0.1:4222", env = "REFBUS_NATS_URL")]
-    nats: String,
-    /// A NATS credentials file for this agency's adapter (with its subject permissions).
-    #[arg(long, value_name = "FILE", env = "REFBUS_NATS_CREDS")]
-    nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    nats: runtime::NatsArgs,
     /// Where the gRPC server listens.
     #[arg(long, default_value = "127.0.0.1:50051")]
     listen: SocketAddr,
@@ -50,19 +46,7 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
     let public_keys = runtime::public_keys(&registry, args.public_keys.as_deref())?;
     let keyring = runtime::keyring(&agency, &args.key, &public_keys)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let mut options = async_nats::ConnectOptions::new();
-        if let Some(creds) = &args.nats_creds {
-            options = async_nats::ConnectOptions::with_credentials_file(creds.clone())
-                .await
-                .with_context(|| format!("reading {}", creds.display()))?;
-        }
-        let bus = refbus_bus::Bus::connect_with(
-            options,
-            &args.nats,
-            &refbus_bus::StreamSettings::default(),
-        )
-        .await
-        .context("connecting to NATS")?;
+        let bus = args.nats.connect().await?;
         let adapter = refbus_adapter::Adapter::new(
             agency.clone(),
             registry,

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
 use clap::Args;
 use refbus_core::Timestamp;
 use refbus_router::{Activity, Clock, Options, Router, ScaledClock, SystemClock};
@@ -17,12 +16,8 @@ pub(crate) struct RouterArgs {
     /// The deployment's registry (with every policy version still in use).
     #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
     config: PathBuf,
-    /// NATS server(s) to connect to.
-    #[arg(long, default_value = "nats://127.0.0.1:4222", env = "REFBUS_NATS_URL")]
-    nats: String,
-    /// A NATS credentials file for the router.
-    #[arg(long, value_name = "FILE", env = "REFBUS_NATS_CREDS")]
-    nats_creds: Option<PathBuf>,
+    #[command(flatten)]
+    nats: runtime::NatsArgs,
     /// This replica's name: replicas may run side by side; each reads every event, and every
     /// item is recorded once whichever records it.
     #[arg(long, default_value = "main")]
@@ -47,19 +42,7 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
             }
             None => Arc::new(SystemClock::new()),
         };
-        let mut options = async_nats::ConnectOptions::new();
-        if let Some(creds) = &args.nats_creds {
-            options = async_nats::ConnectOptions::with_credentials_file(creds.clone())
-                .await
-                .with_context(|| format!("reading {}", creds.display()))?;
-        }
-        let bus = refbus_bus::Bus::connect_with(
-            options,
-            &args.nats,
-            &refbus_bus::StreamSettings::default(),
-        )
-        .await
-        .context("connecting to NATS")?;
+        let bus = args.nats.connect().await?;
         let router = Router::new(
             bus,
             registry,

@@ -58,10 +58,12 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     let registry = runtime::load_registry(&config)?;
     let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        PathBuf::from(if args.demo { ".refbus-demo" } else { ".refbus" })
-    });
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(if args.demo { ".refbus-demo" } else { ".refbus" }));
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
     let keys_dir = data_dir.join("keys");
     for agency in registry.agencies.keys() {
