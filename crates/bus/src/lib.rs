@@ -184,10 +184,17 @@ impl Bus {
         let mut bus = match Bus::with_client(client, settings).await {
             Ok(bus) => bus,
             Err(err) => match problem.borrow().clone() {
+                // What the server said explains the failure better than the timeout that
+                // followed (a wrong password, a missing permission).
                 Some(problem) => {
+                    let kind = if problem.contains("authorization") {
+                        ConnectErrorKind::Connect
+                    } else {
+                        err.kind()
+                    };
                     return Err(ConnectError::with_source(
-                        ConnectErrorKind::Connect,
-                        format!("{problem} (while provisioning: {err})"),
+                        kind,
+                        format!("{problem} ({err})"),
                     ));
                 }
                 None => return Err(err),
