@@ -186,6 +186,7 @@ fn print_endpoints(
         nats.pid().unwrap_or(0)
     );
     println!("  data              {}", data_dir.display());
+    println!("  router            running; what it records is printed below");
     println!();
     println!(
         "  agency adapters (gRPC, refbus.v1.ReferralService; header x-refbus-operator required):"
