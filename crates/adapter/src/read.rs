@@ -4,7 +4,7 @@ use std::pin::Pin;
 
 use data_encoding::BASE64URL_NOPAD;
 use futures::{Stream, StreamExt};
-use refbus_bus::{Item, Notice, subjects};
+use refbus_bus::{Item, subjects};
 use refbus_core::clock::ClockView;
 use refbus_core::referral::Party;
 use refbus_core::{Change, Event, Referral, ReferralId, Timestamp};
@@ -166,32 +166,14 @@ impl Adapter {
             Item::Event(stored) => {
                 v1::inbox_item::Item::Event(self.event_view(&stored.record.event))
             }
-            Item::Notice(stored) => v1::inbox_item::Item::Notice(notice_view(&stored.record)),
+            Item::Notice(stored) => {
+                v1::inbox_item::Item::Notice(convert::notice_view(&stored.record))
+            }
         };
         v1::InboxItem {
             cursor,
             item: Some(item),
         }
-    }
-}
-
-fn notice_view(notice: &Notice) -> v1::Notice {
-    v1::Notice {
-        referral_id: notice.referral_id.to_string(),
-        case_id: notice.case_id.to_string(),
-        sender: notice.sender.to_string(),
-        recipient: notice.recipient.to_string(),
-        service: notice.service.to_string(),
-        priority: v1::Priority::from(notice.priority).into(),
-        clock_id: notice.clock.to_string(),
-        level: u32::from(notice.level),
-        repetition: u32::from(notice.repetition),
-        action: v1::EscalationAction::from(notice.action).into(),
-        agency: notice.notified.agency.to_string(),
-        role: v1::Role::from(notice.notified.role).into(),
-        due_at: Some(convert::fields::timestamp(notice.due_at)),
-        time: Some(convert::fields::timestamp(notice.at)),
-        event_seq: notice.event_seq,
     }
 }
 

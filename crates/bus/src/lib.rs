@@ -39,7 +39,8 @@ pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ReadError, ReadErrorKind,
 };
 pub use provision::StreamSettings;
-pub use record::{EventRecord, Notice};
+pub use record::EventRecord;
+pub use refbus_core::Notice;
 
 /// How long an append waits for JetStream's acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -290,7 +291,7 @@ impl Bus {
         headers.insert("ce-datacontenttype", "application/json");
         headers::inject_trace_context(&mut headers);
         let message = PublishMessage::build()
-            .payload(notice.encode())
+            .payload(record::encode_notice(notice))
             .headers(headers)
             .message_id(message_id);
         self.publish(subject.to_owned(), message).await
@@ -561,7 +562,7 @@ fn decode_item(message: jetstream::Message) -> Result<Item, ReadError> {
 fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
     match subjects::parse(&message.subject) {
         Some(subjects::Parsed::Notice { .. }) => {
-            let notice = Notice::decode(&message.payload).map_err(|err| {
+            let notice = record::decode_notice(&message.payload).map_err(|err| {
                 ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
             })?;
             Ok(Item::Notice(Box::new(Stored {

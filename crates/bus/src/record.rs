@@ -9,11 +9,7 @@
 //! alone so they are stored once; auditors recompute the state from the events and compare.
 
 use bytes::Bytes;
-use refbus_core::escalation::Action;
-use refbus_core::event::Notified;
-use refbus_core::ids::{ClockId, ServiceId};
-use refbus_core::referral::Priority;
-use refbus_core::{AgencyId, CaseId, Event, EventHash, Referral, ReferralId, Timestamp, chain};
+use refbus_core::{Event, EventHash, Notice, Referral, chain};
 use serde::{Deserialize, Serialize};
 
 /// An event as stored, with the state it led to.
@@ -129,34 +125,11 @@ pub fn snapshot(state: &Referral) -> Referral {
     snapshot
 }
 
-/// An escalation notice for an agency that is not a party to the referral: metadata only,
-/// never identity.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Notice {
-    pub referral_id: ReferralId,
-    pub case_id: CaseId,
-    pub recipient: AgencyId,
-    pub sender: AgencyId,
-    pub service: ServiceId,
-    pub priority: Priority,
-    pub clock: ClockId,
-    pub level: u16,
-    pub repetition: u16,
-    pub action: Action,
-    pub notified: Notified,
-    pub due_at: Timestamp,
-    /// When the router recorded the escalation.
-    pub at: Timestamp,
-    /// The escalation event on the referral.
-    pub event_seq: u64,
+/// A notice as stored: JSON.
+pub fn encode_notice(notice: &Notice) -> Bytes {
+    Bytes::from(serde_json::to_vec(notice).unwrap_or_default())
 }
 
-impl Notice {
-    pub fn encode(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
-    }
-
-    pub fn decode(payload: &[u8]) -> Result<Notice, serde_json::Error> {
-        serde_json::from_slice(payload)
-    }
+pub fn decode_notice(payload: &[u8]) -> Result<Notice, serde_json::Error> {
+    serde_json::from_slice(payload)
 }

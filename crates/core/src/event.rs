@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::EventHash;
 use crate::escalation::{Action, Role};
-use crate::ids::{AgencyId, CaseId, ClockId, OperatorId, ReferralId, RequestId};
-use crate::referral::{Creation, Outcome, Reason, SealedPayload, Status};
+use crate::ids::{AgencyId, CaseId, ClockId, OperatorId, ReferralId, RequestId, ServiceId};
+use crate::referral::{Creation, Outcome, Priority, Reason, Referral, SealedPayload, Status};
 use crate::time::Timestamp;
 
 /// Who caused an event: an operator of an agency (through its adapter), or the router.
@@ -205,4 +205,62 @@ impl Event {
             Actor::Router => None,
         }
     }
+}
+
+/// An escalation notice for an agency that is not a party to the referral (the parties see the
+/// escalation event itself): metadata only, never identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    pub referral_id: ReferralId,
+    pub case_id: CaseId,
+    pub recipient: AgencyId,
+    pub sender: AgencyId,
+    pub service: ServiceId,
+    pub priority: Priority,
+    pub clock: ClockId,
+    pub level: u16,
+    pub repetition: u16,
+    pub action: Action,
+    pub notified: Notified,
+    pub due_at: Timestamp,
+    /// When the escalation was recorded.
+    pub at: Timestamp,
+    /// The escalation event on the referral.
+    pub event_seq: u64,
+}
+
+/// The notices `event` makes: one per agency and role it notifies that is not a party to
+/// `referral`. None for any event but an escalation.
+pub fn notices(referral: &Referral, event: &Event) -> Vec<Notice> {
+    let Change::Escalated {
+        clock,
+        level,
+        repetition,
+        due_at,
+        action,
+        notified,
+    } = &event.change
+    else {
+        return Vec::new();
+    };
+    notified
+        .iter()
+        .filter(|target| referral.party_of(&target.agency).is_none())
+        .map(|target| Notice {
+            referral_id: event.referral_id,
+            case_id: event.case_id.clone(),
+            recipient: referral.recipient().clone(),
+            sender: referral.sender().clone(),
+            service: referral.creation.service.clone(),
+            priority: referral.creation.priority,
+            clock: clock.clone(),
+            level: *level,
+            repetition: *repetition,
+            action: *action,
+            notified: target.clone(),
+            due_at: *due_at,
+            at: event.at,
+            event_seq: event.seq,
+        })
+        .collect()
 }

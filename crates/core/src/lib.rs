@@ -33,7 +33,7 @@ pub use chain::EventHash;
 pub use command::{Command, Request};
 pub use decide::{Decision, Rejection, decide};
 pub use escalation::{Due, Evaluation, evaluate};
-pub use event::{Actor, Change, Event};
+pub use event::{Actor, Change, Event, Notice, notices};
 pub use evolve::{EvolveError, evolve, evolve_hashed};
 pub use ids::{AgencyId, CaseId, ReferralId, RequestId};
 pub use referral::{Referral, Status};

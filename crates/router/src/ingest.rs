@@ -2,7 +2,7 @@
 //! notices for escalations. An event the core would not have decided is flagged and not applied.
 
 use refbus_bus::record::snapshot;
-use refbus_bus::{Delivery, Notice, subjects};
+use refbus_bus::{Delivery, subjects};
 use refbus_core::verify::recheck_hashed;
 use refbus_core::{Change, Event, Referral, ReferralId, evaluate};
 
@@ -145,37 +145,8 @@ impl Router {
 
     /// Notices to the third agencies an escalation names (the parties see the event itself).
     async fn notify(&self, referral: &Referral, event: &Event) {
-        let Change::Escalated {
-            clock,
-            level,
-            repetition,
-            due_at,
-            action,
-            notified,
-        } = &event.change
-        else {
-            return;
-        };
-        for target in notified {
-            if referral.party_of(&target.agency).is_some() {
-                continue;
-            }
-            let notice = Notice {
-                referral_id: referral.id,
-                case_id: referral.creation.case_id.clone(),
-                recipient: referral.recipient().clone(),
-                sender: referral.sender().clone(),
-                service: referral.creation.service.clone(),
-                priority: referral.creation.priority,
-                clock: clock.clone(),
-                level: *level,
-                repetition: *repetition,
-                action: *action,
-                notified: target.clone(),
-                due_at: *due_at,
-                at: event.at,
-                event_seq: event.seq,
-            };
+        for notice in refbus_core::notices(referral, event) {
+            let target = &notice.notified;
             let message_id = format!(
                 "notice:{}:{}:{}:{}",
                 referral.id, event.seq, target.agency, target.role
@@ -189,7 +160,10 @@ impl Router {
                 Ok(_) => self.report(Activity::Noticed {
                     referral: referral.id,
                     agency: target.agency.to_string(),
-                    key: format!("{clock}.level.{level}.{repetition}"),
+                    key: format!(
+                        "{}.level.{}.{}",
+                        notice.clock, notice.level, notice.repetition
+                    ),
                 }),
                 Err(err) => {
                     tracing::warn!(referral = %referral.id, agency = %target.agency, "notice: {err}")

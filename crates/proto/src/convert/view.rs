@@ -7,7 +7,7 @@
 use prost::Message;
 use refbus_core::chain;
 use refbus_core::clock::{ClockPolicy, ClockView, Phase};
-use refbus_core::event::{Actor, Change, Event, Notified, RerouteCause};
+use refbus_core::event::{Actor, Change, Event, Notice, Notified, RerouteCause};
 use refbus_core::referral::{
     Consent, Creation, Outcome, Party, Reason, Referral, Reroute, SealedPayload,
 };
@@ -137,43 +137,25 @@ pub fn event_view(event: &Event, opener: &Opener<'_>) -> v1::Event {
     }
 }
 
-/// The escalation notices an event makes for agencies that are not parties to `referral`
-/// (the parties see the event itself in their inbox): one per notified agency and role. Empty
-/// for every event but an escalation.
-pub fn notices(referral: &Referral, event: &Event) -> Vec<v1::Notice> {
-    let Change::Escalated {
-        clock,
-        level,
-        repetition,
-        due_at,
-        action,
-        notified,
-    } = &event.change
-    else {
-        return Vec::new();
-    };
-    let creation = &referral.creation;
-    notified
-        .iter()
-        .filter(|target| referral.party_of(&target.agency).is_none())
-        .map(|target| v1::Notice {
-            referral_id: event.referral_id.to_string(),
-            case_id: event.case_id.to_string(),
-            sender: creation.sender.to_string(),
-            recipient: creation.recipient.to_string(),
-            service: creation.service.to_string(),
-            priority: v1::Priority::from(creation.priority).into(),
-            clock_id: clock.to_string(),
-            level: (*level).into(),
-            repetition: (*repetition).into(),
-            action: v1::EscalationAction::from(*action).into(),
-            agency: target.agency.to_string(),
-            role: v1::Role::from(target.role).into(),
-            due_at: Some(timestamp(*due_at)),
-            time: Some(timestamp(event.at)),
-            event_seq: event.seq,
-        })
-        .collect()
+/// An escalation notice as the notified agency's system reads it in its inbox.
+pub fn notice_view(notice: &Notice) -> v1::Notice {
+    v1::Notice {
+        referral_id: notice.referral_id.to_string(),
+        case_id: notice.case_id.to_string(),
+        sender: notice.sender.to_string(),
+        recipient: notice.recipient.to_string(),
+        service: notice.service.to_string(),
+        priority: v1::Priority::from(notice.priority).into(),
+        clock_id: notice.clock.to_string(),
+        level: notice.level.into(),
+        repetition: notice.repetition.into(),
+        action: v1::EscalationAction::from(notice.action).into(),
+        agency: notice.notified.agency.to_string(),
+        role: v1::Role::from(notice.notified.role).into(),
+        due_at: Some(timestamp(notice.due_at)),
+        time: Some(timestamp(notice.at)),
+        event_seq: notice.event_seq,
+    }
 }
 
 // Every core change has its own message; a new variant does not compile until it has one.
