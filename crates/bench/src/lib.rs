@@ -18,16 +18,22 @@
 //! - [`cpu`]: thread CPU clocks and `/proc`; [`footprint`]: `refbus up`'s resident memory.
 //! - [`report`]: the figures, the goals, the printed report.
 
+pub mod child;
+pub mod clocks;
 pub mod cpu;
 pub mod fixture;
 pub mod footprint;
 pub mod harness;
+pub mod histories;
 pub mod ingest;
 pub mod load;
 pub mod pace;
 pub mod raw;
 pub mod report;
+pub mod router;
+pub mod schedules;
 pub mod sealing;
+pub mod timing;
 
 pub use ingest::{IngestOptions, Server, ingest};
 pub use report::IngestReport;

@@ -1,0 +1,196 @@
+//! A `refbus router` in a process of its own, as deployed: started, watched until it says it is
+//! ready, its memory and CPU time read from `/proc`, and stopped with Ctrl-C. A process of its
+//! own keeps the benchmark's memory (a million prepared messages) out of the router's figures.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+
+use crate::BenchError;
+use crate::cpu::{self, Process, Resident};
+
+/// What `refbus router` prints once its timers are rebuilt.
+const READY: &str = "router: ready (";
+
+/// The router's report that it is ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    /// From starting the process to the ready line: loading the registry, connecting,
+    /// checking the stream, creating its consumer, rebuilding every timer.
+    pub after: Duration,
+    pub referrals: usize,
+    pub pending: usize,
+}
+
+/// A running `refbus router`.
+pub struct RouterProcess {
+    child: Child,
+    started: Instant,
+    /// Ready and INTEGRITY lines; every other line is only counted.
+    lines: mpsc::Receiver<String>,
+    recorded: Arc<AtomicU64>,
+}
+
+impl RouterProcess {
+    /// Starts `command` (a `refbus router` with its arguments; its standard output is taken
+    /// here, its standard error is the caller's to direct).
+    pub fn start(mut command: Command) -> Result<RouterProcess, BenchError> {
+        let started = Instant::now();
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Setup("the router has no standard output".to_owned()))?;
+        let (forward, lines) = mpsc::channel();
+        let recorded = Arc::new(AtomicU64::new(0));
+        let counter = recorded.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with(READY) || line.contains("INTEGRITY") {
+                    if forward.send(line).is_err() {
+                        return;
+                    }
+                } else if line.contains(" (due ") {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        Ok(RouterProcess {
+            child,
+            started,
+            lines,
+            recorded,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the ready line; an INTEGRITY line, an exit or `timeout` fails the benchmark.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<Ready, BenchError> {
+        let deadline = self.started + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) if line.starts_with(READY) => {
+                    let after = self.started.elapsed();
+                    return parse_ready(&line, after).ok_or_else(|| {
+                        BenchError::Setup(format!("unexpected ready line: {line}"))
+                    });
+                }
+                Ok(line) => return Err(BenchError::Setup(format!("the router said: {line}"))),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(status) = self.child.try_wait()? {
+                        return Err(BenchError::Setup(format!(
+                            "the router exited ({status}) before it was ready"
+                        )));
+                    }
+                    if left.is_zero() {
+                        return Err(BenchError::Setup(format!(
+                            "the router was not ready after {} s",
+                            timeout.as_secs()
+                        )));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(BenchError::Setup(
+                        "the router closed its output before it was ready".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// INTEGRITY lines printed so far: a benchmark's events must all pass the router's checks.
+    pub fn integrity_lines(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+
+    /// Items the router reported recording (one line each).
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Ordering::Relaxed)
+    }
+
+    pub fn resident(&self) -> Result<Resident, BenchError> {
+        Ok(cpu::resident(Process::Pid(self.pid()))?)
+    }
+
+    pub fn cpu(&self) -> Result<Duration, BenchError> {
+        Ok(cpu::process_cpu(Process::Pid(self.pid()))?)
+    }
+
+    /// Ctrl-C, as an operator would; killed if it does not stop within 15 s.
+    pub fn stop(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Some(pid) = i32::try_from(self.child.id()).ok().and_then(Pid::from_raw) {
+            let _ = kill_process(pid, Signal::INT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RouterProcess {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}
+
+/// `router: ready (1000000 referrals, 999000 with pending clocks, rebuilt in 9.1s)`.
+fn parse_ready(line: &str, after: Duration) -> Option<Ready> {
+    let rest = line.strip_prefix(READY)?;
+    let mut numbers = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty());
+    let referrals = numbers.next()?.parse().ok()?;
+    let pending = numbers.next()?.parse().ok()?;
+    Some(Ready {
+        after,
+        referrals,
+        pending,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_ready_line() {
+        let line = "router: ready (1000000 referrals, 999000 with pending clocks, rebuilt in 9.1s)";
+        assert_eq!(
+            parse_ready(line, Duration::from_secs(10)),
+            Some(Ready {
+                after: Duration::from_secs(10),
+                referrals: 1_000_000,
+                pending: 999_000
+            })
+        );
+        assert_eq!(parse_ready("router: recorded", Duration::ZERO), None);
+    }
+}
