@@ -12,11 +12,19 @@ use refbus_bench::IngestOptions;
 
 use crate::runtime::{self, Durability, LocalNats};
 
+mod timers;
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
     /// Ingest: raw JetStream against CreateReferral through an adapter (without and with
     /// sealed identity), CPU time by stage, latency at a steady rate, `refbus up`'s footprint.
     Ingest(IngestArgs),
+    /// Router: events per second processed by the router against a raw JetStream pull
+    /// consumer on the same stream, and against the fastest CreateReferral ingest.
+    Router(timers::RouterArgs),
+    /// Clocks: a router restarted on a million open referrals (time to ready, memory), a
+    /// hundred thousand clocks due within one minute (lateness), JetStream message schedules.
+    Clocks(timers::ClocksArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +74,8 @@ pub(crate) struct IngestArgs {
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Ingest(args) => ingest(args),
+        BenchCommand::Router(args) => timers::router(args),
+        BenchCommand::Clocks(args) => timers::clocks(args),
     }
 }
 

@@ -1,0 +1,212 @@
+//! `refbus bench router` and `refbus bench clocks`: the router's throughput, and its timers at
+//! scale against JetStream message schedules, each on a nats-server of its own.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use refbus_bench::clocks::{ClocksOptions, REPLICA};
+use refbus_bench::router::RouterOptions;
+use refbus_bench::schedules::ScheduleOptions;
+
+use crate::runtime::{self, Durability, LocalNats};
+
+/// Where the benchmark's nats-server comes from and how it writes.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// nats-server fsyncs before every acknowledgement, as refbus runs in production (default:
+    /// nats-server's own default, every two minutes, as in the published JetStream figures).
+    #[arg(long)]
+    fsync_always: bool,
+    /// The registry (the Kabupaten Maros one).
+    #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
+    config: PathBuf,
+    /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
+    #[arg(long, value_name = "FILE")]
+    nats_server: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RouterArgs {
+    /// Referrals in the stream, each a whole life of five events.
+    #[arg(long, default_value_t = 20_000)]
+    referrals: usize,
+    /// Referrals whose events are interleaved in the stream.
+    #[arg(long, default_value_t = 1000)]
+    group: usize,
+    /// Publishes whose acknowledgements may be outstanding while filling the stream.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Worker threads of the router's runtime (default: one per CPU, as `refbus router`).
+    #[arg(long)]
+    router_threads: Option<usize>,
+    /// CreateReferral calls timed for the ingest rate the router must keep up with (0: skip).
+    #[arg(long, default_value_t = 10_000)]
+    creates: usize,
+    /// CreateReferral calls in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ClocksArgs {
+    /// Open referrals with pending clocks when the router restarts.
+    #[arg(long, default_value_t = 1_000_000)]
+    open: usize,
+    /// Referrals whose clocks fall due within the spread (two items each).
+    #[arg(long, default_value_t = 100_000)]
+    due: usize,
+    /// Seconds over which the due referrals (and the schedules) fall due.
+    #[arg(long, default_value_t = 60)]
+    spread: u64,
+    /// Seconds at least between the router catching up and the first due time.
+    #[arg(long, default_value_t = 20)]
+    lead: u64,
+    /// Publishes whose acknowledgements may be outstanding while filling.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// JetStream message schedules due within the spread, for comparison (0: skip).
+    #[arg(long, default_value_t = 100_000)]
+    schedules: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// A nats-server for one benchmark, in a scratch directory removed afterwards.
+struct Scratch {
+    // Dropped after the server (fields drop in order): the store is removed once it stopped.
+    nats: LocalNats,
+    runtime: tokio::runtime::Runtime,
+    server: refbus_bench::Server,
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn start(args: &ServerArgs, name: &str) -> anyhow::Result<Scratch> {
+        if cfg!(debug_assertions) {
+            eprintln!(
+                "refbus bench: WARNING: a debug build measures nothing useful; run \
+                 `cargo run --release -p refbus -- bench {name}`"
+            );
+        }
+        let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let durability = if args.fsync_always {
+            Durability::FsyncEveryWrite
+        } else {
+            Durability::FsyncEveryTwoMinutes
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let port = runtime::free_ports(2)?;
+        let nats = runtime.block_on(LocalNats::start_with(
+            &binary,
+            &dir.path().join(name),
+            port,
+            port + 1,
+            durability,
+        ))?;
+        let server = refbus_bench::Server {
+            url: nats.url.clone(),
+            pid: nats
+                .pid()
+                .context("nats-server exited as soon as it started")?,
+            durability: match durability {
+                Durability::FsyncEveryWrite => "fsync before every ack (sync_interval: always)",
+                Durability::FsyncEveryTwoMinutes => "fsync every 2 min (nats-server's default)",
+            }
+            .to_owned(),
+        };
+        Ok(Scratch {
+            nats,
+            runtime,
+            server,
+            dir,
+        })
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        self.runtime.block_on(self.nats.stop())?;
+        drop(self.dir);
+        Ok(())
+    }
+}
+
+pub(crate) fn router(args: RouterArgs) -> anyhow::Result<ExitCode> {
+    let registry = runtime::load_registry(&args.server.config)?;
+    let defaults = RouterOptions::default();
+    let options = RouterOptions {
+        referrals: args.referrals,
+        group: args.group,
+        window: args.window,
+        router_threads: args.router_threads.unwrap_or(defaults.router_threads),
+        creates: args.creates,
+        concurrency: args.concurrency,
+        ..defaults
+    };
+    let scratch = Scratch::start(&args.server, "router")?;
+    let measured =
+        refbus_bench::router::router(&scratch.server, registry, &options, &mut |phase| {
+            eprintln!("refbus bench: {phase}");
+        });
+    scratch.stop()?;
+    println!("{}", measured?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
+    let registry = runtime::load_registry(&args.server.config)?;
+    let spread = Duration::from_secs(args.spread);
+    let options = ClocksOptions {
+        open: args.open,
+        due: args.due,
+        spread,
+        lead: Duration::from_secs(args.lead),
+        window: args.window,
+        schedules: (args.schedules > 0).then(|| ScheduleOptions {
+            count: args.schedules,
+            spread,
+            window: args.window,
+            ..ScheduleOptions::default()
+        }),
+        ..ClocksOptions::default()
+    };
+    let scratch = Scratch::start(&args.server, "clocks")?;
+    let log = scratch.dir.path().join("router.log");
+    let router = |url: &str| router_command(&args.server.config, url, &log);
+    let measured =
+        refbus_bench::clocks::clocks(&scratch.server, registry, &router, &options, &mut |phase| {
+            eprintln!("refbus bench: {phase}")
+        });
+    scratch.stop()?;
+    println!("{}", measured?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `refbus router` (this very binary) for the server at `url`, logging to `log`.
+fn router_command(config: &Path, url: &str, log: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("refbus")),
+    );
+    command
+        .arg("router")
+        .arg("--config")
+        .arg(config)
+        .arg("--nats")
+        .arg(url)
+        .arg("--replica")
+        .arg(REPLICA)
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_or_else(|_| Stdio::null(), Stdio::from),
+        );
+    command
+}
