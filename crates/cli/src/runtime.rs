@@ -141,7 +141,7 @@ pub(crate) fn nats_server_binary(explicit: Option<&Path>) -> anyhow::Result<Path
 pub(crate) enum Durability {
     /// fsync before every acknowledgement (`sync_interval: always`), as refbus runs.
     FsyncEveryWrite,
-    /// nats-server's default: fsync every two minutes (the published JetStream figures).
+    /// nats-server's default: fsync every two minutes (the setting of its usual publish figures).
     FsyncEveryTwoMinutes,
 }
 

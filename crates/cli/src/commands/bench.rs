@@ -54,7 +54,7 @@ pub(crate) struct IngestArgs {
     #[arg(long)]
     client_threads: Option<usize>,
     /// nats-server fsyncs before every acknowledgement, as refbus runs in production (default:
-    /// nats-server's own default, every two minutes, as in the published JetStream figures).
+    /// nats-server's own default, every two minutes, the setting of its usual publish figures).
     #[arg(long)]
     fsync_always: bool,
     /// Skip measuring `refbus up`'s footprint.
