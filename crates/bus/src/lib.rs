@@ -34,6 +34,7 @@ use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures::{Stream, StreamExt, TryStreamExt};
+use refbus_core::Referral;
 
 pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ReadError, ReadErrorKind,
@@ -325,6 +326,16 @@ impl Bus {
         }
     }
 
+    /// The current state of the referral on `subject` (which may hold wildcards), decoding only
+    /// the state of its last message, with that message's place; `None` if there is none.
+    pub async fn last_state(&self, subject: &str) -> Result<Option<Stored<Referral>>, ReadError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => decode_state(message).map(Some),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
     /// The last notice on `subject`, or `None` if there is none.
     pub async fn last_notice(&self, subject: &str) -> Result<Option<Stored<Notice>>, ReadError> {
         match self.stream.direct_get_last_for_subject(subject).await {
@@ -393,6 +404,28 @@ impl Bus {
         filters: Vec<String>,
     ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<>, ReadError>
     {
+        let messages = self.last_per_subject(filters).await?;
+        Ok(messages.map(|message| decode_event(raw_stream_message(&message?)?)))
+    }
+
+    /// The current state of every referral matching `filters`, decoding only the state of each
+    /// one's last message (not its event), then the stream ends: for rebuilding from states
+    /// alone, as the router does at start.
+    pub async fn latest_states(
+        &self,
+        filters: Vec<String>,
+    ) -> Result<impl Stream<Item = Result<Stored<Referral>, ReadError>> + Send + use<>, ReadError>
+    {
+        let messages = self.last_per_subject(filters).await?;
+        Ok(messages.map(|message| decode_state(raw_stream_message(&message?)?)))
+    }
+
+    /// The last message of every subject matching `filters`, then the stream ends.
+    async fn last_per_subject(
+        &self,
+        filters: Vec<String>,
+    ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
+    {
         let consumer = self
             .stream
             .create_consumer(ordered_config(filters, DeliverPolicy::LastPerSubject))
@@ -403,14 +436,9 @@ impl Bus {
             .messages()
             .await
             .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-        let messages = messages
+        Ok(messages
             .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))
-            .take(usize::try_from(total).unwrap_or(usize::MAX))
-            .map(|message| {
-                let message = message?;
-                decode_event(raw_stream_message(&message)?)
-            });
-        Ok(messages)
+            .take(usize::try_from(total).unwrap_or(usize::MAX)))
     }
 
     /// A durable consumer of every referral event, for a component that must process each
@@ -504,11 +532,12 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
     AppendError::with_source(kind, err)
 }
 
-/// A stored message, read directly or through a consumer.
+/// A stored message, read directly or through a consumer: what decoding needs of it (the
+/// headers only for the predecessor's sequence, so they are never copied).
 struct Raw {
     subject: String,
     sequence: u64,
-    headers: HeaderMap,
+    prev_seq: u64,
     payload: bytes::Bytes,
 }
 
@@ -517,7 +546,7 @@ impl From<jetstream::message::StreamMessage> for Raw {
         Raw {
             subject: message.subject.to_string(),
             sequence: message.sequence,
-            headers: message.headers,
+            prev_seq: prev_seq(&message.headers),
             payload: message.payload,
         }
     }
@@ -531,7 +560,7 @@ fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, ReadError> {
     Ok(Raw {
         subject: message.subject.to_string(),
         sequence: info.stream_sequence,
-        headers: message.headers.clone().unwrap_or_default(),
+        prev_seq: message.headers.as_ref().map_or(0, prev_seq),
         payload: message.payload.clone(),
     })
 }
@@ -550,8 +579,20 @@ fn decode_event(message: impl Into<Raw>) -> Result<Stored<EventRecord>, ReadErro
     Ok(Stored {
         seq: message.sequence,
         subject: message.subject,
-        prev_seq: prev_seq(&message.headers),
+        prev_seq: message.prev_seq,
         record,
+    })
+}
+
+fn decode_state(message: impl Into<Raw>) -> Result<Stored<Referral>, ReadError> {
+    let message: Raw = message.into();
+    let state = record::decode_state(&message.payload)
+        .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err))?;
+    Ok(Stored {
+        seq: message.sequence,
+        subject: message.subject,
+        prev_seq: message.prev_seq,
+        record: state,
     })
 }
 

@@ -75,6 +75,16 @@ impl EventRecord {
     }
 }
 
+#[derive(Deserialize)]
+struct StateOnly {
+    state: Referral,
+}
+
+/// The state alone of an event message: the event beside it is skipped, not decoded.
+pub fn decode_state(payload: &[u8]) -> Result<Referral, serde_json::Error> {
+    serde_json::from_slice::<StateOnly>(payload).map(|stored| stored.state)
+}
+
 /// An event message read for checking, without decoding what checking does not need: the
 /// event, the hash of its exact stored bytes, and the stored state as JSON text.
 #[derive(Debug, Clone, PartialEq)]

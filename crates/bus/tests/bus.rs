@@ -299,6 +299,21 @@ async fn latest_gives_the_current_state_of_each_referral_once() {
     for state in &expected {
         assert!(latest.contains(state));
     }
+    // The states alone (as the router rebuilds its timers), and one referral's by subject.
+    let states: Vec<_> = bus
+        .latest_states(vec![subjects::received_by(&agency("maros-uptd-ppa"))])
+        .await
+        .unwrap()
+        .map(|stored| stored.unwrap())
+        .collect()
+        .await;
+    assert_eq!(states.len(), 20);
+    for stored in &states {
+        assert!(expected.contains(&stored.record));
+        let last = bus.last_state(&stored.subject).await.unwrap().unwrap();
+        assert_eq!((last.seq, &last.record), (stored.seq, &stored.record));
+    }
+    assert_eq!(bus.last_state("refbus.v1.ref.a.b.c").await.unwrap(), None);
     let none: Vec<_> = bus
         .latest(vec![subjects::received_by(&agency("polres-maros"))])
         .await
