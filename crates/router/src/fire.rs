@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use refbus_bus::{Append, AppendErrorKind, EventRecord};
 use refbus_core::command::{Command, Request};
-use refbus_core::{Actor, ReferralId, Timestamp, decide, evaluate, evolve};
+use refbus_core::{Actor, Referral, ReferralId, Timestamp, decide, evaluate, evolve};
 
 use crate::{Activity, Router};
 
@@ -24,7 +24,16 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const MAX_ATTEMPTS: usize = 8;
 
 impl Router {
-    pub(crate) async fn fire(&self, referral: ReferralId, subject: &str) -> Fired {
+    /// Records what is due on `referral`. `cached` is its state at a stream sequence, if the
+    /// router holds the state its wake-up was computed from: the first attempt starts from it
+    /// instead of reading it back (every append names that sequence, so if the referral moved
+    /// meanwhile the append is refused and the referral is read again).
+    pub(crate) async fn fire(
+        &self,
+        referral: ReferralId,
+        subject: &str,
+        mut cached: Option<(u64, Referral)>,
+    ) -> Fired {
         let done = |seq, next_wake| Fired {
             referral,
             subject: subject.to_owned(),
@@ -33,15 +42,17 @@ impl Router {
         };
         let mut last_seq = 0;
         for _ in 0..MAX_ATTEMPTS {
-            let stored = match self.bus.last(subject).await {
-                Ok(Some(stored)) => stored,
-                Ok(None) => return done(0, None),
-                Err(err) => {
-                    tracing::warn!(%referral, "reading the referral to record what is due: {err}");
-                    return done(last_seq, Some(self.clock.now().plus(RETRY_AFTER)));
-                }
+            let (mut seq, mut current) = match cached.take() {
+                Some(known) => known,
+                None => match self.bus.last_state(subject).await {
+                    Ok(Some(stored)) => (stored.seq, stored.record),
+                    Ok(None) => return done(0, None),
+                    Err(err) => {
+                        tracing::warn!(%referral, "reading the referral to record what is due: {err}");
+                        return done(last_seq, Some(self.clock.now().plus(RETRY_AFTER)));
+                    }
+                },
             };
-            let (mut seq, mut current) = (stored.seq, stored.record.state);
             let now = self.clock.now();
             let due = evaluate(&current, &self.registry, now).due;
             if due.is_empty() {

@@ -101,7 +101,10 @@ impl Router {
     }
 
     fn remember(&self, state: &mut Loop, known: Known) {
-        if state.known.len() >= self.options.state_cache {
+        // A referral already cached only replaces its entry: nothing to make room for.
+        if state.known.len() >= self.options.state_cache
+            && !state.known.contains_key(&known.state.id)
+        {
             // Forget a tenth; any of them is read back from the bus if its referral moves.
             let forget: Vec<_> = state
                 .known

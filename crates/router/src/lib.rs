@@ -180,10 +180,16 @@ impl Router {
                 if state.flagged.contains(&referral) || !in_flight.insert(referral) {
                     continue;
                 }
+                // The state this wake-up was computed from, if still cached.
+                let cached = state
+                    .known
+                    .get(&referral)
+                    .filter(|known| known.seq == entry.seq)
+                    .map(|known| (known.seq, known.state.clone()));
                 let router = router.clone();
                 let fired_tx = fired_tx.clone();
                 fires.spawn(async move {
-                    let outcome = router.fire(referral, &entry.subject).await;
+                    let outcome = router.fire(referral, &entry.subject, cached).await;
                     let _ = fired_tx.send(outcome);
                 });
             }
@@ -218,14 +224,15 @@ impl Router {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut referrals = 0;
+        // Only the states: the events beside them are not needed to know what falls due.
         let mut latest = self
             .bus
-            .latest(vec![subjects::ALL_REFERRALS.to_owned()])
+            .latest_states(vec![subjects::ALL_REFERRALS.to_owned()])
             .await?;
         while let Some(stored) = latest.next().await {
             let stored = stored?;
             referrals += 1;
-            let referral = &stored.record.state;
+            let referral = &stored.record;
             let evaluation = evaluate(referral, &self.registry, now);
             let wake = if evaluation.due.is_empty() {
                 evaluation.next_wake
