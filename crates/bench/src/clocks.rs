@@ -13,7 +13,7 @@
 //!    timestamp.
 //! 3. [`schedules`]: the same number of `@at` message schedules over one minute.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,8 +90,10 @@ pub struct Restart {
     /// Building and publishing the open referrals.
     pub fill: Duration,
     pub ready: Ready,
-    /// The router's CPU time from its start to the memory reading.
+    /// The router's CPU time from its start to its ready line.
     pub cpu: Duration,
+    /// nats-server's CPU time from the router's start to its ready line.
+    pub server_cpu: Duration,
     /// The router once ready and idle.
     pub memory: Resident,
     pub nats_server: Resident,
@@ -114,6 +116,9 @@ pub struct DueMinute {
     /// From each item's due time to the event's `at` (the router's "now" when it decided, in
     /// whole milliseconds).
     pub decided: Lateness,
+    /// Items stored later than the goal, by the second of the spread they fell due in: a
+    /// stall shows as a few seconds, an overload as a long run.
+    pub late_by_second: BTreeMap<i64, usize>,
     /// CPU time over the minute (from the first due time to the last item stored).
     pub router_cpu: Duration,
     pub server_cpu: Duration,
@@ -185,8 +190,11 @@ pub fn clocks(
 
     progress("1. restarting the router on them");
     let nats_server = cpu::resident(Process::Pid(server.pid))?;
+    let server_before = cpu::process_cpu(Process::Pid(server.pid))?;
     let mut child = RouterProcess::start(router(&server.url))?;
     let ready = child.wait_ready(Duration::from_secs(300))?;
+    let server_cpu = cpu::process_cpu(Process::Pid(server.pid))?.saturating_sub(server_before);
+    let router_cpu = child.cpu()?;
     if ready.referrals != sent {
         return Err(BenchError::Setup(format!(
             "the router rebuilt {} referrals of {sent}",
@@ -198,7 +206,8 @@ pub fn clocks(
         open: sent,
         fill,
         ready,
-        cpu: child.cpu()?,
+        cpu: router_cpu,
+        server_cpu,
         memory: child.resident()?,
         nats_server,
     };
@@ -336,17 +345,22 @@ fn due_minute(
         )));
     }
 
-    let (stored, decided, recorded, duplicates) =
-        runtime.block_on(read_recorded(stream.clone(), last_create, last_seq))?;
+    let recorded = runtime.block_on(read_recorded(
+        stream.clone(),
+        last_create,
+        last_seq,
+        first_due,
+    ))?;
     Ok(DueMinute {
         referrals: sent,
         spread,
         expected,
-        recorded,
-        duplicates,
+        recorded: recorded.count,
+        duplicates: recorded.duplicates,
         margin_seconds,
-        stored,
-        decided,
+        stored: recorded.stored,
+        decided: recorded.decided,
+        late_by_second: recorded.late_by_second,
         router_cpu,
         server_cpu,
         memory_after,
@@ -373,8 +387,11 @@ async fn read_recorded(
     stream: stream::Stream,
     after: u64,
     last: u64,
-) -> Result<(Lateness, Lateness, usize, usize), BenchError> {
+    first_due: Timestamp,
+) -> Result<Recorded, BenchError> {
     let nats = |err: &dyn std::fmt::Display| BenchError::Nats(err.to_string());
+    let limit = (P99_LIMIT_MS * 1e6) as i64;
+    let mut late_by_second = BTreeMap::new();
     let mut stored = Vec::new();
     let mut decided = Vec::new();
     let mut ids = HashSet::new();
@@ -410,7 +427,12 @@ async fn read_recorded(
                 _ => None,
             };
             if let (Actor::Router, Some(due_at)) = (&event.actor, due_at) {
-                stored.push(at_store - millis_to_nanos(due_at));
+                let late = at_store - millis_to_nanos(due_at);
+                if late > limit {
+                    let second = (due_at.as_millis() - first_due.as_millis()).div_euclid(1000);
+                    *late_by_second.entry(second).or_insert(0) += 1;
+                }
+                stored.push(late);
                 decided.push(millis_to_nanos(event.at) - millis_to_nanos(due_at));
                 let id = message
                     .headers
@@ -427,13 +449,47 @@ async fn read_recorded(
             }
         }
     }
-    let recorded = stored.len();
-    Ok((
-        Lateness::of(stored),
-        Lateness::of(decided),
-        recorded,
+    Ok(Recorded {
+        count: stored.len(),
+        stored: Lateness::of(stored),
+        decided: Lateness::of(decided),
         duplicates,
-    ))
+        late_by_second,
+    })
+}
+
+/// What [`read_recorded`] found.
+struct Recorded {
+    count: usize,
+    stored: Lateness,
+    decided: Lateness,
+    duplicates: usize,
+    late_by_second: BTreeMap<i64, usize>,
+}
+
+/// `3-5 s: 1,200; 41 s: 30`: runs of consecutive seconds and how many items each had.
+fn seconds_ranges(by_second: &BTreeMap<i64, usize>) -> String {
+    let mut runs: Vec<(i64, i64, usize)> = Vec::new();
+    for (&second, &count) in by_second {
+        match runs.last_mut() {
+            Some((_, last, total)) if *last + 1 == second => {
+                *last = second;
+                *total += count;
+            }
+            _ => runs.push((second, second, count)),
+        }
+    }
+    runs.iter()
+        .map(|&(first, last, count)| {
+            let span = if first == last {
+                format!("{first} s")
+            } else {
+                format!("{first}-{last} s")
+            };
+            format!("{span}: {}", thousands(count as f64))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn millis_to_nanos(at: Timestamp) -> i64 {
@@ -480,11 +536,12 @@ impl std::fmt::Display for ClocksReport {
         )?;
         writeln!(
             f,
-            "  start to ready: {} ({} referrals, {} with pending clocks); router CPU until then {}",
+            "  start to ready: {} ({} referrals, {} with pending clocks); CPU meanwhile: router {}, nats-server {}",
             seconds(r.ready.after),
             thousands(r.ready.referrals as f64),
             thousands(r.ready.pending as f64),
-            seconds(r.cpu)
+            seconds(r.cpu),
+            seconds(r.server_cpu)
         )?;
         writeln!(
             f,
@@ -532,6 +589,16 @@ impl std::fmt::Display for ClocksReport {
             "    due -> router's decision (event's `at`, whole ms)    {}",
             d.decided.row()
         )?;
+        let late: usize = d.late_by_second.values().sum();
+        if late > 0 {
+            writeln!(
+                f,
+                "  items stored more than {P99_LIMIT_MS:.0} ms late: {} ({:.2}%), by the second they fell due in: {}",
+                thousands(late as f64),
+                100.0 * late as f64 / d.recorded.max(1) as f64,
+                seconds_ranges(&d.late_by_second)
+            )?;
+        }
         writeln!(
             f,
             "  router resident memory after the minute: {} (peak {})",
@@ -648,5 +715,17 @@ impl std::fmt::Display for ClocksReport {
             )?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn late_seconds_are_grouped_in_runs() {
+        let by_second = BTreeMap::from([(3, 10), (4, 5), (5, 1), (41, 30)]);
+        assert_eq!(seconds_ranges(&by_second), "3-5 s: 16; 41 s: 30");
+        assert_eq!(seconds_ranges(&BTreeMap::new()), "");
     }
 }
