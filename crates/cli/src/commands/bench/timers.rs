@@ -48,6 +48,9 @@ pub(crate) struct RouterArgs {
     /// CreateReferral calls in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Passes of each consumer over the stream, taking turns (the median counts).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -147,6 +150,7 @@ pub(crate) fn router(args: RouterArgs) -> anyhow::Result<ExitCode> {
         router_threads: args.router_threads.unwrap_or(defaults.router_threads),
         creates: args.creates,
         concurrency: args.concurrency,
+        rounds: args.rounds,
         ..defaults
     };
     let scratch = Scratch::start(&args.server, "router")?;
