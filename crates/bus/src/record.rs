@@ -120,19 +120,23 @@ impl CheckedRecord {
         })
     }
 
-    /// Whether the stored state is exactly the snapshot of `state`.
-    pub fn state_is(&self, state: &Referral) -> bool {
-        serde_json::to_string(&snapshot(state)).is_ok_and(|json| *json == *self.state_json)
+    /// Whether the stored state is exactly `snapshot` (a state made by [`into_snapshot`]).
+    pub fn state_is(&self, snapshot: &Referral) -> bool {
+        serde_json::to_string(snapshot).is_ok_and(|json| *json == *self.state_json)
     }
 }
 
 /// The state as stored in snapshots: sealed creation payloads removed (they stay in the
 /// `created` event).
 pub fn snapshot(state: &Referral) -> Referral {
-    let mut snapshot = state.clone();
-    snapshot.creation.identity = None;
-    snapshot.creation.note = None;
-    snapshot
+    into_snapshot(state.clone())
+}
+
+/// [`snapshot`] without copying the state.
+pub fn into_snapshot(mut state: Referral) -> Referral {
+    state.creation.identity = None;
+    state.creation.note = None;
+    state
 }
 
 /// A notice as stored: JSON.

@@ -94,13 +94,14 @@ pub fn recheck(
     before: Option<&Referral>,
     event: &Event,
 ) -> Result<Referral, Unfounded> {
-    recheck_hashed(registry, before, event, crate::chain::hash(event))
+    recheck_hashed(registry, before.cloned(), event, crate::chain::hash(event))
 }
 
-/// [`recheck`] with the event's hash already known (see [`crate::evolve::evolve_hashed`]).
+/// [`recheck`] with the event's hash already known (see [`crate::evolve::evolve_hashed`]), taking
+/// the state before it by value: a consumer checking every event need not copy each state.
 pub fn recheck_hashed(
     registry: &Registry,
-    before: Option<&Referral>,
+    before: Option<Referral>,
     event: &Event,
     hash: crate::chain::EventHash,
 ) -> Result<Referral, Unfounded> {
@@ -109,9 +110,10 @@ pub fn recheck_hashed(
         actor: event.actor.clone(),
         request_id: event.request_id.clone(),
     };
-    let decision = decide(registry, before, &request, event.at).map_err(Unfounded::Refused)?;
+    let decision =
+        decide(registry, before.as_ref(), &request, event.at).map_err(Unfounded::Refused)?;
     if decision.events.as_slice() != std::slice::from_ref(event) {
         return Err(Unfounded::Different);
     }
-    crate::evolve::evolve_hashed(before.cloned(), event, hash).map_err(Unfounded::OutOfChain)
+    crate::evolve::evolve_hashed(before, event, hash).map_err(Unfounded::OutOfChain)
 }

@@ -1,7 +1,7 @@
 //! Consumed events: re-decide each with the core, apply it, reschedule the referral, and send
 //! notices for escalations. An event the core would not have decided is flagged and not applied.
 
-use refbus_bus::record::snapshot;
+use refbus_bus::record::into_snapshot;
 use refbus_bus::{Delivery, subjects};
 use refbus_core::verify::recheck_hashed;
 use refbus_core::{Change, Event, Referral, ReferralId, evaluate};
@@ -31,9 +31,9 @@ impl Router {
             Ok(before) => before,
             Err(why) => return self.flag(state, referral, delivery.seq, why),
         };
-        let after = match recheck_hashed(&self.registry, before.as_ref(), event, record.bytes_hash)
-        {
-            Ok(after) => after,
+        let after = match recheck_hashed(&self.registry, before, event, record.bytes_hash) {
+            // The router keeps and checks only what snapshots hold (never sealed payloads).
+            Ok(after) => into_snapshot(after),
             Err(why) => {
                 let why = format!("{} event: {why}", event.change.kind());
                 return self.flag(state, referral, delivery.seq, why);
@@ -64,30 +64,33 @@ impl Router {
         if wake.is_none() && after.status.is_terminal() {
             state.known.remove(&referral);
         } else {
-            // Without its sealed payloads, which the next event's check does not need.
             let known = Known {
                 seq: delivery.seq,
-                state: snapshot(&after),
+                state: after,
             };
             self.remember(state, known);
         }
     }
 
-    /// The state the event was decided on: the cached one if it is the event's predecessor,
-    /// otherwise read back from the bus (the predecessor's message carries it).
+    /// The state the event was decided on: the cached one if it is the event's predecessor
+    /// (taken out of the cache: the state after the event replaces it), otherwise read back from
+    /// the bus (the predecessor's message carries it).
     async fn state_before(
         &self,
-        state: &Loop,
+        state: &mut Loop,
         event: &Event,
         prev_seq: u64,
     ) -> Result<Option<Referral>, String> {
         if event.seq == 1 {
             return Ok(None);
         }
-        if let Some(known) = state.known.get(&event.referral_id)
-            && known.seq == prev_seq
+        if state
+            .known
+            .get(&event.referral_id)
+            .is_some_and(|known| known.seq == prev_seq)
+            && let Some(known) = state.known.remove(&event.referral_id)
         {
-            return Ok(Some(known.state.clone()));
+            return Ok(Some(known.state));
         }
         match self.bus.event_at(prev_seq).await {
             Ok(Some(previous)) if previous.record.event.referral_id == event.referral_id => {
