@@ -663,3 +663,71 @@ async fn an_event_stamped_earlier_than_the_last_does_not_corrupt_a_clock() {
     assert!(recorded_on(&bus, &created.record.state.id).await.is_empty());
     router.stop().await;
 }
+
+#[tokio::test]
+async fn a_referral_keeps_its_policy_version_after_a_new_one_comes_into_force() {
+    // Version 2026-07, in force from 1 March, doubles the emergency acknowledge target (2 h).
+    let mut registry = (*maros()).clone();
+    let mut july = registry.policies[0].clone();
+    july.version = "2026-07".parse().unwrap();
+    july.effective_from = at("2026-03-01T00:00:00+08:00");
+    for clock in &mut july.clocks {
+        if clock.id.as_str() == "acknowledge_emergency" {
+            clock.target = Duration::from_secs(2 * 3600);
+        }
+    }
+    registry.policies.push(july);
+    let registry = Arc::new(registry);
+    let nats = NatsServer::start().unwrap();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let mut created = Vec::new();
+    for version in ["2026-01", "2026-07"] {
+        let mut creation = creation(
+            "maros-dinsos",
+            "maros-uptd-ppa",
+            "psychological_counselling",
+            Priority::Emergency,
+        );
+        creation.policy_version = version.parse().unwrap();
+        let stored = write(
+            &bus,
+            &registry,
+            None,
+            Command::Create(Box::new(creation)),
+            operator("maros-dinsos"),
+            &format!("version-{version}"),
+            at(T0),
+        )
+        .await;
+        created.push(stored.record.state.id);
+    }
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+
+    // At 50% of one hour, only the referral on the old version warns.
+    clock.advance_to(at("2026-03-02T09:30:00+08:00"));
+    router.recorded(2).await;
+    assert_eq!(
+        recorded_on(&bus, &created[0]).await,
+        [
+            "acknowledge_emergency.warning.500",
+            "acknowledge_emergency.level.1.0"
+        ]
+    );
+    assert!(recorded_on(&bus, &created[1]).await.is_empty());
+
+    // At 50% of two hours (three events on the old one meanwhile: 75%, breach, level 2), the
+    // new one warns.
+    clock.advance_to(at("2026-03-02T10:00:00+08:00"));
+    router.recorded(5).await;
+    assert_eq!(
+        recorded_on(&bus, &created[1]).await,
+        [
+            "acknowledge_emergency.warning.500",
+            "acknowledge_emergency.level.1.0"
+        ]
+    );
+    router.stop().await;
+}
