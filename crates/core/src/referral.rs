@@ -285,7 +285,8 @@ pub struct Reroute {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Referral {
     pub id: ReferralId,
-    #[serde(flatten)]
+    /// Nested, not flattened: serde's flatten buffers every field of the whole state before
+    /// decoding it, and states are decoded by the million when the router starts.
     pub creation: Creation,
     pub status: Status,
     /// The state to return to from `on_hold` or a declined cancellation request.
