@@ -99,6 +99,33 @@ fn creation(sender: &str, recipient: &str, service: &str, priority: Priority) ->
     }
 }
 
+/// Dinas Sosial refers someone to UPTD PPA for emergency counselling: the referral most tests
+/// watch (acknowledge clock 1 h).
+async fn create_emergency(
+    bus: &Bus,
+    registry: &Registry,
+    request: &str,
+    now: Timestamp,
+) -> Stored<EventRecord> {
+    let creation = creation(
+        "maros-dinsos",
+        "maros-uptd-ppa",
+        "psychological_counselling",
+        Priority::Emergency,
+    );
+    let command = Command::Create(Box::new(creation));
+    write(
+        bus,
+        registry,
+        None,
+        command,
+        operator("maros-dinsos"),
+        request,
+        now,
+    )
+    .await
+}
+
 struct Running {
     activity: broadcast::Receiver<Activity>,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -194,21 +221,7 @@ async fn warnings_breach_and_each_level_are_recorded_once_at_their_time_with_not
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let created = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "c1",
-        at(T0),
-    )
-    .await;
+    let created = create_emergency(&bus, &registry, "c1", at(T0)).await;
     let id = created.record.state.id;
     let clock = ManualClock::new(at(T0));
     let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
@@ -271,36 +284,8 @@ async fn an_acknowledged_escalation_stops_the_later_levels_and_a_stopped_clock_e
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let first = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "ack-1",
-        at(T0),
-    )
-    .await;
-    let accepted_early = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "ack-2",
-        at(T0),
-    )
-    .await;
+    let first = create_emergency(&bus, &registry, "ack-1", at(T0)).await;
+    let accepted_early = create_emergency(&bus, &registry, "ack-2", at(T0)).await;
     write(
         &bus,
         &registry,
@@ -337,21 +322,7 @@ async fn an_acknowledged_escalation_stops_the_later_levels_and_a_stopped_clock_e
     .await;
     clock.advance_to(at("2026-03-02T13:00:00+08:00"));
     // Nothing more of that clock; give the router a chance by recording on another referral.
-    let probe = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "probe",
-        at("2026-03-02T12:00:00+08:00"),
-    )
-    .await;
+    let probe = create_emergency(&bus, &registry, "probe", at("2026-03-02T12:00:00+08:00")).await;
     let keys = router.recorded(2).await;
     assert!(
         keys.iter()
@@ -463,21 +434,7 @@ async fn two_routers_at_once_record_each_item_exactly_once() {
         .unwrap();
     let mut ids = Vec::new();
     for n in 0..20 {
-        let created = write(
-            &bus,
-            &registry,
-            None,
-            Command::Create(Box::new(creation(
-                "maros-dinsos",
-                "maros-uptd-ppa",
-                "psychological_counselling",
-                Priority::Emergency,
-            ))),
-            operator("maros-dinsos"),
-            &format!("pair-{n}"),
-            at(T0),
-        )
-        .await;
+        let created = create_emergency(&bus, &registry, &format!("pair-{n}"), at(T0)).await;
         ids.push(created.record.state.id);
     }
     let clock = ManualClock::new(at(T0));
@@ -511,21 +468,7 @@ async fn an_event_the_core_would_refuse_is_flagged_and_never_moves_a_clock() {
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let created = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "forged-1",
-        at(T0),
-    )
-    .await;
+    let created = create_emergency(&bus, &registry, "forged-1", at(T0)).await;
     let clock = ManualClock::new(at(T0));
     let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
 
@@ -569,21 +512,7 @@ async fn a_router_restarted_after_its_downtime_records_what_fell_due_meanwhile_o
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let created = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "down-1",
-        at(T0),
-    )
-    .await;
+    let created = create_emergency(&bus, &registry, "down-1", at(T0)).await;
     let clock = ManualClock::new(at(T0));
     let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
     clock.advance_to(at("2026-03-02T09:30:00+08:00"));
@@ -612,21 +541,7 @@ async fn an_event_stamped_earlier_than_the_last_does_not_corrupt_a_clock() {
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let created = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "skew-1",
-        at(T0),
-    )
-    .await;
+    let created = create_emergency(&bus, &registry, "skew-1", at(T0)).await;
     // UPTD PPA's adapter runs ten minutes slow: its acceptance is stamped before the creation.
     write(
         &bus,
@@ -638,21 +553,7 @@ async fn an_event_stamped_earlier_than_the_last_does_not_corrupt_a_clock() {
         at("2026-03-02T08:50:00+08:00"),
     )
     .await;
-    let probe = write(
-        &bus,
-        &registry,
-        None,
-        Command::Create(Box::new(creation(
-            "maros-dinsos",
-            "maros-uptd-ppa",
-            "psychological_counselling",
-            Priority::Emergency,
-        ))),
-        operator("maros-dinsos"),
-        "skew-probe",
-        at(T0),
-    )
-    .await;
+    let probe = create_emergency(&bus, &registry, "skew-probe", at(T0)).await;
     let clock = ManualClock::new(at(T0));
     let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
     clock.advance_to(at("2026-03-02T10:30:00+08:00"));
