@@ -53,22 +53,93 @@ pub(crate) struct IngestArgs {
     /// Worker threads of the load generator (default: one per CPU).
     #[arg(long)]
     client_threads: Option<usize>,
-    /// nats-server fsyncs before every acknowledgement, as refbus runs in production (default:
-    /// nats-server's own default, every two minutes, the setting of its usual publish figures).
-    #[arg(long)]
-    fsync_always: bool,
     /// Skip measuring `refbus up`'s footprint.
     #[arg(long)]
     no_footprint: bool,
     /// How long `refbus up` stays idle before its memory is read, in seconds.
     #[arg(long, default_value_t = 5)]
     idle: u64,
-    /// The registry (the Kabupaten Maros one: referrals go from maros-dinsos to maros-uptd-ppa).
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+/// Where the benchmark's nats-server comes from and how it writes.
+#[derive(Debug, Args)]
+pub(crate) struct ServerArgs {
+    /// nats-server fsyncs before every acknowledgement, as refbus runs in production (default:
+    /// nats-server's own default, every two minutes, as in the published JetStream figures).
+    #[arg(long)]
+    fsync_always: bool,
+    /// The registry (the Kabupaten Maros one).
     #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
     config: PathBuf,
     /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
     #[arg(long, value_name = "FILE")]
     nats_server: Option<PathBuf>,
+}
+
+/// A nats-server for one benchmark, in a scratch directory removed afterwards.
+struct Scratch {
+    // Dropped after the server (fields drop in order): the store is removed once it stopped.
+    nats: LocalNats,
+    runtime: tokio::runtime::Runtime,
+    server: refbus_bench::Server,
+    dir: tempfile::TempDir,
+    /// The nats-server binary it runs (`refbus up` runs the same one).
+    binary: PathBuf,
+}
+
+impl Scratch {
+    fn start(args: &ServerArgs, name: &str) -> anyhow::Result<Scratch> {
+        if cfg!(debug_assertions) {
+            eprintln!(
+                "refbus bench: WARNING: a debug build measures nothing useful; run \
+                 `cargo run --release -p refbus -- bench {name}`"
+            );
+        }
+        let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
+        let dir = tempfile::tempdir().context("creating a temporary directory")?;
+        let durability = if args.fsync_always {
+            Durability::FsyncEveryWrite
+        } else {
+            Durability::FsyncEveryTwoMinutes
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let port = runtime::free_ports(2)?;
+        let nats = runtime.block_on(LocalNats::start_with(
+            &binary,
+            &dir.path().join(name),
+            port,
+            port + 1,
+            durability,
+        ))?;
+        let server = refbus_bench::Server {
+            url: nats.url.clone(),
+            pid: nats
+                .pid()
+                .context("nats-server exited as soon as it started")?,
+            durability: match durability {
+                Durability::FsyncEveryWrite => "fsync before every ack (sync_interval: always)",
+                Durability::FsyncEveryTwoMinutes => "fsync every 2 min (nats-server's default)",
+            }
+            .to_owned(),
+        };
+        Ok(Scratch {
+            nats,
+            runtime,
+            server,
+            dir,
+            binary,
+        })
+    }
+
+    fn stop(self) -> anyhow::Result<()> {
+        self.runtime.block_on(self.nats.stop())?;
+        drop(self.dir);
+        Ok(())
+    }
 }
 
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
@@ -80,20 +151,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
-    if cfg!(debug_assertions) {
-        eprintln!(
-            "refbus bench: WARNING: a debug build measures nothing useful; run \
-             `cargo run --release -p refbus -- bench ingest`"
-        );
-    }
-    let registry = runtime::load_registry(&args.config)?;
-    let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
-    let scratch = tempfile::tempdir().context("creating a temporary directory")?;
-    let durability = if args.fsync_always {
-        Durability::FsyncEveryWrite
-    } else {
-        Durability::FsyncEveryTwoMinutes
-    };
+    let registry = runtime::load_registry(&args.server.config)?;
     let defaults = IngestOptions::default();
     let options = IngestOptions {
         adapter_threads: args.adapter_threads.unwrap_or(defaults.adapter_threads),
@@ -106,39 +164,20 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         seconds: args.seconds,
         ..defaults
     };
-
-    let nats_runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let port = runtime::free_ports(2)?;
-    let nats = nats_runtime.block_on(LocalNats::start_with(
-        &binary,
-        &scratch.path().join("bench"),
-        port,
-        port + 1,
-        durability,
-    ))?;
-    let server = refbus_bench::Server {
-        url: nats.url.clone(),
-        pid: nats
-            .pid()
-            .context("nats-server exited as soon as it started")?,
-        durability: match durability {
-            Durability::FsyncEveryWrite => "fsync before every ack (sync_interval: always)",
-            Durability::FsyncEveryTwoMinutes => "fsync every 2 min (nats-server's default)",
-        }
-        .to_owned(),
-    };
-    let measured = refbus_bench::ingest(&server, registry.clone(), &options, &mut |phase| {
-        eprintln!("refbus bench: {phase}");
-    });
-    nats_runtime.block_on(nats.stop())?;
+    let scratch = Scratch::start(&args.server, "ingest")?;
+    let binary = scratch.binary.clone();
+    let measured =
+        refbus_bench::ingest(&scratch.server, registry.clone(), &options, &mut |phase| {
+            eprintln!("refbus bench: {phase}");
+        });
+    scratch.stop()?;
     let mut report = measured?;
 
     if !args.no_footprint {
         eprintln!("refbus bench: f. footprint of refbus up");
         let agencies = u16::try_from(registry.agencies.len())?;
-        let up = up_command(&args.config, &binary, &scratch.path().join("up"), agencies)?;
+        let data = tempfile::tempdir().context("creating a temporary directory")?;
+        let up = up_command(&args.server.config, &binary, data.path(), agencies)?;
         report.footprint = Some(refbus_bench::footprint::measure_up(
             up,
             Duration::from_secs(args.idle),

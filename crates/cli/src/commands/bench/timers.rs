@@ -5,28 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
 use refbus_bench::clocks::{ClocksOptions, REPLICA};
 use refbus_bench::router::RouterOptions;
 use refbus_bench::schedules::ScheduleOptions;
 
-use crate::runtime::{self, Durability, LocalNats};
-
-/// Where the benchmark's nats-server comes from and how it writes.
-#[derive(Debug, Args)]
-pub(crate) struct ServerArgs {
-    /// nats-server fsyncs before every acknowledgement, as refbus runs in production (default:
-    /// nats-server's own default, every two minutes, as in the published JetStream figures).
-    #[arg(long)]
-    fsync_always: bool,
-    /// The registry (the Kabupaten Maros one).
-    #[arg(long, value_name = "FILE", default_value = "deploy/config/refbus.toml")]
-    config: PathBuf,
-    /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
-    #[arg(long, value_name = "FILE")]
-    nats_server: Option<PathBuf>,
-}
+use super::{Scratch, ServerArgs};
+use crate::runtime;
 
 #[derive(Debug, Args)]
 pub(crate) struct RouterArgs {
@@ -77,67 +62,6 @@ pub(crate) struct ClocksArgs {
     schedules: usize,
     #[command(flatten)]
     server: ServerArgs,
-}
-
-/// A nats-server for one benchmark, in a scratch directory removed afterwards.
-struct Scratch {
-    // Dropped after the server (fields drop in order): the store is removed once it stopped.
-    nats: LocalNats,
-    runtime: tokio::runtime::Runtime,
-    server: refbus_bench::Server,
-    dir: tempfile::TempDir,
-}
-
-impl Scratch {
-    fn start(args: &ServerArgs, name: &str) -> anyhow::Result<Scratch> {
-        if cfg!(debug_assertions) {
-            eprintln!(
-                "refbus bench: WARNING: a debug build measures nothing useful; run \
-                 `cargo run --release -p refbus -- bench {name}`"
-            );
-        }
-        let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
-        let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let durability = if args.fsync_always {
-            Durability::FsyncEveryWrite
-        } else {
-            Durability::FsyncEveryTwoMinutes
-        };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let port = runtime::free_ports(2)?;
-        let nats = runtime.block_on(LocalNats::start_with(
-            &binary,
-            &dir.path().join(name),
-            port,
-            port + 1,
-            durability,
-        ))?;
-        let server = refbus_bench::Server {
-            url: nats.url.clone(),
-            pid: nats
-                .pid()
-                .context("nats-server exited as soon as it started")?,
-            durability: match durability {
-                Durability::FsyncEveryWrite => "fsync before every ack (sync_interval: always)",
-                Durability::FsyncEveryTwoMinutes => "fsync every 2 min (nats-server's default)",
-            }
-            .to_owned(),
-        };
-        Ok(Scratch {
-            nats,
-            runtime,
-            server,
-            dir,
-        })
-    }
-
-    fn stop(self) -> anyhow::Result<()> {
-        self.runtime.block_on(self.nats.stop())?;
-        drop(self.dir);
-        Ok(())
-    }
 }
 
 pub(crate) fn router(args: RouterArgs) -> anyhow::Result<ExitCode> {
