@@ -327,3 +327,22 @@ pub fn reason(code: &str, note: &str) -> Option<v1::Reason> {
         sealed_note: None,
     })
 }
+
+/// Waits until the router reports it recorded `key` (e.g. `acknowledge_emergency.breach`);
+/// fails the test after 20 s without it.
+pub async fn recorded(
+    activity: &mut tokio::sync::broadcast::Receiver<refbus_router::Activity>,
+    key: &str,
+) {
+    loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(20), activity.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{key} was never recorded"))
+            .unwrap();
+        if let refbus_router::Activity::Recorded { key: recorded, .. } = next
+            && recorded == key
+        {
+            return;
+        }
+    }
+}

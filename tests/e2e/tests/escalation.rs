@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use refbus_core::Timestamp;
-use refbus_e2e::{AgencySystem, System, create_request, demo_registry};
+use refbus_e2e::{AgencySystem, System, create_request, demo_registry, recorded};
 use refbus_proto::v1;
 use refbus_proto::v1::inbox_item::Item;
 use refbus_router::{Activity, ManualClock, Options, Router};
@@ -40,21 +40,6 @@ async fn demo_system() -> (
         }
     }
     (system, clock, activity)
-}
-
-/// Waits until the router recorded `key` (e.g. `acknowledge_emergency.breach`).
-async fn recorded(activity: &mut tokio::sync::broadcast::Receiver<Activity>, key: &str) {
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(20), activity.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{key} was never recorded"))
-            .unwrap();
-        if let Activity::Recorded { key: recorded, .. } = next
-            && recorded == key
-        {
-            return;
-        }
-    }
 }
 
 async fn send(dinsos: &AgencySystem, request_id: &str) -> String {

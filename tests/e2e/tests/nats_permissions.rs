@@ -17,7 +17,7 @@ use async_nats::{Client, ConnectOptions, Event};
 use futures::{StreamExt, TryStreamExt};
 use refbus_bus::{Bus, Item, StreamSettings, subjects};
 use refbus_core::{AgencyId, ReferralId, Timestamp};
-use refbus_e2e::{System, create_request, demo_registry, maros_registry, repo_root};
+use refbus_e2e::{System, create_request, demo_registry, maros_registry, recorded, repo_root};
 use refbus_proto::v1;
 use refbus_router::{Activity, ManualClock, Options, Router};
 use refbus_testkit::NatsServer;
@@ -209,20 +209,6 @@ async fn start_router(
     loop {
         if let Activity::Ready { .. } = activity.recv().await.unwrap() {
             return activity;
-        }
-    }
-}
-
-async fn recorded(activity: &mut tokio::sync::broadcast::Receiver<Activity>, key: &str) {
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), activity.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{key} was never recorded"))
-            .unwrap();
-        if let Activity::Recorded { key: recorded, .. } = next
-            && recorded == key
-        {
-            return;
         }
     }
 }
