@@ -95,6 +95,18 @@ impl AgencySystem {
         request
     }
 
+    /// Creates a referral, which must succeed; its id.
+    pub async fn create(&self, request: v1::CreateReferralRequest) -> String {
+        self.client()
+            .create_referral(self.request(request))
+            .await
+            .unwrap()
+            .into_inner()
+            .referral
+            .unwrap()
+            .referral_id
+    }
+
     /// Waits until the adapter reports, through gRPC health checking, that it can reach the
     /// bus (as a load balancer would).
     pub async fn wait_until_serving(&self) {

@@ -45,15 +45,7 @@ async fn demo_system() -> (
 async fn send(dinsos: &AgencySystem, request_id: &str) -> String {
     let mut request = create_request(request_id, "maros-uptd-ppa", "psychological_counselling");
     request.priority = v1::Priority::Emergency.into();
-    dinsos
-        .client()
-        .create_referral(dinsos.request(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .referral_id
+    dinsos.create(request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -175,15 +175,7 @@ fn publish_refused(subject: &str) -> String {
 async fn create(system: &refbus_e2e::AgencySystem, recipient: &str, request_id: &str) -> String {
     let mut request = create_request(request_id, recipient, "psychological_counselling");
     request.priority = v1::Priority::Emergency.into();
-    system
-        .client()
-        .create_referral(system.request(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .referral_id
+    system.create(request).await
 }
 
 /// Stream messages, as the admin sees them.
@@ -365,17 +357,7 @@ async fn referral_between_others(system: &mut System) -> (String, ReferralId) {
     let uptd = system.agency_on("maros-uptd-ppa", uptd_bus).await;
     let mut request = create_request("uptd-to-police", "polres-maros", "police_report");
     request.priority = v1::Priority::Urgent.into();
-    let id: ReferralId = uptd
-        .client()
-        .create_referral(uptd.request(request))
-        .await
-        .unwrap()
-        .into_inner()
-        .referral
-        .unwrap()
-        .referral_id
-        .parse()
-        .unwrap();
+    let id: ReferralId = uptd.create(request).await.parse().unwrap();
     let subject = subjects::referral(
         &AgencyId::new("polres-maros").unwrap(),
         &AgencyId::new("maros-uptd-ppa").unwrap(),
