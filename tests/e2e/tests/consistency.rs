@@ -289,15 +289,7 @@ async fn listing_thousands_of_referrals_page_by_page_sees_each_once_while_more_a
             async move {
                 let request =
                     create_request(&format!("bulk-{chunk}-{n}"), "maros-uptd-ppa", "shelter");
-                dinsos
-                    .client()
-                    .create_referral(dinsos.request(request))
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .referral
-                    .unwrap()
-                    .referral_id
+                dinsos.create(request).await
             }
         });
         created.extend(futures::future::join_all(calls).await);
