@@ -59,6 +59,11 @@ pub enum Command {
     },
     /// The router records something its clocks made due.
     Record(Due),
+    /// The router records that a record on this referral's subject failed the integrity check.
+    RecordIntegrityAlert {
+        stream_seq: u64,
+        problem: crate::integrity::Problem,
+    },
 }
 
 impl Command {
@@ -85,6 +90,7 @@ impl Command {
             Command::AcknowledgeEscalation { .. } => "acknowledge an escalation of",
             Command::RecordReroute { .. } => "reroute",
             Command::Record(_) => "record a clock event on",
+            Command::RecordIntegrityAlert { .. } => "record an integrity alert on",
         }
     }
 }

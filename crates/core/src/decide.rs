@@ -356,6 +356,24 @@ fn decide_on(
 ) -> Result<(Change, Status), Rejection> {
     let verb = command.verb();
     let current = referral.status;
+    // An integrity alert is recorded whatever the referral's state: a forged record on a
+    // closed or erroneous referral must reach people too.
+    if let Command::RecordIntegrityAlert {
+        stream_seq,
+        problem,
+    } = command
+    {
+        if *actor != Actor::Router {
+            return Err(Rejection::PermissionDenied(
+                "only the router records integrity alerts".to_owned(),
+            ));
+        }
+        let change = Change::IntegrityAlert {
+            stream_seq: *stream_seq,
+            problem: *problem,
+        };
+        return Ok((change, current));
+    }
     if current == Status::EnteredInError {
         return Err(Rejection::WrongState {
             verb,
@@ -683,6 +701,10 @@ fn decide_on(
                 status,
             ))
         }
+        // Decided before the state checks above.
+        Command::RecordIntegrityAlert { .. } => Err(Rejection::PermissionDenied(
+            "only the router records integrity alerts".to_owned(),
+        )),
         Command::Record(due) => {
             if *actor != Actor::Router {
                 return Err(Rejection::PermissionDenied(

@@ -132,6 +132,13 @@ pub enum Change {
         child: ReferralId,
         to: AgencyId,
     },
+    /// The router refused a record stored on this referral's subject (forged, altered,
+    /// back-dated...): it is not part of the referral, whose clocks keep running from this
+    /// event's predecessor. Metadata only: the stream sequence and the kind of problem.
+    IntegrityAlert {
+        stream_seq: u64,
+        problem: crate::integrity::Problem,
+    },
 }
 
 impl Change {
@@ -161,6 +168,7 @@ impl Change {
             Change::EscalationAcknowledged { .. } => "escalation_acknowledged",
             Change::RerouteRequested { .. } => "reroute_requested",
             Change::Rerouted { .. } => "rerouted",
+            Change::IntegrityAlert { .. } => "integrity_alert",
         }
     }
 
@@ -172,6 +180,7 @@ impl Change {
                 | Change::ClockBreached { .. }
                 | Change::Escalated { .. }
                 | Change::RerouteRequested { .. }
+                | Change::IntegrityAlert { .. }
         )
     }
 }

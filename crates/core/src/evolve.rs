@@ -268,5 +268,7 @@ fn apply_change(referral: &mut Referral, event: &Event) {
                 enter(referral, Status::Rerouted, event);
             }
         }
+        // The refused record changed nothing: the referral goes on from its last good event.
+        Change::IntegrityAlert { .. } => {}
     }
 }

@@ -14,6 +14,8 @@
 //!   [`evolve`]: the state after an event; [`chain`]: the canonical encoding and hash chain.
 //! - [`calendar`], [`clock`], [`escalation`]: working time, clocks, and what is due when.
 //! - [`registry`]: agencies, services and versioned policies, as the configuration gives them.
+//! - [`signature`]: who wrote a record (Ed25519 over subject and event); [`integrity`]: the one
+//!   check every reader runs on a stored record before believing it.
 
 pub mod calendar;
 pub mod chain;
@@ -24,8 +26,10 @@ pub mod escalation;
 pub mod event;
 pub mod evolve;
 pub mod ids;
+pub mod integrity;
 pub mod referral;
 pub mod registry;
+pub mod signature;
 pub mod time;
 pub mod verify;
 
@@ -35,6 +39,7 @@ pub use decide::{Decision, Rejection, decide};
 pub use escalation::{Due, Evaluation, evaluate};
 pub use event::{Actor, Change, Event, Notice, notices};
 pub use evolve::{EvolveError, evolve, evolve_hashed};
+pub use integrity::IntegrityNotice;
 pub use ids::{AgencyId, CaseId, ReferralId, RequestId};
 pub use referral::{Referral, Status};
 pub use registry::Registry;

@@ -319,6 +319,14 @@ pub struct Referral {
 }
 
 impl Referral {
+    /// The state as every record stores it: without the sealed identity and creation note,
+    /// which stay in the `created` event alone so they are stored once.
+    pub fn into_snapshot(mut self) -> Referral {
+        self.creation.identity = None;
+        self.creation.note = None;
+        self
+    }
+
     pub fn sender(&self) -> &AgencyId {
         &self.creation.sender
     }

@@ -84,6 +84,13 @@ pub fn command_of(change: &Change) -> Command {
         Change::RerouteRequested { to, cause, due_at } => {
             Command::Record(Due::Reroute { to, cause, due_at })
         }
+        Change::IntegrityAlert {
+            stream_seq,
+            problem,
+        } => Command::RecordIntegrityAlert {
+            stream_seq,
+            problem,
+        },
     }
 }
 

@@ -276,6 +276,15 @@ fn change_from_view(case_id: &str, change: &ChangeView) -> Result<Change, FieldE
             )?,
             to: id("rerouted.to", &rerouted.to, AgencyId::new)?,
         },
+        ChangeView::IntegrityAlert(alert) => Change::IntegrityAlert {
+            stream_seq: alert.stream_seq,
+            problem: refbus_core::integrity::Problem::parse(&alert.problem).ok_or_else(|| {
+                FieldError::new(
+                    "integrity_alert.problem",
+                    format!("`{}` is not a kind of integrity problem", alert.problem),
+                )
+            })?,
+        },
     })
 }
 

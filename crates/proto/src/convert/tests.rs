@@ -227,6 +227,10 @@ fn every_change() -> Vec<Change> {
             child: ReferralId::from_bytes([9; 16]),
             to: agency(ALTERNATE),
         },
+        Change::IntegrityAlert {
+            stream_seq: 77,
+            problem: refbus_core::integrity::Problem::Signature,
+        },
         Change::EnteredInError {
             reason: reason("entered_by_mistake", None),
         },
@@ -260,9 +264,10 @@ fn variant_index(change: &Change) -> usize {
         Change::EscalationAcknowledged { .. } => 20,
         Change::RerouteRequested { .. } => 21,
         Change::Rerouted { .. } => 22,
+        Change::IntegrityAlert { .. } => 23,
     }
 }
-const CHANGE_VARIANTS: usize = 23;
+const CHANGE_VARIANTS: usize = 24;
 
 fn referral_id() -> ReferralId {
     ReferralId::derive(&agency(SENDER), &RequestId::new("req-create").unwrap())
@@ -400,7 +405,7 @@ fn referral_views_round_trip_after_every_event() {
     }
     let last = state.unwrap();
     let view = referral_view(&last, &[], &[], &opener);
-    assert_eq!(view.seq, 25);
+    assert_eq!(view.seq, 26);
     assert_eq!(view.business_status, "no_show");
     assert_eq!(view.child_referral_ids.len(), 1);
     assert_eq!(view.status, i32::from(v1::ReferralStatus::EnteredInError));

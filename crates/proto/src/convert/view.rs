@@ -158,6 +158,20 @@ pub fn notice_view(notice: &Notice) -> v1::Notice {
     }
 }
 
+pub fn integrity_notice_view(notice: &refbus_core::IntegrityNotice) -> v1::IntegrityNotice {
+    v1::IntegrityNotice {
+        subject: notice.subject.clone(),
+        stream_seq: notice.stream_seq,
+        referral_id: notice
+            .referral_id
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        problem: notice.problem.as_str().to_owned(),
+        detail: notice.detail.clone(),
+        time: Some(timestamp(notice.at)),
+    }
+}
+
 // Every core change has its own message; a new variant does not compile until it has one.
 fn change_view(change: &Change, opener: &Opener<'_>) -> ChangeView {
     match change {
@@ -261,6 +275,13 @@ fn change_view(change: &Change, opener: &Opener<'_>) -> ChangeView {
         Change::Rerouted { child, to } => ChangeView::Rerouted(v1::ReferralRerouted {
             child_referral_id: child.to_string(),
             to: to.to_string(),
+        }),
+        Change::IntegrityAlert {
+            stream_seq,
+            problem,
+        } => ChangeView::IntegrityAlert(v1::IntegrityAlert {
+            stream_seq: *stream_seq,
+            problem: problem.as_str().to_owned(),
         }),
     }
 }

@@ -1,0 +1,392 @@
+//! Signatures on events: which component wrote a record, proved with Ed25519.
+//!
+//! Every event is signed by the component that wrote it: an agency's adapter with the agency's
+//! signing key, the router with the router's. The signature covers the subject the record is
+//! stored on and the event's canonical bytes (see [`crate::chain`]), so a record can be neither
+//! re-attributed nor moved to another referral's subject. The exact bytes signed are
+//!
+//! ```text
+//! "refbus.v1.event-signature\n" || subject (UTF-8) || "\n" || canonical event bytes
+//! ```
+//!
+//! and an auditor in any language verifies them with the public key the registry lists.
+//! Signing is pure computation on a key the caller holds; making and storing keys is the
+//! `seal` crate's business.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use data_encoding::BASE64;
+use ed25519_dalek::{Signer as _, Verifier as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::event::Actor;
+use crate::ids::AgencyId;
+
+/// What is prepended to every signed message, so a refbus signature can never be mistaken for
+/// a signature over anything else.
+pub const DOMAIN: &[u8] = b"refbus.v1.event-signature\n";
+
+/// The bytes an event's signature covers.
+pub fn signed_bytes(subject: &str, event_bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(DOMAIN.len() + subject.len() + 1 + event_bytes.len());
+    out.extend_from_slice(DOMAIN);
+    out.extend_from_slice(subject.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(event_bytes);
+    out
+}
+
+/// Who signed a record: an agency (its adapter) or the router.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Signer {
+    Agency(AgencyId),
+    Router,
+}
+
+impl Signer {
+    /// The signer an event's author must have: an agency signs what its operators do, the
+    /// router what it records on a clock.
+    pub fn of(actor: &Actor) -> Signer {
+        match actor {
+            Actor::Agency { agency, .. } => Signer::Agency(agency.clone()),
+            Actor::Router => Signer::Router,
+        }
+    }
+}
+
+impl fmt::Display for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Signer::Agency(agency) => write!(f, "agency:{agency}"),
+            Signer::Router => f.write_str("router"),
+        }
+    }
+}
+
+impl Serialize for Signer {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Signer {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == "router" {
+            return Ok(Signer::Router);
+        }
+        text.strip_prefix("agency:")
+            .and_then(|agency| AgencyId::new(agency).ok())
+            .map(Signer::Agency)
+            .ok_or_else(|| serde::de::Error::custom("a signer is `router` or `agency:<agency id>`"))
+    }
+}
+
+/// A short fingerprint of a signing public key: the first 8 bytes of its SHA-256, in hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; 8]);
+
+impl KeyId {
+    pub fn of(public: &[u8; 32]) -> KeyId {
+        let digest = Sha256::digest(public);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest[..8]);
+        KeyId(id)
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let mut id = [0u8; 8];
+        hex::decode_to_slice(&text, &mut id)
+            .map_err(|_| serde::de::Error::custom("a key id is 16 hex digits"))?;
+        Ok(KeyId(id))
+    }
+}
+
+/// A record's signature: who signed, with which key, and the Ed25519 signature itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Signature {
+    pub by: Signer,
+    pub key: KeyId,
+    #[serde(with = "base64_signature")]
+    pub value: [u8; 64],
+}
+
+mod base64_signature {
+    use super::BASE64;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&BASE64.encode(value))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let text = String::deserialize(d)?;
+        BASE64
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|bytes| <[u8; 64]>::try_from(bytes).ok())
+            .ok_or_else(|| serde::de::Error::custom("a signature is 64 bytes in standard base64"))
+    }
+}
+
+/// Why a text is not a signing key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("a signing key is 32 bytes in standard base64 (44 characters ending in '=')")]
+    Malformed,
+    #[error("this is not a valid Ed25519 public key")]
+    NotAPoint,
+}
+
+// === impl SigningKey ===
+
+/// A component's secret signing key. Never printed.
+#[derive(Clone)]
+pub struct SigningKey {
+    key: ed25519_dalek::SigningKey,
+    signer: Signer,
+    id: KeyId,
+}
+
+impl SigningKey {
+    /// The key made from a 32-byte secret seed, signing as `signer`.
+    pub fn from_seed(seed: &[u8; 32], signer: Signer) -> SigningKey {
+        let key = ed25519_dalek::SigningKey::from_bytes(seed);
+        let id = KeyId::of(key.verifying_key().as_bytes());
+        SigningKey { key, signer, id }
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub fn verifying_key(&self) -> VerifyingKey {
+        VerifyingKey {
+            key: self.key.verifying_key(),
+            id: self.id,
+        }
+    }
+
+    /// Signs an event stored on `subject` whose canonical bytes are `event_bytes`.
+    pub fn sign(&self, subject: &str, event_bytes: &[u8]) -> Signature {
+        Signature {
+            by: self.signer.clone(),
+            key: self.id,
+            value: self.key.sign(&signed_bytes(subject, event_bytes)).to_bytes(),
+        }
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({} {}, secret not shown)", self.signer, self.id)
+    }
+}
+
+// === impl VerifyingKey ===
+
+/// A public signing key, as the registry lists it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifyingKey {
+    key: ed25519_dalek::VerifyingKey,
+    id: KeyId,
+}
+
+impl VerifyingKey {
+    pub fn from_base64(text: &str) -> Result<VerifyingKey, KeyError> {
+        let bytes: [u8; 32] = BASE64
+            .decode(text.trim().as_bytes())
+            .ok()
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or(KeyError::Malformed)?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPoint)?;
+        // A weak (small-order) key would accept forged signatures.
+        if key.is_weak() {
+            return Err(KeyError::NotAPoint);
+        }
+        Ok(VerifyingKey {
+            key,
+            id: KeyId::of(&bytes),
+        })
+    }
+
+    pub fn to_base64(&self) -> String {
+        BASE64.encode(self.key.as_bytes())
+    }
+
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VerifyingKey({})", self.id)
+    }
+}
+
+// === impl Signers ===
+
+/// Why a signature is not believed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the record is not signed")]
+    Missing,
+    #[error("it is signed by {signed_by}, but its author is {author}")]
+    WrongSigner { signed_by: Signer, author: Signer },
+    #[error("it is signed with key {key}, which the registry does not list for {signer}")]
+    UnknownKey { signer: Signer, key: KeyId },
+    #[error("the signature does not match the record (altered, moved to another subject, or forged)")]
+    Invalid,
+}
+
+/// The public signing keys of a deployment: every agency's and the router's (several, when a
+/// key was rotated or replicas sign with their own).
+#[derive(Debug, Clone, Default)]
+pub struct Signers {
+    keys: HashMap<Signer, Vec<VerifyingKey>>,
+}
+
+impl Signers {
+    pub fn new() -> Signers {
+        Signers::default()
+    }
+
+    /// Adds a key `signer` may sign with.
+    pub fn add(&mut self, signer: Signer, key: VerifyingKey) {
+        let keys = self.keys.entry(signer).or_default();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+
+    pub fn with(mut self, signer: Signer, key: VerifyingKey) -> Signers {
+        self.add(signer, key);
+        self
+    }
+
+    /// Whether `signer` has at least one key.
+    pub fn knows(&self, signer: &Signer) -> bool {
+        self.keys.get(signer).is_some_and(|keys| !keys.is_empty())
+    }
+
+    /// Checks that `signature` was made by `author` over `subject` and `event_bytes`.
+    pub fn verify(
+        &self,
+        author: &Signer,
+        signature: Option<&Signature>,
+        subject: &str,
+        event_bytes: &[u8],
+    ) -> Result<(), SignatureError> {
+        let signature = signature.ok_or(SignatureError::Missing)?;
+        if &signature.by != author {
+            return Err(SignatureError::WrongSigner {
+                signed_by: signature.by.clone(),
+                author: author.clone(),
+            });
+        }
+        let key = self
+            .keys
+            .get(author)
+            .and_then(|keys| keys.iter().find(|key| key.id == signature.key))
+            .ok_or_else(|| SignatureError::UnknownKey {
+                signer: author.clone(),
+                key: signature.key,
+            })?;
+        let value = ed25519_dalek::Signature::from_bytes(&signature.value);
+        key.key
+            .verify(&signed_bytes(subject, event_bytes), &value)
+            .map_err(|_| SignatureError::Invalid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agency(name: &str) -> Signer {
+        Signer::Agency(AgencyId::new(name).unwrap())
+    }
+
+    #[test]
+    fn a_signature_verifies_only_for_its_signer_subject_and_bytes() {
+        let key = SigningKey::from_seed(&[7; 32], agency("maros-dinsos"));
+        let signers = Signers::new().with(agency("maros-dinsos"), key.verifying_key());
+        let signature = key.sign("refbus.v1.ref.a.b.c", b"{\"x\":1}");
+        let author = agency("maros-dinsos");
+        assert_eq!(
+            signers.verify(&author, Some(&signature), "refbus.v1.ref.a.b.c", b"{\"x\":1}"),
+            Ok(())
+        );
+        assert_eq!(
+            signers.verify(&author, Some(&signature), "refbus.v1.ref.a.b.d", b"{\"x\":1}"),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signers.verify(&author, Some(&signature), "refbus.v1.ref.a.b.c", b"{\"x\":2}"),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            signers.verify(&author, None, "refbus.v1.ref.a.b.c", b"{\"x\":1}"),
+            Err(SignatureError::Missing)
+        );
+        assert!(matches!(
+            signers.verify(&agency("maros-dp3a"), Some(&signature), "s", b""),
+            Err(SignatureError::WrongSigner { .. })
+        ));
+    }
+
+    #[test]
+    fn a_key_the_registry_does_not_list_is_refused() {
+        let listed = SigningKey::from_seed(&[1; 32], Signer::Router);
+        let other = SigningKey::from_seed(&[2; 32], Signer::Router);
+        let signers = Signers::new().with(Signer::Router, listed.verifying_key());
+        let signature = other.sign("s", b"e");
+        assert!(matches!(
+            signers.verify(&Signer::Router, Some(&signature), "s", b"e"),
+            Err(SignatureError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn signatures_and_keys_round_trip_as_text() {
+        let key = SigningKey::from_seed(&[3; 32], agency("polres-maros"));
+        let signature = key.sign("s", b"e");
+        let json = serde_json::to_string(&signature).unwrap();
+        assert!(json.contains("\"by\":\"agency:polres-maros\""), "{json}");
+        assert_eq!(serde_json::from_str::<Signature>(&json).unwrap(), signature);
+        let public = key.verifying_key();
+        assert_eq!(
+            VerifyingKey::from_base64(&public.to_base64()).unwrap(),
+            public
+        );
+        assert_eq!(
+            VerifyingKey::from_base64("AAAA"),
+            Err(KeyError::Malformed)
+        );
+        assert!(!format!("{key:?}").contains(&hex::encode([3u8; 32])));
+    }
+}
