@@ -370,6 +370,7 @@ fn assemble(files: &[&Source], drafts: &Drafts, problems: &mut Problems) -> Opti
         reasons: codes(&drafts.reasons, |text| ReasonCode::new(text))?,
         outcomes: codes(&drafts.outcomes, |text| OutcomeCode::new(text))?,
         coordinator: AgencyId::new(&deployment.coordinator.as_ref()?.value).ok()?,
+        router_signing_keys: deployment.router_signing_keys.clone(),
         policies,
     })
 }
@@ -680,6 +681,7 @@ fn build_agency(agency: &Agency, national: &BTreeSet<NaiveDate>) -> Option<regis
             .collect::<Option<_>>()?,
         contacts: agency.contacts.clone(),
         public_key: agency.public_key.clone(),
+        signing_keys: agency.signing_keys.clone(),
     })
 }
 

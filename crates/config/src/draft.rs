@@ -59,6 +59,7 @@ pub(crate) struct Deployment {
     pub(crate) working_day: Duration,
     pub(crate) include: Vec<Located<String>>,
     pub(crate) holidays: Vec<Located<String>>,
+    pub(crate) router_signing_keys: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -83,6 +84,7 @@ pub(crate) struct Agency {
     pub(crate) time_zone: Option<Tz>,
     pub(crate) services: Vec<Located<String>>,
     pub(crate) public_key: Option<String>,
+    pub(crate) signing_keys: Vec<String>,
     pub(crate) week: [Vec<Window>; 7],
     pub(crate) local_holidays: Vec<Located<NaiveDate>>,
     pub(crate) observes_holidays: bool,
@@ -307,6 +309,7 @@ pub(crate) fn read_deployment(root: &Table<'_, '_>, problems: &mut Problems) -> 
             "hours_per_working_day",
             "include",
             "holidays",
+            "router_signing_keys",
         ],
         problems,
     );
@@ -324,7 +327,31 @@ pub(crate) fn read_deployment(root: &Table<'_, '_>, problems: &mut Problems) -> 
         working_day,
         include: strings(&table, "include", problems),
         holidays: strings(&table, "holidays", problems),
+        router_signing_keys: signing_keys(&table, "router_signing_keys", problems),
     })
+}
+
+/// A list of Ed25519 public signing keys, each checked where it stands.
+fn signing_keys(table: &Table<'_, '_>, key: &str, problems: &mut Problems) -> Vec<String> {
+    let Some(node) = table.get(key) else {
+        return Vec::new();
+    };
+    node.items(problems)
+        .iter()
+        .filter_map(|item| {
+            let text = item.string(problems)?;
+            match refbus_core::signature::VerifyingKey::from_base64(&text.value) {
+                Ok(_) => Some(text.value),
+                Err(err) => {
+                    problems.at(
+                        text.pos,
+                        format!("`{key}`: {err}, as `refbus keys generate` prints it"),
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// `8` (hours) or a duration such as `"7h30m"`, between 1 and 24 hours.
@@ -485,6 +512,7 @@ fn read_agency(mut table: Table<'_, '_>, problems: &mut Problems) -> Option<Agen
             "time_zone",
             "services",
             "public_key",
+            "signing_keys",
             "working_hours",
             "local_holidays",
             "observes_holidays",
@@ -546,6 +574,7 @@ fn read_agency(mut table: Table<'_, '_>, problems: &mut Problems) -> Option<Agen
         time_zone,
         services: strings(&table, "services", problems),
         public_key,
+        signing_keys: signing_keys(&table, "signing_keys", problems),
         week,
         local_holidays,
         observes_holidays: optional_bool(&table, "observes_holidays", true, problems),

@@ -37,6 +37,9 @@ pub struct Agency {
     pub contacts: BTreeMap<Role, Contact>,
     /// The agency's X25519 public key for sealed payloads (base64), if it has one yet.
     pub public_key: Option<String>,
+    /// The agency's Ed25519 public keys its adapter signs records with (base64), current first
+    /// (an earlier key stays listed while records signed with it are read).
+    pub signing_keys: Vec<String>,
 }
 
 /// A service agencies offer.
@@ -80,6 +83,8 @@ pub struct Registry {
     pub outcomes: BTreeMap<OutcomeCode, String>,
     /// The Tim Terpadu coordinator's agency.
     pub coordinator: AgencyId,
+    /// The router's Ed25519 public signing keys (base64).
+    pub router_signing_keys: Vec<String>,
     /// Policy versions, oldest first.
     pub policies: Vec<PolicySet>,
 }

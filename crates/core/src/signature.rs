@@ -288,6 +288,25 @@ impl Signers {
         self
     }
 
+    /// The keys the registry lists: each agency's and the router's.
+    pub fn from_registry(
+        registry: &crate::registry::Registry,
+    ) -> Result<Signers, (Signer, KeyError)> {
+        let mut signers = Signers::new();
+        for agency in registry.agencies.values() {
+            let signer = Signer::Agency(agency.id.clone());
+            for text in &agency.signing_keys {
+                let key = VerifyingKey::from_base64(text).map_err(|err| (signer.clone(), err))?;
+                signers.add(signer.clone(), key);
+            }
+        }
+        for text in &registry.router_signing_keys {
+            let key = VerifyingKey::from_base64(text).map_err(|err| (Signer::Router, err))?;
+            signers.add(Signer::Router, key);
+        }
+        Ok(signers)
+    }
+
     /// Whether `signer` has at least one key.
     pub fn knows(&self, signer: &Signer) -> bool {
         self.keys.get(signer).is_some_and(|keys| !keys.is_empty())

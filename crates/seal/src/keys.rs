@@ -249,21 +249,7 @@ impl SecretKey {
     /// Reads a secret key file as [`KeyPair::write_secret`] writes it: one line of base64.
     pub fn from_file(path: impl AsRef<Path>) -> Result<SecretKey, KeyFileError> {
         let path = path.as_ref();
-        let read_error = |source| KeyFileError::Read {
-            path: path.to_owned(),
-            source,
-        };
-        let file = File::open(path).map_err(read_error)?;
-        // Room for the whole allowed length, so reading never reallocates and leaves a copy.
-        let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_LEN as usize + 64));
-        file.take(MAX_KEY_FILE_LEN + 1)
-            .read_to_string(&mut text)
-            .map_err(read_error)?;
-        if text.len() as u64 > MAX_KEY_FILE_LEN {
-            return Err(KeyFileError::TooLarge {
-                path: path.to_owned(),
-            });
-        }
+        let text = read_secret_file(path)?;
         SecretKey::from_base64(&text).map_err(|source| KeyFileError::Invalid {
             path: path.to_owned(),
             source,
@@ -273,6 +259,26 @@ impl SecretKey {
     pub(crate) fn hpke(&self) -> &HpkeSecretKey {
         &self.inner
     }
+}
+
+/// The text of a secret key file, refused if it is larger than any key file.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
+    let read_error = |source| KeyFileError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = File::open(path).map_err(read_error)?;
+    // Room for the whole allowed length, so reading never reallocates and leaves a copy.
+    let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_LEN as usize + 64));
+    file.take(MAX_KEY_FILE_LEN + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_KEY_FILE_LEN {
+        return Err(KeyFileError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(text)
 }
 
 impl fmt::Debug for SecretKey {
@@ -320,7 +326,14 @@ impl KeyPair {
     /// of base64. Refuses to overwrite an existing file: that would destroy the only key able to
     /// open what was already sealed for the agency.
     pub fn write_secret(&self, path: impl AsRef<Path>) -> Result<(), KeyFileError> {
-        let path = path.as_ref();
+        write_secret_file(path.as_ref(), &self.secret.to_base64())
+    }
+}
+
+/// Writes `text` (a secret key's base64) to a new file readable by its owner only (mode 0600).
+/// Refuses to overwrite an existing file: that would destroy a key still needed.
+pub(crate) fn write_secret_file(path: &Path, text: &str) -> Result<(), KeyFileError> {
+    {
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -337,7 +350,6 @@ impl KeyPair {
                 source,
             },
         })?;
-        let text = self.secret.to_base64();
         file.write_all(text.as_bytes())
             .and_then(|()| file.write_all(b"\n"))
             .and_then(|()| file.sync_all())

@@ -31,6 +31,7 @@
 //! - [`seal()`] and [`open()`]: the cryptography; [`Keyring`]: the same with an adapter's keys.
 //! - [`envelope`](crate::envelope_recipients): the bytes, parsed with every length checked.
 //! - [`Context`]: the associated data that binds a payload to its referral.
+//! - [`signing`]: the Ed25519 signing key files each agency (and the router) signs records with.
 //!
 //! # Scheme
 //!
@@ -87,6 +88,7 @@ mod context;
 mod envelope;
 mod keyring;
 mod seal;
+pub mod signing;
 
 pub use context::Context;
 pub use envelope::{MAX_RECIPIENTS, MalformedEnvelope, check_envelope, envelope_recipients};

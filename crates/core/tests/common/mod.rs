@@ -89,6 +89,7 @@ fn make_agency(id: &str, services: &[&str], alternates: &[(&str, &str)]) -> Agen
             .map(|(s, a)| (ServiceId::new(*s).unwrap(), agency(a)))
             .collect(),
         contacts: BTreeMap::new(),
+        signing_keys: Vec::new(),
         public_key: None,
     }
 }
@@ -312,6 +313,7 @@ pub fn registry() -> Registry {
             .map(|(k, v)| (OutcomeCode::new(k).unwrap(), v))
             .collect(),
         coordinator: agency(BAPPEDA),
+        router_signing_keys: Vec::new(),
         policies: policies(),
     }
 }
