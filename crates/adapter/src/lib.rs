@@ -36,7 +36,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use refbus_bus::Bus;
+use refbus_bus::{Bus, Verifier};
+use refbus_core::signature::SigningKey;
 use refbus_core::{AgencyId, Registry, Timestamp};
 use refbus_proto::v1::referral_service_server::ReferralServiceServer;
 use refbus_seal::Keyring;
@@ -98,26 +99,35 @@ struct Inner {
     agency: AgencyId,
     registry: Arc<Registry>,
     bus: Bus,
+    /// Every record the adapter reads passes through it.
+    verifier: Verifier,
     keyring: Keyring,
+    /// The agency's signing key: every event this adapter writes is signed with it.
+    signing: SigningKey,
     now: Now,
     options: Options,
 }
 
 impl Adapter {
+    /// `verifier` holds the registry the adapter decides with; `signing` is the agency's
+    /// signing key, `keyring` its sealing keys.
     pub fn new(
         agency: AgencyId,
-        registry: Arc<Registry>,
+        verifier: Verifier,
         bus: Bus,
         keyring: Keyring,
+        signing: SigningKey,
         now: Now,
         options: Options,
     ) -> Adapter {
         Adapter {
             inner: Arc::new(Inner {
                 agency,
-                registry,
+                registry: verifier.registry().clone(),
                 bus,
+                verifier,
                 keyring,
+                signing,
                 now,
                 options,
             }),

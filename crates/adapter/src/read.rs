@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use refbus_bus::{Item, subjects};
 use refbus_core::clock::ClockView;
 use refbus_core::referral::Party;
-use refbus_core::{Change, Event, Referral, ReferralId, Timestamp};
+use refbus_core::{Event, Referral, ReferralId, Timestamp};
 use refbus_proto::convert::{self, ListQuery};
 use refbus_proto::v1;
 use tonic::Status;
@@ -76,16 +76,12 @@ impl Adapter {
             let first = self
                 .inner
                 .bus
-                .history(&stored.subject)
+                .checked_creation(&self.inner.verifier, &stored.subject)
                 .await
-                .map_err(|err| status::read(&err))?
-                .into_iter()
-                .next();
-            if let Some(first) = first
-                && let Change::Created(creation) = first.record.event.change
-            {
-                state.creation.identity = creation.identity;
-                state.creation.note = creation.note;
+                .map_err(|err| status::read(&err))?;
+            if let Some(first) = first {
+                state.creation.identity = first.record.state.creation.identity;
+                state.creation.note = first.record.state.creation.note;
             }
         }
         Ok(self.view(&state))
@@ -108,13 +104,16 @@ impl Adapter {
             .as_deref()
             .map(parse_page_token)
             .transpose()?;
+        let verifier = self.inner.verifier.clone();
         let mut states: Vec<Referral> = self
             .inner
             .bus
-            .latest(filters)
+            .latest_unchecked(&verifier, filters)
             .await
             .map_err(|err| status::read(&err))?
-            .filter_map(|stored| async move { stored.ok().map(|stored| stored.record.state) })
+            .filter_map(move |record| {
+                std::future::ready(record.ok().and_then(|record| verifier.check_listed(&record)))
+            })
             .filter(|state| std::future::ready(query.matches(state, agency)))
             .collect()
             .await;
@@ -143,7 +142,11 @@ impl Adapter {
         let items = self
             .inner
             .bus
-            .watch(subjects::inbox(&self.inner.agency), after)
+            .watch(
+                &self.inner.verifier,
+                subjects::inbox(&self.inner.agency),
+                after,
+            )
             .await
             .map_err(|err| status::read(&err))?;
         let adapter = self.clone();
@@ -169,6 +172,9 @@ impl Adapter {
             Item::Notice(stored) => {
                 v1::inbox_item::Item::Notice(convert::notice_view(&stored.record))
             }
+            Item::Integrity(stored) => v1::inbox_item::Item::IntegrityNotice(
+                convert::integrity_notice_view(&stored.record),
+            ),
         };
         v1::InboxItem {
             cursor,

@@ -59,10 +59,13 @@ impl Adapter {
             })?
             .state
             .last_sequence;
-        let mut requests = bus.watch(vec![sent.clone()], end).await?;
-        let mut latest = bus.latest(vec![sent]).await?;
-        while let Some(stored) = latest.next().await {
-            let state = stored?.record.state;
+        let verifier = &self.inner.verifier;
+        let mut requests = bus.watch(verifier, vec![sent.clone()], end).await?;
+        let mut latest = bus.latest_unchecked(verifier, vec![sent]).await?;
+        while let Some(record) = latest.next().await {
+            let Some(state) = verifier.check_listed(&record?) else {
+                continue;
+            };
             if is_pending(&state) {
                 self.reroute_for_router(&state).await;
             }

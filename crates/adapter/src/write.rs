@@ -8,10 +8,11 @@
 //! deduplication. In every case the answer is the original one and nothing is written twice.
 
 use refbus_bus::{Append, AppendErrorKind, EventRecord, Stored, subjects};
+use refbus_core::{RecordError, record};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::Creation;
-use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, decide, evolve};
+use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, decide};
 use refbus_proto::convert::{self, CommandRequest, FieldError, SealError, SealTarget};
 use refbus_proto::v1;
 use refbus_seal::Context;
@@ -101,7 +102,7 @@ impl Adapter {
     pub(crate) async fn load(&self, id: &ReferralId) -> Result<Option<Loaded>, Status> {
         let bus = &self.inner.bus;
         for pattern in subjects::referral_patterns_for(&self.inner.agency, id) {
-            if let Some(stored) = bus.last(&pattern).await.map_err(|err| status::read(&err))? {
+            if let Some(stored) = self.find(&pattern, id).await? {
                 return Ok(Some(Loaded {
                     stored,
                     access: Access::Party,
@@ -122,8 +123,38 @@ impl Adapter {
             }
             None => (subjects::referral_pattern(id), Access::None),
         };
-        let stored = bus.last(&subject).await.map_err(|err| status::read(&err))?;
+        let stored = self.find(&subject, id).await?;
         Ok(stored.map(|stored| Loaded { stored, access }))
+    }
+
+    /// The checked current state of referral `id` on the subjects matching `pattern`. Only a
+    /// subject whose records pass the check counts: a look-alike subject written by another
+    /// agency (a shadow copy, a forged creation) is never taken for the referral.
+    async fn find(
+        &self,
+        pattern: &str,
+        id: &ReferralId,
+    ) -> Result<Option<Stored<EventRecord>>, Status> {
+        let (bus, verifier) = (&self.inner.bus, &self.inner.verifier);
+        let read = |err: refbus_bus::ReadError| status::read(&err);
+        // Usually the last message matching the pattern is on the referral's own subject.
+        let Some(last) = bus.last_subject(pattern).await.map_err(read)? else {
+            return Ok(None);
+        };
+        if let Some(stored) = bus.referral(verifier, &last).await.map_err(read)?
+            && stored.record.state.id == *id
+        {
+            return Ok(Some(stored));
+        }
+        // Something else was written last: look at every subject that holds a valid creation.
+        for subject in bus.checked_subjects(verifier, pattern).await.map_err(read)? {
+            if let Some(stored) = bus.referral(verifier, &subject).await.map_err(read)?
+                && stored.record.state.id == *id
+            {
+                return Ok(Some(stored));
+            }
+        }
+        Ok(None)
     }
 
     /// Runs a command on an existing referral.
@@ -178,40 +209,28 @@ impl Adapter {
                 actor: self.actor(operator.clone()),
                 request_id: Some(request_id.clone()),
             };
-            let decision = match decide(
+            let recorded = match record(
                 &inner.registry,
                 Some(&stored.record.state),
                 &request,
                 self.now(),
             ) {
-                Ok(decision) => decision,
-                Err(rejection) => {
+                Ok(recorded) => recorded,
+                Err(RecordError::Rejected(rejection)) => {
                     if let Some(original) = self.find_request(&stored.subject, request_id).await? {
                         return Ok(original);
                     }
                     return Err(status::rejection(&rejection, &referral_id.to_string()));
                 }
+                Err(err) => return Err(Status::internal(err.to_string())),
             };
-            let event = decision
-                .events
-                .into_iter()
-                .next()
-                .ok_or_else(|| Status::internal("the core decided no event"))?;
-            let state = evolve(Some(stored.record.state.clone()), &event).map_err(|err| {
-                Status::internal(format!("the core's event does not apply: {err}"))
-            })?;
-            let record = EventRecord::new(event, &state);
-            let append = Append {
-                subject: &stored.subject,
-                record: &record,
-                expected_last_seq: stored.seq,
-                message_id: &message_id,
-            };
-            match inner.bus.append(append).await {
-                Ok(appended) if appended.duplicate => {
+            let state = recorded.state;
+            let append = Append::after(recorded.event, &state, stored.seq, &message_id);
+            match inner.bus.append(&inner.signing, append).await {
+                Ok((appended, _)) if appended.duplicate => {
                     return self.replay_at(appended.seq, referral_id).await;
                 }
-                Ok(appended) => {
+                Ok((appended, record)) => {
                     return Ok(Written {
                         event: record.event,
                         state,
@@ -242,7 +261,7 @@ impl Adapter {
         let history = self
             .inner
             .bus
-            .history(subject)
+            .checked_history(&self.inner.verifier, subject)
             .await
             .map_err(|err| status::read(&err))?;
         Ok(history
@@ -262,7 +281,22 @@ impl Adapter {
             .map_err(|err| status::read(&err))?;
         match stored {
             Some(stored) if &stored.record.event.referral_id == referral => {
-                Ok(Written::from_stored(stored, true))
+                // The original, as the check establishes it.
+                let history = self
+                    .inner
+                    .bus
+                    .checked_history(&self.inner.verifier, &stored.subject)
+                    .await
+                    .map_err(|err| status::read(&err))?;
+                history
+                    .into_iter()
+                    .find(|checked| checked.seq == seq)
+                    .map(|checked| Written::from_stored(checked, true))
+                    .ok_or_else(|| {
+                        Status::internal(format!(
+                            "the record at sequence {seq} fails refbus's integrity check; tell the operators"
+                        ))
+                    })
             }
             Some(stored) => Err(Status::already_exists(format!(
                 "request_id {} was already used for another request (on referral {}); use a new \
@@ -367,30 +401,26 @@ impl Adapter {
             actor: self.actor(operator),
             request_id: Some(request_id.clone()),
         };
-        let decision = decide(&inner.registry, None, &request, self.now())
-            .map_err(|rejection| status::rejection(&rejection, "(new)"))?;
-        let event = decision
-            .events
-            .into_iter()
-            .next()
-            .ok_or_else(|| Status::internal("the core decided no event"))?;
-        let state = evolve(None, &event)
-            .map_err(|err| Status::internal(format!("the core's event does not apply: {err}")))?;
-        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        let record = EventRecord::new(event, &state);
-        watch.lap(Stage::Event, deciding);
-        let append = Append {
-            subject: &subject,
-            record: &record,
-            expected_last_seq: 0,
-            message_id: &self.message_id(request_id, message_suffix),
+        let recorded = match record(&inner.registry, None, &request, self.now()) {
+            Ok(recorded) => recorded,
+            Err(RecordError::Rejected(rejection)) => {
+                return Err(status::rejection(&rejection, "(new)"));
+            }
+            Err(err) => return Err(Status::internal(err.to_string())),
         };
+        let state = recorded.state;
+        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+        watch.lap(Stage::Event, deciding);
+        let message_id = self.message_id(request_id, message_suffix);
+        let append = Append::after(recorded.event, &state, 0, &message_id);
         match watch
-            .time_polls(Stage::Publish, inner.bus.append(append))
+            .time_polls(Stage::Publish, inner.bus.append(&inner.signing, append))
             .await
         {
-            Ok(appended) if appended.duplicate => self.replay_at(appended.seq, &state.id).await,
-            Ok(appended) => Ok(Written {
+            Ok((appended, _)) if appended.duplicate => {
+                self.replay_at(appended.seq, &state.id).await
+            }
+            Ok((appended, record)) => Ok(Written {
                 event: record.event,
                 state,
                 seq: appended.seq,
@@ -399,12 +429,12 @@ impl Adapter {
             Err(err) if err.kind() == AppendErrorKind::Conflict => {
                 // The referral exists: this request made it before, or the request id was reused
                 // for something else.
-                let history = inner
+                let first = inner
                     .bus
-                    .history(&subject)
+                    .checked_creation(&inner.verifier, &subject)
                     .await
                     .map_err(|err| status::read(&err))?;
-                let Some(first) = history.into_iter().next() else {
+                let Some(first) = first else {
                     return Err(status::append(&err));
                 };
                 match &first.record.event.change {
@@ -552,18 +582,13 @@ impl Adapter {
         to: &AgencyId,
     ) -> Result<Option<refbus_core::referral::SealedPayload>, Status> {
         let keyring = &self.inner.keyring;
-        let history = self
+        let creation = self
             .inner
             .bus
-            .history(&original.subject)
+            .checked_creation(&self.inner.verifier, &original.subject)
             .await
             .map_err(|err| status::read(&err))?;
-        let sealed = history
-            .first()
-            .and_then(|first| match &first.record.event.change {
-                refbus_core::Change::Created(creation) => creation.identity.clone(),
-                _ => None,
-            });
+        let sealed = creation.and_then(|first| first.record.state.creation.identity);
         let Some(sealed) = sealed else {
             return Ok(None);
         };

@@ -165,7 +165,9 @@ impl Fixture {
             .next()
             .ok_or_else(|| setup("the core decided no event".to_owned()))?;
         let state = evolve(None, &event).map_err(|err| setup(err.to_string()))?;
-        let record = EventRecord::new(event, &state);
+        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+        let key = crate::signing_keys(&self.registry).agency(state.sender());
+        let record = EventRecord::new(event, &state, &subject, &key);
         let mut headers = HeaderMap::new();
         headers::insert_cloudevent(&mut headers, &record.event);
         headers::inject_trace_context(&mut headers);

@@ -72,9 +72,10 @@ impl Runtimes {
         };
         let adapter = Adapter::new(
             fixture.sender.clone(),
-            fixture.registry.clone(),
+            crate::verifier(&fixture.registry),
             bus,
             fixture.keyring(&fixture.sender)?,
+            crate::signing_keys(&fixture.registry).agency(&fixture.sender),
             refbus_adapter::system_now(),
             options,
         );

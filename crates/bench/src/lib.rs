@@ -19,6 +19,22 @@
 //! - [`report`]: the figures, the goals, the printed report.
 
 pub mod child;
+
+/// The signing keys of every benchmark in this process: one set, so records written by any
+/// writer verify in any router of the run.
+pub fn signing_keys(registry: &refbus_core::Registry) -> &'static refbus_seal::signing::SigningKeys {
+    static KEYS: std::sync::OnceLock<refbus_seal::signing::SigningKeys> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| refbus_seal::signing::SigningKeys::generate(registry))
+}
+
+/// A verifier for records the benchmarks wrote (time checked against JetStream's).
+pub fn verifier(registry: &std::sync::Arc<refbus_core::Registry>) -> refbus_bus::Verifier {
+    refbus_bus::Verifier::new(
+        registry.clone(),
+        std::sync::Arc::new(signing_keys(registry).signers()),
+        Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
+    )
+}
 pub mod clocks;
 pub mod cpu;
 pub mod fixture;

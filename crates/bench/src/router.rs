@@ -418,7 +418,8 @@ fn router_pass(
     let bus = runtime.block_on(connect(&server.url))?;
     let router = Router::new(
         bus,
-        registry.clone(),
+        crate::verifier(registry),
+        crate::signing_keys(registry).router(),
         Arc::new(SystemClock::new()),
         Options {
             replica: replica.to_owned(),

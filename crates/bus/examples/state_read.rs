@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use refbus_bus::{Append, Bus, EventRecord, StreamSettings, subjects};
+use refbus_bus::{Append, Bus, StreamSettings, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::{Consent, Creation, Priority, SealedPayload};
@@ -33,6 +33,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let registry = refbus_config::load(root.join("deploy/config/refbus.toml")).unwrap();
+    let keys = refbus_seal::signing::SigningKeys::generate(&registry);
     let nats = refbus_testkit::NatsServer::start().unwrap();
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
@@ -116,15 +117,10 @@ async fn main() {
                 .remove(0);
             let after = evolve(state.take(), &event).unwrap();
             let subject = subjects::referral(after.recipient(), after.sender(), &after.id);
-            let record = EventRecord::new(event, &after);
             let id = format!("s{n}-{index}");
-            let appended = bus
-                .append(Append {
-                    subject: &subject,
-                    record: &record,
-                    expected_last_seq: seq,
-                    message_id: &id,
-                })
+            let key = keys.key(&refbus_core::signature::Signer::of(&event.actor));
+            let (appended, _) = bus
+                .append(&key, Append::after(event, &after, seq, &id))
                 .await
                 .unwrap();
             seq = appended.seq;

@@ -6,6 +6,7 @@
 //! - [`provision`]: the events stream, created or checked at every start.
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
+//! - [`checked`]: reading records through the one integrity check ([`Verifier`]).
 //! - [`Bus`]: a cheap, cloneable handle to append and read, used by adapters, router and audit.
 //!
 //! # Guarantees
@@ -18,6 +19,7 @@
 //! - An append returns only after JetStream acknowledged it: whatever [`Bus::append`] returned
 //!   `Ok` for is stored.
 
+pub mod checked;
 pub mod error;
 pub mod headers;
 pub mod provision;
@@ -34,11 +36,13 @@ use async_nats::jetstream::stream::DirectGetErrorKind;
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures::{Stream, StreamExt, TryStreamExt};
-use refbus_core::Referral;
+use refbus_core::signature::SigningKey;
+use refbus_core::{Event, Referral};
 
 pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ReadError, ReadErrorKind,
 };
+pub use checked::{Unchecked, Verifier};
 pub use provision::StreamSettings;
 pub use record::EventRecord;
 pub use refbus_core::Notice;
@@ -55,16 +59,38 @@ pub struct Bus {
     connected: tokio::sync::watch::Receiver<bool>,
 }
 
-/// An event to append.
+/// An event to append: the bus stores it on its referral's subject, signed.
 #[derive(Debug)]
 pub struct Append<'a> {
-    pub subject: &'a str,
-    pub record: &'a EventRecord,
-    /// The stream sequence of the last message on `subject` when the referral was read; 0 if
-    /// the referral must not exist yet.
+    pub event: Event,
+    /// The referral after the event.
+    pub state_after: &'a Referral,
+    /// The stream sequence of the last message on the referral's subject when it was read; 0
+    /// if the referral must not exist yet.
     pub expected_last_seq: u64,
+    /// The stream sequence of the record the event follows: `expected_last_seq`, except after a
+    /// record the check refused (the event then follows the last record that passed).
+    pub prev_seq: u64,
     /// The idempotency key: the same key within the duplicate window writes nothing new.
     pub message_id: &'a str,
+}
+
+impl<'a> Append<'a> {
+    /// The usual append: `event` follows the last message, read at `read_seq`.
+    pub fn after(
+        event: Event,
+        state_after: &'a Referral,
+        read_seq: u64,
+        message_id: &'a str,
+    ) -> Append<'a> {
+        Append {
+            event,
+            state_after,
+            expected_last_seq: read_seq,
+            prev_seq: read_seq,
+            message_id,
+        }
+    }
 }
 
 /// Where an append landed.
@@ -96,10 +122,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The event for checking (see [`record::CheckedRecord`]).
-    pub fn checked(&self) -> Result<record::CheckedRecord, ReadError> {
-        record::CheckedRecord::decode(&self.message.payload)
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(self.seq), err))
+    /// The record for checking; `None` (reported to `verifier`) if it is not a refbus record.
+    pub fn unchecked(&self, verifier: &Verifier) -> Option<Unchecked> {
+        let raw = raw_stream_message(&self.message).ok()?;
+        raw.unchecked(verifier)
     }
 
     /// The whole record, decoded.
@@ -122,6 +148,8 @@ impl Delivery {
 pub enum Item {
     Event(Box<Stored<EventRecord>>),
     Notice(Box<Stored<Notice>>),
+    /// For the coordinator: a record refbus refused.
+    Integrity(Box<Stored<refbus_core::IntegrityNotice>>),
 }
 
 impl Item {
@@ -129,6 +157,7 @@ impl Item {
         match self {
             Item::Event(stored) => stored.seq,
             Item::Notice(stored) => stored.seq,
+            Item::Integrity(stored) => stored.seq,
         }
     }
 }
@@ -251,27 +280,33 @@ impl Bus {
 
     // === writing ===
 
-    /// Appends an event and waits for JetStream to store it.
-    pub async fn append(&self, append: Append<'_>) -> Result<Appended, AppendError> {
+    /// Signs an event with `key`, appends it on its referral's subject, and waits for
+    /// JetStream to store it. Returns where it landed and the record as stored.
+    pub async fn append(
+        &self,
+        key: &SigningKey,
+        append: Append<'_>,
+    ) -> Result<(Appended, EventRecord), AppendError> {
         if !self.is_connected() {
             // Refuse before sending: a publish buffered during a reconnect could land later,
             // after the caller was told it failed.
             return Err(AppendError::new(AppendErrorKind::Unavailable));
         }
+        let state = append.state_after;
+        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+        let record = EventRecord::new(append.event, state, &subject, key);
         let mut headers = HeaderMap::new();
-        headers::insert_cloudevent(&mut headers, &append.record.event);
+        headers::insert_cloudevent(&mut headers, &record.event);
         headers::inject_trace_context(&mut headers);
         headers.insert(headers::KIND, "event");
-        headers.insert(
-            headers::PREV_SEQ,
-            append.expected_last_seq.to_string().as_str(),
-        );
+        headers.insert(headers::PREV_SEQ, append.prev_seq.to_string().as_str());
         let message = PublishMessage::build()
-            .payload(append.record.encode())
+            .payload(record.encode())
             .headers(headers)
             .message_id(append.message_id)
             .expected_last_subject_sequence(append.expected_last_seq);
-        self.publish(append.subject.to_owned(), message).await
+        let appended = self.publish(subject, message).await?;
+        Ok((appended, record))
     }
 
     /// Publishes a notice for a third agency.
@@ -341,7 +376,7 @@ impl Bus {
         match self.stream.direct_get_last_for_subject(subject).await {
             Ok(message) => match decode_item_raw(message.into())? {
                 Item::Notice(notice) => Ok(Some(*notice)),
-                Item::Event(event) => Err(ReadError::new(ReadErrorKind::Corrupt(event.seq))),
+                Item::Event(_) | Item::Integrity(_) => Ok(None),
             },
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
@@ -354,6 +389,70 @@ impl Bus {
             Ok(message) => decode_event(message).map(Some),
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
+    /// The last record on `subject`: `Some(None)` if it is not a refbus record (reported).
+    pub(crate) async fn unchecked_last(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<Option<Option<Unchecked>>, ReadError> {
+        match self.stream.direct_get_last_for_subject(subject).await {
+            Ok(message) => Ok(Some(Raw::from(message).unchecked(verifier))),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
+    async fn last_raw_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
+        match self.stream.direct_get_last_for_subject(pattern).await {
+            Ok(message) => Ok(Some(message.subject.to_string())),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
+    /// The record at stream sequence `seq`; `None` if there is none or it is not a refbus
+    /// record (reported).
+    pub(crate) async fn unchecked_at(
+        &self,
+        verifier: &Verifier,
+        seq: u64,
+    ) -> Result<Option<Unchecked>, ReadError> {
+        if seq == 0 {
+            return Ok(None);
+        }
+        match self.stream.direct_get(seq).await {
+            Ok(message) => Ok(Raw::from(message).unchecked(verifier)),
+            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        }
+    }
+
+    /// Every record on `subject` (which may hold wildcards), oldest first; messages that are
+    /// not refbus records are reported and skipped.
+    pub(crate) async fn unchecked_history(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<Vec<Unchecked>, ReadError> {
+        let mut records = Vec::new();
+        let mut from = 1;
+        loop {
+            match self
+                .stream
+                .direct_get_next_for_subject(subject, Some(from))
+                .await
+            {
+                Ok(message) => {
+                    let raw = Raw::from(message);
+                    from = raw.sequence + 1;
+                    records.extend(raw.unchecked(verifier));
+                }
+                Err(err) if err.kind() == DirectGetErrorKind::NotFound => return Ok(records),
+                Err(err) => return Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+            }
         }
     }
 
@@ -381,8 +480,13 @@ impl Bus {
     /// Every message matching `filters` after stream sequence `after`, in stream order, then
     /// new ones as they arrive. A consumer that reconnects with the last sequence it saw
     /// misses nothing and sees nothing twice.
+    ///
+    /// Events are checked for their subject, hash and signature (not against their predecessor:
+    /// that costs a read per item); a message that fails, or is not a refbus record at all, is
+    /// reported and skipped, and never ends the stream.
     pub async fn watch(
         &self,
+        verifier: &Verifier,
         filters: Vec<String>,
         after: u64,
     ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
@@ -394,7 +498,14 @@ impl Bus {
             }
         };
         let messages = self.ordered(filters, deliver_policy).await?;
-        Ok(messages.map(|message| message.and_then(decode_item)))
+        let verifier = verifier.clone();
+        Ok(messages.filter_map(move |message| {
+            let item = match message.and_then(|message| raw_stream_message(&message)) {
+                Ok(raw) => checked_item(&verifier, raw).map(Ok),
+                Err(err) => Some(Err(err)),
+            };
+            std::future::ready(item)
+        }))
     }
 
     /// The last event of every referral matching `filters` (the current state of each), then
@@ -418,6 +529,48 @@ impl Bus {
     {
         let messages = self.last_per_subject(filters).await?;
         Ok(messages.map(|message| decode_state(raw_stream_message(&message?)?)))
+    }
+
+    /// The last record of every referral matching `filters`, for checking, then the stream
+    /// ends; messages that are not refbus records are reported and skipped.
+    pub async fn latest_unchecked(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+    ) -> Result<impl Stream<Item = Result<Unchecked, ReadError>> + Send + use<>, ReadError> {
+        let messages = self.last_per_subject(filters).await?;
+        let verifier = verifier.clone();
+        Ok(messages.filter_map(move |message| {
+            let item = message
+                .and_then(|message| raw_stream_message(&message))
+                .map(|raw| raw.unchecked(&verifier))
+                .transpose();
+            std::future::ready(item)
+        }))
+    }
+
+    /// Publishes an integrity notice for the coordinator (`agency`).
+    pub async fn publish_integrity_notice(
+        &self,
+        agency: &refbus_core::AgencyId,
+        notice: &refbus_core::IntegrityNotice,
+    ) -> Result<Appended, AppendError> {
+        let subject = subjects::integrity_notices_for(agency);
+        let message_id = format!("integrity:{}", notice.stream_seq);
+        let mut headers = HeaderMap::new();
+        headers.insert(headers::KIND, "integrity");
+        headers.insert("ce-specversion", "1.0");
+        headers.insert("ce-id", message_id.as_str());
+        headers.insert("ce-source", "/refbus/router");
+        headers.insert("ce-type", "org.refbus.notice.integrity.v1");
+        headers.insert("ce-time", notice.at.to_rfc3339().as_str());
+        headers.insert("ce-datacontenttype", "application/json");
+        let payload = serde_json::to_vec(notice).unwrap_or_default();
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers)
+            .message_id(&message_id);
+        self.publish(subject, message).await
     }
 
     /// The last message of every subject matching `filters`, then the stream ends.
@@ -538,6 +691,7 @@ struct Raw {
     subject: String,
     sequence: u64,
     prev_seq: u64,
+    stored_at: refbus_core::Timestamp,
     payload: bytes::Bytes,
 }
 
@@ -547,7 +701,31 @@ impl From<jetstream::message::StreamMessage> for Raw {
             subject: message.subject.to_string(),
             sequence: message.sequence,
             prev_seq: prev_seq(&message.headers),
+            stored_at: checked::stored_at(&message),
             payload: message.payload,
+        }
+    }
+}
+
+impl Raw {
+    /// The record for checking; `None` (reported to `verifier`) if it is not a refbus record.
+    fn unchecked(self, verifier: &Verifier) -> Option<Unchecked> {
+        match record::CheckedRecord::decode(&self.payload) {
+            Ok(record) => Some(Unchecked::new(
+                self.sequence,
+                self.subject,
+                self.prev_seq,
+                self.stored_at,
+                record,
+            )),
+            Err(err) => {
+                let failure = refbus_core::integrity::Failure::new(
+                    refbus_core::integrity::Problem::Unreadable,
+                    format!("not a refbus record: {err}"),
+                );
+                verifier.report(self.sequence, &self.subject, &failure);
+                None
+            }
         }
     }
 }
@@ -561,6 +739,7 @@ fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, ReadError> {
         subject: message.subject.to_string(),
         sequence: info.stream_sequence,
         prev_seq: message.headers.as_ref().map_or(0, prev_seq),
+        stored_at: checked::from_datetime(info.published),
         payload: message.payload.clone(),
     })
 }
@@ -596,12 +775,40 @@ fn decode_state(message: impl Into<Raw>) -> Result<Stored<Referral>, ReadError> 
     })
 }
 
-fn decode_item(message: jetstream::Message) -> Result<Item, ReadError> {
-    decode_item_raw(raw_stream_message(&message)?)
+/// An inbox item that passes the check, or `None` (reported).
+fn checked_item(verifier: &Verifier, raw: Raw) -> Option<Item> {
+    if raw.subject.starts_with(subjects::NOTICE_PREFIX) {
+        let (seq, subject) = (raw.sequence, raw.subject.clone());
+        return match decode_item_raw(raw) {
+            Ok(item) => Some(item),
+            Err(err) => {
+                let failure = refbus_core::integrity::Failure::new(
+                    refbus_core::integrity::Problem::Unreadable,
+                    format!("not a refbus notice: {err}"),
+                );
+                verifier.report(seq, &subject, &failure);
+                None
+            }
+        };
+    }
+    let record = raw.unchecked(verifier)?;
+    let state = verifier.check_listed(&record)?;
+    Some(Item::Event(Box::new(record.into_stored(state))))
 }
 
 fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
     match subjects::parse(&message.subject) {
+        _ if message.subject == subjects::integrity_notices_for_subject_agency(&message.subject) => {
+            let notice = serde_json::from_slice(&message.payload).map_err(|err| {
+                ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
+            })?;
+            Ok(Item::Integrity(Box::new(Stored {
+                seq: message.sequence,
+                subject: message.subject,
+                prev_seq: 0,
+                record: notice,
+            })))
+        }
         Some(subjects::Parsed::Notice { .. }) => {
             let notice = record::decode_notice(&message.payload).map_err(|err| {
                 ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)

@@ -1,7 +1,9 @@
 //! What a message on the bus holds: an event with its hash and the referral's state after it,
 //! or a notice.
 //!
-//! An event message is JSON: `{"event":<canonical event>,"hash":"<hex>","state":<referral>}`.
+//! An event message is JSON:
+//! `{"event":<canonical event>,"hash":"<hex>","sig":<signature>,"state":<referral>}`, where the
+//! signature (see `refbus_core::signature`) covers the subject and the event's exact bytes.
 //! The event is written in its canonical encoding (see `refbus_core::chain`), byte for byte what
 //! the hash covers, so an auditor can check it without trusting this code. The state is a
 //! snapshot for readers: the current state of a referral is one read of the last message on its
@@ -9,6 +11,7 @@
 //! alone so they are stored once; auditors recompute the state from the events and compare.
 
 use bytes::Bytes;
+use refbus_core::signature::{Signature, SigningKey};
 use refbus_core::{Event, EventHash, Notice, Referral, chain};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +21,8 @@ pub struct EventRecord {
     pub event: Event,
     /// The hash of the event, as its writer computed it.
     pub hash: EventHash,
+    /// The writer's signature over the subject and the event.
+    pub signature: Option<Signature>,
     /// The referral after the event, without its sealed creation payloads.
     pub state: Referral,
 }
@@ -26,6 +31,8 @@ pub struct EventRecord {
 struct Stored {
     event: Event,
     hash: EventHash,
+    #[serde(default)]
+    sig: Option<Signature>,
     state: Referral,
 }
 
@@ -35,10 +42,18 @@ struct StoredState<'a> {
 }
 
 impl EventRecord {
-    /// Builds the record for `event`, which led to `state_after`.
-    pub fn new(event: Event, state_after: &Referral) -> EventRecord {
+    /// Builds the record for `event`, which led to `state_after`, signed by `key` for storage
+    /// on `subject`.
+    pub fn new(
+        event: Event,
+        state_after: &Referral,
+        subject: &str,
+        key: &SigningKey,
+    ) -> EventRecord {
+        let bytes = chain::canonical_bytes(&event);
         EventRecord {
             hash: chain::hash(&event),
+            signature: Some(key.sign(subject, &bytes)),
             event,
             state: snapshot(state_after),
         }
@@ -55,6 +70,12 @@ impl EventRecord {
         out.extend_from_slice(b",\"hash\":\"");
         out.extend_from_slice(self.hash.to_hex().as_bytes());
         out.extend_from_slice(b"\",");
+        if let Some(signature) = &self.signature {
+            out.extend_from_slice(b"\"sig\":");
+            // Serializing our own types cannot fail.
+            out.extend_from_slice(&serde_json::to_vec(signature).unwrap_or_default());
+            out.push(b',');
+        }
         // `{"state":...}` without its opening brace.
         out.extend_from_slice(state.get(1..).unwrap_or_default());
         Bytes::from(out)
@@ -65,6 +86,7 @@ impl EventRecord {
         Ok(EventRecord {
             event: stored.event,
             hash: stored.hash,
+            signature: stored.sig,
             state: stored.state,
         })
     }
@@ -78,6 +100,11 @@ impl EventRecord {
 #[derive(Deserialize)]
 struct StateOnly {
     state: Referral,
+}
+
+/// A state stored as JSON text, decoded.
+pub fn decode_state_text(json: &str) -> Result<Referral, serde_json::Error> {
+    serde_json::from_str(json)
 }
 
 /// The state alone of an event message: the event beside it is skipped, not decoded.
@@ -95,7 +122,10 @@ pub struct CheckedRecord {
     /// SHA-256 of the event exactly as stored: what the next event must name, and what a
     /// tampered byte would change.
     pub bytes_hash: EventHash,
-    state_json: Box<str>,
+    pub signature: Option<Signature>,
+    /// The event exactly as stored (what the hash and the signature cover).
+    pub event_json: Box<str>,
+    pub state_json: Box<str>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +133,8 @@ struct StoredParts<'a> {
     #[serde(borrow)]
     event: &'a serde_json::value::RawValue,
     hash: EventHash,
+    #[serde(default)]
+    sig: Option<Signature>,
     #[serde(borrow)]
     state: &'a serde_json::value::RawValue,
 }
@@ -116,6 +148,8 @@ impl CheckedRecord {
             event: serde_json::from_str(event_text)?,
             stored_hash: parts.hash,
             bytes_hash: EventHash(Sha256::digest(event_text.as_bytes()).into()),
+            signature: parts.sig,
+            event_json: event_text.into(),
             state_json: parts.state.get().into(),
         })
     }
@@ -133,10 +167,8 @@ pub fn snapshot(state: &Referral) -> Referral {
 }
 
 /// [`snapshot`] without copying the state.
-pub fn into_snapshot(mut state: Referral) -> Referral {
-    state.creation.identity = None;
-    state.creation.note = None;
-    state
+pub fn into_snapshot(state: Referral) -> Referral {
+    state.into_snapshot()
 }
 
 /// A notice as stored: JSON.

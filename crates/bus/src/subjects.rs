@@ -53,6 +53,22 @@ pub fn sent_by(agency: &AgencyId) -> String {
     format!("{PREFIX}.ref.*.{agency}.*")
 }
 
+/// The first tokens of every notice subject.
+pub const NOTICE_PREFIX: &str = "refbus.v1.notice.";
+
+/// Integrity notices for the coordinator `agency`: one subject for all of them.
+pub fn integrity_notices_for(agency: &AgencyId) -> String {
+    format!("{PREFIX}.notice.{agency}.integrity")
+}
+
+/// `subject` itself if it is an integrity notice subject, else an empty string.
+pub fn integrity_notices_for_subject_agency(subject: &str) -> &str {
+    match subject.strip_prefix(NOTICE_PREFIX) {
+        Some(rest) if rest.ends_with(".integrity") && rest.matches('.').count() == 1 => subject,
+        _ => "",
+    }
+}
+
 /// Notices for `agency`.
 pub fn notices_for(agency: &AgencyId) -> String {
     format!("{PREFIX}.notice.{agency}.*")

@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use refbus_bus::record::snapshot;
-use refbus_bus::{Append, AppendErrorKind, Bus, EventRecord, Item, StreamSettings, subjects};
+use refbus_bus::{Append, AppendErrorKind, Bus, Item, StreamSettings, subjects};
 use refbus_core::event::{Actor, Change};
 use refbus_core::ids::{OperatorId, PolicyVersion, ServiceId};
 use refbus_core::referral::{Consent, Creation, Priority};
@@ -84,14 +84,32 @@ async fn append(
     expected: u64,
     id: &str,
 ) -> Result<refbus_bus::Appended, refbus_bus::AppendError> {
-    let record = EventRecord::new(event, state);
-    bus.append(Append {
-        subject: &subject_of(state),
-        record: &record,
-        expected_last_seq: expected,
-        message_id: id,
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&event.actor));
+    bus.append(&key, Append::after(event, state, expected, id))
+        .await
+        .map(|(appended, _)| appended)
+}
+
+/// The record check, with this test binary's keys.
+fn verifier() -> refbus_bus::Verifier {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let registry = refbus_config::load(root.join("deploy/config/refbus.toml")).unwrap();
+    refbus_bus::Verifier::new(
+        std::sync::Arc::new(registry),
+        std::sync::Arc::new(test_keys().signers()),
+        None,
+    )
+}
+
+/// The signing keys of this test binary's writers.
+fn test_keys() -> &'static refbus_seal::signing::SigningKeys {
+    static KEYS: std::sync::OnceLock<refbus_seal::signing::SigningKeys> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let registry = refbus_config::load(root.join("deploy/config/refbus.toml")).unwrap();
+        refbus_seal::signing::SigningKeys::generate(&registry)
     })
-    .await
 }
 
 async fn bus(server: &NatsServer) -> Bus {
@@ -252,7 +270,7 @@ async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
         .await
         .unwrap();
 
-    let mut inbox = bus.watch(subjects::inbox(&uptd), 0).await.unwrap();
+    let mut inbox = bus.watch(&verifier(), subjects::inbox(&uptd), 0).await.unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(inbox.next().await.unwrap().unwrap());
@@ -263,7 +281,7 @@ async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
     drop(inbox);
 
     // Resume after the second item: exactly the third comes, then a new one live.
-    let mut resumed = bus.watch(subjects::inbox(&uptd), second.seq).await.unwrap();
+    let mut resumed = bus.watch(&verifier(), subjects::inbox(&uptd), second.seq).await.unwrap();
     let first_again = resumed.next().await.unwrap().unwrap();
     assert_eq!(first_again.seq(), seen[2].seq());
     let (accept, accepted) = next(&to_uptd_state, Change::Accepted, "maros-uptd-ppa");

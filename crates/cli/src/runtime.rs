@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use refbus_core::{AgencyId, Registry};
+use refbus_core::signature::{Signer, Signers, SigningKey, VerifyingKey};
+use refbus_seal::signing::{
+    read_signing_key, signing_key_file_name, verifying_key_file_name, write_new_signing_key,
+};
 use refbus_seal::{KeyPair, Keyring, PublicKey, SecretKey};
 
 /// Logs to stderr (`REFBUS_LOG` filters, default `info`), and gives every span a W3C trace
@@ -50,8 +54,12 @@ pub(crate) fn public_key_file(dir: &Path, agency: &AgencyId) -> PathBuf {
 }
 
 /// Writes a new key pair for `agency` into `dir`: `<agency>.key` (secret, mode 0600, never
-/// overwritten) and `<agency>.pub`.
-pub(crate) fn generate_keys(dir: &Path, agency: &AgencyId) -> anyhow::Result<PublicKey> {
+/// overwritten) and `<agency>.pub`, and its signing keys `<agency>.sign.key` and
+/// `<agency>.sign.pub`.
+pub(crate) fn generate_keys(
+    dir: &Path,
+    agency: &AgencyId,
+) -> anyhow::Result<(PublicKey, VerifyingKey)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let pair = KeyPair::generate();
     pair.write_secret(dir.join(refbus_seal::secret_key_file_name(agency)))?;
@@ -60,7 +68,55 @@ pub(crate) fn generate_keys(dir: &Path, agency: &AgencyId) -> anyhow::Result<Pub
         format!("{}\n", pair.public().to_base64()),
     )
     .with_context(|| format!("writing the public key of {agency}"))?;
-    Ok(pair.public().clone())
+    let signing = generate_signing_key(dir, &Signer::Agency(agency.clone()))?;
+    Ok((pair.public().clone(), signing))
+}
+
+/// Writes a new signing key for `signer` into `dir` (`<name>.sign.key`, mode 0600, never
+/// overwritten; and `<name>.sign.pub`).
+pub(crate) fn generate_signing_key(dir: &Path, signer: &Signer) -> anyhow::Result<VerifyingKey> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = write_new_signing_key(&dir.join(signing_key_file_name(signer)), signer.clone())?;
+    let public = key.verifying_key();
+    std::fs::write(
+        dir.join(verifying_key_file_name(signer)),
+        format!("{}\n", public.to_base64()),
+    )
+    .with_context(|| format!("writing the public signing key of {signer}"))?;
+    Ok(public)
+}
+
+/// Reads `signer`'s secret signing key.
+pub(crate) fn signing_key(path: &Path, signer: Signer) -> anyhow::Result<SigningKey> {
+    read_signing_key(path, signer.clone())
+        .with_context(|| format!("the signing key of {signer} ({})", path.display()))
+}
+
+/// Everyone's public signing keys: the registry's, then `<name>.sign.pub` files in `keys_dir`
+/// for signers the registry lists no key for.
+pub(crate) fn signers(registry: &Registry, keys_dir: Option<&Path>) -> anyhow::Result<Signers> {
+    let mut signers = Signers::from_registry(registry)
+        .map_err(|(signer, err)| anyhow::anyhow!("the registry's signing key of {signer}: {err}"))?;
+    let Some(dir) = keys_dir else {
+        return Ok(signers);
+    };
+    let all = registry
+        .agencies
+        .keys()
+        .map(|agency| Signer::Agency(agency.clone()))
+        .chain([Signer::Router]);
+    for signer in all {
+        let path = dir.join(verifying_key_file_name(&signer));
+        if signers.knows(&signer) || !path.exists() {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let key = VerifyingKey::from_base64(&text)
+            .map_err(|err| anyhow::anyhow!("the signing key in {}: {err}", path.display()))?;
+        signers.add(signer, key);
+    }
+    Ok(signers)
 }
 
 /// Every agency's public key: the registry's, then `<agency>.pub` files in `keys_dir`.

@@ -11,12 +11,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use refbus_bus::{Append, Bus, EventRecord, Item, StreamSettings, subjects};
+use refbus_bus::{Append, Bus, Item, StreamSettings, subjects};
+use refbus_seal::signing::SigningKeys;
 use refbus_core::command::Request;
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::{Consent, Creation, Priority};
 use refbus_core::{
-    Actor, AgencyId, Change, Command as CoreCommand, RequestId, Timestamp, decide, evolve,
+    Actor, AgencyId, Change, Command as CoreCommand, RequestId, Timestamp,
 };
 use refbus_testkit::NatsServer;
 
@@ -32,12 +33,17 @@ fn repo_root() -> std::path::PathBuf {
 
 fn start_router(
     nats: &str,
+    keys: &Path,
     replica: &str,
     now: Timestamp,
 ) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
         .current_dir(repo_root())
         .args(["router", "--nats", nats, "--replica", replica])
+        .arg("--signing-key")
+        .arg(keys.join("router.sign.key"))
+        .arg("--public-keys")
+        .arg(keys)
         .args(["--clock-start", &now.to_rfc3339(), "--clock-speed", "0"])
         .env("REFBUS_LOG", "warn")
         .stdout(Stdio::piped())
@@ -77,6 +83,7 @@ fn wait_for_recordings(lines: &std::sync::mpsc::Receiver<String>, count: usize) 
 async fn create_referrals(
     bus: &Bus,
     registry: &refbus_core::Registry,
+    keys: &SigningKeys,
 ) -> Vec<refbus_core::ReferralId> {
     let mut ids = Vec::new();
     for n in 0..REFERRALS {
@@ -107,25 +114,19 @@ async fn create_referrals(
             },
             request_id: Some(RequestId::new(format!("crash-{n}")).unwrap()),
         };
-        let event = decide(
+        let recorded = refbus_core::record(
             registry,
             None,
             &request,
             Timestamp::parse_rfc3339(T0).unwrap(),
         )
-        .unwrap()
-        .events
-        .remove(0);
-        let state = evolve(None, &event).unwrap();
-        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        bus.append(Append {
-            subject: &subject,
-            record: &EventRecord::new(event, &state),
-            expected_last_seq: 0,
-            message_id: &format!("crash-{n}"),
-        })
-        .await
         .unwrap();
+        let state = recorded.state;
+        let key = keys.agency(state.sender());
+        let message_id = format!("crash-{n}");
+        bus.append(&key, Append::after(recorded.event, &state, 0, &message_id))
+            .await
+            .unwrap();
         ids.push(state.id);
     }
     ids
@@ -138,30 +139,38 @@ async fn killed_routers_and_two_replicas_record_every_due_item_exactly_once() {
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let ids = create_referrals(&bus, &registry).await;
+    let keys = SigningKeys::generate(&registry);
+    let keys_dir = tempfile::tempdir().unwrap();
+    keys.write_files(keys_dir.path()).unwrap();
+    let verifier = refbus_bus::Verifier::new(
+        std::sync::Arc::new(registry.clone()),
+        std::sync::Arc::new(keys.signers()),
+        None,
+    );
+    let ids = create_referrals(&bus, &registry, &keys).await;
     let t0 = Timestamp::parse_rfc3339(T0).unwrap();
     let mut router_events = bus
-        .watch(vec![subjects::ALL_REFERRALS.to_owned()], 0)
+        .watch(&verifier, vec![subjects::ALL_REFERRALS.to_owned()], 0)
         .await
         .unwrap();
 
     // Run 1, 35 minutes in: the 50% warning and level 1 of each referral; then SIGKILL.
-    let (mut first, lines) = start_router(&nats.url(), "a", t0.plus(Duration::from_secs(35 * 60)));
+    let (mut first, lines) = start_router(&nats.url(), keys_dir.path(), "a", t0.plus(Duration::from_secs(35 * 60)));
     wait_for_recordings(&lines, 2 * REFERRALS);
     first.kill().unwrap();
     first.wait().unwrap();
 
     // Run 2, 100 minutes in: the rest fell due while no router ran. SIGKILL in the middle.
     let (mut second, lines) =
-        start_router(&nats.url(), "a", t0.plus(Duration::from_secs(100 * 60)));
+        start_router(&nats.url(), keys_dir.path(), "a", t0.plus(Duration::from_secs(100 * 60)));
     wait_for_recordings(&lines, 15);
     second.kill().unwrap();
     second.wait().unwrap();
 
     // Runs 3 and 4 at once, as two replicas: together they finish, and never twice.
     let later = t0.plus(Duration::from_secs(100 * 60));
-    let (mut third, _lines3) = start_router(&nats.url(), "a", later);
-    let (mut fourth, _lines4) = start_router(&nats.url(), "b", later);
+    let (mut third, _lines3) = start_router(&nats.url(), keys_dir.path(), "a", later);
+    let (mut fourth, _lines4) = start_router(&nats.url(), keys_dir.path(), "b", later);
     let mut recorded = 0;
     while recorded < REFERRALS * ITEMS_EACH {
         let item = tokio::time::timeout(Duration::from_secs(60), router_events.next())

@@ -113,6 +113,39 @@ pub fn decide(
     })
 }
 
+/// A command recorded: the one event it makes and the referral's state after it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub event: Event,
+    pub state: Referral,
+}
+
+/// Why a command cannot be recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    /// The core's own event does not apply to the state it was decided on: a bug.
+    #[error("the core's event does not apply: {0}")]
+    Inconsistent(crate::evolve::EvolveError),
+}
+
+/// The one write step every writer (adapter, router) takes: decide `request` against `state`
+/// at `now`, and apply the event it makes.
+pub fn record(
+    registry: &Registry,
+    state: Option<&Referral>,
+    request: &Request,
+    now: Timestamp,
+) -> Result<Recorded, RecordError> {
+    let decision = decide(registry, state, request, now)?;
+    let Some(event) = decision.events.into_iter().next() else {
+        return Err(RecordError::Rejected(Rejection::NotFound));
+    };
+    let state = evolve(state.cloned(), &event).map_err(RecordError::Inconsistent)?;
+    Ok(Recorded { event, state })
+}
+
 /// Applies a decision's events to the state it was decided on.
 pub fn apply(
     state: Option<Referral>,

@@ -35,7 +35,7 @@ pub mod verify;
 
 pub use chain::EventHash;
 pub use command::{Command, Request};
-pub use decide::{Decision, Rejection, decide};
+pub use decide::{Decision, RecordError, Recorded, Rejection, decide, record};
 pub use escalation::{Due, Evaluation, evaluate};
 pub use event::{Actor, Change, Event, Notice, notices};
 pub use evolve::{EvolveError, evolve, evolve_hashed};

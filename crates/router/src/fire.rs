@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use refbus_bus::{Append, AppendErrorKind, EventRecord};
+use refbus_bus::{Append, AppendErrorKind};
 use refbus_core::command::{Command, Request};
-use refbus_core::{Actor, Referral, ReferralId, Timestamp, decide, evaluate, evolve};
+use refbus_core::{Actor, Referral, ReferralId, Timestamp, evaluate, record};
 
 use crate::{Activity, Router};
 
@@ -44,8 +44,8 @@ impl Router {
         for _ in 0..MAX_ATTEMPTS {
             let (mut seq, mut current) = match cached.take() {
                 Some(known) => known,
-                None => match self.bus.last_state(subject).await {
-                    Ok(Some(stored)) => (stored.seq, stored.record),
+                None => match self.bus.referral(&self.verifier, subject).await {
+                    Ok(Some(stored)) => (stored.seq, stored.record.state),
                     Ok(None) => return done(0, None),
                     Err(err) => {
                         tracing::warn!(%referral, "reading the referral to record what is due: {err}");
@@ -67,32 +67,19 @@ impl Router {
                     actor: Actor::Router,
                     request_id: None,
                 };
-                let event = match decide(&self.registry, Some(&current), &request, now) {
-                    Ok(decision) => decision.events.into_iter().next(),
-                    Err(rejection) => {
-                        tracing::error!(%referral, key, "the core refuses an item it said was due: {rejection}");
-                        None
-                    }
-                };
-                let Some(event) = event else { continue };
-                let next = match evolve(Some(current.clone()), &event) {
-                    Ok(next) => next,
+                let recorded = match record(&self.registry, Some(&current), &request, now) {
+                    Ok(recorded) => recorded,
                     Err(err) => {
-                        tracing::error!(%referral, key, "the core's event does not apply: {err}");
+                        tracing::error!(%referral, key, "the core refuses an item it said was due: {err}");
                         continue;
                     }
                 };
-                let change = event.change.kind();
-                let record = EventRecord::new(event, &next);
+                let next = recorded.state;
+                let change = recorded.event.change.kind();
                 let message_id = format!("router:{referral}:{key}");
-                let append = Append {
-                    subject,
-                    record: &record,
-                    expected_last_seq: seq,
-                    message_id: &message_id,
-                };
-                match self.bus.append(append).await {
-                    Ok(appended) if !appended.duplicate => {
+                let append = Append::after(recorded.event, &next, seq, &message_id);
+                match self.bus.append(&self.key, append).await {
+                    Ok((appended, _)) if !appended.duplicate => {
                         seq = appended.seq;
                         current = next;
                         tracing::info!(%referral, key, %due_at, "recorded");

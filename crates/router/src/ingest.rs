@@ -1,52 +1,78 @@
-//! Consumed events: re-decide each with the core, apply it, reschedule the referral, and send
-//! notices for escalations. An event the core would not have decided is flagged and not applied.
+//! Consumed events: check each with the one record check, apply it, reschedule the referral,
+//! and send notices for escalations.
+//!
+//! Fail loud, never silent: a record that fails the check is never applied and never removes a
+//! clock. The referral keeps running from its last verified state; the failure becomes an
+//! integrity alert event on the referral (chained from that state, so every reader goes on from
+//! it) and an integrity notice to the coordinator. A failure to read the bus is not an
+//! integrity problem: it is retried, and the delivery is acknowledged only once its effects
+//! are done.
 
-use refbus_bus::record::into_snapshot;
-use refbus_bus::{Delivery, subjects};
-use refbus_core::verify::recheck_hashed;
-use refbus_core::{Change, Event, Referral, ReferralId, evaluate};
+use refbus_bus::{Append, Delivery, ReadError, Unchecked, subjects};
+use refbus_core::command::{Command, Request};
+use refbus_core::integrity::{Failure, IntegrityNotice, Problem};
+use refbus_core::{Actor, Change, Event, Referral, ReferralId, evaluate, record};
 
 use crate::{Activity, Known, Loop, Router};
 
+/// A failure that goes away by itself (the bus unreachable): try the delivery again later.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Transient(pub(crate) String);
+
+impl From<ReadError> for Transient {
+    fn from(err: ReadError) -> Transient {
+        Transient(err.to_string())
+    }
+}
+
 impl Router {
-    pub(crate) async fn ingest(&self, state: &mut Loop, delivery: &Delivery) {
-        // Delivered again (after a restart before its acknowledgement): already applied.
-        let record = match delivery.checked() {
-            Ok(record) => record,
-            Err(err) => return self.flag_unreadable(delivery, err.to_string()),
+    /// Applies one delivery. `Err` only for transient failures: the caller retries.
+    pub(crate) async fn ingest(
+        &self,
+        state: &mut Loop,
+        delivery: &Delivery,
+    ) -> Result<(), Transient> {
+        let Some(record) = delivery.unchecked(&self.verifier) else {
+            let failure = Failure::new(Problem::Unreadable, "not a refbus record");
+            return self
+                .alert(delivery.seq, &delivery.subject, None, failure)
+                .await;
         };
-        let event = &record.event;
+        let event = &record.record.event;
         let referral = event.referral_id;
-        if state.flagged.contains(&referral) {
-            return;
-        }
+        // Delivered again (after a restart before its acknowledgement): already applied.
         if state
             .known
             .get(&referral)
             .is_some_and(|known| known.seq >= delivery.seq)
         {
-            return;
+            return Ok(());
         }
-        let before = match self.state_before(state, event, delivery.prev_seq).await {
-            Ok(before) => before,
-            Err(why) => return self.flag(state, referral, delivery.seq, why),
-        };
-        let after = match recheck_hashed(&self.registry, before, event, record.bytes_hash) {
-            // The router keeps and checks only what snapshots hold (never sealed payloads).
-            Ok(after) => into_snapshot(after),
-            Err(why) => {
-                let why = format!("{} event: {why}", event.change.kind());
-                return self.flag(state, referral, delivery.seq, why);
+        let before = self.state_before(state, event, &record).await?;
+        let after = match self.verifier.check(&record, before.clone()) {
+            // The router keeps only what snapshots hold (never sealed payloads).
+            Ok(after) => after.into_snapshot(),
+            Err(failure) => {
+                // Nothing changes for the referral's clocks: the cached state (if it was taken
+                // out for the check) goes back, and its timers stay as they were.
+                if let Some(before) = before
+                    && record.prev_seq != 0
+                {
+                    self.remember(
+                        state,
+                        Known {
+                            seq: record.prev_seq,
+                            state: before,
+                        },
+                    );
+                }
+                let tokens = record.tokens.as_ref().map(|tokens| tokens.referral);
+                return self
+                    .alert(delivery.seq, &delivery.subject, tokens, failure)
+                    .await;
             }
         };
-        if record.stored_hash != record.bytes_hash {
-            let why = "the stored hash is not the hash of the stored event (altered, or not in canonical form)";
-            return self.flag(state, referral, delivery.seq, why.to_owned());
-        }
-        if !record.state_is(&after) {
-            let why = "the stored state is not the state its events make".to_owned();
-            return self.flag(state, referral, delivery.seq, why);
-        }
 
         let now = self.clock.now();
         let evaluation = evaluate(&after, &self.registry, now);
@@ -59,7 +85,7 @@ impl Router {
             .timers
             .set(referral, &delivery.subject, delivery.seq, wake);
         if let Change::Escalated { .. } = &event.change {
-            self.notify(&after, event).await;
+            self.notify(&after, event).await?;
         }
         if wake.is_none() && after.status.is_terminal() {
             state.known.remove(&referral);
@@ -70,40 +96,42 @@ impl Router {
             };
             self.remember(state, known);
         }
+        Ok(())
     }
 
-    /// The state the event was decided on: the cached one if it is the event's predecessor
-    /// (taken out of the cache: the state after the event replaces it), otherwise read back from
-    /// the bus (the predecessor's message carries it).
+    /// The state the event claims to follow: the cached one if it is at the event's claimed
+    /// predecessor (taken out of the cache: the state after the event replaces it), otherwise
+    /// the last verified state of the referral's subject up to that predecessor, read back.
+    /// `None` for a creation, or when no verified predecessor exists (the check then refuses
+    /// the event).
     async fn state_before(
         &self,
         state: &mut Loop,
         event: &Event,
-        prev_seq: u64,
-    ) -> Result<Option<Referral>, String> {
+        record: &Unchecked,
+    ) -> Result<Option<Referral>, Transient> {
         if event.seq == 1 {
             return Ok(None);
         }
         if state
             .known
             .get(&event.referral_id)
-            .is_some_and(|known| known.seq == prev_seq)
+            .is_some_and(|known| known.seq == record.prev_seq)
             && let Some(known) = state.known.remove(&event.referral_id)
         {
             return Ok(Some(known.state));
         }
-        match self.bus.event_at(prev_seq).await {
-            Ok(Some(previous)) if previous.record.event.referral_id == event.referral_id => {
-                Ok(Some(previous.record.state))
-            }
-            Ok(_) => Err(format!(
-                "its predecessor (stream sequence {prev_seq}) is missing or belongs to another referral"
-            )),
-            Err(err) => Err(format!("its predecessor cannot be read: {err}")),
-        }
+        let history = self
+            .bus
+            .checked_history(&self.verifier, &record.subject)
+            .await?;
+        Ok(history
+            .into_iter()
+            .find(|stored| stored.seq == record.prev_seq)
+            .map(|stored| stored.record.state))
     }
 
-    fn remember(&self, state: &mut Loop, known: Known) {
+    pub(crate) fn remember(&self, state: &mut Loop, known: Known) {
         // A referral already cached only replaces its entry: nothing to make room for.
         if state.known.len() >= self.options.state_cache
             && !state.known.contains_key(&known.state.id)
@@ -122,35 +150,80 @@ impl Router {
         state.known.insert(known.state.id, known);
     }
 
-    fn flag(&self, state: &mut Loop, referral: ReferralId, seq: u64, why: String) {
-        tracing::error!(
-            %referral,
+    /// A record that fails the check: an integrity notice to the coordinator and, when the
+    /// record sits on a real referral's subject, an integrity alert event on that referral,
+    /// chained from its last verified record. Clocks are not touched.
+    async fn alert(
+        &self,
+        seq: u64,
+        subject: &str,
+        referral: Option<ReferralId>,
+        failure: Failure,
+    ) -> Result<(), Transient> {
+        let now = self.clock.now();
+        self.report(Activity::Flagged {
+            referral,
             seq,
-            "INTEGRITY: an event on the bus is not what refbus decides; it is not applied and the \
-             referral is left for people to investigate (refbus audit): {why}"
-        );
-        state.flagged.insert(referral);
-        state.timers.remove(&referral);
-        state.known.remove(&referral);
-        self.report(Activity::Flagged { referral, seq, why });
-    }
-
-    /// A message that is not a refbus record at all: nothing to apply, everything to report.
-    fn flag_unreadable(&self, delivery: &Delivery, why: String) {
-        tracing::error!(seq = delivery.seq, subject = %delivery.subject, "INTEGRITY: an unreadable message on the bus: {why}");
-        if let Some(refbus_bus::subjects::Parsed::Referral(subject)) =
-            refbus_bus::subjects::parse(&delivery.subject)
-        {
-            self.report(Activity::Flagged {
-                referral: subject.id,
-                seq: delivery.seq,
-                why,
-            });
+            problem: failure.problem,
+            why: failure.detail.clone(),
+        });
+        let notice = IntegrityNotice {
+            subject: subject.to_owned(),
+            stream_seq: seq,
+            referral_id: referral,
+            problem: failure.problem,
+            detail: failure.detail,
+            at: now,
+        };
+        self.bus
+            .publish_integrity_notice(&self.registry.coordinator, &notice)
+            .await
+            .map_err(|err| Transient(format!("the integrity notice: {err}")))?;
+        if referral.is_none() {
+            return Ok(());
+        }
+        // The referral's last verified record on this very subject, if it has one.
+        let Some(good) = self.bus.referral(&self.verifier, subject).await? else {
+            return Ok(());
+        };
+        if good.seq > seq {
+            // The referral already went on past the refused record.
+            return Ok(());
+        }
+        let request = Request {
+            command: Command::RecordIntegrityAlert {
+                stream_seq: seq,
+                problem: failure.problem,
+            },
+            actor: Actor::Router,
+            request_id: None,
+        };
+        let recorded = match record(&self.registry, Some(&good.record.state), &request, now) {
+            Ok(recorded) => recorded,
+            Err(err) => {
+                tracing::error!(%subject, seq, "the core refuses the integrity alert: {err}");
+                return Ok(());
+            }
+        };
+        let message_id = format!("router:integrity:{seq}");
+        let append = Append {
+            event: recorded.event,
+            state_after: &recorded.state,
+            expected_last_seq: seq,
+            prev_seq: good.seq,
+            message_id: &message_id,
+        };
+        match self.bus.append(&self.key, append).await {
+            Ok(_) => Ok(()),
+            // Something was written after the refused record: the referral goes on from it
+            // (and it is checked in turn when it is consumed).
+            Err(err) if err.kind() == refbus_bus::AppendErrorKind::Conflict => Ok(()),
+            Err(err) => Err(Transient(format!("the integrity alert: {err}"))),
         }
     }
 
     /// Notices to the third agencies an escalation names (the parties see the event itself).
-    async fn notify(&self, referral: &Referral, event: &Event) {
+    async fn notify(&self, referral: &Referral, event: &Event) -> Result<(), Transient> {
         for notice in refbus_core::notices(referral, event) {
             let target = &notice.notified;
             let message_id = format!(
@@ -158,23 +231,19 @@ impl Router {
                 referral.id, event.seq, target.agency, target.role
             );
             let subject = subjects::notice(&target.agency, &referral.id);
-            match self
-                .bus
+            self.bus
                 .publish_notice(&subject, &notice, &message_id)
                 .await
-            {
-                Ok(_) => self.report(Activity::Noticed {
-                    referral: referral.id,
-                    agency: target.agency.to_string(),
-                    key: format!(
-                        "{}.level.{}.{}",
-                        notice.clock, notice.level, notice.repetition
-                    ),
-                }),
-                Err(err) => {
-                    tracing::warn!(referral = %referral.id, agency = %target.agency, "notice: {err}")
-                }
-            }
+                .map_err(|err| Transient(format!("notice to {}: {err}", target.agency)))?;
+            self.report(Activity::Noticed {
+                referral: referral.id,
+                agency: target.agency.to_string(),
+                key: format!(
+                    "{}.level.{}.{}",
+                    notice.clock, notice.level, notice.repetition
+                ),
+            });
         }
+        Ok(())
     }
 }

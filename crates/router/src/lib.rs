@@ -89,11 +89,13 @@ pub enum Activity {
         agency: String,
         key: String,
     },
-    /// An event the core would not have decided: it is not applied, and the referral is left to
-    /// people to investigate.
+    /// A record that fails the integrity check: it is not applied, the referral's clocks keep
+    /// running from its last verified state, and the coordinator is told.
     Flagged {
-        referral: ReferralId,
+        /// The referral its subject names, if it names one.
+        referral: Option<ReferralId>,
         seq: u64,
+        problem: refbus_core::integrity::Problem,
         why: String,
     },
 }
@@ -101,6 +103,9 @@ pub enum Activity {
 /// The router. Build it, subscribe to its [`activity`](Router::activity), then [`run`](Router::run).
 pub struct Router {
     bus: Bus,
+    verifier: refbus_bus::Verifier,
+    /// The router signs what it records with this key.
+    key: refbus_core::signature::SigningKey,
     registry: Arc<Registry>,
     clock: Arc<dyn Clock>,
     options: Options,
@@ -118,7 +123,6 @@ pub(crate) struct Known {
 struct Loop {
     timers: timers::Timers,
     known: HashMap<ReferralId, Known>,
-    flagged: std::collections::HashSet<ReferralId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,15 +132,20 @@ pub enum Error {
 }
 
 impl Router {
+    /// `verifier` checks every record the router reads (it holds the registry the router
+    /// decides with); `key` signs what the router records.
     pub fn new(
         bus: Bus,
-        registry: Arc<Registry>,
+        verifier: refbus_bus::Verifier,
+        key: refbus_core::signature::SigningKey,
         clock: Arc<dyn Clock>,
         options: Options,
     ) -> Router {
         Router {
             bus,
-            registry,
+            registry: verifier.registry().clone(),
+            verifier,
+            key,
             clock,
             options,
             activity: broadcast::channel(16_384).0,
@@ -160,7 +169,6 @@ impl Router {
         let mut state = Loop {
             timers: timers::Timers::default(),
             known: HashMap::new(),
-            flagged: Default::default(),
         };
         // Consume from here on before rebuilding, so nothing recorded meanwhile is missed; the
         // rebuild and the backlog overlap harmlessly (older states never override newer ones).
@@ -181,7 +189,7 @@ impl Router {
                 .saturating_sub(fires.len());
             let now = router.clock.now();
             for (referral, entry) in state.timers.take_due(now, capacity) {
-                if state.flagged.contains(&referral) || !in_flight.insert(referral) {
+                if !in_flight.insert(referral) {
                     continue;
                 }
                 // The state this wake-up was computed from, if still cached.
@@ -208,7 +216,9 @@ impl Router {
                         let mut next = Some(first);
                         let mut taken = 0;
                         while let Some(delivery) = next.take() {
-                            router.consume(&mut state, delivery).await;
+                            if !router.consume(&mut state, delivery, &mut shutdown).await {
+                                break;
+                            }
                             taken += 1;
                             if taken < INGEST_BATCH {
                                 next = deliveries.next().now_or_never().flatten();
@@ -229,17 +239,45 @@ impl Router {
         Ok(())
     }
 
-    /// Applies one consumed event and acknowledges it.
-    async fn consume(&self, state: &mut Loop, delivery: Result<Delivery, refbus_bus::ReadError>) {
-        match delivery {
-            Ok(delivery) => {
-                self.ingest(state, &delivery).await;
-                if let Err(err) = delivery.ack().await {
-                    tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+    /// Applies one consumed event, then acknowledges it: only once its effects (timers set,
+    /// notices and alerts published) are done. A transient failure (the bus unreachable) is
+    /// retried with backoff, never taken for an integrity problem. `false` if shutdown came
+    /// first (the delivery is then left unacknowledged, and delivered again).
+    async fn consume(
+        &self,
+        state: &mut Loop,
+        delivery: Result<Delivery, refbus_bus::ReadError>,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> bool {
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(err) => {
+                tracing::warn!("reading events: {err}");
+                return true;
+            }
+        };
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.ingest(state, &delivery).await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(
+                        seq = delivery.seq,
+                        "applying an event failed for now, trying again in {backoff:?}: {err}"
+                    );
+                    tokio::select! {
+                        () = &mut *shutdown => return false,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-            Err(err) => tracing::warn!("reading events: {err}"),
         }
+        if let Err(err) = delivery.ack().await {
+            // Delivered again later, and recognised as applied.
+            tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+        }
+        true
     }
 
     /// Rebuilds the timers from every referral's current state (its last message).
@@ -247,24 +285,31 @@ impl Router {
         let started = std::time::Instant::now();
         let now = self.clock.now();
         let mut referrals = 0;
-        // Only the states: the events beside them are not needed to know what falls due.
+        // Each referral's last record, its signature checked; its state was checked against
+        // its events when this router consumed it (a record not consumed yet is checked when it
+        // is, right after). A last record that fails is replaced by the last one that passes.
         let mut latest = self
             .bus
-            .latest_states(vec![subjects::ALL_REFERRALS.to_owned()])
+            .latest_unchecked(&self.verifier, vec![subjects::ALL_REFERRALS.to_owned()])
             .await?;
-        while let Some(stored) = latest.next().await {
-            let stored = stored?;
+        while let Some(record) = latest.next().await {
+            let record = record?;
+            let (seq, subject, referral) = match self.verifier.check_listed(&record) {
+                Some(state) => (record.seq, record.subject, state),
+                None => match self.bus.referral(&self.verifier, &record.subject).await? {
+                    Some(good) => (good.seq, good.subject, good.record.state),
+                    None => continue,
+                },
+            };
             referrals += 1;
-            let referral = &stored.record;
+            let referral = &referral;
             let evaluation = evaluate(referral, &self.registry, now);
             let wake = if evaluation.due.is_empty() {
                 evaluation.next_wake
             } else {
                 Some(now)
             };
-            state
-                .timers
-                .set(referral.id, &stored.subject, stored.seq, wake);
+            state.timers.set(referral.id, &subject, seq, wake);
         }
         self.report(Activity::Ready {
             referrals,

@@ -60,13 +60,6 @@ impl Timers {
         }
     }
 
-    /// Forgets a referral entirely.
-    pub(crate) fn remove(&mut self, referral: &ReferralId) {
-        if let Some(existing) = self.entries.remove(referral) {
-            self.by_time.remove(&(existing.wake, *referral));
-        }
-    }
-
     pub(crate) fn next_wake(&self) -> Option<Timestamp> {
         self.by_time.first().map(|(wake, _)| *wake)
     }

@@ -42,6 +42,22 @@ fn maros() -> Arc<Registry> {
     Arc::new(refbus_config::load(path).unwrap())
 }
 
+/// The signing keys of every writer in these tests.
+fn keys() -> &'static refbus_seal::signing::SigningKeys {
+    static KEYS: std::sync::OnceLock<refbus_seal::signing::SigningKeys> =
+        std::sync::OnceLock::new();
+    KEYS.get_or_init(|| refbus_seal::signing::SigningKeys::generate(&maros()))
+}
+
+/// The record check with those keys (manual clocks: event times are the tests').
+fn verifier(registry: &Arc<Registry>) -> refbus_bus::Verifier {
+    refbus_bus::Verifier::new(registry.clone(), Arc::new(keys().signers()), None)
+}
+
+fn key_of(actor: &Actor) -> refbus_core::signature::SigningKey {
+    keys().key(&refbus_core::signature::Signer::of(actor))
+}
+
 /// Writes what `command` decides on the referral's current state, as an adapter does.
 async fn write(
     bus: &Bus,
@@ -63,15 +79,18 @@ async fn write(
         .events
         .remove(0);
     let after = evolve(state.cloned(), &event).unwrap();
-    let subject = subjects::referral(after.recipient(), after.sender(), &after.id);
-    let record = EventRecord::new(event, &after);
-    let appended = bus
-        .append(Append {
-            subject: &subject,
-            record: &record,
-            expected_last_seq: current.map_or(0, |stored| stored.seq),
-            message_id: &format!("test:{}:{}", after.id, record.event.seq),
-        })
+    let message_id = format!("test:{}:{}", after.id, event.seq);
+    let key = key_of(&event.actor);
+    let (appended, _) = bus
+        .append(
+            &key,
+            Append::after(
+                event,
+                &after,
+                current.map_or(0, |stored| stored.seq),
+                &message_id,
+            ),
+        )
         .await
         .unwrap();
     bus.event_at(appended.seq).await.unwrap().unwrap()
@@ -145,7 +164,13 @@ async fn start_router(
         replica: replica.to_owned(),
         ..Options::default()
     };
-    let router = Router::new(bus, registry.clone(), Arc::new(clock.clone()), options);
+    let router = Router::new(
+        bus,
+        verifier(registry),
+        keys().router(),
+        Arc::new(clock.clone()),
+        options,
+    );
     let mut activity = router.activity();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -259,7 +284,7 @@ async fn warnings_breach_and_each_level_are_recorded_once_at_their_time_with_not
     );
     // The coordinator, not a party, got notices for level 2 (twice: the repeat).
     let notices: Vec<_> = futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::take(
-        bus.watch(vec![subjects::notices_for(&agency("maros-bappeda"))], 0)
+        bus.watch(&verifier(&registry), vec![subjects::notices_for(&agency("maros-bappeda"))], 0)
             .await
             .unwrap(),
         2,
@@ -486,19 +511,25 @@ async fn an_event_the_core_would_refuse_is_flagged_and_never_moves_a_clock() {
         prev_hash: state.last_hash,
     };
     let after = evolve(Some(state.clone()), &forged).unwrap();
-    let subject = subjects::referral(after.recipient(), after.sender(), &after.id);
-    bus.append(Append {
-        subject: &subject,
-        record: &EventRecord::new(forged, &after),
-        expected_last_seq: created.seq,
-        message_id: "forged",
-    })
-    .await
-    .unwrap();
+    let key = key_of(&forged.actor);
+    bus.append(&key, Append::after(forged, &after, created.seq, "forged"))
+        .await
+        .unwrap();
     loop {
         if let Activity::Flagged { referral, why, .. } = router.activity.recv().await.unwrap() {
-            assert_eq!(referral, state.id);
+            assert_eq!(referral, Some(state.id));
             assert!(why.contains("only the recipient may accept"), "{why}");
+            break;
+        }
+    }
+    // Fail loud, never silent: the referral's clocks keep running from its last verified
+    // state, so the breach of the acknowledge clock is still recorded.
+    clock.advance_to(at("2026-03-02T10:01:00+08:00"));
+    loop {
+        if let Activity::Recorded { referral, key, .. } = router.activity.recv().await.unwrap()
+            && referral == state.id
+            && key == "acknowledge_emergency.breach"
+        {
             break;
         }
     }

@@ -74,6 +74,85 @@ pub fn read_signing_key(path: &Path, signer: Signer) -> Result<SigningKey, KeyFi
     Ok(SigningKey::from_seed(&seed, signer))
 }
 
+/// Fresh signing keys for every agency of a registry and for the router, held in memory: for
+/// tests, benchmarks and demonstrations that run a whole deployment in one process.
+#[derive(Clone)]
+pub struct SigningKeys {
+    keys: std::collections::HashMap<Signer, SigningKey>,
+    seeds: std::collections::HashMap<Signer, Zeroizing<[u8; 32]>>,
+    signers: refbus_core::signature::Signers,
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SigningKeys({} signers, secrets not shown)", self.keys.len())
+    }
+}
+
+impl SigningKeys {
+    pub fn generate(registry: &refbus_core::Registry) -> SigningKeys {
+        let mut keys = std::collections::HashMap::new();
+        let mut seeds = std::collections::HashMap::new();
+        let mut signers = refbus_core::signature::Signers::new();
+        let all = registry
+            .agencies
+            .keys()
+            .map(|agency| Signer::Agency(agency.clone()))
+            .chain([Signer::Router]);
+        for signer in all {
+            let (key, seed) = generate_signing_key(signer.clone());
+            signers.add(signer.clone(), key.verifying_key());
+            seeds.insert(signer.clone(), seed);
+            keys.insert(signer, key);
+        }
+        SigningKeys {
+            keys,
+            seeds,
+            signers,
+        }
+    }
+
+    /// Writes every key as `refbus keys` would (`<name>.sign.key`, mode 0600, and
+    /// `<name>.sign.pub`), for processes started from a test or benchmark.
+    pub fn write_files(&self, dir: &Path) -> Result<(), KeyFileError> {
+        for (signer, seed) in &self.seeds {
+            let text = Zeroizing::new(BASE64.encode(seed.as_slice()));
+            let secret = dir.join(signing_key_file_name(signer));
+            if !secret.exists() {
+                write_secret_file(&secret, &text)?;
+            }
+            let public = dir.join(verifying_key_file_name(signer));
+            let key = self.key(signer).verifying_key().to_base64();
+            std::fs::write(&public, format!("{key}\n")).map_err(|source| KeyFileError::Write {
+                path: public.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The key of `signer`. Panics for a signer the registry did not list: a test set-up error.
+    pub fn key(&self, signer: &Signer) -> SigningKey {
+        self.keys
+            .get(signer)
+            .cloned()
+            .unwrap_or_else(|| panic!("no signing key was generated for {signer}"))
+    }
+
+    pub fn agency(&self, agency: &AgencyId) -> SigningKey {
+        self.key(&Signer::Agency(agency.clone()))
+    }
+
+    pub fn router(&self) -> SigningKey {
+        self.key(&Signer::Router)
+    }
+
+    /// Everyone's public keys.
+    pub fn signers(&self) -> refbus_core::signature::Signers {
+        self.signers.clone()
+    }
+}
+
 /// The signer an agency's adapter signs as.
 pub fn agency_signer(agency: &AgencyId) -> Signer {
     Signer::Agency(agency.clone())

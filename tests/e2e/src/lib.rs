@@ -21,11 +21,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use refbus_adapter::{Adapter, Options};
-use refbus_bus::{Bus, StreamSettings};
+use refbus_bus::{Bus, StreamSettings, Verifier};
 use refbus_core::{AgencyId, Registry};
 use refbus_proto::OPERATOR_METADATA_KEY;
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
+use refbus_seal::signing::SigningKeys;
 use refbus_seal::{KeyPair, Keyring, PublicKey};
 use refbus_testkit::NatsServer;
 use tokio::sync::oneshot;
@@ -150,6 +151,11 @@ pub struct System {
     pub options: Options,
     /// Where the adapters read "now": the system clock unless a test shares a manual clock.
     pub now: refbus_adapter::Now,
+    /// Every agency's and the router's signing keys.
+    pub signing: SigningKeys,
+    /// How far an event's time may lie from JetStream's: `None` once a test shares a manual
+    /// clock (see [`System::use_clock`]).
+    pub max_skew: Option<std::time::Duration>,
 }
 
 impl System {
@@ -169,6 +175,7 @@ impl System {
             .keys()
             .map(|agency| (agency.clone(), KeyPair::generate()))
             .collect();
+        let signing = SigningKeys::generate(&registry);
         System {
             nats,
             registry,
@@ -176,7 +183,35 @@ impl System {
             adapters: HashMap::new(),
             options: Options::default(),
             now: refbus_adapter::system_now(),
+            signing,
+            max_skew: Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
         }
+    }
+
+    /// Adapters started from now on read `clock`'s time (a manual clock shared with a router),
+    /// so event times are the test's, not JetStream's: the time-against-storage check is off.
+    pub fn use_clock(&mut self, clock: Arc<dyn refbus_router::Clock>) {
+        self.now = Arc::new(move || clock.now());
+        self.max_skew = None;
+    }
+
+    /// The record check as every component of this system runs it.
+    pub fn verifier(&self) -> Verifier {
+        Verifier::new(
+            self.registry.clone(),
+            Arc::new(self.signing.signers()),
+            self.max_skew,
+        )
+    }
+
+    /// A router for this system on `bus`, reading time from `clock`.
+    pub fn router(
+        &self,
+        bus: Bus,
+        clock: Arc<dyn refbus_router::Clock>,
+        options: refbus_router::Options,
+    ) -> refbus_router::Router {
+        refbus_router::Router::new(bus, self.verifier(), self.signing.router(), clock, options)
     }
 
     /// The public key directory every adapter uses.
@@ -221,9 +256,10 @@ impl System {
         self.stop_adapter(agency).await;
         let adapter = Adapter::new(
             agency.clone(),
-            self.registry.clone(),
+            self.verifier(),
             bus,
             self.keyring(agency),
+            self.signing.agency(agency),
             self.now.clone(),
             self.options.clone(),
         );

@@ -13,7 +13,7 @@ use refbus_core::Timestamp;
 use refbus_e2e::{AgencySystem, System, create_request, demo_registry, recorded};
 use refbus_proto::v1;
 use refbus_proto::v1::inbox_item::Item;
-use refbus_router::{Activity, ManualClock, Options, Router};
+use refbus_router::{Activity, ManualClock, Options};
 use refbus_testkit::NatsServer;
 
 /// A demo system whose adapters and router read the same manual clock.
@@ -24,14 +24,8 @@ async fn demo_system() -> (
 ) {
     let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap());
     let mut system = System::with_registry(NatsServer::start().unwrap(), demo_registry()).await;
-    let reading = clock.clone();
-    system.now = Arc::new(move || refbus_router::Clock::now(&reading));
-    let router = Router::new(
-        system.bus().await,
-        system.registry.clone(),
-        Arc::new(clock.clone()),
-        Options::default(),
-    );
+    system.use_clock(Arc::new(clock.clone()));
+    let router = system.router(system.bus().await, Arc::new(clock.clone()), Options::default());
     let mut activity = router.activity();
     tokio::spawn(router.run(std::future::pending()));
     loop {
@@ -150,7 +144,9 @@ async fn an_escalation_reaches_the_coordinator_and_its_acknowledgement_stops_lat
         .take(referral.seq as usize)
         .map(|item| match item.unwrap().item.unwrap().item.unwrap() {
             Item::Event(event) => event.change.unwrap(),
-            Item::Notice(_) => panic!("UPTD PPA is a party: it sees events, not notices"),
+            Item::Notice(_) | Item::IntegrityNotice(_) => {
+                panic!("UPTD PPA is a party: it sees events, not notices")
+            }
         })
         .collect()
         .await;

@@ -19,7 +19,7 @@ use refbus_bus::{Bus, Item, StreamSettings, subjects};
 use refbus_core::{AgencyId, ReferralId, Timestamp};
 use refbus_e2e::{System, create_request, demo_registry, maros_registry, recorded, repo_root};
 use refbus_proto::v1;
-use refbus_router::{Activity, ManualClock, Options, Router};
+use refbus_router::{Activity, ManualClock, Options};
 use refbus_testkit::NatsServer;
 use tokio::sync::mpsc;
 
@@ -190,9 +190,8 @@ async fn start_router(
     system: &System,
     clock: &ManualClock,
 ) -> tokio::sync::broadcast::Receiver<Activity> {
-    let router = Router::new(
+    let router = system.router(
         bus_as(&system.nats, "refbus-router").await,
-        system.registry.clone(),
         Arc::new(clock.clone()),
         Options::default(),
     );
@@ -209,8 +208,7 @@ async fn start_router(
 async fn every_component_works_on_its_own_user_router_and_coordinator_included() {
     let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap());
     let mut system = System::with_registry(start_nats(), demo_registry()).await;
-    let reading = clock.clone();
-    system.now = Arc::new(move || refbus_router::Clock::now(&reading));
+    system.use_clock(Arc::new(clock.clone()));
     // The router starts first: it creates the stream, which adapters may not.
     let mut activity = start_router(&system, &clock).await;
     let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
@@ -482,7 +480,7 @@ async fn the_auditor_reads_every_event_and_writes_none() {
     // Everything, from the start, as a replay reads it (an ordered consumer)...
     let auditor = bus_as(&system.nats, "refbus-auditor").await;
     let replay: Vec<Item> = auditor
-        .watch(vec!["refbus.v1.>".to_owned()], 0)
+        .watch(&system.verifier(), vec!["refbus.v1.>".to_owned()], 0)
         .await
         .unwrap()
         .take(2)
@@ -494,6 +492,7 @@ async fn the_auditor_reads_every_event_and_writes_none() {
         .map(|item| match item {
             Item::Event(stored) => stored.subject.as_str(),
             Item::Notice(stored) => stored.subject.as_str(),
+            Item::Integrity(stored) => stored.subject.as_str(),
         })
         .collect();
     assert_eq!(subjects_read[0], police_referral);

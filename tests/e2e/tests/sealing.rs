@@ -116,7 +116,7 @@ async fn no_stored_byte_holds_identity_or_note_plaintext() {
     assert_eq!(scanned, total);
     // The inbox path too, through a consumer.
     let watched: Vec<_> = bus
-        .watch(all, 0)
+        .watch(&system.verifier(), all, 0)
         .await
         .unwrap()
         .take(total as usize)

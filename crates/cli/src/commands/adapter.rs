@@ -27,7 +27,11 @@ pub(crate) struct AdapterArgs {
     /// The agency's secret key (from `refbus keys generate`).
     #[arg(long, value_name = "FILE")]
     key: PathBuf,
-    /// A directory of `<agency>.pub` files, for agencies whose key is not in the registry.
+    /// The agency's secret signing key (default: `<agency>.sign.key` beside --key).
+    #[arg(long, value_name = "FILE")]
+    signing_key: Option<PathBuf>,
+    /// A directory of `<agency>.pub` and `<name>.sign.pub` files, for keys the registry does not
+    /// list.
     #[arg(long, value_name = "DIR")]
     public_keys: Option<PathBuf>,
 }
@@ -45,13 +49,26 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
     }
     let public_keys = runtime::public_keys(&registry, args.public_keys.as_deref())?;
     let keyring = runtime::keyring(&agency, &args.key, &public_keys)?;
+    let signer = refbus_core::signature::Signer::Agency(agency.clone());
+    let signing_path = args.signing_key.clone().unwrap_or_else(|| {
+        args.key
+            .with_file_name(refbus_seal::signing::signing_key_file_name(&signer))
+    });
+    let signing = runtime::signing_key(&signing_path, signer)?;
+    let signers = runtime::signers(&registry, args.public_keys.as_deref())?;
+    let verifier = refbus_bus::Verifier::new(
+        registry.clone(),
+        std::sync::Arc::new(signers),
+        Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
+    );
     tokio::runtime::Runtime::new()?.block_on(async move {
         let bus = args.nats.connect().await?;
         let adapter = refbus_adapter::Adapter::new(
             agency.clone(),
-            registry,
+            verifier,
             bus,
             keyring,
+            signing,
             refbus_adapter::system_now(),
             refbus_adapter::Options::default(),
         );

@@ -22,6 +22,12 @@ pub(crate) struct RouterArgs {
     /// item is recorded once whichever records it.
     #[arg(long, default_value = "main")]
     replica: String,
+    /// The router's secret signing key (from `refbus keys generate-router`).
+    #[arg(long, value_name = "FILE")]
+    signing_key: PathBuf,
+    /// A directory of `<name>.sign.pub` files, for signing keys the registry does not list.
+    #[arg(long, value_name = "DIR")]
+    public_keys: Option<PathBuf>,
     /// Demonstrations and tests only: pretend the clock started at this instant (RFC 3339).
     #[arg(long, value_name = "INSTANT", hide = true)]
     clock_start: Option<String>,
@@ -33,6 +39,15 @@ pub(crate) struct RouterArgs {
 pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing();
     let registry = runtime::load_registry(&args.config)?;
+    let key = runtime::signing_key(&args.signing_key, refbus_core::signature::Signer::Router)?;
+    let signers = Arc::new(runtime::signers(&registry, args.public_keys.as_deref())?);
+    // A pretended clock is not JetStream's: the time-against-storage check would refuse the
+    // router's own records.
+    let max_skew = args
+        .clock_start
+        .is_none()
+        .then_some(refbus_core::integrity::DEFAULT_MAX_SKEW);
+    let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
     tokio::runtime::Runtime::new()?.block_on(async move {
         let clock: Arc<dyn Clock> = match &args.clock_start {
             Some(start) => {
@@ -45,7 +60,8 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
         let bus = args.nats.connect().await?;
         let router = Router::new(
             bus,
-            registry,
+            verifier,
+            key,
             clock,
             Options {
                 replica: args.replica.clone(),
@@ -108,9 +124,15 @@ pub(crate) fn describe(activity: &Activity) -> String {
         } => {
             format!("router: notice             {key:<40} to {agency} about referral {referral}")
         }
-        Activity::Flagged { referral, seq, why } => {
+        Activity::Flagged {
+            referral,
+            seq,
+            problem,
+            why,
+        } => {
+            let referral = referral.map_or_else(|| "(none)".to_owned(), |id| id.to_string());
             format!(
-                "router: INTEGRITY          referral {referral} event at stream sequence {seq}: {why}"
+                "router: INTEGRITY {problem:<12} referral {referral}, record at stream sequence {seq} refused, clocks keep running: {why}"
             )
         }
     }

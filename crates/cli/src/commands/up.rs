@@ -74,12 +74,26 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             runtime::generate_keys(&keys_dir, agency)?;
         }
     }
-    // `up` seals with the keys it made itself, whatever the registry says.
+    let router_signer = refbus_core::signature::Signer::Router;
+    let router_key_file = keys_dir.join(refbus_seal::signing::signing_key_file_name(&router_signer));
+    if !router_key_file.exists() {
+        runtime::generate_signing_key(&keys_dir, &router_signer)?;
+    }
+    // `up` seals and signs with the keys it made itself, whatever the registry says.
     let mut local = registry.as_ref().clone();
     for agency in local.agencies.values_mut() {
         agency.public_key = None;
+        agency.signing_keys.clear();
     }
+    local.router_signing_keys.clear();
     let public_keys = runtime::public_keys(&local, Some(&keys_dir))?;
+    let signers = std::sync::Arc::new(runtime::signers(&local, Some(&keys_dir))?);
+    let verifier = refbus_bus::Verifier::new(
+        registry.clone(),
+        signers,
+        Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
+    );
+    let router_key = runtime::signing_key(&router_key_file, router_signer)?;
 
     tokio::runtime::Runtime::new()?.block_on(async move {
         let nats =
@@ -97,11 +111,17 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             let bus = refbus_bus::Bus::connect(&nats.url, &refbus_bus::StreamSettings::default())
                 .await
                 .context("connecting to the local nats-server")?;
+            let signer = refbus_core::signature::Signer::Agency(agency.clone());
+            let signing = runtime::signing_key(
+                &keys_dir.join(refbus_seal::signing::signing_key_file_name(&signer)),
+                signer,
+            )?;
             let adapter = refbus_adapter::Adapter::new(
                 agency.clone(),
-                registry.clone(),
+                verifier.clone(),
                 bus,
                 keyring,
+                signing,
                 refbus_adapter::system_now(),
                 refbus_adapter::Options::default(),
             );
@@ -131,7 +151,8 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .context("connecting the router to the local nats-server")?;
         let router = refbus_router::Router::new(
             router_bus,
-            registry.clone(),
+            verifier.clone(),
+            router_key,
             std::sync::Arc::new(refbus_router::SystemClock::new()),
             refbus_router::Options::default(),
         );

@@ -31,7 +31,7 @@ pub use request::{
     CommandRequest, ListQuery, NewReferral, ParsedCommand, RerouteOrder, create_referral,
     get_referral, list_referrals, operator, reroute_referral,
 };
-pub use view::{clock_view, event_view, notice_view, referral_view};
+pub use view::{clock_view, event_view, integrity_notice_view, notice_view, referral_view};
 
 /// A request field that is missing or wrong; the adapter answers `INVALID_ARGUMENT` with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -106,7 +106,11 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
     };
     let scratch = Scratch::start(&args.server, "clocks")?;
     let log = scratch.dir.path().join("router.log");
-    let router = |url: &str| router_command(&args.server.config, url, &log);
+    // The router process verifies what the benchmark writes, and signs with its own key.
+    let keys = scratch.dir.path().join("keys");
+    std::fs::create_dir_all(&keys)?;
+    refbus_bench::signing_keys(&registry).write_files(&keys)?;
+    let router = |url: &str| router_command(&args.server.config, url, &log, &keys);
     let measured =
         refbus_bench::clocks::clocks(&scratch.server, registry, &router, &options, &mut |phase| {
             eprintln!("refbus bench: {phase}")
@@ -117,7 +121,7 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `refbus router` (this very binary) for the server at `url`, logging to `log`.
-fn router_command(config: &Path, url: &str, log: &Path) -> std::process::Command {
+fn router_command(config: &Path, url: &str, log: &Path, keys: &Path) -> std::process::Command {
     let mut command = std::process::Command::new(
         std::env::current_exe().unwrap_or_else(|_| PathBuf::from("refbus")),
     );
@@ -129,6 +133,10 @@ fn router_command(config: &Path, url: &str, log: &Path) -> std::process::Command
         .arg(url)
         .arg("--replica")
         .arg(REPLICA)
+        .arg("--signing-key")
+        .arg(keys.join("router.sign.key"))
+        .arg("--public-keys")
+        .arg(keys)
         .stderr(
             std::fs::OpenOptions::new()
                 .create(true)

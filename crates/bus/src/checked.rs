@@ -1,0 +1,323 @@
+//! Reading records through the one integrity check (`refbus_core::integrity`).
+//!
+//! Every reader of referral records (adapter, router, dashboard, audit) reads them here: the
+//! bus supplies the stored bytes and JetStream's own metadata (subject, stored time), the core
+//! decides whether the record is believed. A record that fails is never returned as a referral's
+//! state; it is reported (an ERROR log line naming the sequence and subject, and a counter) and
+//! the reader goes on from the last record that passed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use refbus_core::integrity::{Checker, Claim, Failure, Problem, SubjectTokens};
+use refbus_core::signature::Signers;
+use refbus_core::{Referral, Registry, Timestamp};
+
+use crate::record::{CheckedRecord, EventRecord};
+use crate::subjects;
+use crate::{Bus, ReadError, Stored};
+
+/// What checking needs: the registry, the signers' public keys and the time tolerance.
+/// Cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    registry: Arc<Registry>,
+    signers: Arc<Signers>,
+    max_skew: Option<Duration>,
+    refused: Arc<AtomicU64>,
+}
+
+impl Verifier {
+    /// `max_skew`: how far an event's time may lie from JetStream's time of storing it; `None`
+    /// only where the writers' clock is not the system's (tests with a manual clock).
+    pub fn new(
+        registry: Arc<Registry>,
+        signers: Arc<Signers>,
+        max_skew: Option<Duration>,
+    ) -> Verifier {
+        Verifier {
+            registry,
+            signers,
+            max_skew,
+            refused: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn checker(&self) -> Checker<'_> {
+        Checker {
+            registry: &self.registry,
+            signers: &self.signers,
+            max_skew: self.max_skew,
+        }
+    }
+
+    /// How many records this verifier refused so far (for metrics and tests).
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Checks `record`, recorded after `before`; the state after it (with the sealed payloads
+    /// its event carries).
+    pub fn check(&self, record: &Unchecked, before: Option<Referral>) -> Result<Referral, Failure> {
+        let result = record
+            .claim()
+            .ok_or_else(|| unreadable_subject(&record.subject))
+            .and_then(|claim| self.checker().check(&claim, before));
+        if let Err(failure) = &result {
+            self.report(record.seq, &record.subject, failure);
+        }
+        result
+    }
+
+    /// Subject, hash and signature only (see [`Checker::check_signed`]).
+    pub fn check_signed(&self, record: &Unchecked) -> Result<(), Failure> {
+        let result = record
+            .claim()
+            .ok_or_else(|| unreadable_subject(&record.subject))
+            .and_then(|claim| self.checker().check_signed(&claim));
+        if let Err(failure) = &result {
+            self.report(record.seq, &record.subject, failure);
+        }
+        result
+    }
+
+    /// The state of a record read without its predecessor (a listing, an inbox, a rebuild):
+    /// subject, hash and signature checked, and the stored state's parties and id are the
+    /// subject's. `None` (reported) if it fails.
+    pub fn check_listed(&self, record: &Unchecked) -> Option<Referral> {
+        self.check_signed(record).ok()?;
+        let state = crate::record::decode_state_text(&record.record.state_json).ok();
+        let tokens = record.tokens.as_ref()?;
+        match state {
+            Some(state)
+                if state.id == tokens.referral
+                    && state.recipient() == &tokens.recipient
+                    && state.sender() == &tokens.sender =>
+            {
+                Some(state)
+            }
+            _ => {
+                let failure = Failure::new(
+                    Problem::WrongState,
+                    "the stored state does not name the subject's parties and referral",
+                );
+                self.report(record.seq, &record.subject, &failure);
+                None
+            }
+        }
+    }
+
+    /// Logs a refused record loudly and counts it.
+    pub fn report(&self, seq: u64, subject: &str, failure: &Failure) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(
+            seq,
+            subject,
+            problem = %failure.problem,
+            "INTEGRITY: a record on the bus fails refbus's check and is not believed: {}",
+            failure.detail
+        );
+    }
+}
+
+fn unreadable_subject(subject: &str) -> Failure {
+    Failure::new(
+        Problem::WrongSubject,
+        format!("{subject} is not a referral subject"),
+    )
+}
+
+/// A record as read, before checking.
+#[derive(Debug, Clone)]
+pub struct Unchecked {
+    pub seq: u64,
+    pub subject: String,
+    /// The sequence of the previous record on the same subject, as the writer claimed it.
+    pub prev_seq: u64,
+    /// When JetStream stored it.
+    pub stored_at: Timestamp,
+    pub tokens: Option<SubjectTokens>,
+    pub record: CheckedRecord,
+}
+
+impl Unchecked {
+    pub(crate) fn new(
+        seq: u64,
+        subject: String,
+        prev_seq: u64,
+        stored_at: Timestamp,
+        record: CheckedRecord,
+    ) -> Unchecked {
+        let tokens = match subjects::parse(&subject) {
+            Some(subjects::Parsed::Referral(parsed)) => Some(SubjectTokens {
+                recipient: parsed.recipient,
+                sender: parsed.sender,
+                referral: parsed.id,
+            }),
+            _ => None,
+        };
+        Unchecked {
+            seq,
+            subject,
+            prev_seq,
+            stored_at,
+            tokens,
+            record,
+        }
+    }
+
+    /// The record's claims, for the core's check; `None` if its subject is not a referral's.
+    pub fn claim(&self) -> Option<Claim<'_>> {
+        Some(Claim {
+            subject: &self.subject,
+            tokens: self.tokens.as_ref()?,
+            stored_at: self.stored_at,
+            event: &self.record.event,
+            event_bytes: self.record.event_json.as_bytes(),
+            stored_hash: self.record.stored_hash,
+            signature: self.record.signature.as_ref(),
+            state_json: &self.record.state_json,
+        })
+    }
+
+    /// The record as a checked reader sees it, once `state_after` was established by a check.
+    pub fn into_stored(self, state_after: Referral) -> Stored<EventRecord> {
+        Stored {
+            seq: self.seq,
+            subject: self.subject,
+            prev_seq: self.prev_seq,
+            record: EventRecord {
+                event: self.record.event,
+                hash: self.record.bytes_hash,
+                signature: self.record.signature,
+                state: state_after,
+            },
+        }
+    }
+}
+
+impl Bus {
+    /// The current, checked state of the referral on `subject` (one referral's exact subject):
+    /// its last record, checked against its predecessor. If the last record fails, the
+    /// referral's history is checked from the start and its last good record is returned.
+    pub async fn referral(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<Option<Stored<EventRecord>>, ReadError> {
+        let Some(last) = self.unchecked_last(verifier, subject).await? else {
+            return Ok(None);
+        };
+        if let Some(last) = last {
+            let before = if last.record.event.seq == 1 {
+                Some(None)
+            } else {
+                match self.unchecked_at(verifier, last.prev_seq).await? {
+                    Some(previous)
+                        if previous.subject == last.subject
+                            && previous.record.bytes_hash == last.record.event.prev_hash =>
+                    {
+                        // The predecessor's stored state, checked when it was written: its
+                        // signature at least is checked again here.
+                        verifier
+                            .check_signed(&previous)
+                            .ok()
+                            .and_then(|()| {
+                                crate::record::decode_state_text(&previous.record.state_json).ok()
+                            })
+                            .map(Some)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(before) = before
+                && let Ok(after) = verifier.check(&last, before)
+            {
+                return Ok(Some(last.into_stored(after.into_snapshot())));
+            }
+        }
+        Ok(self.checked_history(verifier, subject).await?.pop())
+    }
+
+    /// The subject of the last message matching `pattern` (which may hold wildcards).
+    pub async fn last_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
+        Ok(self.last_raw_subject(pattern).await?)
+    }
+
+    /// Every record on `subject` (one referral) that passes the check, oldest first, each with
+    /// the state after it (sealed creation payloads removed); records that fail are reported
+    /// and skipped, and the referral goes on from the last record that passed.
+    pub async fn checked_history(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<Vec<Stored<EventRecord>>, ReadError> {
+        let mut checked: Vec<Stored<EventRecord>> = Vec::new();
+        let mut state: Option<Referral> = None;
+        for record in self.unchecked_history(verifier, subject).await? {
+            match verifier.check(&record, state.clone()) {
+                Ok(after) => {
+                    let snapshot = after.into_snapshot();
+                    state = Some(snapshot.clone());
+                    checked.push(record.into_stored(snapshot));
+                }
+                Err(_) => continue,
+            }
+        }
+        Ok(checked)
+    }
+
+    /// The first record on `subject` that passes the check, with the state after it including
+    /// the sealed creation payloads (identity, note): a referral's creation.
+    pub async fn checked_creation(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<Option<Stored<EventRecord>>, ReadError> {
+        for record in self.unchecked_history(verifier, subject).await? {
+            if record.record.event.seq != 1 {
+                continue;
+            }
+            if let Ok(after) = verifier.check(&record, None) {
+                return Ok(Some(record.into_stored(after)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The subjects matching `pattern` whose first record is a creation that passes the check,
+    /// in stream order: where a referral found by a wildcard really lives, whatever else was
+    /// written on look-alike subjects.
+    pub async fn checked_subjects(
+        &self,
+        verifier: &Verifier,
+        pattern: &str,
+    ) -> Result<Vec<String>, ReadError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut subjects = Vec::new();
+        for record in self.unchecked_history(verifier, pattern).await? {
+            if !seen.insert(record.subject.clone()) {
+                continue;
+            }
+            if record.record.event.seq == 1 && verifier.check(&record, None).is_ok() {
+                subjects.push(record.subject);
+            }
+        }
+        Ok(subjects)
+    }
+}
+
+/// The time JetStream stored a message, in refbus's instants.
+pub(crate) fn stored_at(time: &async_nats::jetstream::message::StreamMessage) -> Timestamp {
+    from_datetime(time.time)
+}
+
+pub(crate) fn from_datetime(time: time::OffsetDateTime) -> Timestamp {
+    let millis = time.unix_timestamp_nanos() / 1_000_000;
+    Timestamp::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+}
