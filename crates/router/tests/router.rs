@@ -566,14 +566,15 @@ async fn a_router_restarted_after_its_downtime_records_what_fell_due_meanwhile_o
 }
 
 #[tokio::test]
-async fn an_event_stamped_earlier_than_the_last_does_not_corrupt_a_clock() {
+async fn an_event_stamped_before_its_predecessor_is_refused_and_the_clock_runs_on() {
     let nats = NatsServer::start().unwrap();
     let registry = maros();
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
     let created = create_emergency(&bus, &registry, "skew-1", at(T0)).await;
-    // UPTD PPA's adapter runs ten minutes slow: its acceptance is stamped before the creation.
+    // UPTD PPA's system stamps its acceptance before the creation (a slow clock, or a late
+    // recipient back-dating its answer): the check refuses it, so it stops no clock.
     write(
         &bus,
         &registry,
@@ -588,11 +589,25 @@ async fn an_event_stamped_earlier_than_the_last_does_not_corrupt_a_clock() {
     let clock = ManualClock::new(at(T0));
     let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
     clock.advance_to(at("2026-03-02T10:30:00+08:00"));
-    // The probe, created at the same instant and never answered, gets its seven items; the
-    // skewed one, stopped at once, gets none.
-    router.recorded(7).await;
+    // Both, created at the same instant and (in truth) never answered, get their seven items.
+    router.recorded(14).await;
     assert_eq!(recorded_on(&bus, &probe.record.state.id).await.len(), 7);
-    assert!(recorded_on(&bus, &created.record.state.id).await.is_empty());
+    assert_eq!(
+        recorded_on(&bus, &created.record.state.id).await,
+        recorded_on(&bus, &probe.record.state.id).await
+    );
+    // And the refused acceptance is on the referral's record as an integrity alert.
+    let history = bus
+        .history(&subjects::referral_pattern(&created.record.state.id))
+        .await
+        .unwrap();
+    assert!(history.iter().any(|stored| matches!(
+        stored.record.event.change,
+        Change::IntegrityAlert {
+            problem: refbus_core::integrity::Problem::Time,
+            ..
+        }
+    )));
     router.stop().await;
 }
 
