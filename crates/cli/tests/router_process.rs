@@ -222,6 +222,10 @@ fn the_router_logs_in_with_a_user_and_a_password_file() {
         .start()
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    let registry = refbus_config::load(repo_root().join("deploy/config/refbus.toml")).unwrap();
+    SigningKeys::generate(&registry)
+        .write_files(dir.path())
+        .unwrap();
     let run = |password: &str| {
         let file = dir.path().join("password");
         std::fs::write(&file, format!("{password}\n")).unwrap();
@@ -236,6 +240,10 @@ fn the_router_logs_in_with_a_user_and_a_password_file() {
                 "--nats-password-file",
             ])
             .arg(&file)
+            .arg("--signing-key")
+            .arg(dir.path().join("router.sign.key"))
+            .arg("--public-keys")
+            .arg(dir.path())
             .env("REFBUS_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
