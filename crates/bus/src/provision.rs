@@ -149,7 +149,10 @@ pub(crate) fn differences(existing: &stream::Config, settings: &StreamSettings) 
         ),
     ] {
         if value != UNLIMITED {
-            refuse(field, format!("{field} is {value}, refbus needs -1 ({why})"));
+            refuse(
+                field,
+                format!("{field} is {value}, refbus needs -1 ({why})"),
+            );
         }
     }
     if existing.allow_message_ttl {
@@ -351,9 +354,10 @@ pub(crate) async fn ensure_stream(
                 Ok(stream) => stream,
                 // Another component may have created it meanwhile (with other settings, or the
                 // server would have answered as for an identical create): check that one.
-                Err(create) => js.get_stream(&settings.name).await.map_err(|_| {
-                    ConnectError::with_source(ConnectErrorKind::Provision, create)
-                })?,
+                Err(create) => js
+                    .get_stream(&settings.name)
+                    .await
+                    .map_err(|_| ConnectError::with_source(ConnectErrorKind::Provision, create))?,
             }
         }
         Err(err) => return Err(provision(Box::new(err))),
@@ -499,7 +503,10 @@ mod tests {
             ..settings.config()
         };
         let found = differences(&existing, &settings);
-        assert_eq!(fields(&found), vec![("max_msgs_per_subject", Action::Refuse)]);
+        assert_eq!(
+            fields(&found),
+            vec![("max_msgs_per_subject", Action::Refuse)]
+        );
         assert_eq!(
             found[0].to_string(),
             "max_msgs_per_subject is 1, refbus needs -1 (unlimited: every event of a referral \
