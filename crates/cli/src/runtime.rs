@@ -324,8 +324,9 @@ pub(crate) struct NatsArgs {
     pub(crate) nats_password_file: Option<PathBuf>,
     /// Replicas of the events stream: 1 on a single server, 3 on a production cluster. A
     /// missing stream is created with this many; an existing one with another number is
-    /// refused (never changed), like any other difference from refbus's configuration.
-    #[arg(long, default_value_t = 1)]
+    /// refused (never changed), like any other difference from refbus's configuration, so
+    /// every component of a cluster needs it.
+    #[arg(long, default_value_t = 1, env = "REFBUS_STREAM_REPLICAS")]
     pub(crate) stream_replicas: usize,
 }
 
