@@ -50,15 +50,7 @@ impl Adapter {
         let sent = subjects::sent_by(&self.inner.agency);
         // Watch from the current end first, then look back, so nothing falls in between
         // (a reroute seen twice is carried out once: its request id is fixed).
-        let mut info = bus.stream().clone();
-        let end = info
-            .info()
-            .await
-            .map_err(|err| {
-                refbus_bus::ReadError::with_source(refbus_bus::ReadErrorKind::Unavailable, err)
-            })?
-            .state
-            .last_sequence;
+        let end = bus.last_sequence().await?;
         let verifier = &self.inner.verifier;
         let mut requests = bus.watch(verifier, vec![sent.clone()], end).await?;
         let mut latest = bus.latest_unchecked(verifier, vec![sent]).await?;

@@ -155,8 +155,9 @@ pub fn clocks(
     })?;
     let mut conditions = Conditions::now(server, nats_version, options.window, 0);
     fresh_stream(&runtime, &control)?;
-    let bus = runtime.block_on(connect(&server.url))?;
-    let stream = bus.stream().clone();
+    // The bus creates the stream and checks it, as a component does.
+    runtime.block_on(connect(&server.url))?;
+    let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
 
     progress(&format!(
         "1. {} open referrals with pending clocks (built and published)",
@@ -173,20 +174,19 @@ pub fn clocks(
                 |index| now.minus(Duration::from_millis((index % 600_000) as u64)),
             )
         });
-    let (sent, fill) = runtime.block_on(histories::publish_chunks(
-        bus.jetstream(),
-        chunks,
-        options.window,
-    ))?;
+    let (sent, fill) = runtime.block_on(histories::publish_chunks(&js, chunks, options.window))?;
     let open_last = stored(&runtime, &stream, sent)?;
-    // Where a router that had processed every event would have left its consumer.
-    runtime.block_on(timing::durable(
-        &stream,
-        &format!("refbus-router-{REPLICA}"),
-        DeliverPolicy::ByStartSequence {
-            start_sequence: open_last + 1,
-        },
-    ))?;
+    // Where a router that had processed every event would have left its consumer: created as
+    // the router creates it (the router refuses any other), its ack floor then moved past
+    // every event (ADR-60 consumer reset, nats-server 2.14).
+    let durable = format!("refbus-router-{REPLICA}");
+    runtime.block_on(async {
+        timing::durable(&stream, &durable, DeliverPolicy::All).await?;
+        stream
+            .reset_consumer(&durable, Some(open_last + 1))
+            .await
+            .map_err(|err| BenchError::Nats(format!("resetting consumer {durable}: {err}")))
+    })?;
 
     progress("1. restarting the router on them");
     let nats_server = cpu::resident(Process::Pid(server.pid))?;

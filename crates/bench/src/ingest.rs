@@ -253,13 +253,15 @@ impl Run<'_> {
         Ok(last_bytes)
     }
 
-    /// A connection of the load generator with the same JetStream settings as an adapter's.
-    fn raw_bus(&self) -> Result<refbus_bus::Bus, BenchError> {
+    /// A connection of the load generator with the same JetStream settings as an adapter's,
+    /// once a bus has created the stream as an adapter would.
+    fn raw_jetstream(&self) -> Result<jetstream::Context, BenchError> {
         let url = self.server.url.clone();
         self.on_client(async move {
             refbus_bus::Bus::connect(&url, &StreamSettings::default())
                 .await
-                .map_err(|err| BenchError::Nats(err.to_string()))
+                .map_err(|err| BenchError::Nats(err.to_string()))?;
+            Ok(raw::jetstream(&url).await?.0)
         })?
     }
 
@@ -288,7 +290,7 @@ impl Run<'_> {
         let mut bytes = 0;
         for _ in 0..self.options.raw_rounds.max(1) {
             self.fresh_stream()?;
-            let js = self.raw_bus()?.jetstream().clone();
+            let js = self.raw_jetstream()?;
             let window = self.options.window;
             self.on_client(raw::publish_async(js.clone(), messages.clone(), window))??;
             let measured = measured.clone();
@@ -379,7 +381,7 @@ impl Run<'_> {
         let total = self.steady_count();
         let messages = self.raw_messages("e-a", total)?;
         self.fresh_stream()?;
-        let js = self.raw_bus()?.jetstream().clone();
+        let js = self.raw_jetstream()?;
         let histogram = self.on_client(raw::publish_sync(
             js,
             messages,

@@ -15,6 +15,25 @@ fn nats(err: impl std::fmt::Display) -> BenchError {
     BenchError::Nats(err.to_string())
 }
 
+/// JetStream and the events stream on a connection of the bench's own, with the JetStream
+/// settings of the bus (the bus gives no access to its NATS types). Connect a `Bus` first: it
+/// creates and checks the stream.
+pub(crate) async fn jetstream(
+    url: &str,
+) -> Result<(jetstream::Context, jetstream::stream::Stream), BenchError> {
+    let client = async_nats::connect(url).await.map_err(nats)?;
+    let js = jetstream::ContextBuilder::new()
+        .timeout(refbus_bus::ACK_TIMEOUT)
+        .max_ack_inflight(20_000)
+        .backpressure_on_inflight(true)
+        .build(client);
+    let stream = js
+        .get_stream(refbus_bus::StreamSettings::default().name)
+        .await
+        .map_err(nats)?;
+    Ok((js, stream))
+}
+
 /// Publishes every message, keeping up to `window` acknowledgements outstanding (awaiting the
 /// oldest when the window is full), and returns the time from the first publish to the last
 /// acknowledgement.

@@ -25,7 +25,7 @@ use crate::fixture::{Fixture, Person};
 use crate::harness::{CLIENT_THREADS, Layout, Runtimes};
 use crate::histories::{self, LIFE_EVENTS, Writer};
 use crate::timing::{self, goal_line, micros, per, rate, seconds, thousands};
-use crate::{BenchError, Server, cpu, load};
+use crate::{BenchError, Server, cpu, load, raw};
 
 /// Thread name of the router's runtime (its event loop, its tasks, its NATS connection).
 pub const ROUTER_THREADS: &str = "bench-router";
@@ -209,15 +209,16 @@ pub fn router(
 
     progress("filling the stream (async publish of the prepared events)");
     fresh_stream(&runtimes.client, &control)?;
-    let bus = runtimes.client.block_on(connect(&server.url))?;
+    // The bus creates the stream and checks it, as a component does.
+    runtimes.client.block_on(connect(&server.url))?;
+    let (js, stream) = runtimes.client.block_on(raw::jetstream(&server.url))?;
     let fill = runtimes.client.block_on(histories::publish_planned(
-        bus.jetstream(),
+        &js,
         messages,
         options.window,
         Some(1),
     ))?;
     let last_seq = events as u64;
-    let stream = bus.stream().clone();
 
     // A pass lasts a few seconds, so one disturbance on the shared CPUs weighs heavily: the
     // two consumers take turns, each with a fresh durable consumer, and the median counts.

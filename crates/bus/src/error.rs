@@ -53,6 +53,9 @@ impl<Kind> Error<Kind> {
 pub enum ConnectErrorKind {
     #[error("cannot reach NATS")]
     Connect,
+    /// The connection options cannot be used (a server address, a credentials file).
+    #[error("the NATS connection options are not usable")]
+    Options,
     #[error("cannot provision the refbus streams")]
     Provision,
     #[error("the existing stream is configured in a way refbus cannot use safely")]
@@ -87,3 +90,15 @@ pub enum ReadErrorKind {
     Corrupt(u64),
 }
 pub type ReadError = Error<ReadErrorKind>;
+
+/// Why a durable consumer could not be opened (see [`crate::Bus::durable`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumerErrorKind {
+    #[error("JetStream is unavailable")]
+    Unavailable,
+    /// The consumer exists with a configuration other than the one refbus creates; the
+    /// message names each difference and how to fix it. Nothing was changed.
+    #[error("the existing consumer is configured in a way refbus cannot use safely")]
+    Misconfigured,
+}
+pub type ConsumerError = Error<ConsumerErrorKind>;

@@ -3,7 +3,10 @@
 //! # Layout
 //!
 //! - [`subjects`]: the subject scheme (who may touch what).
-//! - [`provision`]: the events stream, created or checked at every start.
+//! - [`connect`]: where NATS is and who connects, in refbus's own types: no async-nats type
+//!   crosses this crate's API.
+//! - [`provision`]: the events stream, created if missing, checked in full at every start.
+//! - [`durable`]: the router's durable consumer, created if missing, checked at every start.
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
 //! - [`checked`]: reading records through the one integrity check ([`Verifier`]).
@@ -18,8 +21,14 @@
 //!   duplicate window is answered with the original sequence and writes nothing.
 //! - An append returns only after JetStream acknowledged it: whatever [`Bus::append`] returned
 //!   `Ok` for is stored.
+//! - A component runs only on the stream as configured ([`Bus::connect`]) and the router only
+//!   on its consumer as refbus creates it ([`Bus::durable`]): a difference that could lose,
+//!   age out or skip events is refused with a message naming each one, never corrected
+//!   silently.
 
 pub mod checked;
+pub mod connect;
+pub mod durable;
 pub mod error;
 pub mod headers;
 pub mod provision;
@@ -39,8 +48,10 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use refbus_core::signature::SigningKey;
 use refbus_core::{Event, Referral};
 
+pub use connect::{ConnectOptions, Credentials};
 pub use error::{
-    AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ReadError, ReadErrorKind,
+    AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ConsumerError, ConsumerErrorKind,
+    ReadError, ReadErrorKind,
 };
 pub use checked::{Unchecked, Verifier};
 pub use provision::StreamSettings;
@@ -163,24 +174,21 @@ impl Item {
 }
 
 impl Bus {
-    /// Connects to NATS at `url` and makes sure the events stream exists and is safe.
-    pub async fn connect(url: &str, settings: &StreamSettings) -> Result<Bus, ConnectError> {
-        Bus::connect_with(async_nats::ConnectOptions::new(), url, settings).await
-    }
-
-    /// Connects with the caller's options (credentials, TLS), and follows the connection's
-    /// state so components can report it ([`Bus::connection`]).
-    pub async fn connect_with(
-        options: async_nats::ConnectOptions,
-        url: impl async_nats::ToServerAddrs,
+    /// Connects to NATS (`options`: a URL, or [`ConnectOptions`] with credentials) and makes
+    /// sure the events stream exists and is exactly as configured: a stream that differs in
+    /// any setting that can lose events is refused ([`ConnectErrorKind::Misconfigured`], naming
+    /// each difference). Follows the connection's state so components can report it
+    /// ([`Bus::connection`]).
+    pub async fn connect(
+        options: impl Into<ConnectOptions>,
         settings: &StreamSettings,
     ) -> Result<Bus, ConnectError> {
+        let (options, servers) = options.into().to_async_nats().await?;
         let (connected_tx, connected) = tokio::sync::watch::channel(true);
         // The last error the connection reported, to explain a failed start (a wrong password
         // otherwise shows only as a timeout).
         let (problem_tx, problem) = tokio::sync::watch::channel(None::<String>);
         let client = options
-            .name("refbus")
             // Keep trying for ever: a component must survive a NATS restart.
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -209,11 +217,16 @@ impl Bus {
                 }
                 async {}
             })
-            .connect(url)
+            .connect(servers)
             .await
             .map_err(|err| ConnectError::with_source(ConnectErrorKind::Connect, err))?;
-        let mut bus = match Bus::with_client(client, settings).await {
-            Ok(bus) => bus,
+        let js = jetstream::ContextBuilder::new()
+            .timeout(ACK_TIMEOUT)
+            .max_ack_inflight(20_000)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let stream = match provision::ensure_stream(&js, settings).await {
+            Ok(stream) => stream,
             Err(err) => match problem.borrow().clone() {
                 // What the server said explains the failure better than the timeout that
                 // followed (a wrong password, a missing permission).
@@ -231,23 +244,6 @@ impl Bus {
                 None => return Err(err),
             },
         };
-        bus.connected = connected;
-        Ok(bus)
-    }
-
-    /// Uses an existing connection. Its state is not followed: [`Bus::connection`] then always
-    /// reads "connected" (appends still check the live state).
-    pub async fn with_client(
-        client: Client,
-        settings: &StreamSettings,
-    ) -> Result<Bus, ConnectError> {
-        let js = jetstream::ContextBuilder::new()
-            .timeout(ACK_TIMEOUT)
-            .max_ack_inflight(20_000)
-            .backpressure_on_inflight(true)
-            .build(client.clone());
-        let stream = provision::ensure_stream(&js, settings).await?;
-        let (_, connected) = tokio::sync::watch::channel(true);
         Ok(Bus {
             client,
             js,
@@ -259,18 +255,6 @@ impl Bus {
     /// Whether the connection is up, as it changes: for health checks.
     pub fn connection(&self) -> tokio::sync::watch::Receiver<bool> {
         self.connected.clone()
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
-    }
-
-    pub fn stream(&self) -> &stream::Stream {
-        &self.stream
     }
 
     /// Whether the connection to NATS is up right now.
@@ -351,6 +335,18 @@ impl Bus {
     }
 
     // === reading ===
+
+    /// The stream sequence of the last message stored (0 if none): where a watch that must
+    /// see only what comes next starts. Nothing is ever deleted from the stream, so this is
+    /// also how many messages it holds.
+    pub async fn last_sequence(&self) -> Result<u64, ReadError> {
+        let info = self
+            .stream
+            .get_info()
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        Ok(info.state.last_sequence)
+    }
 
     /// The last event on `subject` (which may hold wildcards), or `None` if there is none.
     pub async fn last(&self, subject: &str) -> Result<Option<Stored<EventRecord>>, ReadError> {
@@ -596,33 +592,45 @@ impl Bus {
 
     /// A durable consumer of every referral event, for a component that must process each
     /// event at least once and resume where it stopped (the router). Create-or-resume: the
-    /// consumer named `name` keeps its place across restarts. A new one starts at the first
-    /// event.
+    /// consumer named `name` keeps its place across restarts; a new one starts at the first
+    /// event. An existing one whose configuration differs from what refbus creates is refused
+    /// ([`ConsumerErrorKind::Misconfigured`], naming each difference and the fix), never
+    /// changed or recreated: see [`durable`](mod@durable) for why.
     pub async fn durable(
         &self,
         name: &str,
-    ) -> Result<impl Stream<Item = Result<Delivery, ReadError>> + Send + use<>, ReadError> {
-        use async_nats::jetstream::consumer::{AckPolicy, pull};
-        let config = pull::Config {
-            durable_name: Some(name.to_owned()),
-            description: Some("refbus router: every referral event, in order".to_owned()),
-            filter_subject: subjects::ALL_REFERRALS.to_owned(),
-            ack_policy: AckPolicy::Explicit,
-            deliver_policy: DeliverPolicy::All,
-            // Delivered again only if not acknowledged for this long (a stuck router).
-            ack_wait: Duration::from_secs(60),
-            max_ack_pending: 20_000,
-            ..Default::default()
+    ) -> Result<impl Stream<Item = Result<Delivery, ReadError>> + Send + use<>, ConsumerError> {
+        use async_nats::jetstream::consumer::{Consumer, pull};
+        use async_nats::jetstream::context::ConsumerInfoErrorKind;
+        let unavailable = |err: Box<dyn std::error::Error + Send + Sync>| {
+            ConsumerError::with_source(ConsumerErrorKind::Unavailable, err)
         };
-        let consumer = self
-            .stream
-            .get_or_create_consumer(name, config)
-            .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        let consumer: Consumer<pull::Config> = match self.stream.consumer_info(name).await {
+            Ok(info) => {
+                let stream = &self.stream.cached_info().config;
+                let found =
+                    durable::differences(name, &info.config, info.paused, stream.num_replicas);
+                if !found.is_empty() {
+                    return Err(ConsumerError::with_source(
+                        ConsumerErrorKind::Misconfigured,
+                        durable::refusal(&stream.name, name, &found),
+                    ));
+                }
+                self.stream.get_consumer(name).await.map_err(&unavailable)?
+            }
+            // Created only when missing: an existing one is never overwritten. Two replicas
+            // of the same name racing here both succeed (an identical create is a no-op).
+            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => self
+                .stream
+                .create_consumer(durable::config(name))
+                .await
+                .map_err(|err| unavailable(Box::new(err)))?,
+            Err(err) => return Err(unavailable(Box::new(err))),
+        };
         let messages = consumer
             .messages()
             .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+            .map_err(|err| unavailable(Box::new(err)))?;
         Ok(messages.map(|message| {
             let message =
                 message.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;

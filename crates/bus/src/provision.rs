@@ -1,8 +1,18 @@
-//! Stream provisioning: create the refbus stream if missing, check it if present. Safe to run
-//! at every start of every component (idempotent).
+//! Stream provisioning: create the refbus stream if missing, check all of it if present. Safe to
+//! run at every start of every component (idempotent).
+//!
+//! The stream is the only copy of every referral's history, so a component runs only on the
+//! stream as configured. Every setting that can lose, age out or alter events (limits, storage,
+//! replicas, retention, discard, the deny flags, per-message TTLs, rollups, ...) is checked and a
+//! difference refuses the start, naming each one: refbus never changes those itself, because the
+//! operator must know why the stream differs before anything is done about it. Settings that
+//! cannot lose anything (the duplicate window, direct reads, the largest message) follow the
+//! configuration in place, as they always did.
 
+use std::fmt;
 use std::time::Duration;
 
+use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 
 use crate::error::{ConnectError, ConnectErrorKind};
@@ -17,7 +27,8 @@ pub struct StreamSettings {
     /// from the original, without touching the referral (creates are idempotent forever
     /// anyway: a referral's id derives from its request id).
     pub duplicate_window: Duration,
-    /// 1 on a single server; 3 on a production cluster.
+    /// 1 on a single server; 3 on a production cluster. An existing stream with another number
+    /// is refused, not changed.
     pub replicas: usize,
     /// Refuse messages above this size (the adapter refuses larger requests before that).
     pub max_message_bytes: i32,
@@ -34,6 +45,9 @@ impl Default for StreamSettings {
     }
 }
 
+/// JetStream's "no limit".
+const UNLIMITED: i64 = -1;
+
 impl StreamSettings {
     fn config(&self) -> stream::Config {
         stream::Config {
@@ -41,12 +55,15 @@ impl StreamSettings {
             description: Some(
                 "refbus: every referral event and escalation notice, kept forever".to_owned(),
             ),
-            subjects: vec![
-                subjects::ALL_REFERRALS.to_owned(),
-                subjects::ALL_NOTICES.to_owned(),
-            ],
+            subjects: wanted_subjects(),
             storage: stream::StorageType::File,
             retention: stream::RetentionPolicy::Limits,
+            // Said explicitly (the server's default is the same) so the created stream and the
+            // check below read the same numbers.
+            max_age: Duration::ZERO,
+            max_messages: UNLIMITED,
+            max_messages_per_subject: UNLIMITED,
+            max_bytes: UNLIMITED,
             // If a limit is ever set on this stream, refuse new events rather than silently
             // dropping old ones: losing history is worse than refusing a write.
             discard: stream::DiscardPolicy::New,
@@ -61,47 +78,487 @@ impl StreamSettings {
     }
 }
 
-/// Creates the events stream, or checks that the existing one keeps events safe.
-pub async fn ensure_stream(
+fn wanted_subjects() -> Vec<String> {
+    vec![
+        subjects::ALL_REFERRALS.to_owned(),
+        subjects::ALL_NOTICES.to_owned(),
+    ]
+}
+
+/// What refbus does about one setting that differs from its configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// The setting can lose, age out or alter events: refbus does not start.
+    Refuse,
+    /// The setting is safe to change: refbus updates the stream.
+    Update,
+}
+
+/// One setting of the existing stream that differs from what refbus needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Difference {
+    pub(crate) field: &'static str,
+    pub(crate) action: Action,
+    /// "`field` is X, refbus needs Y (why)".
+    pub(crate) text: String,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Every difference between the existing stream's configuration and the one `settings` asks
+/// for, refused ones first, in a fixed order. Pure: the start-up check and its tests share it.
+pub(crate) fn differences(existing: &stream::Config, settings: &StreamSettings) -> Vec<Difference> {
+    let mut found = Vec::new();
+    let mut refuse = |field: &'static str, text: String| {
+        found.push(Difference {
+            field,
+            action: Action::Refuse,
+            text,
+        });
+    };
+
+    // Limits: any of them ages out or drops events.
+    if existing.max_age != Duration::ZERO {
+        refuse(
+            "max_age",
+            format!(
+                "max_age is {:?}, refbus needs 0 (no age limit: events are kept forever)",
+                existing.max_age
+            ),
+        );
+    }
+    for (field, value, why) in [
+        (
+            "max_msgs",
+            existing.max_messages,
+            "unlimited: no event is ever dropped or refused for space",
+        ),
+        (
+            "max_msgs_per_subject",
+            existing.max_messages_per_subject,
+            "unlimited: every event of a referral is kept",
+        ),
+        (
+            "max_bytes",
+            existing.max_bytes,
+            "unlimited: no event is ever dropped or refused for space",
+        ),
+    ] {
+        if value != UNLIMITED {
+            refuse(
+                field,
+                format!("{field} is {value}, refbus needs -1 ({why})"),
+            );
+        }
+    }
+    if existing.allow_message_ttl {
+        refuse(
+            "allow_msg_ttl",
+            "allow_msg_ttl is true, refbus needs false (no event may carry its own expiry)"
+                .to_owned(),
+        );
+    }
+    if let Some(ttl) = existing.subject_delete_marker_ttl {
+        refuse(
+            "subject_delete_marker_ttl",
+            format!(
+                "subject_delete_marker_ttl is {ttl:?}, refbus needs none (events are never \
+                 removed, so nothing needs a marker)"
+            ),
+        );
+    }
+    if existing.discard != stream::DiscardPolicy::New {
+        refuse(
+            "discard",
+            "discard is old, refbus needs new (were a limit ever reached, refuse new events \
+             rather than drop old ones)"
+                .to_owned(),
+        );
+    }
+    for (field, value) in [
+        ("deny_delete", existing.deny_delete),
+        ("deny_purge", existing.deny_purge),
+    ] {
+        if !value {
+            refuse(
+                field,
+                format!("{field} is false, refbus needs true (nobody removes an event)"),
+            );
+        }
+    }
+    if existing.allow_rollup {
+        refuse(
+            "allow_rollup_hdrs",
+            "allow_rollup_hdrs is true, refbus needs false (a rollup message deletes a \
+             referral's earlier events)"
+                .to_owned(),
+        );
+    }
+
+    // Where and how events are kept.
+    if existing.storage != stream::StorageType::File {
+        refuse(
+            "storage",
+            "storage is memory, refbus needs file (events survive a server restart)".to_owned(),
+        );
+    }
+    if existing.retention != stream::RetentionPolicy::Limits {
+        let retention = match existing.retention {
+            stream::RetentionPolicy::Interest => "interest",
+            stream::RetentionPolicy::WorkQueue => "workqueue",
+            stream::RetentionPolicy::Limits => "limits",
+        };
+        refuse(
+            "retention",
+            format!(
+                "retention is {retention}, refbus needs limits (an event is kept once consumed)"
+            ),
+        );
+    }
+    if existing.num_replicas != settings.replicas {
+        refuse(
+            "replicas",
+            format!(
+                "replicas is {}, the configuration says {}",
+                existing.num_replicas, settings.replicas
+            ),
+        );
+    }
+    if existing.persist_mode == Some(stream::PersistenceMode::Async) {
+        refuse(
+            "persist_mode",
+            "persist_mode is async, refbus needs default (an acknowledged event is already \
+             stored)"
+                .to_owned(),
+        );
+    }
+    if existing.no_ack {
+        refuse(
+            "no_ack",
+            "no_ack is true, refbus needs false (an append returns only once JetStream \
+             acknowledged it)"
+                .to_owned(),
+        );
+    }
+    if existing.sealed {
+        refuse(
+            "sealed",
+            "sealed is true, refbus needs false (events must be appended)".to_owned(),
+        );
+    }
+
+    // What goes in.
+    let mut have = existing.subjects.clone();
+    have.sort();
+    let mut want = wanted_subjects();
+    want.sort();
+    if have != want {
+        refuse(
+            "subjects",
+            format!(
+                "subjects are [{}], refbus needs [{}] (every refbus subject, nothing else)",
+                have.join(", "),
+                want.join(", ")
+            ),
+        );
+    }
+    if existing.mirror.is_some() || existing.sources.as_ref().is_some_and(|s| !s.is_empty()) {
+        refuse(
+            "mirror",
+            "the stream mirrors or sources another stream, refbus needs neither (events come \
+             only from refbus appends)"
+                .to_owned(),
+        );
+    }
+    if existing.subject_transform.is_some() {
+        refuse(
+            "subject_transform",
+            "subject_transform is set, refbus needs none (a referral's subject is its identity)"
+                .to_owned(),
+        );
+    }
+
+    // Safe to change: they follow the configuration.
+    let mut update = |field: &'static str, text: String| {
+        found.push(Difference {
+            field,
+            action: Action::Update,
+            text,
+        });
+    };
+    if existing.duplicate_window != settings.duplicate_window {
+        update(
+            "duplicate_window",
+            format!(
+                "duplicate_window is {:?}, the configuration says {:?}",
+                existing.duplicate_window, settings.duplicate_window
+            ),
+        );
+    }
+    if !existing.allow_direct {
+        update(
+            "allow_direct",
+            "allow_direct is false, refbus needs true (states are read directly)".to_owned(),
+        );
+    }
+    if existing.max_message_size != settings.max_message_bytes {
+        update(
+            "max_msg_size",
+            format!(
+                "max_msg_size is {}, the configuration says {}",
+                existing.max_message_size, settings.max_message_bytes
+            ),
+        );
+    }
+    found
+}
+
+/// The refusal for `found`'s refused differences, or `None` if there are none.
+fn refusal(name: &str, found: &[Difference]) -> Option<String> {
+    let refused: Vec<String> = found
+        .iter()
+        .filter(|difference| difference.action == Action::Refuse)
+        .map(ToString::to_string)
+        .collect();
+    if refused.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "stream {name}: {}. refbus changes none of these itself, since each can lose or alter \
+         events: find out why the stream differs, then correct it (nats stream edit {name}, \
+         where the server allows) or the configuration",
+        refused.join("; ")
+    ))
+}
+
+/// Creates the events stream if it is missing, or checks every setting of the existing one:
+/// refuses to run on a stream that could lose events, and updates the settings that are safe to
+/// change.
+pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     settings: &StreamSettings,
 ) -> Result<stream::Stream, ConnectError> {
-    let wanted = settings.config();
-    let mut stream = js
-        .get_or_create_stream(wanted.clone())
-        .await
-        .map_err(|err| ConnectError::with_source(ConnectErrorKind::Provision, err))?;
-    let info = stream
-        .info()
-        .await
-        .map_err(|err| ConnectError::with_source(ConnectErrorKind::Provision, err))?;
-    let existing = &info.config;
-    let mut problems = Vec::new();
-    if !existing.deny_delete || !existing.deny_purge {
-        problems.push("it allows deleting or purging events");
-    }
-    if existing.discard != stream::DiscardPolicy::New {
-        problems.push("it may discard old events");
-    }
-    for subject in &wanted.subjects {
-        if !existing.subjects.contains(subject) {
-            problems.push("it does not hold every refbus subject");
+    let provision = |err: Box<dyn std::error::Error + Send + Sync>| {
+        ConnectError::with_source(ConnectErrorKind::Provision, err)
+    };
+    // Get, then create only if missing: `get_or_create_stream` would hand back an existing
+    // stream as it is, and the check below must see it.
+    let stream = match js.get_stream(&settings.name).await {
+        Ok(stream) => stream,
+        Err(err) if is_stream_not_found(&err.kind()) => {
+            match js.create_stream(settings.config()).await {
+                Ok(stream) => stream,
+                // Another component may have created it meanwhile (with other settings, or the
+                // server would have answered as for an identical create): check that one.
+                Err(create) => js
+                    .get_stream(&settings.name)
+                    .await
+                    .map_err(|_| ConnectError::with_source(ConnectErrorKind::Provision, create))?,
+            }
         }
-    }
-    if !problems.is_empty() {
+        Err(err) => return Err(provision(Box::new(err))),
+    };
+    let existing = &stream.cached_info().config;
+    let found = differences(existing, settings);
+    if let Some(message) = refusal(&settings.name, &found) {
         return Err(ConnectError::with_source(
             ConnectErrorKind::Misconfigured,
-            format!("stream {}: {}", settings.name, problems.join("; ")),
+            message,
         ));
     }
-    if !existing.allow_direct || existing.duplicate_window != wanted.duplicate_window {
-        // Settings that can change safely follow the configuration.
-        let mut updated = existing.clone();
-        updated.allow_direct = true;
-        updated.duplicate_window = wanted.duplicate_window;
-        js.update_stream(updated)
-            .await
-            .map_err(|err| ConnectError::with_source(ConnectErrorKind::Provision, err))?;
+    if found.is_empty() {
+        return Ok(stream);
     }
-    Ok(stream)
+    // Only safe settings differ: they follow the configuration.
+    let mut updated = existing.clone();
+    updated.duplicate_window = settings.duplicate_window;
+    updated.allow_direct = true;
+    updated.max_message_size = settings.max_message_bytes;
+    js.update_stream(updated)
+        .await
+        .map_err(|err| provision(Box::new(err)))?;
+    tracing::info!(
+        stream = %settings.name,
+        changes = %found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
+        "updated the stream's settings to the configuration"
+    );
+    js.get_stream(&settings.name)
+        .await
+        .map_err(|err| provision(Box::new(err)))
+}
+
+fn is_stream_not_found(kind: &GetStreamErrorKind) -> bool {
+    matches!(
+        kind,
+        GetStreamErrorKind::JetStream(error)
+            if error.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(found: &[Difference]) -> Vec<(&'static str, Action)> {
+        found.iter().map(|d| (d.field, d.action)).collect()
+    }
+
+    #[test]
+    fn the_stream_refbus_creates_has_no_difference() {
+        let settings = StreamSettings::default();
+        assert_eq!(differences(&settings.config(), &settings), vec![]);
+    }
+
+    #[test]
+    fn every_setting_that_can_lose_events_is_refused_and_named() {
+        let settings = StreamSettings {
+            replicas: 3,
+            ..StreamSettings::default()
+        };
+        let existing = stream::Config {
+            name: settings.name.clone(),
+            subjects: vec![subjects::ALL_REFERRALS.to_owned(), "other.>".to_owned()],
+            max_age: Duration::from_secs(3600),
+            max_messages: 1_000,
+            max_messages_per_subject: 1,
+            max_bytes: 1 << 30,
+            allow_message_ttl: true,
+            subject_delete_marker_ttl: Some(Duration::from_secs(60)),
+            discard: stream::DiscardPolicy::Old,
+            deny_delete: false,
+            deny_purge: false,
+            allow_rollup: true,
+            storage: stream::StorageType::Memory,
+            retention: stream::RetentionPolicy::Interest,
+            num_replicas: 1,
+            persist_mode: Some(stream::PersistenceMode::Async),
+            no_ack: true,
+            sealed: true,
+            mirror: Some(stream::Source {
+                name: "ELSEWHERE".to_owned(),
+                ..Default::default()
+            }),
+            subject_transform: Some(stream::SubjectTransform {
+                source: ">".to_owned(),
+                destination: "x.>".to_owned(),
+            }),
+            allow_direct: true,
+            duplicate_window: settings.duplicate_window,
+            max_message_size: settings.max_message_bytes,
+            ..Default::default()
+        };
+        let found = differences(&existing, &settings);
+        let refused: Vec<&str> = found
+            .iter()
+            .filter(|d| d.action == Action::Refuse)
+            .map(|d| d.field)
+            .collect();
+        assert_eq!(
+            refused,
+            vec![
+                "max_age",
+                "max_msgs",
+                "max_msgs_per_subject",
+                "max_bytes",
+                "allow_msg_ttl",
+                "subject_delete_marker_ttl",
+                "discard",
+                "deny_delete",
+                "deny_purge",
+                "allow_rollup_hdrs",
+                "storage",
+                "retention",
+                "replicas",
+                "persist_mode",
+                "no_ack",
+                "sealed",
+                "subjects",
+                "mirror",
+                "subject_transform",
+            ]
+        );
+        assert_eq!(found.len(), refused.len(), "nothing to update: {found:?}");
+        let message = refusal("REFBUS_EVENTS", &found).unwrap();
+        for expected in [
+            "stream REFBUS_EVENTS: max_age is 3600s, refbus needs 0",
+            "max_msgs_per_subject is 1, refbus needs -1 (unlimited: every event of a referral is kept)",
+            "replicas is 1, the configuration says 3",
+            "storage is memory, refbus needs file",
+            "retention is interest, refbus needs limits",
+            "subjects are [other.>, refbus.v1.ref.>], refbus needs",
+        ] {
+            assert!(message.contains(expected), "{expected:?} in {message}");
+        }
+    }
+
+    #[test]
+    fn one_difference_is_one_precise_sentence() {
+        let settings = StreamSettings::default();
+        let existing = stream::Config {
+            max_messages_per_subject: 1,
+            ..settings.config()
+        };
+        let found = differences(&existing, &settings);
+        assert_eq!(
+            fields(&found),
+            vec![("max_msgs_per_subject", Action::Refuse)]
+        );
+        assert_eq!(
+            found[0].to_string(),
+            "max_msgs_per_subject is 1, refbus needs -1 (unlimited: every event of a referral \
+             is kept)"
+        );
+    }
+
+    #[test]
+    fn more_replicas_than_configured_is_refused_too() {
+        // "As configured, or nothing": a stream with more copies than the configuration says
+        // is not unsafe, but it means the configuration is not the one this deployment runs.
+        let settings = StreamSettings::default();
+        let existing = stream::Config {
+            num_replicas: 3,
+            ..settings.config()
+        };
+        let found = differences(&existing, &settings);
+        assert_eq!(fields(&found), vec![("replicas", Action::Refuse)]);
+        assert_eq!(found[0].text, "replicas is 3, the configuration says 1");
+    }
+
+    #[test]
+    fn safe_settings_are_updated_not_refused() {
+        let settings = StreamSettings::default();
+        let existing = stream::Config {
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: false,
+            max_message_size: -1,
+            ..settings.config()
+        };
+        let found = differences(&existing, &settings);
+        assert_eq!(
+            fields(&found),
+            vec![
+                ("duplicate_window", Action::Update),
+                ("allow_direct", Action::Update),
+                ("max_msg_size", Action::Update),
+            ]
+        );
+        assert_eq!(refusal("REFBUS_EVENTS", &found), None);
+    }
+
+    #[test]
+    fn the_subjects_compare_as_a_set() {
+        let settings = StreamSettings::default();
+        let mut existing = settings.config();
+        existing.subjects.reverse();
+        assert_eq!(differences(&existing, &settings), vec![]);
+        existing.subjects.pop();
+        assert_eq!(
+            fields(&differences(&existing, &settings)),
+            vec![("subjects", Action::Refuse)]
+        );
+    }
 }

@@ -366,7 +366,16 @@ async fn messages_carry_cloudevents_and_trace_context() {
         let _entered = span.enter();
         append(&bus, event.clone(), &state, 0, "t1").await.unwrap()
     };
-    let message = bus.stream().direct_get(appended.seq).await.unwrap();
+    // The raw message, headers and all, through a connection of the test's own: the bus
+    // gives no access to NATS types.
+    let raw = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let message = raw
+        .get_stream(StreamSettings::default().name)
+        .await
+        .unwrap()
+        .direct_get(appended.seq)
+        .await
+        .unwrap();
     let header = |name: &str| message.headers.get(name).map(|v| v.as_str().to_owned());
     assert_eq!(header("ce-specversion").as_deref(), Some("1.0"));
     assert_eq!(
@@ -398,8 +407,7 @@ async fn provisioning_is_idempotent_and_refuses_an_unsafe_stream() {
     Bus::connect(&server.url(), &settings).await.unwrap();
     Bus::connect(&server.url(), &settings).await.unwrap();
 
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client.clone());
+    let js = raw(&server).await;
     js.create_stream(async_nats::jetstream::stream::Config {
         name: "UNSAFE".into(),
         subjects: vec!["other.>".into()],
@@ -411,45 +419,266 @@ async fn provisioning_is_idempotent_and_refuses_an_unsafe_stream() {
         name: "UNSAFE".into(),
         ..StreamSettings::default()
     };
-    let err = Bus::with_client(client, &unsafe_settings)
+    let err = Bus::connect(&server.url(), &unsafe_settings)
         .await
         .unwrap_err();
     assert_eq!(err.kind(), refbus_bus::ConnectErrorKind::Misconfigured);
+    let message = err.to_string();
+    for expected in [
+        "stream UNSAFE: ",
+        "discard is old, refbus needs new",
+        "deny_delete is false, refbus needs true",
+        "deny_purge is false, refbus needs true",
+        "subjects are [other.>], refbus needs [refbus.v1.notice.>, refbus.v1.ref.>]",
+    ] {
+        assert!(message.contains(expected), "{expected:?} in {message}");
+    }
+}
+
+/// A JetStream context of the test's own, to set a stream up as an operator (or an attacker)
+/// might have.
+async fn raw(server: &NatsServer) -> async_nats::jetstream::Context {
+    async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap())
+}
+
+/// The stream as refbus creates it with `StreamSettings::default()`, changed by `change`.
+fn refbus_stream(
+    change: impl FnOnce(&mut async_nats::jetstream::stream::Config),
+) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream;
+    let settings = StreamSettings::default();
+    let mut config = stream::Config {
+        name: settings.name,
+        subjects: vec![
+            subjects::ALL_REFERRALS.to_owned(),
+            subjects::ALL_NOTICES.to_owned(),
+        ],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        discard: stream::DiscardPolicy::New,
+        deny_delete: true,
+        deny_purge: true,
+        allow_direct: true,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        max_message_size: settings.max_message_bytes,
+        ..Default::default()
+    };
+    change(&mut config);
+    config
+}
+
+/// Connecting to a stream created beforehand with `change` fails, naming the difference, and
+/// leaves the stream as it was.
+async fn refused(
+    change: impl FnOnce(&mut async_nats::jetstream::stream::Config),
+    settings: &StreamSettings,
+    expected: &str,
+) {
+    let server = NatsServer::start().unwrap();
+    let js = raw(&server).await;
+    let created = refbus_stream(change);
+    js.create_stream(created.clone()).await.unwrap();
+    let before = js
+        .get_stream(&created.name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+
+    let err = Bus::connect(&server.url(), settings).await.unwrap_err();
+    assert_eq!(err.kind(), refbus_bus::ConnectErrorKind::Misconfigured);
+    let message = err.to_string();
     assert!(
-        err.to_string()
-            .contains("allows deleting or purging events"),
-        "{err}"
+        message.contains(&format!("stream {}: {expected}", settings.name)),
+        "{expected:?} in {message}"
     );
+    let after = js
+        .get_stream(&created.name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(before, after, "a refused stream is not touched");
+}
+
+#[tokio::test]
+async fn a_stream_that_keeps_one_event_per_referral_is_refused() {
+    refused(
+        |config| config.max_messages_per_subject = 1,
+        &StreamSettings::default(),
+        "max_msgs_per_subject is 1, refbus needs -1 (unlimited: every event of a referral is kept)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_that_ages_events_out_is_refused() {
+    refused(
+        |config| config.max_age = std::time::Duration::from_secs(30 * 24 * 3600),
+        &StreamSettings::default(),
+        "max_age is 2592000s, refbus needs 0 (no age limit: events are kept forever)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_with_fewer_replicas_than_configured_is_refused_not_changed() {
+    // A single server holds the R1 stream; asking for 3 must refuse without trying to
+    // change it (which a single server could not do anyway).
+    refused(
+        |_| {},
+        &StreamSettings {
+            replicas: 3,
+            ..StreamSettings::default()
+        },
+        "replicas is 1, the configuration says 3",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_stream_in_memory_is_refused() {
+    refused(
+        |config| config.storage = async_nats::jetstream::stream::StorageType::Memory,
+        &StreamSettings::default(),
+        "storage is memory, refbus needs file (events survive a server restart)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn every_difference_is_named_in_one_message() {
+    refused(
+        |config| {
+            config.max_messages_per_subject = 1;
+            config.deny_purge = false;
+        },
+        &StreamSettings {
+            replicas: 3,
+            ..StreamSettings::default()
+        },
+        "max_msgs_per_subject is 1, refbus needs -1 (unlimited: every event of a referral is \
+         kept); deny_purge is false, refbus needs true (nobody removes an event); replicas is \
+         1, the configuration says 3",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn safe_settings_of_an_existing_stream_follow_the_configuration() {
+    let server = NatsServer::start().unwrap();
+    let js = raw(&server).await;
+    js.create_stream(refbus_stream(|config| {
+        config.duplicate_window = std::time::Duration::from_secs(120);
+        config.allow_direct = false;
+    }))
+    .await
+    .unwrap();
+    let bus = bus(&server).await;
+    let settings = StreamSettings::default();
+    let config = js
+        .get_stream(&settings.name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    assert_eq!(config.duplicate_window, settings.duplicate_window);
+    assert!(config.allow_direct);
+    // Direct reads work on it.
+    assert!(bus.last("refbus.v1.ref.a.b.c").await.unwrap().is_none());
+    assert_eq!(bus.last_sequence().await.unwrap(), 0);
+}
+
+/// The router's consumer, created by refbus, then as someone changed it.
+#[tokio::test]
+async fn an_altered_durable_is_refused_naming_the_difference_and_an_untouched_one_resumes() {
+    use async_nats::jetstream::consumer::{AckPolicy, pull};
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let name = "refbus-router-main";
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "durable-1");
+    let first = append(&bus, event, &state, 0, "d1").await.unwrap();
+
+    // Created by refbus, the first event processed, then resumed: the next event comes.
+    {
+        let mut deliveries = bus.durable(name).await.unwrap();
+        let delivery = deliveries.next().await.unwrap().unwrap();
+        assert_eq!(delivery.seq, first.seq);
+        delivery.ack().await.unwrap();
+    }
+    let (accept, accepted) = next(&state, Change::Accepted, "maros-uptd-ppa");
+    let second = append(&bus, accept, &accepted, first.seq, "d2")
+        .await
+        .unwrap();
+    {
+        let mut resumed = bus.durable(name).await.unwrap();
+        let delivery = resumed.next().await.unwrap().unwrap();
+        assert_eq!(delivery.seq, second.seq, "resumed where it stopped");
+    }
+
+    // Someone deletes it and creates it anew narrower, acknowledging nothing and giving up
+    // after one delivery.
+    let stream = raw(&server)
+        .await
+        .get_stream(StreamSettings::default().name)
+        .await
+        .unwrap();
+    stream.delete_consumer(name).await.unwrap();
+    stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.to_owned()),
+            filter_subject: "refbus.v1.ref.a.>".to_owned(),
+            ack_policy: AckPolicy::None,
+            max_deliver: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let err = match bus.durable(name).await {
+        Ok(_) => panic!("an altered durable must be refused"),
+        Err(err) => err,
+    };
+    assert_eq!(err.kind(), refbus_bus::ConsumerErrorKind::Misconfigured);
+    let message = err.to_string();
+    for expected in [
+        "consumer refbus-router-main on stream REFBUS_EVENTS: ",
+        "filter is refbus.v1.ref.a.>, refbus needs refbus.v1.ref.>",
+        "ack_policy is none, refbus needs explicit",
+        "max_deliver is 1, refbus needs -1",
+        "nats consumer rm REFBUS_EVENTS refbus-router-main",
+    ] {
+        assert!(message.contains(expected), "{expected:?} in {message}");
+    }
+    // Nothing was changed: the altered consumer is still there as it was.
+    let info = stream.consumer_info(name).await.unwrap();
+    assert_eq!(info.config.filter_subject, "refbus.v1.ref.a.>");
+
+    // Once the operator deletes it, the router's consumer is created anew from the first event.
+    stream.delete_consumer(name).await.unwrap();
+    let mut anew = bus.durable(name).await.unwrap();
+    assert_eq!(anew.next().await.unwrap().unwrap().seq, first.seq);
 }
 
 #[tokio::test]
 async fn an_append_while_nats_is_down_is_refused_as_unavailable() {
     let mut server = NatsServer::start().unwrap();
-    // Connection events tell the test when the client has noticed, instead of a timer.
-    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let client = async_nats::ConnectOptions::new()
-        .retry_on_initial_connect()
-        .event_callback(move |event| {
-            let events_tx = events_tx.clone();
-            async move {
-                let _ = events_tx.send(event);
-            }
-        })
-        .connect(server.url())
-        .await
-        .unwrap();
-    let bus = Bus::with_client(client, &StreamSettings::default())
-        .await
-        .unwrap();
+    let bus = bus(&server).await;
+    // The bus's own view of the connection tells the test when it has noticed, instead of a
+    // timer.
+    let mut connection = bus.connection();
     server.kill().unwrap();
-    while !matches!(events.recv().await, Some(async_nats::Event::Disconnected)) {}
+    connection.wait_for(|up| !up).await.unwrap();
 
     let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "down");
     let err = append(&bus, event, &state, 0, "x").await.unwrap_err();
     assert_eq!(err.kind(), AppendErrorKind::Unavailable);
 
     server.restart().unwrap();
-    while !matches!(events.recv().await, Some(async_nats::Event::Connected)) {}
+    connection.wait_for(|up| *up).await.unwrap();
     let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "up-again");
     append(&bus, event, &state, 0, "y").await.unwrap();
     // What was refused while down was never written.
@@ -460,4 +689,28 @@ async fn an_append_while_nats_is_down_is_refused_as_unavailable() {
             .unwrap()
             .is_none()
     );
+}
+
+#[tokio::test]
+async fn connect_options_carry_credentials() {
+    use refbus_bus::{ConnectErrorKind, ConnectOptions, Credentials};
+    let server = NatsServer::start().unwrap();
+    // The test server asks for no credentials: a user and password are accepted as given, and
+    // the connection's name is the one configured.
+    let options = ConnectOptions::new([server.url()])
+        .with_credentials(Credentials::UserPassword {
+            user: "router".to_owned(),
+            password: "secret".to_owned(),
+        })
+        .with_name("refbus-test");
+    let bus = Bus::connect(&options, &StreamSettings::default())
+        .await
+        .unwrap();
+    assert!(bus.is_connected());
+    let missing = ConnectOptions::new([server.url()])
+        .with_credentials(Credentials::File("/nonexistent/refbus.creds".into()));
+    let err = Bus::connect(&missing, &StreamSettings::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConnectErrorKind::Options);
 }

@@ -378,39 +378,35 @@ pub(crate) struct NatsArgs {
     /// A file holding that user's password (kept out of the command line and the environment).
     #[arg(long, value_name = "FILE", env = "REFBUS_NATS_PASSWORD_FILE")]
     pub(crate) nats_password_file: Option<PathBuf>,
-    /// Replicas of the events stream when this component creates it: 1 on a single server, 3
-    /// on a production cluster. An existing stream keeps its own.
-    #[arg(long, default_value_t = 1)]
+    /// Replicas of the events stream: 1 on a single server, 3 on a production cluster. A
+    /// missing stream is created with this many; an existing one with another number is
+    /// refused (never changed), like any other difference from refbus's configuration, so
+    /// every component of a cluster needs it.
+    #[arg(long, default_value_t = 1, env = "REFBUS_STREAM_REPLICAS")]
     pub(crate) stream_replicas: usize,
 }
 
 impl NatsArgs {
     pub(crate) async fn connect(&self) -> anyhow::Result<refbus_bus::Bus> {
-        let mut options = async_nats::ConnectOptions::new();
-        if let Some(creds) = &self.nats_creds {
-            options = async_nats::ConnectOptions::with_credentials_file(creds.clone())
-                .await
-                .with_context(|| format!("reading {}", creds.display()))?;
-        }
-        if let (Some(user), Some(file)) = (&self.nats_user, &self.nats_password_file) {
-            let password = std::fs::read_to_string(file)
-                .with_context(|| format!("reading the NATS password in {}", file.display()))?;
-            options = async_nats::ConnectOptions::with_user_and_password(
-                user.clone(),
-                password.trim().to_owned(),
-            );
-        }
-        let urls: Vec<async_nats::ServerAddr> = self
-            .url
-            .split(',')
-            .map(|url| url.trim().parse())
-            .collect::<Result<_, _>>()
-            .with_context(|| format!("--nats {}", self.url))?;
+        let credentials = match (&self.nats_creds, &self.nats_user, &self.nats_password_file) {
+            (Some(creds), _, _) => refbus_bus::Credentials::File(creds.clone()),
+            (None, Some(user), Some(file)) => {
+                let password = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the NATS password in {}", file.display()))?;
+                refbus_bus::Credentials::UserPassword {
+                    user: user.clone(),
+                    password: password.trim().to_owned(),
+                }
+            }
+            _ => refbus_bus::Credentials::None,
+        };
+        let options = refbus_bus::ConnectOptions::new(self.url.split(',').map(str::trim))
+            .with_credentials(credentials);
         let settings = refbus_bus::StreamSettings {
             replicas: self.stream_replicas,
             ..refbus_bus::StreamSettings::default()
         };
-        refbus_bus::Bus::connect_with(options, urls, &settings)
+        refbus_bus::Bus::connect(&options, &settings)
             .await
             .with_context(|| format!("connecting to NATS at {}", self.url))
     }

@@ -129,6 +129,9 @@ struct Loop {
 pub enum Error {
     #[error("the bus failed: {0}")]
     Bus(#[from] refbus_bus::ReadError),
+    /// The router's durable consumer cannot be opened (refused if someone changed it).
+    #[error("the router's consumer: {0}")]
+    Consumer(#[from] refbus_bus::ConsumerError),
 }
 
 impl Router {
