@@ -371,6 +371,11 @@ fn assemble(files: &[&Source], drafts: &Drafts, problems: &mut Problems) -> Opti
         outcomes: codes(&drafts.outcomes, |text| OutcomeCode::new(text))?,
         coordinator: AgencyId::new(&deployment.coordinator.as_ref()?.value).ok()?,
         policies,
+        holiday_years: drafts
+            .holidays
+            .iter()
+            .filter_map(|file| file.year.as_ref().map(|year| year.value))
+            .collect(),
     })
 }
 

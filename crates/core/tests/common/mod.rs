@@ -313,6 +313,7 @@ pub fn registry() -> Registry {
             .collect(),
         coordinator: agency(BAPPEDA),
         policies: policies(),
+        holiday_years: [2026].into(),
     }
 }
 
