@@ -182,10 +182,7 @@ impl Adapter {
 
 /// `items` until the adapter stops, then `UNAVAILABLE` and the end: an inbox stream never ends
 /// by itself, and the server's graceful shutdown would wait for it for ever.
-fn until_stopping(
-    items: InboxStream,
-    stopping: tokio::sync::watch::Receiver<bool>,
-) -> InboxStream {
+fn until_stopping(items: InboxStream, stopping: tokio::sync::watch::Receiver<bool>) -> InboxStream {
     Box::pin(futures::stream::unfold(
         Some((items, stopping)),
         |open| async move {

@@ -336,7 +336,12 @@ fn config_check_warns_when_the_holidays_do_not_cover_the_working_hours_clocks_st
     // 20 December 2026: slrt_resolution (14 working days, escalations 8 working hours more)
     // runs into January 2027, and deploy/config has holidays for 2026 only.
     let late = refbus(&["config", "check", &path, "--today", "2026-12-20"]);
-    assert_eq!(late.status.code(), Some(0), "still valid: {}", stderr(&late));
+    assert_eq!(
+        late.status.code(),
+        Some(0),
+        "still valid: {}",
+        stderr(&late)
+    );
     let late_stderr = stderr(&late);
     let warning = line_with(&late_stderr, &["WARNING", "no holiday file for 2027"]);
     assert!(
@@ -349,5 +354,9 @@ fn config_check_warns_when_the_holidays_do_not_cover_the_working_hours_clocks_st
 
     let covered = refbus(&["config", "check", &path, "--today", "2026-03-02"]);
     assert_eq!(covered.status.code(), Some(0));
-    assert_eq!(stderr(&covered), "", "no warning while 2026 covers the clocks");
+    assert_eq!(
+        stderr(&covered),
+        "",
+        "no warning while 2026 covers the clocks"
+    );
 }

@@ -69,7 +69,10 @@ impl fmt::Display for HolidayGap {
                 "working-day clocks are counting every holiday of {year} as a working day"
             )?;
         }
-        write!(f, "; add the holiday file for {year} to [deployment] holidays")
+        write!(
+            f,
+            "; add the holiday file for {year} to [deployment] holidays"
+        )
     }
 }
 

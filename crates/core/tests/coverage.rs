@@ -9,7 +9,10 @@ use refbus_core::coverage::holiday_gap;
 
 #[test]
 fn a_clock_within_the_covered_year_needs_nothing_more() {
-    assert_eq!(holiday_gap(&registry(), at("2026-03-02T09:00:00+08:00")), None);
+    assert_eq!(
+        holiday_gap(&registry(), at("2026-03-02T09:00:00+08:00")),
+        None
+    );
 }
 
 #[test]
@@ -53,7 +56,10 @@ fn a_year_already_begun_without_its_file_is_said_to_be_counting_now() {
 fn the_next_years_file_covers_the_turn_of_the_year() {
     let mut registry = registry();
     registry.holiday_years.insert(2027);
-    assert_eq!(holiday_gap(&registry, at("2026-12-31T09:00:00+08:00")), None);
+    assert_eq!(
+        holiday_gap(&registry, at("2026-12-31T09:00:00+08:00")),
+        None
+    );
 }
 
 #[test]
@@ -65,5 +71,8 @@ fn a_policy_without_working_hours_clocks_needs_no_holidays() {
             .clocks
             .retain(|clock| clock.calendar != refbus_core::clock::CalendarKind::WorkingHours);
     }
-    assert_eq!(holiday_gap(&registry, at("2030-06-03T09:00:00+08:00")), None);
+    assert_eq!(
+        holiday_gap(&registry, at("2030-06-03T09:00:00+08:00")),
+        None
+    );
 }

@@ -29,11 +29,9 @@ pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
             let now = match today {
                 // Noon UTC is the same calendar day in every time zone of Indonesia (and from
                 // UTC-11 to UTC+11).
-                Some(day) => Timestamp::from_chrono(
-                    &day.and_hms_opt(12, 0, 0)
-                        .unwrap_or_default()
-                        .and_utc(),
-                ),
+                Some(day) => {
+                    Timestamp::from_chrono(&day.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc())
+                }
                 None => runtime::system_now(),
             };
             check(&file, now)

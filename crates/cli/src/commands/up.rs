@@ -190,7 +190,10 @@ fn router_clock(speed: f64) -> std::sync::Arc<dyn refbus_router::Clock> {
     if speed == 1.0 {
         std::sync::Arc::new(refbus_router::SystemClock::new())
     } else {
-        std::sync::Arc::new(refbus_router::ScaledClock::new(runtime::system_now(), speed))
+        std::sync::Arc::new(refbus_router::ScaledClock::new(
+            runtime::system_now(),
+            speed,
+        ))
     }
 }
 
