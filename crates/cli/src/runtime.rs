@@ -57,6 +57,7 @@ fn init_tracing_with(default_filter: &str) {
 /// managers, container runtimes) or SIGHUP (the terminal went away). The handlers are installed
 /// when this is called, not when it is first awaited, so a signal arriving in between is not
 /// lost (nor does it kill the process with its children left running).
+#[cfg(unix)]
 pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -78,6 +79,14 @@ pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 's
         }
         let received = signals.iter_mut().map(|stream| Box::pin(stream.recv()));
         futures::future::select_all(received).await;
+    }
+}
+
+/// [`stop_signal`] where there are no Unix signals: Ctrl-C only.
+#[cfg(not(unix))]
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -181,9 +181,11 @@ fn start_merged(
     }
     let mut seen = Vec::new();
     loop {
-        let line = lines
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("refbus up never said it was up: {seen:#?}"));
+        let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("refbus up never said it was up: {seen:#?}");
+        };
         let done = line.contains("Press Ctrl-C");
         seen.push(line);
         if done {
