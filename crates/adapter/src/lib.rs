@@ -6,12 +6,15 @@
 //!
 //! # Layout
 //!
-//! - [`Adapter`]: the shared state (agency, registry, bus, keys, time source) and
-//!   [`serve`], which runs the gRPC server on a listener until a shutdown future completes.
+//! - [`Adapter`]: the shared state (agency, registry, bus, keys, time source) and [`run`],
+//!   which runs everything an adapter does (the gRPC server, and the reroutes the router asks
+//!   of this agency) until a shutdown future completes. The binary and the tests call the same
+//!   [`run`], so what a test sees is what a deployment runs.
 //! - `service`: the `ReferralService` implementation, one thin method per RPC.
 //! - `write`: the command pipeline (load, decide, append, retry on a concurrent change,
 //!   recognise a retried request) and the reroute flow.
 //! - `read`: get, list, and the inbox stream.
+//! - `reroutes`: carrying out the reroutes the router requests, started by [`run`].
 //! - `keys`: sealing and opening for this agency; `status`: every gRPC status in one place.
 //! - [`stages`]: optional timing of the create path by stage, for benchmarks.
 //!
@@ -42,6 +45,7 @@ use refbus_core::{AgencyId, Registry, Timestamp};
 use refbus_proto::v1::referral_service_server::ReferralServiceServer;
 use refbus_seal::Keyring;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 pub use stages::{Stage, StageTimes};
 
@@ -106,6 +110,18 @@ struct Inner {
     signing: SigningKey,
     now: Now,
     options: Options,
+    /// Set once [`run`]'s shutdown completed: open inbox streams end with `UNAVAILABLE` (an
+    /// inbox stream never ends by itself, and a graceful shutdown waits for open streams).
+    stopping: watch::Sender<bool>,
+}
+
+/// Why an adapter stopped other than by its shutdown.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+    #[error("building gRPC reflection from the contract's descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 impl Adapter {
@@ -130,6 +146,7 @@ impl Adapter {
                 signing,
                 now,
                 options,
+                stopping: watch::channel(false).0,
             }),
         }
     }
@@ -151,13 +168,43 @@ impl Adapter {
     }
 }
 
-/// Serves `adapter` over gRPC on `listener` (with health checking and reflection) until
-/// `shutdown` completes.
-pub async fn serve(
+/// Runs `adapter` until `shutdown` completes: serves gRPC on `listener` (the
+/// `ReferralService`, gRPC health and reflection) and carries out the reroutes the router asks
+/// of this agency. On shutdown, open inbox streams end with `UNAVAILABLE` (clients reconnect
+/// with their cursor, to another adapter or this one restarted), calls in flight finish, and
+/// `run` returns. An adapter that has run once stays stopped: build a new one to serve again.
+pub async fn run(
     adapter: Adapter,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+) -> Result<(), Error> {
+    let stopping = adapter.inner.stopping.clone();
+    let adapter_stopped = stopping.clone();
+    let reroutes = {
+        let mut stopped = stopping.subscribe();
+        tokio::spawn(adapter.clone().carry_out_reroutes(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    };
+    let served = serve(adapter, listener, async move {
+        shutdown.await;
+        tracing::info!("adapter stopping: ending inbox streams");
+        stopping.send_replace(true);
+    })
+    .await;
+    // Also when serving failed: nothing of the adapter may outlive `run`.
+    adapter_stopped.send_replace(true);
+    let _ = reroutes.await;
+    served
+}
+
+/// Serves `adapter` over gRPC on `listener` (with health checking and reflection) until
+/// `shutdown` completes.
+async fn serve(
+    adapter: Adapter,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Serving while the bus is reachable: load balancers and clients can wait on this.
     let mut connection = adapter.inner.bus.connection();
@@ -178,10 +225,18 @@ pub async fn serve(
             }
         }
     });
+    // Health is listed too, so that tools (grpcurl) can call it from reflection alone.
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(refbus_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .expect("the contract's descriptor set is valid: it was produced by the build");
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1();
+    let reflection = match reflection {
+        Ok(reflection) => reflection,
+        Err(err) => {
+            health_task.abort();
+            return Err(err.into());
+        }
+    };
     let limit = adapter.inner.options.max_request_bytes;
     let service = ReferralServiceServer::new(adapter)
         .max_decoding_message_size(limit)
@@ -196,5 +251,5 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_task.abort();
-    served
+    Ok(served?)
 }

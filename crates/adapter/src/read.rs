@@ -160,7 +160,10 @@ impl Adapter {
                 }),
                 Err(err) => Err(status::read(&err)),
             });
-        Ok(Box::pin(stream))
+        Ok(until_stopping(
+            Box::pin(stream),
+            self.inner.stopping.subscribe(),
+        ))
     }
 
     fn inbox_item(&self, item: Item) -> v1::InboxItem {
@@ -181,6 +184,27 @@ impl Adapter {
             item: Some(item),
         }
     }
+}
+
+/// `items` until the adapter stops, then `UNAVAILABLE` and the end: an inbox stream never ends
+/// by itself, and the server's graceful shutdown would wait for it for ever.
+fn until_stopping(items: InboxStream, stopping: tokio::sync::watch::Receiver<bool>) -> InboxStream {
+    Box::pin(futures::stream::unfold(
+        Some((items, stopping)),
+        |open| async move {
+            let (mut items, mut stopping) = open?;
+            let next = tokio::select! {
+                // Stopping first: a stream opened during the shutdown ends at once.
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => None,
+                item = items.next() => Some(item),
+            };
+            match next {
+                None => Some((Err(status::shutting_down()), None)),
+                Some(item) => item.map(|item| (item, Some((items, stopping)))),
+            }
+        },
+    ))
 }
 
 /// A cursor is the stream sequence of the last item the client saw; empty for the beginning.

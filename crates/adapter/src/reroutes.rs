@@ -26,7 +26,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 impl Adapter {
     /// Carries out requested reroutes of this agency's referrals until `shutdown` completes.
-    pub async fn carry_out_reroutes(self, shutdown: impl Future<Output = ()> + Send) {
+    /// Started by [`crate::run`] only: a deployment that serves an agency always carries out
+    /// its reroutes.
+    pub(crate) async fn carry_out_reroutes(self, shutdown: impl Future<Output = ()> + Send) {
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -37,8 +37,12 @@ pub(crate) fn append(error: &AppendError) -> Status {
         AppendErrorKind::Conflict => Status::aborted(
             "the referral was changed by someone else at the same moment; read it again and retry",
         ),
+        // A publish that timed out may still have been stored: only a retry with the same
+        // request_id (which the adapter recognises) is safe, never a new one.
         AppendErrorKind::Unavailable => Status::unavailable(
-            "the referral bus is unreachable; nothing was recorded: retry with the same request_id",
+            "the referral bus did not confirm the write in time; the event may have been \
+             recorded: retry with the same request_id (safe: a repeated request_id is recorded \
+             once)",
         ),
         AppendErrorKind::TooLarge => {
             Status::resource_exhausted("the request is too large for the referral bus")
@@ -51,13 +55,21 @@ pub(crate) fn append(error: &AppendError) -> Status {
 
 pub(crate) fn read(error: &ReadError) -> Status {
     match error.kind() {
-        ReadErrorKind::Unavailable => {
-            Status::unavailable("the referral bus is unreachable; nothing was recorded: retry")
-        }
+        // Reads write nothing, so whatever the call was, nothing of it was recorded.
+        ReadErrorKind::Unavailable => Status::unavailable(
+            "the referral bus is unreachable; nothing was recorded by this call: retry",
+        ),
         ReadErrorKind::Corrupt(seq) => Status::internal(format!(
             "the bus holds a message refbus cannot read at sequence {seq}; tell the operators"
         )),
     }
+}
+
+/// Why an open inbox stream ends when its adapter stops.
+pub(crate) const SHUTTING_DOWN: &str = "the adapter is shutting down; reconnect with your cursor";
+
+pub(crate) fn shutting_down() -> Status {
+    Status::unavailable(SHUTTING_DOWN)
 }
 
 /// Whether a status tells the client it may simply retry.

@@ -86,7 +86,7 @@ impl Runtimes {
         let (shutdown, stop) = oneshot::channel::<()>();
         let task = self
             .adapter
-            .spawn(refbus_adapter::serve(adapter, listener, async {
+            .spawn(refbus_adapter::run(adapter, listener, async {
                 let _ = stop.await;
             }));
         Ok(RunningAdapter {
@@ -122,5 +122,5 @@ pub struct RunningAdapter {
     pub addr: SocketAddr,
     pub stages: Arc<StageTimes>,
     shutdown: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), tonic::transport::Error>>,
+    task: JoinHandle<Result<(), refbus_adapter::Error>>,
 }

@@ -18,6 +18,19 @@ use refbus_seal::{KeyPair, Keyring, PublicKey, SecretKey};
 /// Logs to stderr (`REFBUS_LOG` filters, default `info`), and gives every span a W3C trace
 /// context that the bus carries in `traceparent` headers.
 pub(crate) fn init_tracing() {
+    init_tracing_with("warn,refbus=info,refbus_adapter=info,refbus_router=info,refbus_bus=info");
+}
+
+/// [`init_tracing`] for commands that print the router's activity on stdout (`router`, `up`):
+/// the router's own info lines say the same, so only its warnings and errors are logged, and
+/// each action shows once.
+pub(crate) fn init_tracing_beside_router_activity() {
+    init_tracing_with("warn,refbus=info,refbus_adapter=info,refbus_router=warn,refbus_bus=info");
+}
+
+fn init_tracing_with(default_filter: &str) {
+    use std::io::IsTerminal as _;
+
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -29,23 +42,73 @@ pub(crate) fn init_tracing() {
     let tracer = provider.tracer("refbus");
     opentelemetry::global::set_tracer_provider(provider);
     // refbus's own messages at info; libraries only when something is wrong.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REFBUS_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(
-            "warn,refbus=info,refbus_adapter=info,refbus_router=info,refbus_bus=info",
-        )
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REFBUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal: in a log file they are escape-code noise.
+    let ansi = std::io::stderr().is_terminal();
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(ansi),
+        )
         .with(tracing_opentelemetry::layer().with_tracer(tracer))
         .try_init();
 }
 
-/// Loads and checks a registry, reporting every problem.
+/// Completes when the process is asked to stop: Ctrl-C (SIGINT), SIGTERM (`kill`, service
+/// managers, container runtimes) or SIGHUP (the terminal went away). The handlers are installed
+/// when this is called, not when it is first awaited, so a signal arriving in between is not
+/// lost (nor does it kill the process with its children left running).
+#[cfg(unix)]
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut signals = Vec::new();
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+    ] {
+        match signal(kind) {
+            Ok(stream) => signals.push(stream),
+            Err(err) => tracing::warn!("cannot handle signal {kind:?}: {err}"),
+        }
+    }
+    async move {
+        if signals.is_empty() {
+            // Nothing to wait for: stopping is then up to SIGKILL.
+            std::future::pending::<()>().await;
+        }
+        let received = signals.iter_mut().map(|stream| Box::pin(stream.recv()));
+        futures::future::select_all(received).await;
+    }
+}
+
+/// [`stop_signal`] where there are no Unix signals: Ctrl-C only.
+#[cfg(not(unix))]
+pub(crate) fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Loads and checks a registry, reporting every problem, and warns loudly when its holiday
+/// files do not cover the clocks that start today.
 pub(crate) fn load_registry(path: &Path) -> anyhow::Result<Arc<Registry>> {
-    refbus_config::load(path)
-        .map(Arc::new)
-        .map_err(|report| anyhow::anyhow!("{} is not a valid registry:\n{report}", path.display()))
+    let registry = refbus_config::load(path).map_err(|report| {
+        anyhow::anyhow!("{} is not a valid registry:\n{report}", path.display())
+    })?;
+    if let Some(gap) = refbus_core::coverage::holiday_gap(&registry, system_now()) {
+        tracing::warn!("HOLIDAYS: {}: {gap}", path.display());
+    }
+    Ok(Arc::new(registry))
+}
+
+/// The system clock, read here at the edge.
+pub(crate) fn system_now() -> refbus_core::Timestamp {
+    (refbus_adapter::system_now())()
 }
 
 /// The public key file of an agency in a keys directory.
@@ -252,7 +315,18 @@ impl LocalNats {
             ),
         )?;
         let log = std::fs::File::create(data_dir.join("nats-server.log"))?;
-        let child = tokio::process::Command::new(binary)
+        let mut command = match parent_death_signal() {
+            // setpriv sets the signal, then becomes nats-server (same pid).
+            Some(setpriv) => {
+                let mut command = tokio::process::Command::new(setpriv);
+                command.args(["--pdeathsig", "TERM", "--"]).arg(binary);
+                command
+            }
+            None => tokio::process::Command::new(binary),
+        };
+        // kill_on_drop covers every way this process ends that unwinds or returns (errors,
+        // panics, signals handled by `up`); the parent-death signal covers SIGKILL.
+        let child = command
             .arg("-c")
             .arg(&config)
             .stdin(Stdio::null())
@@ -310,6 +384,30 @@ impl LocalNats {
         self.child.wait().await?;
         Ok(())
     }
+}
+
+/// `setpriv` (util-linux), when it can give a child a parent-death signal: a nats-server started
+/// through it gets SIGTERM when the thread that started it dies, even by SIGKILL, which no
+/// handler of ours can see. Setting the signal ourselves (prctl in a pre_exec hook) would be
+/// unsafe code, which the workspace forbids. Without setpriv a `kill -9` of `refbus up` leaves
+/// its nats-server running (its data is safe: every write is fsynced).
+///
+/// The signal follows the starting *thread*: start servers from `block_on`'s thread or a
+/// runtime worker (they live as long as the runtime), never from a blocking-pool thread.
+fn parent_death_signal() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    let setpriv = std::env::split_paths(&path)
+        .map(|dir| dir.join("setpriv"))
+        .find(|candidate| candidate.is_file())?;
+    // Old util-linux (before 2.33) has no --pdeathsig: try it once.
+    let works = std::process::Command::new(&setpriv)
+        .args(["--pdeathsig", "TERM", "--", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    works.then_some(setpriv)
 }
 
 /// `count` consecutive TCP ports free on 127.0.0.1 now (another process may take them before

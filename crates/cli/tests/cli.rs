@@ -329,3 +329,34 @@ fn explain_refuses_bad_flags_with_exit_status_2() {
     assert_eq!(output.status.code(), Some(2));
     line_with(&stderr(&output), &["invalid value 'soon' for '--priority"]);
 }
+
+#[test]
+fn config_check_warns_when_the_holidays_do_not_cover_the_working_hours_clocks_started_today() {
+    let path = deploy("refbus.toml");
+    // 20 December 2026: slrt_resolution (14 working days, escalations 8 working hours more)
+    // runs into January 2027, and deploy/config has holidays for 2026 only.
+    let late = refbus(&["config", "check", &path, "--today", "2026-12-20"]);
+    assert_eq!(
+        late.status.code(),
+        Some(0),
+        "still valid: {}",
+        stderr(&late)
+    );
+    let late_stderr = stderr(&late);
+    let warning = line_with(&late_stderr, &["WARNING", "no holiday file for 2027"]);
+    assert!(
+        warning.contains(
+            "working-day clocks will count 1 January 2027 (New Year's Day) and every other holiday of 2027 as a working day"
+        ),
+        "{warning}"
+    );
+    assert!(warning.contains("slrt_resolution"), "{warning}");
+
+    let covered = refbus(&["config", "check", &path, "--today", "2026-03-02"]);
+    assert_eq!(covered.status.code(), Some(0));
+    assert_eq!(
+        stderr(&covered),
+        "",
+        "no warning while 2026 covers the clocks"
+    );
+}

@@ -1,6 +1,7 @@
 //! `refbus up` as a newcomer runs it: the process starts nats-server and every adapter, prints
-//! the endpoints, serves a referral, stops cleanly on Ctrl-C, and keeps its data for the next
-//! start.
+//! the endpoints, serves a referral, stops cleanly on Ctrl-C (promptly, even with inbox streams
+//! open, and leaving no nats-server behind), keeps its data for the next start, and prints each
+//! router action once, without colour codes when its output is not a terminal.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -142,4 +143,202 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let got = client.get_referral(request).await.unwrap().into_inner();
     assert_eq!(got.referral.unwrap().referral_id, id);
     assert!(interrupt(&mut child).success());
+}
+
+/// `refbus up <args>` on free ports and `data_dir`: the process, and every line it writes on
+/// stdout and stderr (read on threads, so its pipes never fill), once it said it is up.
+fn start_merged(
+    data_dir: &std::path::Path,
+    args: &[&str],
+) -> (Child, std::sync::mpsc::Receiver<String>, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+        .current_dir(repo_root())
+        .arg("up")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--nats-port", &free_port().to_string()])
+        .args(["--nats-monitor-port", &free_port().to_string()])
+        .args(["--base-port", &free_ports(8).to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    for output in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    loop {
+        let Ok(line) = lines.recv_timeout(std::time::Duration::from_secs(60)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("refbus up never said it was up: {seen:#?}");
+        };
+        let done = line.contains("Press Ctrl-C");
+        seen.push(line);
+        if done {
+            return (child, lines, seen);
+        }
+    }
+}
+
+/// The address of `agency`'s adapter in up's endpoint list.
+fn endpoint(lines: &[String], agency: &str) -> String {
+    let line = lines
+        .iter()
+        .find(|line| line.contains(&format!(" {agency} ")))
+        .unwrap_or_else(|| panic!("{agency} is not listed: {lines:#?}"));
+    line.split_whitespace().next().unwrap().to_owned()
+}
+
+/// Kills a process the test no longer holds as a `Child`, unless forgotten.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+fn operator<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-refbus-operator", "tester".parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_demo_with_an_open_inbox_stops_within_5_seconds_and_leaves_no_nats_server() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, lines, seen) = start_merged(data.path(), &["--demo"]);
+    let nats_line = seen
+        .iter()
+        .find(|line| line.contains("NATS (JetStream)"))
+        .expect("the NATS line");
+    let nats_pid: u32 = nats_line
+        .rsplit("pid ")
+        .next()
+        .and_then(|pid| pid.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no pid in {nats_line}"));
+    let proc_entry = std::path::PathBuf::from(format!("/proc/{nats_pid}"));
+    assert!(proc_entry.exists(), "nats-server {nats_pid} runs");
+
+    // An agency system watching its inbox: a stream that never ends by itself.
+    let uptd = endpoint(&seen, "maros-uptd-ppa");
+    let mut client = ReferralServiceClient::connect(format!("http://{uptd}"))
+        .await
+        .unwrap();
+    let mut inbox = client
+        .watch_inbox(operator(v1::WatchInboxRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    // Reading up's output keeps its pipes from filling while it stops.
+    std::thread::spawn(move || for _ in lines {});
+
+    let (exited_tx, exited) = std::sync::mpsc::channel();
+    let pid = child.id();
+    // If the test fails while up still runs, up is killed (and its nats-server with it).
+    let guard = KillOnDrop(pid);
+    std::thread::spawn(move || {
+        let _ = exited_tx.send(child.wait());
+    });
+    let interrupted = Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let status = exited
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("refbus up stops within 5 seconds of Ctrl-C")
+        .unwrap();
+    std::mem::forget(guard);
+    assert!(status.success(), "{status}");
+    assert!(
+        !proc_entry.exists(),
+        "refbus up left its nats-server (pid {nats_pid}) running"
+    );
+    // The watching system was told to reconnect, not left hanging.
+    loop {
+        match inbox.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the inbox stream ended without saying why"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                break;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_prints_each_router_action_once_and_no_colour_codes_into_a_pipe() {
+    let data = tempfile::tempdir().unwrap();
+    // The demo's minute clocks, with the router's time running 60 times as fast: the 2-minute
+    // emergency clock breaches 2 seconds after the referral is created.
+    let (mut child, lines, mut seen) = start_merged(
+        data.path(),
+        &["--config", "deploy/config/demo.toml", "--clock-speed", "60"],
+    );
+    let dinsos = endpoint(&seen, "maros-dinsos");
+    let mut client = ReferralServiceClient::connect(format!("http://{dinsos}"))
+        .await
+        .unwrap();
+    let created = client
+        .create_referral(operator(v1::CreateReferralRequest {
+            request_id: "up-once-1".into(),
+            recipient: "maros-uptd-ppa".into(),
+            case_id: "MRS-UP-ONCE".into(),
+            service: "psychological_counselling".into(),
+            priority: v1::Priority::Emergency.into(),
+            consent: Some(v1::Consent {
+                services: true,
+                disclose_to_agencies: true,
+                override_justification: String::new(),
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.referral.unwrap().referral_id;
+    loop {
+        let line = lines
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the breach was never printed: {seen:#?}"));
+        let breach = line.contains("acknowledge_emergency.breach") && line.contains(&id);
+        seen.push(line);
+        if breach {
+            break;
+        }
+    }
+    let status = interrupt(&mut child);
+    assert!(status.success(), "{status}");
+    // Everything it wrote, to the end of both pipes.
+    seen.extend(lines.iter());
+    let output = seen.join("\n");
+    let breaches = seen
+        .iter()
+        .filter(|line| line.contains("acknowledge_emergency.breach") && line.contains(&id))
+        .count();
+    assert_eq!(breaches, 1, "one line per router action:\n{output}");
+    assert!(
+        !output.contains('\u{1b}'),
+        "colour codes in output that is not a terminal:\n{output}"
+    );
 }

@@ -372,6 +372,11 @@ fn assemble(files: &[&Source], drafts: &Drafts, problems: &mut Problems) -> Opti
         coordinator: AgencyId::new(&deployment.coordinator.as_ref()?.value).ok()?,
         router_signing_keys: deployment.router_signing_keys.clone(),
         policies,
+        holiday_years: drafts
+            .holidays
+            .iter()
+            .filter_map(|file| file.year.as_ref().map(|year| year.value))
+            .collect(),
     })
 }
 

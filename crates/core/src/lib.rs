@@ -21,6 +21,7 @@ pub mod calendar;
 pub mod chain;
 pub mod clock;
 pub mod command;
+pub mod coverage;
 pub mod decide;
 pub mod escalation;
 pub mod event;

@@ -1,7 +1,7 @@
 //! The registry: the agencies of a deployment, their services and working hours, and the
 //! versioned clock and escalation policies. Parsed from TOML by the `config` crate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::calendar::{Calendar, WorkingHours};
@@ -87,6 +87,9 @@ pub struct Registry {
     pub router_signing_keys: Vec<String>,
     /// Policy versions, oldest first.
     pub policies: Vec<PolicySet>,
+    /// The years the holiday list covers (one holiday file each): working-hours clocks that
+    /// run into another year count its holidays as working days (see [`crate::coverage`]).
+    pub holiday_years: BTreeSet<i32>,
 }
 
 impl Registry {

@@ -132,6 +132,11 @@ pub enum Error {
     /// The router's durable consumer cannot be opened (refused if someone changed it).
     #[error("the router's consumer: {0}")]
     Consumer(#[from] refbus_bus::ConsumerError),
+    /// The durable consumer's stream of events ended (the consumer or the stream was deleted,
+    /// or the connection gave up): without events no clock moves, so the router stops rather
+    /// than run blind; started again, it recreates its consumer and rebuilds its timers.
+    #[error("the router's consumer {consumer} stopped delivering events")]
+    ConsumerEnded { consumer: String },
 }
 
 impl Router {
@@ -166,7 +171,8 @@ impl Router {
 
     /// Runs until `shutdown` completes: rebuilds the timers, then processes events and fires
     /// timers. Stopping at any moment loses nothing: what was not acknowledged is delivered
-    /// again, and timers are rebuilt from the bus.
+    /// again, and timers are rebuilt from the bus. Returns an error if the events stop coming
+    /// ([`Error::ConsumerEnded`]): whoever runs the router restarts it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         let router = Arc::new(self);
         let mut state = Loop {
@@ -228,7 +234,12 @@ impl Router {
                             }
                         }
                     }
-                    None => break,
+                    None => {
+                        fires.shutdown().await;
+                        return Err(Error::ConsumerEnded {
+                            consumer: format!("refbus-router-{}", router.options.replica),
+                        });
+                    }
                 },
                 Some(outcome) = fired.recv() => {
                     in_flight.remove(&outcome.referral);

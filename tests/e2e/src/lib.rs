@@ -266,15 +266,13 @@ impl System {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
+        // The production entry point: serving and the reroutes the router asks of this agency.
         let task = tokio::spawn(async move {
-            // The adapter also carries out the reroutes the router asks of its agency.
-            let reroutes = tokio::spawn(adapter.clone().carry_out_reroutes(std::future::pending()));
-            refbus_adapter::serve(adapter, listener, async {
+            refbus_adapter::run(adapter, listener, async {
                 let _ = stop.await;
             })
             .await
             .unwrap();
-            reroutes.abort();
         });
         self.adapters.insert(
             agency.clone(),

@@ -76,10 +76,8 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(%agency, listen = %args.listen, "adapter serving");
-        refbus_adapter::serve(adapter, listener, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+        // `run` serves gRPC and carries out the reroutes the router asks of this agency.
+        refbus_adapter::run(adapter, listener, runtime::stop_signal()).await?;
         tracing::info!(%agency, "adapter stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use refbus_core::Registry;
+use refbus_core::{Registry, Timestamp};
+
+use crate::runtime;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ConfigCommand {
@@ -15,20 +17,38 @@ pub(crate) enum ConfigCommand {
     Check {
         /// The main configuration file, e.g. deploy/config/refbus.toml.
         file: PathBuf,
+        /// Tests only: check the holiday files' coverage as if today were this date.
+        #[arg(long, value_name = "DATE", hide = true)]
+        today: Option<chrono::NaiveDate>,
     },
 }
 
 pub(crate) fn run(command: ConfigCommand) -> anyhow::Result<ExitCode> {
     match command {
-        ConfigCommand::Check { file } => check(&file),
+        ConfigCommand::Check { file, today } => {
+            let now = match today {
+                // Noon UTC is the same calendar day in every time zone of Indonesia (and from
+                // UTC-11 to UTC+11).
+                Some(day) => {
+                    Timestamp::from_chrono(&day.and_hms_opt(12, 0, 0).unwrap_or_default().and_utc())
+                }
+                None => runtime::system_now(),
+            };
+            check(&file, now)
+        }
     }
 }
 
-fn check(file: &Path) -> anyhow::Result<ExitCode> {
+fn check(file: &Path, now: Timestamp) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     match refbus_config::load(file) {
         Ok(registry) => {
             writeln!(out, "{}: valid: {}", file.display(), summary(&registry))?;
+            // Valid, but the clocks will be wrong: said loudly, without failing the check (a
+            // deployment must still start, and the file may not exist yet).
+            if let Some(gap) = refbus_core::coverage::holiday_gap(&registry, now) {
+                eprintln!("{}: WARNING: {gap}", file.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(report) => {

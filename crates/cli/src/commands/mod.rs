@@ -26,9 +26,13 @@ pub(crate) enum Command {
     /// Generate an agency's keys for sealed identity data.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
-    /// Run one agency's gRPC adapter.
+    /// Run one agency's gRPC adapter; it also carries out the reroutes the router asks of
+    /// the agency.
     Adapter(adapter::AdapterArgs),
     /// Run the router: clocks, escalations, reroute requests.
+    ///
+    /// Exits with a non-zero status if its events stop coming (its durable consumer's stream
+    /// ended): run it under a supervisor that restarts it; it resumes where it stopped.
     Router(router::RouterArgs),
     /// Run everything on this machine: a local nats-server, every agency's adapter, the router.
     Up(up::UpArgs),

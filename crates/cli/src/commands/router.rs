@@ -37,7 +37,7 @@ pub(crate) struct RouterArgs {
 }
 
 pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
-    runtime::init_tracing();
+    runtime::init_tracing_beside_router_activity();
     let registry = runtime::load_registry(&args.config)?;
     let key = runtime::signing_key(&args.signing_key, refbus_core::signature::Signer::Router)?;
     let signers = Arc::new(runtime::signers(&registry, args.public_keys.as_deref())?);
@@ -70,11 +70,15 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
         );
         let activity = router.activity();
         tokio::spawn(print_activity(activity));
-        router
-            .run(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await?;
+        // An error (the events stopped coming) exits non-zero, for a supervisor (systemd's
+        // Restart=on-failure, a container restart policy) to start the router again: it
+        // resumes from its durable consumer and rebuilds its timers from the bus.
+        router.run(runtime::stop_signal()).await.map_err(|err| {
+            anyhow::anyhow!(
+                "{err}; the router stopped so that a supervisor restarts it (it resumes where it \
+                 stopped and rebuilds its timers)"
+            )
+        })?;
         Ok(ExitCode::SUCCESS)
     })
 }

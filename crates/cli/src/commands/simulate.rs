@@ -162,9 +162,11 @@ pub(crate) async fn simulate(
     };
     // Every recipient answers what arrives in its inbox.
     let recipients: HashSet<&str> = SCENARIOS.iter().map(|s| s.recipient).collect();
+    // Owned here, so that stopping the simulation (dropping or aborting it) stops them all.
+    let mut recipients_at_work = tokio::task::JoinSet::new();
     for (seed, recipient) in recipients.into_iter().enumerate() {
         let client = client(recipient)?;
-        tokio::spawn(answer_inbox(
+        recipients_at_work.spawn(answer_inbox(
             recipient.to_owned(),
             client,
             Dice(0x9e37_79b9 + seed as u64),
@@ -238,6 +240,8 @@ fn with_operator<T>(message: T, operator: &str) -> tonic::Request<T> {
 async fn answer_inbox(agency: String, mut client: ReferralServiceClient<Channel>, mut dice: Dice) {
     let operator = format!("sim@{agency}");
     let mut cursor = String::new();
+    // Answers waiting for their moment, stopped with this task.
+    let mut answers = tokio::task::JoinSet::new();
     loop {
         let stream = client
             .watch_inbox(with_operator(
@@ -273,7 +277,8 @@ async fn answer_inbox(agency: String, mut client: ReferralServiceClient<Channel>
             let mut client = client.clone();
             let operator = operator.clone();
             let delay = Duration::from_secs(5 + dice.roll(20));
-            tokio::spawn(async move {
+            while answers.try_join_next().is_some() {}
+            answers.spawn(async move {
                 tokio::time::sleep(delay).await;
                 let request_id = format!("sim-answer-{referral_id}");
                 let outcome = match answer {

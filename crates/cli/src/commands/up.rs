@@ -5,6 +5,10 @@
 //! missing agency keys, prints the endpoints and what the router does, and stops everything on
 //! Ctrl-C. `--demo` runs the demonstration policy (clocks in minutes) and the simulated agency
 //! systems, so that warnings, breaches, escalations and reroutes show within minutes.
+//!
+//! Stopping (Ctrl-C, SIGTERM or SIGHUP) goes from the outside in: the simulated agency systems
+//! first (so nothing new arrives), then the adapters (open inbox streams end with UNAVAILABLE)
+//! and the router, and nats-server last, so that nothing is left running.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,10 +49,14 @@ pub(crate) struct UpArgs {
     /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
     #[arg(long, value_name = "FILE")]
     nats_server: Option<PathBuf>,
+    /// Demonstrations and tests only: how fast the router's clock runs from now (60: a minute
+    /// of clocks per second). The adapters keep the real time.
+    #[arg(long, value_name = "FACTOR", hide = true, default_value_t = 1.0)]
+    clock_speed: f64,
 }
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
-    runtime::init_tracing();
+    runtime::init_tracing_beside_router_activity();
     let config = args.config.clone().unwrap_or_else(|| {
         PathBuf::from(if args.demo {
             "deploy/config/demo.toml"
@@ -88,14 +96,15 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     local.router_signing_keys.clear();
     let public_keys = runtime::public_keys(&local, Some(&keys_dir))?;
     let signers = std::sync::Arc::new(runtime::signers(&local, Some(&keys_dir))?);
-    let verifier = refbus_bus::Verifier::new(
-        registry.clone(),
-        signers,
-        Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
-    );
+    // A router running on pretended time (tests, demonstrations) stamps its records with
+    // it: comparing them with JetStream's clock would refuse them all.
+    let max_skew = (args.clock_speed == 1.0).then_some(refbus_core::integrity::DEFAULT_MAX_SKEW);
+    let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
     let router_key = runtime::signing_key(&router_key_file, router_signer)?;
 
     tokio::runtime::Runtime::new()?.block_on(async move {
+        // From here on a stop signal is ours to handle: nothing started is left behind.
+        let stop_signal = runtime::stop_signal();
         let nats =
             LocalNats::start(&binary, &data_dir, args.nats_port, args.nats_monitor_port).await?;
         let (stop, stopped) = watch::channel(false);
@@ -130,17 +139,14 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| {
                     format!("the adapter of {agency} cannot listen on 127.0.0.1:{port}")
                 })?;
-            let mut stopped_reroutes = stopped.clone();
-            tasks.push(tokio::spawn(adapter.clone().carry_out_reroutes(async move {
-                let _ = stopped_reroutes.wait_for(|stop| *stop).await;
-            })));
             let mut stopped = stopped.clone();
             let name = agency.clone();
             tasks.push(tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
-                if let Err(err) = refbus_adapter::serve(adapter, listener, shutdown).await {
+                // Serves gRPC and carries out the reroutes the router asks of this agency.
+                if let Err(err) = refbus_adapter::run(adapter, listener, shutdown).await {
                     tracing::error!(agency = %name, "adapter failed: {err}");
                 }
             }));
@@ -153,7 +159,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             router_bus,
             verifier.clone(),
             router_key,
-            std::sync::Arc::new(refbus_router::SystemClock::new()),
+            router_clock(args.clock_speed),
             refbus_router::Options::default(),
         );
         tokio::spawn(super::router::print_activity(router.activity()));
@@ -163,12 +169,12 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 let _ = stopped_router.wait_for(|stop| *stop).await;
             };
             if let Err(err) = router.run(shutdown).await {
-                tracing::error!("router failed: {err}");
+                tracing::error!("router stopped: {err}; clocks are not running: restart refbus up");
             }
         }));
 
         print_endpoints(&registry, &endpoints, &nats, &data_dir);
-        if args.demo {
+        let simulator = args.demo.then(|| {
             println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
             println!("watch the router's warnings, breaches, escalations and reroutes below.");
             let endpoints = endpoints.iter().map(|(agency, address)| (agency.to_string(), address.clone())).collect();
@@ -177,11 +183,17 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 if let Err(err) = super::simulate::simulate(endpoints, every, 0).await {
                     tracing::error!("simulation stopped: {err}");
                 }
-            });
-        }
+            })
+        });
 
-        tokio::signal::ctrl_c().await?;
+        stop_signal.await;
         eprintln!("\nrefbus: stopping");
+        // The simulated systems first (aborting the task ends every task it started), so
+        // nothing new arrives while the rest stops.
+        if let Some(simulator) = simulator {
+            simulator.abort();
+            let _ = simulator.await;
+        }
         stop.send_replace(true);
         for task in tasks {
             let _ = task.await;
@@ -190,6 +202,19 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         eprintln!("refbus: stopped; data kept in {}", data_dir.display());
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
+/// as fast from now.
+fn router_clock(speed: f64) -> std::sync::Arc<dyn refbus_router::Clock> {
+    if speed == 1.0 {
+        std::sync::Arc::new(refbus_router::SystemClock::new())
+    } else {
+        std::sync::Arc::new(refbus_router::ScaledClock::new(
+            runtime::system_now(),
+            speed,
+        ))
+    }
 }
 
 fn print_endpoints(

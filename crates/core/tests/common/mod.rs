@@ -315,6 +315,7 @@ pub fn registry() -> Registry {
         coordinator: agency(BAPPEDA),
         router_signing_keys: Vec::new(),
         policies: policies(),
+        holiday_years: [2026].into(),
     }
 }
 

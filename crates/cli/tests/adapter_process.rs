@@ -1,0 +1,242 @@
+//! `refbus adapter` as a deployment runs it, next to `refbus router`, each its own process: when
+//! a recipient rejects a referral and the reroute rule's delay has passed, the router asks for
+//! the reroute and the sender's adapter process carries it out. The e2e harness runs the same
+//! `refbus_adapter::run`, but only a process test shows that the command wires it.
+//!
+//! The router runs with a frozen pretend clock ten minutes ahead (`--clock-start`,
+//! `--clock-speed 0`), so the demo rule's 30 s delay has passed as soon as it reads the referral.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use refbus_core::Timestamp;
+use refbus_proto::v1;
+use refbus_proto::v1::referral_service_client::ReferralServiceClient;
+use refbus_testkit::NatsServer;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A child that is killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `refbus <args>` from the repository root, and its stdout and stderr lines as they come.
+fn spawn(args: &[&str]) -> (Process, Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+        .current_dir(repo_root())
+        .args(args)
+        .env("REFBUS_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    for output in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(output).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    (Process(child), lines)
+}
+
+/// Waits for a line containing `text`; fails after 60 s without it.
+fn wait_for(lines: &Receiver<String>, text: &str) {
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no line with {text:?}"));
+        if line.contains(text) {
+            return;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `refbus adapter` for `agency` and waits until it serves; its address.
+fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let key = keys.join(format!("{agency}.key"));
+    let (process, lines) = spawn(&[
+        "adapter",
+        "--agency",
+        agency,
+        "--config",
+        "deploy/config/demo.toml",
+        "--nats",
+        nats,
+        "--listen",
+        &listen,
+        "--key",
+        key.to_str().unwrap(),
+        "--public-keys",
+        keys.to_str().unwrap(),
+    ]);
+    wait_for(&lines, "adapter serving");
+    // Its later lines are not needed; reading them keeps its pipes from filling up.
+    std::thread::spawn(move || for _ in lines {});
+    (process, listen)
+}
+
+fn request<T>(message: T, operator: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-refbus-operator", operator.parse().unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for() {
+    let nats = NatsServer::start().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    for agency in ["maros-dinsos", "maros-uptd-ppa", "maros-rsud"] {
+        let generated = Command::new(env!("CARGO_BIN_EXE_refbus"))
+            .args(["keys", "generate", "--agency", agency, "--out"])
+            .arg(keys.path())
+            .output()
+            .unwrap();
+        assert!(generated.status.success(), "{generated:?}");
+    }
+    let (_dinsos_process, dinsos) = start_adapter(&nats.url(), keys.path(), "maros-dinsos");
+    let (_uptd_process, uptd) = start_adapter(&nats.url(), keys.path(), "maros-uptd-ppa");
+    let mut dinsos = ReferralServiceClient::connect(format!("http://{dinsos}"))
+        .await
+        .unwrap();
+    let mut uptd = ReferralServiceClient::connect(format!("http://{uptd}"))
+        .await
+        .unwrap();
+
+    // Dinsos refers a woman for counselling; UPTD PPA has no capacity and rejects.
+    let created = dinsos
+        .create_referral(request(
+            v1::CreateReferralRequest {
+                request_id: "process-reroute-1".into(),
+                recipient: "maros-uptd-ppa".into(),
+                case_id: "MRS-PROC-1".into(),
+                service: "psychological_counselling".into(),
+                priority: v1::Priority::Urgent.into(),
+                consent: Some(v1::Consent {
+                    services: true,
+                    disclose_to_agencies: true,
+                    override_justification: String::new(),
+                }),
+                person: Some(v1::create_referral_request::Person::Identity(
+                    v1::ClientIdentity {
+                        full_name: "Orang Contoh Proses".into(),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            },
+            "operator@maros-dinsos",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = created.referral.unwrap().referral_id;
+    uptd.reject_referral(request(
+        v1::RejectReferralRequest {
+            request_id: "process-reject-1".into(),
+            referral_id: id.clone(),
+            reason: Some(v1::Reason {
+                code: "no_capacity".into(),
+                note: "Penuh".into(),
+                sealed_note: None,
+            }),
+        },
+        "operator@maros-uptd-ppa",
+    ))
+    .await
+    .unwrap();
+    let mut inbox = dinsos
+        .watch_inbox(request(
+            v1::WatchInboxRequest::default(),
+            "operator@maros-dinsos",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Ten minutes on, for the router: the rule's 30 s are over.
+    let ahead = Timestamp::from_millis(
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis(),
+        )
+        .unwrap(),
+    )
+    .plus(Duration::from_secs(600));
+    let (_router, router_lines) = spawn(&[
+        "router",
+        "--config",
+        "deploy/config/demo.toml",
+        "--nats",
+        &nats.url(),
+        "--clock-start",
+        &ahead.to_rfc3339(),
+        "--clock-speed",
+        "0",
+    ]);
+    std::thread::spawn(move || for _ in router_lines {});
+
+    // Dinsos's system sees its adapter record the reroute on the original referral, with the
+    // new referral to RSUD (the alternate for counselling).
+    let rerouted = loop {
+        let item = tokio::time::timeout(Duration::from_secs(60), inbox.message())
+            .await
+            .expect("the reroute was never carried out")
+            .unwrap()
+            .expect("the inbox stream ended");
+        if let Some(v1::inbox_item::Item::Event(event)) = item.item.and_then(|item| item.item)
+            && event.referral_id == id
+            && let Some(v1::event::Change::Rerouted(rerouted)) = event.change
+        {
+            break rerouted;
+        }
+    };
+    let child = dinsos
+        .get_referral(request(
+            v1::GetReferralRequest {
+                referral_id: rerouted.child_referral_id.clone(),
+            },
+            "operator@maros-dinsos",
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(rerouted.to, "maros-rsud");
+    assert_eq!(child.recipient, "maros-rsud");
+    assert_eq!(child.parent_referral_id, id);
+}
