@@ -112,7 +112,11 @@ impl Adapter {
             .await
             .map_err(|err| status::read(&err))?
             .filter_map(move |record| {
-                std::future::ready(record.ok().and_then(|record| verifier.check_listed(&record)))
+                std::future::ready(
+                    record
+                        .ok()
+                        .and_then(|record| verifier.check_listed(&record)),
+                )
             })
             .filter(|state| std::future::ready(query.matches(state, agency)))
             .collect()

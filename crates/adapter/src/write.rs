@@ -8,11 +8,11 @@
 //! deduplication. In every case the answer is the original one and nothing is written twice.
 
 use refbus_bus::{Append, AppendErrorKind, EventRecord, Stored, subjects};
-use refbus_core::{RecordError, record};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::Creation;
 use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, decide};
+use refbus_core::{RecordError, record};
 use refbus_proto::convert::{self, CommandRequest, FieldError, SealError, SealTarget};
 use refbus_proto::v1;
 use refbus_seal::Context;
@@ -147,7 +147,11 @@ impl Adapter {
             return Ok(Some(stored));
         }
         // Something else was written last: look at every subject that holds a valid creation.
-        for subject in bus.checked_subjects(verifier, pattern).await.map_err(read)? {
+        for subject in bus
+            .checked_subjects(verifier, pattern)
+            .await
+            .map_err(read)?
+        {
             if let Some(stored) = bus.referral(verifier, &subject).await.map_err(read)?
                 && stored.record.state.id == *id
             {

@@ -234,9 +234,8 @@ impl Writer {
             .ok_or_else(|| setup("the core decided no event".to_owned()))?;
         let after = evolve(current.cloned(), &event).map_err(|err| setup(err.to_string()))?;
         let subject = subjects::referral(after.recipient(), after.sender(), &after.id);
-        let key = crate::signing_keys(&self.registry).key(
-            &refbus_core::signature::Signer::of(&event.actor),
-        );
+        let key = crate::signing_keys(&self.registry)
+            .key(&refbus_core::signature::Signer::of(&event.actor));
         let record = EventRecord::new(event, &after, &subject, &key);
         let prepared = message(
             subject,

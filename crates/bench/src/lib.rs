@@ -22,8 +22,11 @@ pub mod child;
 
 /// The signing keys of every benchmark in this process: one set, so records written by any
 /// writer verify in any router of the run.
-pub fn signing_keys(registry: &refbus_core::Registry) -> &'static refbus_seal::signing::SigningKeys {
-    static KEYS: std::sync::OnceLock<refbus_seal::signing::SigningKeys> = std::sync::OnceLock::new();
+pub fn signing_keys(
+    registry: &refbus_core::Registry,
+) -> &'static refbus_seal::signing::SigningKeys {
+    static KEYS: std::sync::OnceLock<refbus_seal::signing::SigningKeys> =
+        std::sync::OnceLock::new();
     KEYS.get_or_init(|| refbus_seal::signing::SigningKeys::generate(registry))
 }
 

@@ -48,12 +48,12 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use refbus_core::signature::SigningKey;
 use refbus_core::{Event, Referral};
 
+pub use checked::{Unchecked, Verifier};
 pub use connect::{ConnectOptions, Credentials};
 pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ConsumerError, ConsumerErrorKind,
     ReadError, ReadErrorKind,
 };
-pub use checked::{Unchecked, Verifier};
 pub use provision::StreamSettings;
 pub use record::EventRecord;
 pub use refbus_core::Notice;
@@ -806,7 +806,9 @@ fn checked_item(verifier: &Verifier, raw: Raw) -> Option<Item> {
 
 fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
     match subjects::parse(&message.subject) {
-        _ if message.subject == subjects::integrity_notices_for_subject_agency(&message.subject) => {
+        _ if message.subject
+            == subjects::integrity_notices_for_subject_agency(&message.subject) =>
+        {
             let notice = serde_json::from_slice(&message.payload).map_err(|err| {
                 ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
             })?;

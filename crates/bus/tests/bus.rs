@@ -270,7 +270,10 @@ async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
         .await
         .unwrap();
 
-    let mut inbox = bus.watch(&verifier(), subjects::inbox(&uptd), 0).await.unwrap();
+    let mut inbox = bus
+        .watch(&verifier(), subjects::inbox(&uptd), 0)
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
         seen.push(inbox.next().await.unwrap().unwrap());
@@ -281,7 +284,10 @@ async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
     drop(inbox);
 
     // Resume after the second item: exactly the third comes, then a new one live.
-    let mut resumed = bus.watch(&verifier(), subjects::inbox(&uptd), second.seq).await.unwrap();
+    let mut resumed = bus
+        .watch(&verifier(), subjects::inbox(&uptd), second.seq)
+        .await
+        .unwrap();
     let first_again = resumed.next().await.unwrap().unwrap();
     assert_eq!(first_again.seq(), seen[2].seq());
     let (accept, accepted) = next(&to_uptd_state, Change::Accepted, "maros-uptd-ppa");

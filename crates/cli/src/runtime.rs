@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use refbus_core::{AgencyId, Registry};
 use refbus_core::signature::{Signer, Signers, SigningKey, VerifyingKey};
+use refbus_core::{AgencyId, Registry};
 use refbus_seal::signing::{
     read_signing_key, signing_key_file_name, verifying_key_file_name, write_new_signing_key,
 };
@@ -158,8 +158,9 @@ pub(crate) fn signing_key(path: &Path, signer: Signer) -> anyhow::Result<Signing
 /// Everyone's public signing keys: the registry's, then `<name>.sign.pub` files in `keys_dir`
 /// for signers the registry lists no key for.
 pub(crate) fn signers(registry: &Registry, keys_dir: Option<&Path>) -> anyhow::Result<Signers> {
-    let mut signers = Signers::from_registry(registry)
-        .map_err(|(signer, err)| anyhow::anyhow!("the registry's signing key of {signer}: {err}"))?;
+    let mut signers = Signers::from_registry(registry).map_err(|(signer, err)| {
+        anyhow::anyhow!("the registry's signing key of {signer}: {err}")
+    })?;
     let Some(dir) = keys_dir else {
         return Ok(signers);
     };
@@ -173,8 +174,8 @@ pub(crate) fn signers(registry: &Registry, keys_dir: Option<&Path>) -> anyhow::R
         if signers.knows(&signer) || !path.exists() {
             continue;
         }
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let key = VerifyingKey::from_base64(&text)
             .map_err(|err| anyhow::anyhow!("the signing key in {}: {err}", path.display()))?;
         signers.add(signer, key);

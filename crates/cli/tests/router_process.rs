@@ -12,13 +12,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use refbus_bus::{Append, Bus, Item, StreamSettings, subjects};
-use refbus_seal::signing::SigningKeys;
 use refbus_core::command::Request;
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::{Consent, Creation, Priority};
-use refbus_core::{
-    Actor, AgencyId, Change, Command as CoreCommand, RequestId, Timestamp,
-};
+use refbus_core::{Actor, AgencyId, Change, Command as CoreCommand, RequestId, Timestamp};
+use refbus_seal::signing::SigningKeys;
 use refbus_testkit::NatsServer;
 
 const T0: &str = "2026-03-02T09:00:00+08:00";
@@ -155,14 +153,23 @@ async fn killed_routers_and_two_replicas_record_every_due_item_exactly_once() {
         .unwrap();
 
     // Run 1, 35 minutes in: the 50% warning and level 1 of each referral; then SIGKILL.
-    let (mut first, lines) = start_router(&nats.url(), keys_dir.path(), "a", t0.plus(Duration::from_secs(35 * 60)));
+    let (mut first, lines) = start_router(
+        &nats.url(),
+        keys_dir.path(),
+        "a",
+        t0.plus(Duration::from_secs(35 * 60)),
+    );
     wait_for_recordings(&lines, 2 * REFERRALS);
     first.kill().unwrap();
     first.wait().unwrap();
 
     // Run 2, 100 minutes in: the rest fell due while no router ran. SIGKILL in the middle.
-    let (mut second, lines) =
-        start_router(&nats.url(), keys_dir.path(), "a", t0.plus(Duration::from_secs(100 * 60)));
+    let (mut second, lines) = start_router(
+        &nats.url(),
+        keys_dir.path(),
+        "a",
+        t0.plus(Duration::from_secs(100 * 60)),
+    );
     wait_for_recordings(&lines, 15);
     second.kill().unwrap();
     second.wait().unwrap();

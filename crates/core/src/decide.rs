@@ -92,6 +92,10 @@ pub fn decide(
             (event, Status::Requested)
         }
         Some(referral) => {
+            // An event is never before its predecessor: a writer whose clock is a little behind
+            // the last writer's stamps the predecessor's time (the record check refuses an
+            // event stamped earlier, which only a back-dating writer would then produce).
+            let now = now.max(referral.updated_at);
             let (change, status) =
                 decide_on(registry, referral, &request.command, &request.actor, now)?;
             let event = Event {

@@ -71,7 +71,9 @@ impl Problem {
     ];
 
     pub fn parse(text: &str) -> Option<Problem> {
-        Problem::ALL.into_iter().find(|problem| problem.as_str() == text)
+        Problem::ALL
+            .into_iter()
+            .find(|problem| problem.as_str() == text)
     }
 
     pub fn as_str(self) -> &'static str {

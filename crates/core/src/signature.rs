@@ -195,14 +195,21 @@ impl SigningKey {
         Signature {
             by: self.signer.clone(),
             key: self.id,
-            value: self.key.sign(&signed_bytes(subject, event_bytes)).to_bytes(),
+            value: self
+                .key
+                .sign(&signed_bytes(subject, event_bytes))
+                .to_bytes(),
         }
     }
 }
 
 impl fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SigningKey({} {}, secret not shown)", self.signer, self.id)
+        write!(
+            f,
+            "SigningKey({} {}, secret not shown)",
+            self.signer, self.id
+        )
     }
 }
 
@@ -222,7 +229,8 @@ impl VerifyingKey {
             .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or(KeyError::Malformed)?;
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPoint)?;
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::NotAPoint)?;
         // A weak (small-order) key would accept forged signatures.
         if key.is_weak() {
             return Err(KeyError::NotAPoint);
@@ -259,7 +267,9 @@ pub enum SignatureError {
     WrongSigner { signed_by: Signer, author: Signer },
     #[error("it is signed with key {key}, which the registry does not list for {signer}")]
     UnknownKey { signer: Signer, key: KeyId },
-    #[error("the signature does not match the record (altered, moved to another subject, or forged)")]
+    #[error(
+        "the signature does not match the record (altered, moved to another subject, or forged)"
+    )]
     Invalid,
 }
 
@@ -357,15 +367,30 @@ mod tests {
         let signature = key.sign("refbus.v1.ref.a.b.c", b"{\"x\":1}");
         let author = agency("maros-dinsos");
         assert_eq!(
-            signers.verify(&author, Some(&signature), "refbus.v1.ref.a.b.c", b"{\"x\":1}"),
+            signers.verify(
+                &author,
+                Some(&signature),
+                "refbus.v1.ref.a.b.c",
+                b"{\"x\":1}"
+            ),
             Ok(())
         );
         assert_eq!(
-            signers.verify(&author, Some(&signature), "refbus.v1.ref.a.b.d", b"{\"x\":1}"),
+            signers.verify(
+                &author,
+                Some(&signature),
+                "refbus.v1.ref.a.b.d",
+                b"{\"x\":1}"
+            ),
             Err(SignatureError::Invalid)
         );
         assert_eq!(
-            signers.verify(&author, Some(&signature), "refbus.v1.ref.a.b.c", b"{\"x\":2}"),
+            signers.verify(
+                &author,
+                Some(&signature),
+                "refbus.v1.ref.a.b.c",
+                b"{\"x\":2}"
+            ),
             Err(SignatureError::Invalid)
         );
         assert_eq!(
@@ -402,10 +427,7 @@ mod tests {
             VerifyingKey::from_base64(&public.to_base64()).unwrap(),
             public
         );
-        assert_eq!(
-            VerifyingKey::from_base64("AAAA"),
-            Err(KeyError::Malformed)
-        );
+        assert_eq!(VerifyingKey::from_base64("AAAA"), Err(KeyError::Malformed));
         assert!(!format!("{key:?}").contains(&hex::encode([3u8; 32])));
     }
 }

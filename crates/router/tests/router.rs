@@ -284,9 +284,13 @@ async fn warnings_breach_and_each_level_are_recorded_once_at_their_time_with_not
     );
     // The coordinator, not a party, got notices for level 2 (twice: the repeat).
     let notices: Vec<_> = futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::take(
-        bus.watch(&verifier(&registry), vec![subjects::notices_for(&agency("maros-bappeda"))], 0)
-            .await
-            .unwrap(),
+        bus.watch(
+            &verifier(&registry),
+            vec![subjects::notices_for(&agency("maros-bappeda"))],
+            0,
+        )
+        .await
+        .unwrap(),
         2,
     ))
     .await;

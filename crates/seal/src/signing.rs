@@ -85,7 +85,11 @@ pub struct SigningKeys {
 
 impl std::fmt::Debug for SigningKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SigningKeys({} signers, secrets not shown)", self.keys.len())
+        write!(
+            f,
+            "SigningKeys({} signers, secrets not shown)",
+            self.keys.len()
+        )
     }
 }
 

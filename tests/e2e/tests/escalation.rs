@@ -25,7 +25,11 @@ async fn demo_system() -> (
     let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap());
     let mut system = System::with_registry(NatsServer::start().unwrap(), demo_registry()).await;
     system.use_clock(Arc::new(clock.clone()));
-    let router = system.router(system.bus().await, Arc::new(clock.clone()), Options::default());
+    let router = system.router(
+        system.bus().await,
+        Arc::new(clock.clone()),
+        Options::default(),
+    );
     let mut activity = router.activity();
     tokio::spawn(router.run(std::future::pending()));
     loop {

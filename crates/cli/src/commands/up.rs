@@ -83,7 +83,8 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let router_signer = refbus_core::signature::Signer::Router;
-    let router_key_file = keys_dir.join(refbus_seal::signing::signing_key_file_name(&router_signer));
+    let router_key_file =
+        keys_dir.join(refbus_seal::signing::signing_key_file_name(&router_signer));
     if !router_key_file.exists() {
         runtime::generate_signing_key(&keys_dir, &router_signer)?;
     }
