@@ -108,16 +108,10 @@ impl Adapter {
         let mut states: Vec<Referral> = self
             .inner
             .bus
-            .latest_unchecked(&verifier, filters)
+            .latest_checked(&verifier, filters)
             .await
             .map_err(|err| status::read(&err))?
-            .filter_map(move |record| {
-                std::future::ready(
-                    record
-                        .ok()
-                        .and_then(|record| verifier.check_listed(&record)),
-                )
-            })
+            .filter_map(|stored| std::future::ready(stored.ok().map(|stored| stored.record.state)))
             .filter(|state| std::future::ready(query.matches(state, agency)))
             .collect()
             .await;

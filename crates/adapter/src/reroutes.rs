@@ -55,11 +55,9 @@ impl Adapter {
         let end = bus.last_sequence().await?;
         let verifier = &self.inner.verifier;
         let mut requests = bus.watch(verifier, vec![sent.clone()], end).await?;
-        let mut latest = bus.latest_unchecked(verifier, vec![sent]).await?;
-        while let Some(record) = latest.next().await {
-            let Some(state) = verifier.check_listed(&record?) else {
-                continue;
-            };
+        let mut latest = bus.latest_checked(verifier, vec![sent]).await?;
+        while let Some(stored) = latest.next().await {
+            let state = stored?.record.state;
             if is_pending(&state) {
                 self.reroute_for_router(&state).await;
             }

@@ -527,22 +527,37 @@ impl Bus {
         Ok(messages.map(|message| decode_state(raw_stream_message(&message?)?)))
     }
 
-    /// The last record of every referral matching `filters`, for checking, then the stream
-    /// ends; messages that are not refbus records are reported and skipped.
-    pub async fn latest_unchecked(
+    /// The current, checked state of every referral matching `filters` (once each), then the
+    /// stream ends: for listings and rebuilds. Each referral's last record is checked without
+    /// its predecessor (subject, hash, signature, the state's parties: see
+    /// [`Verifier::check_listed`]); a subject whose last message fails, or is not a refbus
+    /// record at all, is read again through [`Bus::referral`], which goes on from its last
+    /// record that passes. A subject with no such record yields nothing.
+    pub async fn latest_checked(
         &self,
         verifier: &Verifier,
         filters: Vec<String>,
-    ) -> Result<impl Stream<Item = Result<Unchecked, ReadError>> + Send + use<>, ReadError> {
+    ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<>, ReadError>
+    {
         let messages = self.last_per_subject(filters).await?;
-        let verifier = verifier.clone();
-        Ok(messages.filter_map(move |message| {
-            let item = message
-                .and_then(|message| raw_stream_message(&message))
-                .map(|raw| raw.unchecked(&verifier))
-                .transpose();
-            std::future::ready(item)
-        }))
+        let (bus, verifier) = (self.clone(), verifier.clone());
+        Ok(messages
+            .then(move |message| {
+                let (bus, verifier) = (bus.clone(), verifier.clone());
+                async move {
+                    let raw = raw_stream_message(&message?)?;
+                    let subject = raw.subject.clone();
+                    if let Some(record) = raw.unchecked(&verifier)
+                        && let Some(state) = verifier.check_listed(&record)
+                    {
+                        return Ok(Some(record.into_stored(state)));
+                    }
+                    bus.referral(&verifier, &subject).await
+                }
+            })
+            .filter_map(|item| std::future::ready(item.transpose()))
+            // Each item may read the bus again: boxed, so callers can poll it in place.
+            .boxed())
     }
 
     /// Publishes an integrity notice for the coordinator (`agency`).

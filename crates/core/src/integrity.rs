@@ -188,9 +188,10 @@ impl Checker<'_> {
             )
             .map_err(|err: SignatureError| Failure::new(Problem::Signature, err.to_string()))?;
         check_time(self.max_skew, claim, before.as_ref())?;
-        let (expected_seq, expected_prev) = before
-            .as_ref()
-            .map_or((1, EventHash::GENESIS), |before| (before.seq + 1, before.last_hash));
+        let (expected_seq, expected_prev) =
+            before.as_ref().map_or((1, EventHash::GENESIS), |before| {
+                (before.seq + 1, before.last_hash)
+            });
         if event.seq != expected_seq || event.prev_hash != expected_prev {
             return Err(Failure::new(
                 Problem::OutOfChain,

@@ -35,8 +35,12 @@ impl Router {
     ) -> Result<(), Transient> {
         let Some(record) = delivery.unchecked(&self.verifier) else {
             let failure = Failure::new(Problem::Unreadable, "not a refbus record");
+            let referral = match subjects::parse(&delivery.subject) {
+                Some(subjects::Parsed::Referral(subject)) => Some(subject.id),
+                _ => None,
+            };
             return self
-                .alert(delivery.seq, &delivery.subject, None, failure)
+                .alert(delivery.seq, &delivery.subject, referral, failure)
                 .await;
         };
         let event = &record.record.event;

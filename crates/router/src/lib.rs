@@ -304,17 +304,11 @@ impl Router {
         // is, right after). A last record that fails is replaced by the last one that passes.
         let mut latest = self
             .bus
-            .latest_unchecked(&self.verifier, vec![subjects::ALL_REFERRALS.to_owned()])
+            .latest_checked(&self.verifier, vec![subjects::ALL_REFERRALS.to_owned()])
             .await?;
-        while let Some(record) = latest.next().await {
-            let record = record?;
-            let (seq, subject, referral) = match self.verifier.check_listed(&record) {
-                Some(state) => (record.seq, record.subject, state),
-                None => match self.bus.referral(&self.verifier, &record.subject).await? {
-                    Some(good) => (good.seq, good.subject, good.record.state),
-                    None => continue,
-                },
-            };
+        while let Some(stored) = latest.next().await {
+            let stored = stored?;
+            let (seq, subject, referral) = (stored.seq, stored.subject, stored.record.state);
             referrals += 1;
             let referral = &referral;
             let evaluation = evaluate(referral, &self.registry, now);

@@ -577,18 +577,28 @@ async fn an_event_stamped_before_its_predecessor_is_refused_and_the_clock_runs_o
         .await
         .unwrap();
     let created = create_emergency(&bus, &registry, "skew-1", at(T0)).await;
-    // UPTD PPA's system stamps its acceptance before the creation (a slow clock, or a late
-    // recipient back-dating its answer): the check refuses it, so it stops no clock.
-    write(
-        &bus,
-        &registry,
-        Some(&created),
-        Command::Accept,
-        operator("maros-uptd-ppa"),
-        "skew-accept",
-        at("2026-03-02T08:50:00+08:00"),
+    // UPTD PPA's system writes straight onto the bus an acceptance stamped before the creation
+    // (refbus's own writers never do: they stamp at least the predecessor's time): the check
+    // refuses it, so it stops no clock.
+    let state = &created.record.state;
+    let backdated = refbus_core::Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: at("2026-03-02T08:50:00+08:00"),
+        actor: operator("maros-uptd-ppa"),
+        request_id: Some(RequestId::new("skew-accept").unwrap()),
+        change: Change::Accepted,
+        prev_hash: state.last_hash,
+    };
+    let after = evolve(Some(state.clone()), &backdated).unwrap();
+    let key = key_of(&backdated.actor);
+    bus.append(
+        &key,
+        Append::after(backdated, &after, created.seq, "skew-accept"),
     )
-    .await;
+    .await
+    .unwrap();
     let probe = create_emergency(&bus, &registry, "skew-probe", at(T0)).await;
     let clock = ManualClock::new(at(T0));
     let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
