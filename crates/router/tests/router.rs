@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use refbus_bus::{Append, Bus, EventRecord, Stored, StreamSettings, subjects};
+use refbus_bus::{Append, Bus, EventRecord, Item, Stored, StreamSettings, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::{ClockId, OperatorId};
 use refbus_core::referral::{Consent, Creation, Priority};
@@ -218,7 +218,16 @@ impl Running {
 
 /// Every router-recorded item on a referral, in order.
 async fn recorded_on(bus: &Bus, referral: &refbus_core::ReferralId) -> Vec<String> {
-    bus.history(&subjects::referral_pattern(referral))
+    recorded_on_with(bus, &maros(), referral).await
+}
+
+/// [`recorded_on`] for a referral of `registry` (its records are checked against it).
+async fn recorded_on_with(
+    bus: &Bus,
+    registry: &Arc<Registry>,
+    referral: &refbus_core::ReferralId,
+) -> Vec<String> {
+    bus.checked_history(&verifier(registry), &subjects::referral_pattern(referral))
         .await
         .unwrap()
         .into_iter()
@@ -671,24 +680,198 @@ async fn a_referral_keeps_its_policy_version_after_a_new_one_comes_into_force() 
     clock.advance_to(at("2026-03-02T09:30:00+08:00"));
     router.recorded(2).await;
     assert_eq!(
-        recorded_on(&bus, &created[0]).await,
+        recorded_on_with(&bus, &registry, &created[0]).await,
         [
             "acknowledge_emergency.warning.500",
             "acknowledge_emergency.level.1.0"
         ]
     );
-    assert!(recorded_on(&bus, &created[1]).await.is_empty());
+    assert!(
+        recorded_on_with(&bus, &registry, &created[1])
+            .await
+            .is_empty()
+    );
 
     // At 50% of two hours (three events on the old one meanwhile: 75%, breach, level 2), the
     // new one warns.
     clock.advance_to(at("2026-03-02T10:00:00+08:00"));
     router.recorded(5).await;
     assert_eq!(
-        recorded_on(&bus, &created[1]).await,
+        recorded_on_with(&bus, &registry, &created[1]).await,
         [
             "acknowledge_emergency.warning.500",
             "acknowledge_emergency.level.1.0"
         ]
+    );
+    router.stop().await;
+}
+
+/// The first integrity notice the coordinator received.
+async fn coordinator_integrity_notice(
+    bus: &Bus,
+    registry: &Arc<Registry>,
+) -> refbus_core::IntegrityNotice {
+    let mut notices = bus
+        .watch(
+            &verifier(registry),
+            vec![subjects::integrity_notices_for(&registry.coordinator)],
+            0,
+        )
+        .await
+        .unwrap();
+    let item = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures::StreamExt::next(&mut notices),
+    )
+    .await
+    .expect("the coordinator got no integrity notice")
+    .unwrap()
+    .unwrap();
+    match item {
+        Item::Integrity(notice) => notice.record,
+        other => panic!("expected an integrity notice, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_forged_event_naming_another_referral_does_not_silence_it() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    // An emergency referral between Dinsos and UPTD PPA...
+    let created = create_emergency(&bus, &registry, "victim-1", at(T0)).await;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+
+    // ...and Polres, with its own credentials and key, writes on a subject of its own an
+    // acceptance that names that referral's id, to make the router stop its clocks.
+    let state = &created.record.state;
+    let forged = refbus_core::Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: at("2026-03-02T09:05:00+08:00"),
+        actor: operator("polres-maros"),
+        request_id: None,
+        change: Change::Accepted,
+        prev_hash: state.last_hash,
+    };
+    let mut claimed = state.clone();
+    claimed.creation.recipient = agency("polres-maros");
+    let claimed = evolve(Some(claimed), &forged).unwrap();
+    let key = key_of(&forged.actor);
+    bus.append(&key, Append::after(forged, &claimed, 0, "forged-other"))
+        .await
+        .unwrap();
+
+    // The coordinator hears of it...
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.referral_id, Some(state.id));
+    assert!(
+        notice
+            .subject
+            .starts_with("refbus.v1.ref.polres-maros.maros-dinsos.")
+    );
+    // ...and the referral's clocks run on: every warning, breach and escalation is recorded.
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(7).await;
+    let items = recorded_on(&bus, &state.id).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{items:?}"
+    );
+    assert!(
+        items.contains(&"acknowledge_emergency.level.2.0".to_owned()),
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_on_a_referral_subject_stops_neither_a_restart_nor_its_clocks() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "garbage-1", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    // Bytes that are no refbus record, as the last message on the referral's own subject and
+    // on a subject of no referral at all.
+    refbus_testkit::hostile::publish_raw(&nats.url(), &subject, b"\x00not json".to_vec())
+        .await
+        .unwrap();
+    refbus_testkit::hostile::publish_raw(
+        &nats.url(),
+        "refbus.v1.ref.maros-uptd-ppa.maros-dinsos.not-an-id",
+        b"{}".to_vec(),
+    )
+    .await
+    .unwrap();
+
+    // A router starting now rebuilds past both, and still finds the referral's clocks due.
+    let clock = ManualClock::new(at("2026-03-02T10:30:00+08:00"));
+    let mut router = start_router(&nats, &registry, clock, "a").await;
+    router.recorded(7).await;
+    assert_eq!(recorded_on(&bus, &state.id).await.len(), 7);
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.problem, refbus_core::integrity::Problem::Unreadable);
+    router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_nats_server_loses_no_clock_and_no_notice() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "pause-1", at(T0)).await;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+
+    // Everything falls due while the server is frozen: recording fails, notices cannot be
+    // sent, and the router must neither give up nor take the failure for tampering.
+    nats.pause().unwrap();
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    // The fault lasts a few seconds (this is its duration, not a wait for an event).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    nats.resume().unwrap();
+
+    router.recorded(7).await;
+    let items = recorded_on(&bus, &created.record.state.id).await;
+    let mut unique = items.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((items.len(), unique.len()), (7, 7), "{items:?}");
+    // The coordinator's escalation notices (level 2 and its repeat) both arrived.
+    let notices: Vec<_> = futures::StreamExt::collect::<Vec<_>>(futures::StreamExt::take(
+        bus.watch(
+            &verifier(&registry),
+            vec![subjects::notice(
+                &agency("maros-bappeda"),
+                &created.record.state.id,
+            )],
+            0,
+        )
+        .await
+        .unwrap(),
+        2,
+    ))
+    .await;
+    assert_eq!(notices.len(), 2);
+    // And the outage was not taken for tampering: no integrity alert on the referral.
+    let history = bus
+        .history(&subjects::referral_pattern(&created.record.state.id))
+        .await
+        .unwrap();
+    assert!(
+        !history
+            .iter()
+            .any(|stored| matches!(stored.record.event.change, Change::IntegrityAlert { .. }))
     );
     router.stop().await;
 }

@@ -62,6 +62,7 @@ pub mod binary;
 mod cluster;
 mod config;
 mod error;
+pub mod hostile;
 mod log;
 mod monitor;
 mod process;

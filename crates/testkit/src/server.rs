@@ -142,6 +142,36 @@ impl NatsServer {
             .map_err(|source| Error::Kill { pid, source })
     }
 
+    /// Freezes the server (SIGSTOP), as a stalled disk or a paused virtual machine would:
+    /// connections stay open but nothing is answered until [`NatsServer::resume`].
+    pub fn pause(&self) -> Result<(), Error> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a paused server run again (SIGCONT).
+    pub fn resume(&self) -> Result<(), Error> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> Result<(), Error> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .map_err(|source| Error::Kill { pid, source })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Kill {
+                pid,
+                source: std::io::Error::other(format!("kill {signal} {pid}: {status}")),
+            })
+        }
+    }
+
     /// Starts the server again with the same port, store and options, and waits until it is
     /// ready. A server still running is killed first.
     pub fn restart(&mut self) -> Result<(), Error> {

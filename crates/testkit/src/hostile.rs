@@ -1,0 +1,18 @@
+//! Writing on the bus as a hostile or broken client would: straight to JetStream, bypassing
+//! refbus's writers (no signature, no check), for tests that prove readers refuse it.
+
+/// Publishes `payload` on `subject` to the JetStream stream that holds it and waits for the
+/// acknowledgement; the stream sequence it was stored at.
+pub async fn publish_raw(url: &str, subject: &str, payload: Vec<u8>) -> Result<u64, String> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|err| format!("connecting to {url}: {err}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    let ack = jetstream
+        .publish(subject.to_owned(), payload.into())
+        .await
+        .map_err(|err| format!("publishing on {subject}: {err}"))?
+        .await
+        .map_err(|err| format!("storing on {subject}: {err}"))?;
+    Ok(ack.sequence)
+}
