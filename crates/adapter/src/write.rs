@@ -229,7 +229,7 @@ impl Adapter {
                 Err(err) => return Err(Status::internal(err.to_string())),
             };
             let state = recorded.state;
-            let append = Append::after(recorded.event, &state, stored.seq, &message_id);
+            let append = Append::following(recorded.event, &state, &stored, &message_id);
             match inner.bus.append(&inner.signing, append).await {
                 Ok((appended, _)) if appended.duplicate => {
                     return self.replay_at(appended.seq, referral_id).await;

@@ -189,6 +189,7 @@ impl Unchecked {
     pub fn into_stored(self, state_after: Referral) -> Stored<EventRecord> {
         Stored {
             seq: self.seq,
+            last_seq: self.seq,
             subject: self.subject,
             prev_seq: self.prev_seq,
             record: EventRecord {
@@ -210,7 +211,7 @@ impl Bus {
         verifier: &Verifier,
         subject: &str,
     ) -> Result<Option<Stored<EventRecord>>, ReadError> {
-        let Some(last) = self.unchecked_last(verifier, subject).await? else {
+        let Some((last_seq, last)) = self.unchecked_last(verifier, subject).await? else {
             return Ok(None);
         };
         if let Some(last) = last {
@@ -241,7 +242,11 @@ impl Bus {
                 return Ok(Some(last.into_stored(after.into_snapshot())));
             }
         }
-        Ok(self.checked_history(verifier, subject).await?.pop())
+        Ok(self
+            .checked_history(verifier, subject)
+            .await?
+            .pop()
+            .map(|good| Stored { last_seq, ..good }))
     }
 
     /// The subject of the last message matching `pattern` (which may hold wildcards).

@@ -87,6 +87,23 @@ pub struct Append<'a> {
 }
 
 impl<'a> Append<'a> {
+    /// `event` follows `read`, the referral as a checked read gave it (after any later
+    /// messages that failed the check).
+    pub fn following(
+        event: Event,
+        state_after: &'a Referral,
+        read: &Stored<EventRecord>,
+        message_id: &'a str,
+    ) -> Append<'a> {
+        Append {
+            event,
+            state_after,
+            expected_last_seq: read.last_seq,
+            prev_seq: read.seq,
+            message_id,
+        }
+    }
+
     /// The usual append: `event` follows the last message, read at `read_seq`.
     pub fn after(
         event: Event,
@@ -119,6 +136,10 @@ pub struct Stored<T> {
     pub subject: String,
     /// For events: the sequence of the previous event of the same referral (0 for the first).
     pub prev_seq: u64,
+    /// The sequence of the last message on the subject when this was read: `seq`, unless
+    /// later messages failed the integrity check. A writer appends after it (JetStream's
+    /// expected last sequence) while its event follows `seq`.
+    pub last_seq: u64,
     pub record: T,
 }
 
@@ -388,14 +409,18 @@ impl Bus {
         }
     }
 
-    /// The last record on `subject`: `Some(None)` if it is not a refbus record (reported).
+    /// The last message on `subject`, its sequence and its record (`None` if it is not a refbus
+    /// record: reported).
     pub(crate) async fn unchecked_last(
         &self,
         verifier: &Verifier,
         subject: &str,
-    ) -> Result<Option<Option<Unchecked>>, ReadError> {
+    ) -> Result<Option<(u64, Option<Unchecked>)>, ReadError> {
         match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => Ok(Some(Raw::from(message).unchecked(verifier))),
+            Ok(message) => {
+                let raw = Raw::from(message);
+                Ok(Some((raw.sequence, raw.unchecked(verifier))))
+            }
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
         }
@@ -780,6 +805,7 @@ fn decode_event(message: impl Into<Raw>) -> Result<Stored<EventRecord>, ReadErro
         .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err))?;
     Ok(Stored {
         seq: message.sequence,
+        last_seq: message.sequence,
         subject: message.subject,
         prev_seq: message.prev_seq,
         record,
@@ -792,6 +818,7 @@ fn decode_state(message: impl Into<Raw>) -> Result<Stored<Referral>, ReadError> 
         .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err))?;
     Ok(Stored {
         seq: message.sequence,
+        last_seq: message.sequence,
         subject: message.subject,
         prev_seq: message.prev_seq,
         record: state,
@@ -829,6 +856,7 @@ fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
             })?;
             Ok(Item::Integrity(Box::new(Stored {
                 seq: message.sequence,
+                last_seq: message.sequence,
                 subject: message.subject,
                 prev_seq: 0,
                 record: notice,
@@ -840,6 +868,7 @@ fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
             })?;
             Ok(Item::Notice(Box::new(Stored {
                 seq: message.sequence,
+                last_seq: message.sequence,
                 subject: message.subject,
                 prev_seq: 0,
                 record: notice,

@@ -42,10 +42,16 @@ impl Router {
         };
         let mut last_seq = 0;
         for _ in 0..MAX_ATTEMPTS {
+            // The sequence the next append expects as the subject's last: the record the state
+            // is from, unless messages after it failed the check.
+            let mut tail = None;
             let (mut seq, mut current) = match cached.take() {
                 Some(known) => known,
                 None => match self.bus.referral(&self.verifier, subject).await {
-                    Ok(Some(stored)) => (stored.seq, stored.record.state),
+                    Ok(Some(stored)) => {
+                        tail = Some(stored.last_seq);
+                        (stored.seq, stored.record.state)
+                    }
                     Ok(None) => return done(0, None),
                     Err(err) => {
                         tracing::warn!(%referral, "reading the referral to record what is due: {err}");
@@ -77,7 +83,13 @@ impl Router {
                 let next = recorded.state;
                 let change = recorded.event.change.kind();
                 let message_id = format!("router:{referral}:{key}");
-                let append = Append::after(recorded.event, &next, seq, &message_id);
+                let append = Append {
+                    event: recorded.event,
+                    state_after: &next,
+                    expected_last_seq: tail.take().unwrap_or(seq),
+                    prev_seq: seq,
+                    message_id: &message_id,
+                };
                 match self.bus.append(&self.key, append).await {
                     Ok((appended, _)) if !appended.duplicate => {
                         seq = appended.seq;

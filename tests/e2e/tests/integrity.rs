@@ -1,0 +1,249 @@
+//! Agencies' adapters believe only records that pass the integrity check: a copy of another
+//! agency's referral on a look-alike subject, an unsigned or wrongly signed record, a back-dated
+//! one and plain garbage are never shown to an agency's system, never written on, and never end
+//! its inbox.
+
+use futures::StreamExt;
+use refbus_bus::{Append, EventRecord, subjects};
+use refbus_core::event::Actor;
+use refbus_core::ids::OperatorId;
+use refbus_core::signature::Signer;
+use refbus_core::{AgencyId, Change, ReferralId, evolve};
+use refbus_e2e::{System, create_request};
+use refbus_proto::v1;
+use refbus_testkit::hostile::publish_raw;
+
+fn agency(id: &str) -> AgencyId {
+    AgencyId::new(id).unwrap()
+}
+
+/// The referral's records as the bus holds them, oldest first (unchecked: what was written).
+async fn stored(system: &System, id: &str) -> Vec<refbus_bus::Stored<EventRecord>> {
+    let id = ReferralId::parse(id).unwrap();
+    system
+        .bus()
+        .await
+        .history(&subjects::referral_pattern(&id))
+        .await
+        .unwrap()
+}
+
+async fn get(system: &refbus_e2e::AgencySystem, id: &str) -> v1::Referral {
+    system
+        .client()
+        .get_referral(system.request(v1::GetReferralRequest {
+            referral_id: id.to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_shadow_copy_on_another_agencys_subject_is_never_taken_for_the_referral() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let id = dinsos
+        .create(create_request("shadow-1", "maros-uptd-ppa", "shelter"))
+        .await;
+
+    // Polres copies Dinsos's creation, signature and all, onto a subject where Polres is the
+    // recipient (its NATS permissions allow `ref.polres-maros.*.*`): the last message matching
+    // Dinsos's lookup of the id is now the copy.
+    let original = stored(&system, &id).await.remove(0);
+    let shadow = format!("refbus.v1.ref.polres-maros.maros-dinsos.{id}");
+    publish_raw(
+        &system.nats.url(),
+        &shadow,
+        original.record.encode().to_vec(),
+    )
+    .await
+    .unwrap();
+
+    // Dinsos still sees its referral to UPTD PPA, once.
+    assert_eq!(get(&dinsos, &id).await.recipient, "maros-uptd-ppa");
+    let listed = dinsos
+        .client()
+        .list_referrals(dinsos.request(v1::ListReferralsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .referrals;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].recipient, "maros-uptd-ppa");
+
+    // And a note Dinsos adds is written on the real referral, sealed for UPTD PPA, not Polres.
+    dinsos
+        .client()
+        .add_note(dinsos.request(v1::AddNoteRequest {
+            request_id: "shadow-note".into(),
+            referral_id: id.clone(),
+            note: "Korban dijemput pukul 14.00".into(),
+            sealed_note: None,
+        }))
+        .await
+        .unwrap();
+    let records = stored(&system, &id).await;
+    let note = records
+        .iter()
+        .find_map(|stored| match &stored.record.event.change {
+            Change::NoteAdded { note } => Some((stored.subject.clone(), note.recipients.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        note.0
+            .starts_with("refbus.v1.ref.maros-uptd-ppa.maros-dinsos.")
+    );
+    assert_eq!(note.1, [agency("maros-dinsos"), agency("maros-uptd-ppa")]);
+}
+
+#[tokio::test]
+async fn unsigned_misattributed_and_back_dated_records_are_not_believed() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let id = dinsos
+        .create(create_request("unsigned-1", "maros-uptd-ppa", "shelter"))
+        .await;
+    let created = stored(&system, &id).await.remove(0);
+    let state = created.record.state.clone();
+    let subject = created.subject.clone();
+    // UPTD PPA's acceptance, as a system bypassing its adapter would write it.
+    let acceptance = |minutes_ago: u64| {
+        let now = (system.now)();
+        let event = refbus_core::Event {
+            referral_id: state.id,
+            case_id: state.creation.case_id.clone(),
+            seq: 2,
+            at: now.minus(std::time::Duration::from_secs(60 * minutes_ago)),
+            actor: Actor::Agency {
+                agency: agency("maros-uptd-ppa"),
+                operator: OperatorId::new("op").unwrap(),
+            },
+            request_id: None,
+            change: Change::Accepted,
+            prev_hash: state.last_hash,
+        };
+        let after = evolve(Some(state.clone()), &event).unwrap();
+        (event, after)
+    };
+
+    // Unsigned.
+    let (event, after) = acceptance(0);
+    let unsigned = EventRecord {
+        hash: refbus_core::chain::hash(&event),
+        signature: None,
+        event,
+        state: after.into_snapshot(),
+    };
+    publish_raw(&system.nats.url(), &subject, unsigned.encode().to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&dinsos, &id).await.status,
+        i32::from(v1::ReferralStatus::Requested)
+    );
+
+    // Signed by Polres, whose key it is not.
+    let (event, after) = acceptance(0);
+    let polres = system.signing.key(&Signer::Agency(agency("polres-maros")));
+    let mut misattributed = EventRecord::new(event, &after, &subject, &polres);
+    misattributed.signature.as_mut().unwrap().by = Signer::Agency(agency("maros-uptd-ppa"));
+    publish_raw(
+        &system.nats.url(),
+        &subject,
+        misattributed.encode().to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&dinsos, &id).await.status,
+        i32::from(v1::ReferralStatus::Requested)
+    );
+
+    // Properly signed by UPTD PPA, but stamped an hour before the bus stored it.
+    let (event, after) = acceptance(60);
+    let uptd = system.signing.agency(&agency("maros-uptd-ppa"));
+    let bus = system.bus().await;
+    let last = stored(&system, &id).await.last().unwrap().seq;
+    bus.append(
+        &uptd,
+        Append {
+            event,
+            state_after: &after,
+            expected_last_seq: last,
+            prev_seq: created.seq,
+            message_id: "backdated",
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        get(&dinsos, &id).await.status,
+        i32::from(v1::ReferralStatus::Requested)
+    );
+    // Three records were written and none is believed.
+    assert_eq!(stored(&system, &id).await.len(), 4);
+
+    // UPTD PPA's real acceptance, through its adapter, follows the creation (the last record
+    // that passes) and is what both agencies then see.
+    let uptd_system = system.agency("maros-uptd-ppa").await;
+    uptd_system
+        .client()
+        .accept_referral(uptd_system.request(v1::AcceptReferralRequest {
+            request_id: "real-accept".into(),
+            referral_id: id.clone(),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&dinsos, &id).await.status,
+        i32::from(v1::ReferralStatus::Accepted)
+    );
+    let records = stored(&system, &id).await;
+    assert_eq!(records.len(), 5);
+    assert_eq!(records[4].record.event.seq, 2);
+    assert_eq!(records[4].prev_seq, created.seq);
+}
+
+#[tokio::test]
+async fn garbage_on_an_agencys_subject_does_not_end_its_inbox() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let mut inbox = dinsos
+        .client()
+        .watch_inbox(dinsos.request(v1::WatchInboxRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = dinsos
+        .create(create_request("inbox-1", "maros-uptd-ppa", "shelter"))
+        .await;
+    publish_raw(
+        &system.nats.url(),
+        &format!("refbus.v1.ref.maros-uptd-ppa.maros-dinsos.{first}"),
+        b"\xffnot a record".to_vec(),
+    )
+    .await
+    .unwrap();
+    publish_raw(
+        &system.nats.url(),
+        "refbus.v1.ref.maros-uptd-ppa.maros-dinsos.junk",
+        b"{\"event\":1}".to_vec(),
+    )
+    .await
+    .unwrap();
+    let second = dinsos
+        .create(create_request("inbox-2", "maros-uptd-ppa", "shelter"))
+        .await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let item = inbox.next().await.unwrap().unwrap().item.unwrap();
+        if let Some(v1::inbox_item::Item::Event(event)) = item.item {
+            seen.push(event.referral_id);
+        }
+    }
+    assert_eq!(seen, [first, second]);
+}
