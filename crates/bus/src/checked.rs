@@ -249,11 +249,6 @@ impl Bus {
             .map(|good| Stored { last_seq, ..good }))
     }
 
-    /// The subject of the last message matching `pattern` (which may hold wildcards).
-    pub async fn last_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
-        Ok(self.last_raw_subject(pattern).await?)
-    }
-
     /// Every record on `subject` (one referral) that passes the check, oldest first, each with
     /// the state after it (sealed creation payloads removed); records that fail are reported
     /// and skipped, and the referral goes on from the last record that passed.

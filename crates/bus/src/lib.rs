@@ -426,7 +426,9 @@ impl Bus {
         }
     }
 
-    async fn last_raw_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
+    /// The subject of the last message matching `pattern` (which may hold wildcards): where a
+    /// checked read starts looking.
+    pub async fn last_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
         match self.stream.direct_get_last_for_subject(pattern).await {
             Ok(message) => Ok(Some(message.subject.to_string())),
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
