@@ -875,3 +875,61 @@ async fn a_paused_nats_server_loses_no_clock_and_no_notice() {
     );
     router.stop().await;
 }
+
+#[tokio::test]
+async fn an_unsigned_acceptance_is_refused_recorded_as_an_alert_and_the_clock_runs_on() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "unsigned-1", at(T0)).await;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+
+    // The recipient's acceptance, written by a system that bypasses its adapter: no signature.
+    let state = &created.record.state;
+    let event = refbus_core::Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: at("2026-03-02T09:05:00+08:00"),
+        actor: operator("maros-uptd-ppa"),
+        request_id: None,
+        change: Change::Accepted,
+        prev_hash: state.last_hash,
+    };
+    let after = evolve(Some(state.clone()), &event).unwrap();
+    let unsigned = EventRecord {
+        hash: refbus_core::chain::hash(&event),
+        signature: None,
+        event,
+        state: after.into_snapshot(),
+    };
+    refbus_testkit::hostile::publish_raw(&nats.url(), &created.subject, unsigned.encode().to_vec())
+        .await
+        .unwrap();
+
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.problem, refbus_core::integrity::Problem::Signature);
+    clock.advance_to(at("2026-03-02T10:01:00+08:00"));
+    router.recorded(5).await;
+    let items = recorded_on(&bus, &state.id).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{items:?}"
+    );
+    // The refusal is on the referral's record, chained after its creation.
+    let history = bus
+        .checked_history(&verifier(&registry), &created.subject)
+        .await
+        .unwrap();
+    assert!(matches!(
+        history[1].record.event.change,
+        Change::IntegrityAlert {
+            problem: refbus_core::integrity::Problem::Signature,
+            ..
+        }
+    ));
+    router.stop().await;
+}
