@@ -9,7 +9,8 @@
 //! - [`durable`]: the router's durable consumer, created if missing, checked at every start.
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
-//! - [`checked`]: reading records through the one integrity check ([`Verifier`]).
+//! - [`checked`]: reading records through the one integrity check ([`Verifier`]);
+//!   [`replay`]: the stream's history, every record checked in order.
 //! - [`Bus`]: a cheap, cloneable handle to append and read, used by adapters, router and audit.
 //!
 //! # Guarantees
@@ -33,6 +34,7 @@ pub mod error;
 pub mod headers;
 pub mod provision;
 pub mod record;
+pub mod replay;
 pub mod subjects;
 
 use std::time::Duration;
@@ -709,7 +711,10 @@ impl Bus {
     }
 }
 
-fn ordered_config(mut filters: Vec<String>, deliver_policy: DeliverPolicy) -> OrderedConfig {
+pub(crate) fn ordered_config(
+    mut filters: Vec<String>,
+    deliver_policy: DeliverPolicy,
+) -> OrderedConfig {
     let mut config = OrderedConfig {
         deliver_policy,
         ..Default::default()
@@ -781,7 +786,7 @@ impl Raw {
 }
 
 /// A consumer's message in the shape of a direct read.
-fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, ReadError> {
+pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, ReadError> {
     let info = message
         .info()
         .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err.to_string()))?;

@@ -4,6 +4,7 @@
 //! its inbox.
 
 use futures::StreamExt;
+use refbus_bus::replay::Replayed;
 use refbus_bus::{Append, EventRecord, subjects};
 use refbus_core::event::Actor;
 use refbus_core::ids::OperatorId;
@@ -206,6 +207,31 @@ async fn unsigned_misattributed_and_back_dated_records_are_not_believed() {
     assert_eq!(records.len(), 5);
     assert_eq!(records[4].record.event.seq, 2);
     assert_eq!(records[4].prev_seq, created.seq);
+
+    // A replay, as an auditor reads the stream, shows the same: two records believed, three
+    // refused, each with its reason.
+    let replayed: Vec<String> = system
+        .bus()
+        .await
+        .replay(&system.verifier(), vec![subjects::ALL_REFERRALS.to_owned()])
+        .await
+        .unwrap()
+        .map(|item| match item.unwrap() {
+            Replayed::Record(stored) => stored.record.event.change.kind().to_owned(),
+            Replayed::Refused { failure, .. } => format!("refused: {}", failure.problem),
+        })
+        .collect()
+        .await;
+    assert_eq!(
+        replayed,
+        [
+            "created",
+            "refused: signature",
+            "refused: signature",
+            "refused: time",
+            "accepted"
+        ]
+    );
 }
 
 #[tokio::test]
