@@ -180,7 +180,30 @@ pub(crate) fn signers(registry: &Registry, keys_dir: Option<&Path>) -> anyhow::R
             .map_err(|err| anyhow::anyhow!("the signing key in {}: {err}", path.display()))?;
         signers.add(signer, key);
     }
+    warn_unknown_signers(registry, &signers);
     Ok(signers)
+}
+
+/// Says loudly which writers have no public signing key: every record they write is refused by
+/// every reader (and the coordinator is told of each), so their referrals go nowhere.
+fn warn_unknown_signers(registry: &Registry, signers: &Signers) {
+    let missing: Vec<String> = registry
+        .agencies
+        .keys()
+        .map(|agency| Signer::Agency(agency.clone()))
+        .chain([Signer::Router])
+        .filter(|signer| !signers.knows(signer))
+        .map(|signer| signer.to_string())
+        .collect();
+    if !missing.is_empty() {
+        tracing::warn!(
+            "SIGNING KEYS: no public signing key for {}: every record they write will be refused \
+             as unsigned; add `signing_keys` to their [[agency]] tables (and \
+             `router_signing_keys` to [deployment]) from `refbus keys generate`, or give \
+             --public-keys",
+            missing.join(", ")
+        );
+    }
 }
 
 /// Every agency's public key: the registry's, then `<agency>.pub` files in `keys_dir`.
