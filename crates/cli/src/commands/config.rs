@@ -49,6 +49,27 @@ fn check(file: &Path, now: Timestamp) -> anyhow::Result<ExitCode> {
             if let Some(gap) = refbus_core::coverage::holiday_gap(&registry, now) {
                 eprintln!("{}: WARNING: {gap}", file.display());
             }
+            let unsigned: Vec<String> = registry
+                .agencies
+                .values()
+                .filter(|agency| agency.signing_keys.is_empty())
+                .map(|agency| agency.id.to_string())
+                .chain(
+                    registry
+                        .router_signing_keys
+                        .is_empty()
+                        .then(|| "the router".to_owned()),
+                )
+                .collect();
+            if !unsigned.is_empty() {
+                eprintln!(
+                    "{}: WARNING: no public signing key for {}: components started from this \
+                     file alone refuse every record these write (`refbus keys generate`, \
+                     `refbus keys generate-router`; `refbus up` makes its own)",
+                    file.display(),
+                    unsigned.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(report) => {
