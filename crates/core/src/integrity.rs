@@ -172,21 +172,7 @@ impl Checker<'_> {
     pub fn check(&self, claim: &Claim<'_>, before: Option<Referral>) -> Result<Referral, Failure> {
         let event = claim.event;
         check_subject(claim, before.as_ref())?;
-        let bytes_hash = EventHash(Sha256::digest(claim.event_bytes).into());
-        if bytes_hash != claim.stored_hash {
-            return Err(Failure::new(
-                Problem::Altered,
-                "the stored hash is not the hash of the stored event",
-            ));
-        }
-        self.signers
-            .verify(
-                &Signer::of(&event.actor),
-                claim.signature,
-                claim.subject,
-                claim.event_bytes,
-            )
-            .map_err(|err: SignatureError| Failure::new(Problem::Signature, err.to_string()))?;
+        let bytes_hash = self.check_signed(claim)?;
         check_time(self.max_skew, claim, before.as_ref())?;
         let (expected_seq, expected_prev) =
             before.as_ref().map_or((1, EventHash::GENESIS), |before| {
@@ -221,10 +207,10 @@ impl Checker<'_> {
         Ok(after)
     }
 
-    /// The part of [`Checker::check`] that needs no predecessor: subject, hash and signature.
-    /// For a reader that trusts the state an earlier full check established (the router's
-    /// rebuild of records it consumed and checked).
-    pub fn check_signed(&self, claim: &Claim<'_>) -> Result<(), Failure> {
+    /// The part of [`Checker::check`] that needs no predecessor: subject, hash and signature;
+    /// the hash of the event's stored bytes. For a reader that trusts the state an earlier full
+    /// check established (the router's rebuild of records it consumed and checked).
+    pub fn check_signed(&self, claim: &Claim<'_>) -> Result<EventHash, Failure> {
         let event = claim.event;
         if claim.tokens.referral != event.referral_id {
             return Err(wrong_subject(claim));
@@ -243,7 +229,8 @@ impl Checker<'_> {
                 claim.subject,
                 claim.event_bytes,
             )
-            .map_err(|err| Failure::new(Problem::Signature, err.to_string()))
+            .map_err(|err: SignatureError| Failure::new(Problem::Signature, err.to_string()))?;
+        Ok(bytes_hash)
     }
 }
 
