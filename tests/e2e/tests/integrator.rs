@@ -4,34 +4,37 @@
 
 use std::time::Duration;
 
+use futures::future::LocalBoxFuture;
 use refbus_e2e::{AgencySystem, System, create_request, identity, reason};
 use refbus_proto::v1;
 use tonic::Code;
 
 /// Runs `call`, which must be refused with `code` and a message containing every one of
-/// `parts`, and must write nothing to the bus.
-async fn refused<T: std::fmt::Debug>(
-    system: &System,
-    what: &str,
+/// `parts`, and must write nothing to the bus. Boxed: a gRPC call's future is large.
+fn refused<'a, T: std::fmt::Debug + 'a>(
+    system: &'a System,
+    what: &'a str,
     code: Code,
-    parts: &[&str],
-    call: impl std::future::Future<Output = Result<T, tonic::Status>>,
-) -> tonic::Status {
-    let before = system.stored_messages().await;
-    let status = call
-        .await
-        .expect_err(&format!("{what}: expected {code:?}, got an answer"));
-    let after = system.stored_messages().await;
-    assert_eq!(status.code(), code, "{what}: {}", status.message());
-    for part in parts {
-        assert!(
-            status.message().contains(part),
-            "{what}: `{}` does not say {part:?}",
-            status.message()
-        );
-    }
-    assert_eq!(after, before, "{what}: a refused call wrote to the bus");
-    status
+    parts: &'a [&'a str],
+    call: impl std::future::Future<Output = Result<T, tonic::Status>> + 'a,
+) -> LocalBoxFuture<'a, tonic::Status> {
+    Box::pin(async move {
+        let before = system.stored_messages().await;
+        let status = call
+            .await
+            .expect_err(&format!("{what}: expected {code:?}, got an answer"));
+        let after = system.stored_messages().await;
+        assert_eq!(status.code(), code, "{what}: {}", status.message());
+        for part in parts {
+            assert!(
+                status.message().contains(part),
+                "{what}: `{}` does not say {part:?}",
+                status.message()
+            );
+        }
+        assert_eq!(after, before, "{what}: a refused call wrote to the bus");
+        status
+    })
 }
 
 async fn create(system: &AgencySystem, request: v1::CreateReferralRequest) -> v1::Referral {
