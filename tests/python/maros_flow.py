@@ -151,7 +151,8 @@ def main() -> int:
         hukum.call("GetReferral", referral_id=family_referral)
         raise AssertionError("Bagian Hukum must not read the family's referral")
     except grpc.RpcError as error:
-        expect(error.code() == grpc.StatusCode.PERMISSION_DENIED, f"not a party: {error.code()}")
+        # Answered as an unknown id: a non-party must not learn that the referral exists.
+        expect(error.code() == grpc.StatusCode.NOT_FOUND, f"not a party: {error.code()}")
 
     print("maros flow: ok", family_referral, police.referral.referral_id, legal.referral.referral_id)
     return 0

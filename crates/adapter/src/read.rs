@@ -8,7 +8,7 @@ use refbus_bus::{Item, subjects};
 use refbus_core::clock::ClockView;
 use refbus_core::referral::Party;
 use refbus_core::{Event, Referral, ReferralId, Timestamp};
-use refbus_proto::convert::{self, ListQuery};
+use refbus_proto::convert::{self, FieldError, ListQuery};
 use refbus_proto::v1;
 use tonic::Status;
 
@@ -65,12 +65,6 @@ impl Adapter {
         let Some(Loaded { stored, access }) = self.load(id).await? else {
             return Err(status::not_found(&id.to_string()));
         };
-        if access == Access::None {
-            return Err(Status::permission_denied(format!(
-                "{} is not a party to referral {id}",
-                self.inner.agency
-            )));
-        }
         let mut state = stored.record.state;
         if access == Access::Party {
             let first = self
@@ -88,7 +82,9 @@ impl Adapter {
     }
 
     /// Referrals this agency sent or received, newest first, a page at a time. The page token
-    /// names the last referral of the previous page, so new referrals never shift later pages.
+    /// names the last referral of the previous page, so new referrals never shift later pages,
+    /// and the filters it was given for: with other filters it would silently skip or repeat
+    /// referrals, so it is refused.
     pub(crate) async fn list(
         &self,
         query: &ListQuery,
@@ -99,10 +95,11 @@ impl Adapter {
             Some(Party::Recipient) => vec![subjects::received_by(agency)],
             None => vec![subjects::received_by(agency), subjects::sent_by(agency)],
         };
+        let given_for = filters_digest(query);
         let after = query
             .page_token
             .as_deref()
-            .map(parse_page_token)
+            .map(|token| parse_page_token(token, &given_for))
             .transpose()?;
         let verifier = self.inner.verifier.clone();
         let mut states: Vec<Referral> = self
@@ -122,7 +119,7 @@ impl Adapter {
         let page: Vec<&Referral> = states.iter().skip(start).take(query.page_size).collect();
         let next_page_token = if start + page.len() < states.len() {
             page.last()
-                .map(|last| page_token(page_key(last)))
+                .map(|last| page_token(page_key(last), &given_for))
                 .unwrap_or_default()
         } else {
             String::new()
@@ -136,7 +133,17 @@ impl Adapter {
     /// The inbox from `cursor` on: every event of referrals this agency sent or received, and
     /// every notice for it, in order, then live.
     pub(crate) async fn watch(&self, cursor: &str) -> Result<InboxStream, Status> {
-        let after = parse_cursor(cursor)?;
+        let after = match parse_cursor(cursor)? {
+            // The stream's last sequence now: a cursor like any other, so everything stored
+            // after this call is sent, and nothing before it.
+            Cursor::Now => self
+                .inner
+                .bus
+                .last_sequence()
+                .await
+                .map_err(|err| status::read(&err))?,
+            Cursor::After(seq) => seq,
+        };
         let items = self
             .inner
             .bus
@@ -205,14 +212,33 @@ fn until_stopping(items: InboxStream, stopping: tokio::sync::watch::Receiver<boo
     ))
 }
 
-/// A cursor is the stream sequence of the last item the client saw; empty for the beginning.
-fn parse_cursor(cursor: &str) -> Result<u64, Status> {
+/// Where a client asks its inbox to start.
+enum Cursor {
+    /// After this stream sequence (0: from the beginning).
+    After(u64),
+    /// After whatever is stored when the call is made.
+    Now,
+}
+
+/// The cursor that starts an inbox at the current end of the stream, for a client that wants
+/// no history.
+const CURSOR_NOW: &str = "now";
+
+/// A cursor is the stream sequence of the last item the client saw; empty for the beginning,
+/// [`CURSOR_NOW`] for the end.
+fn parse_cursor(cursor: &str) -> Result<Cursor, Status> {
     if cursor.is_empty() {
-        return Ok(0);
+        return Ok(Cursor::After(0));
     }
-    cursor.parse().map_err(|_| {
-        Status::invalid_argument(format!(
-            "cursor: `{cursor}` is not a cursor this adapter gave; send the cursor of the last item received, or none to start from the beginning"
+    if cursor == CURSOR_NOW {
+        return Ok(Cursor::Now);
+    }
+    cursor.parse().map(Cursor::After).map_err(|_| {
+        status::field(&FieldError::new(
+            "cursor",
+            format!(
+                "`{cursor}` is not a cursor this adapter gave; send the cursor of the last item received, none to start from the beginning, or `{CURSOR_NOW}` to start from now"
+            ),
         ))
     })
 }
@@ -223,22 +249,65 @@ fn page_key(state: &Referral) -> PageKey {
     (state.created_at, state.id)
 }
 
-fn page_token((created_at, id): PageKey) -> String {
-    BASE64URL_NOPAD.encode(format!("{}:{id}", created_at.as_millis()).as_bytes())
+/// A short digest of the query's filters (not its page size, which may change between pages):
+/// FNV-1a over a canonical text, stable across adapters and restarts. It only tells a token's
+/// filters apart, it protects nothing (the filters are applied to every page anyway).
+fn filters_digest(query: &ListQuery) -> String {
+    let mut statuses: Vec<String> = query.statuses.iter().map(ToString::to_string).collect();
+    // The statuses are a set: their order does not change the list.
+    statuses.sort();
+    statuses.dedup();
+    let millis = |at: Option<Timestamp>| at.map(|at| at.as_millis().to_string());
+    let text = format!(
+        "side={:?}|statuses={}|service={}|after={}|before={}|case={}",
+        query.side,
+        statuses.join(","),
+        query
+            .service
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        millis(query.created_after).unwrap_or_default(),
+        millis(query.created_before).unwrap_or_default(),
+        query
+            .case_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    );
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
-fn parse_page_token(token: &str) -> Result<PageKey, Status> {
+fn page_token((created_at, id): PageKey, filters: &str) -> String {
+    BASE64URL_NOPAD.encode(format!("{}:{id}:{filters}", created_at.as_millis()).as_bytes())
+}
+
+fn parse_page_token(token: &str, filters: &str) -> Result<PageKey, Status> {
     let invalid = || {
-        Status::invalid_argument(
-            "page_token: not a token this adapter gave; start from the first page",
-        )
+        status::field(&FieldError::new(
+            "page_token",
+            "not a token this adapter gave; start from the first page",
+        ))
     };
     let text = BASE64URL_NOPAD
         .decode(token.as_bytes())
         .map_err(|_| invalid())?;
     let text = String::from_utf8(text).map_err(|_| invalid())?;
-    let (millis, id) = text.split_once(':').ok_or_else(invalid)?;
+    let mut parts = text.splitn(3, ':');
+    let (Some(millis), Some(id), Some(given_for)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid());
+    };
     let millis = millis.parse().map_err(|_| invalid())?;
     let id = ReferralId::parse(id).map_err(|_| invalid())?;
+    if given_for != filters {
+        return Err(status::field(&FieldError::new(
+            "page_token",
+            "it was given for other filters; start from the first page",
+        )));
+    }
     Ok((Timestamp::from_millis(millis), id))
 }

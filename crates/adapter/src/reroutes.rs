@@ -84,7 +84,14 @@ impl Adapter {
             return;
         };
         match self
-            .reroute_to(operator, &request_id, &original.id, &reroute.to, None, None)
+            .reroute_to(
+                operator,
+                &request_id,
+                &original.id,
+                &reroute.to,
+                (None, None),
+                crate::write::EndToEnd::default(),
+            )
             .await
         {
             Ok(done) => tracing::info!(

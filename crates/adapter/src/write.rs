@@ -63,8 +63,15 @@ pub(crate) enum Access {
     Party,
     /// An agency an escalation of it notified.
     Notified,
-    /// Nothing: it may not see the referral.
-    None,
+}
+
+/// Which sealed payloads of a create the client sealed itself (end to end). A retry must then
+/// carry the very same envelope; what the adapter sealed is sealed afresh on every attempt and
+/// is compared by its plaintext instead.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EndToEnd {
+    pub(crate) identity: bool,
+    pub(crate) note: bool,
 }
 
 /// A referral as loaded for a request.
@@ -97,8 +104,9 @@ impl Adapter {
     }
 
     /// The current state of a referral, and what this agency is to it. Found by the agency's
-    /// own subjects first (fast), then through a notice it received, then anywhere (so that an
-    /// agency with no part in it is told so, rather than that it does not exist).
+    /// own subjects first (fast), then through a notice it received. A referral this agency has
+    /// no part in is not looked for at all: it is answered as if it did not exist, so that a
+    /// non-party cannot learn whether a referral id exists (nor from the time the answer takes).
     pub(crate) async fn load(&self, id: &ReferralId) -> Result<Option<Loaded>, Status> {
         let bus = &self.inner.bus;
         for pattern in subjects::referral_patterns_for(&self.inner.agency, id) {
@@ -113,18 +121,15 @@ impl Adapter {
             .last_notice(&subjects::notice(&self.inner.agency, id))
             .await
             .map_err(|err| status::read(&err))?;
-        let (subject, access) = match notice {
-            Some(notice) => {
-                let notice = notice.record;
-                (
-                    subjects::referral(&notice.recipient, &notice.sender, id),
-                    Access::Notified,
-                )
-            }
-            None => (subjects::referral_pattern(id), Access::None),
+        let Some(notice) = notice else {
+            return Ok(None);
         };
+        let subject = subjects::referral(&notice.record.recipient, &notice.record.sender, id);
         let stored = self.find(&subject, id).await?;
-        Ok(stored.map(|stored| Loaded { stored, access }))
+        Ok(stored.map(|stored| Loaded {
+            stored,
+            access: Access::Notified,
+        }))
     }
 
     /// The checked current state of referral `id` on the subjects matching `pattern`. Only a
@@ -379,8 +384,15 @@ impl Adapter {
             Stage::Validation,
             watch.since(validation).saturating_sub(sealing),
         );
+        let end_to_end = EndToEnd {
+            identity: matches!(
+                request.person,
+                Some(v1::create_referral_request::Person::SealedIdentity(_))
+            ),
+            note: request.sealed_note.is_some(),
+        };
         let written = self
-            .create_referral(operator, &request_id, new.creation, "")
+            .create_referral(operator, &request_id, new.creation, end_to_end)
             .await?;
         watch.count_create();
         Ok(Created {
@@ -389,13 +401,14 @@ impl Adapter {
         })
     }
 
-    /// Decides and appends a new referral; a retry finds the referral it made.
+    /// Decides and appends a new referral; a retry finds the referral it made, and a request id
+    /// reused for a referral that differs in anything (sealed content included) is refused.
     async fn create_referral(
         &self,
         operator: OperatorId,
         request_id: &RequestId,
         creation: Creation,
-        message_suffix: &str,
+        end_to_end: EndToEnd,
     ) -> Result<Written, Status> {
         let inner = &self.inner;
         let watch = self.stopwatch();
@@ -415,21 +428,25 @@ impl Adapter {
         let state = recorded.state;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
         watch.lap(Stage::Event, deciding);
-        let message_id = self.message_id(request_id, message_suffix);
+        let message_id = self.message_id(request_id, "");
         let append = Append::after(recorded.event, &state, 0, &message_id);
-        match watch
+        let first = match watch
             .time_polls(Stage::Publish, inner.bus.append(&inner.signing, append))
             .await
         {
+            // The bus knows the message id: the referral exists, maybe on another subject (a
+            // create that names another recipient).
             Ok((appended, _)) if appended.duplicate => {
-                self.replay_at(appended.seq, &state.id).await
+                self.replay_at(appended.seq, &state.id).await?
             }
-            Ok((appended, record)) => Ok(Written {
-                event: record.event,
-                state,
-                seq: appended.seq,
-                replayed: false,
-            }),
+            Ok((appended, record)) => {
+                return Ok(Written {
+                    event: record.event,
+                    state,
+                    seq: appended.seq,
+                    replayed: false,
+                });
+            }
             Err(err) if err.kind() == AppendErrorKind::Conflict => {
                 // The referral exists: this request made it before, or the request id was reused
                 // for something else.
@@ -441,21 +458,79 @@ impl Adapter {
                 let Some(first) = first else {
                     return Err(status::append(&err));
                 };
-                match &first.record.event.change {
-                    refbus_core::Change::Created(existing)
-                        if same_referral(existing, &creation) =>
-                    {
-                        Ok(Written::from_stored(first, true))
-                    }
-                    _ => Err(status::rejection(
-                        &refbus_core::Rejection::AlreadyExists {
-                            referral: state.id.to_string(),
-                        },
-                        &state.id.to_string(),
-                    )),
+                Written::from_stored(first, true)
+            }
+            Err(err) => return Err(status::append(&err)),
+        };
+        match &first.event.change {
+            refbus_core::Change::Created(existing)
+                if self.same_referral(existing, &creation, &state.id, end_to_end) =>
+            {
+                Ok(first)
+            }
+            _ => Err(status::rejection(
+                &refbus_core::Rejection::AlreadyExists {
+                    referral: state.id.to_string(),
+                },
+                &state.id.to_string(),
+            )),
+        }
+    }
+
+    /// Whether an existing referral is the one a retried create describes, field by field.
+    /// Payloads the adapter sealed are compared by their plaintext, opened with this agency's
+    /// key (both are sealed for it): nothing like a digest of an identity is ever stored where
+    /// other readers of the bus could test a guess against it. Payloads the client sealed end
+    /// to end must be the same envelope, byte for byte.
+    fn same_referral(
+        &self,
+        existing: &Creation,
+        retried: &Creation,
+        referral: &ReferralId,
+        end_to_end: EndToEnd,
+    ) -> bool {
+        let comparable = |creation: &Creation| {
+            let mut creation = creation.clone();
+            creation.identity = None;
+            creation.note = None;
+            // A retry after the policy changed still describes the same referral.
+            creation.policy_version = existing.policy_version.clone();
+            creation
+        };
+        comparable(existing) == comparable(retried)
+            && self.same_sealed(
+                existing.identity.as_ref(),
+                retried.identity.as_ref(),
+                &Context::Identity(referral),
+                end_to_end.identity,
+            )
+            && self.same_sealed(
+                existing.note.as_ref(),
+                retried.note.as_ref(),
+                &Context::Note(referral),
+                end_to_end.note,
+            )
+    }
+
+    fn same_sealed(
+        &self,
+        existing: Option<&refbus_core::referral::SealedPayload>,
+        retried: Option<&refbus_core::referral::SealedPayload>,
+        context: &Context<'_>,
+        end_to_end: bool,
+    ) -> bool {
+        match (existing, retried) {
+            (None, None) => true,
+            (Some(existing), Some(retried)) if existing == retried => true,
+            (Some(existing), Some(retried)) if !end_to_end => {
+                let (keyring, aad) = (&self.inner.keyring, context.aad());
+                match (keyring.open(existing, &aad), keyring.open(retried, &aad)) {
+                    (Ok(existing), Ok(retried)) => existing == retried,
+                    // What this agency cannot open, it cannot call the same.
+                    _ => false,
                 }
             }
-            Err(err) => Err(status::append(&err)),
+            _ => false,
         }
     }
 
@@ -485,27 +560,36 @@ impl Adapter {
         let mut sealer = keys::sealer(&inner.keyring, child_id, None);
         let order =
             convert::reroute_referral(request, &mut sealer).map_err(|err| status::field(&err))?;
+        let end_to_end = EndToEnd {
+            identity: order.sealed_identity.is_some(),
+            note: request.sealed_note.is_some(),
+        };
         self.reroute_to(
             operator,
             &request_id,
             &order.referral_id,
             &order.to,
-            order.note,
-            order.sealed_identity,
+            (order.note, order.sealed_identity),
+            end_to_end,
         )
         .await
     }
 
-    /// The reroute itself, shared by the RPC and by reroutes the router asks for.
+    /// The reroute itself, shared by the RPC and by reroutes the router asks for. `sealed` are
+    /// the child's note and the identity the client sealed end to end, if any.
     pub(crate) async fn reroute_to(
         &self,
         operator: OperatorId,
         request_id: &RequestId,
         original_id: &ReferralId,
         to: &AgencyId,
-        note: Option<refbus_core::referral::SealedPayload>,
-        sealed_identity: Option<refbus_core::referral::SealedPayload>,
+        sealed: (
+            Option<refbus_core::referral::SealedPayload>,
+            Option<refbus_core::referral::SealedPayload>,
+        ),
+        end_to_end: EndToEnd,
     ) -> Result<Rerouted, Status> {
+        let (note, sealed_identity) = sealed;
         let inner = &self.inner;
         let child_id = ReferralId::derive(&inner.agency, request_id);
         let Some(Loaded {
@@ -567,7 +651,7 @@ impl Adapter {
             parent: Some(*original_id),
         };
         let child = self
-            .create_referral(operator.clone(), request_id, child_creation, "")
+            .create_referral(operator.clone(), request_id, child_creation, end_to_end)
             .await?;
         let original = self
             .execute_with(operator, request_id, original_id, ":link", |_, _| {
@@ -612,17 +696,4 @@ impl Adapter {
             .map(Some)
             .map_err(|err| status::field(&FieldError::new("to", err.to_string())))
     }
-}
-
-/// Whether an existing referral is the one a retried create describes (sealed payloads are
-/// sealed afresh on every attempt, so they are not compared).
-fn same_referral(existing: &Creation, retried: &Creation) -> bool {
-    let comparable = |creation: &Creation| {
-        let mut creation = creation.clone();
-        creation.identity = None;
-        creation.note = None;
-        creation.policy_version = existing.policy_version.clone();
-        creation
-    };
-    comparable(existing) == comparable(retried)
 }

@@ -225,12 +225,21 @@ impl ClockView {
         now: Timestamp,
     ) -> ClockView {
         let track = Track::of(policy, referral);
+        // A clock whose start never came will never run once the referral is closed: showing it
+        // as not started would tell people it may still start. It is stopped, when the
+        // referral closed, never having run (no start, no deadline, nothing elapsed).
+        let phase = match track.phase {
+            Phase::NotStarted if referral.status.is_terminal() => {
+                Phase::Stopped(closed_at(referral))
+            }
+            phase => phase,
+        };
         let deadline = track.instant_at(calendar, policy.target);
         let elapsed = track.elapsed(calendar, now);
         ClockView {
             clock: policy.id.clone(),
             title: policy.title.clone(),
-            phase: track.phase,
+            phase,
             started_at: track.started_at,
             target: policy.target,
             elapsed,
@@ -238,4 +247,14 @@ impl ClockView {
             breached: deadline.is_some_and(|deadline| deadline <= now),
         }
     }
+}
+
+/// When `referral` reached its final status: the first step into one (a referral keeps its
+/// final status, except that a rerouted one may have been rejected or failed first).
+fn closed_at(referral: &Referral) -> Timestamp {
+    referral
+        .steps
+        .iter()
+        .find(|step| matches!(step.milestone, Milestone::Entered(status) if status.is_terminal()))
+        .map_or(referral.updated_at, |step| step.at)
 }

@@ -232,8 +232,9 @@ fn check_creation(
         ));
     }
     let parties = [&creation.sender, &creation.recipient];
-    check_sealed("identity", creation.identity.as_ref(), &parties)?;
-    check_sealed("note", creation.note.as_ref(), &parties)?;
+    // Field paths as the request spells them: only end-to-end sealed data can fail here.
+    check_sealed("sealed_identity", creation.identity.as_ref(), &parties)?;
+    check_sealed("sealed_note", creation.note.as_ref(), &parties)?;
     if registry.policy(&creation.policy_version).is_none() {
         return Err(invalid(
             "policy_version",
@@ -292,20 +293,21 @@ fn check_sealed(
     }
 }
 
+/// A reason given in a request's `reason` field: errors name `reason.code` and
+/// `reason.sealed_note`, the contract's paths.
 fn check_reason(
-    field: &'static str,
     registry: &Registry,
     reason: &Reason,
     referral: &Referral,
 ) -> Result<(), Rejection> {
     if !registry.reasons.contains_key(&reason.code) {
         return Err(invalid(
-            field,
+            "reason.code",
             format!("unknown reason code {}", reason.code),
         ));
     }
     check_sealed(
-        "note",
+        "reason.sealed_note",
         reason.note.as_ref(),
         &[referral.sender(), referral.recipient()],
     )
@@ -454,7 +456,7 @@ fn decide_on(
                 verb,
                 "; after accepting, fail it with a reason instead",
             )?;
-            check_reason("reason", registry, reason, referral)?;
+            check_reason(registry, reason, referral)?;
             Ok((
                 Change::Rejected {
                     reason: reason.clone(),
@@ -471,7 +473,7 @@ fn decide_on(
             require(Who::Recipient, referral, actor, verb)?;
             in_state(referral, ACCEPTED, verb, "")?;
             check_sealed(
-                "note",
+                "sealed_note",
                 note.as_ref(),
                 &[referral.sender(), referral.recipient()],
             )?;
@@ -507,7 +509,7 @@ fn decide_on(
         Command::AddNote { note } => {
             require(Who::EitherParty, referral, actor, verb)?;
             check_sealed(
-                "note",
+                "sealed_note",
                 Some(note),
                 &[referral.sender(), referral.recipient()],
             )?;
@@ -516,7 +518,7 @@ fn decide_on(
         Command::PutOnHold { reason } => {
             require(Who::EitherParty, referral, actor, verb)?;
             in_state(referral, HOLDABLE, verb, "")?;
-            check_reason("reason", registry, reason, referral)?;
+            check_reason(registry, reason, referral)?;
             Ok((
                 Change::PutOnHold {
                     reason: reason.clone(),
@@ -540,7 +542,7 @@ fn decide_on(
                 verb,
                 "; before acceptance, cancel it directly",
             )?;
-            check_reason("reason", registry, reason, referral)?;
+            check_reason(registry, reason, referral)?;
             Ok((
                 Change::CancellationRequested {
                     reason: reason.clone(),
@@ -556,7 +558,7 @@ fn decide_on(
         Command::DeclineCancellation { reason } => {
             require(Who::Recipient, referral, actor, verb)?;
             in_state(referral, &[Status::CancelRequested], verb, "")?;
-            check_reason("reason", registry, reason, referral)?;
+            check_reason(registry, reason, referral)?;
             Ok((
                 Change::CancellationDeclined {
                     reason: reason.clone(),
@@ -578,7 +580,7 @@ fn decide_on(
                     "; after acceptance, request cancellation instead",
                 )?;
             }
-            check_reason("reason", registry, reason, referral)?;
+            check_reason(registry, reason, referral)?;
             Ok((
                 Change::Cancelled {
                     reason: reason.clone(),
@@ -591,12 +593,12 @@ fn decide_on(
             in_state(referral, ACCEPTED, verb, "")?;
             if !registry.outcomes.contains_key(&outcome.code) {
                 return Err(invalid(
-                    "outcome",
+                    "outcome.code",
                     format!("unknown outcome code {}", outcome.code),
                 ));
             }
             check_sealed(
-                "note",
+                "outcome.sealed_note",
                 outcome.note.as_ref(),
                 &[referral.sender(), referral.recipient()],
             )?;
@@ -615,7 +617,7 @@ fn decide_on(
                 verb,
                 "; before acceptance, reject it instead",
             )?;
-            check_reason("reason", registry, reason, referral)?;
+            check_reason(registry, reason, referral)?;
             Ok((
                 Change::Failed {
                     reason: reason.clone(),
@@ -632,7 +634,7 @@ fn decide_on(
                     hint: "",
                 });
             }
-            check_reason("reason", registry, reason, referral)?;
+            check_reason(registry, reason, referral)?;
             Ok((
                 Change::EnteredInError {
                     reason: reason.clone(),
@@ -694,13 +696,15 @@ fn decide_on(
                     hint: "; reroute a referral before it is accepted, or after it was rejected or failed",
                 });
             }
-            if requested.is_none()
-                && let Some(existing) = referral.children.last()
-            {
-                return Err(invalid(
-                    "referral_id",
-                    format!("this referral was already rerouted to {existing}"),
-                ));
+            // A rejected or failed referral keeps its status when rerouted: being rerouted
+            // already is a state of the referral (FAILED_PRECONDITION), not a bad request.
+            if requested.is_none() && !referral.children.is_empty() {
+                return Err(Rejection::WrongState {
+                    verb,
+                    status: current,
+                    hint: " and already rerouted (see child_referral_ids); a referral is \
+                           rerouted once: reroute its child referral instead",
+                });
             }
             if let Some(requested) = requested
                 && &requested.to != to

@@ -39,18 +39,42 @@ fn check_slug(kind: &'static str, text: &str) -> Result<(), IdError> {
     }
 }
 
-/// Printable ASCII without spaces, for values chosen by agency systems.
-fn check_token(kind: &'static str, text: &str, max: usize) -> Result<(), IdError> {
-    const RULE: &str = "use 1 to 128 printable ASCII characters without spaces";
+/// Printable ASCII without spaces, for values chosen by agency systems: `max` characters at
+/// most, as `rule` (the sentence the caller is shown) says.
+fn check_token(
+    kind: &'static str,
+    text: &str,
+    max: usize,
+    rule: &'static str,
+) -> Result<(), IdError> {
     if !text.is_empty() && text.len() <= max && text.bytes().all(|b| b.is_ascii_graphic()) {
         Ok(())
     } else {
         Err(IdError {
             kind,
             input: text.to_owned(),
-            rule: RULE,
+            rule,
         })
     }
+}
+
+/// The rule of a token of at most `$max` characters; one literal, so the limit it states is
+/// the limit checked.
+macro_rules! token_rule {
+    ($kind:literal, $max:literal) => {
+        |text| {
+            check_token(
+                $kind,
+                text,
+                $max,
+                concat!(
+                    "use 1 to ",
+                    $max,
+                    " printable ASCII characters without spaces"
+                ),
+            )
+        }
+    };
 }
 
 macro_rules! text_id {
@@ -133,20 +157,20 @@ text_id!(
 );
 text_id!(
     /// A version of the clock and escalation policies, e.g. `2026-01`.
-    PolicyVersion, "policy version", |text| check_token("policy version", text, 48)
+    PolicyVersion, "policy version", token_rule!("policy version", 48)
 );
 text_id!(
     /// The case a referral belongs to: an opaque case code chosen by the sending agency.
     /// It must never be a person's name or NIK; it is metadata every party can see.
-    CaseId, "case id", |text| check_token("case id", text, 64)
+    CaseId, "case id", token_rule!("case id", 64)
 );
 text_id!(
     /// The person who acted, as the agency's system identifies them (user name, NIP).
-    OperatorId, "operator id", |text| check_token("operator id", text, 128)
+    OperatorId, "operator id", token_rule!("operator id", 128)
 );
 text_id!(
     /// The client's idempotency key: a retry with the same key has the same effect as the first.
-    RequestId, "request id", |text| check_token("request id", text, 128)
+    RequestId, "request id", token_rule!("request id", 128)
 );
 
 /// A referral: 128 bits, written as 26 Crockford base-32 characters.

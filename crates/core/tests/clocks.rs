@@ -578,3 +578,50 @@ fn without_an_alternate_the_reroute_level_notifies_the_coordinator() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_clock_that_never_started_is_stopped_once_the_referral_is_closed() {
+    use refbus_core::clock::ClockStart;
+    use refbus_core::referral::Milestone;
+    let registry = registry();
+    // A clock of the service itself: it starts when the recipient starts the service.
+    let mut policy = registry
+        .policy(&"v1".parse().unwrap())
+        .unwrap()
+        .clocks
+        .iter()
+        .find(|c| c.id.as_str() == "acknowledge_emergency")
+        .unwrap()
+        .clone();
+    policy.start = ClockStart::On(Milestone::Entered(Status::InProgress));
+    policy.stop = vec![Milestone::Entered(Status::Completed)];
+    let referral = emergency_counselling(&registry);
+    let show = |referral: &Referral| {
+        let calendar = registry.calendar(policy.calendar, policy.responsible, referral);
+        ClockView::of(
+            &policy,
+            referral,
+            &calendar,
+            at("2026-03-02T12:00:00+08:00"),
+        )
+    };
+    assert_eq!(show(&referral).phase, Phase::NotStarted);
+
+    let rejected = run(
+        &registry,
+        Some(&referral),
+        Command::Reject {
+            reason: reason("no_capacity"),
+        },
+        &operator(UPTD),
+        at("2026-03-02T09:20:00+08:00"),
+    )
+    .unwrap();
+    let view = show(&rejected);
+    // It can never start now: stopped when the referral closed, never having run.
+    assert_eq!(view.phase, Phase::Stopped(at("2026-03-02T09:20:00+08:00")));
+    assert_eq!(view.started_at, None);
+    assert_eq!(view.deadline, None);
+    assert_eq!(view.elapsed, std::time::Duration::ZERO);
+    assert!(!view.breached);
+}

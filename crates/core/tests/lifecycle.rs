@@ -475,7 +475,7 @@ fn reasons_and_outcomes_must_be_known_codes() {
     assert_eq!(
         err,
         Rejection::Invalid {
-            field: "reason",
+            field: "reason.code",
             message: "unknown reason code because".into()
         }
     );
@@ -493,7 +493,7 @@ fn reasons_and_outcomes_must_be_known_codes() {
     assert_eq!(
         err,
         Rejection::Invalid {
-            field: "outcome",
+            field: "outcome.code",
             message: "unknown outcome code done".into()
         }
     );
@@ -516,7 +516,13 @@ fn notes_must_be_sealed_for_exactly_both_parties() {
         )
         .unwrap_err();
         assert!(
-            matches!(err, Rejection::Invalid { field: "note", .. }),
+            matches!(
+                err,
+                Rejection::Invalid {
+                    field: "sealed_note",
+                    ..
+                }
+            ),
             "{parties:?}: {err:?}"
         );
     }
@@ -637,10 +643,11 @@ fn a_referral_is_rerouted_once() {
         child: ReferralId::from_bytes([8; 16]),
         to: agency(HUKUM),
     };
+    // Being rerouted already is the referral's state, not a fault of the request.
     assert!(matches!(
         run(&registry, Some(&linked), again, &operator(DINSOS), now),
-        Err(Rejection::Invalid {
-            field: "referral_id",
+        Err(Rejection::WrongState {
+            status: Rejected,
             ..
         })
     ));
@@ -801,7 +808,7 @@ fn creation_refuses_bad_parties_services_and_data() {
                 identity: Some(sealed_for(&[DINSOS, POLRES])),
                 ..good.clone()
             },
-            "identity",
+            "sealed_identity",
         ),
         (
             "reported in the future",

@@ -235,8 +235,9 @@ fn cases() -> Vec<Case> {
         ),
         case!(
             "an agency with no part in it",
-            Code::PermissionDenied,
-            "polres-maros is not a party to referral",
+            // Answered as an unknown id: a non-party must not learn that the referral exists.
+            Code::NotFound,
+            "does not exist",
             |c| c
                 .police
                 .client()
@@ -247,8 +248,9 @@ fn cases() -> Vec<Case> {
         ),
         case!(
             "reading a referral of others",
-            Code::PermissionDenied,
-            "polres-maros is not a party to referral",
+            // Answered as an unknown id: a non-party must not learn that the referral exists.
+            Code::NotFound,
+            "does not exist",
             |c| c
                 .police
                 .client()
@@ -314,7 +316,7 @@ fn cases() -> Vec<Case> {
         case!(
             "rejecting with an unknown reason code",
             Code::InvalidArgument,
-            "reason: unknown reason code busy",
+            "reason.code: unknown reason code busy",
             |c| c
                 .uptd
                 .client()

@@ -225,7 +225,8 @@ async fn a_referral_goes_from_request_to_completion_and_both_sides_see_each_step
         .get_referral(police.request(v1::GetReferralRequest { referral_id: id }))
         .await
         .unwrap_err();
-    assert_eq!(hidden.code(), tonic::Code::PermissionDenied);
+    // Answered as an unknown id: a non-party must not learn that the referral exists.
+    assert_eq!(hidden.code(), tonic::Code::NotFound);
 }
 
 fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
@@ -303,7 +304,7 @@ async fn a_rejected_referral_is_rerouted_by_the_sender_to_a_linked_child() {
             referral_id: child.referral_id.clone(),
         }))
         .await;
-    assert_eq!(at_uptd.unwrap_err().code(), tonic::Code::PermissionDenied);
+    assert_eq!(at_uptd.unwrap_err().code(), tonic::Code::NotFound);
 
     // Retrying the reroute returns the same child and writes nothing.
     let before = system.stored_messages().await;

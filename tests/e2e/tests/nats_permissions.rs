@@ -542,7 +542,8 @@ async fn what_the_permissions_cannot_stop_reading_others_metadata_and_redirectin
     let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
     let dinsos = system.agency_on("maros-dinsos", dinsos_bus).await;
 
-    // Through its adapter, Dinas Sosial is told it is no party to the police's referral.
+    // Through its adapter, Dinas Sosial is answered as for an unknown id: no party to the
+    // police's referral, it must not even learn that it exists.
     let refused = dinsos
         .client()
         .get_referral(dinsos.request(v1::GetReferralRequest {
@@ -550,7 +551,7 @@ async fn what_the_permissions_cannot_stop_reading_others_metadata_and_redirectin
         }))
         .await
         .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(refused.code(), tonic::Code::NotFound);
 
     // Subscribing to the stream's subjects directly is refused...
     let mut session = Session::open(&system.nats, "maros-dinsos").await;

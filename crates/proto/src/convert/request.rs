@@ -621,7 +621,11 @@ impl ListQuery {
             (Some(wanted), Some(side)) => wanted == side,
         };
         side_matches
-            && (self.statuses.is_empty() || self.statuses.contains(&referral.status))
+            && (self.statuses.is_empty()
+                || self.statuses.contains(&referral.status)
+                // A rejected or failed referral keeps its status when rerouted and gains a
+                // child: it is rerouted too, as the contract's filter says.
+                || (self.statuses.contains(&Status::Rerouted) && !referral.children.is_empty()))
             && self
                 .service
                 .as_ref()
