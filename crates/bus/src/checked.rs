@@ -246,7 +246,7 @@ impl Bus {
 
     /// The subject of the last message matching `pattern` (which may hold wildcards).
     pub async fn last_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
-        Ok(self.last_raw_subject(pattern).await?)
+        self.last_raw_subject(pattern).await
     }
 
     /// Every record on `subject` (one referral) that passes the check, oldest first, each with
