@@ -45,7 +45,7 @@ use refbus_core::{AgencyId, Registry, Timestamp};
 use refbus_proto::v1::referral_service_server::ReferralServiceServer;
 use refbus_seal::Keyring;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 pub use stages::{Stage, StageTimes};
 
@@ -74,9 +74,14 @@ pub struct Options {
     /// How many times a command is re-read and re-decided when another writer changed the
     /// referral in between, before answering `ABORTED`.
     pub conflict_retries: usize,
-    /// How long an inbox stream may stay silent before the adapter closes it (clients resume
-    /// from their cursor).
+    /// How long an inbox stream may stay silent before the adapter closes it, with
+    /// `UNAVAILABLE` (clients resume from their cursor).
     pub inbox_idle_timeout: Duration,
+    /// How many inbox streams the adapter serves at once. Each holds a JetStream consumer and
+    /// a task for as long as it is open; past this, `WatchInbox` answers `RESOURCE_EXHAUSTED`
+    /// and opens nothing, so clients that never close their streams cannot exhaust the adapter
+    /// or the bus.
+    pub max_inbox_streams: usize,
     /// Benchmarks only: where to add up the time creates spend in each stage. `None` (the
     /// default) reads no clock.
     pub stage_times: Option<Arc<StageTimes>>,
@@ -88,6 +93,7 @@ impl Default for Options {
             max_request_bytes: 256 * 1024,
             conflict_retries: 4,
             inbox_idle_timeout: Duration::from_secs(24 * 3600),
+            max_inbox_streams: 64,
             stage_times: None,
         }
     }
@@ -110,6 +116,9 @@ struct Inner {
     signing: SigningKey,
     now: Now,
     options: Options,
+    /// One permit per open inbox stream (`options.max_inbox_streams`), held by the stream
+    /// and given back when it ends or the client goes away.
+    inbox_streams: Arc<Semaphore>,
     /// Set once [`run`]'s shutdown completed: open inbox streams end with `UNAVAILABLE` (an
     /// inbox stream never ends by itself, and a graceful shutdown waits for open streams).
     stopping: watch::Sender<bool>,
@@ -145,6 +154,9 @@ impl Adapter {
                 keyring,
                 signing,
                 now,
+                inbox_streams: Arc::new(Semaphore::new(
+                    options.max_inbox_streams.min(Semaphore::MAX_PERMITS),
+                )),
                 options,
                 stopping: watch::channel(false).0,
             }),

@@ -10,6 +10,7 @@ use refbus_core::referral::Party;
 use refbus_core::{Event, Referral, ReferralId, Timestamp};
 use refbus_proto::convert::{self, FieldError, ListQuery};
 use refbus_proto::v1;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::Status;
 
 use crate::write::{Access, Loaded};
@@ -132,7 +133,17 @@ impl Adapter {
 
     /// The inbox from `cursor` on: every event of referrals this agency sent or received, and
     /// every notice for it, in order, then live.
+    ///
+    /// Each open stream holds one of the adapter's `max_inbox_streams` slots until it ends or
+    /// its client goes away; past the limit the call is refused before anything is opened. A
+    /// stream that has had nothing to send for `inbox_idle_timeout` ends with `UNAVAILABLE`.
     pub(crate) async fn watch(&self, cursor: &str) -> Result<InboxStream, Status> {
+        let slot = self
+            .inner
+            .inbox_streams
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| status::too_many_inbox_streams(self.inner.options.max_inbox_streams))?;
         let after = match parse_cursor(cursor)? {
             // The stream's last sequence now: a cursor like any other, so everything stored
             // after this call is sent, and nothing before it.
@@ -156,18 +167,17 @@ impl Adapter {
             .map_err(|err| status::read(&err))?;
         let adapter = self.clone();
         let idle = self.inner.options.inbox_idle_timeout;
-        let stream = tokio_stream::StreamExt::timeout(items, idle)
-            .take_while(|item| std::future::ready(item.is_ok()))
-            .filter_map(|item| std::future::ready(item.ok()))
-            .map(move |item| match item {
-                Ok(item) => Ok(v1::WatchInboxResponse {
-                    item: Some(adapter.inbox_item(item)),
-                }),
-                Err(err) => Err(status::read(&err)),
-            });
+        let stream = tokio_stream::StreamExt::timeout(items, idle).map(move |item| match item {
+            Ok(Ok(item)) => Ok(v1::WatchInboxResponse {
+                item: Some(adapter.inbox_item(item)),
+            }),
+            Ok(Err(err)) => Err(status::read(&err)),
+            Err(_elapsed) => Err(status::inbox_idle(idle)),
+        });
         Ok(until_stopping(
             Box::pin(stream),
             self.inner.stopping.subscribe(),
+            slot,
         ))
     }
 
@@ -192,12 +202,19 @@ impl Adapter {
 }
 
 /// `items` until the adapter stops, then `UNAVAILABLE` and the end: an inbox stream never ends
-/// by itself, and the server's graceful shutdown would wait for it for ever.
-fn until_stopping(items: InboxStream, stopping: tokio::sync::watch::Receiver<bool>) -> InboxStream {
+/// by itself, and the server's graceful shutdown would wait for it for ever. The stream also
+/// ends after its first error (a bus failure, the idle timeout). `slot` is held while the
+/// stream is open, and given back before its last status is sent: a client that saw its
+/// stream end can open another at once.
+fn until_stopping(
+    items: InboxStream,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    slot: OwnedSemaphorePermit,
+) -> InboxStream {
     Box::pin(futures::stream::unfold(
-        Some((items, stopping)),
+        Some((items, stopping, slot)),
         |open| async move {
-            let (mut items, mut stopping) = open?;
+            let (mut items, mut stopping, slot) = open?;
             let next = tokio::select! {
                 // Stopping first: a stream opened during the shutdown ends at once.
                 biased;
@@ -206,7 +223,10 @@ fn until_stopping(items: InboxStream, stopping: tokio::sync::watch::Receiver<boo
             };
             match next {
                 None => Some((Err(status::shutting_down()), None)),
-                Some(item) => item.map(|item| (item, Some((items, stopping)))),
+                Some(Some(Ok(item))) => Some((Ok(item), Some((items, stopping, slot)))),
+                // The last item: everything the stream holds (its consumer, its slot) goes now.
+                Some(Some(Err(status))) => Some((Err(status), None)),
+                Some(None) => None,
             }
         },
     ))

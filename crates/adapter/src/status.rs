@@ -72,6 +72,21 @@ pub(crate) fn shutting_down() -> Status {
     Status::unavailable(SHUTTING_DOWN)
 }
 
+/// A `WatchInbox` past the adapter's limit of open streams; nothing was opened.
+pub(crate) fn too_many_inbox_streams(limit: usize) -> Status {
+    Status::resource_exhausted(format!(
+        "this adapter already serves {limit} inbox streams; close one or retry later"
+    ))
+}
+
+/// Why an inbox stream ends after a silence: a client that goes on reconnects with its
+/// cursor and misses nothing, while a forgotten stream stops holding a consumer.
+pub(crate) fn inbox_idle(idle: std::time::Duration) -> Status {
+    Status::unavailable(format!(
+        "the inbox stream had nothing to send for {idle:?} and was closed; reconnect with your cursor"
+    ))
+}
+
 /// Whether a status tells the client it may simply retry.
 pub(crate) fn is_retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Aborted)

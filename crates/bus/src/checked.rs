@@ -274,12 +274,30 @@ impl Bus {
 
     /// The first record on `subject` that passes the check, with the state after it including
     /// the sealed creation payloads (identity, note): a referral's creation.
+    ///
+    /// One direct read, whatever the referral's length: a creation is checked with no
+    /// predecessor, so the first message on the subject is all it takes. Only when that message
+    /// fails the check (which only a hostile writer can cause: it is reported) are the later
+    /// ones read, one by one, for the first creation that passes.
     pub async fn checked_creation(
         &self,
         verifier: &Verifier,
         subject: &str,
     ) -> Result<Option<Stored<EventRecord>>, ReadError> {
-        for record in self.unchecked_history(verifier, subject).await? {
+        let Some((first_seq, first)) = self.unchecked_next(verifier, subject, 1).await? else {
+            return Ok(None);
+        };
+        if let Some(record) = first
+            && record.record.event.seq == 1
+            && let Ok(after) = verifier.check(&record, None)
+        {
+            return Ok(Some(record.into_stored(after)));
+        }
+        // The first message was checked (and reported) already: scan what follows it.
+        for record in self
+            .unchecked_history_from(verifier, subject, first_seq + 1)
+            .await?
+        {
             if record.record.event.seq != 1 {
                 continue;
             }

@@ -37,13 +37,17 @@ pub mod record;
 pub mod replay;
 pub mod subjects;
 
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -63,6 +67,14 @@ pub use refbus_core::Notice;
 /// How long an append waits for JetStream's acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a read (a direct get, a consumer's creation, the stream's information) waits for
+/// JetStream before it fails as [`ReadErrorKind::Unavailable`]. The JetStream context is built
+/// with the same timeout, which async-nats applies to its API requests; the bus also bounds
+/// every request itself, so that no read can hang a caller (a gRPC call, the router's timer)
+/// whatever the client library does with its context: a paused or partitioned server answers
+/// nothing at all.
+pub const READ_TIMEOUT: Duration = ACK_TIMEOUT;
+
 /// A handle to the refbus events stream. Cloning is cheap; all clones share one connection.
 #[derive(Clone, Debug)]
 pub struct Bus {
@@ -70,6 +82,8 @@ pub struct Bus {
     js: jetstream::Context,
     stream: stream::Stream,
     connected: tokio::sync::watch::Receiver<bool>,
+    /// Direct reads made so far, by this handle and its clones (see [`Bus::direct_reads`]).
+    direct_reads: Arc<AtomicU64>,
 }
 
 /// An event to append: the bus stores it on its referral's subject, signed.
@@ -272,12 +286,19 @@ impl Bus {
             js,
             stream,
             connected,
+            direct_reads: Arc::new(AtomicU64::new(0)),
         })
     }
 
     /// Whether the connection is up, as it changes: for health checks.
     pub fn connection(&self) -> tokio::sync::watch::Receiver<bool> {
         self.connected.clone()
+    }
+
+    /// How many direct reads (one stored message each) this handle and its clones have made:
+    /// for metrics, and for tests that a call's reads do not grow with a referral's history.
+    pub fn direct_reads(&self) -> u64 {
+        self.direct_reads.load(Ordering::Relaxed)
     }
 
     /// Whether the connection to NATS is up right now.
@@ -363,52 +384,50 @@ impl Bus {
     /// see only what comes next starts. Nothing is ever deleted from the stream, so this is
     /// also how many messages it holds.
     pub async fn last_sequence(&self) -> Result<u64, ReadError> {
-        let info = self
-            .stream
-            .get_info()
+        let info = timed(self.stream.get_info())
             .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
         Ok(info.state.last_sequence)
     }
 
     /// The last event on `subject` (which may hold wildcards), or `None` if there is none.
     pub async fn last(&self, subject: &str) -> Result<Option<Stored<EventRecord>>, ReadError> {
-        match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => decode_event(message).map(Some),
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
-        }
+        self.direct(self.stream.direct_get_last_for_subject(subject))
+            .await?
+            .map(decode_event)
+            .transpose()
     }
 
     /// The current state of the referral on `subject` (which may hold wildcards), decoding only
     /// the state of its last message, with that message's place; `None` if there is none.
     pub async fn last_state(&self, subject: &str) -> Result<Option<Stored<Referral>>, ReadError> {
-        match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => decode_state(message).map(Some),
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
-        }
+        self.direct(self.stream.direct_get_last_for_subject(subject))
+            .await?
+            .map(decode_state)
+            .transpose()
     }
 
     /// The last notice on `subject`, or `None` if there is none.
     pub async fn last_notice(&self, subject: &str) -> Result<Option<Stored<Notice>>, ReadError> {
-        match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => match decode_item_raw(message.into())? {
-                Item::Notice(notice) => Ok(Some(*notice)),
-                Item::Event(_) | Item::Integrity(_) => Ok(None),
-            },
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+        let Some(message) = self
+            .direct(self.stream.direct_get_last_for_subject(subject))
+            .await?
+        else {
+            return Ok(None);
+        };
+        match decode_item_raw(message.into())? {
+            Item::Notice(notice) => Ok(Some(*notice)),
+            Item::Event(_) | Item::Integrity(_) => Ok(None),
         }
     }
 
     /// The event at stream sequence `seq`, or `None` if there is no such event.
     pub async fn event_at(&self, seq: u64) -> Result<Option<Stored<EventRecord>>, ReadError> {
-        match self.stream.direct_get(seq).await {
-            Ok(message) => decode_event(message).map(Some),
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
-        }
+        self.direct(self.stream.direct_get(seq))
+            .await?
+            .map(decode_event)
+            .transpose()
     }
 
     /// The last message on `subject`, its sequence and its record (`None` if it is not a refbus
@@ -418,23 +437,51 @@ impl Bus {
         verifier: &Verifier,
         subject: &str,
     ) -> Result<Option<(u64, Option<Unchecked>)>, ReadError> {
-        match self.stream.direct_get_last_for_subject(subject).await {
-            Ok(message) => {
+        Ok(self
+            .direct(self.stream.direct_get_last_for_subject(subject))
+            .await?
+            .map(|message| {
                 let raw = Raw::from(message);
-                Ok(Some((raw.sequence, raw.unchecked(verifier))))
-            }
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
-        }
+                (raw.sequence, raw.unchecked(verifier))
+            }))
+    }
+
+    /// The first record on `subject` at or after stream sequence `from`, with its sequence:
+    /// `Some((seq, None))` if it is not a refbus record (reported). One direct read.
+    pub(crate) async fn unchecked_next(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+        from: u64,
+    ) -> Result<Option<(u64, Option<Unchecked>)>, ReadError> {
+        Ok(self
+            .direct(self.stream.direct_get_next_for_subject(subject, Some(from)))
+            .await?
+            .map(|message| {
+                let raw = Raw::from(message);
+                (raw.sequence, raw.unchecked(verifier))
+            }))
     }
 
     /// The subject of the last message matching `pattern` (which may hold wildcards): where a
     /// checked read starts looking.
     pub async fn last_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
-        match self.stream.direct_get_last_for_subject(pattern).await {
-            Ok(message) => Ok(Some(message.subject.to_string())),
+        Ok(self
+            .direct(self.stream.direct_get_last_for_subject(pattern))
+            .await?
+            .map(|message| message.subject.to_string()))
+    }
+
+    /// One direct read, counted and bounded by [`READ_TIMEOUT`]; `None` if no message matches.
+    async fn direct(
+        &self,
+        read: impl Future<Output = Result<StreamMessage, DirectGetError>>,
+    ) -> Result<Option<StreamMessage>, ReadError> {
+        self.direct_reads.fetch_add(1, Ordering::Relaxed);
+        match timed(read).await.map_err(unavailable)? {
+            Ok(message) => Ok(Some(message)),
             Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
+            Err(err) => Err(unavailable(err)),
         }
     }
 
@@ -448,11 +495,10 @@ impl Bus {
         if seq == 0 {
             return Ok(None);
         }
-        match self.stream.direct_get(seq).await {
-            Ok(message) => Ok(Raw::from(message).unchecked(verifier)),
-            Err(err) if err.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(err) => Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
-        }
+        Ok(self
+            .direct(self.stream.direct_get(seq))
+            .await?
+            .and_then(|message| Raw::from(message).unchecked(verifier)))
     }
 
     /// Every record on `subject` (which may hold wildcards), oldest first; messages that are
@@ -462,44 +508,37 @@ impl Bus {
         verifier: &Verifier,
         subject: &str,
     ) -> Result<Vec<Unchecked>, ReadError> {
+        self.unchecked_history_from(verifier, subject, 1).await
+    }
+
+    /// [`Bus::unchecked_history`] from stream sequence `from` on.
+    pub(crate) async fn unchecked_history_from(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+        mut from: u64,
+    ) -> Result<Vec<Unchecked>, ReadError> {
         let mut records = Vec::new();
-        let mut from = 1;
-        loop {
-            match self
-                .stream
-                .direct_get_next_for_subject(subject, Some(from))
-                .await
-            {
-                Ok(message) => {
-                    let raw = Raw::from(message);
-                    from = raw.sequence + 1;
-                    records.extend(raw.unchecked(verifier));
-                }
-                Err(err) if err.kind() == DirectGetErrorKind::NotFound => return Ok(records),
-                Err(err) => return Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
-            }
+        while let Some((seq, record)) = self.unchecked_next(verifier, subject, from).await? {
+            from = seq + 1;
+            records.extend(record);
         }
+        Ok(records)
     }
 
     /// Every event on `subject` (one referral), oldest first.
     pub async fn history(&self, subject: &str) -> Result<Vec<Stored<EventRecord>>, ReadError> {
         let mut events = Vec::new();
         let mut from = 1;
-        loop {
-            match self
-                .stream
-                .direct_get_next_for_subject(subject, Some(from))
-                .await
-            {
-                Ok(message) => {
-                    let stored = decode_event(message)?;
-                    from = stored.seq + 1;
-                    events.push(stored);
-                }
-                Err(err) if err.kind() == DirectGetErrorKind::NotFound => return Ok(events),
-                Err(err) => return Err(ReadError::with_source(ReadErrorKind::Unavailable, err)),
-            }
+        while let Some(message) = self
+            .direct(self.stream.direct_get_next_for_subject(subject, Some(from)))
+            .await?
+        {
+            let stored = decode_event(message)?;
+            from = stored.seq + 1;
+            events.push(stored);
         }
+        Ok(events)
     }
 
     /// Every message matching `filters` after stream sequence `after`, in stream order, then
@@ -619,16 +658,18 @@ impl Bus {
         filters: Vec<String>,
     ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
     {
-        let consumer = self
-            .stream
-            .create_consumer(ordered_config(filters, DeliverPolicy::LastPerSubject))
-            .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        let consumer = timed(
+            self.stream
+                .create_consumer(ordered_config(filters, DeliverPolicy::LastPerSubject)),
+        )
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
         let total = consumer.cached_info().num_pending;
-        let messages = consumer
-            .messages()
+        let messages = timed(consumer.messages())
             .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
         Ok(messages
             .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))
             .take(usize::try_from(total).unwrap_or(usize::MAX)))
@@ -649,7 +690,11 @@ impl Bus {
         let unavailable = |err: Box<dyn std::error::Error + Send + Sync>| {
             ConsumerError::with_source(ConsumerErrorKind::Unavailable, err)
         };
-        let consumer: Consumer<pull::Config> = match self.stream.consumer_info(name).await {
+        let timed_out = |err: TimedOut| unavailable(Box::new(err));
+        let consumer: Consumer<pull::Config> = match timed(self.stream.consumer_info(name))
+            .await
+            .map_err(timed_out)?
+        {
             Ok(info) => {
                 let stream = &self.stream.cached_info().config;
                 let found =
@@ -660,20 +705,24 @@ impl Bus {
                         durable::refusal(&stream.name, name, &found),
                     ));
                 }
-                self.stream.get_consumer(name).await.map_err(&unavailable)?
+                timed(self.stream.get_consumer(name))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(&unavailable)?
             }
             // Created only when missing: an existing one is never overwritten. Two replicas
             // of the same name racing here both succeed (an identical create is a no-op).
-            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => self
-                .stream
-                .create_consumer(durable::config(name))
-                .await
-                .map_err(|err| unavailable(Box::new(err)))?,
+            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => {
+                timed(self.stream.create_consumer(durable::config(name)))
+                    .await
+                    .map_err(timed_out)?
+                    .map_err(|err| unavailable(Box::new(err)))?
+            }
             Err(err) => return Err(unavailable(Box::new(err))),
         };
-        let messages = consumer
-            .messages()
+        let messages = timed(consumer.messages())
             .await
+            .map_err(timed_out)?
             .map_err(|err| unavailable(Box::new(err)))?;
         Ok(messages.map(|message| {
             let message =
@@ -698,17 +747,39 @@ impl Bus {
         deliver_policy: DeliverPolicy,
     ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
     {
-        let consumer = self
-            .stream
-            .create_consumer(ordered_config(filters, deliver_policy))
+        let consumer = timed(
+            self.stream
+                .create_consumer(ordered_config(filters, deliver_policy)),
+        )
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+        let messages = timed(consumer.messages())
             .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-        let messages = consumer
-            .messages()
-            .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
         Ok(messages.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err)))
     }
+}
+
+/// A request to JetStream that got no answer within [`READ_TIMEOUT`].
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("JetStream did not answer within {:?}", READ_TIMEOUT)]
+pub(crate) struct TimedOut;
+
+/// `request`, or [`TimedOut`] once [`READ_TIMEOUT`] has passed without its answer.
+async fn timed<T>(request: impl Future<Output = T>) -> Result<T, TimedOut> {
+    // Boxed: the timer and the request would otherwise sit inline in every caller's future,
+    // and long-lived ones (the router's loop) would grow past what clippy allows. One
+    // allocation per request is nothing next to its round trip.
+    Box::pin(tokio::time::timeout(READ_TIMEOUT, request))
+        .await
+        .map_err(|_| TimedOut)
+}
+
+/// A read that failed for want of the bus (no answer, no connection, a refusal to serve).
+fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ReadError {
+    ReadError::with_source(ReadErrorKind::Unavailable, err)
 }
 
 pub(crate) fn ordered_config(

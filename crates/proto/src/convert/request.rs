@@ -191,12 +191,11 @@ fn check_identity(identity: &v1::ClientIdentity) -> Result<(), FieldError> {
         ));
     }
     if !identity.birth_date.is_empty() && parse_date(&identity.birth_date).is_none() {
+        // The value is part of the person's identity: the message (which the adapter logs and
+        // the caller may log) names the field and the expected form, never the value.
         return Err(FieldError::new(
             "identity.birth_date",
-            format!(
-                "`{}` is not a date as YYYY-MM-DD (e.g. 2011-04-23)",
-                identity.birth_date
-            ),
+            "not a date as YYYY-MM-DD (e.g. 2011-04-23)",
         ));
     }
     if v1::Sex::try_from(identity.sex).is_err() {
