@@ -33,26 +33,10 @@ impl Adapter {
         state: &Referral,
         opener: &convert::Opener<'_>,
     ) -> v1::Referral {
-        let inner = &self.inner;
-        let now = self.now();
-        let (views, policies): (Vec<ClockView>, Vec<_>) = inner
-            .registry
-            .policy(&state.creation.policy_version)
-            .map(|policy| {
-                policy
-                    .clocks
-                    .iter()
-                    .filter(|clock| clock.applies_to.matches(state))
-                    .map(|clock| {
-                        let calendar =
-                            inner
-                                .registry
-                                .calendar(clock.calendar, clock.responsible, state);
-                        (ClockView::of(clock, state, &calendar, now), clock.clone())
-                    })
-                    .unzip()
-            })
-            .unwrap_or_default();
+        let (views, policies): (Vec<ClockView>, Vec<_>) =
+            refbus_core::clock::views(&self.inner.registry, state, self.now())
+                .into_iter()
+                .unzip();
         convert::referral_view(state, &views, &policies, opener)
     }
 

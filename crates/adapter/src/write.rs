@@ -11,7 +11,7 @@ use refbus_bus::{Append, AppendErrorKind, EventRecord, Stored, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::Creation;
-use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, decide};
+use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, Timestamp, decide};
 use refbus_core::{RecordError, record};
 use refbus_proto::convert::{self, CommandRequest, FieldError, SealError, SealTarget};
 use refbus_proto::v1;
@@ -73,6 +73,12 @@ pub(crate) struct EndToEnd {
     pub(crate) identity: bool,
     pub(crate) note: bool,
 }
+
+/// A creation's identity and note, sealed.
+type SealedParts = (
+    Option<refbus_core::referral::SealedPayload>,
+    Option<refbus_core::referral::SealedPayload>,
+);
 
 /// A referral as loaded for a request.
 pub(crate) struct Loaded {
@@ -334,56 +340,34 @@ impl Adapter {
         let inner = &self.inner;
         let watch = self.stopwatch();
         let validation = watch.now();
-        let request_id = convert::fields::id("request_id", &request.request_id, RequestId::new)
-            .map_err(|err| status::field(&err))?;
-        let referral_id = ReferralId::derive(&inner.agency, &request_id);
+        // One reading of now for the whole create: the policy in force and the event's time.
         let now = self.now();
         let policy = inner.registry.policy_in_force(now).ok_or_else(|| {
             Status::failed_precondition(format!(
                 "no clock policy is in force at {now}; tell the operators"
             ))
         })?;
-        // Every check first, with nothing sealed: the fields, then the core's rules on a
-        // creation without its sealed parts. Bad input costs no sealing and names the field.
-        let unsealed = convert::create_referral(
-            request,
-            &inner.agency,
-            &policy.version,
-            &mut validating_sealer,
-        )
-        .map_err(|err| status::field(&err))?;
-        let mut check = unsealed.creation;
-        check.identity = None;
-        check.note = None;
-        let dry_run = Request {
-            command: Command::Create(Box::new(check)),
-            actor: self.actor(operator.clone()),
-            request_id: Some(request_id.clone()),
+        // One conversion. Its sealer seals nothing yet: it keeps each plaintext aside and puts
+        // in the creation a placeholder naming the agencies it will be sealed for, so the core
+        // decides on everything else first and bad input costs no sealing.
+        let mut deferred: Vec<(bool, Vec<u8>)> = Vec::new();
+        let own = inner.agency.clone();
+        let mut deferring = |target: SealTarget<'_>, plaintext: &[u8]| {
+            let Some(recipient) = target.recipient() else {
+                return Err(SealError("no referral to seal for".to_owned()));
+            };
+            let identity = matches!(target, SealTarget::Identity { .. });
+            deferred.push((identity, plaintext.to_vec()));
+            Ok(refbus_core::referral::SealedPayload::placeholder(vec![
+                own.clone(),
+                recipient.clone(),
+            ]))
         };
-        decide(&inner.registry, None, &dry_run, now)
-            .map_err(|rejection| status::rejection(&rejection, "(new)"))?;
-
-        let mut sealing = std::time::Duration::ZERO;
-        let mut sealed_here = keys::SealedHere::default();
-        let mut sealer = keys::sealer(&inner.keyring, referral_id, None);
-        let mut timed_sealer = |target: SealTarget<'_>, plaintext: &[u8]| {
-            let start = watch.now();
-            let sealed = sealer(target, plaintext);
-            sealing += watch.since(start);
-            if let Ok(sealed) = &sealed {
-                sealed_here.remember(sealed, plaintext);
-            }
-            sealed
-        };
-        let new =
-            convert::create_referral(request, &inner.agency, &policy.version, &mut timed_sealer)
-                .map_err(|err| status::field(&err))?;
-        // The second conversion repeats the field checks around the sealing.
-        watch.add(Stage::Sealing, sealing);
-        watch.add(
-            Stage::Validation,
-            watch.since(validation).saturating_sub(sealing),
-        );
+        let new = convert::create_referral(request, &inner.agency, &policy.version, &mut deferring)
+            .map_err(|err| status::field(&err))?;
+        watch.add(Stage::Validation, watch.since(validation));
+        let request_id = new.request_id.clone();
+        let referral_id = new.referral_id();
         let end_to_end = EndToEnd {
             identity: matches!(
                 request.person,
@@ -391,8 +375,41 @@ impl Adapter {
             ),
             note: request.sealed_note.is_some(),
         };
+        let mut sealed_here = keys::SealedHere::default();
+        let keyring = &inner.keyring;
+        let mut seal = |creation: &Creation| -> Result<SealedParts, Status> {
+            let mut sealer = keys::sealer(keyring, referral_id, None);
+            let mut parts = (creation.identity.clone(), creation.note.clone());
+            for (identity, plaintext) in deferred.drain(..) {
+                let target = if identity {
+                    SealTarget::Identity {
+                        recipient: &creation.recipient,
+                    }
+                } else {
+                    SealTarget::Note {
+                        recipient: Some(&creation.recipient),
+                    }
+                };
+                let sealed = sealer(target, &plaintext)
+                    .map_err(|err| Status::internal(format!("sealing: {}", err.0)))?;
+                sealed_here.remember(&sealed, &plaintext);
+                if identity {
+                    parts.0 = Some(sealed);
+                } else {
+                    parts.1 = Some(sealed);
+                }
+            }
+            Ok(parts)
+        };
         let written = self
-            .create_referral(operator, &request_id, new.creation, end_to_end)
+            .create_referral(
+                operator,
+                &request_id,
+                new.creation,
+                end_to_end,
+                now,
+                Some(&mut seal),
+            )
             .await?;
         watch.count_create();
         Ok(Created {
@@ -401,33 +418,48 @@ impl Adapter {
         })
     }
 
-    /// Decides and appends a new referral; a retry finds the referral it made, and a request id
-    /// reused for a referral that differs in anything (sealed content included) is refused.
+    /// Decides and appends a new referral at `now`; a retry finds the referral it made, and a
+    /// request id reused for a referral that differs in anything (sealed content included) is
+    /// refused. `seal`, if given, seals the creation's placeholders once the core has allowed
+    /// it (see [`refbus_core::Recorded::with_sealed_creation`]).
     async fn create_referral(
         &self,
         operator: OperatorId,
         request_id: &RequestId,
         creation: Creation,
         end_to_end: EndToEnd,
+        now: Timestamp,
+        seal: Option<&mut (dyn FnMut(&Creation) -> Result<SealedParts, Status> + Send)>,
     ) -> Result<Written, Status> {
         let inner = &self.inner;
         let watch = self.stopwatch();
         let deciding = watch.now();
         let request = Request {
-            command: Command::Create(Box::new(creation.clone())),
+            command: Command::Create(Box::new(creation)),
             actor: self.actor(operator),
             request_id: Some(request_id.clone()),
         };
-        let recorded = match record(&inner.registry, None, &request, self.now()) {
+        let mut recorded = match record(&inner.registry, None, &request, now) {
             Ok(recorded) => recorded,
             Err(RecordError::Rejected(rejection)) => {
                 return Err(status::rejection(&rejection, "(new)"));
             }
             Err(err) => return Err(Status::internal(err.to_string())),
         };
+        let mut sealing = std::time::Duration::ZERO;
+        if let Some(seal) = seal {
+            let start = watch.now();
+            let (identity, note) = seal(&recorded.state.creation)?;
+            sealing = watch.since(start);
+            recorded = recorded
+                .with_sealed_creation(identity, note)
+                .map_err(|err| Status::internal(err.to_string()))?;
+        }
+        watch.add(Stage::Sealing, sealing);
+        watch.add(Stage::Event, watch.since(deciding).saturating_sub(sealing));
+        let creation = recorded.state.creation.clone();
         let state = recorded.state;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        watch.lap(Stage::Event, deciding);
         let message_id = self.message_id(request_id, "");
         let append = Append::after(recorded.event, &state, 0, &message_id);
         let first = match watch
@@ -591,6 +623,7 @@ impl Adapter {
     ) -> Result<Rerouted, Status> {
         let (note, sealed_identity) = sealed;
         let inner = &self.inner;
+        let now = self.now();
         let child_id = ReferralId::derive(&inner.agency, request_id);
         let Some(Loaded {
             stored: original, ..
@@ -607,12 +640,8 @@ impl Adapter {
             actor: self.actor(operator.clone()),
             request_id: Some(request_id.clone()),
         };
-        if let Err(rejection) = decide(
-            &inner.registry,
-            Some(&original.record.state),
-            &dry_run,
-            self.now(),
-        ) {
+        if let Err(rejection) = decide(&inner.registry, Some(&original.record.state), &dry_run, now)
+        {
             // A retry of a reroute that finished: answer with what it did.
             if let Some(done) = self.find_request(&original.subject, request_id).await? {
                 let child = self
@@ -631,27 +660,23 @@ impl Adapter {
             Some(sealed) => Some(sealed),
             None => self.reseal_identity(&original, &child_id, to).await?,
         };
-        let policy = inner.registry.policy_in_force(self.now()).ok_or_else(|| {
+        let policy = inner.registry.policy_in_force(now).ok_or_else(|| {
             Status::failed_precondition("no clock policy is in force; tell the operators")
         })?;
-        let creation = &original.record.state.creation;
-        let child_creation = Creation {
-            case_id: creation.case_id.clone(),
-            sender: creation.sender.clone(),
-            recipient: to.clone(),
-            service: creation.service.clone(),
-            priority: creation.priority,
-            categories: creation.categories.clone(),
-            child: creation.child,
-            consent: creation.consent.clone(),
-            case_reported_at: creation.case_reported_at,
-            identity,
-            note,
-            policy_version: policy.version.clone(),
-            parent: Some(*original_id),
-        };
+        let child_creation =
+            original
+                .record
+                .state
+                .reroute_child(to, identity, note, policy.version.clone());
         let child = self
-            .create_referral(operator.clone(), request_id, child_creation, end_to_end)
+            .create_referral(
+                operator.clone(),
+                request_id,
+                child_creation,
+                end_to_end,
+                now,
+                None,
+            )
             .await?;
         let original = self
             .execute_with(operator, request_id, original_id, ":link", |_, _| {

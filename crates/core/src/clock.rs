@@ -249,6 +249,33 @@ impl ClockView {
     }
 }
 
+/// Every clock of `referral`'s policy version that applies to it, as it stands at `now`, with
+/// its policy: what an agency's system and an operator's board show. Empty if the registry no
+/// longer holds the referral's policy version.
+pub fn views(
+    registry: &crate::registry::Registry,
+    referral: &Referral,
+    now: Timestamp,
+) -> Vec<(ClockView, ClockPolicy)> {
+    registry
+        .policy(&referral.creation.policy_version)
+        .map(|policy| {
+            policy
+                .clocks
+                .iter()
+                .filter(|clock| clock.applies_to.matches(referral))
+                .map(|clock| {
+                    let calendar = registry.calendar(clock.calendar, clock.responsible, referral);
+                    (
+                        ClockView::of(clock, referral, &calendar, now),
+                        clock.clone(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// When `referral` reached its final status: the first step into one (a referral keeps its
 /// final status, except that a rerouted one may have been rejected or failed first).
 fn closed_at(referral: &Referral) -> Timestamp {

@@ -132,6 +132,50 @@ pub enum RecordError {
     /// The core's own event does not apply to the state it was decided on: a bug.
     #[error("the core's event does not apply: {0}")]
     Inconsistent(crate::evolve::EvolveError),
+    /// A sealed payload put into a decided creation is sealed for other agencies than the
+    /// placeholder the decision was made on.
+    #[error("the {0} was sealed for other agencies than the ones the decision checked")]
+    SealedOtherwise(&'static str),
+}
+
+impl Recorded {
+    /// Puts the sealed identity and note into a creation that was decided with placeholders
+    /// (payloads that name the agencies they will be sealed for, before any sealing): the
+    /// adapter decides first so that bad input costs no sealing, and seals only what will be
+    /// recorded. Each payload must name exactly the placeholder's agencies, which is what the
+    /// decision checked; the state follows the completed event.
+    pub fn with_sealed_creation(
+        mut self,
+        identity: Option<crate::referral::SealedPayload>,
+        note: Option<crate::referral::SealedPayload>,
+    ) -> Result<Recorded, RecordError> {
+        let Change::Created(creation) = &mut self.event.change else {
+            return Ok(self);
+        };
+        let same_parties =
+            |placeholder: &Option<crate::referral::SealedPayload>,
+             sealed: &Option<crate::referral::SealedPayload>| {
+                placeholder.as_ref().map(|payload| &payload.recipients)
+                    == sealed.as_ref().map(|payload| &payload.recipients)
+            };
+        if !same_parties(&creation.identity, &identity) {
+            return Err(RecordError::SealedOtherwise("identity"));
+        }
+        if !same_parties(&creation.note, &note) {
+            return Err(RecordError::SealedOtherwise("note"));
+        }
+        if [&identity, &note]
+            .into_iter()
+            .flatten()
+            .any(|payload| payload.is_placeholder())
+        {
+            return Err(RecordError::SealedOtherwise("placeholder"));
+        }
+        creation.identity = identity;
+        creation.note = note;
+        self.state = evolve(None, &self.event).map_err(RecordError::Inconsistent)?;
+        Ok(self)
+    }
 }
 
 /// The one write step every writer (adapter, router) takes: decide `request` against `state`

@@ -175,6 +175,24 @@ pub struct SealedPayload {
 }
 
 impl SealedPayload {
+    /// What a not-yet-sealed payload holds in place of an envelope (see
+    /// [`SealedPayload::placeholder`]); never a valid envelope.
+    pub const PLACEHOLDER: &'static [u8] = b"refbus: to be sealed once decided";
+
+    /// A payload to be sealed for `recipients` once the core has decided on the rest: the
+    /// decision checks the recipients; [`crate::Recorded::with_sealed_creation`] puts the real
+    /// payload in and refuses to leave a placeholder.
+    pub fn placeholder(recipients: Vec<AgencyId>) -> SealedPayload {
+        SealedPayload {
+            recipients,
+            envelope: SealedPayload::PLACEHOLDER.to_vec(),
+        }
+    }
+
+    pub fn is_placeholder(&self) -> bool {
+        self.envelope == SealedPayload::PLACEHOLDER
+    }
+
     /// Whether exactly `parties` (in any order) can open this payload.
     pub fn is_sealed_for(&self, parties: &[&AgencyId]) -> bool {
         self.recipients.len() == parties.len()
@@ -325,6 +343,34 @@ impl Referral {
         self.creation.identity = None;
         self.creation.note = None;
         self
+    }
+
+    /// The creation of the child referral that moves this one to `to`: the same case, sender,
+    /// service, priority, categories and consent, linked to this referral, under the policy in
+    /// force now, with the identity and note sealed anew for the new recipient.
+    pub fn reroute_child(
+        &self,
+        to: &AgencyId,
+        identity: Option<SealedPayload>,
+        note: Option<SealedPayload>,
+        policy_version: PolicyVersion,
+    ) -> Creation {
+        let creation = &self.creation;
+        Creation {
+            case_id: creation.case_id.clone(),
+            sender: creation.sender.clone(),
+            recipient: to.clone(),
+            service: creation.service.clone(),
+            priority: creation.priority,
+            categories: creation.categories.clone(),
+            child: creation.child,
+            consent: creation.consent.clone(),
+            case_reported_at: creation.case_reported_at,
+            identity,
+            note,
+            policy_version,
+            parent: Some(self.id),
+        }
     }
 
     pub fn sender(&self) -> &AgencyId {

@@ -1093,3 +1093,49 @@ fn the_canonical_encoding_sorts_keys_and_is_stable() {
     let decoded: refbus_core::Event = serde_json::from_str(&text).unwrap();
     assert_eq!(chain::canonical_bytes(&decoded), text.as_bytes());
 }
+
+#[test]
+fn a_creation_decided_on_placeholders_takes_only_payloads_sealed_for_the_same_parties() {
+    use refbus_core::referral::SealedPayload;
+    use refbus_core::{RecordError, record};
+    let registry = registry();
+    let mut creation = creation(DINSOS, UPTD, "shelter", Priority::Urgent);
+    creation.identity = Some(SealedPayload::placeholder(vec![
+        agency(DINSOS),
+        agency(UPTD),
+    ]));
+    let request = refbus_core::Request {
+        command: Command::Create(Box::new(creation)),
+        actor: operator(DINSOS),
+        request_id: Some(refbus_core::RequestId::new("placeholder-1").unwrap()),
+    };
+    let decided = record(&registry, None, &request, at("2026-03-02T09:00:00+08:00")).unwrap();
+    // Sealed for another agency than the decision checked: refused.
+    assert_eq!(
+        decided
+            .clone()
+            .with_sealed_creation(Some(sealed_for(&[DINSOS, POLRES])), None)
+            .unwrap_err(),
+        RecordError::SealedOtherwise("identity")
+    );
+    // Left a placeholder: refused.
+    assert!(
+        decided
+            .clone()
+            .with_sealed_creation(
+                Some(SealedPayload::placeholder(vec![
+                    agency(DINSOS),
+                    agency(UPTD)
+                ])),
+                None
+            )
+            .is_err()
+    );
+    // Sealed for the same parties: the event and the state carry it, chained to it.
+    let sealed = sealed_for(&[DINSOS, UPTD]);
+    let done = decided
+        .with_sealed_creation(Some(sealed.clone()), None)
+        .unwrap();
+    assert_eq!(done.state.creation.identity, Some(sealed));
+    assert_eq!(done.state.last_hash, refbus_core::chain::hash(&done.event));
+}
