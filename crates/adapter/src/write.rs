@@ -80,6 +80,9 @@ type SealedParts = (
     Option<refbus_core::referral::SealedPayload>,
 );
 
+/// Seals a decided creation's placeholders.
+type Sealing<'a> = dyn FnMut(&Creation) -> Result<SealedParts, Status> + Send + 'a;
+
 /// A referral as loaded for a request.
 pub(crate) struct Loaded {
     pub(crate) stored: Stored<EventRecord>,
@@ -429,7 +432,7 @@ impl Adapter {
         creation: Creation,
         end_to_end: EndToEnd,
         now: Timestamp,
-        seal: Option<&mut (dyn FnMut(&Creation) -> Result<SealedParts, Status> + Send)>,
+        seal: Option<&mut Sealing<'_>>,
     ) -> Result<Written, Status> {
         let inner = &self.inner;
         let watch = self.stopwatch();
