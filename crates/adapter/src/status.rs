@@ -24,6 +24,57 @@ pub(crate) fn rejection(rejection: &Rejection, referral: &str) -> Status {
     }
 }
 
+/// The core could not record what it decided (a bug, never the caller's fault).
+pub(crate) fn record(error: &refbus_core::RecordError) -> Status {
+    match error {
+        refbus_core::RecordError::Rejected(refused) => rejection(refused, "(new)"),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+pub(crate) fn kept_changing() -> Status {
+    Status::aborted(
+        "the referral kept changing while this request was being recorded; retry with the same request_id",
+    )
+}
+
+pub(crate) fn refused_record(seq: u64) -> Status {
+    Status::internal(format!(
+        "the record at sequence {seq} fails refbus's integrity check; tell the operators"
+    ))
+}
+
+pub(crate) fn request_id_reused(
+    request_id: Option<&refbus_core::RequestId>,
+    referral: &refbus_core::ReferralId,
+) -> Status {
+    Status::already_exists(format!(
+        "request_id {} was already used for another request (on referral {referral}); use a new \
+         request_id for each new request",
+        request_id.map(|id| id.to_string()).unwrap_or_default(),
+    ))
+}
+
+pub(crate) fn lost_record(seq: u64) -> Status {
+    Status::internal(format!("the bus lost the event at sequence {seq}"))
+}
+
+pub(crate) fn no_policy(now: refbus_core::Timestamp) -> Status {
+    Status::failed_precondition(format!(
+        "no clock policy is in force at {now}; tell the operators"
+    ))
+}
+
+pub(crate) fn sealing(error: &refbus_proto::convert::SealError) -> Status {
+    Status::internal(format!("sealing: {}", error.0))
+}
+
+pub(crate) fn cannot_reseal(error: &impl std::fmt::Display) -> Status {
+    Status::failed_precondition(format!(
+        "this agency cannot open the identity to re-seal it: {error}"
+    ))
+}
+
 pub(crate) fn field(error: &FieldError) -> Status {
     Status::invalid_argument(error.to_string())
 }

@@ -240,7 +240,7 @@ impl Adapter {
                     }
                     return Err(status::rejection(&rejection, &referral_id.to_string()));
                 }
-                Err(err) => return Err(Status::internal(err.to_string())),
+                Err(err) => return Err(status::record(&err)),
             };
             let state = recorded.state;
             let append = Append::following(recorded.event, &state, &stored, &message_id);
@@ -260,9 +260,7 @@ impl Adapter {
                 Err(err) => return Err(status::append(&err)),
             }
         }
-        Err(Status::aborted(
-            "the referral kept changing while this request was being recorded; retry with the same request_id",
-        ))
+        Err(status::kept_changing())
     }
 
     fn is_own_request(&self, event: &Event, request_id: &RequestId) -> bool {
@@ -310,26 +308,13 @@ impl Adapter {
                     .into_iter()
                     .find(|checked| checked.seq == seq)
                     .map(|checked| Written::from_stored(checked, true))
-                    .ok_or_else(|| {
-                        Status::internal(format!(
-                            "the record at sequence {seq} fails refbus's integrity check; tell the operators"
-                        ))
-                    })
+                    .ok_or_else(|| status::refused_record(seq))
             }
-            Some(stored) => Err(Status::already_exists(format!(
-                "request_id {} was already used for another request (on referral {}); use a new \
-                 request_id for each new request",
-                stored
-                    .record
-                    .event
-                    .request_id
-                    .map(|id| id.to_string())
-                    .unwrap_or_default(),
-                stored.record.event.referral_id
-            ))),
-            None => Err(Status::internal(format!(
-                "the bus lost the event at sequence {seq}"
-            ))),
+            Some(stored) => Err(status::request_id_reused(
+                stored.record.event.request_id.as_ref(),
+                &stored.record.event.referral_id,
+            )),
+            None => Err(status::lost_record(seq)),
         }
     }
 
@@ -345,11 +330,10 @@ impl Adapter {
         let validation = watch.now();
         // One reading of now for the whole create: the policy in force and the event's time.
         let now = self.now();
-        let policy = inner.registry.policy_in_force(now).ok_or_else(|| {
-            Status::failed_precondition(format!(
-                "no clock policy is in force at {now}; tell the operators"
-            ))
-        })?;
+        let policy = inner
+            .registry
+            .policy_in_force(now)
+            .ok_or_else(|| status::no_policy(now))?;
         // One conversion. Its sealer seals nothing yet: it keeps each plaintext aside and puts
         // in the creation a placeholder naming the agencies it will be sealed for, so the core
         // decides on everything else first and bad input costs no sealing.
@@ -393,8 +377,7 @@ impl Adapter {
                         recipient: Some(&creation.recipient),
                     }
                 };
-                let sealed = sealer(target, &plaintext)
-                    .map_err(|err| Status::internal(format!("sealing: {}", err.0)))?;
+                let sealed = sealer(target, &plaintext).map_err(|err| status::sealing(&err))?;
                 sealed_here.remember(&sealed, &plaintext);
                 if identity {
                     parts.0 = Some(sealed);
@@ -447,7 +430,7 @@ impl Adapter {
             Err(RecordError::Rejected(rejection)) => {
                 return Err(status::rejection(&rejection, "(new)"));
             }
-            Err(err) => return Err(Status::internal(err.to_string())),
+            Err(err) => return Err(status::record(&err)),
         };
         let mut sealing = std::time::Duration::ZERO;
         if let Some(seal) = seal {
@@ -456,7 +439,7 @@ impl Adapter {
             sealing = watch.since(start);
             recorded = recorded
                 .with_sealed_creation(identity, note)
-                .map_err(|err| Status::internal(err.to_string()))?;
+                .map_err(|err| status::record(&err))?;
         }
         watch.add(Stage::Sealing, sealing);
         watch.add(Stage::Event, watch.since(deciding).saturating_sub(sealing));
@@ -663,9 +646,10 @@ impl Adapter {
             Some(sealed) => Some(sealed),
             None => self.reseal_identity(&original, &child_id, to).await?,
         };
-        let policy = inner.registry.policy_in_force(now).ok_or_else(|| {
-            Status::failed_precondition("no clock policy is in force; tell the operators")
-        })?;
+        let policy = inner
+            .registry
+            .policy_in_force(now)
+            .ok_or_else(|| status::no_policy(now))?;
         let child_creation =
             original
                 .record
@@ -710,11 +694,7 @@ impl Adapter {
         };
         let plaintext = keyring
             .open(&sealed, &Context::Identity(&original.record.state.id).aad())
-            .map_err(|err| {
-                Status::failed_precondition(format!(
-                    "this agency cannot open the identity to re-seal it: {err}"
-                ))
-            })?;
+            .map_err(|err| status::cannot_reseal(&err))?;
         keyring
             .seal_for(
                 &[keyring.agency(), to],
