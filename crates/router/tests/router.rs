@@ -58,6 +58,26 @@ fn key_of(actor: &Actor) -> refbus_core::signature::SigningKey {
     keys().key(&refbus_core::signature::Signer::of(actor))
 }
 
+/// An acceptance of `state` as `who` stamps it at `when`, written by hand: what a system that
+/// bypasses its adapter (or a forger) would put on the bus.
+fn acceptance_after(
+    state: &refbus_core::Referral,
+    who: &str,
+    when: Timestamp,
+    request_id: Option<RequestId>,
+) -> refbus_core::Event {
+    refbus_core::Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: when,
+        actor: operator(who),
+        request_id,
+        change: Change::Accepted,
+        prev_hash: state.last_hash,
+    }
+}
+
 /// Writes what `command` decides on the referral's current state, as an adapter does.
 async fn write(
     bus: &Bus,
@@ -513,16 +533,7 @@ async fn an_event_the_core_would_refuse_is_flagged_and_never_moves_a_clock() {
     // The sender writes an acceptance in its own name straight onto the bus (bypassing its
     // adapter), to silence the clock.
     let state = &created.record.state;
-    let forged = refbus_core::Event {
-        referral_id: state.id,
-        case_id: state.creation.case_id.clone(),
-        seq: 2,
-        at: at("2026-03-02T09:05:00+08:00"),
-        actor: operator("maros-dinsos"),
-        request_id: None,
-        change: Change::Accepted,
-        prev_hash: state.last_hash,
-    };
+    let forged = acceptance_after(state, "maros-dinsos", at("2026-03-02T09:05:00+08:00"), None);
     let after = evolve(Some(state.clone()), &forged).unwrap();
     let key = key_of(&forged.actor);
     bus.append(&key, Append::after(forged, &after, created.seq, "forged"))
@@ -590,16 +601,12 @@ async fn an_event_stamped_before_its_predecessor_is_refused_and_the_clock_runs_o
     // (refbus's own writers never do: they stamp at least the predecessor's time): the check
     // refuses it, so it stops no clock.
     let state = &created.record.state;
-    let backdated = refbus_core::Event {
-        referral_id: state.id,
-        case_id: state.creation.case_id.clone(),
-        seq: 2,
-        at: at("2026-03-02T08:50:00+08:00"),
-        actor: operator("maros-uptd-ppa"),
-        request_id: Some(RequestId::new("skew-accept").unwrap()),
-        change: Change::Accepted,
-        prev_hash: state.last_hash,
-    };
+    let backdated = acceptance_after(
+        state,
+        "maros-uptd-ppa",
+        at("2026-03-02T08:50:00+08:00"),
+        Some(RequestId::new("skew-accept").unwrap()),
+    );
     let after = evolve(Some(state.clone()), &backdated).unwrap();
     let key = key_of(&backdated.actor);
     bus.append(
@@ -748,16 +755,7 @@ async fn a_forged_event_naming_another_referral_does_not_silence_it() {
     // ...and Polres, with its own credentials and key, writes on a subject of its own an
     // acceptance that names that referral's id, to make the router stop its clocks.
     let state = &created.record.state;
-    let forged = refbus_core::Event {
-        referral_id: state.id,
-        case_id: state.creation.case_id.clone(),
-        seq: 2,
-        at: at("2026-03-02T09:05:00+08:00"),
-        actor: operator("polres-maros"),
-        request_id: None,
-        change: Change::Accepted,
-        prev_hash: state.last_hash,
-    };
+    let forged = acceptance_after(state, "polres-maros", at("2026-03-02T09:05:00+08:00"), None);
     let mut claimed = state.clone();
     claimed.creation.recipient = agency("polres-maros");
     let claimed = evolve(Some(claimed), &forged).unwrap();
@@ -889,16 +887,12 @@ async fn an_unsigned_acceptance_is_refused_recorded_as_an_alert_and_the_clock_ru
 
     // The recipient's acceptance, written by a system that bypasses its adapter: no signature.
     let state = &created.record.state;
-    let event = refbus_core::Event {
-        referral_id: state.id,
-        case_id: state.creation.case_id.clone(),
-        seq: 2,
-        at: at("2026-03-02T09:05:00+08:00"),
-        actor: operator("maros-uptd-ppa"),
-        request_id: None,
-        change: Change::Accepted,
-        prev_hash: state.last_hash,
-    };
+    let event = acceptance_after(
+        state,
+        "maros-uptd-ppa",
+        at("2026-03-02T09:05:00+08:00"),
+        None,
+    );
     let after = evolve(Some(state.clone()), &event).unwrap();
     let unsigned = EventRecord {
         hash: refbus_core::chain::hash(&event),
