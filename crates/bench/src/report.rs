@@ -305,7 +305,10 @@ impl IngestReport {
             Goal {
                 name: "p99 at a steady rate, no identity",
                 measured: micros(self.anonymous_latency.p99),
-                wanted: format!("<= {} (floor p99 + 0.3 ms)", micros(self.floor_p99_budget())),
+                wanted: format!(
+                    "<= {} (floor p99 + 0.3 ms)",
+                    micros(self.floor_p99_budget())
+                ),
                 met: self.anonymous_latency.p99 <= self.floor_p99_budget(),
             },
             Goal {
@@ -558,7 +561,10 @@ impl fmt::Display for IngestReport {
         )?;
         for (name, latency) in [
             ("raw sync publish (one at a time)", &self.raw_sync),
-            ("floor (bare tonic handler, publish, ack)", &self.floor_latency),
+            (
+                "floor (bare tonic handler, publish, ack)",
+                &self.floor_latency,
+            ),
             ("CreateReferral, no identity", &self.anonymous_latency),
             ("CreateReferral, identity sealed", &self.sealed_latency),
         ] {

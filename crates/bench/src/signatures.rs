@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use refbus_bus::record::CheckedRecord;
+use refbus_core::chain;
 use refbus_core::integrity::{Checker, Claim, DEFAULT_MAX_SKEW, SubjectTokens};
 use refbus_core::signature::Signer;
-use refbus_core::chain;
 
 use crate::fixture::{Fixture, Person};
 use crate::report::SignatureCost;
