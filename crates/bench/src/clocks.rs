@@ -202,6 +202,13 @@ pub fn clocks(
             ready.referrals
         )));
     }
+    progress(&format!(
+        "1. ready in {} ({} referrals); CPU meanwhile: router {}, nats-server {}",
+        seconds(ready.after),
+        thousands(ready.referrals as f64),
+        seconds(router_cpu),
+        seconds(server_cpu)
+    ));
     std::thread::sleep(options.settle);
     let restart = Restart {
         open: sent,
