@@ -131,6 +131,29 @@ impl Fixture {
         request: &v1::CreateReferralRequest,
         now: Timestamp,
     ) -> Result<(String, PublishMessage), BenchError> {
+        let (subject, record) = self.event_record(request, now)?;
+        let request_id = RequestId::new(request.request_id.clone())
+            .map_err(|err| BenchError::Setup(err.to_string()))?;
+        let mut headers = HeaderMap::new();
+        headers::insert_cloudevent(&mut headers, &record.event);
+        headers::inject_trace_context(&mut headers);
+        headers.insert(headers::KIND, "event");
+        headers.insert(headers::PREV_SEQ, "0");
+        let message = PublishMessage::build()
+            .payload(record.encode())
+            .headers(headers)
+            .message_id(message_id(&self.sender, &request_id))
+            .expected_last_subject_sequence(0);
+        Ok((subject, message))
+    }
+
+    /// The record (event, hash, signature, state) the sender's adapter writes for an anonymous
+    /// create, and its subject.
+    pub fn event_record(
+        &self,
+        request: &v1::CreateReferralRequest,
+        now: Timestamp,
+    ) -> Result<(String, EventRecord), BenchError> {
         let setup = |message: String| BenchError::Setup(message);
         let policy = self
             .registry
@@ -168,18 +191,7 @@ impl Fixture {
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
         let key = crate::signing_keys(&self.registry).agency(state.sender());
         let record = EventRecord::new(event, &state, &subject, &key);
-        let mut headers = HeaderMap::new();
-        headers::insert_cloudevent(&mut headers, &record.event);
-        headers::inject_trace_context(&mut headers);
-        headers.insert(headers::KIND, "event");
-        headers.insert(headers::PREV_SEQ, "0");
-        let message = PublishMessage::build()
-            .payload(record.encode())
-            .headers(headers)
-            .message_id(message_id(&self.sender, &request_id))
-            .expected_last_subject_sequence(0);
-        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        Ok((subject, message))
+        Ok((subject, record))
     }
 
     /// The referral id a create's request id leads to.

@@ -258,8 +258,10 @@ impl Writer {
             .collect()
     }
 
-    /// `referrals` whole lives (created, received, accepted, started, completed; one minute
-    /// apart, from `start`), for a stream whose next sequence is `first_seq`. Referrals move
+    /// `referrals` whole lives (created, received, accepted, started, completed; ten seconds
+    /// apart, from `start`: a life spans 40 s, so stored within a minute or so of `start` every
+    /// event stays within the record check's allowed skew), for a stream whose next sequence
+    /// is `first_seq`. Referrals move
     /// `group` at a time, their events interleaved as many agencies' would be.
     pub fn lives(
         &self,
@@ -281,7 +283,7 @@ impl Writer {
                 current.push((state, first_seq + out.len() as u64 - 1));
             }
             for (step, change) in LIFE.iter().enumerate() {
-                let minutes = Duration::from_secs(60 * (step as u64 + 1));
+                let minutes = Duration::from_secs(10 * (step as u64 + 1));
                 for (offset, index) in members.clone().enumerate() {
                     let (state, seq) = &current[offset];
                     let recipient = state.recipient().clone();

@@ -21,7 +21,7 @@ use crate::harness::{
 };
 use crate::load::{self, Clients};
 use crate::report::{Conditions, CpuUse, HandlerStages, IngestReport, Latency, Throughput};
-use crate::{BenchError, cpu, raw, sealing};
+use crate::{BenchError, cpu, raw, sealing, signatures};
 
 /// How much load, and how it is sent.
 #[derive(Debug, Clone)]
@@ -103,18 +103,24 @@ pub fn ingest(
 
     progress("sealing primitives alone");
     let sealing = sealing::measure(&run.fixture, options.sealing_iterations)?;
+    progress("signatures alone (sign, verify, record check)");
+    let signatures = signatures::measure(&run.fixture, options.sealing_iterations)?;
     progress("a. raw JetStream async publish");
     let (raw, raw_rates, anonymous_bytes) = run.raw_throughput()?;
+    progress("floor: bare tonic handler publishing the same messages");
+    let floor = run.floor_throughput()?;
     progress("b. CreateReferral without identity");
     let (anonymous, _) = run.create_throughput("b", Person::Anonymous)?;
     progress("c. CreateReferral with sealed identity");
     let (sealed, sealed_bytes) = run.create_throughput("c", Person::Identified)?;
     progress("e. steady rate: raw synchronous publish");
     let raw_sync = run.raw_latency()?;
+    progress("e. steady rate: floor");
+    let (floor_latency, floor_steady_cpu) = run.floor_latency()?;
     progress("e. steady rate: CreateReferral without identity");
-    let anonymous_latency = run.create_latency("e-b", Person::Anonymous)?;
+    let (anonymous_latency, anonymous_steady_cpu) = run.create_latency("e-b", Person::Anonymous)?;
     progress("e. steady rate: CreateReferral with sealed identity");
-    let sealed_latency = run.create_latency("e-c", Person::Identified)?;
+    let (sealed_latency, _) = run.create_latency("e-c", Person::Identified)?;
 
     let (cpus, cpu_model) = cpu::machine();
     Ok(IngestReport {
@@ -142,9 +148,14 @@ pub fn ingest(
         anonymous,
         sealed,
         sealing,
+        floor,
+        signatures,
         raw_sync,
+        floor_latency,
         anonymous_latency,
         sealed_latency,
+        floor_steady_cpu,
+        anonymous_steady_cpu,
         footprint: None,
     })
 }
@@ -392,17 +403,128 @@ impl Run<'_> {
         Ok(Latency::of(&histogram))
     }
 
-    /// e. CreateReferral at the steady rate.
-    fn create_latency(&self, phase: &'static str, person: Person) -> Result<Latency, BenchError> {
+    /// e. CreateReferral at the steady rate; its latency, and the adapter's CPU time per call
+    /// (its runtime, which runs its NATS connection as deployed).
+    fn create_latency(
+        &self,
+        phase: &'static str,
+        person: Person,
+    ) -> Result<(Latency, Duration), BenchError> {
         let total = self.steady_count();
         let (adapter, clients) = self.start(Layout::AsDeployed)?;
         let (rate, warmup) = (self.options.rate, self.steady_warmup());
         let (load_clients, fixture) = (clients.clone(), self.fixture.clone());
+        let before = self.snapshot()?;
         let histogram = self.on_client(async move {
             load::open_loop(&load_clients, &fixture, phase, total, person, rate, warmup).await
         })??;
+        let cpu = self.snapshot()?.since(&before);
         self.stored(phase, total)?;
         self.stop(adapter, clients)?;
-        Ok(Latency::of(&histogram))
+        Ok((Latency::of(&histogram), per_call(cpu, total)))
     }
+
+    /// The floor serving `messages` (they must cover every call), and clients of it.
+    fn start_floor(
+        &self,
+        layout: Layout,
+        messages: Vec<(String, jetstream::message::PublishMessage)>,
+    ) -> Result<(crate::floor::RunningFloor, Clients), BenchError> {
+        self.fresh_stream()?;
+        // A bus creates the stream as an adapter would; the floor then publishes to it.
+        drop(self.raw_jetstream()?);
+        let floor = self
+            .runtimes
+            .start_floor(&self.server.url, layout, messages)?;
+        let (addr, connections, fixture) =
+            (floor.addr, self.options.connections, self.fixture.clone());
+        let clients =
+            self.on_client(async move { Clients::connect(addr, connections, &fixture).await })??;
+        Ok((floor, clients))
+    }
+
+    fn stop_floor(
+        &self,
+        phase: &str,
+        floor: crate::floor::RunningFloor,
+        clients: Clients,
+        expected: usize,
+    ) -> Result<(), BenchError> {
+        let answered = floor.answered();
+        drop(clients);
+        self.runtimes.stop_floor(floor)?;
+        if answered != u64::try_from(expected).unwrap_or(u64::MAX) {
+            return Err(BenchError::Setup(format!(
+                "{phase}: {expected} creates sent but the floor answered {answered}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The floor: the same creates as b, each answered by a bare tonic handler after it has
+    /// published the adapter's message for it, as fast as the callers go; CPU time accounted
+    /// as the adapter's (its runtime's threads and its NATS connection's thread).
+    fn floor_throughput(&self) -> Result<Throughput, BenchError> {
+        let (warmup, count) = (self.warmup(), self.options.count);
+        let messages = self.raw_messages("floor", warmup + count)?;
+        let (floor, clients) = self.start_floor(Layout::Measured, messages)?;
+        let concurrency = self.options.concurrency;
+        let closed_loop = |range: std::ops::Range<usize>| {
+            let (clients, fixture) = (clients.clone(), self.fixture.clone());
+            self.on_client(async move {
+                load::closed_loop(
+                    &clients,
+                    &fixture,
+                    "floor",
+                    range,
+                    Person::Anonymous,
+                    concurrency,
+                )
+                .await
+            })
+        };
+        closed_loop(0..warmup)??;
+        let before = self.snapshot()?;
+        let elapsed = closed_loop(warmup..warmup + count)??;
+        let cpu = self.snapshot()?.since(&before);
+        self.stored("floor", warmup + count)?;
+        self.stop_floor("floor", floor, clients, warmup + count)?;
+        Ok(Throughput {
+            count,
+            elapsed,
+            cpu,
+            stages: None,
+        })
+    }
+
+    /// e. The floor at the steady rate, as deployed (its NATS connection on its runtime).
+    fn floor_latency(&self) -> Result<(Latency, Duration), BenchError> {
+        let total = self.steady_count();
+        let messages = self.raw_messages("e-floor", total)?;
+        let (floor, clients) = self.start_floor(Layout::AsDeployed, messages)?;
+        let (rate, warmup) = (self.options.rate, self.steady_warmup());
+        let (load_clients, fixture) = (clients.clone(), self.fixture.clone());
+        let before = self.snapshot()?;
+        let histogram = self.on_client(async move {
+            load::open_loop(
+                &load_clients,
+                &fixture,
+                "e-floor",
+                total,
+                Person::Anonymous,
+                rate,
+                warmup,
+            )
+            .await
+        })??;
+        let cpu = self.snapshot()?.since(&before);
+        self.stored("e-floor", total)?;
+        self.stop_floor("e-floor", floor, clients, total)?;
+        Ok((Latency::of(&histogram), per_call(cpu, total)))
+    }
+}
+
+/// The server's CPU time per call (its runtime and its NATS connection's thread).
+fn per_call(cpu: CpuUse, calls: usize) -> Duration {
+    (cpu.adapter + cpu.nats_io) / u32::try_from(calls.max(1)).unwrap_or(u32::MAX)
 }

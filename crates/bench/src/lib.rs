@@ -8,9 +8,10 @@
 //! # Layout
 //!
 //! - [`ingest`]: the phases in order, each on a fresh stream: raw JetStream async publish of
-//!   the adapter's own messages; CreateReferral through gRPC without and with sealed identity
-//!   data; the sealing primitives alone; latency at a steady rate against raw synchronous
-//!   publish.
+//!   the adapter's own messages; the floor ([`floor`]: a bare tonic handler that publishes the
+//!   same messages and answers after the ack); CreateReferral through gRPC without and with
+//!   sealed identity data; the sealing primitives and the signatures ([`signatures`]) alone;
+//!   latency at a steady rate against the floor and raw synchronous publish.
 //! - [`harness`]: the runtimes (named threads, so CPU time can be told apart) and an adapter
 //!   on a free port; [`load`]: the gRPC callers; [`raw`]: the raw publishers; [`pace`]: the
 //!   steady rate and latency histograms; [`sealing`]: the primitives alone.
@@ -41,6 +42,7 @@ pub fn verifier(registry: &std::sync::Arc<refbus_core::Registry>) -> refbus_bus:
 pub mod clocks;
 pub mod cpu;
 pub mod fixture;
+pub mod floor;
 pub mod footprint;
 pub mod harness;
 pub mod histories;
@@ -52,6 +54,7 @@ pub mod report;
 pub mod router;
 pub mod schedules;
 pub mod sealing;
+pub mod signatures;
 pub mod timing;
 
 pub use ingest::{IngestOptions, Server, ingest};

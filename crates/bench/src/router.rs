@@ -195,8 +195,10 @@ pub fn router(
 
     progress("building the referral events (core decide and evolve, as adapters do)");
     let built = std::time::Instant::now();
-    // Whole lives that ended a few minutes ago: nothing falls due while the router reads them.
-    let start = system_now().minus(Duration::from_secs(600));
+    // Whole lives that ended a little while ago (they span about a minute): nothing falls due
+    // while the router reads them, and every event's time lies within the record check's
+    // allowed skew (2 minutes) of when JetStream stores it, as an adapter's would.
+    let start = system_now().minus(Duration::from_secs(75));
     let writer = Writer::new(registry.clone(), "router");
     let messages = writer.lives(options.referrals, options.group, start, 1)?;
     let built_in = built.elapsed();

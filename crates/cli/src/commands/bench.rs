@@ -16,8 +16,9 @@ mod timers;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum BenchCommand {
-    /// Ingest: raw JetStream against CreateReferral through an adapter (without and with
-    /// sealed identity), CPU time by stage, latency at a steady rate, `refbus up`'s footprint.
+    /// Ingest: CreateReferral through an adapter (without and with sealed identity) against the
+    /// floor (a bare tonic handler publishing the same message to JetStream) and raw JetStream,
+    /// CPU time by stage, signatures alone, latency at a steady rate, `refbus up`'s footprint.
     Ingest(IngestArgs),
     /// Router: events per second processed by the router against a raw JetStream pull
     /// consumer on the same stream, and against the fastest CreateReferral ingest.
