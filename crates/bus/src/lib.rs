@@ -645,6 +645,15 @@ impl Bus {
                 let (bus, verifier) = (bus.clone(), verifier.clone());
                 async move {
                     match item? {
+                        // A later record checked alone proves only its author and subject; the
+                        // subject must also hold a valid creation of that very referral, or it
+                        // is a look-alike that another agency wrote (one more read).
+                        Ok(stored) if stored.record.event.seq > 1 => {
+                            let creation = bus.checked_creation(&verifier, &stored.subject).await?;
+                            Ok(creation
+                                .filter(|created| created.record.state.id == stored.record.state.id)
+                                .map(|_| stored))
+                        }
                         Ok(stored) => Ok(Some(stored)),
                         Err(subject) => bus.referral(&verifier, &subject).await,
                     }
@@ -901,12 +910,20 @@ pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, Re
 /// is not a refbus record): then the referral is read again from its history.
 fn check_latest(verifier: &Verifier, raw: Raw) -> Result<Stored<EventRecord>, String> {
     let subject = raw.subject.clone();
-    if let Some(record) = raw.unchecked(verifier)
-        && let Some(state) = verifier.check_listed(&record)
-    {
-        return Ok(record.into_stored(state));
+    let Some(record) = raw.unchecked(verifier) else {
+        return Err(subject);
+    };
+    // A creation needs no predecessor: it is checked in full here.
+    if record.record.event.seq == 1 {
+        return match verifier.check(&record, None) {
+            Ok(after) => Ok(record.into_stored(after.into_snapshot())),
+            Err(_) => Err(subject),
+        };
     }
-    Err(subject)
+    match verifier.check_listed(&record) {
+        Some(state) => Ok(record.into_stored(state)),
+        None => Err(subject),
+    }
 }
 
 fn prev_seq(headers: &HeaderMap) -> u64 {

@@ -772,7 +772,11 @@ async fn a_forged_event_naming_another_referral_does_not_silence_it() {
             .subject
             .starts_with("refbus.v1.ref.polres-maros.maros-dinsos.")
     );
-    // ...and the referral's clocks run on: every warning, breach and escalation is recorded.
+    // ...and the referral's clocks run on, also in a router started after the forgery, whose
+    // rebuild reads the look-alike subject's last record too: every warning, breach and
+    // escalation is recorded.
+    router.stop().await;
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
     clock.advance_to(at("2026-03-02T10:30:00+08:00"));
     router.recorded(7).await;
     let items = recorded_on(&bus, &state.id).await;

@@ -62,6 +62,41 @@ async fn a_shadow_copy_on_another_agencys_subject_is_never_taken_for_the_referra
     )
     .await
     .unwrap();
+    // And an acceptance Polres signs itself, on that subject, as if the referral were to it.
+    let state = original.record.state.clone();
+    let event = refbus_core::Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: (system.now)(),
+        actor: Actor::Agency {
+            agency: agency("polres-maros"),
+            operator: OperatorId::new("op").unwrap(),
+        },
+        request_id: None,
+        change: Change::Accepted,
+        prev_hash: state.last_hash,
+    };
+    let mut claimed = state.clone();
+    claimed.creation.recipient = agency("polres-maros");
+    let claimed = evolve(Some(claimed), &event).unwrap();
+    let polres = system.signing.agency(&agency("polres-maros"));
+    let last = stored(&system, &id).await.last().unwrap().seq;
+    system
+        .bus()
+        .await
+        .append(
+            &polres,
+            Append {
+                event,
+                state_after: &claimed,
+                expected_last_seq: last,
+                prev_seq: original.seq,
+                message_id: "polres-forged",
+            },
+        )
+        .await
+        .unwrap();
 
     // Dinsos still sees its referral to UPTD PPA, once.
     assert_eq!(get(&dinsos, &id).await.recipient, "maros-uptd-ppa");
