@@ -750,7 +750,7 @@ async fn a_forged_event_naming_another_referral_does_not_silence_it() {
     // An emergency referral between Dinsos and UPTD PPA...
     let created = create_emergency(&bus, &registry, "victim-1", at(T0)).await;
     let clock = ManualClock::new(at(T0));
-    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    let router = start_router(&nats, &registry, clock.clone(), "a").await;
 
     // ...and Polres, with its own credentials and key, writes on a subject of its own an
     // acceptance that names that referral's id, to make the router stop its clocks.
