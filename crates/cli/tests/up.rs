@@ -35,34 +35,52 @@ fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Starts `refbus up` and reads its output until it says it is up; returns the endpoints.
-fn start(data_dir: &std::path::Path, base_port: u16) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
-        .args(["up", "--data-dir"])
-        .arg(data_dir)
-        .args(["--nats-port", &free_port().to_string()])
-        .args(["--nats-monitor-port", &free_port().to_string()])
-        .args(["--base-port", &base_port.to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = Vec::new();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "refbus up ended early: {lines:?}"
-        );
-        let done = line.contains("Press Ctrl-C");
-        lines.push(line);
-        if done {
-            break;
+/// Starts `refbus up` on free ports and reads its output until it says it is up; returns the
+/// endpoints. Other tests run beside this one and start servers on ports of their own: if one
+/// took a port between choosing it and `up` binding it, `up` ends early, and it is started
+/// again on other ports; three early ends in a row fail the test, with what `up` said.
+fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+            .current_dir(repo_root())
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--nats-port", &free_port().to_string()])
+            .args(["--nats-monitor-port", &free_port().to_string()])
+            .args(["--base-port", &free_ports(8).to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let up = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break false;
+            }
+            let done = line.contains("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break true;
+            }
+        };
+        if up {
+            // Its log lines are not needed; reading them keeps its pipe from filling up.
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+            return (child, lines);
         }
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+        let _ = child.wait();
+        attempts.push(format!("{lines:?}\n{said}"));
     }
-    (child, lines)
+    panic!(
+        "refbus up ended early three times:\n{}",
+        attempts.join("\n---\n")
+    );
 }
 
 fn interrupt(child: &mut Child) -> std::process::ExitStatus {
@@ -77,8 +95,7 @@ fn interrupt(child: &mut Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let data = tempfile::tempdir().unwrap();
-    let base_port = free_ports(8);
-    let (mut child, lines) = start(data.path(), base_port);
+    let (mut child, lines) = start(data.path());
     let output = lines.concat();
     assert!(output.contains("refbus is up."), "{output}");
     let dinsos_line = lines
@@ -125,7 +142,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     assert!(data.path().join("keys/maros-dinsos.key").exists());
 
     // Started again on the same data, the referral is still there.
-    let (mut child, lines) = start(data.path(), base_port);
+    let (mut child, lines) = start(data.path());
     let dinsos_line = lines
         .iter()
         .find(|line| line.contains(" maros-dinsos "))
