@@ -432,6 +432,8 @@ impl Adapter {
             }
             Err(err) => return Err(status::record(&err)),
         };
+        // Boxed: its reads would otherwise sit inline in every create's future.
+        Box::pin(self.refuse_reuse_for_another_recipient(&recorded.state)).await?;
         let mut sealing = std::time::Duration::ZERO;
         if let Some(seal) = seal {
             let start = watch.now();
@@ -476,6 +478,11 @@ impl Adapter {
                 let Some(first) = first else {
                     return Err(status::append(&err));
                 };
+                // The attempt that made it may have stopped before its index entry was
+                // stored: added now (a no-op if it was).
+                Box::pin(inner.bus.index_retried(&first))
+                    .await
+                    .map_err(|err| status::append(&err))?;
                 Written::from_stored(first, true)
             }
             Err(err) => return Err(status::append(&err)),
@@ -493,6 +500,53 @@ impl Adapter {
                 &state.id.to_string(),
             )),
         }
+    }
+
+    /// Refuses a create whose referral already exists for another recipient: its id derives
+    /// from the sender and the request id alone, so a request id reused with another recipient
+    /// names the same referral on another subject, which the append's expected sequence cannot
+    /// see, and the bus's deduplication forgets it after its window (7 days). One wildcard read
+    /// (`ref.*.<sender>.<id>`), which finds nothing for a new request id; only a subject that
+    /// holds a valid creation of this referral counts, so a look-alike another agency wrote
+    /// cannot block a create.
+    async fn refuse_reuse_for_another_recipient(&self, state: &Referral) -> Result<(), Status> {
+        let (bus, verifier) = (&self.inner.bus, &self.inner.verifier);
+        let read = |err: refbus_bus::ReadError| status::read(&err);
+        let own = subjects::referral(state.recipient(), state.sender(), &state.id);
+        let pattern = subjects::referral_sent_pattern(state.sender(), &state.id);
+        let exists = || {
+            status::rejection(
+                &refbus_core::Rejection::AlreadyExists {
+                    referral: state.id.to_string(),
+                },
+                &state.id.to_string(),
+            )
+        };
+        let last = match bus.last_subject(&pattern).await.map_err(read)? {
+            None => return Ok(()),
+            Some(last) if last == own => return Ok(()),
+            Some(last) => last,
+        };
+        // Usually the subject written last is the referral's: its creation is one more read.
+        if bus
+            .checked_creation(verifier, &last)
+            .await
+            .map_err(read)?
+            .is_some_and(|created| created.record.state.id == state.id)
+        {
+            return Err(exists());
+        }
+        // Something else was written last (only a hostile writer does that): every subject.
+        for subject in bus
+            .checked_subjects(verifier, &pattern)
+            .await
+            .map_err(read)?
+        {
+            if subject != own {
+                return Err(exists());
+            }
+        }
+        Ok(())
     }
 
     /// Whether an existing referral is the one a retried create describes, field by field.

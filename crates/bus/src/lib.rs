@@ -11,6 +11,8 @@
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
 //! - [`checked`]: reading records through the one integrity check ([`Verifier`]);
 //!   [`replay`]: the stream's history, every record checked in order.
+//! - [`index`]: one chain of creations per pair of agencies, for listings that page newest
+//!   first in bounded reads.
 //! - [`Bus`]: a cheap, cloneable handle to append and read, used by adapters, router and audit.
 //!
 //! # Guarantees
@@ -32,6 +34,7 @@ pub mod connect;
 pub mod durable;
 pub mod error;
 pub mod headers;
+pub mod index;
 pub mod provision;
 pub mod record;
 pub mod replay;
@@ -84,6 +87,8 @@ pub struct Bus {
     connected: tokio::sync::watch::Receiver<bool>,
     /// Direct reads made so far, by this handle and its clones (see [`Bus::direct_reads`]).
     direct_reads: Arc<AtomicU64>,
+    /// The index chains this process appends to (see [`index`](mod@index)).
+    index_chains: Arc<index::Chains>,
 }
 
 /// An event to append: the bus stores it on its referral's subject, signed.
@@ -287,6 +292,7 @@ impl Bus {
             stream,
             connected,
             direct_reads: Arc::new(AtomicU64::new(0)),
+            index_chains: Arc::default(),
         })
     }
 
@@ -309,7 +315,10 @@ impl Bus {
     // === writing ===
 
     /// Signs an event with `key`, appends it on its referral's subject, and waits for
-    /// JetStream to store it. Returns where it landed and the record as stored.
+    /// JetStream to store it. Returns where it landed and the record as stored. A creation is
+    /// also added to its pair's index chain (see [`index`](mod@index)) before this returns: an
+    /// error after the creation was stored says so ([`AppendErrorKind::Unavailable`]: retry),
+    /// and the retry adds the entry.
     pub async fn append(
         &self,
         key: &SigningKey,
@@ -334,6 +343,10 @@ impl Bus {
             .message_id(append.message_id)
             .expected_last_subject_sequence(append.expected_last_seq);
         let appended = self.publish(subject, message).await?;
+        if record.event.seq == 1 {
+            // Boxed: the index append would otherwise sit inline in every append's future.
+            Box::pin(self.index_referral(state)).await?;
+        }
         Ok((appended, record))
     }
 

@@ -435,7 +435,7 @@ async fn provisioning_is_idempotent_and_refuses_an_unsafe_stream() {
         "discard is old, refbus needs new",
         "deny_delete is false, refbus needs true",
         "deny_purge is false, refbus needs true",
-        "subjects are [other.>], refbus needs [refbus.v1.notice.>, refbus.v1.ref.>]",
+        "subjects are [other.>], refbus needs [refbus.v1.idx.>, refbus.v1.notice.>, refbus.v1.ref.>]",
     ] {
         assert!(message.contains(expected), "{expected:?} in {message}");
     }
