@@ -10,7 +10,8 @@
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
 //! - [`checked`]: reading records through the one integrity check ([`Verifier`]);
-//!   [`replay`]: the stream's history, every record checked in order.
+//!   [`replay`]: the stream's history, every record checked in order; [`consume`]: the same,
+//!   from any start and following live.
 //! - [`index`]: one chain of creations per pair of agencies, for listings that page newest
 //!   first in bounded reads.
 //! - [`Bus`]: a cheap, cloneable handle to append and read, used by adapters, router and audit.
@@ -31,6 +32,7 @@
 
 pub mod checked;
 pub mod connect;
+pub mod consume;
 pub mod durable;
 pub mod error;
 pub mod headers;

@@ -720,3 +720,109 @@ async fn connect_options_carry_credentials() {
         .unwrap_err();
     assert_eq!(err.kind(), ConnectErrorKind::Options);
 }
+
+/// `consume` follows the stream live through the record check: records come with their
+/// state, a garbage message is reported as refused and does not end the stream, and a
+/// consumption that starts in the middle of a referral checks its first record against the
+/// predecessor it reads.
+#[tokio::test]
+async fn consume_follows_live_reports_garbage_and_goes_on() {
+    use refbus_bus::consume::{ConsumeSpec, Start};
+    use refbus_bus::replay::Replayed;
+
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let verifier = verifier();
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "consume-1");
+    let first = append(&bus, event, &state, 0, "consume-1").await.unwrap();
+
+    let mut items = Box::pin(
+        bus.consume(&verifier, ConsumeSpec::all_referrals(Start::Beginning))
+            .await
+            .unwrap(),
+    );
+    match next_consumed(&mut items).await {
+        Replayed::Record(stored) => {
+            assert_eq!(stored.seq, first.seq);
+            assert_eq!(stored.record.state.id, state.id);
+        }
+        other => panic!("expected the creation, got {other:?}"),
+    }
+
+    // Garbage on the referral's subject, then a real event: both arrive, in order, live.
+    let garbage =
+        refbus_testkit::hostile::publish_raw(&server.url(), &subject_of(&state), b"{not".to_vec())
+            .await
+            .unwrap();
+    let refused_before = verifier.refused();
+    match next_consumed(&mut items).await {
+        Replayed::Refused { seq, subject, .. } => {
+            assert_eq!(seq, garbage);
+            assert_eq!(subject, subject_of(&state));
+        }
+        other => panic!("expected the garbage refused, got {other:?}"),
+    }
+    assert!(verifier.refused() > refused_before, "reported");
+    let (accepted, after) = next(&state, Change::Accepted, "maros-uptd-ppa");
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&accepted.actor));
+    let (appended, _) = bus
+        .append(
+            &key,
+            Append {
+                event: accepted,
+                state_after: &after,
+                expected_last_seq: garbage,
+                prev_seq: first.seq,
+                message_id: "consume-accept",
+            },
+        )
+        .await
+        .unwrap();
+    match next_consumed(&mut items).await {
+        Replayed::Record(stored) => {
+            assert_eq!(stored.seq, appended.seq);
+            assert_eq!(stored.record.state.status, after.status);
+        }
+        other => panic!("expected the acceptance, got {other:?}"),
+    }
+
+    // From the middle: the acceptance is checked against the creation it reads.
+    let mut late = Box::pin(
+        bus.consume(&verifier, ConsumeSpec::all_referrals(Start::After(garbage)))
+            .await
+            .unwrap(),
+    );
+    match next_consumed(&mut late).await {
+        Replayed::Record(stored) => assert_eq!(stored.seq, appended.seq),
+        other => panic!("expected the acceptance, got {other:?}"),
+    }
+    // From now: only what comes next.
+    let mut from_now = Box::pin(
+        bus.consume(&verifier, ConsumeSpec::all_referrals(Start::Now))
+            .await
+            .unwrap(),
+    );
+    let (other, other_state) = created("maros-dinsos", "maros-uptd-ppa", "consume-2");
+    let second = append(&bus, other, &other_state, 0, "consume-2")
+        .await
+        .unwrap();
+    match next_consumed(&mut from_now).await {
+        Replayed::Record(stored) => assert_eq!(stored.seq, second.seq),
+        other => panic!("expected the new creation, got {other:?}"),
+    }
+}
+
+/// The next item of a consumption. Bounded only so that a stream that stopped fails the test
+/// instead of hanging it.
+async fn next_consumed(
+    items: &mut (
+             impl futures::Stream<Item = Result<refbus_bus::replay::Replayed, refbus_bus::ReadError>>
+             + Unpin
+         ),
+) -> refbus_bus::replay::Replayed {
+    tokio::time::timeout(std::time::Duration::from_secs(20), items.next())
+        .await
+        .expect("nothing came")
+        .expect("the stream ended")
+        .expect("a read error")
+}

@@ -931,3 +931,52 @@ async fn an_unsigned_acceptance_is_refused_recorded_as_an_alert_and_the_clock_ru
     ));
     router.stop().await;
 }
+
+/// A router whose durable consumer disappears (deleted by an operator or an intruder) does not
+/// run on blind: `run` returns `Error::ConsumerEnded`, so `refbus router` exits non-zero and its
+/// supervisor starts it again (which recreates the consumer and rebuilds the timers).
+#[tokio::test]
+async fn the_router_ends_with_an_error_when_its_consumer_is_deleted() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    create_emergency(&bus, &registry, "consumer-gone", at(T0)).await;
+    let router = Router::new(
+        bus,
+        verifier(&registry),
+        keys().router(),
+        Arc::new(ManualClock::new(at(T0))),
+        Options {
+            replica: "gone".to_owned(),
+            ..Options::default()
+        },
+    );
+    let mut activity = router.activity();
+    let task = tokio::spawn(router.run(std::future::pending()));
+    loop {
+        if let Activity::Ready { .. } = activity.recv().await.unwrap() {
+            break;
+        }
+    }
+
+    refbus_testkit::hostile::delete_consumer(
+        &nats.url(),
+        &StreamSettings::default().name,
+        "refbus-router-gone",
+    )
+    .await
+    .unwrap();
+    // Bounded only so that a router that runs on fails the test instead of hanging it.
+    let ended = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the router ran on without its consumer")
+        .unwrap();
+    match ended {
+        Err(refbus_router::Error::ConsumerEnded { consumer }) => {
+            assert_eq!(consumer, "refbus-router-gone");
+        }
+        other => panic!("expected ConsumerEnded, got {other:?}"),
+    }
+}
