@@ -7,7 +7,7 @@
 //! referral's history; a retry that would be allowed again is recognised by the bus's
 //! deduplication. In every case the answer is the original one and nothing is written twice.
 
-use refbus_bus::{Append, AppendErrorKind, EventRecord, Stored, subjects};
+use refbus_bus::{Append, AppendErrorKind, EventRecord, Idempotency, Stored, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::Creation;
@@ -108,8 +108,15 @@ impl Adapter {
         }
     }
 
-    fn message_id(&self, request_id: &RequestId, suffix: &str) -> String {
-        format!("{}:{}{suffix}", self.inner.agency, request_id)
+    /// The idempotency key of this agency's request `request_id`; `link` for the second
+    /// record a request makes (a reroute's link on the original, after the child's creation).
+    fn key<'a>(&'a self, request_id: &'a RequestId, link: bool) -> Idempotency<'a> {
+        let agency = &self.inner.agency;
+        if link {
+            Idempotency::RequestLink { agency, request_id }
+        } else {
+            Idempotency::Request { agency, request_id }
+        }
     }
 
     /// The current state of a referral, and what this agency is to it. Found by the agency's
@@ -190,7 +197,7 @@ impl Adapter {
             operator,
             &parsed.request_id,
             &referral_id,
-            "",
+            false,
             |state, keyring| {
                 let (sender, recipient) = (state.sender(), state.recipient());
                 let mut sealer = keys::sealer(keyring, state.id, Some((sender, recipient)));
@@ -209,11 +216,10 @@ impl Adapter {
         operator: OperatorId,
         request_id: &RequestId,
         referral_id: &ReferralId,
-        message_suffix: &str,
+        link: bool,
         build: impl Fn(&Referral, &refbus_seal::Keyring) -> Result<Command, Status>,
     ) -> Result<Written, Status> {
         let inner = &self.inner;
-        let message_id = self.message_id(request_id, message_suffix);
         for _ in 0..=inner.options.conflict_retries {
             let Some(Loaded { stored, .. }) = self.load(referral_id).await? else {
                 return Err(status::not_found(&referral_id.to_string()));
@@ -243,7 +249,8 @@ impl Adapter {
                 Err(err) => return Err(status::record(&err)),
             };
             let state = recorded.state;
-            let append = Append::following(recorded.event, &state, &stored, &message_id);
+            let append =
+                Append::following(recorded.event, &state, &stored, self.key(request_id, link));
             match inner.bus.append(&inner.signing, append).await {
                 Ok((appended, _)) if appended.duplicate => {
                     return self.replay_at(appended.seq, referral_id).await;
@@ -448,8 +455,7 @@ impl Adapter {
         let creation = recorded.state.creation.clone();
         let state = recorded.state;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        let message_id = self.message_id(request_id, "");
-        let append = Append::after(recorded.event, &state, 0, &message_id);
+        let append = Append::after(recorded.event, &state, 0, self.key(request_id, false));
         let first = match watch
             .time_polls(Stage::Publish, inner.bus.append(&inner.signing, append))
             .await
@@ -720,7 +726,7 @@ impl Adapter {
             )
             .await?;
         let original = self
-            .execute_with(operator, request_id, original_id, ":link", |_, _| {
+            .execute_with(operator, request_id, original_id, true, |_, _| {
                 Ok(link.clone())
             })
             .await?;

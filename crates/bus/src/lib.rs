@@ -36,6 +36,7 @@ pub mod consume;
 pub mod durable;
 pub mod error;
 pub mod headers;
+pub mod idempotency;
 pub mod index;
 pub mod provision;
 pub mod record;
@@ -65,6 +66,7 @@ pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ConsumerError, ConsumerErrorKind,
     ReadError, ReadErrorKind,
 };
+pub use idempotency::Idempotency;
 pub use provision::StreamSettings;
 pub use record::EventRecord;
 pub use refbus_core::Notice;
@@ -105,8 +107,9 @@ pub struct Append<'a> {
     /// The stream sequence of the record the event follows: `expected_last_seq`, except after a
     /// record the check refused (the event then follows the last record that passed).
     pub prev_seq: u64,
-    /// The idempotency key: the same key within the duplicate window writes nothing new.
-    pub message_id: &'a str,
+    /// The idempotency key: the same key within the duplicate window writes nothing new (the
+    /// bus makes the message id from it).
+    pub key: Idempotency<'a>,
 }
 
 impl<'a> Append<'a> {
@@ -116,14 +119,14 @@ impl<'a> Append<'a> {
         event: Event,
         state_after: &'a Referral,
         read: &Stored<EventRecord>,
-        message_id: &'a str,
+        key: Idempotency<'a>,
     ) -> Append<'a> {
         Append {
             event,
             state_after,
             expected_last_seq: read.last_seq,
             prev_seq: read.seq,
-            message_id,
+            key,
         }
     }
 
@@ -132,14 +135,14 @@ impl<'a> Append<'a> {
         event: Event,
         state_after: &'a Referral,
         read_seq: u64,
-        message_id: &'a str,
+        key: Idempotency<'a>,
     ) -> Append<'a> {
         Append {
             event,
             state_after,
             expected_last_seq: read_seq,
             prev_seq: read_seq,
-            message_id,
+            key,
         }
     }
 }
@@ -342,7 +345,7 @@ impl Bus {
         let message = PublishMessage::build()
             .payload(record.encode())
             .headers(headers)
-            .message_id(append.message_id)
+            .message_id(append.key.message_id())
             .expected_last_subject_sequence(append.expected_last_seq);
         let appended = self.publish(subject, message).await?;
         if record.event.seq == 1 {

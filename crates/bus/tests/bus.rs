@@ -85,7 +85,18 @@ async fn append(
     id: &str,
 ) -> Result<refbus_bus::Appended, refbus_bus::AppendError> {
     let key = test_keys().key(&refbus_core::signature::Signer::of(&event.actor));
-    bus.append(&key, Append::after(event, state, expected, id))
+    // The writer's request `id`: appends with the same `id` by the same agency are one.
+    let writer = event
+        .actor
+        .agency()
+        .cloned()
+        .unwrap_or_else(|| agency("test-router"));
+    let request_id = RequestId::new(id).unwrap();
+    let idempotency = refbus_bus::Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
+    bus.append(&key, Append::after(event, state, expected, idempotency))
         .await
         .map(|(appended, _)| appended)
 }
@@ -773,7 +784,10 @@ async fn consume_follows_live_reports_garbage_and_goes_on() {
                 state_after: &after,
                 expected_last_seq: garbage,
                 prev_seq: first.seq,
-                message_id: "consume-accept",
+                key: refbus_bus::Idempotency::Request {
+                    agency: &agency("maros-uptd-ppa"),
+                    request_id: &RequestId::new("consume-accept").unwrap(),
+                },
             },
         )
         .await

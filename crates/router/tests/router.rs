@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use refbus_bus::{Append, Bus, EventRecord, Item, Stored, StreamSettings, subjects};
+use refbus_bus::{Append, Bus, EventRecord, Idempotency, Item, Stored, StreamSettings, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::{ClockId, OperatorId};
 use refbus_core::referral::{Consent, Creation, Priority};
@@ -52,6 +52,14 @@ fn keys() -> &'static refbus_seal::signing::SigningKeys {
 /// The record check with those keys (manual clocks: event times are the tests').
 fn verifier(registry: &Arc<Registry>) -> refbus_bus::Verifier {
     refbus_bus::Verifier::new(registry.clone(), Arc::new(keys().signers()), None)
+}
+
+/// The agency a test append is written for (its idempotency key's agency).
+fn writer_of(actor: &Actor) -> AgencyId {
+    actor
+        .agency()
+        .cloned()
+        .unwrap_or_else(|| agency("test-router"))
 }
 
 fn key_of(actor: &Actor) -> refbus_core::signature::SigningKey {
@@ -99,7 +107,8 @@ async fn write(
         .events
         .remove(0);
     let after = evolve(state.cloned(), &event).unwrap();
-    let message_id = format!("test:{}:{}", after.id, event.seq);
+    let request_id = RequestId::new(format!("test:{}:{}", after.id, event.seq)).unwrap();
+    let writer = writer_of(&event.actor);
     let key = key_of(&event.actor);
     let (appended, _) = bus
         .append(
@@ -108,7 +117,10 @@ async fn write(
                 event,
                 &after,
                 current.map_or(0, |stored| stored.seq),
-                &message_id,
+                Idempotency::Request {
+                    agency: &writer,
+                    request_id: &request_id,
+                },
             ),
         )
         .await
@@ -536,9 +548,17 @@ async fn an_event_the_core_would_refuse_is_flagged_and_never_moves_a_clock() {
     let forged = acceptance_after(state, "maros-dinsos", at("2026-03-02T09:05:00+08:00"), None);
     let after = evolve(Some(state.clone()), &forged).unwrap();
     let key = key_of(&forged.actor);
-    bus.append(&key, Append::after(forged, &after, created.seq, "forged"))
-        .await
-        .unwrap();
+    let (writer, request_id) = (writer_of(&forged.actor), RequestId::new("forged").unwrap());
+    let idempotency = Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
+    bus.append(
+        &key,
+        Append::after(forged, &after, created.seq, idempotency),
+    )
+    .await
+    .unwrap();
     loop {
         if let Activity::Flagged { referral, why, .. } = router.activity.recv().await.unwrap() {
             assert_eq!(referral, Some(state.id));
@@ -609,9 +629,17 @@ async fn an_event_stamped_before_its_predecessor_is_refused_and_the_clock_runs_o
     );
     let after = evolve(Some(state.clone()), &backdated).unwrap();
     let key = key_of(&backdated.actor);
+    let (writer, request_id) = (
+        writer_of(&backdated.actor),
+        RequestId::new("skew-accept").unwrap(),
+    );
+    let idempotency = Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
     bus.append(
         &key,
-        Append::after(backdated, &after, created.seq, "skew-accept"),
+        Append::after(backdated, &after, created.seq, idempotency),
     )
     .await
     .unwrap();
@@ -760,7 +788,15 @@ async fn a_forged_event_naming_another_referral_does_not_silence_it() {
     claimed.creation.recipient = agency("polres-maros");
     let claimed = evolve(Some(claimed), &forged).unwrap();
     let key = key_of(&forged.actor);
-    bus.append(&key, Append::after(forged, &claimed, 0, "forged-other"))
+    let (writer, request_id) = (
+        writer_of(&forged.actor),
+        RequestId::new("forged-other").unwrap(),
+    );
+    let idempotency = Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
+    bus.append(&key, Append::after(forged, &claimed, 0, idempotency))
         .await
         .unwrap();
 

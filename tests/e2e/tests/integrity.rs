@@ -92,7 +92,10 @@ async fn a_shadow_copy_on_another_agencys_subject_is_never_taken_for_the_referra
                 state_after: &claimed,
                 expected_last_seq: last,
                 prev_seq: original.seq,
-                message_id: "polres-forged",
+                key: refbus_bus::Idempotency::Request {
+                    agency: &agency("polres-maros"),
+                    request_id: &refbus_core::RequestId::new("polres-forged").unwrap(),
+                },
             },
         )
         .await
@@ -211,7 +214,10 @@ async fn unsigned_misattributed_and_back_dated_records_are_not_believed() {
             state_after: &after,
             expected_last_seq: last,
             prev_seq: created.seq,
-            message_id: "backdated",
+            key: refbus_bus::Idempotency::Request {
+                agency: &agency("maros-uptd-ppa"),
+                request_id: &refbus_core::RequestId::new("backdated").unwrap(),
+            },
         },
     )
     .await
