@@ -572,6 +572,52 @@ impl Bus {
         }))
     }
 
+    /// [`Bus::watch`] of the referral events of one kind of change (`kind`, as
+    /// [`refbus_core::Change::kind`] names it: `reroute_requested`), for a follower that acts
+    /// on those alone. Every other message is skipped on its CloudEvents `ce-type` header,
+    /// before it is decoded or checked; what is kept is checked as [`Bus::watch`] checks it.
+    /// The header is not signed, but skipping on it is safe: a writer can put any type on its
+    /// own message, which is then checked like any other, and a message stored by another
+    /// writer cannot be changed; a record whose header lies about its kind is one the follower
+    /// would not act on anyway, or one that fails the check.
+    pub async fn watch_changes(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+        after: u64,
+        kind: &str,
+    ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
+        let deliver_policy = if after == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let wanted = headers::change_type(kind);
+        let messages = self.ordered(filters, deliver_policy).await?;
+        let verifier = verifier.clone();
+        Ok(messages.filter_map(move |message| {
+            let item = match message {
+                Ok(message)
+                    if !message.headers.as_ref().is_some_and(|headers| {
+                        headers
+                            .get("ce-type")
+                            .is_some_and(|value| value.as_str() == wanted)
+                    }) =>
+                {
+                    None
+                }
+                Ok(message) => match raw_stream_message(&message) {
+                    Ok(raw) => checked_item(&verifier, raw).map(Ok),
+                    Err(err) => Some(Err(err)),
+                },
+                Err(err) => Some(Err(err)),
+            };
+            std::future::ready(item)
+        }))
+    }
+
     /// The last event of every referral matching `filters` (the current state of each), then
     /// the stream ends.
     pub async fn latest(
