@@ -322,14 +322,14 @@ impl Bus {
         }
         let state = append.state_after;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        let record = EventRecord::new(append.event, state, &subject, key);
+        let (record, payload) = EventRecord::signed(append.event, state, &subject, key);
         let mut headers = HeaderMap::new();
         headers::insert_cloudevent(&mut headers, &record.event);
         headers::inject_trace_context(&mut headers);
         headers.insert(headers::KIND, "event");
         headers.insert(headers::PREV_SEQ, append.prev_seq.to_string().as_str());
         let message = PublishMessage::build()
-            .payload(record.encode())
+            .payload(payload)
             .headers(headers)
             .message_id(append.message_id)
             .expected_last_subject_sequence(append.expected_last_seq);
