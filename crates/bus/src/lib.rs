@@ -336,14 +336,14 @@ impl Bus {
         }
         let state = append.state_after;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        let record = EventRecord::new(append.event, state, &subject, key);
+        let (record, payload) = EventRecord::signed(append.event, state, &subject, key);
         let mut headers = HeaderMap::new();
         headers::insert_cloudevent(&mut headers, &record.event);
         headers::inject_trace_context(&mut headers);
         headers.insert(headers::KIND, "event");
         headers.insert(headers::PREV_SEQ, append.prev_seq.to_string().as_str());
         let message = PublishMessage::build()
-            .payload(record.encode())
+            .payload(payload)
             .headers(headers)
             .message_id(append.key.message_id())
             .expected_last_subject_sequence(append.expected_last_seq);
@@ -584,6 +584,52 @@ impl Bus {
         Ok(messages.filter_map(move |message| {
             let item = match message.and_then(|message| raw_stream_message(&message)) {
                 Ok(raw) => checked_item(&verifier, raw).map(Ok),
+                Err(err) => Some(Err(err)),
+            };
+            std::future::ready(item)
+        }))
+    }
+
+    /// [`Bus::watch`] of the referral events of one kind of change (`kind`, as
+    /// [`refbus_core::Change::kind`] names it: `reroute_requested`), for a follower that acts
+    /// on those alone. Every other message is skipped on its CloudEvents `ce-type` header,
+    /// before it is decoded or checked; what is kept is checked as [`Bus::watch`] checks it.
+    /// The header is not signed, but skipping on it is safe: a writer can put any type on its
+    /// own message, which is then checked like any other, and a message stored by another
+    /// writer cannot be changed; a record whose header lies about its kind is one the follower
+    /// would not act on anyway, or one that fails the check.
+    pub async fn watch_changes(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+        after: u64,
+        kind: &str,
+    ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
+        let deliver_policy = if after == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let wanted = headers::change_type(kind);
+        let messages = self.ordered(filters, deliver_policy).await?;
+        let verifier = verifier.clone();
+        Ok(messages.filter_map(move |message| {
+            let item = match message {
+                Ok(message)
+                    if !message.headers.as_ref().is_some_and(|headers| {
+                        headers
+                            .get("ce-type")
+                            .is_some_and(|value| value.as_str() == wanted)
+                    }) =>
+                {
+                    None
+                }
+                Ok(message) => match raw_stream_message(&message) {
+                    Ok(raw) => checked_item(&verifier, raw).map(Ok),
+                    Err(err) => Some(Err(err)),
+                },
                 Err(err) => Some(Err(err)),
             };
             std::future::ready(item)

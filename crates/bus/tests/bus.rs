@@ -839,4 +839,81 @@ async fn next_consumed(
         .expect("nothing came")
         .expect("the stream ended")
         .expect("a read error")
+#[test]
+fn a_signed_records_payload_is_its_encoding_and_the_record_is_the_same() {
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "s1");
+    let subject = subject_of(&state);
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&event.actor));
+    let (record, payload) = refbus_bus::EventRecord::signed(event.clone(), &state, &subject, &key);
+    // One encoding of the event serves the hash, the signature and the payload: the same
+    // bytes as encoding the record anew (Ed25519 signatures are deterministic).
+    assert_eq!(payload, record.encode());
+    assert_eq!(
+        record,
+        refbus_bus::EventRecord::new(event, &state, &subject, &key)
+    );
+    let decoded = refbus_bus::EventRecord::decode(&payload).unwrap();
+    assert!(decoded.hash_matches());
+    assert_eq!(decoded, record);
+}
+
+#[tokio::test]
+async fn watching_one_kind_of_change_skips_others_unread_and_checks_what_it_keeps() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let js = raw(&server).await;
+    let dinsos = agency("maros-dinsos");
+    let verifier = verifier();
+    let mut requests = bus
+        .watch_changes(
+            &verifier,
+            vec![subjects::sent_by(&dinsos)],
+            0,
+            "reroute_requested",
+        )
+        .await
+        .unwrap();
+    let (create, state) = created("maros-dinsos", "maros-uptd-ppa", "w1");
+    let subject = subject_of(&state);
+    append(&bus, create, &state, 0, "w-a").await.unwrap();
+    // Not a refbus record, and no type: skipped before it is read (nothing reported).
+    js.publish(subject.clone(), "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Not a refbus record, but typed as a reroute request: read, refused and reported.
+    let mut typed = async_nats::HeaderMap::new();
+    typed.insert("ce-type", "org.refbus.referral.reroute_requested.v1");
+    js.publish_with_headers(subject.clone(), typed, "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The router's request: yielded, checked.
+    let event = Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: state.updated_at.plus(std::time::Duration::from_secs(60)),
+        actor: Actor::Router,
+        request_id: None,
+        change: Change::RerouteRequested {
+            to: agency("maros-rsud"),
+            cause: refbus_core::event::RerouteCause::Status {
+                status: refbus_core::referral::Status::Rejected,
+            },
+            due_at: state.updated_at,
+        },
+        prev_hash: state.last_hash,
+    };
+    let after = evolve(Some(state.clone()), &event).unwrap();
+    let stored = append(&bus, event, &after, 3, "w-b").await.unwrap();
+    let item = requests.next().await.unwrap().unwrap();
+    assert_eq!(item.seq(), stored.seq);
+    assert!(matches!(
+        &item,
+        Item::Event(e) if matches!(e.record.event.change, Change::RerouteRequested { .. })
+    ));
+    assert_eq!(verifier.refused(), 1);
 }
