@@ -578,7 +578,10 @@ impl Adapter {
             (Some(existing), Some(retried)) if existing == retried => true,
             (Some(existing), Some(retried)) if !end_to_end => {
                 let keyring = &self.inner.keyring;
-                match (keyring.open(existing, *context), keyring.open(retried, *context)) {
+                match (
+                    keyring.open(existing, *context),
+                    keyring.open(retried, *context),
+                ) {
                     (Ok(existing), Ok(retried)) => existing == retried,
                     // What this agency cannot open, it cannot call the same.
                     _ => false,
@@ -687,11 +690,13 @@ impl Adapter {
             .registry
             .policy_in_force(now)
             .ok_or_else(|| status::no_policy(now))?;
-        let child_creation =
-            original
-                .record
-                .state
-                .reroute_child(to, identity, note, justification, policy.version.clone());
+        let child_creation = original.record.state.reroute_child(
+            to,
+            identity,
+            note,
+            justification,
+            policy.version.clone(),
+        );
         let child = self
             .create_referral(
                 operator.clone(),
@@ -759,9 +764,8 @@ impl Adapter {
         if identity.is_none() && justification.is_none() {
             return Ok((None, None));
         }
-        let to_field = |err: refbus_seal::SealError| {
-            status::field(&FieldError::new("to", err.to_string()))
-        };
+        let to_field =
+            |err: refbus_seal::SealError| status::field(&FieldError::new("to", err.to_string()));
         let batch = keyring
             .batch_for(&[keyring.agency(), to], Context::Identity(child_id))
             .map_err(to_field)?;

@@ -9,8 +9,11 @@ use refbus_seal::{Context, KeyPair, Keyring};
 fn main() {
     let sender = AgencyId::new("maros-dinsos").unwrap();
     let recipient = AgencyId::new("polres-maros").unwrap();
-    let (sender_keys, recipient_keys, backup) =
-        (KeyPair::generate(), KeyPair::generate(), KeyPair::generate());
+    let (sender_keys, recipient_keys, backup) = (
+        KeyPair::generate(),
+        KeyPair::generate(),
+        KeyPair::generate(),
+    );
     let directory = [
         (sender.clone(), sender_keys.public().clone()),
         (recipient.clone(), recipient_keys.public().clone()),
@@ -26,7 +29,11 @@ fn main() {
         let batch = keyring
             .batch_for(&[&sender, &recipient], Context::Identity(&referral))
             .unwrap();
-        std::hint::black_box(batch.seal_in(&identity, Context::Identity(&referral)).unwrap());
+        std::hint::black_box(
+            batch
+                .seal_in(&identity, Context::Identity(&referral))
+                .unwrap(),
+        );
         std::hint::black_box(batch.seal_in(&note, Context::Note(&referral)).unwrap());
     };
     for _ in 0..200 {

@@ -351,7 +351,8 @@ mod tests {
         let envelope = Envelope::parse(&twice).unwrap();
         assert_eq!(envelope.agencies(), vec![&dinsos]);
         let mut same_key = twice.clone();
-        let second_key_at = 2 + (1 + dinsos.as_str().len() + KEY_ID_LEN + ENC_LEN + WRAPPED_KEY_LEN)
+        let second_key_at = 2
+            + (1 + dinsos.as_str().len() + KEY_ID_LEN + ENC_LEN + WRAPPED_KEY_LEN)
             + 1
             + dinsos.as_str().len();
         same_key[second_key_at..second_key_at + KEY_ID_LEN].fill(0);

@@ -100,11 +100,11 @@ impl Keyring {
         backups: impl IntoIterator<Item = (AgencyId, PublicKey)>,
     ) -> Keyring {
         for (agency, backup) in backups {
-            if let Some(keys) = self.directory.get_mut(&agency) {
-                if !keys.contains(&backup) {
-                    keys.truncate(1);
-                    keys.push(backup);
-                }
+            if let Some(keys) = self.directory.get_mut(&agency)
+                && !keys.contains(&backup)
+            {
+                keys.truncate(1);
+                keys.push(backup);
             }
         }
         self
@@ -174,8 +174,13 @@ impl Keyring {
     }
 
     /// Opens a payload sealed for this agency in `context`.
-    pub fn open(&self, payload: &SealedPayload, context: Context<'_>) -> Result<Vec<u8>, OpenError> {
-        self.open_any(payload, &[context]).map(|(_, plaintext)| plaintext)
+    pub fn open(
+        &self,
+        payload: &SealedPayload,
+        context: Context<'_>,
+    ) -> Result<Vec<u8>, OpenError> {
+        self.open_any(payload, &[context])
+            .map(|(_, plaintext)| plaintext)
     }
 
     /// Opens a payload sealed for this agency in whichever of `contexts` (all of one referral)

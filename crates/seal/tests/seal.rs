@@ -247,7 +247,11 @@ fn a_keyring_refuses_a_registry_that_disagrees_with_its_secret_key() {
 }
 
 /// A keyring for `agency` holding `secrets` (current first), with `registry` as the directory.
-fn keyring(agency: &Agency, secrets: Vec<SecretKey>, registry: &[(AgencyId, PublicKey)]) -> Keyring {
+fn keyring(
+    agency: &Agency,
+    secrets: Vec<SecretKey>,
+    registry: &[(AgencyId, PublicKey)],
+) -> Keyring {
     Keyring::with_keys(agency.id.clone(), secrets, registry.iter().cloned()).unwrap()
 }
 
@@ -320,9 +324,14 @@ fn the_backup_key_opens_everything_sealed_for_its_agency() {
     let batch = sender
         .batch_for(&[&dinsos.id, &polres.id], Context::Identity(&referral))
         .unwrap();
-    let identity = batch.seal_in(IDENTITY, Context::Identity(&referral)).unwrap();
+    let identity = batch
+        .seal_in(IDENTITY, Context::Identity(&referral))
+        .unwrap();
     let note = batch.seal_in(b"a note", Context::Note(&referral)).unwrap();
-    assert_eq!(identity.recipients, vec![dinsos.id.clone(), polres.id.clone()]);
+    assert_eq!(
+        identity.recipients,
+        vec![dinsos.id.clone(), polres.id.clone()]
+    );
     assert_eq!(
         refbus_seal::envelope_keys(&identity.envelope).unwrap(),
         vec![
@@ -338,15 +347,24 @@ fn the_backup_key_opens_everything_sealed_for_its_agency() {
         let contexts = [Context::Note(&referral), Context::Identity(&referral)];
         let (context, opened) =
             open_in_contexts(&identity, &polres.id, &secrets, &contexts).unwrap();
-        assert_eq!((context, opened.as_slice()), (Context::Identity(&referral), IDENTITY));
+        assert_eq!(
+            (context, opened.as_slice()),
+            (Context::Identity(&referral), IDENTITY)
+        );
         let (context, opened) = open_in_contexts(&note, &polres.id, &secrets, &contexts).unwrap();
-        assert_eq!((context, opened.as_slice()), (Context::Note(&referral), &b"a note"[..]));
+        assert_eq!(
+            (context, opened.as_slice()),
+            (Context::Note(&referral), &b"a note"[..])
+        );
         let other = ReferralId::from_bytes([13; 16]);
         assert!(open_in_contexts(&note, &polres.id, &secrets, &[Context::Note(&other)]).is_err());
     }
     // One content key, one set of wraps for the whole batch.
     let header = identity.envelope.len() - IDENTITY.len() - 16;
-    assert_eq!(identity.envelope[..header - 12], note.envelope[..header - 12]);
+    assert_eq!(
+        identity.envelope[..header - 12],
+        note.envelope[..header - 12]
+    );
 }
 
 #[test]

@@ -356,6 +356,7 @@ pub fn create_request(
             services: true,
             disclose_to_agencies: true,
             override_justification: String::new(),
+            sealed_override_justification: None,
         }),
         case_reported_at: None,
         person: Some(v1::create_referral_request::Person::Identity(identity(

@@ -652,8 +652,8 @@ fn a_consent_override_justification_is_sealed_for_sender_and_recipient() {
         }),
         ..valid_create()
     };
-    let created = create_referral(&request, &agency(SENDER), &policy_version(), &mut sealer)
-        .unwrap();
+    let created =
+        create_referral(&request, &agency(SENDER), &policy_version(), &mut sealer).unwrap();
     assert_eq!(
         seen.last().map(String::as_str),
         Some("Justification { recipient: AgencyId(\"maros-dp3a\") }")
