@@ -209,3 +209,215 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
     assert_eq!(router.status.code(), Some(1), "{}", text(&router));
     assert!(text(&router).contains("chmod 600"), "{}", text(&router));
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `refbus adapter` for `agency` with the keys in `keys`; its address once it serves.
+fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
+    use std::io::BufRead as _;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+        .current_dir(repo_root())
+        .args([
+            "adapter",
+            "--agency",
+            agency,
+            "--config",
+            "deploy/config/demo.toml",
+        ])
+        .args(["--nats", nats, "--listen", &listen, "--key"])
+        .arg(keys.join(format!("{agency}.key")))
+        .arg("--public-keys")
+        .arg(keys)
+        .env("REFBUS_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the adapter serves");
+        if line.contains("adapter serving") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in rx {});
+    (Process(child), listen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_opens_a_referral_with_the_backup_key_alone() {
+    use refbus_proto::v1;
+    let nats = refbus_testkit::NatsServer::start().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let out = keys.path().to_str().unwrap();
+    for agency in ["maros-dinsos", "maros-uptd-ppa"] {
+        assert!(
+            refbus(&["keys", "generate", "--agency", agency, "--out", out])
+                .status
+                .success()
+        );
+    }
+    // UPTD PPA's head made a backup key; its public half sits beside the public keys.
+    let offline = tempfile::tempdir().unwrap();
+    let backup = refbus(&[
+        "keys",
+        "generate-backup",
+        "--agency",
+        "maros-uptd-ppa",
+        "--out",
+        offline.path().to_str().unwrap(),
+    ]);
+    assert!(backup.status.success(), "{}", text(&backup));
+    std::fs::copy(
+        offline.path().join("maros-uptd-ppa.backup.pub"),
+        keys.path().join("maros-uptd-ppa.backup.pub"),
+    )
+    .unwrap();
+
+    let (_dinsos_process, dinsos) = start_adapter(&nats.url(), keys.path(), "maros-dinsos");
+    let mut client =
+        v1::referral_service_client::ReferralServiceClient::connect(format!("http://{dinsos}"))
+            .await
+            .unwrap();
+    let justification = "Korban tidak sadar di RSUD Salewangang malam ini";
+    let mut request = tonic::Request::new(v1::CreateReferralRequest {
+        request_id: "recover-1".into(),
+        recipient: "maros-uptd-ppa".into(),
+        case_id: "MRS-REC-1".into(),
+        service: "psychological_counselling".into(),
+        priority: v1::Priority::Urgent.into(),
+        consent: Some(v1::Consent {
+            services: false,
+            disclose_to_agencies: true,
+            override_justification: justification.into(),
+            sealed_override_justification: None,
+        }),
+        person: Some(v1::create_referral_request::Person::Identity(
+            v1::ClientIdentity {
+                full_name: "Orang Contoh Pemulihan".into(),
+                nik: "7309014506900001".into(),
+                ..Default::default()
+            },
+        )),
+        note: "Catatan rahasia".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "x-refbus-operator",
+        "operator@maros-dinsos".parse().unwrap(),
+    );
+    let id = client
+        .create_referral(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id;
+
+    // The online key is lost: UPTD PPA's administrator recovers with the backup key alone.
+    std::fs::remove_file(keys.path().join("maros-uptd-ppa.key")).unwrap();
+    let opened = offline.path().join("recovered.jsonl");
+    let args = [
+        "keys",
+        "recover",
+        "--agency",
+        "maros-uptd-ppa",
+        "--backup-key",
+        offline
+            .path()
+            .join("maros-uptd-ppa.backup.key")
+            .to_str()
+            .unwrap(),
+        "--referral",
+        &id,
+        "--out",
+        opened.to_str().unwrap(),
+        "--config",
+        "deploy/config/demo.toml",
+        "--public-keys",
+        out,
+        "--nats",
+        &nats.url(),
+    ]
+    .map(str::to_owned);
+    let recovered = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refbus(&args)
+    })
+    .await
+    .unwrap();
+    assert!(recovered.status.success(), "{}", text(&recovered));
+    assert!(
+        text(&recovered).contains("opened 3 sealed payloads"),
+        "{}",
+        text(&recovered)
+    );
+    let mode = std::fs::metadata(&opened).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&opened)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let find = |key: &str| {
+        lines
+            .iter()
+            .find_map(|line| line["opened"].get(key).cloned())
+            .unwrap_or_else(|| panic!("no {key} in {lines:?}"))
+    };
+    assert_eq!(find("identity")["full_name"], "Orang Contoh Pemulihan");
+    assert_eq!(find("identity")["nik"], "7309014506900001");
+    assert_eq!(find("note"), "Catatan rahasia");
+    assert_eq!(find("consent_override_justification"), justification);
+
+    // It never overwrites: a second run with the same output refuses.
+    let again = refbus(&[
+        "keys",
+        "recover",
+        "--agency",
+        "maros-uptd-ppa",
+        "--backup-key",
+        offline
+            .path()
+            .join("maros-uptd-ppa.backup.key")
+            .to_str()
+            .unwrap(),
+        "--referral",
+        &id,
+        "--out",
+        opened.to_str().unwrap(),
+        "--config",
+        "deploy/config/demo.toml",
+        "--nats",
+        &nats.url(),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        text(&again).contains("must not exist yet"),
+        "{}",
+        text(&again)
+    );
+}
