@@ -22,13 +22,18 @@ pub(crate) fn sealer<'a>(
             (None, Some((sender, recipient))) => (sender, recipient),
             (None, None) => return Err(SealError("no referral to seal for".to_owned())),
         };
-        let context = match target {
-            SealTarget::Identity { .. } => Context::Identity(&referral),
-            SealTarget::Note { .. } => Context::Note(&referral),
-        };
         keyring
-            .seal_for(&[first, second], plaintext, &context.aad())
+            .seal_for(&[first, second], plaintext, context(&target, &referral))
             .map_err(|err| SealError(err.to_string()))
+    }
+}
+
+/// The context a payload for `target` is sealed in.
+pub(crate) fn context<'r>(target: &SealTarget<'_>, referral: &'r ReferralId) -> Context<'r> {
+    match target {
+        SealTarget::Identity { .. } => Context::Identity(referral),
+        SealTarget::Note { .. } => Context::Note(referral),
+        SealTarget::Justification { .. } => Context::Justification(referral),
     }
 }
 
@@ -65,8 +70,9 @@ pub(crate) fn opener_knowing<'a>(
     move |payload| known.plaintext_of(payload).or_else(|| open(payload))
 }
 
-/// Opens what this agency may read on `referral`: identity under the identity context, notes
-/// under the note context. Anything else stays closed.
+/// Opens what this agency may read on `referral`, with its current key or an earlier one:
+/// notes, identity and consent justifications, each under its own context (one unwrap, then a
+/// cheap try per context). Anything else stays closed.
 pub(crate) fn opener(
     keyring: &Keyring,
     referral: ReferralId,
@@ -75,9 +81,14 @@ pub(crate) fn opener(
         if !payload.recipients.contains(keyring.agency()) {
             return None;
         }
+        let contexts = [
+            Context::Note(&referral),
+            Context::Identity(&referral),
+            Context::Justification(&referral),
+        ];
         keyring
-            .open(payload, &Context::Note(&referral).aad())
-            .or_else(|_| keyring.open(payload, &Context::Identity(&referral).aad()))
+            .open_any(payload, &contexts)
             .ok()
+            .map(|(_, plaintext)| plaintext)
     }
 }

@@ -72,13 +72,23 @@ pub(crate) enum Access {
 pub(crate) struct EndToEnd {
     pub(crate) identity: bool,
     pub(crate) note: bool,
+    pub(crate) justification: bool,
 }
 
-/// A creation's identity and note, sealed.
+/// A creation's identity, note and consent justification, sealed.
 type SealedParts = (
     Option<refbus_core::referral::SealedPayload>,
     Option<refbus_core::referral::SealedPayload>,
+    Option<refbus_core::referral::SealedPayload>,
 );
+
+/// Which payload of a create a deferred plaintext is.
+#[derive(Debug, Clone, Copy)]
+enum Deferred {
+    Identity,
+    Note,
+    Justification,
+}
 
 /// Seals a decided creation's placeholders.
 type Sealing<'a> = dyn FnMut(&Creation) -> Result<SealedParts, Status> + Send + 'a;
@@ -344,14 +354,18 @@ impl Adapter {
         // One conversion. Its sealer seals nothing yet: it keeps each plaintext aside and puts
         // in the creation a placeholder naming the agencies it will be sealed for, so the core
         // decides on everything else first and bad input costs no sealing.
-        let mut deferred: Vec<(bool, Vec<u8>)> = Vec::new();
+        let mut deferred: Vec<(Deferred, Vec<u8>)> = Vec::new();
         let own = inner.agency.clone();
         let mut deferring = |target: SealTarget<'_>, plaintext: &[u8]| {
             let Some(recipient) = target.recipient() else {
                 return Err(SealError("no referral to seal for".to_owned()));
             };
-            let identity = matches!(target, SealTarget::Identity { .. });
-            deferred.push((identity, plaintext.to_vec()));
+            let kind = match target {
+                SealTarget::Identity { .. } => Deferred::Identity,
+                SealTarget::Note { .. } => Deferred::Note,
+                SealTarget::Justification { .. } => Deferred::Justification,
+            };
+            deferred.push((kind, plaintext.to_vec()));
             Ok(refbus_core::referral::SealedPayload::placeholder(vec![
                 own.clone(),
                 recipient.clone(),
@@ -368,28 +382,43 @@ impl Adapter {
                 Some(v1::create_referral_request::Person::SealedIdentity(_))
             ),
             note: request.sealed_note.is_some(),
+            justification: request
+                .consent
+                .as_ref()
+                .is_some_and(|consent| consent.sealed_override_justification.is_some()),
         };
         let mut sealed_here = keys::SealedHere::default();
         let keyring = &inner.keyring;
+        // One content key for the whole create: identity, note and justification share one set
+        // of key wraps (one HPKE wrap per key of the sender and the recipient, backups
+        // included), each payload with its own nonce and context.
         let mut seal = |creation: &Creation| -> Result<SealedParts, Status> {
-            let mut sealer = keys::sealer(keyring, referral_id, None);
-            let mut parts = (creation.identity.clone(), creation.note.clone());
-            for (identity, plaintext) in deferred.drain(..) {
-                let target = if identity {
-                    SealTarget::Identity {
-                        recipient: &creation.recipient,
-                    }
-                } else {
-                    SealTarget::Note {
-                        recipient: Some(&creation.recipient),
-                    }
+            let mut parts = (
+                creation.identity.clone(),
+                creation.note.clone(),
+                creation.consent.override_justification.clone(),
+            );
+            if deferred.is_empty() {
+                return Ok(parts);
+            }
+            let parties = [&creation.sender, &creation.recipient];
+            let batch = keyring
+                .batch_for(&parties, Context::Identity(&referral_id))
+                .map_err(|err| status::sealing(&SealError(err.to_string())))?;
+            for (kind, plaintext) in deferred.drain(..) {
+                let context = match kind {
+                    Deferred::Identity => Context::Identity(&referral_id),
+                    Deferred::Note => Context::Note(&referral_id),
+                    Deferred::Justification => Context::Justification(&referral_id),
                 };
-                let sealed = sealer(target, &plaintext).map_err(|err| status::sealing(&err))?;
+                let sealed = batch
+                    .seal_in(&plaintext, context)
+                    .map_err(|err| status::sealing(&SealError(err.to_string())))?;
                 sealed_here.remember(&sealed, &plaintext);
-                if identity {
-                    parts.0 = Some(sealed);
-                } else {
-                    parts.1 = Some(sealed);
+                match kind {
+                    Deferred::Identity => parts.0 = Some(sealed),
+                    Deferred::Note => parts.1 = Some(sealed),
+                    Deferred::Justification => parts.2 = Some(sealed),
                 }
             }
             Ok(parts)
@@ -444,10 +473,10 @@ impl Adapter {
         let mut sealing = std::time::Duration::ZERO;
         if let Some(seal) = seal {
             let start = watch.now();
-            let (identity, note) = seal(&recorded.state.creation)?;
+            let (identity, note, justification) = seal(&recorded.state.creation)?;
             sealing = watch.since(start);
             recorded = recorded
-                .with_sealed_creation(identity, note)
+                .with_sealed_creation(identity, note, justification)
                 .map_err(|err| status::record(&err))?;
         }
         watch.add(Stage::Sealing, sealing);
@@ -571,6 +600,7 @@ impl Adapter {
             let mut creation = creation.clone();
             creation.identity = None;
             creation.note = None;
+            creation.consent.override_justification = None;
             // A retry after the policy changed still describes the same referral.
             creation.policy_version = existing.policy_version.clone();
             creation
@@ -588,6 +618,12 @@ impl Adapter {
                 &Context::Note(referral),
                 end_to_end.note,
             )
+            && self.same_sealed(
+                existing.consent.override_justification.as_ref(),
+                retried.consent.override_justification.as_ref(),
+                &Context::Justification(referral),
+                end_to_end.justification,
+            )
     }
 
     fn same_sealed(
@@ -601,8 +637,11 @@ impl Adapter {
             (None, None) => true,
             (Some(existing), Some(retried)) if existing == retried => true,
             (Some(existing), Some(retried)) if !end_to_end => {
-                let (keyring, aad) = (&self.inner.keyring, context.aad());
-                match (keyring.open(existing, &aad), keyring.open(retried, &aad)) {
+                let keyring = &self.inner.keyring;
+                match (
+                    keyring.open(existing, *context),
+                    keyring.open(retried, *context),
+                ) {
                     (Ok(existing), Ok(retried)) => existing == retried,
                     // What this agency cannot open, it cannot call the same.
                     _ => false,
@@ -641,6 +680,7 @@ impl Adapter {
         let end_to_end = EndToEnd {
             identity: order.sealed_identity.is_some(),
             note: request.sealed_note.is_some(),
+            justification: false,
         };
         self.reroute_to(
             operator,
@@ -702,19 +742,21 @@ impl Adapter {
             return Err(status::rejection(&rejection, &original_id.to_string()));
         }
 
-        let identity = match sealed_identity {
-            Some(sealed) => Some(sealed),
-            None => self.reseal_identity(&original, &child_id, to).await?,
-        };
+        let (resealed_identity, justification) = self
+            .reseal_creation(&original, &child_id, to, sealed_identity.is_none())
+            .await?;
+        let identity = sealed_identity.or(resealed_identity);
         let policy = inner
             .registry
             .policy_in_force(now)
             .ok_or_else(|| status::no_policy(now))?;
-        let child_creation =
-            original
-                .record
-                .state
-                .reroute_child(to, identity, note, policy.version.clone());
+        let child_creation = original.record.state.reroute_child(
+            to,
+            identity,
+            note,
+            justification,
+            policy.version.clone(),
+        );
         let child = self
             .create_referral(
                 operator.clone(),
@@ -733,14 +775,22 @@ impl Adapter {
         Ok(Rerouted { original, child })
     }
 
-    /// The original's identity, opened with this agency's key and sealed anew for this agency
-    /// and the new recipient, bound to the child referral.
-    async fn reseal_identity(
+    /// The original's identity and consent justification, opened with this agency's key and
+    /// sealed anew for this agency and the new recipient (one content key for both), bound to
+    /// the child referral.
+    async fn reseal_creation(
         &self,
         original: &Stored<EventRecord>,
         child_id: &ReferralId,
         to: &AgencyId,
-    ) -> Result<Option<refbus_core::referral::SealedPayload>, Status> {
+        with_identity: bool,
+    ) -> Result<
+        (
+            Option<refbus_core::referral::SealedPayload>,
+            Option<refbus_core::referral::SealedPayload>,
+        ),
+        Status,
+    > {
         let keyring = &self.inner.keyring;
         let creation = self
             .inner
@@ -748,20 +798,45 @@ impl Adapter {
             .checked_creation(&self.inner.verifier, &original.subject)
             .await
             .map_err(|err| status::read(&err))?;
-        let sealed = creation.and_then(|first| first.record.state.creation.identity);
-        let Some(sealed) = sealed else {
-            return Ok(None);
+        let Some(mut creation) = creation.map(|first| first.record.state.creation) else {
+            return Ok((None, None));
         };
-        let plaintext = keyring
-            .open(&sealed, &Context::Identity(&original.record.state.id).aad())
-            .map_err(|err| status::cannot_reseal(&err))?;
-        keyring
-            .seal_for(
-                &[keyring.agency(), to],
-                &plaintext,
-                &Context::Identity(child_id).aad(),
-            )
-            .map(Some)
-            .map_err(|err| status::field(&FieldError::new("to", err.to_string())))
+        if !with_identity {
+            // The client sealed the child's identity end to end.
+            creation.identity = None;
+        }
+        let original_id = &original.record.state.id;
+        let opened = [
+            (creation.identity, Context::Identity(original_id)),
+            (
+                creation.consent.override_justification,
+                Context::Justification(original_id),
+            ),
+        ]
+        .map(|(sealed, context)| {
+            sealed
+                .map(|sealed| keyring.open(&sealed, context))
+                .transpose()
+                .map_err(|err| status::cannot_reseal(&err))
+        });
+        let [identity, justification] = opened;
+        let (identity, justification) = (identity?, justification?);
+        if identity.is_none() && justification.is_none() {
+            return Ok((None, None));
+        }
+        let to_field =
+            |err: refbus_seal::SealError| status::field(&FieldError::new("to", err.to_string()));
+        let batch = keyring
+            .batch_for(&[keyring.agency(), to], Context::Identity(child_id))
+            .map_err(to_field)?;
+        let identity = identity
+            .map(|plaintext| batch.seal_in(&plaintext, Context::Identity(child_id)))
+            .transpose()
+            .map_err(to_field)?;
+        let justification = justification
+            .map(|plaintext| batch.seal_in(&plaintext, Context::Justification(child_id)))
+            .transpose()
+            .map_err(to_field)?;
+        Ok((identity, justification))
     }
 }

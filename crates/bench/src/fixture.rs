@@ -32,6 +32,8 @@ pub struct Fixture {
     pub recipient: AgencyId,
     pub operator: String,
     keys: Vec<(AgencyId, KeyPair)>,
+    /// The backup key of the recipient (its public half only is used: the offline key).
+    recipient_backup: KeyPair,
 }
 
 /// With or without identity data.
@@ -68,6 +70,7 @@ impl Fixture {
             sender,
             recipient,
             keys,
+            recipient_backup: KeyPair::generate(),
         })
     }
 
@@ -86,8 +89,14 @@ impl Fixture {
             .iter()
             .map(|(id, pair)| (id.clone(), pair.public().clone()))
             .collect();
-        Keyring::new(agency.clone(), secret, directory)
-            .map_err(|err| BenchError::Setup(err.to_string()))
+        // The recipient's head keeps a backup key offline, so everything sealed for the
+        // recipient is wrapped for it too: the configuration the sealing goal is set for.
+        Ok(Keyring::new(agency.clone(), secret, directory)
+            .map_err(|err| BenchError::Setup(err.to_string()))?
+            .with_backup_keys([(
+                self.recipient.clone(),
+                self.recipient_backup.public().clone(),
+            )]))
     }
 
     /// A create with a request id of its own (`<phase>-<index>`).
@@ -116,6 +125,7 @@ impl Fixture {
                 services: true,
                 disclose_to_agencies: true,
                 override_justification: String::new(),
+                sealed_override_justification: None,
             }),
             case_reported_at: None,
             person,

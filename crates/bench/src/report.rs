@@ -134,9 +134,10 @@ impl Throughput {
 pub struct SealingCost {
     pub identity_bytes: usize,
     pub note_bytes: usize,
-    /// CPU time of one `seal_for` of the identity for two recipients.
+    /// CPU time of a create's key wraps (sender, recipient, recipient's backup key: one
+    /// content key per create) and its identity's encryption.
     pub identity: Duration,
-    /// CPU time of one `seal_for` of the note for two recipients.
+    /// CPU time of the note's encryption under the same content key.
     pub note: Duration,
 }
 
@@ -545,7 +546,7 @@ impl fmt::Display for IngestReport {
         )?;
         writeln!(
             f,
-            "Sealing primitives alone (Keyring::seal_for, 2 recipients, one thread): identity ({} B) {} µs, note ({} B) {} µs; {} µs per referral",
+            "Sealing primitives alone (one content key per create, wrapped for sender, recipient and recipient's backup key; one thread): wraps + identity ({} B) {} µs, note ({} B) {} µs; {} µs per referral",
             self.sealing.identity_bytes,
             us(self.sealing.identity),
             self.sealing.note_bytes,

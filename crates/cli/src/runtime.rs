@@ -206,48 +206,129 @@ fn warn_unknown_signers(registry: &Registry, signers: &Signers) {
     }
 }
 
-/// Every agency's public key: the registry's, then `<agency>.pub` files in `keys_dir`.
+/// Every agency's public keys: online and backup.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Directory {
+    pub(crate) online: BTreeMap<AgencyId, PublicKey>,
+    pub(crate) backup: BTreeMap<AgencyId, PublicKey>,
+}
+
+/// Every agency's public key: the registry's, then `<agency>.pub` files in `keys_dir`; and its
+/// backup key: the registry's, then `<agency>.backup.pub` in `keys_dir`.
 pub(crate) fn public_keys(
     registry: &Registry,
     keys_dir: Option<&Path>,
-) -> anyhow::Result<BTreeMap<AgencyId, PublicKey>> {
-    let mut keys = BTreeMap::new();
+) -> anyhow::Result<Directory> {
+    let mut keys = Directory::default();
     for agency in registry.agencies.values() {
-        if let Some(text) = &agency.public_key {
-            let key = PublicKey::from_base64(text)
-                .with_context(|| format!("the registry's public key of {}", agency.id))?;
-            keys.insert(agency.id.clone(), key);
-            continue;
-        }
-        if let Some(dir) = keys_dir {
-            let path = public_key_file(dir, &agency.id);
-            if path.exists() {
-                let text = std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading {}", path.display()))?;
-                let key = PublicKey::from_base64(text.trim())
-                    .with_context(|| format!("the public key in {}", path.display()))?;
-                keys.insert(agency.id.clone(), key);
+        let read = |registered: &Option<String>, file: PathBuf, what: &str| {
+            if let Some(text) = registered {
+                return PublicKey::from_base64(text)
+                    .with_context(|| format!("the registry's {what} of {}", agency.id))
+                    .map(Some);
             }
+            if keys_dir.is_some() && file.exists() {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let key = text.split_whitespace().next().unwrap_or_default();
+                return PublicKey::from_base64(key)
+                    .with_context(|| format!("the {what} in {}", file.display()))
+                    .map(Some);
+            }
+            Ok(None)
+        };
+        let dir = keys_dir.unwrap_or(Path::new("."));
+        if let Some(key) = read(
+            &agency.public_key,
+            public_key_file(dir, &agency.id),
+            "public key",
+        )? {
+            keys.online.insert(agency.id.clone(), key);
+        }
+        if let Some(key) = read(
+            &agency.backup_public_key,
+            backup_public_key_file(dir, &agency.id),
+            "backup public key",
+        )? {
+            keys.backup.insert(agency.id.clone(), key);
         }
     }
     Ok(keys)
 }
 
-/// An agency's keyring: its secret key from `secret_file` and everyone's public keys.
+/// The backup public key file of an agency in a keys directory.
+pub(crate) fn backup_public_key_file(dir: &Path, agency: &AgencyId) -> PathBuf {
+    dir.join(format!("{agency}.backup.pub"))
+}
+
+/// The name `refbus keys rotate` gives an agency's earlier sealing key:
+/// `<agency>.<key id>.old.key`, beside the current `<agency>.key`.
+pub(crate) fn earlier_key_file_name(agency: &AgencyId, key: &PublicKey) -> String {
+    format!("{agency}.{}.old.key", key.key_id())
+}
+
+/// The earlier sealing keys of `agency` beside its current key file (see
+/// [`earlier_key_file_name`]), in name order.
+fn earlier_key_files(secret_file: &Path, agency: &AgencyId) -> anyhow::Result<Vec<PathBuf>> {
+    let dir = secret_file
+        .parent()
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let prefix = format!("{agency}.");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(id) = name
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".old.key"))
+        else {
+            continue;
+        };
+        if id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            files.push(dir.join(name));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// An agency's keyring: its secret key from `secret_file`, the earlier keys `refbus keys
+/// rotate` kept beside it, and everyone's public keys (backup keys included: everything
+/// sealed for an agency that has one is wrapped for it too).
 pub(crate) fn keyring(
     agency: &AgencyId,
     secret_file: &Path,
-    public_keys: &BTreeMap<AgencyId, PublicKey>,
+    public_keys: &Directory,
 ) -> anyhow::Result<Keyring> {
-    let secret =
-        SecretKey::from_file(secret_file).with_context(|| format!("the secret key of {agency}"))?;
-    Ok(Keyring::new(
+    let mut secrets = vec![
+        SecretKey::from_file(secret_file).with_context(|| format!("the secret key of {agency}"))?,
+    ];
+    for file in earlier_key_files(secret_file, agency)? {
+        secrets.push(
+            SecretKey::from_file(&file)
+                .with_context(|| format!("an earlier secret key of {agency}"))?,
+        );
+    }
+    let keyring = Keyring::with_keys(
         agency.clone(),
-        secret,
+        secrets,
         public_keys
+            .online
             .iter()
             .map(|(id, key)| (id.clone(), key.clone())),
-    )?)
+    )?
+    .with_backup_keys(
+        public_keys
+            .backup
+            .iter()
+            .map(|(id, key)| (id.clone(), key.clone())),
+    );
+    let held = keyring.key_ids();
+    if held.len() > 1 {
+        tracing::info!(%agency, current = %held[0], earlier = held.len() - 1, "sealing keys loaded");
+    }
+    Ok(keyring)
 }
 
 // === a local nats-server for `refbus up` ===

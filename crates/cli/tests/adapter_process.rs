@@ -155,6 +155,7 @@ async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for()
                     services: true,
                     disclose_to_agencies: true,
                     override_justification: String::new(),
+                    sealed_override_justification: None,
                 }),
                 person: Some(v1::create_referral_request::Person::Identity(
                     v1::ClientIdentity {

@@ -125,6 +125,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
             services: true,
             disclose_to_agencies: true,
             override_justification: String::new(),
+            sealed_override_justification: None,
         }),
         ..Default::default()
     });
@@ -327,6 +328,7 @@ async fn up_prints_each_router_action_once_and_no_colour_codes_into_a_pipe() {
                 services: true,
                 disclose_to_agencies: true,
                 override_justification: String::new(),
+                sealed_override_justification: None,
             }),
             ..Default::default()
         }))

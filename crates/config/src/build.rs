@@ -686,6 +686,7 @@ fn build_agency(agency: &Agency, national: &BTreeSet<NaiveDate>) -> Option<regis
             .collect::<Option<_>>()?,
         contacts: agency.contacts.clone(),
         public_key: agency.public_key.clone(),
+        backup_public_key: agency.backup_public_key.clone(),
         signing_keys: agency.signing_keys.clone(),
     })
 }

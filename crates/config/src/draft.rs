@@ -84,6 +84,7 @@ pub(crate) struct Agency {
     pub(crate) time_zone: Option<Tz>,
     pub(crate) services: Vec<Located<String>>,
     pub(crate) public_key: Option<String>,
+    pub(crate) backup_public_key: Option<String>,
     pub(crate) signing_keys: Vec<String>,
     pub(crate) week: [Vec<Window>; 7],
     pub(crate) local_holidays: Vec<Located<NaiveDate>>,
@@ -331,7 +332,8 @@ pub(crate) fn read_deployment(root: &Table<'_, '_>, problems: &mut Problems) -> 
     })
 }
 
-/// A list of Ed25519 public signing keys, each checked where it stands.
+/// A list of Ed25519 public signing keys, each checked where it stands (with its fingerprint,
+/// if written).
 fn signing_keys(table: &Table<'_, '_>, key: &str, problems: &mut Problems) -> Vec<String> {
     let Some(node) = table.get(key) else {
         return Vec::new();
@@ -340,18 +342,70 @@ fn signing_keys(table: &Table<'_, '_>, key: &str, problems: &mut Problems) -> Ve
         .iter()
         .filter_map(|item| {
             let text = item.string(problems)?;
-            match refbus_core::signature::VerifyingKey::from_base64(&text.value) {
-                Ok(_) => Some(text.value),
-                Err(err) => {
-                    problems.at(
-                        text.pos,
-                        format!("`{key}`: {err}, as `refbus keys generate` prints it"),
-                    );
-                    None
-                }
-            }
+            fingerprinted_key(&text, key, problems, |bytes| {
+                refbus_core::signature::VerifyingKey::from_base64(&BASE64.encode(bytes))
+                    .map(drop)
+                    .map_err(|err| format!("{err}, as `refbus keys generate` prints it"))
+            })
         })
         .collect()
+}
+
+/// A public key as the registry holds it: the key in standard base64 (32 bytes), then
+/// optionally a space and its fingerprint, the 16 hexadecimal digits `refbus keys` prints
+/// beside it (the first 8 bytes of the key's SHA-256, the key id envelopes and signatures
+/// name). A fingerprint that does not match its key is reported where it stands: a key
+/// mistyped or pasted into the wrong agency's table is caught before anything is sealed for
+/// it. Returns the key alone.
+fn fingerprinted_key(
+    text: &Located<String>,
+    field: &str,
+    problems: &mut Problems,
+    check: impl Fn(&[u8; 32]) -> Result<(), String>,
+) -> Option<String> {
+    let mut parts = text.value.split_whitespace();
+    let (key, fingerprint) = (parts.next().unwrap_or(""), parts.next());
+    if parts.next().is_some() {
+        problems.at(
+            text.pos,
+            format!("`{field}`: write the key, then optionally one space and its fingerprint"),
+        );
+        return None;
+    }
+    let bytes: Option<[u8; 32]> = BASE64
+        .decode(key.as_bytes())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok());
+    let Some(bytes) = bytes else {
+        problems.at(
+            text.pos,
+            format!(
+                "`{field}` must be a public key: 32 bytes in standard base64 (44 characters \
+                 ending in '='), then optionally its fingerprint, as `refbus keys` prints them"
+            ),
+        );
+        return None;
+    };
+    if let Err(message) = check(&bytes) {
+        problems.at(text.pos, format!("`{field}`: {message}"));
+        return None;
+    }
+    if let Some(fingerprint) = fingerprint {
+        let actual = refbus_core::signature::KeyId::of(&bytes).to_string();
+        if !fingerprint.eq_ignore_ascii_case(&actual) {
+            problems.at(
+                text.pos,
+                format!(
+                    "`{field}`: the fingerprint {fingerprint} does not match the key, whose \
+                     fingerprint is {actual}: the key or the fingerprint was copied wrongly \
+                     (or belongs to another key); compare both with what `refbus keys` printed \
+                     where the key was made"
+                ),
+            );
+            return None;
+        }
+    }
+    Some(key.to_owned())
 }
 
 /// `8` (hours) or a duration such as `"7h30m"`, between 1 and 24 hours.
@@ -512,6 +566,7 @@ fn read_agency(mut table: Table<'_, '_>, problems: &mut Problems) -> Option<Agen
             "time_zone",
             "services",
             "public_key",
+            "backup_public_key",
             "signing_keys",
             "working_hours",
             "local_holidays",
@@ -535,19 +590,23 @@ fn read_agency(mut table: Table<'_, '_>, problems: &mut Problems) -> Option<Agen
     let public_key = table
         .get("public_key")
         .and_then(|node| node.string(problems))
-        .filter(|key| {
-            let valid = BASE64
-                .decode(key.value.as_bytes())
-                .is_ok_and(|bytes| bytes.len() == 32);
-            if !valid {
+        .and_then(|key| fingerprinted_key(&key, "public_key", problems, |_| Ok(())));
+    // The backup key is new: it must carry its fingerprint, read aloud by the agency head
+    // who keeps the secret half offline.
+    let backup_public_key = table
+        .get("backup_public_key")
+        .and_then(|node| node.string(problems))
+        .and_then(|key| {
+            if key.value.split_whitespace().nth(1).is_none() {
                 problems.at(
                     key.pos,
-                    "`public_key` must be the agency's X25519 public key: 32 bytes in standard base64 (44 characters ending in '='), as `refbus keys` prints it",
+                    "`backup_public_key` needs its fingerprint after the key (`<key> <16 hex \
+                     digits>`, as `refbus keys generate-backup` prints it)",
                 );
+                return None;
             }
-            valid
-        })
-        .map(|key| key.value);
+            fingerprinted_key(&key, "backup_public_key", problems, |_| Ok(()))
+        });
     let local_holidays = table
         .get("local_holidays")
         .map(|node| {
@@ -574,6 +633,7 @@ fn read_agency(mut table: Table<'_, '_>, problems: &mut Problems) -> Option<Agen
         time_zone,
         services: strings(&table, "services", problems),
         public_key,
+        backup_public_key,
         signing_keys: signing_keys(&table, "signing_keys", problems),
         week,
         local_holidays,

@@ -761,3 +761,67 @@ fn every_problem_is_reported_in_file_order_not_only_the_first() {
     sorted.sort_unstable();
     assert_eq!(lines, sorted);
 }
+
+#[test]
+fn public_key_fingerprints_are_verified() {
+    use data_encoding::BASE64;
+    let key = BASE64.encode(&[9u8; 32]);
+    let other = BASE64.encode(&[10u8; 32]);
+    let fingerprint = refbus_core::signature::KeyId::of(&[9u8; 32]).to_string();
+    let signing = {
+        let seed = [3u8; 32];
+        let signer = refbus_core::signature::Signer::Router;
+        refbus_core::signature::SigningKey::from_seed(&seed, signer).verifying_key()
+    };
+    let keys = |public: &str, backup: &str, signing_key: &str| {
+        edit(
+            "name = \"Polres Maros\"",
+            &format!(
+                "name = \"Polres Maros\"\npublic_key = \"{public}\"\nbackup_public_key = \"{backup}\"\nsigning_keys = [\"{signing_key}\"]"
+            ),
+        )
+    };
+    let signing_fingerprint = signing.id().to_string();
+    let signing_text = format!("{} {signing_fingerprint}", signing.to_base64());
+
+    // Right fingerprints: valid, and the registry holds the keys alone.
+    let text = keys(
+        &format!("{key} {fingerprint}"),
+        &format!("{other} {}", refbus_core::signature::KeyId::of(&[10u8; 32])),
+        &signing_text,
+    );
+    assert_eq!(diagnostics(&text, HOLIDAYS), Vec::<String>::new());
+    let registry = parse(
+        &Source::new("refbus.toml", &text),
+        &[Source::new("holidays/2026.toml", HOLIDAYS)],
+    )
+    .unwrap();
+    let polres = &registry.agencies[&refbus_core::AgencyId::new("polres-maros").unwrap()];
+    assert_eq!(polres.public_key.as_deref(), Some(key.as_str()));
+    assert_eq!(polres.backup_public_key.as_deref(), Some(other.as_str()));
+    assert_eq!(polres.signing_keys, vec![signing.to_base64()]);
+
+    // A key whose fingerprint is another key's: reported where it stands, with both.
+    let wrong = keys(
+        &format!("{other} {fingerprint}"),
+        &format!("{key} {fingerprint}"),
+        &format!("{} 0000000000000000", signing.to_base64()),
+    );
+    let found = diagnostics(&wrong, HOLIDAYS);
+    expect(&wrong, "public_key = ", "`public_key`: the fingerprint");
+    expect(
+        &wrong,
+        "signing_keys = ",
+        "`signing_keys`: the fingerprint 0000000000000000",
+    );
+    assert!(
+        found.iter().any(|line| line.contains(&fingerprint)
+            && line.contains(&refbus_core::signature::KeyId::of(&[10u8; 32]).to_string())),
+        "{found:?}"
+    );
+    assert_eq!(found.len(), 2, "{found:?}");
+
+    // A backup key must carry its fingerprint.
+    let bare = keys(&key, &other, &signing_text);
+    expect(&bare, "backup_public_key = ", "needs its fingerprint");
+}

@@ -15,7 +15,8 @@ use crate::referral::{Creation, Party, Reason, Referral, SealedPayload, Status};
 use crate::registry::Registry;
 use crate::time::Timestamp;
 
-/// The shortest written justification accepted for referring without consent.
+/// The shortest written justification accepted for referring without consent, in characters;
+/// checked on the plaintext before it is sealed.
 pub const MIN_JUSTIFICATION_CHARS: usize = 20;
 
 /// Why a command was refused. Each kind maps to one gRPC status at the adapter.
@@ -139,7 +140,7 @@ pub enum RecordError {
 }
 
 impl Recorded {
-    /// Puts the sealed identity and note into a creation that was decided with placeholders
+    /// Puts the sealed identity, note and consent justification into a creation that was decided with placeholders
     /// (payloads that name the agencies they will be sealed for, before any sealing): the
     /// adapter decides first so that bad input costs no sealing, and seals only what will be
     /// recorded. Each payload must name exactly the placeholder's agencies, which is what the
@@ -148,6 +149,7 @@ impl Recorded {
         mut self,
         identity: Option<crate::referral::SealedPayload>,
         note: Option<crate::referral::SealedPayload>,
+        justification: Option<crate::referral::SealedPayload>,
     ) -> Result<Recorded, RecordError> {
         let Change::Created(creation) = &mut self.event.change else {
             return Ok(self);
@@ -164,7 +166,10 @@ impl Recorded {
         if !same_parties(&creation.note, &note) {
             return Err(RecordError::SealedOtherwise("note"));
         }
-        if [&identity, &note]
+        if !same_parties(&creation.consent.override_justification, &justification) {
+            return Err(RecordError::SealedOtherwise("justification"));
+        }
+        if [&identity, &note, &justification]
             .into_iter()
             .flatten()
             .any(|payload| payload.is_placeholder())
@@ -173,6 +178,7 @@ impl Recorded {
         }
         creation.identity = identity;
         creation.note = note;
+        creation.consent.override_justification = justification;
         self.state = evolve(None, &self.event).map_err(RecordError::Inconsistent)?;
         Ok(self)
     }
@@ -279,6 +285,11 @@ fn check_creation(
     // Field paths as the request spells them: only end-to-end sealed data can fail here.
     check_sealed("sealed_identity", creation.identity.as_ref(), &parties)?;
     check_sealed("sealed_note", creation.note.as_ref(), &parties)?;
+    check_sealed(
+        "consent.sealed_override_justification",
+        creation.consent.override_justification.as_ref(),
+        &parties,
+    )?;
     if registry.policy(&creation.policy_version).is_none() {
         return Err(invalid(
             "policy_version",
@@ -303,14 +314,10 @@ fn check_consent(creation: &Creation) -> Result<(), Rejection> {
     if given {
         return Ok(());
     }
-    match consent.override_justification.as_deref().map(str::trim) {
-        Some(text) if text.chars().count() >= MIN_JUSTIFICATION_CHARS => Ok(()),
-        Some(_) => Err(invalid(
-            "consent.override_justification",
-            format!(
-                "a consent override needs a written justification of at least {MIN_JUSTIFICATION_CHARS} characters"
-            ),
-        )),
+    // The justification is sealed: its length was checked on the plaintext, before sealing,
+    // by the sender's adapter (`MIN_JUSTIFICATION_CHARS`); here it must be sealed for the parties.
+    match &consent.override_justification {
+        Some(_) => Ok(()),
         None if !consent.services => Err(invalid(
             "consent.services",
             "no consent for services was recorded; record it, or override with a written justification",

@@ -161,9 +161,46 @@ text_id!(
 );
 text_id!(
     /// The case a referral belongs to: an opaque case code chosen by the sending agency.
-    /// It must never be a person's name or NIK; it is metadata every party can see.
-    CaseId, "case id", token_rule!("case id", 64)
+    /// It must never be a person's name or NIK; it is metadata every party can see, so a case id
+    /// shaped like a NIK is refused (see [`looks_like_nik`]).
+    CaseId, "case id", |text| {
+        token_rule!("case id", 64)(text)?;
+        if looks_like_nik(text) {
+            return Err(IdError {
+                kind: "case id",
+                // The value is withheld: it may be a person's NIK, and errors are shown and logged.
+                input: "(withheld)".to_owned(),
+                rule: "it looks like a NIK (16 digits in a row, not counting '-', '.', '/', '_'): \
+                       a case id is metadata every party and auditor sees; use the agency's own \
+                       case code, never a person's identity number",
+            });
+        }
+        Ok(())
+    }
 );
+
+/// The length of a NIK (Nomor Induk Kependudukan), in digits.
+pub const NIK_DIGITS: usize = 16;
+
+/// Whether `text` holds something shaped like a NIK: [`NIK_DIGITS`] digits or more in a row,
+/// once the separators people type inside numbers (`-`, `.`, `/`, `_`) are left out. A real
+/// case code (`UPTD-2026-019`) never has that many; a NIK pasted into the field always does.
+pub fn looks_like_nik(text: &str) -> bool {
+    let mut run = 0;
+    for byte in text.bytes() {
+        match byte {
+            b'0'..=b'9' => {
+                run += 1;
+                if run >= NIK_DIGITS {
+                    return true;
+                }
+            }
+            b'-' | b'.' | b'/' | b'_' => {}
+            _ => run = 0,
+        }
+    }
+    false
+}
 text_id!(
     /// The person who acted, as the agency's system identifies them (user name, NIP).
     OperatorId, "operator id", token_rule!("operator id", 128)
@@ -265,6 +302,32 @@ impl<'de> Deserialize<'de> for ReferralId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case_ids_shaped_like_a_nik_are_refused_without_echoing_them() {
+        for nik_like in [
+            "7309014506900001",
+            "KASUS-7309014506900001",
+            "7309-0145-0690-0001",
+            "73.09.01.450690.0001",
+            "73090145069000012",
+        ] {
+            let error = CaseId::new(nik_like).unwrap_err();
+            assert!(error.rule.contains("NIK"), "{nik_like}: {error}");
+            assert!(!error.to_string().contains("0001"), "{error}");
+        }
+        for case in [
+            "UPTD-2026-019",
+            "BTA-2026-007",
+            "730901450690001",
+            "2026-11-30-019",
+        ] {
+            assert!(CaseId::new(case).is_ok(), "{case}");
+        }
+        // Letters break a run; separators do not.
+        assert!(!looks_like_nik("12345678x12345678"));
+        assert!(looks_like_nik("1234-5678-1234-5678"));
+    }
 
     #[test]
     fn slugs_are_subject_safe() {

@@ -156,10 +156,11 @@ impl Party {
 pub struct Consent {
     pub services: bool,
     pub disclose_to_agencies: bool,
-    /// A written justification for referring without the consent above. It is audited, and it is
-    /// visible metadata: it must explain the decision, not identify the person.
+    /// A written justification for referring without the consent above, sealed for the sender
+    /// and the recipient like a note: free text can always hold a name. The parties and their
+    /// auditors open it; the router and the bus see only that an override was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub override_justification: Option<String>,
+    pub override_justification: Option<SealedPayload>,
 }
 
 /// Bytes encrypted for a fixed set of agencies; nobody else, the router included, can read them.
@@ -353,9 +354,15 @@ impl Referral {
         to: &AgencyId,
         identity: Option<SealedPayload>,
         note: Option<SealedPayload>,
+        justification: Option<SealedPayload>,
         policy_version: PolicyVersion,
     ) -> Creation {
         let creation = &self.creation;
+        // The consent carries over; its justification is sealed anew for the child's parties.
+        let consent = Consent {
+            override_justification: justification,
+            ..creation.consent.clone()
+        };
         Creation {
             case_id: creation.case_id.clone(),
             sender: creation.sender.clone(),
@@ -364,7 +371,7 @@ impl Referral {
             priority: creation.priority,
             categories: creation.categories.clone(),
             child: creation.child,
-            consent: creation.consent.clone(),
+            consent,
             case_reported_at: creation.case_reported_at,
             identity,
             note,

@@ -37,6 +37,10 @@ pub struct Agency {
     pub contacts: BTreeMap<Role, Contact>,
     /// The agency's X25519 public key for sealed payloads (base64), if it has one yet.
     pub public_key: Option<String>,
+    /// The agency's backup X25519 public key (base64): its secret half is kept offline by the
+    /// agency head, and everything sealed for the agency is wrapped for it too, so a lost
+    /// online key loses nothing (`refbus keys recover`).
+    pub backup_public_key: Option<String>,
     /// The agency's Ed25519 public keys its adapter signs records with (base64), current first
     /// (an earlier key stays listed while records signed with it are read).
     pub signing_keys: Vec<String>,

@@ -700,18 +700,17 @@ fn creation_needs_consent_for_services() {
         })
     ));
 
-    without.consent.override_justification = Some("urgent".into());
+    // The justification is sealed (its length is checked on the plaintext, before sealing):
+    // the core checks it is sealed for exactly the parties.
+    without.consent.override_justification = Some(sealed_for(&[DINSOS, "maros-ppa"]));
     assert!(matches!(
         create(&registry, without.clone(), &operator(DINSOS)),
         Err(Rejection::Invalid {
-            field: "consent.override_justification",
+            field: "consent.sealed_override_justification",
             ..
         })
     ));
-    without.consent.override_justification = Some(
-        "Victim unconscious at RSUD; shelter needed tonight, consent to be recorded on waking"
-            .into(),
-    );
+    without.consent.override_justification = Some(sealed_for(&[DINSOS, UPTD]));
     let created = create(&registry, without, &operator(DINSOS)).unwrap();
     assert!(
         created.creation.consent.override_justification.is_some(),
@@ -1114,7 +1113,7 @@ fn a_creation_decided_on_placeholders_takes_only_payloads_sealed_for_the_same_pa
     assert_eq!(
         decided
             .clone()
-            .with_sealed_creation(Some(sealed_for(&[DINSOS, POLRES])), None)
+            .with_sealed_creation(Some(sealed_for(&[DINSOS, POLRES])), None, None)
             .unwrap_err(),
         RecordError::SealedOtherwise("identity")
     );
@@ -1127,6 +1126,7 @@ fn a_creation_decided_on_placeholders_takes_only_payloads_sealed_for_the_same_pa
                     agency(DINSOS),
                     agency(UPTD)
                 ])),
+                None,
                 None
             )
             .is_err()
@@ -1134,7 +1134,7 @@ fn a_creation_decided_on_placeholders_takes_only_payloads_sealed_for_the_same_pa
     // Sealed for the same parties: the event and the state carry it, chained to it.
     let sealed = sealed_for(&[DINSOS, UPTD]);
     let done = decided
-        .with_sealed_creation(Some(sealed.clone()), None)
+        .with_sealed_creation(Some(sealed.clone()), None, None)
         .unwrap();
     assert_eq!(done.state.creation.identity, Some(sealed));
     assert_eq!(done.state.last_hash, refbus_core::chain::hash(&done.event));

@@ -8,10 +8,15 @@ use refbus_core::referral::SealedPayload;
 
 use crate::keys::KeyId;
 
-pub(crate) const VERSION: u8 = 1;
+/// The version written: 2, where an agency may hold several wraps (its online key and its
+/// backup key). Version 1 (one wrap per agency) is still read.
+pub(crate) const VERSION: u8 = 2;
+const VERSION_ONE_WRAP_EACH: u8 = 1;
 /// The most agencies one payload can be sealed for. refbus seals for two (sender and recipient);
 /// the bound keeps parsing cheap and the count fits one byte.
 pub const MAX_RECIPIENTS: usize = 8;
+/// The most wraps one envelope holds: each agency's online key and its backup key.
+pub const MAX_WRAPS: usize = 2 * MAX_RECIPIENTS;
 pub(crate) const KEY_ID_LEN: usize = 8;
 pub(crate) const ENC_LEN: usize = 32;
 pub(crate) const CONTENT_KEY_LEN: usize = 32;
@@ -26,17 +31,20 @@ const MAX_AGENCY_ID_LEN: usize = 48;
 pub enum MalformedEnvelope {
     #[error("the envelope is empty")]
     Empty,
-    #[error("envelope version {0} is unknown; this refbus reads version {VERSION}")]
+    #[error("envelope version {0} is unknown; this refbus reads versions 1 and {VERSION}")]
     UnknownVersion(u8),
     #[error("the envelope is sealed for nobody")]
     NoRecipients,
-    #[error("the envelope claims {0} recipients; at most {MAX_RECIPIENTS} are allowed")]
+    #[error("the envelope claims {0} key wraps; at most {MAX_WRAPS} are allowed")]
     TooManyRecipients(usize),
     #[error("the envelope ends inside {0}")]
     Truncated(&'static str),
     #[error("recipient {index} of the envelope is not a valid agency id")]
     InvalidAgency { index: usize },
-    #[error("the envelope names agency `{0}` twice")]
+    #[error(
+        "the envelope names agency `{0}` twice (an agency's wraps must be adjacent, each for \
+         another key)"
+    )]
     DuplicateRecipient(AgencyId),
     #[error(
         "the payload says it is sealed for [{claimed}] but its envelope is sealed for [{actual}]"
@@ -66,7 +74,7 @@ impl<'a> Envelope<'a> {
     pub(crate) fn parse(bytes: &'a [u8]) -> Result<Envelope<'a>, MalformedEnvelope> {
         let mut reader = Reader { bytes, position: 0 };
         let version = reader.byte().ok_or(MalformedEnvelope::Empty)?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_ONE_WRAP_EACH {
             return Err(MalformedEnvelope::UnknownVersion(version));
         }
         let count = usize::from(
@@ -76,7 +84,7 @@ impl<'a> Envelope<'a> {
         );
         match count {
             0 => return Err(MalformedEnvelope::NoRecipients),
-            count if count > MAX_RECIPIENTS => {
+            count if count > MAX_WRAPS => {
                 return Err(MalformedEnvelope::TooManyRecipients(count));
             }
             _ => {}
@@ -96,10 +104,18 @@ impl<'a> Envelope<'a> {
                 .ok()
                 .and_then(|text| AgencyId::new(text).ok())
                 .ok_or(MalformedEnvelope::InvalidAgency { index })?;
-            if wraps.iter().any(|wrap| wrap.agency == agency) {
+            let key_id = KeyId(*reader.array::<KEY_ID_LEN>("a recipient's key id")?);
+            // Version 2: an agency's further wraps (another of its keys) follow its first one.
+            let another_key_of_the_last = version == VERSION
+                && wraps
+                    .last()
+                    .is_some_and(|last| last.agency == agency && last.key_id != key_id)
+                && !wraps
+                    .iter()
+                    .any(|wrap| wrap.agency == agency && wrap.key_id == key_id);
+            if !another_key_of_the_last && wraps.iter().any(|wrap| wrap.agency == agency) {
                 return Err(MalformedEnvelope::DuplicateRecipient(agency));
             }
-            let key_id = KeyId(*reader.array::<KEY_ID_LEN>("a recipient's key id")?);
             let enc = reader.array::<ENC_LEN>("a recipient's encapsulated key")?;
             let wrapped_key = reader.array::<WRAPPED_KEY_LEN>("a recipient's wrapped key")?;
             wraps.push(Wrap {
@@ -125,20 +141,32 @@ impl<'a> Envelope<'a> {
     /// Checks that the envelope is sealed for exactly `claimed`, in that order: the list beside
     /// the envelope is what the core and the router check, so it must not differ from the truth.
     pub(crate) fn check_recipients(&self, claimed: &[AgencyId]) -> Result<(), MalformedEnvelope> {
-        let same = self.wraps.len() == claimed.len()
-            && self
-                .wraps
+        let actual = self.agencies();
+        let same = actual.len() == claimed.len()
+            && actual
                 .iter()
                 .zip(claimed)
-                .all(|(wrap, agency)| &wrap.agency == agency);
+                .all(|(wrapped, agency)| *wrapped == agency);
         if same {
             Ok(())
         } else {
             Err(MalformedEnvelope::RecipientsMismatch {
                 claimed: join(claimed.iter()),
-                actual: join(self.wraps.iter().map(|wrap| &wrap.agency)),
+                actual: join(actual.into_iter()),
             })
         }
+    }
+
+    /// The agencies the envelope is sealed for, each once, in the order of their first wrap.
+    pub(crate) fn agencies(&self) -> Vec<&AgencyId> {
+        let mut agencies: Vec<&AgencyId> = Vec::with_capacity(self.wraps.len());
+        for wrap in &self.wraps {
+            // An agency's wraps are adjacent (checked by `parse`).
+            if agencies.last() != Some(&&wrap.agency) {
+                agencies.push(&wrap.agency);
+            }
+        }
+        agencies
     }
 }
 
@@ -193,9 +221,9 @@ pub(crate) fn header_len<'a>(recipients: impl Iterator<Item = &'a AgencyId>) -> 
     2 + wraps + NONCE_LEN
 }
 
-/// Starts an envelope: version and recipient count. `count` must be 1..=MAX_RECIPIENTS.
+/// Starts an envelope: version and wrap count. `count` must be 1..=MAX_WRAPS.
 pub(crate) fn write_start(out: &mut Vec<u8>, count: usize) {
-    debug_assert!((1..=MAX_RECIPIENTS).contains(&count));
+    debug_assert!((1..=MAX_WRAPS).contains(&count));
     out.push(VERSION);
     out.push(count as u8);
 }
@@ -219,7 +247,18 @@ pub(crate) fn write_wrap(
 /// The agencies a payload's envelope is sealed for, read from the envelope itself.
 pub fn envelope_recipients(envelope: &[u8]) -> Result<Vec<AgencyId>, MalformedEnvelope> {
     let envelope = Envelope::parse(envelope)?;
-    Ok(envelope.wraps.into_iter().map(|wrap| wrap.agency).collect())
+    Ok(envelope.agencies().into_iter().cloned().collect())
+}
+
+/// Every key an envelope is wrapped for: each agency with the key id of each of its wraps (its
+/// online key, then its backup key, as refbus seals). Key ids are public fingerprints.
+pub fn envelope_keys(envelope: &[u8]) -> Result<Vec<(AgencyId, KeyId)>, MalformedEnvelope> {
+    let envelope = Envelope::parse(envelope)?;
+    Ok(envelope
+        .wraps
+        .into_iter()
+        .map(|wrap| (wrap.agency, wrap.key_id))
+        .collect())
 }
 
 /// Checks, without any key, that a payload's envelope is well formed and sealed for exactly the
@@ -292,11 +331,11 @@ mod tests {
         let dinsos = agency("maros-dinsos");
         let parse_error = |bytes: &[u8]| Envelope::parse(bytes).err().unwrap();
         assert_eq!(parse_error(&[]), MalformedEnvelope::Empty);
-        assert_eq!(parse_error(&[2, 1]), MalformedEnvelope::UnknownVersion(2));
+        assert_eq!(parse_error(&[3, 1]), MalformedEnvelope::UnknownVersion(3));
         assert_eq!(parse_error(&[1, 0]), MalformedEnvelope::NoRecipients);
         assert_eq!(
-            parse_error(&[1, 9]),
-            MalformedEnvelope::TooManyRecipients(9)
+            parse_error(&[1, 17]),
+            MalformedEnvelope::TooManyRecipients(17)
         );
         assert_eq!(
             parse_error(&[1, 1, 3, b'A', b'B', b'C']),
@@ -306,16 +345,33 @@ mod tests {
             parse_error(&[1, 1, 49]),
             MalformedEnvelope::InvalidAgency { index: 0 }
         );
-        let mut twice = sample(&[&dinsos, &dinsos], 0);
+        // Version 2: an agency's wraps are adjacent and each for another key.
+        let polres = agency("polres-maros");
+        let twice = sample(&[&dinsos, &dinsos], 0);
+        let envelope = Envelope::parse(&twice).unwrap();
+        assert_eq!(envelope.agencies(), vec![&dinsos]);
+        let mut same_key = twice.clone();
+        let second_key_at = 2
+            + (1 + dinsos.as_str().len() + KEY_ID_LEN + ENC_LEN + WRAPPED_KEY_LEN)
+            + 1
+            + dinsos.as_str().len();
+        same_key[second_key_at..second_key_at + KEY_ID_LEN].fill(0);
         assert_eq!(
-            parse_error(&twice),
+            parse_error(&same_key),
             MalformedEnvelope::DuplicateRecipient(dinsos.clone())
         );
-        twice.truncate(twice.len() - 1);
-        assert!(matches!(
-            parse_error(&twice),
-            MalformedEnvelope::DuplicateRecipient(_)
-        ));
+        let apart = sample(&[&dinsos, &polres, &dinsos], 0);
+        assert_eq!(
+            parse_error(&apart),
+            MalformedEnvelope::DuplicateRecipient(dinsos.clone())
+        );
+        // Version 1 allowed one wrap per agency.
+        let mut version_one = twice.clone();
+        version_one[0] = 1;
+        assert_eq!(
+            parse_error(&version_one),
+            MalformedEnvelope::DuplicateRecipient(dinsos.clone())
+        );
     }
 
     #[test]

@@ -49,6 +49,12 @@ pub enum KeyFileError {
     TooLarge { path: PathBuf },
     #[error("{path} does not hold a secret key: {source}")]
     Invalid { path: PathBuf, source: KeyError },
+    #[error(
+        "{path} is a secret key that others may read (mode {mode:04o}): refbus refuses to use \
+         it. Make it readable by its owner only (`chmod 600 {path}`), and if anyone else could \
+         have copied it, rotate the key (`refbus keys rotate`)"
+    )]
+    Exposed { path: PathBuf, mode: u32 },
 }
 
 // === impl KeyId ===
@@ -268,6 +274,18 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyFile
         source,
     };
     let file = File::open(path).map_err(read_error)?;
+    // Checked on the opened file, so the file read is the file checked.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(read_error)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(KeyFileError::Exposed {
+                path: path.to_owned(),
+                mode,
+            });
+        }
+    }
     // Room for the whole allowed length, so reading never reallocates and leaves a copy.
     let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_LEN as usize + 64));
     file.take(MAX_KEY_FILE_LEN + 1)

@@ -20,15 +20,17 @@
 //! let receiver = Keyring::new(polres.clone(), polres_keys.into_secret(), registry).unwrap();
 //!
 //! let referral = ReferralId::from_bytes([7; 16]);
-//! let aad = Context::Identity(&referral).aad();
-//! let sealed = sender.seal_for(&[&dinsos, &polres], b"{\"name\":\"...\"}", &aad).unwrap();
-//! assert_eq!(receiver.open(&sealed, &aad).unwrap(), b"{\"name\":\"...\"}");
+//! let context = Context::Identity(&referral);
+//! let sealed = sender.seal_for(&[&dinsos, &polres], b"{\"name\":\"...\"}", context).unwrap();
+//! assert_eq!(receiver.open(&sealed, context).unwrap(), b"{\"name\":\"...\"}");
 //! ```
 //!
 //! # Layout
 //!
 //! - [`keys`]: key pairs, their base64 text forms, key ids, secret key files.
-//! - [`seal()`] and [`open()`]: the cryptography; [`Keyring`]: the same with an adapter's keys.
+//! - [`Batch`] (one content key wrapped for every key of the recipients), [`seal()`],
+//!   [`open_with()`]: the cryptography; [`Keyring`]: the same with an adapter's keys (its
+//!   current and earlier secret keys, every agency's online and backup public keys).
 //! - [`envelope`](crate::envelope_recipients): the bytes, parsed with every length checked.
 //! - [`Context`]: the associated data that binds a payload to its referral.
 //! - [`signing`]: the Ed25519 signing key files each agency (and the router) signs records with.
@@ -37,17 +39,22 @@
 //!
 //! A fresh random 32-byte *content key* encrypts the plaintext once with ChaCha20-Poly1305
 //! (RFC 8439) under a fresh random 12-byte nonce. The content key is then *wrapped* for each
-//! recipient with HPKE (RFC 9180) single-shot `Seal` in base mode, suite
+//! key of each recipient (its online key, and its backup key where the registry lists one)
+//! with HPKE (RFC 9180) single-shot `Seal` in base mode, suite
 //! DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / ChaCha20-Poly1305 (KEM 0x0020, KDF 0x0001,
 //! AEAD 0x0003), with
 //!
 //! - `info` = `"refbus-seal/v1"`, one zero byte, then the recipient's agency id in ASCII, so a
 //!   wrap only opens as the agency it was made for;
-//! - `aad` = the caller's context (for example `refbus/v1/identity/<referral id>`, see
-//!   [`Context`]), which is not stored: the opener supplies it again.
+//! - `aad` = the *wrap context*: for refbus's payloads the referral,
+//!   `refbus/v1/referral/<referral id>` ([`Context::wrap_aad`]), which is not stored: the opener
+//!   supplies it again. One content key may seal several payloads of one referral (a create's
+//!   identity, note and consent justification: a [`Batch`]), so the wraps are made once per
+//!   call, not once per payload; each payload has its own nonce.
 //!
 //! The content's associated data is the whole envelope header (every byte before the
-//! ciphertext, see below) followed by the caller's context. Changing any byte of the envelope,
+//! ciphertext, see below) followed by the payload's own context (for example
+//! `refbus/v1/identity/<referral id>`, see [`Context::aad`]). Changing any byte of the envelope,
 //! the recipient list included, or opening in another context, fails authentication.
 //!
 //! The scheme keeps outsiders out: anyone without one of the recipients' secret keys learns
@@ -56,13 +63,13 @@
 //! Who published a payload is established by the bus (per-agency credentials and subject
 //! permissions) and by the hash-chained event log, not by the envelope.
 //!
-//! # Envelope format, version 1
+//! # Envelope format, version 2
 //!
 //! All lengths are in bytes; there are no multi-byte integers.
 //!
 //! ```text
-//! envelope  = version:1 (= 0x01)
-//!             count:1 (1..=8, the number of recipients)
+//! envelope  = version:1 (= 0x02)
+//!             count:1 (1..=16, the number of wraps)
 //!             wrap × count
 //!             nonce:12
 //!             ciphertext (the plaintext's length) tag:16
@@ -73,16 +80,27 @@
 //! header    = every byte from `version` through `nonce`
 //! ```
 //!
-//! Agency ids appear in the envelope in the same order as in
-//! [`SealedPayload::recipients`](refbus_core::referral::SealedPayload); a reader refuses a
-//! payload whose list differs from its envelope's, an unknown version, a duplicate agency, and
-//! any length that runs past the end. The `key_id` lets an agency holding the wrong or a
-//! replaced key be told so ([`OpenError::WrongKey`]) instead of a bare authentication failure.
+//! An agency may have several wraps (its online key, then its backup key); they are adjacent
+//! and each names another key. Agencies appear in the envelope (each at its first wrap) in the
+//! same order as in [`SealedPayload::recipients`](refbus_core::referral::SealedPayload); a
+//! reader refuses a payload whose list differs from its envelope's, an unknown version, an
+//! agency's wraps apart or for the same key twice, and any length that runs past the end. The
+//! `key_id` says which key each wrap is for: an agency that rotated its key opens old payloads
+//! with the old key it kept, and one holding none of the keys is told so
+//! ([`OpenError::WrongKey`]) instead of a bare authentication failure.
+//!
+//! Version 1 (what refbus wrote before backup keys) is the same layout with one wrap per agency,
+//! each wrap bound to the payload's own context instead of the referral; it is still read.
 //!
 //! Keys travel as standard base64 with padding (44 characters) of their 32 bytes (RFC 7748
-//! encoding); a secret key file holds that text and a newline, with mode 0600.
+//! encoding); a secret key file holds that text and a newline, with mode 0600. A secret key file
+//! that its group or anyone else may read is refused when it is read ([`KeyFileError::Exposed`]):
+//! every component starts from its key files, so none starts with an exposed key.
 
 pub mod keys;
+
+// Only for its `precomputed-tables` feature, which hpke's X25519 then uses (see Cargo.toml).
+use curve25519_dalek as _;
 
 mod context;
 mod envelope;
@@ -91,9 +109,12 @@ mod seal;
 pub mod signing;
 
 pub use context::Context;
-pub use envelope::{MAX_RECIPIENTS, MalformedEnvelope, check_envelope, envelope_recipients};
-pub use keyring::{Keyring, KeyringError};
+pub use envelope::{
+    MAX_RECIPIENTS, MAX_WRAPS, MalformedEnvelope, check_envelope, envelope_keys,
+    envelope_recipients,
+};
+pub use keyring::{Keyring, KeyringError, open_in_contexts};
 pub use keys::{
     KeyError, KeyFileError, KeyId, KeyPair, PublicKey, SecretKey, secret_key_file_name,
 };
-pub use seal::{OpenError, SealError, open, seal};
+pub use seal::{Batch, OpenError, Recipient, SealError, open, open_with, seal};

@@ -11,8 +11,8 @@ use refbus_core::referral::SealedPayload;
 use zeroize::Zeroizing;
 
 use crate::envelope::{
-    self, CONTENT_KEY_LEN, ENC_LEN, Envelope, MAX_RECIPIENTS, MalformedEnvelope, NONCE_LEN,
-    TAG_LEN, WRAPPED_KEY_LEN,
+    self, CONTENT_KEY_LEN, ENC_LEN, Envelope, MAX_RECIPIENTS, MAX_WRAPS, MalformedEnvelope,
+    NONCE_LEN, TAG_LEN, WRAPPED_KEY_LEN,
 };
 use crate::keys::{KeyId, PublicKey, SecretKey};
 
@@ -25,13 +25,19 @@ const MAX_WRAP_INFO_LEN: usize = WRAP_INFO_PREFIX.len() + 48;
 pub enum SealError {
     #[error("a payload must be sealed for at least one agency")]
     NoRecipients,
-    #[error("a payload can be sealed for at most {MAX_RECIPIENTS} agencies, not {0}")]
+    #[error(
+        "a payload can be sealed for at most {MAX_RECIPIENTS} agencies and {MAX_WRAPS} keys, \
+         not {0}"
+    )]
     TooManyRecipients(usize),
     #[error("agency `{0}` is listed twice among the recipients")]
     DuplicateRecipient(AgencyId),
     #[error("no public key is known for agency `{0}`; is it in the registry?")]
     UnknownAgency(AgencyId),
-    #[error("the public key of agency `{0}` is unusable; the registry must hold a real key")]
+    #[error(
+        "the public keys of agency `{0}` are unusable (none, or the same key twice); the \
+         registry must hold real keys"
+    )]
     RecipientKey(AgencyId),
     #[error("the operating system gave no randomness: {0}")]
     Randomness(getrandom::Error),
@@ -63,8 +69,147 @@ pub enum OpenError {
     Unauthentic,
 }
 
-/// Seals `plaintext` so that only the listed agencies can open it, bound to the context `aad`
-/// (which `open` must be given again; it is not stored).
+/// One agency a payload is sealed for, with every key its content key is wrapped for: the
+/// agency's online key first, then (refbus does this whenever the registry lists one) the backup
+/// key its head keeps offline, so that losing the online key loses nothing sealed for it.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    pub agency: &'a AgencyId,
+    pub keys: &'a [PublicKey],
+}
+
+/// A content key wrapped for a set of agencies' keys, ready to seal any number of payloads: the
+/// identity, the note and the consent justification of one create cost one HPKE wrap per key
+/// instead of one per key and payload. Each payload gets its own nonce; each payload's
+/// associated data (its context) binds it to its purpose, and the wraps are bound to `wrap_aad`
+/// (for refbus, the referral: [`Context::wrap_aad`](crate::Context::wrap_aad)).
+pub struct Batch {
+    content_key: Zeroizing<[u8; CONTENT_KEY_LEN]>,
+    recipients: Vec<AgencyId>,
+    /// Version, wrap count and every wrap: the header up to the nonce.
+    wraps: Vec<u8>,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("recipients", &self.recipients)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    /// Draws a content key and wraps it for every key of every recipient, in the order given.
+    pub fn new(recipients: &[Recipient<'_>], wrap_aad: &[u8]) -> Result<Batch, SealError> {
+        match recipients.len() {
+            0 => return Err(SealError::NoRecipients),
+            count if count > MAX_RECIPIENTS => return Err(SealError::TooManyRecipients(count)),
+            _ => {}
+        }
+        let mut wrap_count = 0;
+        for (index, recipient) in recipients.iter().enumerate() {
+            if recipients[..index]
+                .iter()
+                .any(|seen| seen.agency == recipient.agency)
+            {
+                return Err(SealError::DuplicateRecipient(recipient.agency.clone()));
+            }
+            let keys = recipient.keys;
+            let repeated = keys
+                .iter()
+                .enumerate()
+                .any(|(at, key)| keys[..at].iter().any(|seen| seen.key_id() == key.key_id()));
+            if keys.is_empty() || repeated {
+                return Err(SealError::RecipientKey(recipient.agency.clone()));
+            }
+            wrap_count += keys.len();
+        }
+        if wrap_count > MAX_WRAPS {
+            return Err(SealError::TooManyRecipients(wrap_count));
+        }
+
+        let mut content_key = Zeroizing::new([0u8; CONTENT_KEY_LEN]);
+        getrandom::fill(content_key.as_mut_slice()).map_err(SealError::Randomness)?;
+        let mut wraps = Vec::with_capacity(envelope::header_len(
+            recipients
+                .iter()
+                .flat_map(|recipient| recipient.keys.iter().map(|_| recipient.agency)),
+        ));
+        envelope::write_start(&mut wraps, wrap_count);
+        for recipient in recipients {
+            for public_key in recipient.keys {
+                let (enc, wrapped_key) =
+                    wrap_content_key(&content_key, recipient.agency, public_key, wrap_aad)?;
+                envelope::write_wrap(
+                    &mut wraps,
+                    recipient.agency,
+                    public_key.key_id(),
+                    &enc,
+                    &wrapped_key,
+                );
+            }
+        }
+        Ok(Batch {
+            content_key,
+            recipients: recipients
+                .iter()
+                .map(|recipient| recipient.agency.clone())
+                .collect(),
+            wraps,
+        })
+    }
+
+    /// Writes another format version, to make the envelopes earlier versions wrote.
+    #[cfg(test)]
+    pub(crate) fn set_version_for_tests(&mut self, version: u8) {
+        self.wraps[0] = version;
+    }
+
+    /// The agencies the batch seals for, in order.
+    pub fn recipients(&self) -> &[AgencyId] {
+        &self.recipients
+    }
+
+    /// Seals `plaintext` in `context` (which must name the referral the batch was made for:
+    /// otherwise it will not open).
+    pub fn seal_in(
+        &self,
+        plaintext: &[u8],
+        context: crate::Context<'_>,
+    ) -> Result<SealedPayload, SealError> {
+        self.seal(plaintext, &context.aad())
+    }
+
+    /// Seals `plaintext` under the batch's content key, bound to `aad` (the payload's context,
+    /// which opening must be given again; it is not stored).
+    pub fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Result<SealedPayload, SealError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(SealError::Randomness)?;
+        let header_len = self.wraps.len() + NONCE_LEN;
+        let mut bytes = Vec::with_capacity(header_len + plaintext.len() + TAG_LEN);
+        bytes.extend_from_slice(&self.wraps);
+        bytes.extend_from_slice(&nonce);
+        let content_aad = content_aad(&bytes, aad);
+        bytes.extend_from_slice(plaintext);
+        let tag = content_cipher(&self.content_key)
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
+                &content_aad,
+                InOutBuf::from(&mut bytes[header_len..]),
+            )
+            .map_err(|_| SealError::PlaintextTooLong)?;
+        bytes.extend_from_slice(&tag);
+        Ok(SealedPayload {
+            recipients: self.recipients.clone(),
+            envelope: bytes,
+        })
+    }
+}
+
+/// Seals `plaintext` so that only the listed agencies can open it, each with one key, bound to
+/// the context `aad` (which `open` must be given again; it is not stored). The wraps are bound
+/// to `aad` too. refbus itself seals through a [`Keyring`](crate::Keyring), which binds the
+/// wraps to the referral and wraps for backup keys as well.
 ///
 /// Recipients appear in the payload, and in its envelope, in the order given.
 pub fn seal(
@@ -72,92 +217,91 @@ pub fn seal(
     recipients: &[(&AgencyId, &PublicKey)],
     aad: &[u8],
 ) -> Result<SealedPayload, SealError> {
-    match recipients.len() {
-        0 => return Err(SealError::NoRecipients),
-        count if count > MAX_RECIPIENTS => return Err(SealError::TooManyRecipients(count)),
-        _ => {}
-    }
-    for (index, (agency, _)) in recipients.iter().enumerate() {
-        if recipients[..index].iter().any(|(seen, _)| seen == agency) {
-            return Err(SealError::DuplicateRecipient((*agency).clone()));
-        }
-    }
-
-    let mut content_key = Zeroizing::new([0u8; CONTENT_KEY_LEN]);
-    let mut nonce = [0u8; NONCE_LEN];
-    getrandom::fill(content_key.as_mut_slice()).map_err(SealError::Randomness)?;
-    getrandom::fill(&mut nonce).map_err(SealError::Randomness)?;
-
-    let header_len = envelope::header_len(recipients.iter().map(|(agency, _)| *agency));
-    let mut bytes = Vec::with_capacity(header_len + plaintext.len() + TAG_LEN);
-    envelope::write_start(&mut bytes, recipients.len());
-    for (agency, public_key) in recipients {
-        let (enc, wrapped_key) = wrap_content_key(&content_key, agency, public_key, aad)?;
-        envelope::write_wrap(&mut bytes, agency, public_key.key_id(), &enc, &wrapped_key);
-    }
-    bytes.extend_from_slice(&nonce);
-    debug_assert_eq!(bytes.len(), header_len);
-
-    let content_aad = content_aad(&bytes, aad);
-    bytes.extend_from_slice(plaintext);
-    let tag = content_cipher(&content_key)
-        .encrypt_inout_detached(
-            &Nonce::from(nonce),
-            &content_aad,
-            InOutBuf::from(&mut bytes[header_len..]),
-        )
-        .map_err(|_| SealError::PlaintextTooLong)?;
-    bytes.extend_from_slice(&tag);
-
-    Ok(SealedPayload {
-        recipients: recipients
-            .iter()
-            .map(|(agency, _)| (*agency).clone())
-            .collect(),
-        envelope: bytes,
-    })
+    let recipients: Vec<Recipient<'_>> = recipients
+        .iter()
+        .map(|(agency, key)| Recipient {
+            agency,
+            keys: std::slice::from_ref(*key),
+        })
+        .collect();
+    Batch::new(&recipients, aad)?.seal(plaintext, aad)
 }
 
-/// Opens a payload as `agency`, holding `secret`, in the context `aad` it was sealed with.
+/// Opens a payload as `agency`, holding `secret`, in the context `aad` it was sealed with by
+/// [`seal`] (wraps and content bound to the same `aad`).
 pub fn open(
     payload: &SealedPayload,
     agency: &AgencyId,
     secret: &SecretKey,
     aad: &[u8],
 ) -> Result<Vec<u8>, OpenError> {
+    open_with(payload, agency, &[secret], aad, &[aad]).map(|(_, plaintext)| plaintext)
+}
+
+/// Opens a payload as `agency` with whichever of `secrets` it was wrapped for (an agency keeps
+/// its earlier keys after a rotation, and its backup key opens everything in a recovery): the
+/// content key is unwrapped under `wrap_aad`, then the content is tried under each of `aads`
+/// in turn (cheap: no Diffie-Hellman). Returns the index of the context that opened it.
+pub fn open_with(
+    payload: &SealedPayload,
+    agency: &AgencyId,
+    secrets: &[&SecretKey],
+    wrap_aad: &[u8],
+    aads: &[&[u8]],
+) -> Result<(usize, Vec<u8>), OpenError> {
     let envelope = Envelope::parse(&payload.envelope)?;
     envelope.check_recipients(&payload.recipients)?;
-    let wrap = envelope
+    let mut own = envelope
         .wraps
         .iter()
-        .find(|wrap| &wrap.agency == agency)
-        .ok_or_else(|| OpenError::NotRecipient {
+        .filter(|wrap| &wrap.agency == agency)
+        .peekable();
+    let Some(first) = own.peek() else {
+        return Err(OpenError::NotRecipient {
             agency: agency.clone(),
-        })?;
-    let held = secret.public_key().key_id();
-    if wrap.key_id != held {
+        });
+    };
+    let sealed_for = first.key_id;
+    let Some((wrap, secret)) = own.find_map(|wrap| {
+        secrets
+            .iter()
+            .find(|secret| secret.public_key().key_id() == wrap.key_id)
+            .map(|secret| (wrap, *secret))
+    }) else {
         return Err(OpenError::WrongKey {
             agency: agency.clone(),
-            sealed_for: wrap.key_id,
-            held,
+            sealed_for,
+            held: secrets
+                .first()
+                .map_or(sealed_for, |secret| secret.public_key().key_id()),
         });
-    }
-    let content_key = unwrap_content_key(wrap.enc, wrap.wrapped_key, agency, secret, aad)?;
+    };
+    let content_key = unwrap_content_key(wrap.enc, wrap.wrapped_key, agency, secret, wrap_aad)?;
 
     let (ciphertext, tag) = envelope
         .ciphertext
         .split_at(envelope.ciphertext.len() - TAG_LEN);
     let tag = Tag::try_from(tag).map_err(|_| MalformedEnvelope::Truncated("the ciphertext"))?;
-    let mut plaintext = ciphertext.to_vec();
-    content_cipher(&content_key)
-        .decrypt_inout_detached(
+    let cipher = content_cipher(&content_key);
+    for (index, aad) in aads.iter().enumerate() {
+        let mut plaintext = ciphertext.to_vec();
+        let opened = cipher.decrypt_inout_detached(
             &Nonce::from(*envelope.nonce),
             &content_aad(envelope.header, aad),
             InOutBuf::from(plaintext.as_mut_slice()),
             &tag,
-        )
-        .map_err(|_| OpenError::Unauthentic)?;
-    Ok(plaintext)
+        );
+        if opened.is_ok() {
+            return Ok((index, plaintext));
+        }
+    }
+    Err(OpenError::Unauthentic)
+}
+
+/// The envelope format version of a payload, if it has one: 1 (wraps bound to the payload's
+/// own context) or 2 (wraps bound to the caller's `wrap_aad`, the referral for refbus).
+pub(crate) fn version(payload: &SealedPayload) -> Option<u8> {
+    payload.envelope.first().copied()
 }
 
 /// The content's associated data: the whole header (so no wrap, id or nonce can be swapped),

@@ -30,7 +30,7 @@ fn the_documented_format_opens_what_seal_produces() {
     let bytes = &payload.envelope;
 
     // Walk the documented layout and find polres's wrap.
-    assert_eq!(bytes[0], 1, "version");
+    assert_eq!(bytes[0], 2, "version");
     assert_eq!(bytes[1], 2, "count");
     let mut at = 2;
     let mut polres_wrap = None;

@@ -54,7 +54,7 @@ fn unreadable_or_wrong_files_say_why() {
     ));
 
     let public_instead = dir.path().join("public.key");
-    fs::write(&public_instead, "definitely not base64\n").unwrap();
+    write_private(&public_instead, "definitely not base64\n");
     assert!(matches!(
         SecretKey::from_file(&public_instead),
         Err(KeyFileError::Invalid {
@@ -64,7 +64,7 @@ fn unreadable_or_wrong_files_say_why() {
     ));
 
     let short = dir.path().join("short.key");
-    fs::write(&short, "AAAA\n").unwrap();
+    write_private(&short, "AAAA\n");
     let error = SecretKey::from_file(&short).unwrap_err();
     assert!(
         matches!(
@@ -79,7 +79,7 @@ fn unreadable_or_wrong_files_say_why() {
     assert!(error.to_string().contains("short.key"), "{error}");
 
     let huge = dir.path().join("huge.key");
-    fs::write(&huge, vec![b'A'; 1 << 20]).unwrap();
+    write_private(&huge, &"A".repeat(1 << 20));
     assert!(matches!(
         SecretKey::from_file(&huge),
         Err(KeyFileError::TooLarge { .. })
@@ -90,4 +90,41 @@ fn unreadable_or_wrong_files_say_why() {
         KeyPair::generate().write_secret(&no_dir),
         Err(KeyFileError::Write { .. })
     ));
+}
+
+/// Writes `text` to `path` readable by its owner only, as a key file must be.
+fn write_private(path: &std::path::Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn a_key_file_others_may_read_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("maros-dinsos.key");
+    KeyPair::generate().write_secret(&path).unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o660, 0o700 | 0o004] {
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        let error = SecretKey::from_file(&path).unwrap_err();
+        assert!(
+            matches!(&error, KeyFileError::Exposed { mode: found, .. } if *found == mode),
+            "mode {mode:o}: {error}"
+        );
+        let message = error.to_string();
+        assert!(message.contains("chmod 600"), "{message}");
+        assert!(message.contains("maros-dinsos.key"), "{message}");
+    }
+    // Signing keys are read the same way.
+    let signing = dir.path().join("maros-dinsos.sign.key");
+    let signer = refbus_core::signature::Signer::Agency(AgencyId::new("maros-dinsos").unwrap());
+    refbus_seal::signing::write_new_signing_key(&signing, signer.clone()).unwrap();
+    fs::set_permissions(&signing, fs::Permissions::from_mode(0o644)).unwrap();
+    assert!(matches!(
+        refbus_seal::signing::read_signing_key(&signing, signer.clone()),
+        Err(KeyFileError::Exposed { .. })
+    ));
+    fs::set_permissions(&signing, fs::Permissions::from_mode(0o400)).unwrap();
+    assert!(refbus_seal::signing::read_signing_key(&signing, signer).is_ok());
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(SecretKey::from_file(&path).is_ok());
 }

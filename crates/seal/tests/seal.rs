@@ -7,7 +7,7 @@ use refbus_core::referral::SealedPayload;
 use refbus_core::{AgencyId, ReferralId};
 use refbus_seal::{
     Context, KeyPair, Keyring, KeyringError, MalformedEnvelope, OpenError, PublicKey, SealError,
-    check_envelope, envelope_recipients, open, seal,
+    SecretKey, check_envelope, envelope_recipients, open, open_in_contexts, seal,
 };
 
 const IDENTITY: &[u8] =
@@ -201,19 +201,26 @@ fn keyrings_seal_for_registered_agencies_and_open_their_own() {
     assert_eq!(receiver.agency(), &polres.id);
     assert_eq!(sender.public_key_of(&polres.id), Some(&polres_public));
 
-    let aad = identity_aad(8);
+    let referral = ReferralId::from_bytes([8; 16]);
+    let context = Context::Identity(&referral);
     let payload = sender
-        .seal_for(&[&dinsos.id, &polres.id], IDENTITY, &aad)
+        .seal_for(&[&dinsos.id, &polres.id], IDENTITY, context)
         .unwrap();
-    assert_eq!(sender.open(&payload, &aad).unwrap(), IDENTITY);
-    assert_eq!(receiver.open(&payload, &aad).unwrap(), IDENTITY);
+    assert_eq!(sender.open(&payload, context).unwrap(), IDENTITY);
+    assert_eq!(receiver.open(&payload, context).unwrap(), IDENTITY);
     assert!(matches!(
-        sender.seal_for(&[&dinsos.id, &ppa.id], IDENTITY, &aad),
+        receiver.open(&payload, Context::Note(&referral)),
+        Err(OpenError::Unauthentic)
+    ));
+    assert!(matches!(
+        sender.seal_for(&[&dinsos.id, &ppa.id], IDENTITY, context),
         Err(SealError::UnknownAgency(agency)) if agency == ppa.id
     ));
-    let private = receiver.seal_for(&[&polres.id], b"own note", &aad).unwrap();
+    let private = receiver
+        .seal_for(&[&polres.id], b"own note", context)
+        .unwrap();
     assert!(matches!(
-        sender.open(&private, &aad),
+        sender.open(&private, context),
         Err(OpenError::NotRecipient { .. })
     ));
 }
@@ -231,9 +238,133 @@ fn a_keyring_refuses_a_registry_that_disagrees_with_its_secret_key() {
     .unwrap_err();
     let KeyringError::OwnKeyMismatch {
         registered, held, ..
-    } = &error;
+    } = &error
+    else {
+        panic!("{error}");
+    };
     assert_eq!(*registered, other.key_id());
     assert_eq!(*held, held_id);
+}
+
+/// A keyring for `agency` holding `secrets` (current first), with `registry` as the directory.
+fn keyring(
+    agency: &Agency,
+    secrets: Vec<SecretKey>,
+    registry: &[(AgencyId, PublicKey)],
+) -> Keyring {
+    Keyring::with_keys(agency.id.clone(), secrets, registry.iter().cloned()).unwrap()
+}
+
+fn copy(secret: &SecretKey) -> SecretKey {
+    SecretKey::from_base64(&secret.to_base64()).unwrap()
+}
+
+#[test]
+fn a_rotated_keyring_still_opens_what_was_sealed_for_its_old_key() {
+    let (dinsos, polres) = (Agency::new("maros-dinsos"), Agency::new("polres-maros"));
+    let old_registry = vec![
+        (dinsos.id.clone(), dinsos.keys.public().clone()),
+        (polres.id.clone(), polres.keys.public().clone()),
+    ];
+    let referral = ReferralId::from_bytes([11; 16]);
+    let context = Context::Identity(&referral);
+    let sender = keyring(&dinsos, vec![copy(dinsos.keys.secret())], &old_registry);
+    let before = sender
+        .seal_for(&[&dinsos.id, &polres.id], IDENTITY, context)
+        .unwrap();
+
+    // polres rotates: a new key, the old one kept; the registry lists the new one.
+    let rotated = KeyPair::generate();
+    let new_registry = vec![
+        (dinsos.id.clone(), dinsos.keys.public().clone()),
+        (polres.id.clone(), rotated.public().clone()),
+    ];
+    let receiver = keyring(
+        &polres,
+        vec![copy(rotated.secret()), copy(polres.keys.secret())],
+        &new_registry,
+    );
+    assert_eq!(receiver.public_key(), rotated.public());
+    assert_eq!(
+        receiver.key_ids(),
+        vec![rotated.public().key_id(), polres.keys.public().key_id()]
+    );
+    assert_eq!(receiver.open(&before, context).unwrap(), IDENTITY);
+    let after = keyring(&dinsos, vec![copy(dinsos.keys.secret())], &new_registry)
+        .seal_for(&[&dinsos.id, &polres.id], IDENTITY, context)
+        .unwrap();
+    assert_eq!(receiver.open(&after, context).unwrap(), IDENTITY);
+    // The envelope names the key each wrap is for: the new key alone cannot open the old one.
+    let new_only = keyring(&polres, vec![copy(rotated.secret())], &new_registry);
+    assert!(matches!(
+        new_only.open(&before, context),
+        Err(OpenError::WrongKey { sealed_for, .. }) if sealed_for == polres.keys.public().key_id()
+    ));
+    // Files rotated before the registry changed: the key the registry lists stays current.
+    let early = keyring(
+        &polres,
+        vec![copy(rotated.secret()), copy(polres.keys.secret())],
+        &old_registry,
+    );
+    assert_eq!(early.public_key(), polres.keys.public());
+}
+
+#[test]
+fn the_backup_key_opens_everything_sealed_for_its_agency() {
+    let (dinsos, polres) = (Agency::new("maros-dinsos"), Agency::new("polres-maros"));
+    let backup = KeyPair::generate();
+    let registry = vec![
+        (dinsos.id.clone(), dinsos.keys.public().clone()),
+        (polres.id.clone(), polres.keys.public().clone()),
+    ];
+    let sender = keyring(&dinsos, vec![copy(dinsos.keys.secret())], &registry)
+        .with_backup_keys([(polres.id.clone(), backup.public().clone())]);
+    assert_eq!(sender.backup_key_of(&polres.id), Some(backup.public()));
+    let referral = ReferralId::from_bytes([12; 16]);
+    let batch = sender
+        .batch_for(&[&dinsos.id, &polres.id], Context::Identity(&referral))
+        .unwrap();
+    let identity = batch
+        .seal_in(IDENTITY, Context::Identity(&referral))
+        .unwrap();
+    let note = batch.seal_in(b"a note", Context::Note(&referral)).unwrap();
+    assert_eq!(
+        identity.recipients,
+        vec![dinsos.id.clone(), polres.id.clone()]
+    );
+    assert_eq!(
+        refbus_seal::envelope_keys(&identity.envelope).unwrap(),
+        vec![
+            (dinsos.id.clone(), dinsos.keys.public().key_id()),
+            (polres.id.clone(), polres.keys.public().key_id()),
+            (polres.id.clone(), backup.public().key_id()),
+        ]
+    );
+    // The online key and the backup key (alone, as `refbus keys recover` holds it) both open
+    // both payloads, each only in its own context.
+    for secret in [polres.keys.secret(), backup.secret()] {
+        let secrets = [copy(secret)];
+        let contexts = [Context::Note(&referral), Context::Identity(&referral)];
+        let (context, opened) =
+            open_in_contexts(&identity, &polres.id, &secrets, &contexts).unwrap();
+        assert_eq!(
+            (context, opened.as_slice()),
+            (Context::Identity(&referral), IDENTITY)
+        );
+        let (context, opened) = open_in_contexts(&note, &polres.id, &secrets, &contexts).unwrap();
+        assert_eq!(
+            (context, opened.as_slice()),
+            (Context::Note(&referral), &b"a note"[..])
+        );
+        let other = ReferralId::from_bytes([13; 16]);
+        assert!(open_in_contexts(&note, &polres.id, &secrets, &[Context::Note(&other)]).is_err());
+    }
+    // One content key, one set of wraps for the whole batch.
+    let header = identity.envelope.len() - IDENTITY.len() - 16;
+    assert_eq!(
+        identity.envelope[..header - 12],
+        note.envelope[..header - 12]
+    );
 }
 
 #[test]

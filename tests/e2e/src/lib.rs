@@ -147,6 +147,10 @@ pub struct System {
     pub nats: NatsServer,
     pub registry: Arc<Registry>,
     pub keys: HashMap<AgencyId, KeyPair>,
+    /// Keys an agency held before `rotate_key`, newest first: its adapter keeps them.
+    pub earlier_keys: HashMap<AgencyId, Vec<KeyPair>>,
+    /// Backup keys: everything sealed for these agencies is wrapped for them too.
+    pub backup_keys: HashMap<AgencyId, KeyPair>,
     pub adapters: HashMap<AgencyId, RunningAdapter>,
     pub options: Options,
     /// Where the adapters read "now": the system clock unless a test shares a manual clock.
@@ -180,6 +184,8 @@ impl System {
             nats,
             registry,
             keys,
+            earlier_keys: HashMap::new(),
+            backup_keys: HashMap::new(),
             adapters: HashMap::new(),
             options: Options::default(),
             now: refbus_adapter::system_now(),
@@ -222,10 +228,36 @@ impl System {
             .collect()
     }
 
+    /// The agency's keyring as its adapter holds it: current key, earlier keys, and every
+    /// agency's public and backup keys.
     pub fn keyring(&self, agency: &AgencyId) -> Keyring {
-        let secret =
-            refbus_seal::SecretKey::from_base64(&self.keys[agency].secret().to_base64()).unwrap();
-        Keyring::new(agency.clone(), secret, self.directory()).unwrap()
+        let copy = |pair: &KeyPair| {
+            refbus_seal::SecretKey::from_base64(&pair.secret().to_base64()).unwrap()
+        };
+        let secrets = std::iter::once(&self.keys[agency])
+            .chain(self.earlier_keys.get(agency).into_iter().flatten())
+            .map(copy)
+            .collect();
+        Keyring::with_keys(agency.clone(), secrets, self.directory())
+            .unwrap()
+            .with_backup_keys(
+                self.backup_keys
+                    .iter()
+                    .map(|(agency, pair)| (agency.clone(), pair.public().clone())),
+            )
+    }
+
+    /// What `refbus keys rotate` does to an agency's keys: a new current key, the old one kept.
+    /// Adapters started from now on seal for the new key.
+    pub fn rotate_key(&mut self, agency: &AgencyId) {
+        let old = self
+            .keys
+            .insert(agency.clone(), KeyPair::generate())
+            .unwrap();
+        self.earlier_keys
+            .entry(agency.clone())
+            .or_default()
+            .insert(0, old);
     }
 
     /// A bus connection of the test's own, for checking what is stored.
@@ -356,6 +388,7 @@ pub fn create_request(
             services: true,
             disclose_to_agencies: true,
             override_justification: String::new(),
+            sealed_override_justification: None,
         }),
         case_reported_at: None,
         person: Some(v1::create_referral_request::Person::Identity(identity(

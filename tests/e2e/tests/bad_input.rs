@@ -165,6 +165,17 @@ fn cases() -> Vec<Case> {
                 })))
         ),
         case!(
+            "a case id shaped like a NIK",
+            Code::InvalidArgument,
+            "case_id: `(withheld)` is not a valid case id: it looks like a NIK",
+            |c| c
+                .dinsos
+                .client()
+                .create_referral(c.dinsos.request(create_with(|r| {
+                    r.case_id = "7309-0145-0690-0001".into();
+                })))
+        ),
+        case!(
             "a malformed NIK",
             Code::InvalidArgument,
             "identity.nik",

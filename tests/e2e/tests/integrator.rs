@@ -155,7 +155,7 @@ async fn an_identity_sealed_end_to_end_is_compared_envelope_for_envelope() {
             .seal_for(
                 &[&sender, &recipient],
                 &identity("Siti Contoh Korban").encode_to_vec(),
-                &refbus_seal::Context::Identity(&id).aad(),
+                refbus_seal::Context::Identity(&id),
             )
             .unwrap();
         v1::SealedPayload {

@@ -169,3 +169,65 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn a_consent_override_justification_is_sealed_like_a_note() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let uptd = system.agency("maros-uptd-ppa").await;
+    let justification = "Ibu Siti Contoh Korban dirawat di RSUD, anak tanpa wali malam ini";
+    let mut request = create_request("override-1", "maros-uptd-ppa", "shelter");
+    let consent = request.consent.as_mut().unwrap();
+    consent.services = false;
+    consent.override_justification = justification.to_owned();
+    let created = dinsos
+        .client()
+        .create_referral(dinsos.request(request))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    // The parties read it back in plaintext, beside its sealed form.
+    let consent = created.consent.unwrap();
+    assert_eq!(consent.override_justification, justification);
+    let got = uptd
+        .client()
+        .get_referral(uptd.request(v1::GetReferralRequest {
+            referral_id: created.referral_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .consent
+        .unwrap();
+    assert_eq!(got.override_justification, justification);
+    let sealed = got.sealed_override_justification.unwrap();
+    assert_eq!(sealed.recipients, ["maros-dinsos", "maros-uptd-ppa"]);
+
+    // No stored byte holds it: every message of the stream, headers included.
+    let stream = async_nats::jetstream::new(async_nats::connect(system.nats.url()).await.unwrap())
+        .get_stream(refbus_bus::StreamSettings::default().name)
+        .await
+        .unwrap();
+    let total = system.bus().await.last_sequence().await.unwrap();
+    assert_eq!(total, 1);
+    let message = stream.direct_get(1).await.unwrap();
+    let mut bytes = message.payload.to_vec();
+    for (name, values) in message.headers.iter() {
+        bytes.extend_from_slice(name.to_string().as_bytes());
+        for value in values {
+            bytes.extend_from_slice(value.as_str().as_bytes());
+        }
+    }
+    // The scan finds what is there: the envelope of the justification is stored.
+    assert!(contains(&bytes, b"override_justification"));
+    for needle in [justification, "dirawat di RSUD", "anak tanpa wali"] {
+        assert!(
+            !contains(&bytes, needle.as_bytes()),
+            "the stored message holds `{needle}` in the clear"
+        );
+    }
+}

@@ -23,9 +23,19 @@ pub(crate) enum BenchCommand {
     /// Router: events per second processed by the router against a raw JetStream pull
     /// consumer on the same stream, and against the fastest CreateReferral ingest.
     Router(timers::RouterArgs),
+    /// Seal: a create's sealing alone (identity and note), each payload on its own against one
+    /// content key per create, for the sender and the recipient with and without backup keys.
+    Seal(SealArgs),
     /// Clocks: a router restarted on a million open referrals (time to ready, memory), a
     /// hundred thousand clocks due within one minute (lateness), JetStream message schedules.
     Clocks(timers::ClocksArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SealArgs {
+    /// Creates sealed per configuration and scheme, after a warm-up.
+    #[arg(long, default_value_t = 2_000)]
+    iterations: u32,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +156,10 @@ impl Scratch {
 pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Ingest(args) => ingest(args),
+        BenchCommand::Seal(args) => {
+            print!("{}", refbus_bench::sealing::compare(args.iterations)?);
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Router(args) => timers::router(args),
         BenchCommand::Clocks(args) => timers::clocks(args),
     }

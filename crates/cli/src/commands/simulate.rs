@@ -195,6 +195,7 @@ pub(crate) async fn simulate(
                 services: true,
                 disclose_to_agencies: true,
                 override_justification: String::new(),
+                sealed_override_justification: None,
             }),
             person: Some(v1::create_referral_request::Person::Identity(
                 v1::ClientIdentity {

@@ -91,6 +91,7 @@ fn make_agency(id: &str, services: &[&str], alternates: &[(&str, &str)]) -> Agen
         contacts: BTreeMap::new(),
         signing_keys: Vec::new(),
         public_key: None,
+        backup_public_key: None,
     }
 }
 

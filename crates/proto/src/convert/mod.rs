@@ -72,13 +72,18 @@ pub enum SealTarget<'a> {
     /// A note (UTF-8 text): on a new referral to `recipient`, or, when `None`, on the existing
     /// referral the request names.
     Note { recipient: Option<&'a AgencyId> },
+    /// A consent override's written justification (UTF-8 text) on a new referral to
+    /// `recipient`.
+    Justification { recipient: &'a AgencyId },
 }
 
 impl SealTarget<'_> {
     /// The recipient named by the request, if the payload is for a new referral.
     pub fn recipient(&self) -> Option<&AgencyId> {
         match self {
-            SealTarget::Identity { recipient } => Some(recipient),
+            SealTarget::Identity { recipient } | SealTarget::Justification { recipient } => {
+                Some(recipient)
+            }
             SealTarget::Note { recipient } => *recipient,
         }
     }

@@ -334,8 +334,10 @@ fn consent(consent: Option<&v1::Consent>) -> Result<Consent, FieldError> {
     Ok(Consent {
         services: consent.services,
         disclose_to_agencies: consent.disclose_to_agencies,
-        override_justification: Some(consent.override_justification.clone())
-            .filter(|text| !text.is_empty()),
+        override_justification: optional_sealed_from_proto(
+            "consent.sealed_override_justification",
+            consent.sealed_override_justification.as_ref(),
+        )?,
     })
 }
 

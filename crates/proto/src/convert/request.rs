@@ -27,6 +27,7 @@ use super::fields::{
 use super::{FieldError, SealTarget, Sealer};
 use crate::v1;
 use crate::v1::create_referral_request::Person;
+use refbus_core::decide::MIN_JUSTIFICATION_CHARS;
 
 /// The longest note accepted, in bytes of UTF-8.
 pub const MAX_NOTE_BYTES: usize = 16 * 1024;
@@ -90,7 +91,7 @@ pub fn create_referral(
     let service = id("service", &request.service, ServiceId::new)?;
     let priority = priority("priority", request.priority)?;
     let categories = categories(&request.categories)?;
-    let consent = consent(request.consent.as_ref())?;
+    check_consent(request.consent.as_ref())?;
     let case_reported_at =
         optional_timestamp("case_reported_at", request.case_reported_at.as_ref())?;
 
@@ -119,6 +120,7 @@ pub fn create_referral(
         Some(&recipient),
         sealer,
     )?;
+    let consent = consent(request.consent.as_ref(), &recipient, sealer)?;
     Ok(NewReferral {
         request_id,
         creation: Creation {
@@ -153,25 +155,71 @@ fn categories(texts: &[String]) -> Result<Vec<CategoryId>, FieldError> {
         .collect()
 }
 
-fn consent(consent: Option<&v1::Consent>) -> Result<Consent, FieldError> {
+/// The consent, with a plaintext justification checked (20 to 2000 characters, not counting
+/// surrounding spaces) and sealed for the parties, or an end-to-end sealed one taken as it is.
+fn consent(
+    consent: Option<&v1::Consent>,
+    recipient: &AgencyId,
+    sealer: &mut Sealer<'_>,
+) -> Result<Consent, FieldError> {
+    let consent = check_consent(consent)?;
+    let justification = match &consent.sealed_override_justification {
+        Some(sealed) => Some(sealed_from_proto(
+            "consent.sealed_override_justification",
+            sealed,
+        )?),
+        None if consent.override_justification.trim().is_empty() => None,
+        None => Some(seal(
+            "consent.override_justification",
+            SealTarget::Justification { recipient },
+            consent.override_justification.trim().as_bytes(),
+            sealer,
+        )?),
+    };
+    Ok(Consent {
+        services: consent.services,
+        disclose_to_agencies: consent.disclose_to_agencies,
+        override_justification: justification,
+    })
+}
+
+/// Everything about the consent that can be checked before sealing anything.
+fn check_consent(consent: Option<&v1::Consent>) -> Result<&v1::Consent, FieldError> {
     let consent = consent.ok_or_else(|| {
         FieldError::new(
             "consent",
             "required: the consent recorded (or an override justification)",
         )
     })?;
-    let justification = consent.override_justification.as_str();
-    if justification.chars().count() > MAX_JUSTIFICATION_CHARS {
+    let justification = consent.override_justification.trim();
+    if !justification.is_empty() && consent.sealed_override_justification.is_some() {
+        return Err(FieldError::new(
+            "consent.sealed_override_justification",
+            "set override_justification or sealed_override_justification, not both",
+        ));
+    }
+    if let Some(sealed) = &consent.sealed_override_justification {
+        sealed_from_proto("consent.sealed_override_justification", sealed)?;
+        return Ok(consent);
+    }
+    let length = justification.chars().count();
+    if length > MAX_JUSTIFICATION_CHARS {
         return Err(FieldError::new(
             "consent.override_justification",
             format!("at most {MAX_JUSTIFICATION_CHARS} characters"),
         ));
     }
-    Ok(Consent {
-        services: consent.services,
-        disclose_to_agencies: consent.disclose_to_agencies,
-        override_justification: Some(justification.to_owned()).filter(|text| !text.is_empty()),
-    })
+    // The core sees the justification sealed, so its length is checked here, on the plaintext.
+    if length > 0 && length < MIN_JUSTIFICATION_CHARS {
+        return Err(FieldError::new(
+            "consent.override_justification",
+            format!(
+                "a consent override needs a written justification of at least \
+                 {MIN_JUSTIFICATION_CHARS} characters"
+            ),
+        ));
+    }
+    Ok(consent)
 }
 
 fn check_identity(identity: &v1::ClientIdentity) -> Result<(), FieldError> {

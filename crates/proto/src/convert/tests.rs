@@ -115,9 +115,9 @@ fn creation() -> Creation {
         consent: Consent {
             services: true,
             disclose_to_agencies: false,
-            override_justification: Some(
-                "Immediate danger at home; guardian is the alleged abuser".to_owned(),
-            ),
+            override_justification: Some(sealed_note(
+                "Immediate danger at home; guardian is the alleged abuser",
+            )),
         },
         case_reported_at: Some(at(-90)),
         identity: Some(fake_seal(
@@ -613,6 +613,7 @@ fn valid_create() -> v1::CreateReferralRequest {
             services: true,
             disclose_to_agencies: true,
             override_justification: String::new(),
+            sealed_override_justification: None,
         }),
         case_reported_at: Some(timestamp(at(-90))),
         person: Some(v1::create_referral_request::Person::Identity(identity())),
@@ -632,6 +633,37 @@ fn create(request: &v1::CreateReferralRequest) -> Result<NewReferral, FieldError
         &policy_version(),
         &mut test_sealer,
     )
+}
+
+#[test]
+fn a_consent_override_justification_is_sealed_for_sender_and_recipient() {
+    let justification = "Immediate danger at home; guardian is the alleged abuser";
+    let mut seen = Vec::new();
+    let mut sealer = |target: SealTarget<'_>, plaintext: &[u8]| {
+        seen.push(format!("{target:?}"));
+        test_sealer(target, plaintext)
+    };
+    let request = v1::CreateReferralRequest {
+        consent: Some(v1::Consent {
+            services: true,
+            disclose_to_agencies: false,
+            override_justification: format!("  {justification}\n"),
+            sealed_override_justification: None,
+        }),
+        ..valid_create()
+    };
+    let created =
+        create_referral(&request, &agency(SENDER), &policy_version(), &mut sealer).unwrap();
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("Justification { recipient: AgencyId(\"maros-dp3a\") }")
+    );
+    let sealed = created.creation.consent.override_justification.unwrap();
+    assert_eq!(sealed.recipients, parties());
+    assert_eq!(
+        opener_for(RECIPIENT)(&sealed).unwrap(),
+        justification.as_bytes()
+    );
 }
 
 #[test]
@@ -957,6 +989,40 @@ fn invalid_requests_name_the_field_at_fault() {
                 ..valid_create()
             })),
             "consent",
+        ),
+        (
+            "a justification too short",
+            ok(create(&v1::CreateReferralRequest {
+                consent: Some(v1::Consent {
+                    override_justification: "   urgent   ".to_owned(),
+                    ..Default::default()
+                }),
+                ..valid_create()
+            })),
+            "consent.override_justification",
+        ),
+        (
+            "a justification in plaintext and sealed",
+            ok(create(&v1::CreateReferralRequest {
+                consent: Some(v1::Consent {
+                    override_justification: "x".repeat(40),
+                    sealed_override_justification: Some(v1::SealedPayload {
+                        recipients: vec![SENDER.to_owned(), RECIPIENT.to_owned()],
+                        envelope: vec![1],
+                    }),
+                    ..Default::default()
+                }),
+                ..valid_create()
+            })),
+            "consent.sealed_override_justification",
+        ),
+        (
+            "a case id shaped like a NIK",
+            ok(create(&v1::CreateReferralRequest {
+                case_id: "7309014501900001".to_owned(),
+                ..valid_create()
+            })),
+            "case_id",
         ),
         (
             "a justification too long",

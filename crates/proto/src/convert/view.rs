@@ -43,7 +43,7 @@ pub fn referral_view(
             .map(ToString::to_string)
             .collect(),
         child: creation.child,
-        consent: Some(consent(&creation.consent)),
+        consent: Some(consent(&creation.consent, opener)),
         case_reported_at: creation.case_reported_at.map(timestamp),
         status: v1::ReferralStatus::from(referral.status).into(),
         resume_status: referral
@@ -298,7 +298,7 @@ fn created(creation: &Creation, opener: &Opener<'_>) -> v1::ReferralCreated {
             .map(ToString::to_string)
             .collect(),
         child: creation.child,
-        consent: Some(consent(&creation.consent)),
+        consent: Some(consent(&creation.consent, opener)),
         case_reported_at: creation.case_reported_at.map(timestamp),
         identity: open_identity(creation.identity.as_ref(), opener),
         sealed_identity: creation.identity.as_ref().map(sealed),
@@ -309,11 +309,12 @@ fn created(creation: &Creation, opener: &Opener<'_>) -> v1::ReferralCreated {
     }
 }
 
-fn consent(consent: &Consent) -> v1::Consent {
+fn consent(consent: &Consent, opener: &Opener<'_>) -> v1::Consent {
     v1::Consent {
         services: consent.services,
         disclose_to_agencies: consent.disclose_to_agencies,
-        override_justification: consent.override_justification.clone().unwrap_or_default(),
+        override_justification: open_note(consent.override_justification.as_ref(), opener),
+        sealed_override_justification: consent.override_justification.as_ref().map(sealed),
     }
 }
 
