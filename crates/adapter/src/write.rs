@@ -9,7 +9,7 @@
 
 use refbus_bus::{Append, AppendErrorKind, EventRecord, Stored, subjects};
 use refbus_core::command::{Command, Request};
-use refbus_core::ids::OperatorId;
+use refbus_core::ids::{OperatorId, SystemId};
 use refbus_core::referral::Creation;
 use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, Timestamp, decide};
 use refbus_core::{RecordError, record};
@@ -20,6 +20,14 @@ use tonic::Status;
 
 use crate::stages::Stage;
 use crate::{Adapter, keys, status};
+
+/// Who acts: the operator the system named (`x-refbus-operator`), and the system its client
+/// certificate proved (`None` for the adapter's own reroutes and behind insecure plaintext).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    pub(crate) operator: OperatorId,
+    pub(crate) system: Option<SystemId>,
+}
 
 /// The outcome of a command: the event recorded (or found, for a retry) and the state after it.
 #[derive(Debug, Clone)]
@@ -101,10 +109,11 @@ fn validating_sealer(
 }
 
 impl Adapter {
-    fn actor(&self, operator: OperatorId) -> Actor {
+    fn actor(&self, caller: Caller) -> Actor {
         Actor::Agency {
             agency: self.inner.agency.clone(),
-            operator,
+            operator: caller.operator,
+            system: caller.system,
         }
     }
 
@@ -178,7 +187,7 @@ impl Adapter {
     /// Runs a command on an existing referral.
     pub(crate) async fn execute<R: CommandRequest>(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &R,
     ) -> Result<Written, Status> {
         // Every field is checked before anything is read, so bad input costs nothing.
@@ -206,7 +215,7 @@ impl Adapter {
     /// another writer got there first.
     async fn execute_with(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         referral_id: &ReferralId,
         message_suffix: &str,
@@ -322,7 +331,7 @@ impl Adapter {
 
     pub(crate) async fn create(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &v1::CreateReferralRequest,
     ) -> Result<Created, Status> {
         let inner = &self.inner;
@@ -410,7 +419,7 @@ impl Adapter {
     /// it (see [`refbus_core::Recorded::with_sealed_creation`]).
     async fn create_referral(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         creation: Creation,
         end_to_end: EndToEnd,
@@ -559,7 +568,7 @@ impl Adapter {
     /// A retry with the same request id finishes what an interrupted attempt started.
     pub(crate) async fn reroute(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &v1::RerouteReferralRequest,
     ) -> Result<Rerouted, Status> {
         let inner = &self.inner;
@@ -597,7 +606,7 @@ impl Adapter {
     /// the child's note and the identity the client sealed end to end, if any.
     pub(crate) async fn reroute_to(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         original_id: &ReferralId,
         to: &AgencyId,

@@ -84,11 +84,15 @@ impl Runtimes {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = self
-            .adapter
-            .spawn(refbus_adapter::run(adapter, listener, async {
+        let task = self.adapter.spawn(refbus_adapter::run(
+            adapter,
+            listener,
+            // Loopback only; TLS on is not measured yet.
+            refbus_adapter::Transport::InsecurePlaintext,
+            async {
                 let _ = stop.await;
-            }));
+            },
+        ));
         Ok(RunningAdapter {
             addr,
             stages,

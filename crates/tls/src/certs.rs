@@ -291,3 +291,143 @@ pub fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), Error> {
     file.write_all(text.as_bytes())
         .map_err(|err| file_error(path, &err))
 }
+
+/// Refuses a certificate that is not a CA's (basic constraints `CA:TRUE`).
+pub fn check_ca(certificate: &CertificateDer<'_>) -> Result<(), String> {
+    let (_, parsed) = X509Certificate::from_der(certificate)
+        .map_err(|err| format!("a certificate cannot be read: {err}"))?;
+    if parsed.is_ca() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the certificate of {} is not a CA certificate (it cannot issue others)",
+            parsed.subject()
+        ))
+    }
+}
+
+/// A directory of a deployment's certificates, with fixed file names, so that `refbus certs`,
+/// `refbus up` and the documentation agree:
+///
+/// ```text
+/// ca.pem  ca.key                                   the deployment CA
+/// server-<name>.pem  server-<name>.key             an adapter's server certificate
+/// client-<agency>-<system>.pem  ...-<system>.key   an agency system's client certificate
+/// ```
+#[derive(Debug, Clone)]
+pub struct Directory {
+    pub path: std::path::PathBuf,
+}
+
+/// A certificate's two files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub certificate: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl Files {
+    pub fn exist(&self) -> bool {
+        self.certificate.exists() && self.key.exists()
+    }
+}
+
+impl Directory {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Directory {
+        Directory { path: path.into() }
+    }
+
+    fn files(&self, stem: &str) -> Files {
+        Files {
+            certificate: self.path.join(format!("{stem}.pem")),
+            key: self.path.join(format!("{stem}.key")),
+        }
+    }
+
+    pub fn ca(&self) -> Files {
+        self.files("ca")
+    }
+
+    pub fn server(&self, name: &str) -> Files {
+        self.files(&format!("server-{name}"))
+    }
+
+    pub fn client(&self, identity: &SystemIdentity) -> Files {
+        self.files(&format!("client-{}-{}", identity.agency, identity.system))
+    }
+
+    /// Makes the deployment CA; refuses to replace one (every certificate it issued would
+    /// stop working).
+    pub fn make_ca(&self, name: &str, days: i64) -> Result<Files, Error> {
+        let files = self.ca();
+        if files.certificate.exists() || files.key.exists() {
+            return Err(Error::File {
+                path: files.certificate.display().to_string(),
+                message: "a CA exists already here; replacing it would invalidate every \
+                          certificate it issued (remove it yourself if that is what you want)"
+                    .to_owned(),
+            });
+        }
+        let ca = Ca::generate(name, Validity::days_from(OffsetDateTime::now_utc(), days))?;
+        Issued {
+            certificate_pem: ca.certificate_pem().to_owned(),
+            key_pem: ca.key_pem(),
+        }
+        .write(&files.certificate, &files.key)?;
+        Ok(files)
+    }
+
+    /// The CA made by [`Directory::make_ca`].
+    pub fn load_ca(&self) -> Result<Ca, Error> {
+        let files = self.ca();
+        Ca::load(&files.certificate, &files.key)
+    }
+
+    /// A server certificate `name` for `hosts` (names or addresses), issued by the CA here.
+    pub fn make_server(&self, name: &str, hosts: &[String], days: i64) -> Result<Files, Error> {
+        let issued = self
+            .load_ca()?
+            .issue_server(hosts, Validity::days_from(OffsetDateTime::now_utc(), days))?;
+        let files = self.server(name);
+        issued.write(&files.certificate, &files.key)?;
+        Ok(files)
+    }
+
+    /// A client certificate for `identity`, issued by the CA here.
+    pub fn make_client(&self, identity: &SystemIdentity, days: i64) -> Result<Files, Error> {
+        let issued = self.load_ca()?.issue_client(
+            identity,
+            Validity::days_from(OffsetDateTime::now_utc(), days),
+        )?;
+        let files = self.client(identity);
+        issued.write(&files.certificate, &files.key)?;
+        Ok(files)
+    }
+}
+
+/// Checks the first certificate of `path` at start: `Ok(None)` if it is valid for more than 30
+/// days, `Ok(Some(warning))` if it ends sooner, an error if it has expired or is not valid yet.
+pub fn check_at_start(path: &Path) -> Result<Option<String>, Error> {
+    let certificates = read_certificates(path)?;
+    let Some(first) = certificates.first() else {
+        return Err(Error::Certificate(format!(
+            "{}: no certificate",
+            path.display()
+        )));
+    };
+    match expiry(first, OffsetDateTime::now_utc())? {
+        Expiry::Valid { .. } => Ok(None),
+        Expiry::EndsSoon { not_after } => Ok(Some(format!(
+            "{} expires at {not_after}, within 30 days: renew it",
+            path.display()
+        ))),
+        Expiry::Expired { not_after } => Err(Error::Certificate(format!(
+            "{} expired at {not_after}: renew it",
+            path.display()
+        ))),
+        Expiry::NotYetValid { not_before } => Err(Error::Certificate(format!(
+            "{} is not valid before {not_before} (check this machine's clock)",
+            path.display()
+        ))),
+    }
+}
