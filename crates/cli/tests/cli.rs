@@ -437,3 +437,23 @@ fn certs_make_a_ca_that_config_check_validates_warns_about_and_refuses_once_expi
     assert_eq!(broken.status.code(), Some(1));
     line_with(&stdout(&broken), &["refbus.toml:", "client CA"]);
 }
+
+#[test]
+fn the_adapter_serves_mutual_tls_unless_told_insecure_and_plaintext_only_on_loopback() {
+    let base = [
+        "adapter",
+        "--agency",
+        "maros-dinsos",
+        "--key",
+        "/nonexistent/maros-dinsos.key",
+    ];
+    let neither = refbus(&base);
+    assert_eq!(neither.status.code(), Some(2), "{}", stderr(&neither));
+    line_with(&stderr(&neither), &["--tls-cert"]);
+
+    let mut open = base.to_vec();
+    open.extend(["--insecure-plaintext", "--listen", "0.0.0.0:50051"]);
+    let open = refbus(&open);
+    assert_eq!(open.status.code(), Some(2), "{}", stderr(&open));
+    line_with(&stderr(&open), &["--insecure-plaintext", "loopback only"]);
+}

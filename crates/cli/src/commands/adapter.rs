@@ -55,6 +55,15 @@ pub(crate) struct AdapterArgs {
 pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing();
     let agency = AgencyId::new(&args.agency).map_err(|err| UsageError(err.to_string()))?;
+    // Said before anything starts (`run` refuses it too).
+    if args.insecure_plaintext && !args.listen.ip().is_loopback() {
+        return Err(UsageError(format!(
+            "--insecure-plaintext serves on loopback only, and --listen {} is not: serve mutual \
+             TLS (--tls-cert, --tls-key) or listen on 127.0.0.1",
+            args.listen
+        ))
+        .into());
+    }
     let registry = runtime::load_registry(&args.config)?;
     if registry.agency(&agency).is_none() {
         return Err(UsageError(format!(
