@@ -30,6 +30,9 @@ pub struct Runtimes {
     pub client: Runtime,
     pub adapter: Runtime,
     pub nats_io: Runtime,
+    /// Adapters serve mutual TLS with these (`refbus bench ingest --tls`); plaintext on
+    /// loopback when `None`.
+    pub tls: Option<crate::tls::BenchTls>,
 }
 
 impl Runtimes {
@@ -47,6 +50,7 @@ impl Runtimes {
             client: runtime(CLIENT_THREADS, client_threads)?,
             adapter: runtime(ADAPTER_THREADS, adapter_threads)?,
             nats_io: runtime(NATS_IO_THREAD, 1)?,
+            tls: None,
         })
     }
 
