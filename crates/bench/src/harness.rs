@@ -91,8 +91,12 @@ impl Runtimes {
         let task = self.adapter.spawn(refbus_adapter::run(
             adapter,
             listener,
-            // Loopback only; TLS on is not measured yet.
-            refbus_adapter::Transport::InsecurePlaintext,
+            // Plaintext on loopback, unless the benchmark measures TLS as deployed.
+            self.tls
+                .as_ref()
+                .map_or(refbus_adapter::Transport::InsecurePlaintext, |tls| {
+                    tls.transport.clone()
+                }),
             async {
                 let _ = stop.await;
             },

@@ -26,7 +26,7 @@ impl BenchTls {
         let validity = Validity::days_from(now, 2);
         let ca = Ca::generate("refbus bench CA", validity).map_err(setup)?;
         let server = ca
-            .issue_server(&["127.0.0.1".to_owned()], validity)
+            .issue_server(&["localhost".to_owned(), "127.0.0.1".to_owned()], validity)
             .map_err(setup)?;
         let chain = certificates_from_pem(&server.certificate_pem).map_err(BenchError::Setup)?;
         let key = {
@@ -53,7 +53,7 @@ impl BenchTls {
                     &client_certificate.certificate_pem,
                     &client_certificate.key_pem,
                 ))
-                .domain_name("127.0.0.1"),
+                .domain_name("localhost"),
         })
     }
 }
