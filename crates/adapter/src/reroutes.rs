@@ -90,7 +90,10 @@ impl Adapter {
         };
         match self
             .reroute_to(
-                operator,
+                crate::write::Caller {
+                    operator,
+                    system: None,
+                },
                 &request_id,
                 &original.id,
                 &reroute.to,

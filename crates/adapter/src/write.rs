@@ -9,7 +9,7 @@
 
 use refbus_bus::{Append, AppendErrorKind, EventRecord, Idempotency, Stored, subjects};
 use refbus_core::command::{Command, Request};
-use refbus_core::ids::OperatorId;
+use refbus_core::ids::{OperatorId, SystemId};
 use refbus_core::referral::Creation;
 use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, Timestamp, decide};
 use refbus_core::{RecordError, record};
@@ -20,6 +20,14 @@ use tonic::Status;
 
 use crate::stages::Stage;
 use crate::{Adapter, keys, status};
+
+/// Who acts: the operator the system named (`x-refbus-operator`), and the system its client
+/// certificate proved (`None` for the adapter's own reroutes and behind insecure plaintext).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    pub(crate) operator: OperatorId,
+    pub(crate) system: Option<SystemId>,
+}
 
 /// The outcome of a command: the event recorded (or found, for a retry) and the state after it.
 #[derive(Debug, Clone)]
@@ -111,10 +119,11 @@ fn validating_sealer(
 }
 
 impl Adapter {
-    fn actor(&self, operator: OperatorId) -> Actor {
+    fn actor(&self, caller: Caller) -> Actor {
         Actor::Agency {
             agency: self.inner.agency.clone(),
-            operator,
+            operator: caller.operator,
+            system: caller.system,
         }
     }
 
@@ -195,7 +204,7 @@ impl Adapter {
     /// Runs a command on an existing referral.
     pub(crate) async fn execute<R: CommandRequest>(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &R,
     ) -> Result<Written, Status> {
         // Every field is checked before anything is read, so bad input costs nothing.
@@ -223,7 +232,7 @@ impl Adapter {
     /// another writer got there first.
     async fn execute_with(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         referral_id: &ReferralId,
         link: bool,
@@ -339,7 +348,7 @@ impl Adapter {
 
     pub(crate) async fn create(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &v1::CreateReferralRequest,
     ) -> Result<Created, Status> {
         let inner = &self.inner;
@@ -446,7 +455,7 @@ impl Adapter {
     /// it (see [`refbus_core::Recorded::with_sealed_creation`]).
     async fn create_referral(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         creation: Creation,
         end_to_end: EndToEnd,
@@ -658,7 +667,7 @@ impl Adapter {
     /// A retry with the same request id finishes what an interrupted attempt started.
     pub(crate) async fn reroute(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &v1::RerouteReferralRequest,
     ) -> Result<Rerouted, Status> {
         let inner = &self.inner;
@@ -697,7 +706,7 @@ impl Adapter {
     /// the child's note and the identity the client sealed end to end, if any.
     pub(crate) async fn reroute_to(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         original_id: &ReferralId,
         to: &AgencyId,

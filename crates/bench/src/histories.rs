@@ -223,6 +223,7 @@ impl Writer {
             command,
             actor: Actor::Agency {
                 agency: agency.clone(),
+                system: None,
                 operator: OperatorId::new(format!("operator@{agency}"))
                     .map_err(|err| setup(err.to_string()))?,
             },

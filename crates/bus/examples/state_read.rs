@@ -21,6 +21,7 @@ const REFERRALS: usize = 2_000;
 fn actor(agency: &str) -> Actor {
     Actor::Agency {
         agency: AgencyId::new(agency).unwrap(),
+        system: None,
         operator: OperatorId::new("op").unwrap(),
     }
 }

@@ -19,6 +19,7 @@ fn agency(id: &str) -> AgencyId {
 fn actor(id: &str) -> Actor {
     Actor::Agency {
         agency: agency(id),
+        system: None,
         operator: OperatorId::new("op-1").unwrap(),
     }
 }

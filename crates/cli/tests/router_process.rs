@@ -108,6 +108,7 @@ async fn create_referrals(
             command: CoreCommand::Create(Box::new(creation)),
             actor: Actor::Agency {
                 agency: AgencyId::new("maros-dinsos").unwrap(),
+                system: None,
                 operator: OperatorId::new("op").unwrap(),
             },
             request_id: Some(RequestId::new(format!("crash-{n}")).unwrap()),

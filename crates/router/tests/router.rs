@@ -33,6 +33,7 @@ fn agency(id: &str) -> AgencyId {
 fn operator(id: &str) -> Actor {
     Actor::Agency {
         agency: agency(id),
+        system: None,
         operator: OperatorId::new("op").unwrap(),
     }
 }

@@ -71,6 +71,7 @@ async fn a_shadow_copy_on_another_agencys_subject_is_never_taken_for_the_referra
         at: (system.now)(),
         actor: Actor::Agency {
             agency: agency("polres-maros"),
+            system: None,
             operator: OperatorId::new("op").unwrap(),
         },
         request_id: None,
@@ -159,6 +160,7 @@ async fn unsigned_misattributed_and_back_dated_records_are_not_believed() {
             at: now.minus(std::time::Duration::from_secs(60 * minutes_ago)),
             actor: Actor::Agency {
                 agency: agency("maros-uptd-ppa"),
+                system: None,
                 operator: OperatorId::new("op").unwrap(),
             },
             request_id: None,
