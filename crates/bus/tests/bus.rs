@@ -840,6 +840,8 @@ async fn next_consumed(
         .expect("nothing came")
         .expect("the stream ended")
         .expect("a read error")
+}
+
 #[test]
 fn a_signed_records_payload_is_its_encoding_and_the_record_is_the_same() {
     let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "s1");
