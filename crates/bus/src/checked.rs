@@ -218,7 +218,7 @@ impl Bus {
             let before = if last.record.event.seq == 1 {
                 Some(None)
             } else {
-                match self.unchecked_at(verifier, last.prev_seq).await? {
+                match self.unchecked_at(verifier, subject, last.prev_seq).await? {
                     Some(previous)
                         if previous.subject == last.subject
                             && previous.record.bytes_hash == last.record.event.prev_hash =>
