@@ -168,6 +168,11 @@ impl ConnectOptions {
             ));
         }
         let mut options = options.name(&self.name);
+        if let Some(agency) = &self.confined_to {
+            // Replies to this agency's requests (its reads) arrive under its own prefix, the
+            // only inbox its user may subscribe to: no other user sees them.
+            options = options.custom_inbox_prefix(format!("_INBOX.{agency}"));
+        }
         if tls_required {
             options = options.require_tls(true);
         }
