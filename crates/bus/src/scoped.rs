@@ -79,6 +79,17 @@ impl Bus {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Raw>, ReadError> {
+        // Boxed: the consumer's futures are large, and every read of every caller would
+        // otherwise carry them inline.
+        Box::pin(self.read_filtered_inline(filter, from, limit)).await
+    }
+
+    async fn read_filtered_inline(
+        &self,
+        filter: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<Raw>, ReadError> {
         self.direct_reads.fetch_add(1, Ordering::Relaxed);
         let deliver_policy = if from <= 1 {
             DeliverPolicy::All
