@@ -73,6 +73,9 @@ pub enum Credentials {
     File(PathBuf),
     /// A user and password (deploy/nats/permissions.conf has one user per component).
     UserPassword { user: String, password: String },
+    /// An NKey seed (`refbus up` makes one per component): the server knows only its public
+    /// key, and the seed signs the server's challenge.
+    Nkey(String),
 }
 
 impl ConnectOptions {
@@ -132,6 +135,7 @@ impl ConnectOptions {
             Credentials::UserPassword { user, password } => {
                 async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
             }
+            Credentials::Nkey(seed) => async_nats::ConnectOptions::with_nkey(seed.clone()),
         };
         if self.servers.is_empty() {
             return Err(ConnectError::with_source(
@@ -210,6 +214,7 @@ impl fmt::Debug for Credentials {
                 .field("user", user)
                 .field("password", &"<hidden>")
                 .finish(),
+            Credentials::Nkey(_) => f.write_str("Nkey(<hidden>)"),
         }
     }
 }
@@ -256,6 +261,8 @@ mod tests {
             shown.contains("router") && !shown.contains("s3cret"),
             "{shown}"
         );
+        let nkey = format!("{:?}", Credentials::Nkey("SUAFAKESEED".to_owned()));
+        assert!(!nkey.contains("SUAFAKESEED"), "{nkey}");
     }
 
     #[tokio::test]

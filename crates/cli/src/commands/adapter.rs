@@ -62,7 +62,7 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
         Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
     );
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let bus = args.nats.connect().await?;
+        let bus = args.nats.connect(Some(agency.clone())).await?;
         let adapter = refbus_adapter::Adapter::new(
             agency.clone(),
             verifier,
