@@ -293,23 +293,41 @@ pub(crate) struct LocalNats {
     child: tokio::process::Child,
     pub(crate) url: String,
     pub(crate) monitor: String,
+    /// TLS and the users' keys (`refbus up`); `None`: open to any local client (benchmarks).
+    pub(crate) security: Option<crate::nats_security::NatsSecurity>,
 }
 
 impl LocalNats {
+    /// A server for `refbus up`: TLS with client certificates, and only `users` (by NKey), as
+    /// [`NatsSecurity`](crate::nats_security::NatsSecurity) makes them in `data_dir`.
     pub(crate) async fn start(
         binary: &Path,
         data_dir: &Path,
         port: u16,
         monitor_port: u16,
+        users: &[String],
     ) -> anyhow::Result<LocalNats> {
-        LocalNats::start_with(
+        let security = crate::nats_security::NatsSecurity::ensure(data_dir, users)?;
+        let mut nats = LocalNats::start_secured(
             binary,
             data_dir,
             port,
             monitor_port,
             Durability::FsyncEveryWrite,
+            &security.server_config(),
         )
-        .await
+        .await?;
+        nats.url = format!("tls://127.0.0.1:{port}");
+        nats.security = Some(security);
+        Ok(nats)
+    }
+
+    /// Connection options for component `user` of this server.
+    pub(crate) fn connect_options(&self, user: &str) -> anyhow::Result<refbus_bus::ConnectOptions> {
+        match &self.security {
+            Some(security) => security.connect_options(&self.url, user),
+            None => Ok(refbus_bus::ConnectOptions::from(&self.url)),
+        }
     }
 
     pub(crate) async fn start_with(
@@ -318,6 +336,17 @@ impl LocalNats {
         port: u16,
         monitor_port: u16,
         durability: Durability,
+    ) -> anyhow::Result<LocalNats> {
+        LocalNats::start_secured(binary, data_dir, port, monitor_port, durability, "").await
+    }
+
+    async fn start_secured(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        monitor_port: u16,
+        durability: Durability,
+        security: &str,
     ) -> anyhow::Result<LocalNats> {
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
@@ -334,7 +363,7 @@ impl LocalNats {
                  listen: \"127.0.0.1:{port}\"\n\
                  http: \"127.0.0.1:{monitor_port}\"\n\
                  server_name: \"refbus-local\"\n\
-                 jetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
+                 jetstream {{\n  store_dir: \"{}\"{sync}\n}}\n{security}",
                 store.display()
             ),
         )?;
@@ -365,6 +394,7 @@ impl LocalNats {
             child,
             url,
             monitor,
+            security: None,
         };
         nats.wait_until_ready(data_dir).await?;
         Ok(nats)
