@@ -787,14 +787,61 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Certificates where the shipped configurations expect them (`<etc>/tls/`): a CA, `server` for
+/// one server, `refbus-<n>` for the cluster's nodes (a server's and a route client's).
+fn install_certificates(etc: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let dir = etc.join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for name in ["server", "refbus-1", "refbus-2", "refbus-3"] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![format!("{name}.maros.lan")]).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// Points every `/etc/nats/` path of the configuration files under `etc` at `etc` itself.
+fn relocate(etc: &std::path::Path) {
+    for config in [
+        "single.conf",
+        "cluster/node-1.conf",
+        "cluster/node-2.conf",
+        "cluster/node-3.conf",
+    ] {
+        let path = etc.join(config);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("/etc/nats/", &format!("{}/", etc.display())),
+        )
+        .unwrap();
+    }
+}
+
 #[test]
 fn the_shipped_server_configurations_are_valid_with_the_example_secrets() {
     // As an administrator installs them: the files side by side, the examples copied to the
-    // secrets' names. nats-server's check refuses unknown fields and undefined variables, so
-    // an example that misses a user of permissions.conf (or defines one it lacks) fails here.
+    // secrets' names, certificates made. nats-server's check refuses unknown fields and
+    // undefined variables, so an example that misses a user of permissions.conf (or defines
+    // one it lacks) fails here, and it loads the certificates the TLS blocks name.
     let installed = tempfile::tempdir().unwrap();
     let etc = installed.path();
     copy_tree(&deploy_nats(), etc);
+    install_certificates(etc);
+    relocate(etc);
     std::fs::copy(
         etc.join("passwords.conf.example"),
         etc.join("passwords.conf"),
@@ -830,6 +877,18 @@ fn the_shipped_server_configurations_are_valid_with_the_example_secrets() {
             text.lines()
                 .any(|line| line.trim() == "sync_interval: always"),
             "{config} does not fsync every write"
+        );
+        // TLS on, with client certificates: a `tls {` block that is not commented out (two on
+        // a cluster node: clients and routes).
+        let blocks = text.lines().filter(|line| line.trim() == "tls {").count();
+        let wanted = if config.starts_with("cluster/") { 2 } else { 1 };
+        assert_eq!(blocks, wanted, "{config}: TLS blocks");
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.trim() == "verify: true")
+                .count(),
+            wanted,
+            "{config}: client certificates required"
         );
     }
 }
