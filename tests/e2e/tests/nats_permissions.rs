@@ -679,7 +679,10 @@ async fn an_agency_reads_nothing_of_another_agencys_referral_by_any_jetstream_ro
     // Dinas Sosial's adapter works, on its own referral, through the same permissions.
     let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
     let dinsos = system.agency_on("maros-dinsos", dinsos_bus).await;
-    create(&dinsos, "maros-uptd-ppa", "dinsos-own").await;
+    let own = create(&dinsos, "maros-uptd-ppa", "dinsos-own").await;
+    // A retried create is answered from the original, read back by its sequence among the
+    // agency's own referrals.
+    assert_eq!(create(&dinsos, "maros-uptd-ppa", "dinsos-own").await, own);
     // Through its adapter, Dinas Sosial is answered as for an unknown id: no party to the
     // police's referral, it must not even learn that it exists.
     let refused = dinsos
