@@ -9,6 +9,8 @@
 //! - [`durable`]: the router's durable consumer, created if missing, checked at every start.
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
+//! - `scoped`: reads NATS permissions can confine to one agency (subject-form direct reads,
+//!   one-filter named consumers, an inbox merged from several).
 //! - [`checked`]: reading records through the one integrity check ([`Verifier`]);
 //!   [`replay`]: the stream's history, every record checked in order.
 //! - [`Bus`]: a cheap, cloneable handle to append and read, used by adapters, router and audit.
@@ -87,7 +89,7 @@ pub struct Bus {
     /// The agency whose subjects alone this connection may read ([`ConnectOptions::confined_to`]).
     confined_to: Option<refbus_core::AgencyId>,
     connected: tokio::sync::watch::Receiver<bool>,
-    /// Direct reads made so far, by this handle and its clones (see [`Bus::direct_reads`]).
+    /// Reads made so far, by this handle and its clones (see [`Bus::direct_reads`]).
     direct_reads: Arc<AtomicU64>,
 }
 
@@ -319,8 +321,9 @@ impl Bus {
         self.connected.clone()
     }
 
-    /// How many direct reads (one stored message each) this handle and its clones have made:
-    /// for metrics, and for tests that a call's reads do not grow with a referral's history.
+    /// How many reads of stored messages (a direct read, or a consumer read up to what it held
+    /// when created: see `scoped.rs`) this handle and its clones have made: for metrics, and for
+    /// tests that a call's reads do not grow with a referral's history.
     pub fn direct_reads(&self) -> u64 {
         self.direct_reads.load(Ordering::Relaxed)
     }
