@@ -240,23 +240,28 @@ impl Bus {
         if record.record.event.seq == 1 {
             return Ok(Some(None));
         }
-        Ok(match self.unchecked_at(verifier, record.prev_seq).await? {
-            Some(previous)
-                if previous.subject == record.subject
-                    && previous.record.bytes_hash == record.record.event.prev_hash =>
+        Ok(
+            match self
+                .unchecked_at(verifier, &record.subject, record.prev_seq)
+                .await?
             {
-                // The predecessor's stored state, checked when it was written: its signature
-                // at least is checked again here.
-                verifier
-                    .check_signed(&previous)
-                    .ok()
-                    .and_then(|()| {
-                        crate::record::decode_state_text(&previous.record.state_json).ok()
-                    })
-                    .map(Some)
-            }
-            _ => None,
-        })
+                Some(previous)
+                    if previous.subject == record.subject
+                        && previous.record.bytes_hash == record.record.event.prev_hash =>
+                {
+                    // The predecessor's stored state, checked when it was written: its signature
+                    // at least is checked again here.
+                    verifier
+                        .check_signed(&previous)
+                        .ok()
+                        .and_then(|()| {
+                            crate::record::decode_state_text(&previous.record.state_json).ok()
+                        })
+                        .map(Some)
+                }
+                _ => None,
+            },
+        )
     }
 
     /// Every record on `subject` (one referral) that passes the check, oldest first, each with

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use refbus_core::Referral;
 use refbus_core::integrity::{Failure, Problem};
 
@@ -65,7 +65,21 @@ impl Bus {
             },
             Start::Now => DeliverPolicy::New,
         };
-        let messages = self.ordered(spec.filters, deliver_policy).await?.boxed();
+        // One ordered consumer over every filter: `consume` serves the dashboard and the audit,
+        // whose users may read the whole stream (a confined agency watches through `watch`).
+        let consumer = crate::timed(
+            self.stream
+                .create_consumer(crate::ordered_config(spec.filters, deliver_policy)),
+        )
+        .await
+        .map_err(crate::unavailable)?
+        .map_err(crate::unavailable)?;
+        let messages = crate::timed(consumer.messages())
+            .await
+            .map_err(crate::unavailable)?
+            .map_err(crate::unavailable)?
+            .map_err(|err| ReadError::with_source(crate::ReadErrorKind::Unavailable, err))
+            .boxed();
         let following = Following {
             bus: self.clone(),
             verifier: verifier.clone(),

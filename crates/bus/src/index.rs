@@ -117,7 +117,7 @@ impl Bus {
     /// if it is there; a creation older than that is taken as indexed (its first attempt had a
     /// week of retries to finish), so a late retry never lists a referral twice.
     pub async fn index_retried(&self, creation: &Stored<EventRecord>) -> Result<(), AppendError> {
-        let window = self.stream.cached_info().config.duplicate_window;
+        let window = self.duplicate_window;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| {
@@ -271,22 +271,28 @@ impl Listing {
             }
             let message = match chain.next {
                 Position::Done => continue,
-                Position::Newest => {
-                    self.bus
-                        .direct(
-                            self.bus
-                                .stream
-                                .direct_get_last_for_subject(chain.subject.clone()),
-                        )
-                        .await?
-                }
-                Position::At(seq) => self.bus.direct(self.bus.stream.direct_get(seq)).await?,
+                Position::Newest => self
+                    .bus
+                    .direct(
+                        self.bus
+                            .stream
+                            .direct_get_last_for_subject(chain.subject.clone()),
+                    )
+                    .await?
+                    .map(crate::Raw::from),
+                // By sequence through a consumer on the chain's own subject: the one form NATS
+                // permissions can confine to the agency's chains (see `scoped`).
+                Position::At(seq) => self
+                    .bus
+                    .first_from(&chain.subject, seq)
+                    .await?
+                    .filter(|raw| raw.sequence == seq),
             };
             let Some(message) = message else {
                 chain.next = Position::Done;
                 continue;
             };
-            let entry = if message.subject.as_str() == chain.subject {
+            let entry = if message.subject == chain.subject {
                 serde_json::from_slice::<Entry>(&message.payload)
                     .map_err(|err| format!("not an index entry: {err}"))
             } else {

@@ -9,6 +9,8 @@
 //! - [`durable`]: the router's durable consumer, created if missing, checked at every start.
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
+//! - `scoped`: reads NATS permissions can confine to one agency (subject-form direct reads,
+//!   one-filter named consumers, an inbox merged from several).
 //! - [`checked`]: reading records through the one integrity check ([`Verifier`]);
 //!   [`replay`]: the stream's history, every record checked in order; [`consume`]: the same,
 //!   from any start and following live.
@@ -41,6 +43,7 @@ pub mod index;
 pub mod provision;
 pub mod record;
 pub mod replay;
+mod scoped;
 pub mod subjects;
 
 use std::future::Future;
@@ -61,7 +64,7 @@ use refbus_core::signature::SigningKey;
 use refbus_core::{Event, Referral};
 
 pub use checked::{Unchecked, Verifier};
-pub use connect::{ConnectOptions, Credentials};
+pub use connect::{ClientCert, ConnectOptions, Credentials, Tls};
 pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ConsumerError, ConsumerErrorKind,
     ReadError, ReadErrorKind,
@@ -87,12 +90,19 @@ pub const READ_TIMEOUT: Duration = ACK_TIMEOUT;
 pub struct Bus {
     client: Client,
     js: jetstream::Context,
-    stream: stream::Stream,
+    stream: stream::Stream<()>,
+    /// The stream as checked at start; `None` on a confined connection, which may not ask.
+    info: Option<Arc<stream::Info>>,
+    /// The agency whose subjects alone this connection may read ([`ConnectOptions::confined_to`]).
+    confined_to: Option<refbus_core::AgencyId>,
     connected: tokio::sync::watch::Receiver<bool>,
-    /// Direct reads made so far, by this handle and its clones (see [`Bus::direct_reads`]).
+    /// Reads made so far, by this handle and its clones (see [`Bus::direct_reads`]).
     direct_reads: Arc<AtomicU64>,
     /// The index chains this process appends to (see [`index`](mod@index)).
     index_chains: Arc<index::Chains>,
+    /// How long JetStream remembers a message id: the stream's, as configured (and checked at
+    /// start by every component that may ask for the stream's information).
+    duplicate_window: Duration,
 }
 
 /// An event to append: the bus stores it on its referral's subject, signed.
@@ -230,7 +240,9 @@ impl Bus {
         options: impl Into<ConnectOptions>,
         settings: &StreamSettings,
     ) -> Result<Bus, ConnectError> {
-        let (options, servers) = options.into().to_async_nats().await?;
+        let options = options.into();
+        let confined_to = options.confined_to.clone();
+        let (options, servers) = options.to_async_nats().await?;
         let (connected_tx, connected) = tokio::sync::watch::channel(true);
         // The last error the connection reported, to explain a failed start (a wrong password
         // otherwise shows only as a timeout).
@@ -272,8 +284,23 @@ impl Bus {
             .max_ack_inflight(20_000)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        let stream = match provision::ensure_stream(&js, settings).await {
-            Ok(stream) => stream,
+        let checked = match &confined_to {
+            Some(agency) => scoped::confined_stream(&js, &settings.name, agency)
+                .await
+                .map(|stream| (stream, None)),
+            None => match provision::ensure_stream(&js, settings).await {
+                Ok(stream) => {
+                    let info = Arc::new(stream.cached_info().clone());
+                    js.get_stream_no_info(&settings.name)
+                        .await
+                        .map(|stream| (stream, Some(info)))
+                        .map_err(|err| ConnectError::with_source(ConnectErrorKind::Provision, err))
+                }
+                Err(err) => Err(err),
+            },
+        };
+        let (stream, info) = match checked {
+            Ok(checked) => checked,
             Err(err) => match problem.borrow().clone() {
                 // What the server said explains the failure better than the timeout that
                 // followed (a wrong password, a missing permission).
@@ -295,9 +322,12 @@ impl Bus {
             client,
             js,
             stream,
+            info,
+            confined_to,
             connected,
             direct_reads: Arc::new(AtomicU64::new(0)),
             index_chains: Arc::default(),
+            duplicate_window: settings.duplicate_window,
         })
     }
 
@@ -306,8 +336,9 @@ impl Bus {
         self.connected.clone()
     }
 
-    /// How many direct reads (one stored message each) this handle and its clones have made:
-    /// for metrics, and for tests that a call's reads do not grow with a referral's history.
+    /// How many reads of stored messages (a direct read, or a consumer read up to what it held
+    /// when created: see `scoped.rs`) this handle and its clones have made: for metrics, and for
+    /// tests that a call's reads do not grow with a referral's history.
     pub fn direct_reads(&self) -> u64 {
         self.direct_reads.load(Ordering::Relaxed)
     }
@@ -402,6 +433,9 @@ impl Bus {
     /// see only what comes next starts. Nothing is ever deleted from the stream, so this is
     /// also how many messages it holds.
     pub async fn last_sequence(&self) -> Result<u64, ReadError> {
+        if let Some(agency) = &self.confined_to {
+            return self.last_sequence_confined(agency).await;
+        }
         let info = timed(self.stream.get_info())
             .await
             .map_err(unavailable)?
@@ -440,12 +474,26 @@ impl Bus {
         }
     }
 
-    /// The event at stream sequence `seq`, or `None` if there is no such event.
+    /// The event at stream sequence `seq`, or `None` if there is no such event (on a confined
+    /// connection: none among the agency's own referrals).
     pub async fn event_at(&self, seq: u64) -> Result<Option<Stored<EventRecord>>, ReadError> {
-        self.direct(self.stream.direct_get(seq))
-            .await?
-            .map(decode_event)
-            .transpose()
+        let Some(agency) = &self.confined_to else {
+            return self
+                .direct(self.stream.direct_get(seq))
+                .await?
+                .map(decode_event)
+                .transpose();
+        };
+        // By sequence only through a consumer on the agency's own subjects (a direct read by
+        // sequence could read any agency's referral).
+        for filter in [subjects::received_by(agency), subjects::sent_by(agency)] {
+            if let Some(raw) = self.first_from(&filter, seq).await?
+                && raw.sequence == seq
+            {
+                return decode_event(raw).map(Some);
+            }
+        }
+        Ok(None)
     }
 
     /// The last message on `subject`, its sequence and its record (`None` if it is not a refbus
@@ -465,7 +513,8 @@ impl Bus {
     }
 
     /// The first record on `subject` at or after stream sequence `from`, with its sequence:
-    /// `Some((seq, None))` if it is not a refbus record (reported). One direct read.
+    /// `Some((seq, None))` if it is not a refbus record (reported). One read (a consumer on
+    /// the subject: see [`scoped`]).
     pub(crate) async fn unchecked_next(
         &self,
         verifier: &Verifier,
@@ -473,12 +522,9 @@ impl Bus {
         from: u64,
     ) -> Result<Option<(u64, Option<Unchecked>)>, ReadError> {
         Ok(self
-            .direct(self.stream.direct_get_next_for_subject(subject, Some(from)))
+            .first_from(subject, from)
             .await?
-            .map(|message| {
-                let raw = Raw::from(message);
-                (raw.sequence, raw.unchecked(verifier))
-            }))
+            .map(|raw| (raw.sequence, raw.unchecked(verifier))))
     }
 
     /// The subject of the last message matching `pattern` (which may hold wildcards): where a
@@ -503,20 +549,22 @@ impl Bus {
         }
     }
 
-    /// The record at stream sequence `seq`; `None` if there is none or it is not a refbus
-    /// record (reported).
+    /// The record at stream sequence `seq` on `subject`; `None` if there is none or it is not
+    /// a refbus record (reported). One read, through a consumer on the subject.
     pub(crate) async fn unchecked_at(
         &self,
         verifier: &Verifier,
+        subject: &str,
         seq: u64,
     ) -> Result<Option<Unchecked>, ReadError> {
         if seq == 0 {
             return Ok(None);
         }
         Ok(self
-            .direct(self.stream.direct_get(seq))
+            .first_from(subject, seq)
             .await?
-            .and_then(|message| Raw::from(message).unchecked(verifier)))
+            .filter(|raw| raw.sequence == seq)
+            .and_then(|raw| raw.unchecked(verifier)))
     }
 
     /// Every record on `subject` (which may hold wildcards), oldest first; messages that are
@@ -534,29 +582,23 @@ impl Bus {
         &self,
         verifier: &Verifier,
         subject: &str,
-        mut from: u64,
+        from: u64,
     ) -> Result<Vec<Unchecked>, ReadError> {
-        let mut records = Vec::new();
-        while let Some((seq, record)) = self.unchecked_next(verifier, subject, from).await? {
-            from = seq + 1;
-            records.extend(record);
-        }
-        Ok(records)
+        Ok(self
+            .read_filtered(subject, from, usize::MAX)
+            .await?
+            .into_iter()
+            .filter_map(|raw| raw.unchecked(verifier))
+            .collect())
     }
 
     /// Every event on `subject` (one referral), oldest first.
     pub async fn history(&self, subject: &str) -> Result<Vec<Stored<EventRecord>>, ReadError> {
-        let mut events = Vec::new();
-        let mut from = 1;
-        while let Some(message) = self
-            .direct(self.stream.direct_get_next_for_subject(subject, Some(from)))
+        self.read_filtered(subject, 1, usize::MAX)
             .await?
-        {
-            let stored = decode_event(message)?;
-            from = stored.seq + 1;
-            events.push(stored);
-        }
-        Ok(events)
+            .into_iter()
+            .map(decode_event)
+            .collect()
     }
 
     /// Every message matching `filters` after stream sequence `after`, in stream order, then
@@ -572,14 +614,9 @@ impl Bus {
         filters: Vec<String>,
         after: u64,
     ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
-        let deliver_policy = if after == 0 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            }
-        };
-        let messages = self.ordered(filters, deliver_policy).await?;
+        // One consumer per filter, merged, so that each consumer's filter is in its API
+        // subject (see [`scoped`]).
+        let messages = self.merged(filters, after).await?;
         let verifier = verifier.clone();
         Ok(messages.filter_map(move |message| {
             let item = match message.and_then(|message| raw_stream_message(&message)) {
@@ -605,15 +642,9 @@ impl Bus {
         after: u64,
         kind: &str,
     ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
-        let deliver_policy = if after == 0 {
-            DeliverPolicy::All
-        } else {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            }
-        };
         let wanted = headers::change_type(kind);
-        let messages = self.ordered(filters, deliver_policy).await?;
+        // One consumer per filter, merged, as `watch` (the adapter's connection is confined).
+        let messages = self.merged(filters, after).await?;
         let verifier = verifier.clone();
         Ok(messages.filter_map(move |message| {
             let item = match message {
@@ -752,27 +783,34 @@ impl Bus {
         self.publish(subject, message).await
     }
 
-    /// The last message of every subject matching `filters`, then the stream ends.
+    /// The last message of every subject matching `filters`, filter after filter (one
+    /// consumer each, its filter in its API subject), then the stream ends.
     async fn last_per_subject(
         &self,
         filters: Vec<String>,
     ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
     {
-        let consumer = timed(
-            self.stream
-                .create_consumer(ordered_config(filters, DeliverPolicy::LastPerSubject)),
-        )
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)?;
-        let total = consumer.cached_info().num_pending;
-        let messages = timed(consumer.messages())
+        let mut all = Vec::with_capacity(filters.len());
+        for filter in filters {
+            let consumer = timed(
+                self.stream
+                    .create_consumer(ordered_config(vec![filter], DeliverPolicy::LastPerSubject)),
+            )
             .await
             .map_err(unavailable)?
             .map_err(unavailable)?;
-        Ok(messages
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))
-            .take(usize::try_from(total).unwrap_or(usize::MAX)))
+            let total = consumer.cached_info().num_pending;
+            let messages = timed(consumer.messages())
+                .await
+                .map_err(unavailable)?
+                .map_err(unavailable)?;
+            all.push(
+                messages
+                    .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))
+                    .take(usize::try_from(total).unwrap_or(usize::MAX)),
+            );
+        }
+        Ok(futures::stream::iter(all).flatten())
     }
 
     /// A durable consumer of every referral event, for a component that must process each
@@ -796,7 +834,13 @@ impl Bus {
             .map_err(timed_out)?
         {
             Ok(info) => {
-                let stream = &self.stream.cached_info().config;
+                let Some(stream_info) = &self.info else {
+                    return Err(ConsumerError::with_source(
+                        ConsumerErrorKind::Misconfigured,
+                        "a connection confined to one agency cannot run the router's consumer",
+                    ));
+                };
+                let stream = &stream_info.config;
                 let found =
                     durable::differences(name, &info.config, info.paused, stream.num_replicas);
                 if !found.is_empty() {
@@ -840,26 +884,6 @@ impl Bus {
             })
         }))
     }
-
-    async fn ordered(
-        &self,
-        filters: Vec<String>,
-        deliver_policy: DeliverPolicy,
-    ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
-    {
-        let consumer = timed(
-            self.stream
-                .create_consumer(ordered_config(filters, deliver_policy)),
-        )
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)?;
-        let messages = timed(consumer.messages())
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
-        Ok(messages.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err)))
-    }
 }
 
 /// A request to JetStream that got no answer within [`READ_TIMEOUT`].
@@ -886,7 +910,10 @@ pub(crate) fn ordered_config(
     mut filters: Vec<String>,
     deliver_policy: DeliverPolicy,
 ) -> OrderedConfig {
+    // Named: the server then takes the filter from the API subject (one filter), where
+    // permissions see it, and the client names any replacement after it.
     let mut config = OrderedConfig {
+        name: Some(scoped::consumer_name()),
         deliver_policy,
         ..Default::default()
     };
@@ -913,7 +940,7 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
 
 /// A stored message, read directly or through a consumer: what decoding needs of it (the
 /// headers only for the predecessor's sequence, so they are never copied).
-struct Raw {
+pub(crate) struct Raw {
     subject: String,
     sequence: u64,
     prev_seq: u64,

@@ -920,3 +920,77 @@ async fn watching_one_kind_of_change_skips_others_unread_and_checks_what_it_keep
     ));
     assert_eq!(verifier.refused(), 1);
 }
+
+#[tokio::test]
+async fn an_inbox_of_several_filters_comes_in_stream_order_while_they_are_written_at_once() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let uptd = agency("maros-uptd-ppa");
+    let (old, old_state) = created("maros-dinsos", "maros-uptd-ppa", "before");
+    append(&bus, old, &old_state, 0, "before").await.unwrap();
+    let end = bus.last_sequence().await.unwrap();
+    let mut inbox = bus
+        .watch(&verifier(), subjects::inbox(&uptd), end)
+        .await
+        .unwrap();
+    // Referrals to UPTD and from it (two of the inbox's filters, one consumer each), and
+    // others UPTD is no party to, all written at once: their sequences interleave.
+    let writes: Vec<_> = (0..24)
+        .map(|n| {
+            let (sender, recipient) = match n % 3 {
+                0 => ("maros-dinsos", "maros-uptd-ppa"),
+                1 => ("maros-uptd-ppa", "polres-maros"),
+                _ => ("maros-dinsos", "polres-maros"),
+            };
+            let (event, state) = created(sender, recipient, &format!("live-{n}"));
+            let bus = bus.clone();
+            async move {
+                let appended = append(&bus, event, &state, 0, &format!("live-{n}"))
+                    .await
+                    .unwrap();
+                (n % 3 != 2).then_some(appended.seq)
+            }
+        })
+        .collect();
+    let mut wanted: Vec<u64> = futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    wanted.sort_unstable();
+    let mut seen = Vec::new();
+    while seen.len() < wanted.len() {
+        seen.push(inbox.next().await.unwrap().unwrap().seq());
+    }
+    assert_eq!(seen, wanted, "every item once, in stream order");
+}
+
+#[tokio::test]
+async fn a_connection_confined_to_an_agency_reads_by_sequence_only_among_its_referrals() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let (own, own_state) = created("maros-dinsos", "maros-uptd-ppa", "own");
+    let (other, other_state) = created("maros-uptd-ppa", "polres-maros", "other");
+    let own_seq = append(&bus, own, &own_state, 0, "own").await.unwrap().seq;
+    let other_seq = append(&bus, other, &other_state, 0, "other")
+        .await
+        .unwrap()
+        .seq;
+    let confined = Bus::connect(
+        &refbus_bus::ConnectOptions::from(server.url()).confined_to(agency("maros-dinsos")),
+        &StreamSettings::default(),
+    )
+    .await
+    .unwrap();
+    // The stream's end, learnt without the stream's information.
+    assert_eq!(confined.last_sequence().await.unwrap(), other_seq);
+    let read = confined.event_at(own_seq).await.unwrap().unwrap();
+    assert_eq!(read.record.event.referral_id, own_state.id);
+    // Another agency's referral is not there for it, though the stream holds it.
+    assert!(confined.event_at(other_seq).await.unwrap().is_none());
+    assert!(bus.event_at(other_seq).await.unwrap().is_some());
+    // A history and a creation are read through consumers on the subject.
+    let history = confined.history(&subject_of(&own_state)).await.unwrap();
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].seq, own_seq);
+}

@@ -2,6 +2,7 @@
 //! module in [`commands`], where the work is done by the library crates.
 
 mod commands;
+mod nats_security;
 mod runtime;
 
 use std::process::ExitCode;

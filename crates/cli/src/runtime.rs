@@ -374,23 +374,41 @@ pub(crate) struct LocalNats {
     child: tokio::process::Child,
     pub(crate) url: String,
     pub(crate) monitor: String,
+    /// TLS and the users' keys (`refbus up`); `None`: open to any local client (benchmarks).
+    pub(crate) security: Option<crate::nats_security::NatsSecurity>,
 }
 
 impl LocalNats {
+    /// A server for `refbus up`: TLS with client certificates, and only `users` (by NKey), as
+    /// [`NatsSecurity`](crate::nats_security::NatsSecurity) makes them in `data_dir`.
     pub(crate) async fn start(
         binary: &Path,
         data_dir: &Path,
         port: u16,
         monitor_port: u16,
+        users: &[String],
     ) -> anyhow::Result<LocalNats> {
-        LocalNats::start_with(
+        let security = crate::nats_security::NatsSecurity::ensure(data_dir, users)?;
+        let mut nats = LocalNats::start_secured(
             binary,
             data_dir,
             port,
             monitor_port,
             Durability::FsyncEveryWrite,
+            &security.server_config(),
         )
-        .await
+        .await?;
+        nats.url = format!("tls://127.0.0.1:{port}");
+        nats.security = Some(security);
+        Ok(nats)
+    }
+
+    /// Connection options for component `user` of this server.
+    pub(crate) fn connect_options(&self, user: &str) -> anyhow::Result<refbus_bus::ConnectOptions> {
+        match &self.security {
+            Some(security) => security.connect_options(&self.url, user),
+            None => Ok(refbus_bus::ConnectOptions::from(&self.url)),
+        }
     }
 
     pub(crate) async fn start_with(
@@ -399,6 +417,17 @@ impl LocalNats {
         port: u16,
         monitor_port: u16,
         durability: Durability,
+    ) -> anyhow::Result<LocalNats> {
+        LocalNats::start_secured(binary, data_dir, port, monitor_port, durability, "").await
+    }
+
+    async fn start_secured(
+        binary: &Path,
+        data_dir: &Path,
+        port: u16,
+        monitor_port: u16,
+        durability: Durability,
+        security: &str,
     ) -> anyhow::Result<LocalNats> {
         let store = data_dir.join("nats");
         std::fs::create_dir_all(&store).with_context(|| format!("creating {}", store.display()))?;
@@ -415,7 +444,7 @@ impl LocalNats {
                  listen: \"127.0.0.1:{port}\"\n\
                  http: \"127.0.0.1:{monitor_port}\"\n\
                  server_name: \"refbus-local\"\n\
-                 jetstream {{\n  store_dir: \"{}\"{sync}\n}}\n",
+                 jetstream {{\n  store_dir: \"{}\"{sync}\n}}\n{security}",
                 store.display()
             ),
         )?;
@@ -446,6 +475,7 @@ impl LocalNats {
             child,
             url,
             monitor,
+            security: None,
         };
         nats.wait_until_ready(data_dir).await?;
         Ok(nats)
@@ -581,6 +611,41 @@ pub(crate) struct NatsArgs {
     /// A file holding that user's password (kept out of the command line and the environment).
     #[arg(long, value_name = "FILE", env = "REFBUS_NATS_PASSWORD_FILE")]
     pub(crate) nats_password_file: Option<PathBuf>,
+    /// A file holding this component's NATS NKey seed (`refbus up` makes one per component).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "REFBUS_NATS_NKEY_FILE",
+        conflicts_with_all = ["nats_user", "nats_creds"]
+    )]
+    pub(crate) nats_nkey_file: Option<PathBuf>,
+    /// The CA certificate (PEM) the NATS server's certificate must chain to; makes TLS
+    /// required. Without it, the operating system's certificate store.
+    #[arg(long, value_name = "FILE", env = "REFBUS_NATS_CA")]
+    pub(crate) nats_ca: Option<PathBuf>,
+    /// A client certificate (PEM) to present to NATS, with --nats-key; makes TLS required.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "REFBUS_NATS_CERT",
+        requires = "nats_key"
+    )]
+    pub(crate) nats_cert: Option<PathBuf>,
+    /// The private key (PEM) of --nats-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "REFBUS_NATS_KEY",
+        requires = "nats_cert"
+    )]
+    pub(crate) nats_key: Option<PathBuf>,
+    /// Use TLS even with nats:// URLs (a tls:// URL says the same).
+    #[arg(long, env = "REFBUS_NATS_TLS")]
+    pub(crate) nats_tls: bool,
+    /// Allow a plain-text connection to a NATS server on another machine: passwords and
+    /// referral events would cross the network unencrypted. Refused without this flag.
+    #[arg(long, env = "REFBUS_INSECURE_NATS_PLAINTEXT")]
+    pub(crate) insecure_nats_plaintext: bool,
     /// Replicas of the events stream: 1 on a single server, 3 on a production cluster. A
     /// missing stream is created with this many; an existing one with another number is
     /// refused (never changed), like any other difference from refbus's configuration, so
@@ -590,8 +655,18 @@ pub(crate) struct NatsArgs {
 }
 
 impl NatsArgs {
-    pub(crate) async fn connect(&self) -> anyhow::Result<refbus_bus::Bus> {
+    /// Connects; an adapter passes its agency (`confined_to`): its user may read only that
+    /// agency's subjects on the shipped permissions (deploy/nats/README.md).
+    pub(crate) async fn connect(
+        &self,
+        confined_to: Option<refbus_core::AgencyId>,
+    ) -> anyhow::Result<refbus_bus::Bus> {
         let credentials = match (&self.nats_creds, &self.nats_user, &self.nats_password_file) {
+            _ if let Some(file) = &self.nats_nkey_file => {
+                let seed = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the NATS NKey seed in {}", file.display()))?;
+                refbus_bus::Credentials::Nkey(seed.trim().to_owned())
+            }
             (Some(creds), _, _) => refbus_bus::Credentials::File(creds.clone()),
             (None, Some(user), Some(file)) => {
                 let password = std::fs::read_to_string(file)
@@ -603,8 +678,22 @@ impl NatsArgs {
             }
             _ => refbus_bus::Credentials::None,
         };
-        let options = refbus_bus::ConnectOptions::new(self.url.split(',').map(str::trim))
-            .with_credentials(credentials);
+        let mut options = refbus_bus::ConnectOptions::new(self.url.split(',').map(str::trim))
+            .with_credentials(credentials)
+            .with_tls(refbus_bus::Tls {
+                ca_file: self.nats_ca.clone(),
+                client_cert: self.nats_cert.clone().zip(self.nats_key.clone()).map(
+                    |(cert_file, key_file)| refbus_bus::ClientCert {
+                        cert_file,
+                        key_file,
+                    },
+                ),
+                required: self.nats_tls,
+            })
+            .with_insecure_plaintext(self.insecure_nats_plaintext);
+        if let Some(agency) = confined_to {
+            options = options.confined_to(agency);
+        }
         let settings = refbus_bus::StreamSettings {
             replicas: self.stream_replicas,
             ..refbus_bus::StreamSettings::default()

@@ -215,6 +215,11 @@ async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for()
         .output()
         .unwrap();
     assert!(generated.status.success(), "{generated:?}");
+    // The stream exists before the adapters start, as the router makes it in a deployment: an
+    // adapter is confined to its agency's subjects and may not create it.
+    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
+        .await
+        .unwrap();
     let deployment = tempfile::tempdir().unwrap();
     let config =
         deployment_with_certificates(deployment.path(), &["maros-dinsos", "maros-uptd-ppa"]);

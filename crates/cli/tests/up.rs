@@ -233,6 +233,81 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     assert!(interrupt(&mut child).success());
 }
 
+#[tokio::test]
+async fn up_admits_to_nats_only_tls_clients_with_its_certificate_and_a_known_nkey() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, lines) = start(data.path());
+    let output = lines.concat();
+    let url = lines
+        .iter()
+        .find_map(|line| {
+            line.split_whitespace()
+                .find(|word| word.starts_with("tls://"))
+        })
+        .unwrap_or_else(|| panic!("no tls:// NATS address in {output}"))
+        .to_owned();
+    assert!(output.contains("--nats-nkey-file"), "{output}");
+    let auth = data.path().join("nats-auth");
+    let plain = url.replace("tls://", "nats://");
+    let with_ca = || async_nats::ConnectOptions::new().add_root_certificates(auth.join("ca.pem"));
+    let with_certificate = || {
+        with_ca().add_client_certificate(
+            auth.join("refbus-router.pem"),
+            auth.join("refbus-router-key.pem"),
+        )
+    };
+    let seed = std::fs::read_to_string(auth.join("refbus-router.nk")).unwrap();
+
+    // No TLS, no certificate, no key, an unknown key: each refused.
+    let refused = [
+        (
+            "no credentials at all",
+            async_nats::ConnectOptions::new().connect(&plain).await,
+        ),
+        ("TLS without a certificate", with_ca().connect(&url).await),
+        (
+            "a certificate but no key",
+            with_certificate().connect(&url).await,
+        ),
+        (
+            "a certificate and an unknown key",
+            async_nats::ConnectOptions::with_nkey(nkeys::KeyPair::new_user().seed().unwrap())
+                .add_root_certificates(auth.join("ca.pem"))
+                .add_client_certificate(
+                    auth.join("refbus-router.pem"),
+                    auth.join("refbus-router-key.pem"),
+                )
+                .connect(&url)
+                .await,
+        ),
+    ];
+    for (attempt, result) in refused {
+        let Err(err) = result else {
+            panic!("{attempt} was let in");
+        };
+        // Past TLS, the server itself refuses whoever has no key it knows.
+        if attempt.contains("key") {
+            assert_eq!(
+                err.kind(),
+                async_nats::ConnectErrorKind::AuthorizationViolation,
+                "{attempt}: {err}"
+            );
+        }
+    }
+    // The router's certificate and key: let in.
+    let router = async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+        .add_root_certificates(auth.join("ca.pem"))
+        .add_client_certificate(
+            auth.join("refbus-router.pem"),
+            auth.join("refbus-router-key.pem"),
+        )
+        .connect(&url)
+        .await
+        .unwrap();
+    router.flush().await.unwrap();
+    assert!(interrupt(&mut child).success());
+}
+
 /// `refbus up <args>` on free ports and `data_dir`: the process, and every line it writes on
 /// stdout and stderr (read on threads, so its pipes never fill), once it said it is up.
 fn start_merged(

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::pull::OrderedConfig};
+use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions, Event};
 use futures::{StreamExt, TryStreamExt};
 use refbus_bus::{Bus, Item, StreamSettings, subjects};
@@ -100,18 +100,35 @@ fn start_nats() -> NatsServer {
         .unwrap()
 }
 
-fn credentials(user: &str) -> ConnectOptions {
-    ConnectOptions::with_user_and_password(user.to_owned(), format!("test-{user}"))
+/// Whether `user` is an agency's (its adapter's) user rather than one of refbus's own.
+fn is_agency(user: &str) -> bool {
+    !user.starts_with("refbus-")
 }
 
-/// How a component connects on its own user.
+fn credentials(user: &str) -> ConnectOptions {
+    let options = ConnectOptions::with_user_and_password(user.to_owned(), format!("test-{user}"));
+    if is_agency(user) {
+        // The only inbox an agency's user may subscribe to, as the bus sets it.
+        options.custom_inbox_prefix(format!("_INBOX.{user}"))
+    } else {
+        options
+    }
+}
+
+/// How a component connects on its own user: an adapter confined to its agency, as
+/// `refbus adapter` connects.
 fn bus_options(nats: &NatsServer, user: &str) -> refbus_bus::ConnectOptions {
-    refbus_bus::ConnectOptions::new([nats.url()]).with_credentials(
+    let options = refbus_bus::ConnectOptions::new([nats.url()]).with_credentials(
         refbus_bus::Credentials::UserPassword {
             user: user.to_owned(),
             password: format!("test-{user}"),
         },
-    )
+    );
+    if is_agency(user) {
+        options.confined_to(AgencyId::new(user).unwrap())
+    } else {
+        options
+    }
 }
 
 /// A component's bus connection on its own user.
@@ -161,8 +178,16 @@ impl Session {
 
     /// Publishes on `subject`, and returns the server's refusal.
     async fn refused_publish(&mut self, subject: &str) -> String {
+        self.refused_request(subject, "{}").await
+    }
+
+    /// Sends the JetStream API request `body` on `subject` as a client library would (a reply
+    /// inbox of this user's), and returns the server's refusal. No answer ever comes to the
+    /// inbox: the request never reaches JetStream.
+    async fn refused_request(&mut self, subject: &str, body: &str) -> String {
+        let inbox = self.client.new_inbox();
         self.client
-            .publish(subject.to_owned(), "{}".into())
+            .publish_with_reply(subject.to_owned(), inbox, body.to_owned().into())
             .await
             .unwrap();
         self.client.flush().await.unwrap();
@@ -326,11 +351,7 @@ async fn every_component_works_on_its_own_user_router_and_coordinator_included()
     let consumers: Vec<_> = stream.consumers().try_collect().await.unwrap();
     let inbox_consumer = consumers
         .iter()
-        .find(|info| {
-            info.config
-                .filter_subjects
-                .contains(&"refbus.v1.notice.maros-dinsos.*".to_owned())
-        })
+        .find(|info| info.config.filter_subject == "refbus.v1.notice.maros-dinsos.*")
         .unwrap_or_else(|| panic!("no inbox consumer among {consumers:#?}"));
     stream.delete_consumer(&inbox_consumer.name).await.unwrap();
     dinsos
@@ -535,13 +556,133 @@ async fn the_auditor_reads_every_event_and_writes_none() {
     assert_eq!(stored_messages(&system.nats).await, before);
 }
 
+/// Every JetStream route by which a user could read stored messages or learn subjects, aimed at
+/// `subject` (a referral of others, at stream sequence `seq`, id `id`), as request subject and
+/// body. Each carries what it reads either in the body (where permissions do not look) or in an
+/// API subject that names another agency's referral.
+fn read_routes(subject: &str, seq: u64, id: &ReferralId) -> Vec<(String, String)> {
+    let stream = STREAM;
+    let consumer = |filter: &str| {
+        format!(
+            r#"{{"stream_name":"{stream}","config":{{"name":"spy","filter_subject":"{filter}","deliver_policy":"all","ack_policy":"none","inactive_threshold":5000000000,"mem_storage":true,"num_replicas":1}},"action":"create"}}"#
+        )
+    };
+    let unnamed = format!(
+        r#"{{"stream_name":"{stream}","config":{{"filter_subject":"{subject}","deliver_policy":"all","ack_policy":"none"}}}}"#
+    );
+    let wildcard = subjects::referral_pattern(id);
+    vec![
+        // Direct reads: by sequence, by subject in the body (last, next), a batch, and by
+        // subject in the API subject, exact or with wildcards.
+        (
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!(r#"{{"seq":{seq}}}"#),
+        ),
+        (
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!(r#"{{"last_by_subj":"{subject}"}}"#),
+        ),
+        (
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!(r#"{{"seq":1,"next_by_subj":"{subject}"}}"#),
+        ),
+        (
+            format!("$JS.API.DIRECT.GET.{stream}"),
+            format!(r#"{{"multi_last":["{subject}"],"batch":10}}"#),
+        ),
+        (
+            format!("$JS.API.DIRECT.GET.{stream}.{subject}"),
+            String::new(),
+        ),
+        (
+            format!("$JS.API.DIRECT.GET.{stream}.{wildcard}"),
+            String::new(),
+        ),
+        (
+            format!("$JS.API.DIRECT.GET.{stream}.refbus.v1.ref.>"),
+            String::new(),
+        ),
+        // The stream's own message API.
+        (
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            format!(r#"{{"seq":{seq}}}"#),
+        ),
+        (
+            format!("$JS.API.STREAM.MSG.GET.{stream}"),
+            format!(r#"{{"last_by_subj":"{subject}"}}"#),
+        ),
+        // Consumers: unnamed (filter in the body), named without a filter in the subject,
+        // named with the referral, a wildcard or everything as filter, the old durable API.
+        (format!("$JS.API.CONSUMER.CREATE.{stream}"), unnamed),
+        (
+            format!("$JS.API.CONSUMER.CREATE.{stream}.spy"),
+            consumer(subject),
+        ),
+        (
+            format!("$JS.API.CONSUMER.CREATE.{stream}.spy.{subject}"),
+            consumer(subject),
+        ),
+        (
+            format!("$JS.API.CONSUMER.CREATE.{stream}.spy.{wildcard}"),
+            consumer(&wildcard),
+        ),
+        (
+            format!("$JS.API.CONSUMER.CREATE.{stream}.spy.refbus.v1.ref.>"),
+            consumer("refbus.v1.ref.>"),
+        ),
+        (
+            format!("$JS.API.CONSUMER.CREATE.{stream}.spy.refbus.v1.>"),
+            consumer("refbus.v1.>"),
+        ),
+        (
+            format!("$JS.API.CONSUMER.DURABLE.CREATE.{stream}.spy"),
+            consumer(subject),
+        ),
+        // Consumer names, lists and information (a consumer's filter names a referral).
+        (format!("$JS.API.CONSUMER.NAMES.{stream}"), "{}".to_owned()),
+        (format!("$JS.API.CONSUMER.LIST.{stream}"), "{}".to_owned()),
+        (
+            format!("$JS.API.CONSUMER.INFO.{stream}.refbus-router-main"),
+            String::new(),
+        ),
+        // Stream information with its subjects, and the stream listings.
+        (
+            format!("$JS.API.STREAM.INFO.{stream}"),
+            r#"{"subjects_filter":">"}"#.to_owned(),
+        ),
+        (
+            "$JS.API.STREAM.LIST".to_owned(),
+            r#"{"subject":"refbus.v1.>"}"#.to_owned(),
+        ),
+        (
+            "$JS.API.STREAM.NAMES".to_owned(),
+            r#"{"subject":"refbus.v1.>"}"#.to_owned(),
+        ),
+        ("$JS.API.INFO".to_owned(), String::new()),
+    ]
+}
+
 #[tokio::test]
-async fn what_the_permissions_cannot_stop_reading_others_metadata_and_redirecting_a_durable() {
+async fn an_agency_reads_nothing_of_another_agencys_referral_by_any_jetstream_route() {
     let mut system = permissioned_system().await;
     let (police_referral, id) = referral_between_others(&mut system).await;
+    let admin = Session::open(&system.nats, "refbus-admin").await;
+    let seq = admin
+        .jetstream()
+        .get_stream(STREAM)
+        .await
+        .unwrap()
+        .direct_get_last_for_subject(&police_referral)
+        .await
+        .unwrap()
+        .sequence;
+    // Dinas Sosial's adapter works, on its own referral, through the same permissions.
     let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
     let dinsos = system.agency_on("maros-dinsos", dinsos_bus).await;
-
+    let own = create(&dinsos, "maros-uptd-ppa", "dinsos-own").await;
+    // A retried create is answered from the original, read back by its sequence among the
+    // agency's own referrals.
+    assert_eq!(create(&dinsos, "maros-uptd-ppa", "dinsos-own").await, own);
     // Through its adapter, Dinas Sosial is answered as for an unknown id: no party to the
     // police's referral, it must not even learn that it exists.
     let refused = dinsos
@@ -552,77 +693,87 @@ async fn what_the_permissions_cannot_stop_reading_others_metadata_and_redirectin
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::NotFound);
+    // The adapters' reads needed no route the permissions refuse.
+    assert_eq!(violations(&system.nats), Vec::<String>::new());
 
-    // Subscribing to the stream's subjects directly is refused...
+    // With Dinas Sosial's own NATS credentials, every route to the police's referral is
+    // refused by the server before JetStream sees it.
     let mut session = Session::open(&system.nats, "maros-dinsos").await;
-    let _subscription = session
-        .client
-        .subscribe("refbus.v1.>".to_owned())
-        .await
-        .unwrap();
-    session.client.flush().await.unwrap();
-    assert_eq!(
-        session.refusal().await,
-        "nats: Permissions Violation for Subscription to \"refbus.v1.>\""
-    );
-    // ... and so is pulling from the router's durable consumer, named in the API subject.
+    for (subject, body) in read_routes(&police_referral, seq, &id) {
+        assert_eq!(
+            session.refused_request(&subject, &body).await,
+            publish_refused(&subject),
+            "{subject} {body}"
+        );
+    }
+    // So are the replies meant for other users, the stream's subjects themselves, and the
+    // router's durable consumer.
+    for subject in ["_INBOX.>", "_INBOX.maros-uptd-ppa.>", "refbus.v1.>"] {
+        let _subscription = session.client.subscribe(subject.to_owned()).await.unwrap();
+        session.client.flush().await.unwrap();
+        assert_eq!(
+            session.refusal().await,
+            format!("nats: Permissions Violation for Subscription to \"{subject}\"")
+        );
+    }
     let pull = "$JS.API.CONSUMER.MSG.NEXT.REFBUS_EVENTS.refbus-router-main";
     assert_eq!(session.refused_publish(pull).await, publish_refused(pull));
 
-    // But an adapter needs ordered consumers, whose filters travel in the request body, where
-    // permissions do not look: Dinas Sosial's user reads the police's referral this way. What
-    // it reads is metadata: the identity is sealed for UPTD PPA and the police only.
-    let stream = session.jetstream().get_stream(STREAM).await.unwrap();
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: police_referral.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let message = consumer
-        .messages()
-        .await
-        .unwrap()
-        .next()
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(message.subject.as_str(), police_referral);
-    let payload = String::from_utf8_lossy(&message.payload);
-    assert!(
-        payload.contains("\"recipient\":\"polres-maros\""),
-        "{payload}"
-    );
-    for secret in ["7309014503120001", "Siti Contoh Korban", "Bonto Tangnga"] {
-        assert!(!payload.contains(secret), "{secret} readable on the bus");
+    // A consumer whose API subject names one of Dinas Sosial's own filters but whose body asks
+    // for the police's referral is refused by JetStream itself: the filters must agree.
+    let own = subjects::sent_by(&AgencyId::new("maros-dinsos").unwrap());
+    for body in [
+        format!(
+            r#"{{"stream_name":"{STREAM}","config":{{"name":"spy","filter_subject":"{police_referral}","ack_policy":"none","mem_storage":true}},"action":"create"}}"#
+        ),
+        format!(
+            r#"{{"stream_name":"{STREAM}","config":{{"name":"spy","filter_subjects":["{own}","{police_referral}"],"ack_policy":"none","mem_storage":true}},"action":"create"}}"#
+        ),
+    ] {
+        let answer = session
+            .client
+            .request(
+                format!("$JS.API.CONSUMER.CREATE.{STREAM}.spy.{own}"),
+                body.clone().into(),
+            )
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer.payload).into_owned();
+        assert!(answer.contains("\"error\""), "{body}: {answer}");
     }
+    let stream = admin.jetstream().get_stream(STREAM).await.unwrap();
+    let consumers: Vec<_> = stream.consumers().try_collect().await.unwrap();
+    assert!(
+        consumers.iter().all(|info| info.name != "spy"),
+        "{consumers:#?}"
+    );
+}
 
-    // The same request body can name the router's durable consumer and change what it reads:
-    // the server takes an unnamed create naming an existing consumer as an update.
+#[tokio::test]
+async fn nobody_but_the_router_and_the_admin_can_redirect_the_routers_durable_consumer() {
+    let system = permissioned_system().await;
     let router = bus_as(&system.nats, "refbus-router").await;
     drop(router.durable("refbus-router-main").await.unwrap());
+    // The unnamed create takes the consumer's name from its body, where permissions do not
+    // look, and the server takes a create naming an existing consumer as an update: only the
+    // router and the admin may send it.
     let redirect = r#"{"stream_name":"REFBUS_EVENTS","config":{"name":"refbus-router-main","description":"refbus router: every referral event, in order","filter_subject":"refbus.v1.ref.maros-dinsos.>","deliver_policy":"all","ack_policy":"explicit","ack_wait":60000000000,"max_ack_pending":20000},"action":"update"}"#;
-    let answer = session
-        .client
-        .request("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS", redirect.into())
-        .await
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&answer.payload).contains("\"error\""),
-        "{answer:?}"
-    );
-    // The router refuses to start on it, naming what changed, rather than read a part.
-    let err = match router.durable("refbus-router-main").await {
-        Ok(_) => panic!("the router must refuse its redirected consumer"),
-        Err(err) => err,
-    };
-    assert_eq!(err.kind(), refbus_bus::ConsumerErrorKind::Misconfigured);
-    assert!(
-        err.to_string()
-            .contains("filter is refbus.v1.ref.maros-dinsos.>, refbus needs refbus.v1.ref.>"),
-        "{err}"
-    );
+    for user in ["maros-dinsos", "maros-bappeda", "refbus-auditor"] {
+        let mut session = Session::open(&system.nats, user).await;
+        for subject in [
+            "$JS.API.CONSUMER.CREATE.REFBUS_EVENTS",
+            "$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.refbus-router-main",
+            "$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.refbus-router-main.refbus.v1.ref.maros-dinsos.*.*",
+        ] {
+            assert_eq!(
+                session.refused_request(subject, redirect).await,
+                publish_refused(subject),
+                "{user}"
+            );
+        }
+    }
+    // The router's consumer is as it made it.
+    drop(router.durable("refbus-router-main").await.unwrap());
 }
 
 /// Copies `from` into `to`, directories included.
@@ -639,14 +790,61 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// Certificates where the shipped configurations expect them (`<etc>/tls/`): a CA, `server` for
+/// one server, `refbus-<n>` for the cluster's nodes (a server's and a route client's).
+fn install_certificates(etc: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let dir = etc.join("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    std::fs::write(dir.join("ca.pem"), ca.self_signed(&ca_key).unwrap().pem()).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    for name in ["server", "refbus-1", "refbus-2", "refbus-3"] {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![format!("{name}.maros.lan")]).unwrap();
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}-key.pem")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// Points every `/etc/nats/` path of the configuration files under `etc` at `etc` itself.
+fn relocate(etc: &std::path::Path) {
+    for config in [
+        "single.conf",
+        "cluster/node-1.conf",
+        "cluster/node-2.conf",
+        "cluster/node-3.conf",
+    ] {
+        let path = etc.join(config);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("/etc/nats/", &format!("{}/", etc.display())),
+        )
+        .unwrap();
+    }
+}
+
 #[test]
 fn the_shipped_server_configurations_are_valid_with_the_example_secrets() {
     // As an administrator installs them: the files side by side, the examples copied to the
-    // secrets' names. nats-server's check refuses unknown fields and undefined variables, so
-    // an example that misses a user of permissions.conf (or defines one it lacks) fails here.
+    // secrets' names, certificates made. nats-server's check refuses unknown fields and
+    // undefined variables, so an example that misses a user of permissions.conf (or defines
+    // one it lacks) fails here, and it loads the certificates the TLS blocks name.
     let installed = tempfile::tempdir().unwrap();
     let etc = installed.path();
     copy_tree(&deploy_nats(), etc);
+    install_certificates(etc);
+    relocate(etc);
     std::fs::copy(
         etc.join("passwords.conf.example"),
         etc.join("passwords.conf"),
@@ -683,6 +881,18 @@ fn the_shipped_server_configurations_are_valid_with_the_example_secrets() {
                 .any(|line| line.trim() == "sync_interval: always"),
             "{config} does not fsync every write"
         );
+        // TLS on, with client certificates: a `tls {` block that is not commented out (two on
+        // a cluster node: clients and routes).
+        let blocks = text.lines().filter(|line| line.trim() == "tls {").count();
+        let wanted = if config.starts_with("cluster/") { 2 } else { 1 };
+        assert_eq!(blocks, wanted, "{config}: TLS blocks");
+        assert_eq!(
+            text.lines()
+                .filter(|line| line.trim() == "verify: true")
+                .count(),
+            wanted,
+            "{config}: client certificates required"
+        );
     }
 }
 
@@ -703,8 +913,8 @@ async fn credentials_in_the_url_are_not_used_by_the_client() {
 #[tokio::test]
 async fn the_router_creates_the_stream_and_an_adapter_cannot() {
     let nats = start_nats();
-    // An adapter started first finds no stream, may not create one, and gives up once its
-    // request times out (the bus's 5 s), with the refusal in the server's log.
+    // An adapter started first finds no stream to read (it may neither create one nor ask
+    // for the stream's information) and gives up, naming the router.
     let refused = Bus::connect(
         &bus_options(&nats, "maros-dinsos"),
         &StreamSettings::default(),
@@ -712,16 +922,29 @@ async fn the_router_creates_the_stream_and_an_adapter_cannot() {
     .await
     .unwrap_err();
     assert_eq!(refused.kind(), refbus_bus::ConnectErrorKind::Provision);
-    let logged = violations(&nats);
-    assert!(
-        logged
-            .iter()
-            .any(|line| line.contains("$JS.API.STREAM.CREATE.REFBUS_EVENTS")),
-        "{logged:#?}"
+    assert!(refused.to_string().contains("router"), "{refused}");
+    // And its own user may not create the stream either.
+    let mut session = Session::open(&nats, "maros-dinsos").await;
+    let create = "$JS.API.STREAM.CREATE.REFBUS_EVENTS";
+    assert_eq!(
+        session.refused_publish(create).await,
+        publish_refused(create)
     );
 
     bus_as(&nats, "refbus-router").await;
     let adapter = bus_as(&nats, "maros-dinsos").await;
-    // The adapter checked the router's stream in full (it refuses any other) and can read it.
+    // The adapter found the router's stream and reads its end through its own subjects (the
+    // router and the auditor check the stream's settings; an agency may not read them).
     assert_eq!(adapter.last_sequence().await.unwrap(), 0);
+    // A message of others (a raw one, on the router's user) moves the stream's end all the same.
+    let router = Session::open(&nats, "refbus-router").await;
+    let appended = router
+        .jetstream()
+        .publish("refbus.v1.notice.maros-bappeda.raw", "{}".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // A message of others moves the stream's end all the same.
+    assert_eq!(adapter.last_sequence().await.unwrap(), appended.sequence);
 }

@@ -107,7 +107,7 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
         }
     };
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let bus = args.nats.connect().await?;
+        let bus = args.nats.connect(Some(agency.clone())).await?;
         let adapter = refbus_adapter::Adapter::new(
             agency.clone(),
             verifier,

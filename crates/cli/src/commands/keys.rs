@@ -311,7 +311,7 @@ fn recover(
     let mut file = new_private_file(out)?;
     let secrets = [backup];
     let (opened, closed) = tokio::runtime::Runtime::new()?.block_on(async {
-        let bus = nats.connect().await?;
+        let bus = nats.connect(Some(agency.clone())).await?;
         let mut lines = Vec::new();
         let mut closed = 0usize;
         let mut found = false;

@@ -57,7 +57,7 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
             }
             None => Arc::new(SystemClock::new()),
         };
-        let bus = args.nats.connect().await?;
+        let bus = args.nats.connect(None).await?;
         let router = Router::new(
             bus,
             verifier,

@@ -129,8 +129,29 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         // From here on a stop signal is ours to handle: nothing started is left behind.
         let stop_signal = runtime::stop_signal();
-        let nats =
-            LocalNats::start(&binary, &data_dir, args.nats_port, args.nats_monitor_port).await?;
+        // One NATS user per component: each agency's adapter, and the router.
+        let users: Vec<String> = registry
+            .agencies
+            .keys()
+            .map(ToString::to_string)
+            .chain([ROUTER_USER.to_owned()])
+            .collect();
+        let nats = LocalNats::start(
+            &binary,
+            &data_dir,
+            args.nats_port,
+            args.nats_monitor_port,
+            &users,
+        )
+        .await?;
+        // The router first: it creates the stream, which adapters (confined to their agency,
+        // as in a deployment) may not even ask about.
+        let router_bus = refbus_bus::Bus::connect(
+            &nats.connect_options(ROUTER_USER)?,
+            &refbus_bus::StreamSettings::default(),
+        )
+        .await
+            .context("connecting the router to the local nats-server")?;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut endpoints = Vec::new();
@@ -141,7 +162,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 &keys_dir.join(refbus_seal::secret_key_file_name(agency)),
                 &public_keys,
             )?;
-            let bus = refbus_bus::Bus::connect(&nats.url, &refbus_bus::StreamSettings::default())
+            let options = nats
+                .connect_options(agency.as_str())?
+                .confined_to(agency.clone());
+            let bus = refbus_bus::Bus::connect(&options, &refbus_bus::StreamSettings::default())
                 .await
                 .context("connecting to the local nats-server")?;
             let signer = refbus_core::signature::Signer::Agency(agency.clone());
@@ -177,9 +201,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }));
             endpoints.push((agency.clone(), format!("127.0.0.1:{port}")));
         }
-        let router_bus = refbus_bus::Bus::connect(&nats.url, &refbus_bus::StreamSettings::default())
-            .await
-            .context("connecting the router to the local nats-server")?;
+
         let router = refbus_router::Router::new(
             router_bus,
             verifier.clone(),
@@ -265,6 +287,9 @@ pub(crate) fn buf_curl(
     }
 }
 
+/// The router's NATS user in a local run.
+const ROUTER_USER: &str = "refbus-router";
+
 /// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
 /// as fast from now.
 fn router_clock(speed: f64) -> std::sync::Arc<dyn refbus_router::Clock> {
@@ -338,6 +363,12 @@ fn print_endpoints(
         nats.monitor,
         nats.pid().unwrap_or(0)
     );
+    if let Some(security) = &nats.security {
+        println!(
+            "  NATS clients      TLS with a client certificate and an NKey per component; the router connects with"
+        );
+        println!("                    {}", security.flags(ROUTER_USER));
+    }
     println!("  data              {}", data_dir.display());
     println!("  router            running; what it records is printed below");
     println!();
