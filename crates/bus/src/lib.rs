@@ -700,7 +700,8 @@ impl Bus {
     /// Decoding and checking (an Ed25519 verification per record, the bulk of the CPU time of
     /// a rebuild) run on tokio's blocking pool, in batches of the records already received, as
     /// many batches at once as there are CPUs, while the connection goes on receiving; items
-    /// come out in stream order all the same.
+    /// come out in stream order all the same. The reads a record may need (its subject's
+    /// creation, or the history after a refused record) run several at once, also in order.
     pub async fn latest_checked(
         &self,
         verifier: &Verifier,
@@ -709,6 +710,8 @@ impl Bus {
     {
         /// Records checked by one task of the blocking pool, at most.
         const CHECK_BATCH: usize = 512;
+        /// Referrals whose creation (or history) is being read at once.
+        const CONCURRENT_READS: usize = 64;
         let messages = self.last_per_subject(filters).await?;
         let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (bus, verifier) = (self.clone(), verifier.clone());
@@ -736,7 +739,7 @@ impl Bus {
             })
             .buffered(parallel)
             .flat_map(futures::stream::iter)
-            .then(move |item| {
+            .map(move |item| {
                 let (bus, verifier) = (bus.clone(), verifier.clone());
                 async move {
                     match item? {
@@ -754,6 +757,8 @@ impl Bus {
                     }
                 }
             })
+            // Those reads are round trips: several in flight at once, items still in order.
+            .buffered(CONCURRENT_READS)
             .filter_map(|item| std::future::ready(item.transpose()))
             // Each item may read the bus again: boxed, so callers can poll it in place.
             .boxed())
