@@ -44,8 +44,11 @@ pub struct Authenticated(pub SystemIdentity);
 pub struct ClientAuthority {
     verifiers: Arc<BTreeMap<String, Arc<dyn ClientCertVerifier>>>,
     /// Chains found valid, until when they may be believed without verifying them again.
-    valid: Arc<Mutex<HashMap<Vec<Vec<u8>>, (SystemIdentity, UnixTime)>>>,
+    valid: Arc<Mutex<Believed>>,
 }
+
+/// Verified chains (their certificates' DER, end-entity first): who, and until when.
+type Believed = HashMap<Vec<Vec<u8>>, (SystemIdentity, UnixTime)>;
 
 /// How long a verified chain is believed without verifying it again: every call of a
 /// connection presents the same chain, and its signatures cost more than the rest of the
