@@ -4,8 +4,9 @@
 //! A CA is trusted per agency, so a CA that one agency runs cannot vouch for a system of
 //! another: the chain must lead to a CA listed for the agency in the certificate's own name.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustls::RootCertStore;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -38,11 +39,24 @@ pub enum Refusal {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authenticated(pub SystemIdentity);
 
-/// The CAs trusted for each agency's systems. Cheap to clone.
+/// The CAs trusted for each agency's systems. Cheap to clone (clones share the cache).
 #[derive(Clone, Default)]
 pub struct ClientAuthority {
     verifiers: Arc<BTreeMap<String, Arc<dyn ClientCertVerifier>>>,
+    /// Chains found valid, until when they may be believed without verifying them again.
+    valid: Arc<Mutex<Believed>>,
 }
+
+/// Verified chains (their certificates' DER, end-entity first): who, and until when.
+type Believed = HashMap<Vec<Vec<u8>>, (SystemIdentity, UnixTime)>;
+
+/// How long a verified chain is believed without verifying it again: every call of a
+/// connection presents the same chain, and its signatures cost more than the rest of the
+/// authentication. Short, so that a CA removed or expired stops being honoured soon.
+const BELIEVED_FOR: Duration = Duration::from_secs(300);
+
+/// At most this many chains are remembered (then the memory is cleared).
+const REMEMBERED: usize = 4096;
 
 impl std::fmt::Debug for ClientAuthority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,6 +93,7 @@ impl ClientAuthority {
         }
         Ok(ClientAuthority {
             verifiers: Arc::new(verifiers),
+            valid: Arc::default(),
         })
     }
 
@@ -96,17 +111,71 @@ impl ClientAuthority {
         let Some((end_entity, intermediates)) = chain.and_then(|chain| chain.split_first()) else {
             return Err(Refusal::NoCertificate);
         };
+        let key: Vec<Vec<u8>> = chain
+            .unwrap_or_default()
+            .iter()
+            .map(|certificate| certificate.to_vec())
+            .collect();
+        if let Some(identity) = self.believed(&key, now) {
+            return Ok(Authenticated(identity));
+        }
         let identity = SystemIdentity::of(end_entity).map_err(Refusal::NoIdentity)?;
         let Some(verifier) = self.verifiers.get(&identity.agency) else {
             return Err(Refusal::UnknownAgency(identity.agency));
         };
         match verifier.verify_client_cert(end_entity, intermediates, now) {
-            Ok(_) => Ok(Authenticated(identity)),
+            Ok(_) => {
+                self.remember(key, &identity, end_entity, now);
+                Ok(Authenticated(identity))
+            }
             Err(err) => Err(Refusal::Invalid {
                 identity,
                 reason: describe(&err),
             }),
         }
+    }
+
+    /// The identity of a chain verified before, if it may still be believed at `now`.
+    fn believed(&self, chain: &[Vec<u8>], now: UnixTime) -> Option<SystemIdentity> {
+        let valid = self
+            .valid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (identity, until) = valid.get(chain)?;
+        (now.as_secs() < until.as_secs()).then(|| identity.clone())
+    }
+
+    /// Remembers a verified chain until the sooner of [`BELIEVED_FOR`] from `now` and the end
+    /// of the certificate's validity.
+    fn remember(
+        &self,
+        chain: Vec<Vec<u8>>,
+        identity: &SystemIdentity,
+        end_entity: &CertificateDer<'_>,
+        now: UnixTime,
+    ) {
+        let at = time::OffsetDateTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+        let not_after = match crate::expiry(end_entity, at) {
+            Ok(crate::Expiry::Valid { not_after } | crate::Expiry::EndsSoon { not_after }) => {
+                u64::try_from(not_after.unix_timestamp()).unwrap_or(0)
+            }
+            _ => return,
+        };
+        let until = (now.as_secs() + BELIEVED_FOR.as_secs()).min(not_after);
+        let mut valid = self
+            .valid
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if valid.len() >= REMEMBERED {
+            valid.clear();
+        }
+        valid.insert(
+            chain,
+            (
+                identity.clone(),
+                UnixTime::since_unix_epoch(Duration::from_secs(until)),
+            ),
+        );
     }
 }
 

@@ -138,3 +138,39 @@ fn private_keys_are_written_for_their_owner_only_and_refused_otherwise() {
         "{refused}"
     );
 }
+
+#[test]
+fn a_chain_verified_once_is_believed_only_until_its_certificate_ends() {
+    let now = OffsetDateTime::now_utc();
+    let ca = Ca::generate("ca", Validity::days_from(now, 365)).unwrap();
+    let cas = [ca_der(&ca)];
+    let authority = ClientAuthority::new([("dinsos", &cas[..])]).unwrap();
+    let identity = SystemIdentity::new("dinsos", "sikasus");
+    let short = ca
+        .issue_client(
+            &identity,
+            Validity {
+                not_before: now - time::Duration::hours(1),
+                not_after: now + time::Duration::seconds(60),
+            },
+        )
+        .unwrap();
+    let chain = der(&short);
+    let at = |offset: i64| {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            u64::try_from(now.unix_timestamp() + offset).unwrap(),
+        ))
+    };
+    assert_eq!(
+        authority.authenticate(Some(&chain), at(0)).unwrap().0,
+        identity
+    );
+    // Remembered: believed again at once.
+    assert_eq!(
+        authority.authenticate(Some(&chain), at(1)).unwrap().0,
+        identity
+    );
+    // Past its end, it is verified again, and refused.
+    let refused = authority.authenticate(Some(&chain), at(120)).unwrap_err();
+    assert!(refused.to_string().contains("expired"), "{refused}");
+}
