@@ -162,6 +162,7 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
         out,
         "--nats",
         "nats://127.0.0.1:9",
+        "--insecure-plaintext",
     ]);
     assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
     let message = text(&adapter);
@@ -185,6 +186,7 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
         out,
         "--nats",
         "nats://127.0.0.1:9",
+        "--insecure-plaintext",
     ]);
     assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
     assert!(text(&adapter).contains("mode 0640"), "{}", text(&adapter));
@@ -237,7 +239,15 @@ fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
             "--config",
             "deploy/config/demo.toml",
         ])
-        .args(["--nats", nats, "--listen", &listen, "--key"])
+        // What is tested here is keys, not the transport: plaintext, on loopback only.
+        .args([
+            "--insecure-plaintext",
+            "--nats",
+            nats,
+            "--listen",
+            &listen,
+            "--key",
+        ])
         .arg(keys.join(format!("{agency}.key")))
         .arg("--public-keys")
         .arg(keys)
@@ -296,6 +306,11 @@ async fn recover_opens_a_referral_with_the_backup_key_alone() {
     )
     .unwrap();
 
+    // The stream exists before the adapter starts, as the router makes it in a deployment: an
+    // adapter is confined to its agency's subjects and may not create it.
+    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
+        .await
+        .unwrap();
     let (_dinsos_process, dinsos) = start_adapter(&nats.url(), keys.path(), "maros-dinsos");
     let mut client =
         v1::referral_service_client::ReferralServiceClient::connect(format!("http://{dinsos}"))

@@ -113,7 +113,8 @@ async fn the_authentication_table_each_refusal_exact_and_nothing_written() {
     valid
         .create(create_request("auth-valid", "maros-uptd-ppa", "shelter"))
         .await;
-    assert_eq!(system.stored_messages().await, before + 1);
+    // The creation and its creation index entry.
+    assert_eq!(system.stored_messages().await, before + 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
