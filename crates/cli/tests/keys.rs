@@ -189,6 +189,40 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
     assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
     assert!(text(&adapter).contains("mode 0640"), "{}", text(&adapter));
 
+    // A signing key the readers do not list (rotated, registry not yet changed): refused too.
+    std::fs::set_permissions(&earlier, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let old_signing = signing
+        .split('"')
+        .nth(3)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    std::fs::write(
+        dir.join("maros-dinsos.sign.pub"),
+        format!("{old_signing}\n"),
+    )
+    .unwrap();
+    let adapter = refbus(&[
+        "adapter",
+        "--agency",
+        "maros-dinsos",
+        "--config",
+        "deploy/config/refbus.toml",
+        "--key",
+        key.to_str().unwrap(),
+        "--public-keys",
+        out,
+        "--nats",
+        "nats://127.0.0.1:9",
+    ]);
+    assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
+    assert!(
+        text(&adapter).contains("is not among the signing keys listed for agency:maros-dinsos"),
+        "{}",
+        text(&adapter)
+    );
+
     // The router's signing key likewise.
     assert!(
         refbus(&["keys", "generate-router", "--out", out])
