@@ -5,7 +5,11 @@ victim of sexual violence to Polres Maros Unit PPA and to Bagian Hukum. Each age
 talks gRPC to its own refbus adapter, with stubs generated from proto/ when this script starts,
 exactly as an agency's IT staff would do.
 
-Usage: maros_flow.py --proto DIR --adapter AGENCY=HOST:PORT [--adapter ...]
+Every agency's system calls its adapter over mutual TLS: it verifies the adapter with the
+deployment's CA and presents its own client certificate (refbus://<agency>/<system>).
+
+Usage: maros_flow.py --proto DIR --cacert FILE
+                     --adapter AGENCY=HOST:PORT,CERT_FILE,KEY_FILE [--adapter ...]
 Exits 0 when every step behaved as the contract says; prints what went wrong otherwise.
 """
 
@@ -35,10 +39,10 @@ def generate_stubs(proto_dir: str, out_dir: str) -> None:
 class Agency:
     """One agency's IT system: a stub of its adapter and the operator who acts."""
 
-    def __init__(self, pb, stubs, agency: str, target: str, operator: str):
+    def __init__(self, pb, stubs, agency: str, target: str, credentials, operator: str):
         self.pb = pb
         self.agency = agency
-        self.stub = stubs.ReferralServiceStub(grpc.insecure_channel(target))
+        self.stub = stubs.ReferralServiceStub(grpc.secure_channel(target, credentials))
         self.metadata = (("x-refbus-operator", operator),)
 
     def call(self, method: str, **fields):
@@ -58,6 +62,11 @@ class Agency:
         return items
 
 
+def read(path: str) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
 def expect(condition: bool, message: str) -> None:
     if not condition:
         raise AssertionError(message)
@@ -66,8 +75,10 @@ def expect(condition: bool, message: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--proto", required=True)
-    parser.add_argument("--adapter", action="append", required=True, help="AGENCY=HOST:PORT")
+    parser.add_argument("--cacert", required=True, help="the CA that issued the adapters' certificate")
+    parser.add_argument("--adapter", action="append", required=True, help="AGENCY=HOST:PORT,CERT_FILE,KEY_FILE")
     args = parser.parse_args()
+    ca = read(args.cacert)
 
     out_dir = tempfile.mkdtemp(prefix="refbus-python-stubs-")
     generate_stubs(args.proto, out_dir)
@@ -83,8 +94,18 @@ def main() -> int:
             return getattr(service, name, None) or getattr(common, name)
 
     pb = Pb()
-    targets = dict(item.split("=", 1) for item in args.adapter)
-    agency = {name: Agency(pb, stubs, name, target, f"py-operator@{name}") for name, target in targets.items()}
+    adapters = {}
+    for item in args.adapter:
+        name, rest = item.split("=", 1)
+        target, cert, key = rest.split(",")
+        adapters[name] = (target, cert, key)
+    agency = {
+        name: Agency(pb, stubs, name, target,
+                     grpc.ssl_channel_credentials(root_certificates=ca, private_key=read(key),
+                                                  certificate_chain=read(cert)),
+                     f"py-operator@{name}")
+        for name, (target, cert, key) in adapters.items()
+    }
     puskesos, dinsos = agency["puskesos-bontoa"], agency["maros-dinsos"]
     uptd, polres, hukum = agency["maros-uptd-ppa"], agency["polres-maros"], agency["maros-bagian-hukum"]
 
@@ -98,6 +119,8 @@ def main() -> int:
         note="Keluarga lima orang, kepala keluarga sakit, belum terdaftar DTKS")
     family_referral = created.referral.referral_id
     expect(created.referral.status == pb.REFERRAL_STATUS_REQUESTED, "a new referral is requested")
+    expect(created.event.author_system == "python",
+           f"the event records the system the certificate names: {created.event.author_system!r}")
 
     # Dinsos's system takes it from its inbox, reads the family's identity, and accepts.
     items = dinsos.inbox(1)
@@ -153,6 +176,25 @@ def main() -> int:
     except grpc.RpcError as error:
         # Answered as an unknown id: a non-party must not learn that the referral exists.
         expect(error.code() == grpc.StatusCode.NOT_FOUND, f"not a party: {error.code()}")
+
+    # 4. Without a client certificate the adapter answers UNAUTHENTICATED, and with another
+    #    agency's certificate PERMISSION_DENIED.
+    anonymous = Agency(pb, stubs, "maros-dinsos", adapters["maros-dinsos"][0],
+                       grpc.ssl_channel_credentials(root_certificates=ca), "py-anonymous")
+    try:
+        anonymous.call("GetReferral", referral_id=family_referral)
+        raise AssertionError("a call without a client certificate must fail")
+    except grpc.RpcError as error:
+        expect(error.code() == grpc.StatusCode.UNAUTHENTICATED, f"no certificate: {error.code()}")
+    _, cert, key = adapters["polres-maros"]
+    impostor = Agency(pb, stubs, "maros-dinsos", adapters["maros-dinsos"][0],
+                      grpc.ssl_channel_credentials(root_certificates=ca, private_key=read(key),
+                                                   certificate_chain=read(cert)), "py-impostor")
+    try:
+        impostor.call("GetReferral", referral_id=family_referral)
+        raise AssertionError("another agency's certificate must be refused")
+    except grpc.RpcError as error:
+        expect(error.code() == grpc.StatusCode.PERMISSION_DENIED, f"another agency: {error.code()}")
 
     print("maros flow: ok", family_referral, police.referral.referral_id, legal.referral.referral_id)
     return 0

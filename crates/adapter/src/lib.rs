@@ -28,6 +28,7 @@
 
 mod keys;
 mod limits;
+mod peer;
 mod read;
 mod reroutes;
 mod service;
@@ -49,6 +50,7 @@ use tokio::sync::{Semaphore, watch};
 
 pub use stages::{Stage, StageTimes};
 
+pub use peer::Transport;
 pub use reroutes::AUTOMATIC_OPERATOR;
 
 /// The source of "now" for decisions: the system clock in production, fixed in some tests.
@@ -131,6 +133,15 @@ pub enum Error {
     Serve(#[from] tonic::transport::Error),
     #[error("building gRPC reflection from the contract's descriptors: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error(
+        "insecure plaintext is served on loopback only, and {0} is not: serve mutual TLS \
+         (--tls-cert, --tls-key) or listen on 127.0.0.1"
+    )]
+    PlaintextOffLoopback(std::net::SocketAddr),
+    #[error("the adapter's server certificate: {0}")]
+    Certificate(String),
+    #[error("the listener: {0}")]
+    Listener(#[from] std::io::Error),
 }
 
 impl Adapter {
@@ -181,15 +192,22 @@ impl Adapter {
 }
 
 /// Runs `adapter` until `shutdown` completes: serves gRPC on `listener` (the
-/// `ReferralService`, gRPC health and reflection) and carries out the reroutes the router asks
-/// of this agency. On shutdown, open inbox streams end with `UNAVAILABLE` (clients reconnect
+/// `ReferralService`, gRPC health and reflection) over `transport` and carries out the reroutes
+/// the router asks of this agency. Refuses to start when the server certificate has expired
+/// (and warns within 30 days of its end), or when insecure plaintext is asked for on an
+/// address other than loopback. On shutdown, open inbox streams end with `UNAVAILABLE` (clients reconnect
 /// with their cursor, to another adapter or this one restarted), calls in flight finish, and
 /// `run` returns. An adapter that has run once stays stopped: build a new one to serve again.
 pub async fn run(
     adapter: Adapter,
     listener: TcpListener,
+    transport: Transport,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
+    transport.check_address(listener.local_addr()?)?;
+    if let Transport::MutualTls { tls, .. } = &transport {
+        check_expiry(tls)?;
+    }
     let stopping = adapter.inner.stopping.clone();
     let adapter_stopped = stopping.clone();
     let reroutes = {
@@ -198,7 +216,7 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }))
     };
-    let served = serve(adapter, listener, async move {
+    let served = serve(adapter, listener, transport, async move {
         shutdown.await;
         tracing::info!("adapter stopping: ending inbox streams");
         stopping.send_replace(true);
@@ -215,6 +233,7 @@ pub async fn run(
 async fn serve(
     adapter: Adapter,
     listener: TcpListener,
+    transport: Transport,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -250,18 +269,109 @@ async fn serve(
         }
     };
     let limit = adapter.inner.options.max_request_bytes;
-    let service = ReferralServiceServer::new(adapter)
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(16 * 1024 * 1024);
-    // Without TCP_NODELAY small gRPC answers wait for the peer's delayed ACK (~40 ms each).
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    let served = tonic::transport::Server::builder()
+    let authenticate = peer::Authenticate {
+        agency: adapter.inner.agency.clone(),
+        clients: match &transport {
+            Transport::MutualTls { clients, .. } => Some(clients.clone()),
+            Transport::InsecurePlaintext => None,
+        },
+    };
+    // Every ReferralService call is authenticated first; health and reflection (what the
+    // contract looks like, whether the adapter serves) are public and stay open to probes.
+    let service = tonic::service::interceptor::InterceptedService::new(
+        ReferralServiceServer::new(adapter)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(16 * 1024 * 1024),
+        authenticate,
+    );
+    let router = tonic::transport::Server::builder()
         .layer(limits::RequestLimitLayer { limit })
         .add_service(health)
         .add_service(reflection)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+        .add_service(service);
+    let served = match transport {
+        Transport::MutualTls { tls, .. } => {
+            router
+                .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+                .await
+        }
+        Transport::InsecurePlaintext => {
+            // Without TCP_NODELAY small gRPC answers wait for the peer's delayed ACK (~40 ms).
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+        }
+    };
     health_task.abort();
     Ok(served?)
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS connections accepted on `listener`: each handshake runs in its own task, so a slow or
+/// silent client delays nobody else. Ends when the server stops taking connections.
+fn tls_incoming(
+    listener: TcpListener,
+    tls: refbus_tls::ServerTls,
+) -> impl futures::Stream<
+    Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
+    let (accepted, incoming) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = tokio::select! {
+                () = accepted.closed() => return,
+                connection = listener.accept() => match connection {
+                    Ok(connection) => connection,
+                    Err(err) => {
+                        // Out of file descriptors, or a connection reset before it was taken.
+                        tracing::warn!("accepting a connection: {err}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            // Without TCP_NODELAY small gRPC answers wait for the peer's delayed ACK (~40 ms).
+            let _ = stream.set_nodelay(true);
+            let acceptor = tls.acceptor().clone();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = accepted.send(Ok(stream)).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(incoming)
+}
+
+/// Refuses an expired server certificate and warns 30 days before it ends.
+fn check_expiry(tls: &refbus_tls::ServerTls) -> Result<(), Error> {
+    let Some(certificate) = tls.chain.first() else {
+        return Err(Error::Certificate("the chain is empty".to_owned()));
+    };
+    let now = time::OffsetDateTime::now_utc();
+    match refbus_tls::expiry(certificate, now).map_err(|err| Error::Certificate(err.to_string()))? {
+        refbus_tls::Expiry::Valid { .. } => Ok(()),
+        refbus_tls::Expiry::EndsSoon { not_after } => {
+            tracing::warn!(
+                %not_after,
+                "CERTIFICATE: the adapter's server certificate expires within 30 days; renew it"
+            );
+            Ok(())
+        }
+        refbus_tls::Expiry::Expired { not_after } => Err(Error::Certificate(format!(
+            "it expired at {not_after}; renew it (refbus certs server)"
+        ))),
+        refbus_tls::Expiry::NotYetValid { not_before } => Err(Error::Certificate(format!(
+            "it is not valid before {not_before} (check this machine's clock)"
+        ))),
+    }
 }

@@ -7,7 +7,7 @@ use futures::{Stream, StreamExt};
 use refbus_bus::{Item, subjects};
 use refbus_core::clock::ClockView;
 use refbus_core::referral::Party;
-use refbus_core::{Event, Referral, ReferralId, Timestamp};
+use refbus_core::{AgencyId, Event, Referral, ReferralId, Timestamp};
 use refbus_proto::convert::{self, FieldError, ListQuery};
 use refbus_proto::v1;
 use tokio::sync::OwnedSemaphorePermit;
@@ -66,53 +66,77 @@ impl Adapter {
         Ok(self.view(&state))
     }
 
-    /// Referrals this agency sent or received, newest first, a page at a time. The page token
-    /// names the last referral of the previous page, so new referrals never shift later pages,
-    /// and the filters it was given for: with other filters it would silently skip or repeat
-    /// referrals, so it is refused.
+    /// Referrals this agency sent or received, newest first, a page at a time, in bounded
+    /// work: the referrals are read from the creation index (see `refbus_bus::index`), each
+    /// through the record check, and a call examines at most [`LIST_SCAN_LIMIT`] of them, so a
+    /// page filtered down to few matches may hold fewer than `page_size` referrals (even none)
+    /// and still give a token for the next. The page token holds each index chain's position,
+    /// so new referrals never shift later pages, and the filters it was given for: with other
+    /// filters it would silently skip or repeat referrals, so it is refused.
     pub(crate) async fn list(
         &self,
         query: &ListQuery,
     ) -> Result<v1::ListReferralsResponse, Status> {
         let agency = &self.inner.agency;
-        let filters = match query.side {
-            Some(Party::Sender) => vec![subjects::sent_by(agency)],
-            Some(Party::Recipient) => vec![subjects::received_by(agency)],
-            None => vec![subjects::received_by(agency), subjects::sent_by(agency)],
-        };
-        let given_for = filters_digest(query);
-        let after = query
+        let pairs = self.index_pairs(query.side);
+        let given_for = filters_digest(query, &pairs);
+        let positions = query
             .page_token
             .as_deref()
-            .map(|token| parse_page_token(token, &given_for))
+            .map(|token| parse_page_token(token, &given_for, pairs.len()))
             .transpose()?;
-        let verifier = self.inner.verifier.clone();
-        let mut states: Vec<Referral> = self
+        let read = |err: refbus_bus::ReadError| status::read(&err);
+        let mut listing = self
             .inner
             .bus
-            .latest_checked(&verifier, filters)
-            .await
-            .map_err(|err| status::read(&err))?
-            .filter_map(|stored| std::future::ready(stored.ok().map(|stored| stored.record.state)))
-            .filter(|state| std::future::ready(query.matches(state, agency)))
-            .collect()
-            .await;
-        states.sort_by_key(|state| std::cmp::Reverse(page_key(state)));
-        let start = after.map_or(0, |after| {
-            states.partition_point(|state| page_key(state) >= after)
-        });
-        let page: Vec<&Referral> = states.iter().skip(start).take(query.page_size).collect();
-        let next_page_token = if start + page.len() < states.len() {
-            page.last()
-                .map(|last| page_token(page_key(last), &given_for))
-                .unwrap_or_default()
+            .listing(&self.inner.verifier, pairs, positions);
+        let mut page: Vec<Referral> = Vec::new();
+        let mut shown = std::collections::HashSet::new();
+        let mut scanned = 0;
+        while page.len() < query.page_size && scanned < LIST_SCAN_LIMIT {
+            let Some(listed) = listing.next().await.map_err(read)? else {
+                break;
+            };
+            scanned += 1;
+            let Some(stored) = listed.stored else {
+                continue;
+            };
+            let state = stored.record.state;
+            // An entry written twice (a create retried after the duplicate window) is shown once.
+            if query.matches(&state, agency) && shown.insert(state.id) {
+                page.push(state);
+            }
+        }
+        let next_page_token = if listing.has_more().await.map_err(read)? {
+            page_token(&listing.positions(), &given_for)
         } else {
             String::new()
         };
         Ok(v1::ListReferralsResponse {
-            referrals: page.into_iter().map(|state| self.view(state)).collect(),
+            referrals: page.iter().map(|state| self.view(state)).collect(),
             next_page_token,
         })
+    }
+
+    /// The index chains (recipient, sender) an agency's listing reads for `side`: one per other
+    /// agency of the registry and direction, in a fixed order (the registry's), so a page
+    /// token's positions mean the same to every adapter of the agency.
+    fn index_pairs(&self, side: Option<Party>) -> Vec<(AgencyId, AgencyId)> {
+        let agency = &self.inner.agency;
+        let others = self
+            .inner
+            .registry
+            .agencies
+            .keys()
+            .filter(|other| *other != agency);
+        let mut pairs = Vec::new();
+        if side != Some(Party::Sender) {
+            pairs.extend(others.clone().map(|other| (agency.clone(), other.clone())));
+        }
+        if side != Some(Party::Recipient) {
+            pairs.extend(others.map(|other| (other.clone(), agency.clone())));
+        }
+        pairs
     }
 
     /// The inbox from `cursor` on: every event of referrals this agency sent or received, and
@@ -247,23 +271,26 @@ fn parse_cursor(cursor: &str) -> Result<Cursor, Status> {
     })
 }
 
-type PageKey = (Timestamp, ReferralId);
+/// The most referrals one ListReferrals call examines (reads and checks): the bound on its
+/// work, whatever the agency's number of referrals and however narrow its filters.
+pub(crate) const LIST_SCAN_LIMIT: usize = 500;
 
-fn page_key(state: &Referral) -> PageKey {
-    (state.created_at, state.id)
-}
-
-/// A short digest of the query's filters (not its page size, which may change between pages):
-/// FNV-1a over a canonical text, stable across adapters and restarts. It only tells a token's
+/// A short digest of the query's filters (not its page size, which may change between pages)
+/// and of the index chains they read: FNV-1a over a canonical text, stable across adapters and
+/// restarts. It only tells a token's
 /// filters apart, it protects nothing (the filters are applied to every page anyway).
-fn filters_digest(query: &ListQuery) -> String {
+fn filters_digest(query: &ListQuery, pairs: &[(AgencyId, AgencyId)]) -> String {
     let mut statuses: Vec<String> = query.statuses.iter().map(ToString::to_string).collect();
     // The statuses are a set: their order does not change the list.
     statuses.sort();
     statuses.dedup();
     let millis = |at: Option<Timestamp>| at.map(|at| at.as_millis().to_string());
+    let chains: Vec<String> = pairs
+        .iter()
+        .map(|(recipient, sender)| format!("{recipient}>{sender}"))
+        .collect();
     let text = format!(
-        "side={:?}|statuses={}|service={}|after={}|before={}|case={}",
+        "side={:?}|statuses={}|service={}|after={}|before={}|case={}|chains={}",
         query.side,
         statuses.join(","),
         query
@@ -278,6 +305,7 @@ fn filters_digest(query: &ListQuery) -> String {
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default(),
+        chains.join(","),
     );
     let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
@@ -285,11 +313,13 @@ fn filters_digest(query: &ListQuery) -> String {
     format!("{hash:016x}")
 }
 
-fn page_token((created_at, id): PageKey, filters: &str) -> String {
-    BASE64URL_NOPAD.encode(format!("{}:{id}:{filters}", created_at.as_millis()).as_bytes())
+fn page_token(positions: &[u64], filters: &str) -> String {
+    let positions: Vec<String> = positions.iter().map(ToString::to_string).collect();
+    BASE64URL_NOPAD.encode(format!("{}:{filters}", positions.join(",")).as_bytes())
 }
 
-fn parse_page_token(token: &str, filters: &str) -> Result<PageKey, Status> {
+/// The index positions a token holds, provided it was given for these filters and chains.
+fn parse_page_token(token: &str, filters: &str, chains: usize) -> Result<Vec<u64>, Status> {
     let invalid = || {
         status::field(&FieldError::new(
             "page_token",
@@ -300,18 +330,20 @@ fn parse_page_token(token: &str, filters: &str) -> Result<PageKey, Status> {
         .decode(token.as_bytes())
         .map_err(|_| invalid())?;
     let text = String::from_utf8(text).map_err(|_| invalid())?;
-    let mut parts = text.splitn(3, ':');
-    let (Some(millis), Some(id), Some(given_for)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid());
-    };
-    let millis = millis.parse().map_err(|_| invalid())?;
-    let id = ReferralId::parse(id).map_err(|_| invalid())?;
+    let (positions, given_for) = text.split_once(':').ok_or_else(invalid)?;
+    let positions = positions
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<u64>, _>>()
+        .map_err(|_| invalid())?;
     if given_for != filters {
         return Err(status::field(&FieldError::new(
             "page_token",
             "it was given for other filters; start from the first page",
         )));
     }
-    Ok((Timestamp::from_millis(millis), id))
+    if positions.len() != chains {
+        return Err(invalid());
+    }
+    Ok(positions)
 }

@@ -54,7 +54,12 @@ impl Adapter {
         // (a reroute seen twice is carried out once: its request id is fixed).
         let end = bus.last_sequence().await?;
         let verifier = &self.inner.verifier;
-        let mut requests = bus.watch(verifier, vec![sent.clone()], end).await?;
+        // Only reroute requests are decoded and checked: every create and command this adapter
+        // writes comes back on these subjects, and checking each (a signature verified) would
+        // cost as much CPU as writing it.
+        let mut requests = bus
+            .watch_changes(verifier, vec![sent.clone()], end, "reroute_requested")
+            .await?;
         let mut latest = bus.latest_checked(verifier, vec![sent]).await?;
         while let Some(stored) = latest.next().await {
             let state = stored?.record.state;
@@ -85,7 +90,10 @@ impl Adapter {
         };
         match self
             .reroute_to(
-                operator,
+                crate::write::Caller {
+                    operator,
+                    system: None,
+                },
                 &request_id,
                 &original.id,
                 &reroute.to,

@@ -7,19 +7,34 @@ use refbus_proto::v1::referral_service_server::ReferralService;
 use refbus_proto::v1::*;
 use tonic::{Request, Response, Status};
 
+use crate::peer::Peer;
 use crate::read::InboxStream;
+use crate::write::Caller;
 
 type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 use crate::{Adapter, status};
 
-/// The operator acting, from the request metadata.
-fn operator<T>(request: &Request<T>) -> Result<OperatorId, Status> {
+/// Who acts: the system the check before the call authenticated (see `peer`), and the
+/// operator it names in the request metadata. The name the adapter records on its own reroutes
+/// cannot be claimed.
+fn operator<T>(request: &Request<T>) -> Result<Caller, Status> {
+    let peer = request
+        .extensions()
+        .get::<Peer>()
+        .ok_or_else(status::no_peer)?;
     let header = request
         .metadata()
         .get(OPERATOR_METADATA_KEY)
         .map(|value| value.to_str().unwrap_or_default())
         .unwrap_or_default();
-    convert::operator(header).map_err(|err| status::field(&err))
+    let operator: OperatorId = convert::operator(header).map_err(|err| status::field(&err))?;
+    if operator.as_str() == crate::AUTOMATIC_OPERATOR {
+        return Err(status::reserved_operator(operator.as_str()));
+    }
+    Ok(Caller {
+        operator,
+        system: peer.system(),
+    })
 }
 
 /// RPCs that run a command on an existing referral and answer with the state and the event.

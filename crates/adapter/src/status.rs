@@ -8,6 +8,37 @@ use refbus_core::Rejection;
 use refbus_proto::convert::FieldError;
 use tonic::{Code, Status};
 
+/// A caller without a valid client certificate of an agency; nothing was read or written.
+pub(crate) fn unauthenticated(refusal: &refbus_tls::Refusal) -> Status {
+    Status::unauthenticated(refusal.to_string())
+}
+
+/// A call that reached a method without passing the authentication check (a wiring bug: the
+/// service is served only behind it).
+pub(crate) fn no_peer() -> Status {
+    Status::unauthenticated("the caller was not authenticated")
+}
+
+/// A valid certificate of another agency's system: it must call its own agency's adapter.
+pub(crate) fn other_agency(
+    identity: &refbus_tls::SystemIdentity,
+    agency: &refbus_core::AgencyId,
+) -> Status {
+    Status::permission_denied(format!(
+        "the client certificate is {identity}'s, of agency {}; this adapter serves {agency} \
+         only: call your own agency's adapter",
+        identity.agency
+    ))
+}
+
+/// A caller naming the operator the adapter records on what it does by itself.
+pub(crate) fn reserved_operator(operator: &str) -> Status {
+    Status::permission_denied(format!(
+        "x-refbus-operator: {operator} is reserved for what the adapter does by itself; name \
+         the person who acts"
+    ))
+}
+
 /// A core rejection: the request itself, the caller's role, or the referral's state.
 pub(crate) fn rejection(rejection: &Rejection, referral: &str) -> Status {
     match rejection {

@@ -7,9 +7,9 @@
 //! referral's history; a retry that would be allowed again is recognised by the bus's
 //! deduplication. In every case the answer is the original one and nothing is written twice.
 
-use refbus_bus::{Append, AppendErrorKind, EventRecord, Stored, subjects};
+use refbus_bus::{Append, AppendErrorKind, EventRecord, Idempotency, Stored, subjects};
 use refbus_core::command::{Command, Request};
-use refbus_core::ids::OperatorId;
+use refbus_core::ids::{OperatorId, SystemId};
 use refbus_core::referral::Creation;
 use refbus_core::{Actor, AgencyId, Event, Referral, ReferralId, RequestId, Timestamp, decide};
 use refbus_core::{RecordError, record};
@@ -20,6 +20,14 @@ use tonic::Status;
 
 use crate::stages::Stage;
 use crate::{Adapter, keys, status};
+
+/// Who acts: the operator the system named (`x-refbus-operator`), and the system its client
+/// certificate proved (`None` for the adapter's own reroutes and behind insecure plaintext).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Caller {
+    pub(crate) operator: OperatorId,
+    pub(crate) system: Option<SystemId>,
+}
 
 /// The outcome of a command: the event recorded (or found, for a retry) and the state after it.
 #[derive(Debug, Clone)]
@@ -111,15 +119,23 @@ fn validating_sealer(
 }
 
 impl Adapter {
-    fn actor(&self, operator: OperatorId) -> Actor {
+    fn actor(&self, caller: Caller) -> Actor {
         Actor::Agency {
             agency: self.inner.agency.clone(),
-            operator,
+            operator: caller.operator,
+            system: caller.system,
         }
     }
 
-    fn message_id(&self, request_id: &RequestId, suffix: &str) -> String {
-        format!("{}:{}{suffix}", self.inner.agency, request_id)
+    /// The idempotency key of this agency's request `request_id`; `link` for the second
+    /// record a request makes (a reroute's link on the original, after the child's creation).
+    fn key<'a>(&'a self, request_id: &'a RequestId, link: bool) -> Idempotency<'a> {
+        let agency = &self.inner.agency;
+        if link {
+            Idempotency::RequestLink { agency, request_id }
+        } else {
+            Idempotency::Request { agency, request_id }
+        }
     }
 
     /// The current state of a referral, and what this agency is to it. Found by the agency's
@@ -188,7 +204,7 @@ impl Adapter {
     /// Runs a command on an existing referral.
     pub(crate) async fn execute<R: CommandRequest>(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &R,
     ) -> Result<Written, Status> {
         // Every field is checked before anything is read, so bad input costs nothing.
@@ -200,7 +216,7 @@ impl Adapter {
             operator,
             &parsed.request_id,
             &referral_id,
-            "",
+            false,
             |state, keyring| {
                 let (sender, recipient) = (state.sender(), state.recipient());
                 let mut sealer = keys::sealer(keyring, state.id, Some((sender, recipient)));
@@ -216,14 +232,13 @@ impl Adapter {
     /// another writer got there first.
     async fn execute_with(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         referral_id: &ReferralId,
-        message_suffix: &str,
+        link: bool,
         build: impl Fn(&Referral, &refbus_seal::Keyring) -> Result<Command, Status>,
     ) -> Result<Written, Status> {
         let inner = &self.inner;
-        let message_id = self.message_id(request_id, message_suffix);
         for _ in 0..=inner.options.conflict_retries {
             let Some(Loaded { stored, .. }) = self.load(referral_id).await? else {
                 return Err(status::not_found(&referral_id.to_string()));
@@ -253,7 +268,8 @@ impl Adapter {
                 Err(err) => return Err(status::record(&err)),
             };
             let state = recorded.state;
-            let append = Append::following(recorded.event, &state, &stored, &message_id);
+            let append =
+                Append::following(recorded.event, &state, &stored, self.key(request_id, link));
             match inner.bus.append(&inner.signing, append).await {
                 Ok((appended, _)) if appended.duplicate => {
                     return self.replay_at(appended.seq, referral_id).await;
@@ -332,7 +348,7 @@ impl Adapter {
 
     pub(crate) async fn create(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &v1::CreateReferralRequest,
     ) -> Result<Created, Status> {
         let inner = &self.inner;
@@ -439,7 +455,7 @@ impl Adapter {
     /// it (see [`refbus_core::Recorded::with_sealed_creation`]).
     async fn create_referral(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         creation: Creation,
         end_to_end: EndToEnd,
@@ -461,6 +477,8 @@ impl Adapter {
             }
             Err(err) => return Err(status::record(&err)),
         };
+        // Boxed: its reads would otherwise sit inline in every create's future.
+        Box::pin(self.refuse_reuse_for_another_recipient(&recorded.state)).await?;
         let mut sealing = std::time::Duration::ZERO;
         if let Some(seal) = seal {
             let start = watch.now();
@@ -475,8 +493,7 @@ impl Adapter {
         let creation = recorded.state.creation.clone();
         let state = recorded.state;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        let message_id = self.message_id(request_id, "");
-        let append = Append::after(recorded.event, &state, 0, &message_id);
+        let append = Append::after(recorded.event, &state, 0, self.key(request_id, false));
         let first = match watch
             .time_polls(Stage::Publish, inner.bus.append(&inner.signing, append))
             .await
@@ -505,6 +522,11 @@ impl Adapter {
                 let Some(first) = first else {
                     return Err(status::append(&err));
                 };
+                // The attempt that made it may have stopped before its index entry was
+                // stored: added now (a no-op if it was).
+                Box::pin(inner.bus.index_retried(&first))
+                    .await
+                    .map_err(|err| status::append(&err))?;
                 Written::from_stored(first, true)
             }
             Err(err) => return Err(status::append(&err)),
@@ -522,6 +544,53 @@ impl Adapter {
                 &state.id.to_string(),
             )),
         }
+    }
+
+    /// Refuses a create whose referral already exists for another recipient: its id derives
+    /// from the sender and the request id alone, so a request id reused with another recipient
+    /// names the same referral on another subject, which the append's expected sequence cannot
+    /// see, and the bus's deduplication forgets it after its window (7 days). One wildcard read
+    /// (`ref.*.<sender>.<id>`), which finds nothing for a new request id; only a subject that
+    /// holds a valid creation of this referral counts, so a look-alike another agency wrote
+    /// cannot block a create.
+    async fn refuse_reuse_for_another_recipient(&self, state: &Referral) -> Result<(), Status> {
+        let (bus, verifier) = (&self.inner.bus, &self.inner.verifier);
+        let read = |err: refbus_bus::ReadError| status::read(&err);
+        let own = subjects::referral(state.recipient(), state.sender(), &state.id);
+        let pattern = subjects::referral_sent_pattern(state.sender(), &state.id);
+        let exists = || {
+            status::rejection(
+                &refbus_core::Rejection::AlreadyExists {
+                    referral: state.id.to_string(),
+                },
+                &state.id.to_string(),
+            )
+        };
+        let last = match bus.last_subject(&pattern).await.map_err(read)? {
+            None => return Ok(()),
+            Some(last) if last == own => return Ok(()),
+            Some(last) => last,
+        };
+        // Usually the subject written last is the referral's: its creation is one more read.
+        if bus
+            .checked_creation(verifier, &last)
+            .await
+            .map_err(read)?
+            .is_some_and(|created| created.record.state.id == state.id)
+        {
+            return Err(exists());
+        }
+        // Something else was written last (only a hostile writer does that): every subject.
+        for subject in bus
+            .checked_subjects(verifier, &pattern)
+            .await
+            .map_err(read)?
+        {
+            if subject != own {
+                return Err(exists());
+            }
+        }
+        Ok(())
     }
 
     /// Whether an existing referral is the one a retried create describes, field by field.
@@ -598,7 +667,7 @@ impl Adapter {
     /// A retry with the same request id finishes what an interrupted attempt started.
     pub(crate) async fn reroute(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request: &v1::RerouteReferralRequest,
     ) -> Result<Rerouted, Status> {
         let inner = &self.inner;
@@ -637,7 +706,7 @@ impl Adapter {
     /// the child's note and the identity the client sealed end to end, if any.
     pub(crate) async fn reroute_to(
         &self,
-        operator: OperatorId,
+        operator: Caller,
         request_id: &RequestId,
         original_id: &ReferralId,
         to: &AgencyId,
@@ -708,7 +777,7 @@ impl Adapter {
             )
             .await?;
         let original = self
-            .execute_with(operator, request_id, original_id, ":link", |_, _| {
+            .execute_with(operator, request_id, original_id, true, |_, _| {
                 Ok(link.clone())
             })
             .await?;

@@ -12,13 +12,14 @@ use refbus_core::AgencyId;
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
 use refbus_seal::{KeyPair, Keyring, SecretKey};
-use refbus_testkit::NatsServer;
+use refbus_testkit::{NatsServer, Pki};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 struct Running {
     _nats: NatsServer,
+    pki: Pki,
     addr: SocketAddr,
     stop: oneshot::Sender<()>,
     run: JoinHandle<Result<(), refbus_adapter::Error>>,
@@ -27,10 +28,14 @@ struct Running {
 /// Dinsos's adapter over a fresh nats-server, with the shipped Maros registry.
 async fn start() -> Running {
     let nats = NatsServer::start().unwrap();
-    let registry = refbus_config::load(
+    let mut registry = refbus_config::load(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/config/refbus.toml"),
     )
     .unwrap();
+    let pki = Pki::generate().unwrap();
+    for agency in registry.agencies.values_mut() {
+        agency.client_cas.push(pki.ca_der());
+    }
     let agency = AgencyId::new("maros-dinsos").unwrap();
     let pair = KeyPair::generate();
     let secret = SecretKey::from_base64(&pair.secret().to_base64()).unwrap();
@@ -62,19 +67,34 @@ async fn start() -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(refbus_adapter::run(adapter, listener, async {
+    let transport =
+        refbus_adapter::Transport::mutual_tls(pki.server_tls().unwrap(), &registry).unwrap();
+    let run = tokio::spawn(refbus_adapter::run(adapter, listener, transport, async {
         let _ = stopped.await;
     }));
     Running {
         _nats: nats,
+        pki,
         addr,
         stop,
         run,
     }
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
+/// A channel as dinsos's system opens it: mutual TLS.
+async fn channel(running: &Running) -> Channel {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let client = running.pki.client("maros-dinsos", "tester").unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(running.pki.ca_pem()))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(
+            &client.issued.certificate_pem,
+            &client.issued.key_pem,
+        ));
+    Channel::from_shared(format!("https://{}", running.addr))
+        .unwrap()
+        .tls_config(tls)
         .unwrap()
         .connect()
         .await
@@ -84,7 +104,7 @@ async fn channel(addr: SocketAddr) -> Channel {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopping_ends_an_open_inbox_stream_with_unavailable_and_run_returns() {
     let running = start().await;
-    let mut client = ReferralServiceClient::new(channel(running.addr).await);
+    let mut client = ReferralServiceClient::new(channel(&running).await);
     let mut request = tonic::Request::new(v1::WatchInboxRequest::default());
     request
         .metadata_mut()
@@ -118,7 +138,7 @@ async fn reflection_lists_the_referral_service_and_grpc_health() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let running = start().await;
-    let mut reflection = ServerReflectionClient::new(channel(running.addr).await);
+    let mut reflection = ServerReflectionClient::new(channel(&running).await);
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),

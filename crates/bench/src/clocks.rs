@@ -1,19 +1,27 @@
 //! `refbus bench clocks`: the router's timers at scale, as deployed (a `refbus router` process
 //! with the system clock), and JetStream message schedules on the same server for comparison.
 //!
-//! 1. A million open referrals with pending clocks (the mix of [`histories::MIX`], created in the
-//!    last ten minutes, so nothing falls due during the run), then a router restarted on them:
+//! 1. A million open referrals with pending clocks (the mix of [`histories::MIX`], each stamped
+//!    within the minute before it is stored, so the record check passes it and nothing falls
+//!    due during the run), then a router restarted on them:
 //!    the time from starting the process to its ready line (registry, connection, stream check,
 //!    every timer rebuilt from each referral's last message), and its resident memory once
 //!    ready. Its consumer is where a router that had processed everything left it.
-//! 2. With that router still running, a hundred thousand more referrals whose half-hour items
-//!    (the 50 % warning and the first escalation, [`histories::HALF_HOUR_DUE`]) fall due spread
-//!    evenly over one minute, starting a while after the router has caught up with them. The
-//!    lateness of every item: from its due time to the stored escalation event's JetStream
-//!    timestamp.
+//! 2. With that router still running, a hundred thousand more referrals whose items under the
+//!    bench clock (the 50 % warning and the first escalation, [`histories::DUE_KIND`],
+//!    [`DUE_CLOCK`]) fall due spread evenly over one minute, starting a while after the router
+//!    has caught up with them. The lateness of every item: from its due time to the stored
+//!    escalation event's JetStream timestamp.
+//!
+//! The registry is the deployment's (Kabupaten Maros) with one clock added for the benchmark
+//! ([`bench_config`]): its items fall due [`DUE_AFTER`] after a referral's creation, so the due
+//! referrals are stamped within the record check's allowed skew of when JetStream stores them
+//! and the router checks them as it checks any record. No Maros clock falls due sooner than half
+//! an hour after its start, and a create stamped half an hour early is refused (Problem `time`).
 //! 3. [`schedules`]: the same number of `@at` message schedules over one minute.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,7 +35,7 @@ use tokio::runtime::Runtime;
 
 use crate::child::{Ready, RouterProcess};
 use crate::cpu::{self, Process, Resident};
-use crate::histories::{self, HALF_HOUR_DUE, HALF_HOUR_ITEMS, MIX, Writer};
+use crate::histories::{self, DUE_ITEMS, DUE_KIND, MIX, Writer};
 use crate::router::{Conditions, connect, fresh_stream, system_now};
 use crate::schedules::{self, ScheduleFigures, ScheduleOptions};
 use crate::timing::{self, Lateness, goal_line, mib, seconds, thousands};
@@ -47,6 +55,100 @@ pub const P99_LIMIT_MS: f64 = 20.0;
 /// goals; not measured here).
 pub const POLLED_100MS_P99_MS: f64 = 270.0;
 pub const POLLED_1S_P99_MS: f64 = 970.0;
+
+/// The clock of the due minute, appended to a copy of the deployment's main file by
+/// [`bench_config`] (so it joins the policy version defined last, the one in force): it applies
+/// only to [`DUE_KIND`] (emergency counselling, which no open referral of [`MIX`] is), and its
+/// 50 % warning and its escalation's first level fall due [`DUE_AFTER`] after the referral's
+/// creation; its breach comes two minutes after that, when the measurement is over.
+pub const DUE_CLOCK: &str = r#"
+# === Added by `refbus bench clocks` to its copy of the configuration: never deployed ===========
+# The due minute's clock: its items fall due 2 minutes after a referral's creation, so the
+# benchmark's referrals are stamped within the record check's allowed skew of their storage.
+
+[[policy.clock]]
+id = "bench_due_minute"
+title = "Benchmark only: half time two minutes after the request"
+basis = "refbus bench clocks (never deployed)"
+services = ["psychological_counselling"]
+priorities = ["emergency"]
+start = "requested"
+stop = ["accepted", "rejected"]
+pause_on_hold = false
+target = "4m"
+calendar = "wall_clock"
+responsible = "recipient"
+warnings = ["50%"]
+escalation = "bench_due_minute"
+
+[[policy.escalation]]
+id = "bench_due_minute"
+title = "Benchmark only: the recipient's supervisor at half time"
+
+[[policy.escalation.level]]
+at = "50%"
+notify = ["responsible.supervisor"]
+"#;
+
+/// The id of [`DUE_CLOCK`].
+pub const DUE_CLOCK_ID: &str = "bench_due_minute";
+
+/// From a due referral's creation to its items under [`DUE_CLOCK`] (half its target).
+pub const DUE_AFTER: Duration = Duration::from_secs(120);
+
+/// Copies the directory of the deployment's main file `config` (the files it includes with it)
+/// into `into`, appends [`DUE_CLOCK`] to the copy of the main file, and returns the copy's path:
+/// the registry of `bench clocks`, for the benchmark's writers and its router process alike.
+pub fn bench_config(config: &Path, into: &Path) -> Result<PathBuf, BenchError> {
+    let name = config
+        .file_name()
+        .ok_or_else(|| BenchError::Setup(format!("{} is not a file", config.display())))?;
+    let dir = config.parent().unwrap_or_else(|| Path::new("."));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    copy_dir(dir, into)?;
+    let main = into.join(name);
+    let mut text = std::fs::read_to_string(&main)?;
+    text.push_str(DUE_CLOCK);
+    std::fs::write(&main, text)?;
+    Ok(main)
+}
+
+/// Checks [`DUE_CLOCK`] is in the policy in force at `now` (it joins the version defined last).
+pub fn check_due_clock(registry: &Registry, now: Timestamp) -> Result<(), BenchError> {
+    let in_force = registry
+        .policy_in_force(now)
+        .ok_or_else(|| BenchError::Setup(format!("no clock policy in force at {now}")))?;
+    if in_force
+        .clocks
+        .iter()
+        .any(|clock| clock.id.as_str() == DUE_CLOCK_ID)
+    {
+        Ok(())
+    } else {
+        Err(BenchError::Setup(format!(
+            "the bench clock {DUE_CLOCK_ID} joined another policy version than {} (in force now): define the version in force last in the configuration",
+            in_force.version
+        )))
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) -> Result<(), BenchError> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
 
 /// How much, and how long.
 #[derive(Debug, Clone)]
@@ -164,15 +266,17 @@ pub fn clocks(
         "1. {} open referrals with pending clocks (built and published)",
         thousands(options.open as f64)
     ));
-    let now = system_now();
     let writer = Arc::new(Writer::new(registry.clone(), "open"));
     let chunks =
         histories::build_in_background(options.open, 5_000, options.builders, move |range| {
             writer.creates(
                 range,
                 |index| MIX[index % MIX.len()],
-                // Created in the last ten minutes: the earliest item falls due in twenty.
-                |index| now.minus(Duration::from_millis((index % 600_000) as u64)),
+                // Stamped when built, less up to a minute: JetStream stores them within
+                // seconds, well within the record check's skew (a record stamped further from
+                // its storage is refused, and the rebuild would skip it). Their earliest items
+                // fall due half an hour after.
+                |index| system_now().minus(Duration::from_millis((index % 60_000) as u64)),
             )
         });
     let (sent, fill) = runtime.block_on(histories::publish_chunks(&js, chunks, options.window))?;
@@ -292,19 +396,28 @@ fn due_minute(
     // spare, then the lead.
     let fill_estimate = open_fill.mul_f64(count as f64 / open.max(1) as f64);
     let catch_up_estimate = Duration::from_secs_f64(count as f64 / 10_000.0);
-    let first_due =
-        system_now().plus((fill_estimate + catch_up_estimate).mul_f64(1.5) + options.lead);
-    let half_hour = Duration::from_secs(30 * 60);
+    let needed = (fill_estimate + catch_up_estimate).mul_f64(1.5) + options.lead;
+    // Each due referral is stamped DUE_AFTER before its items, and the router refuses a record
+    // stamped further than the allowed skew from when JetStream stored it (as deployed): the
+    // first stamps lie at most 30 s before they are published, and the last must not run more
+    // than the skew (less a margin) ahead of now.
+    let lead_time = needed.max(DUE_AFTER.saturating_sub(Duration::from_secs(30)));
+    let skew = refbus_core::integrity::DEFAULT_MAX_SKEW;
+    let ahead = (lead_time + options.spread).saturating_sub(DUE_AFTER);
+    if ahead + Duration::from_secs(20) > skew {
+        return Err(BenchError::Setup(format!(
+            "the due referrals would be stamped up to {} s ahead of their storage (the record check allows {} s): lower --due, --lead or --spread",
+            ahead.as_secs(),
+            skew.as_secs()
+        )));
+    }
+    let first_due = system_now().plus(lead_time);
     let spread = options.spread;
     let due_at = move |index: usize| first_due.plus(spread.mul_f64(index as f64 / count as f64));
 
     let writer = Arc::new(Writer::new(registry.clone(), "due"));
     let chunks = histories::build_in_background(count, 5_000, options.builders, move |range| {
-        writer.creates(
-            range,
-            |_| HALF_HOUR_DUE,
-            |index| due_at(index).minus(half_hour),
-        )
+        writer.creates(range, |_| DUE_KIND, |index| due_at(index).minus(DUE_AFTER))
     });
     let js = stream_context(runtime, &server.url)?;
     let (sent, _) = runtime.block_on(histories::publish_chunks(&js, chunks, options.window))?;
@@ -327,7 +440,7 @@ fn due_minute(
     ));
     let router_before = child.cpu()?;
     let server_before = cpu::process_cpu(Process::Pid(server.pid))?;
-    let expected = sent * HALF_HOUR_ITEMS;
+    let expected = sent * DUE_ITEMS;
     let target = last_create + expected as u64;
     let deadline = first_due.plus(spread + Duration::from_secs(120));
     let mut last_seq = last_create;
@@ -567,6 +680,12 @@ impl std::fmt::Display for ClocksReport {
             thousands(d.referrals as f64),
             d.spread.as_secs(),
             thousands(d.expected as f64)
+        )?;
+        writeln!(
+            f,
+            "  on the bench clock `{DUE_CLOCK_ID}` (added to a copy of the registry: items {} s after creation), each create stamped {} s before its items: within the record check's skew of its storage, every record checked as deployed",
+            DUE_AFTER.as_secs(),
+            DUE_AFTER.as_secs()
         )?;
         writeln!(
             f,

@@ -184,6 +184,7 @@ impl Fixture {
                 command: Command::Create(Box::new(new.creation)),
                 actor: Actor::Agency {
                     agency: self.sender.clone(),
+                    system: None,
                     operator: OperatorId::new(self.operator.clone())
                         .map_err(|err| setup(err.to_string()))?,
                 },

@@ -30,6 +30,9 @@ pub struct Runtimes {
     pub client: Runtime,
     pub adapter: Runtime,
     pub nats_io: Runtime,
+    /// Adapters serve mutual TLS with these (`refbus bench ingest --tls`); plaintext on
+    /// loopback when `None`.
+    pub tls: Option<crate::tls::BenchTls>,
 }
 
 impl Runtimes {
@@ -47,6 +50,7 @@ impl Runtimes {
             client: runtime(CLIENT_THREADS, client_threads)?,
             adapter: runtime(ADAPTER_THREADS, adapter_threads)?,
             nats_io: runtime(NATS_IO_THREAD, 1)?,
+            tls: None,
         })
     }
 
@@ -84,11 +88,19 @@ impl Runtimes {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         let (shutdown, stop) = oneshot::channel::<()>();
-        let task = self
-            .adapter
-            .spawn(refbus_adapter::run(adapter, listener, async {
+        let task = self.adapter.spawn(refbus_adapter::run(
+            adapter,
+            listener,
+            // Plaintext on loopback, unless the benchmark measures TLS as deployed.
+            self.tls
+                .as_ref()
+                .map_or(refbus_adapter::Transport::InsecurePlaintext, |tls| {
+                    tls.transport.clone()
+                }),
+            async {
                 let _ = stop.await;
-            }));
+            },
+        ));
         Ok(RunningAdapter {
             addr,
             stages,

@@ -86,18 +86,20 @@ pub const MIX: [Kind; 8] = [
     },
 ];
 
-/// The referral whose 50 % warning and first escalation fall due together half an hour after
-/// its creation: an emergency counselling referral (acknowledge clock 1 h, escalation
-/// "emergency", whose first level notifies the recipient's own supervisor, so no notice).
-pub const HALF_HOUR_DUE: Kind = Kind {
+/// The referral of `bench clocks`'s due minute: an emergency counselling referral, which no kind
+/// of [`MIX`] is. Under the bench clock ([`crate::clocks::DUE_CLOCK`], added to the registry for
+/// that benchmark only) its 50 % warning and first escalation fall due together
+/// [`crate::clocks::DUE_AFTER`] after its creation (the first level notifies the recipient's own
+/// supervisor, so no notice); its Maros clocks fall due half an hour after it at the earliest.
+pub const DUE_KIND: Kind = Kind {
     sender: "maros-dinsos",
     recipient: "maros-uptd-ppa",
     service: "psychological_counselling",
     priority: Priority::Emergency,
 };
 
-/// Items [`HALF_HOUR_DUE`] has due at its half hour: the 50 % warning and escalation level 1.
-pub const HALF_HOUR_ITEMS: usize = 2;
+/// Items [`DUE_KIND`] has due under the bench clock: the 50 % warning and escalation level 1.
+pub const DUE_ITEMS: usize = 2;
 
 /// The events of a whole life, in order, after the create.
 const LIFE: [&str; 4] = ["received", "accepted", "started", "completed"];
@@ -221,6 +223,7 @@ impl Writer {
             command,
             actor: Actor::Agency {
                 agency: agency.clone(),
+                system: None,
                 operator: OperatorId::new(format!("operator@{agency}"))
                     .map_err(|err| setup(err.to_string()))?,
             },
@@ -521,18 +524,39 @@ mod tests {
         assert!(decoded.state.status.is_terminal());
     }
 
+    /// The Maros registry with the bench clock, as `bench clocks` writes it.
+    fn with_due_clock() -> Arc<Registry> {
+        let maros = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/config/refbus.toml");
+        let dir = std::env::temp_dir().join(format!("refbus-bench-config-{}", std::process::id()));
+        let path = crate::clocks::bench_config(&maros, &dir).unwrap();
+        let registry = refbus_config::load(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        Arc::new(registry)
+    }
+
     #[test]
-    fn the_half_hour_kind_has_two_items_due_at_its_half_hour() {
-        let registry = maros();
+    fn the_due_kind_has_two_items_due_under_the_bench_clock_and_the_mix_none_soon() {
+        let registry = with_due_clock();
         let writer = Writer::new(registry.clone(), "t");
         let start = Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap();
-        let (_, state) = writer.create(&HALF_HOUR_DUE, 0, start).unwrap();
-        let half = start.plus(Duration::from_secs(1800));
-        let before = refbus_core::evaluate(&state, &registry, half.minus(Duration::from_millis(1)));
+        let (_, state) = writer.create(&DUE_KIND, 0, start).unwrap();
+        let due = start.plus(crate::clocks::DUE_AFTER);
+        let before = refbus_core::evaluate(&state, &registry, due.minus(Duration::from_millis(1)));
         assert!(before.due.is_empty());
-        assert_eq!(before.next_wake, Some(half));
-        let at = refbus_core::evaluate(&state, &registry, half);
-        assert_eq!(at.due.len(), HALF_HOUR_ITEMS);
-        assert!(at.due.iter().all(|due| due.due_at() == half));
+        assert_eq!(before.next_wake, Some(due));
+        let at = refbus_core::evaluate(&state, &registry, due);
+        assert_eq!(at.due.len(), DUE_ITEMS);
+        assert!(at.due.iter().all(|item| item.due_at() == due));
+        // The bench clock touches none of the open referrals: their first items come half an
+        // hour after their creation at the earliest, so none falls due during a run.
+        for (index, kind) in MIX.iter().enumerate() {
+            let (_, state) = writer.create(kind, index + 1, start).unwrap();
+            let wake = refbus_core::evaluate(&state, &registry, start).next_wake;
+            assert!(
+                wake.is_some_and(|wake| wake >= start.plus(Duration::from_secs(1800))),
+                "{kind:?}: {wake:?}"
+            );
+        }
     }
 }

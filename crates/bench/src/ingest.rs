@@ -46,6 +46,9 @@ pub struct IngestOptions {
     pub sealing_iterations: u32,
     /// Rounds of the raw throughput phase (the median counts).
     pub raw_rounds: usize,
+    /// The adapter serves mutual TLS and the load generator authenticates, as deployed
+    /// (the floor stays plaintext).
+    pub tls: bool,
 }
 
 impl Default for IngestOptions {
@@ -62,6 +65,7 @@ impl Default for IngestOptions {
             client_threads: cpus,
             sealing_iterations: 2000,
             raw_rounds: 3,
+            tls: false,
         }
     }
 }
@@ -84,7 +88,10 @@ pub fn ingest(
 ) -> Result<IngestReport, BenchError> {
     let load_before = cpu::load_average();
     let fixture = Arc::new(Fixture::new(registry)?);
-    let runtimes = Runtimes::new(options.adapter_threads, options.client_threads)?;
+    let mut runtimes = Runtimes::new(options.adapter_threads, options.client_threads)?;
+    if options.tls {
+        runtimes.tls = Some(crate::tls::BenchTls::generate(&fixture.sender)?);
+    }
     // The control connection (stream resets and checks) lives on the load generator's
     // runtime; it is idle while a phase is measured.
     let (nats_version, control) = runtimes.client.block_on(async {
@@ -329,8 +336,9 @@ impl Run<'_> {
             .start_adapter(&self.fixture, &self.server.url, layout)?;
         let (addr, connections, fixture) =
             (adapter.addr, self.options.connections, self.fixture.clone());
-        let clients =
-            self.on_client(async move { Clients::connect(addr, connections, &fixture).await })??;
+        let tls = self.runtimes.tls.as_ref().map(|tls| tls.client.clone());
+        let clients = self
+            .on_client(async move { Clients::connect(addr, connections, &fixture, tls).await })??;
         Ok((adapter, clients))
     }
 
@@ -438,8 +446,11 @@ impl Run<'_> {
             .start_floor(&self.server.url, layout, messages)?;
         let (addr, connections, fixture) =
             (floor.addr, self.options.connections, self.fixture.clone());
+        // The floor serves plaintext even with --tls.
         let clients =
-            self.on_client(async move { Clients::connect(addr, connections, &fixture).await })??;
+            self.on_client(
+                async move { Clients::connect(addr, connections, &fixture, None).await },
+            )??;
         Ok((floor, clients))
     }
 

@@ -56,6 +56,7 @@ pub mod schedules;
 pub mod sealing;
 pub mod signatures;
 pub mod timing;
+pub mod tls;
 
 pub use ingest::{IngestOptions, Server, ingest};
 pub use report::IngestReport;

@@ -26,16 +26,25 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Over mutual TLS with `tls`, plaintext without.
     pub async fn connect(
         addr: SocketAddr,
         connections: usize,
         fixture: &Fixture,
+        tls: Option<tonic::transport::ClientTlsConfig>,
     ) -> Result<Clients, BenchError> {
         let mut clients = Vec::with_capacity(connections);
         for _ in 0..connections.max(1) {
-            let channel = Channel::from_shared(format!("http://{addr}"))
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let mut endpoint = Channel::from_shared(format!("{scheme}://{addr}"))
                 .map_err(|err| BenchError::Setup(err.to_string()))?
-                .tcp_nodelay(true)
+                .tcp_nodelay(true);
+            if let Some(tls) = &tls {
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|err| BenchError::Setup(err.to_string()))?;
+            }
+            let channel = endpoint
                 .connect()
                 .await
                 .map_err(|err| BenchError::Setup(format!("connecting to the adapter: {err}")))?;

@@ -496,9 +496,9 @@ fn create_rate(
     let adapter = runtimes.start_adapter(&fixture, &server.url, Layout::AsDeployed)?;
     let (addr, connections) = (adapter.addr, options.connections);
     let connecting = fixture.clone();
-    let clients = runtimes
-        .client
-        .block_on(async move { load::Clients::connect(addr, connections, &connecting).await })?;
+    let clients = runtimes.client.block_on(async move {
+        load::Clients::connect(addr, connections, &connecting, None).await
+    })?;
     let warmup = (options.creates / 10).clamp(1, 1000);
     let run = |range: std::ops::Range<usize>| {
         let (clients, fixture) = (clients.clone(), fixture.clone());

@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use refbus_bus::{Append, Bus, StreamSettings, subjects};
+use refbus_bus::{Append, Bus, Idempotency, StreamSettings, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::{Consent, Creation, Priority, SealedPayload};
@@ -21,6 +21,7 @@ const REFERRALS: usize = 2_000;
 fn actor(agency: &str) -> Actor {
     Actor::Agency {
         agency: AgencyId::new(agency).unwrap(),
+        system: None,
         operator: OperatorId::new("op").unwrap(),
     }
 }
@@ -117,10 +118,15 @@ async fn main() {
                 .remove(0);
             let after = evolve(state.take(), &event).unwrap();
             let subject = subjects::referral(after.recipient(), after.sender(), &after.id);
-            let id = format!("s{n}-{index}");
+            let request_id = RequestId::new(format!("s{n}-{index}")).unwrap();
+            let writer = event.actor.agency().cloned().unwrap();
+            let idempotency = Idempotency::Request {
+                agency: &writer,
+                request_id: &request_id,
+            };
             let key = keys.key(&refbus_core::signature::Signer::of(&event.actor));
             let (appended, _) = bus
-                .append(&key, Append::after(event, &after, seq, &id))
+                .append(&key, Append::after(event, &after, seq, idempotency))
                 .await
                 .unwrap();
             seq = appended.seq;

@@ -215,27 +215,7 @@ impl Bus {
             return Ok(None);
         };
         if let Some(last) = last {
-            let before = if last.record.event.seq == 1 {
-                Some(None)
-            } else {
-                match self.unchecked_at(verifier, last.prev_seq).await? {
-                    Some(previous)
-                        if previous.subject == last.subject
-                            && previous.record.bytes_hash == last.record.event.prev_hash =>
-                    {
-                        // The predecessor's stored state, checked when it was written: its
-                        // signature at least is checked again here.
-                        verifier
-                            .check_signed(&previous)
-                            .ok()
-                            .and_then(|()| {
-                                crate::record::decode_state_text(&previous.record.state_json).ok()
-                            })
-                            .map(Some)
-                    }
-                    _ => None,
-                }
-            };
+            let before = self.state_before(verifier, &last).await?;
             if let Some(before) = before
                 && let Ok(after) = verifier.check(&last, before)
             {
@@ -247,6 +227,36 @@ impl Bus {
             .await?
             .pop()
             .map(|good| Stored { last_seq, ..good }))
+    }
+
+    /// The state `record` follows, read from its predecessor (one direct read): `Some(None)`
+    /// for a creation, `None` if the predecessor the record names is not the previous record
+    /// of its referral (then only its history can tell).
+    pub(crate) async fn state_before(
+        &self,
+        verifier: &Verifier,
+        record: &Unchecked,
+    ) -> Result<Option<Option<Referral>>, ReadError> {
+        if record.record.event.seq == 1 {
+            return Ok(Some(None));
+        }
+        Ok(match self.unchecked_at(verifier, record.prev_seq).await? {
+            Some(previous)
+                if previous.subject == record.subject
+                    && previous.record.bytes_hash == record.record.event.prev_hash =>
+            {
+                // The predecessor's stored state, checked when it was written: its signature
+                // at least is checked again here.
+                verifier
+                    .check_signed(&previous)
+                    .ok()
+                    .and_then(|()| {
+                        crate::record::decode_state_text(&previous.record.state_json).ok()
+                    })
+                    .map(Some)
+            }
+            _ => None,
+        })
     }
 
     /// Every record on `subject` (one referral) that passes the check, oldest first, each with

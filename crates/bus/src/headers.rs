@@ -16,7 +16,12 @@ pub const KIND: &str = "Refbus-Kind";
 
 /// The CloudEvents `type` of an event.
 pub fn event_type(event: &Event) -> String {
-    format!("org.refbus.referral.{}.v1", event.change.kind())
+    change_type(event.change.kind())
+}
+
+/// The CloudEvents `type` of events of one kind of change (`reroute_requested`).
+pub fn change_type(kind: &str) -> String {
+    format!("org.refbus.referral.{kind}.v1")
 }
 
 /// The CloudEvents `source`: who wrote the event.

@@ -10,7 +10,10 @@
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
 //! - [`checked`]: reading records through the one integrity check ([`Verifier`]);
-//!   [`replay`]: the stream's history, every record checked in order.
+//!   [`replay`]: the stream's history, every record checked in order; [`consume`]: the same,
+//!   from any start and following live.
+//! - [`index`]: one chain of creations per pair of agencies, for listings that page newest
+//!   first in bounded reads.
 //! - [`Bus`]: a cheap, cloneable handle to append and read, used by adapters, router and audit.
 //!
 //! # Guarantees
@@ -29,9 +32,12 @@
 
 pub mod checked;
 pub mod connect;
+pub mod consume;
 pub mod durable;
 pub mod error;
 pub mod headers;
+pub mod idempotency;
+pub mod index;
 pub mod provision;
 pub mod record;
 pub mod replay;
@@ -60,6 +66,7 @@ pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ConsumerError, ConsumerErrorKind,
     ReadError, ReadErrorKind,
 };
+pub use idempotency::Idempotency;
 pub use provision::StreamSettings;
 pub use record::EventRecord;
 pub use refbus_core::Notice;
@@ -84,6 +91,8 @@ pub struct Bus {
     connected: tokio::sync::watch::Receiver<bool>,
     /// Direct reads made so far, by this handle and its clones (see [`Bus::direct_reads`]).
     direct_reads: Arc<AtomicU64>,
+    /// The index chains this process appends to (see [`index`](mod@index)).
+    index_chains: Arc<index::Chains>,
 }
 
 /// An event to append: the bus stores it on its referral's subject, signed.
@@ -98,8 +107,9 @@ pub struct Append<'a> {
     /// The stream sequence of the record the event follows: `expected_last_seq`, except after a
     /// record the check refused (the event then follows the last record that passed).
     pub prev_seq: u64,
-    /// The idempotency key: the same key within the duplicate window writes nothing new.
-    pub message_id: &'a str,
+    /// The idempotency key: the same key within the duplicate window writes nothing new (the
+    /// bus makes the message id from it).
+    pub key: Idempotency<'a>,
 }
 
 impl<'a> Append<'a> {
@@ -109,14 +119,14 @@ impl<'a> Append<'a> {
         event: Event,
         state_after: &'a Referral,
         read: &Stored<EventRecord>,
-        message_id: &'a str,
+        key: Idempotency<'a>,
     ) -> Append<'a> {
         Append {
             event,
             state_after,
             expected_last_seq: read.last_seq,
             prev_seq: read.seq,
-            message_id,
+            key,
         }
     }
 
@@ -125,14 +135,14 @@ impl<'a> Append<'a> {
         event: Event,
         state_after: &'a Referral,
         read_seq: u64,
-        message_id: &'a str,
+        key: Idempotency<'a>,
     ) -> Append<'a> {
         Append {
             event,
             state_after,
             expected_last_seq: read_seq,
             prev_seq: read_seq,
-            message_id,
+            key,
         }
     }
 }
@@ -287,6 +297,7 @@ impl Bus {
             stream,
             connected,
             direct_reads: Arc::new(AtomicU64::new(0)),
+            index_chains: Arc::default(),
         })
     }
 
@@ -309,7 +320,10 @@ impl Bus {
     // === writing ===
 
     /// Signs an event with `key`, appends it on its referral's subject, and waits for
-    /// JetStream to store it. Returns where it landed and the record as stored.
+    /// JetStream to store it. Returns where it landed and the record as stored. A creation is
+    /// also added to its pair's index chain (see [`index`](mod@index)) before this returns: an
+    /// error after the creation was stored says so ([`AppendErrorKind::Unavailable`]: retry),
+    /// and the retry adds the entry.
     pub async fn append(
         &self,
         key: &SigningKey,
@@ -322,18 +336,22 @@ impl Bus {
         }
         let state = append.state_after;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-        let record = EventRecord::new(append.event, state, &subject, key);
+        let (record, payload) = EventRecord::signed(append.event, state, &subject, key);
         let mut headers = HeaderMap::new();
         headers::insert_cloudevent(&mut headers, &record.event);
         headers::inject_trace_context(&mut headers);
         headers.insert(headers::KIND, "event");
         headers.insert(headers::PREV_SEQ, append.prev_seq.to_string().as_str());
         let message = PublishMessage::build()
-            .payload(record.encode())
+            .payload(payload)
             .headers(headers)
-            .message_id(append.message_id)
+            .message_id(append.key.message_id())
             .expected_last_subject_sequence(append.expected_last_seq);
         let appended = self.publish(subject, message).await?;
+        if record.event.seq == 1 {
+            // Boxed: the index append would otherwise sit inline in every append's future.
+            Box::pin(self.index_referral(state)).await?;
+        }
         Ok((appended, record))
     }
 
@@ -566,6 +584,52 @@ impl Bus {
         Ok(messages.filter_map(move |message| {
             let item = match message.and_then(|message| raw_stream_message(&message)) {
                 Ok(raw) => checked_item(&verifier, raw).map(Ok),
+                Err(err) => Some(Err(err)),
+            };
+            std::future::ready(item)
+        }))
+    }
+
+    /// [`Bus::watch`] of the referral events of one kind of change (`kind`, as
+    /// [`refbus_core::Change::kind`] names it: `reroute_requested`), for a follower that acts
+    /// on those alone. Every other message is skipped on its CloudEvents `ce-type` header,
+    /// before it is decoded or checked; what is kept is checked as [`Bus::watch`] checks it.
+    /// The header is not signed, but skipping on it is safe: a writer can put any type on its
+    /// own message, which is then checked like any other, and a message stored by another
+    /// writer cannot be changed; a record whose header lies about its kind is one the follower
+    /// would not act on anyway, or one that fails the check.
+    pub async fn watch_changes(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+        after: u64,
+        kind: &str,
+    ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
+        let deliver_policy = if after == 0 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: after + 1,
+            }
+        };
+        let wanted = headers::change_type(kind);
+        let messages = self.ordered(filters, deliver_policy).await?;
+        let verifier = verifier.clone();
+        Ok(messages.filter_map(move |message| {
+            let item = match message {
+                Ok(message)
+                    if !message.headers.as_ref().is_some_and(|headers| {
+                        headers
+                            .get("ce-type")
+                            .is_some_and(|value| value.as_str() == wanted)
+                    }) =>
+                {
+                    None
+                }
+                Ok(message) => match raw_stream_message(&message) {
+                    Ok(raw) => checked_item(&verifier, raw).map(Ok),
+                    Err(err) => Some(Err(err)),
+                },
                 Err(err) => Some(Err(err)),
             };
             std::future::ready(item)

@@ -82,6 +82,7 @@ fn wanted_subjects() -> Vec<String> {
     vec![
         subjects::ALL_REFERRALS.to_owned(),
         subjects::ALL_NOTICES.to_owned(),
+        subjects::ALL_INDEXES.to_owned(),
     ]
 }
 
@@ -256,7 +257,13 @@ pub(crate) fn differences(existing: &stream::Config, settings: &StreamSettings) 
     have.sort();
     let mut want = wanted_subjects();
     want.sort();
-    if have != want {
+    // A stream made before the index existed lacks only its subjects: adding them loses
+    // nothing (see `Action::Update` below).
+    let only_index_missing = have.iter().all(|subject| want.contains(subject))
+        && want
+            .iter()
+            .all(|subject| have.contains(subject) || subject == subjects::ALL_INDEXES);
+    if have != want && !only_index_missing {
         refuse(
             "subjects",
             format!(
@@ -290,6 +297,16 @@ pub(crate) fn differences(existing: &stream::Config, settings: &StreamSettings) 
             text,
         });
     };
+    if have != want && only_index_missing {
+        update(
+            "subjects",
+            format!(
+                "subjects are [{}], refbus adds {} (its creation index)",
+                have.join(", "),
+                subjects::ALL_INDEXES
+            ),
+        );
+    }
     if existing.duplicate_window != settings.duplicate_window {
         update(
             "duplicate_window",
@@ -378,6 +395,7 @@ pub(crate) async fn ensure_stream(
     updated.duplicate_window = settings.duplicate_window;
     updated.allow_direct = true;
     updated.max_message_size = settings.max_message_bytes;
+    updated.subjects = wanted_subjects();
     js.update_stream(updated)
         .await
         .map_err(|err| provision(Box::new(err)))?;
@@ -560,5 +578,17 @@ mod tests {
             fields(&differences(&existing, &settings)),
             vec![("subjects", Action::Refuse)]
         );
+    }
+
+    #[test]
+    fn a_stream_from_before_the_index_gains_its_subjects() {
+        let settings = StreamSettings::default();
+        let mut existing = settings.config();
+        existing
+            .subjects
+            .retain(|subject| subject != subjects::ALL_INDEXES);
+        let found = differences(&existing, &settings);
+        assert_eq!(fields(&found), vec![("subjects", Action::Update)]);
+        assert_eq!(refusal("REFBUS_EVENTS", &found), None);
     }
 }

@@ -50,23 +50,41 @@ impl EventRecord {
         subject: &str,
         key: &SigningKey,
     ) -> EventRecord {
+        EventRecord::signed(event, state_after, subject, key).0
+    }
+
+    /// [`EventRecord::new`] with its payload ([`EventRecord::encode`]), the event's canonical
+    /// bytes computed once for the hash, the signature and the payload (each encoding of an
+    /// event builds a JSON tree: a writer's largest cost after signing).
+    pub fn signed(
+        event: Event,
+        state_after: &Referral,
+        subject: &str,
+        key: &SigningKey,
+    ) -> (EventRecord, Bytes) {
         let bytes = chain::canonical_bytes(&event);
-        EventRecord {
-            hash: chain::hash(&event),
+        let record = EventRecord {
+            hash: chain::hash_of_canonical(&bytes),
             signature: Some(key.sign(subject, &bytes)),
             event,
             state: snapshot(state_after),
-        }
+        };
+        let payload = record.encode_with(&bytes);
+        (record, payload)
     }
 
     /// The message payload.
     pub fn encode(&self) -> Bytes {
-        let event = chain::canonical_bytes(&self.event);
+        self.encode_with(&chain::canonical_bytes(&self.event))
+    }
+
+    /// The payload, `event` being the canonical bytes of the record's event.
+    fn encode_with(&self, event: &[u8]) -> Bytes {
         // Serializing our own types cannot fail.
         let state = serde_json::to_vec(&StoredState { state: &self.state }).unwrap_or_default();
         let mut out = Vec::with_capacity(event.len() + state.len() + 96);
         out.extend_from_slice(b"{\"event\":");
-        out.extend_from_slice(&event);
+        out.extend_from_slice(event);
         out.extend_from_slice(b",\"hash\":\"");
         out.extend_from_slice(self.hash.to_hex().as_bytes());
         out.extend_from_slice(b"\",");

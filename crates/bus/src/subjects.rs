@@ -4,6 +4,7 @@
 //! ```text
 //! refbus.v1.ref.<recipient>.<sender>.<referral_id>   every event of one referral, in order
 //! refbus.v1.notice.<agency>.<referral_id>            escalation notices to a third agency
+//! refbus.v1.idx.<recipient>.<sender>                 the referrals a sender made for a recipient
 //! ```
 //!
 //! An agency's adapter needs only `refbus.v1.ref.<me>.*.*`, `refbus.v1.ref.*.<me>.*` and
@@ -18,6 +19,13 @@ pub const PREFIX: &str = "refbus.v1";
 pub const ALL_REFERRALS: &str = "refbus.v1.ref.>";
 /// All notices.
 pub const ALL_NOTICES: &str = "refbus.v1.notice.>";
+/// All index chains.
+pub const ALL_INDEXES: &str = "refbus.v1.idx.>";
+
+/// The index chain of the referrals `sender` made for `recipient` (see [`crate::index`]).
+pub fn index(recipient: &AgencyId, sender: &AgencyId) -> String {
+    format!("{PREFIX}.idx.{recipient}.{sender}")
+}
 
 /// The subject of every event of one referral.
 pub fn referral(recipient: &AgencyId, sender: &AgencyId, id: &ReferralId) -> String {
@@ -31,6 +39,12 @@ pub fn referral_patterns_for(agency: &AgencyId, id: &ReferralId) -> [String; 2] 
         format!("{PREFIX}.ref.{agency}.*.{id}"),
         format!("{PREFIX}.ref.*.{agency}.{id}"),
     ]
+}
+
+/// A referral `sender` made, by id, whoever its recipient: where a create looks for its
+/// referral on another recipient's subject.
+pub fn referral_sent_pattern(sender: &AgencyId, id: &ReferralId) -> String {
+    format!("{PREFIX}.ref.*.{sender}.{id}")
 }
 
 /// A referral by id, whoever its parties are (slower on a large stream: two wildcards).

@@ -19,6 +19,7 @@ fn agency(id: &str) -> AgencyId {
 fn actor(id: &str) -> Actor {
     Actor::Agency {
         agency: agency(id),
+        system: None,
         operator: OperatorId::new("op-1").unwrap(),
     }
 }
@@ -85,7 +86,18 @@ async fn append(
     id: &str,
 ) -> Result<refbus_bus::Appended, refbus_bus::AppendError> {
     let key = test_keys().key(&refbus_core::signature::Signer::of(&event.actor));
-    bus.append(&key, Append::after(event, state, expected, id))
+    // The writer's request `id`: appends with the same `id` by the same agency are one.
+    let writer = event
+        .actor
+        .agency()
+        .cloned()
+        .unwrap_or_else(|| agency("test-router"));
+    let request_id = RequestId::new(id).unwrap();
+    let idempotency = refbus_bus::Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
+    bus.append(&key, Append::after(event, state, expected, idempotency))
         .await
         .map(|(appended, _)| appended)
 }
@@ -435,7 +447,7 @@ async fn provisioning_is_idempotent_and_refuses_an_unsafe_stream() {
         "discard is old, refbus needs new",
         "deny_delete is false, refbus needs true",
         "deny_purge is false, refbus needs true",
-        "subjects are [other.>], refbus needs [refbus.v1.notice.>, refbus.v1.ref.>]",
+        "subjects are [other.>], refbus needs [refbus.v1.idx.>, refbus.v1.notice.>, refbus.v1.ref.>]",
     ] {
         assert!(message.contains(expected), "{expected:?} in {message}");
     }
@@ -719,4 +731,192 @@ async fn connect_options_carry_credentials() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ConnectErrorKind::Options);
+}
+
+/// `consume` follows the stream live through the record check: records come with their
+/// state, a garbage message is reported as refused and does not end the stream, and a
+/// consumption that starts in the middle of a referral checks its first record against the
+/// predecessor it reads.
+#[tokio::test]
+async fn consume_follows_live_reports_garbage_and_goes_on() {
+    use refbus_bus::consume::{ConsumeSpec, Start};
+    use refbus_bus::replay::Replayed;
+
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let verifier = verifier();
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "consume-1");
+    let first = append(&bus, event, &state, 0, "consume-1").await.unwrap();
+
+    let mut items = Box::pin(
+        bus.consume(&verifier, ConsumeSpec::all_referrals(Start::Beginning))
+            .await
+            .unwrap(),
+    );
+    match next_consumed(&mut items).await {
+        Replayed::Record(stored) => {
+            assert_eq!(stored.seq, first.seq);
+            assert_eq!(stored.record.state.id, state.id);
+        }
+        other => panic!("expected the creation, got {other:?}"),
+    }
+
+    // Garbage on the referral's subject, then a real event: both arrive, in order, live.
+    let garbage =
+        refbus_testkit::hostile::publish_raw(&server.url(), &subject_of(&state), b"{not".to_vec())
+            .await
+            .unwrap();
+    let refused_before = verifier.refused();
+    match next_consumed(&mut items).await {
+        Replayed::Refused { seq, subject, .. } => {
+            assert_eq!(seq, garbage);
+            assert_eq!(subject, subject_of(&state));
+        }
+        other => panic!("expected the garbage refused, got {other:?}"),
+    }
+    assert!(verifier.refused() > refused_before, "reported");
+    let (accepted, after) = next(&state, Change::Accepted, "maros-uptd-ppa");
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&accepted.actor));
+    let (appended, _) = bus
+        .append(
+            &key,
+            Append {
+                event: accepted,
+                state_after: &after,
+                expected_last_seq: garbage,
+                prev_seq: first.seq,
+                key: refbus_bus::Idempotency::Request {
+                    agency: &agency("maros-uptd-ppa"),
+                    request_id: &RequestId::new("consume-accept").unwrap(),
+                },
+            },
+        )
+        .await
+        .unwrap();
+    match next_consumed(&mut items).await {
+        Replayed::Record(stored) => {
+            assert_eq!(stored.seq, appended.seq);
+            assert_eq!(stored.record.state.status, after.status);
+        }
+        other => panic!("expected the acceptance, got {other:?}"),
+    }
+
+    // From the middle: the acceptance is checked against the creation it reads.
+    let mut late = Box::pin(
+        bus.consume(&verifier, ConsumeSpec::all_referrals(Start::After(garbage)))
+            .await
+            .unwrap(),
+    );
+    match next_consumed(&mut late).await {
+        Replayed::Record(stored) => assert_eq!(stored.seq, appended.seq),
+        other => panic!("expected the acceptance, got {other:?}"),
+    }
+    // From now: only what comes next.
+    let mut from_now = Box::pin(
+        bus.consume(&verifier, ConsumeSpec::all_referrals(Start::Now))
+            .await
+            .unwrap(),
+    );
+    let (other, other_state) = created("maros-dinsos", "maros-uptd-ppa", "consume-2");
+    let second = append(&bus, other, &other_state, 0, "consume-2")
+        .await
+        .unwrap();
+    match next_consumed(&mut from_now).await {
+        Replayed::Record(stored) => assert_eq!(stored.seq, second.seq),
+        other => panic!("expected the new creation, got {other:?}"),
+    }
+}
+
+/// The next item of a consumption. Bounded only so that a stream that stopped fails the test
+/// instead of hanging it.
+async fn next_consumed(
+    items: &mut (
+             impl futures::Stream<Item = Result<refbus_bus::replay::Replayed, refbus_bus::ReadError>>
+             + Unpin
+         ),
+) -> refbus_bus::replay::Replayed {
+    tokio::time::timeout(std::time::Duration::from_secs(20), items.next())
+        .await
+        .expect("nothing came")
+        .expect("the stream ended")
+        .expect("a read error")
+}
+
+#[test]
+fn a_signed_records_payload_is_its_encoding_and_the_record_is_the_same() {
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "s1");
+    let subject = subject_of(&state);
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&event.actor));
+    let (record, payload) = refbus_bus::EventRecord::signed(event.clone(), &state, &subject, &key);
+    // One encoding of the event serves the hash, the signature and the payload: the same
+    // bytes as encoding the record anew (Ed25519 signatures are deterministic).
+    assert_eq!(payload, record.encode());
+    assert_eq!(
+        record,
+        refbus_bus::EventRecord::new(event, &state, &subject, &key)
+    );
+    let decoded = refbus_bus::EventRecord::decode(&payload).unwrap();
+    assert!(decoded.hash_matches());
+    assert_eq!(decoded, record);
+}
+
+#[tokio::test]
+async fn watching_one_kind_of_change_skips_others_unread_and_checks_what_it_keeps() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let js = raw(&server).await;
+    let dinsos = agency("maros-dinsos");
+    let verifier = verifier();
+    let mut requests = bus
+        .watch_changes(
+            &verifier,
+            vec![subjects::sent_by(&dinsos)],
+            0,
+            "reroute_requested",
+        )
+        .await
+        .unwrap();
+    let (create, state) = created("maros-dinsos", "maros-uptd-ppa", "w1");
+    let subject = subject_of(&state);
+    append(&bus, create, &state, 0, "w-a").await.unwrap();
+    // Not a refbus record, and no type: skipped before it is read (nothing reported).
+    js.publish(subject.clone(), "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // Not a refbus record, but typed as a reroute request: read, refused and reported.
+    let mut typed = async_nats::HeaderMap::new();
+    typed.insert("ce-type", "org.refbus.referral.reroute_requested.v1");
+    js.publish_with_headers(subject.clone(), typed, "garbage".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    // The router's request: yielded, checked.
+    let event = Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq: 2,
+        at: state.updated_at.plus(std::time::Duration::from_secs(60)),
+        actor: Actor::Router,
+        request_id: None,
+        change: Change::RerouteRequested {
+            to: agency("maros-rsud"),
+            cause: refbus_core::event::RerouteCause::Status {
+                status: refbus_core::referral::Status::Rejected,
+            },
+            due_at: state.updated_at,
+        },
+        prev_hash: state.last_hash,
+    };
+    let after = evolve(Some(state.clone()), &event).unwrap();
+    let stored = append(&bus, event, &after, 3, "w-b").await.unwrap();
+    let item = requests.next().await.unwrap().unwrap();
+    assert_eq!(item.seq(), stored.seq);
+    assert!(matches!(
+        &item,
+        Item::Event(e) if matches!(e.record.event.change, Change::RerouteRequested { .. })
+    ));
+    assert_eq!(verifier.refused(), 1);
 }

@@ -82,16 +82,98 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Runs `refbus <args>`, which must succeed.
+fn refbus(args: &[&str]) {
+    let ran = Command::new(env!("CARGO_BIN_EXE_refbus"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(ran.status.success(), "refbus {args:?}: {ran:?}");
+}
+
+/// The demonstration registry copied into `dir`, trusting the CA that `refbus certs` made in
+/// `dir/tls` for every agency's systems, with server and client certificates made the same
+/// way; the main file's path.
+fn deployment_with_certificates(dir: &Path, agencies: &[&str]) -> PathBuf {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_dir() {
+                copy(&entry.path(), &to.join(entry.file_name()));
+            } else {
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    copy(&repo_root().join("deploy/config"), dir);
+    let tls = dir.join("tls");
+    let tls = tls.to_str().unwrap();
+    refbus(&["certs", "ca", "--dir", tls]);
+    refbus(&[
+        "certs",
+        "server",
+        "--dir",
+        tls,
+        "--name",
+        "adapters",
+        "--host",
+        "localhost",
+    ]);
+    for agency in agencies {
+        refbus(&[
+            "certs", "client", "--dir", tls, "--agency", agency, "--system", "sikasus",
+        ]);
+    }
+    let main = dir.join("demo.toml");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str("\n[[deployment.client_ca]]\nfile = \"tls/ca.pem\"\n");
+    std::fs::write(&main, text).unwrap();
+    main
+}
+
+/// A client of the adapter at `addr` as `agency`'s system `sikasus`.
+async fn client(
+    config: &Path,
+    agency: &str,
+    addr: &str,
+) -> ReferralServiceClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let tls = config.parent().unwrap().join("tls");
+    let read = |name: String| std::fs::read_to_string(tls.join(name)).unwrap();
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".to_owned())))
+        .identity(Identity::from_pem(
+            read(format!("client-{agency}-sikasus.pem")),
+            read(format!("client-{agency}-sikasus.key")),
+        ))
+        .domain_name("localhost");
+    ReferralServiceClient::new(
+        Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(config)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    )
+}
+
 /// Starts `refbus adapter` for `agency` and waits until it serves; its address.
-fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
+fn start_adapter(nats: &str, keys: &Path, config: &Path, agency: &str) -> (Process, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let key = keys.join(format!("{agency}.key"));
+    let tls = config.parent().unwrap().join("tls");
     let (process, lines) = spawn(&[
         "adapter",
         "--agency",
         agency,
         "--config",
-        "deploy/config/demo.toml",
+        config.to_str().unwrap(),
+        "--tls-cert",
+        tls.join("server-adapters.pem").to_str().unwrap(),
+        "--tls-key",
+        tls.join("server-adapters.key").to_str().unwrap(),
         "--nats",
         nats,
         "--listen",
@@ -133,14 +215,14 @@ async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for()
         .output()
         .unwrap();
     assert!(generated.status.success(), "{generated:?}");
-    let (_dinsos_process, dinsos) = start_adapter(&nats.url(), keys.path(), "maros-dinsos");
-    let (_uptd_process, uptd) = start_adapter(&nats.url(), keys.path(), "maros-uptd-ppa");
-    let mut dinsos = ReferralServiceClient::connect(format!("http://{dinsos}"))
-        .await
-        .unwrap();
-    let mut uptd = ReferralServiceClient::connect(format!("http://{uptd}"))
-        .await
-        .unwrap();
+    let deployment = tempfile::tempdir().unwrap();
+    let config =
+        deployment_with_certificates(deployment.path(), &["maros-dinsos", "maros-uptd-ppa"]);
+    let (_dinsos_process, dinsos) =
+        start_adapter(&nats.url(), keys.path(), &config, "maros-dinsos");
+    let (_uptd_process, uptd) = start_adapter(&nats.url(), keys.path(), &config, "maros-uptd-ppa");
+    let mut dinsos = client(&config, "maros-dinsos", &dinsos).await;
+    let mut uptd = client(&config, "maros-uptd-ppa", &uptd).await;
 
     // Dinsos refers a woman for counselling; UPTD PPA has no capacity and rejects.
     let created = dinsos

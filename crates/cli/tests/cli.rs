@@ -373,3 +373,87 @@ fn config_check_warns_when_writers_have_no_public_signing_key() {
         "{warning}"
     );
 }
+
+#[test]
+fn certs_make_a_ca_that_config_check_validates_warns_about_and_refuses_once_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(deploy("")).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+        }
+    }
+    std::fs::create_dir(dir.path().join("holidays")).unwrap();
+    std::fs::copy(
+        PathBuf::from(deploy("holidays/2026.toml")),
+        dir.path().join("holidays/2026.toml"),
+    )
+    .unwrap();
+    let tls = dir.path().join("tls");
+    let made = refbus(&[
+        "certs",
+        "ca",
+        "--dir",
+        tls.to_str().unwrap(),
+        "--days",
+        "20",
+    ]);
+    assert_eq!(made.status.code(), Some(0), "{}", stderr(&made));
+    line_with(&stdout(&made), &["[[deployment.client_ca]]"]);
+    let again = refbus(&["certs", "ca", "--dir", tls.to_str().unwrap()]);
+    assert_ne!(again.status.code(), Some(0), "a CA is never replaced");
+    line_with(&stderr(&again), &["a CA exists already"]);
+
+    let main = dir.path().join("refbus.toml");
+    let path = main.to_str().unwrap();
+    let before = refbus(&["config", "check", path]);
+    line_with(
+        &stderr(&before),
+        &["WARNING", "no client CA", "maros-dinsos"],
+    );
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str("\n[[deployment.client_ca]]\nfile = \"tls/ca.pem\"\n");
+    std::fs::write(&main, text).unwrap();
+
+    let soon = refbus(&["config", "check", path]);
+    assert_eq!(
+        soon.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&soon),
+        stderr(&soon)
+    );
+    assert!(!stderr(&soon).contains("no client CA"), "{}", stderr(&soon));
+    line_with(&stderr(&soon), &["WARNING", "client CA", "within 30 days"]);
+
+    let later = (time::OffsetDateTime::now_utc() + time::Duration::days(60)).date();
+    let expired = refbus(&["config", "check", path, "--today", &later.to_string()]);
+    assert_eq!(expired.status.code(), Some(1), "{}", stdout(&expired));
+    line_with(&stdout(&expired), &["invalid", "client CA", "expired"]);
+
+    // A file that is not a CA certificate is refused where it is named.
+    std::fs::write(tls.join("ca.pem"), "not a certificate").unwrap();
+    let broken = refbus(&["config", "check", path]);
+    assert_eq!(broken.status.code(), Some(1));
+    line_with(&stdout(&broken), &["refbus.toml:", "client CA"]);
+}
+
+#[test]
+fn the_adapter_serves_mutual_tls_unless_told_insecure_and_plaintext_only_on_loopback() {
+    let base = [
+        "adapter",
+        "--agency",
+        "maros-dinsos",
+        "--key",
+        "/nonexistent/maros-dinsos.key",
+    ];
+    let neither = refbus(&base);
+    assert_eq!(neither.status.code(), Some(2), "{}", stderr(&neither));
+    line_with(&stderr(&neither), &["--tls-cert"]);
+
+    let mut open = base.to_vec();
+    open.extend(["--insecure-plaintext", "--listen", "0.0.0.0:50051"]);
+    let open = refbus(&open);
+    assert_eq!(open.status.code(), Some(2), "{}", stderr(&open));
+    line_with(&stderr(&open), &["--insecure-plaintext", "loopback only"]);
+}

@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
-use refbus_bus::{Append, Bus, Item, StreamSettings, subjects};
+use refbus_bus::{Append, Bus, Idempotency, Item, StreamSettings, subjects};
 use refbus_core::command::Request;
 use refbus_core::ids::OperatorId;
 use refbus_core::referral::{Consent, Creation, Priority};
@@ -108,6 +108,7 @@ async fn create_referrals(
             command: CoreCommand::Create(Box::new(creation)),
             actor: Actor::Agency {
                 agency: AgencyId::new("maros-dinsos").unwrap(),
+                system: None,
                 operator: OperatorId::new("op").unwrap(),
             },
             request_id: Some(RequestId::new(format!("crash-{n}")).unwrap()),
@@ -121,8 +122,12 @@ async fn create_referrals(
         .unwrap();
         let state = recorded.state;
         let key = keys.agency(state.sender());
-        let message_id = format!("crash-{n}");
-        bus.append(&key, Append::after(recorded.event, &state, 0, &message_id))
+        let request_id = RequestId::new(format!("crash-{n}")).unwrap();
+        let idempotency = Idempotency::Request {
+            agency: state.sender(),
+            request_id: &request_id,
+        };
+        bus.append(&key, Append::after(recorded.event, &state, 0, idempotency))
             .await
             .unwrap();
         ids.push(state.id);

@@ -31,6 +31,33 @@ fn free_ports(count: u16) -> u16 {
     }
 }
 
+/// A client of `agency`'s adapter at `endpoint`, as `up` runs it: mutual TLS with the
+/// certificates it made in `<data_dir>/tls` for the agency's `cli` system.
+async fn connect(
+    data_dir: &std::path::Path,
+    agency: &str,
+    endpoint: &str,
+) -> ReferralServiceClient<tonic::transport::Channel> {
+    use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+    let tls = data_dir.join("tls");
+    let read = |name: String| std::fs::read_to_string(tls.join(name)).unwrap();
+    let config = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read("ca.pem".to_owned())))
+        .identity(Identity::from_pem(
+            read(format!("client-{agency}-cli.pem")),
+            read(format!("client-{agency}-cli.key")),
+        ))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://{endpoint}"))
+        .unwrap()
+        .tls_config(config)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    ReferralServiceClient::new(channel)
+}
+
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -112,9 +139,54 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
         "{output}"
     );
 
-    let mut client = ReferralServiceClient::connect(format!("http://{dinsos}"))
-        .await
+    // What up printed to try it is a command that works, as printed.
+    let printed = lines
+        .iter()
+        .position(|line| line.trim_start().starts_with("buf curl"))
+        .map(|at| {
+            format!(
+                "{}{}",
+                lines[at].trim_end().trim_end_matches('\\'),
+                lines[at + 1]
+            )
+        })
+        .unwrap_or_else(|| panic!("no buf curl command printed:\n{output}"));
+    assert!(
+        printed.contains("--cacert") && printed.contains("--cert") && printed.contains("--key"),
+        "{printed}"
+    );
+    let path = format!(
+        "{}:{}",
+        repo_root().join(".tools/bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ran = Command::new("sh")
+        .args(["-c", &printed])
+        .env("PATH", path)
+        .output()
         .unwrap();
+    assert!(
+        ran.status.success(),
+        "{printed}\n{}\n{}",
+        String::from_utf8_lossy(&ran.stdout),
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    for (file, mode) in [
+        ("ca.key", 0o600),
+        ("server-adapters.key", 0o600),
+        ("client-maros-dinsos-cli.key", 0o600),
+        ("ca.pem", 0o644),
+    ] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let found = std::fs::metadata(data.path().join("tls").join(file))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(found, mode, "{file}");
+    }
+
+    let mut client = connect(data.path(), "maros-dinsos", &dinsos).await;
     let mut request = tonic::Request::new(v1::CreateReferralRequest {
         request_id: "up-test-1".into(),
         recipient: "maros-uptd-ppa".into(),
@@ -149,9 +221,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
         .find(|line| line.contains(" maros-dinsos "))
         .unwrap();
     let dinsos = dinsos_line.split_whitespace().next().unwrap().to_owned();
-    let mut client = ReferralServiceClient::connect(format!("http://{dinsos}"))
-        .await
-        .unwrap();
+    let mut client = connect(data.path(), "maros-dinsos", &dinsos).await;
     let mut request = tonic::Request::new(v1::GetReferralRequest {
         referral_id: id.clone(),
     });
@@ -258,9 +328,7 @@ async fn up_demo_with_an_open_inbox_stops_within_5_seconds_and_leaves_no_nats_se
 
     // An agency system watching its inbox: a stream that never ends by itself.
     let uptd = endpoint(&seen, "maros-uptd-ppa");
-    let mut client = ReferralServiceClient::connect(format!("http://{uptd}"))
-        .await
-        .unwrap();
+    let mut client = connect(data.path(), "maros-uptd-ppa", &uptd).await;
     let mut inbox = client
         .watch_inbox(operator(v1::WatchInboxRequest::default()))
         .await
@@ -314,9 +382,7 @@ async fn up_prints_each_router_action_once_and_no_colour_codes_into_a_pipe() {
         &["--config", "deploy/config/demo.toml", "--clock-speed", "60"],
     );
     let dinsos = endpoint(&seen, "maros-dinsos");
-    let mut client = ReferralServiceClient::connect(format!("http://{dinsos}"))
-        .await
-        .unwrap();
+    let mut client = connect(data.path(), "maros-dinsos", &dinsos).await;
     let created = client
         .create_referral(operator(v1::CreateReferralRequest {
             request_id: "up-once-1".into(),

@@ -92,6 +92,10 @@ pub(crate) fn parse_files(
             }
         }
     }
+    let client_cas = deployment
+        .as_ref()
+        .map(|deployment| read_client_ca_files(main, others, unreadable, deployment, &mut blocking))
+        .unwrap_or_default();
     if !blocking.is_empty() {
         // Syntax errors and missing files first: reading further would report consequences.
         problems.append(blocking);
@@ -120,7 +124,10 @@ pub(crate) fn parse_files(
     check_holiday_files(&files, &holiday_files, &mut problems);
     drafts.holidays = holiday_files.into_iter().map(|(_, file)| file).collect();
 
-    let registry = assemble(&files, &drafts, &mut problems);
+    let mut registry = assemble(&files, &drafts, &mut problems);
+    if let Some(registry) = &mut registry {
+        assign_client_cas(registry, client_cas, &mut problems);
+    }
     match registry {
         Some(registry) if problems.is_empty() => Ok(registry),
         _ => {
@@ -131,6 +138,96 @@ pub(crate) fn parse_files(
                 );
             }
             Err(problems.into_report(&files))
+        }
+    }
+}
+
+/// The certificates of each `[[deployment.client_ca]]` file, with the agencies it vouches for.
+type ClientCas = Vec<(Option<Vec<Located<String>>>, Vec<Vec<u8>>)>;
+
+/// Reads every client CA file: PEM, only CA certificates. A problem is reported where the file
+/// is named.
+fn read_client_ca_files(
+    main: &Source,
+    others: &[Source],
+    unreadable: &[(PathBuf, String)],
+    deployment: &draft::Deployment,
+    problems: &mut Problems,
+) -> ClientCas {
+    let mut cas = Vec::new();
+    for ca in &deployment.client_cas {
+        let path = resolve(&main.path, &ca.file.value);
+        let Some(source) = others.iter().find(|source| normalize(&source.path) == path) else {
+            let reason = unreadable
+                .iter()
+                .find(|(unread, _)| normalize(unread) == path)
+                .map_or("the file was not given".to_owned(), |(_, reason)| {
+                    reason.clone()
+                });
+            problems.at(
+                ca.file.pos,
+                format!(
+                    "cannot read the client CA \"{}\" ({}): {reason}",
+                    ca.file.value,
+                    path.display()
+                ),
+            );
+            continue;
+        };
+        match refbus_tls::certs::certificates_from_pem(&source.text) {
+            Ok(certificates) => {
+                let mut ders = Vec::new();
+                for certificate in certificates {
+                    if let Err(problem) = refbus_tls::certs::check_ca(&certificate) {
+                        problems.at(
+                            ca.file.pos,
+                            format!("the client CA \"{}\": {problem}", ca.file.value),
+                        );
+                    }
+                    ders.push(certificate.to_vec());
+                }
+                cas.push((ca.agencies.clone(), ders));
+            }
+            Err(problem) => problems.at(
+                ca.file.pos,
+                format!("the client CA \"{}\" {problem}", ca.file.value),
+            ),
+        }
+    }
+    cas
+}
+
+/// Gives each agency the client CAs that vouch for it; an agency a CA names must exist.
+fn assign_client_cas(registry: &mut Registry, cas: ClientCas, problems: &mut Problems) {
+    for (agencies, ders) in cas {
+        match agencies {
+            None => {
+                for agency in registry.agencies.values_mut() {
+                    agency.client_cas.extend(ders.iter().cloned());
+                }
+            }
+            Some(named) => {
+                for name in named {
+                    let found = AgencyId::new(&name.value)
+                        .ok()
+                        .and_then(|id| registry.agencies.get_mut(&id));
+                    match found {
+                        Some(agency) => agency.client_cas.extend(ders.iter().cloned()),
+                        None => {
+                            let known: Vec<String> =
+                                registry.agencies.keys().map(ToString::to_string).collect();
+                            problems.at(
+                                name.pos,
+                                format!(
+                                    "[[deployment.client_ca]] names agency \"{}\", which is not in the registry{}",
+                                    name.value,
+                                    hint(&name.value, known.iter().map(String::as_str))
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -688,6 +785,8 @@ fn build_agency(agency: &Agency, national: &BTreeSet<NaiveDate>) -> Option<regis
         public_key: agency.public_key.clone(),
         backup_public_key: agency.backup_public_key.clone(),
         signing_keys: agency.signing_keys.clone(),
+        // From `[[deployment.client_ca]]`, once the registry is built.
+        client_cas: Vec::new(),
     })
 }
 
@@ -793,6 +892,7 @@ pub(crate) fn referenced_files(main: &Source) -> Vec<PathBuf> {
         .include
         .iter()
         .chain(&deployment.holidays)
+        .chain(deployment.client_cas.iter().map(|ca| &ca.file))
         .map(|name| resolve(&main.path, &name.value))
         .collect()
 }

@@ -60,6 +60,15 @@ pub(crate) struct Deployment {
     pub(crate) include: Vec<Located<String>>,
     pub(crate) holidays: Vec<Located<String>>,
     pub(crate) router_signing_keys: Vec<String>,
+    /// `[[deployment.client_ca]]`: the CAs that issue agency systems' client certificates.
+    pub(crate) client_cas: Vec<ClientCa>,
+}
+
+/// A CA file and the agencies whose systems it may vouch for (`None`: every agency).
+#[derive(Debug)]
+pub(crate) struct ClientCa {
+    pub(crate) file: Located<String>,
+    pub(crate) agencies: Option<Vec<Located<String>>>,
 }
 
 #[derive(Debug)]
@@ -311,6 +320,7 @@ pub(crate) fn read_deployment(root: &Table<'_, '_>, problems: &mut Problems) -> 
             "include",
             "holidays",
             "router_signing_keys",
+            "client_ca",
         ],
         problems,
     );
@@ -329,7 +339,28 @@ pub(crate) fn read_deployment(root: &Table<'_, '_>, problems: &mut Problems) -> 
         include: strings(&table, "include", problems),
         holidays: strings(&table, "holidays", problems),
         router_signing_keys: signing_keys(&table, "router_signing_keys", problems),
+        client_cas: read_client_cas(&table, problems),
     })
+}
+
+/// `[[deployment.client_ca]]` tables: `file` (PEM, relative to the main file) and, optionally,
+/// `agencies` (the agencies it may vouch for; absent: every agency).
+fn read_client_cas(deployment: &Table<'_, '_>, problems: &mut Problems) -> Vec<ClientCa> {
+    let Some(node) = deployment.get("client_ca") else {
+        return Vec::new();
+    };
+    node.tables(problems)
+        .into_iter()
+        .filter_map(|mut table| {
+            table.set_label("[[deployment.client_ca]]".to_owned());
+            table.allow_only(&["file", "agencies"], problems);
+            let file = table
+                .required("file", problems)
+                .and_then(|node| node.string(problems))?;
+            let agencies = table.get("agencies").map(|node| node.strings(problems));
+            Some(ClientCa { file, agencies })
+        })
+        .collect()
 }
 
 /// A list of Ed25519 public signing keys, each checked where it stands (with its fingerprint,

@@ -825,3 +825,79 @@ fn public_key_fingerprints_are_verified() {
     let bare = keys(&key, &other, &signing_text);
     expect(&bare, "backup_public_key = ", "needs its fingerprint");
 }
+
+#[test]
+fn client_cas_are_read_assigned_to_their_agencies_and_checked() {
+    use refbus_tls::certs::{Ca, Validity};
+    let now = time::OffsetDateTime::now_utc();
+    let deployment_ca = Ca::generate("deployment", Validity::days_from(now, 30)).unwrap();
+    let uptd_ca = Ca::generate("uptd", Validity::days_from(now, 30)).unwrap();
+    let main = edit(
+        "holidays = [\"holidays/2026.toml\"]\n",
+        "holidays = [\"holidays/2026.toml\"]\n\
+         [[deployment.client_ca]]\nfile = \"tls/ca.pem\"\n\
+         [[deployment.client_ca]]\nfile = \"tls/uptd.pem\"\nagencies = [\"uptd\"]\n",
+    );
+    let files = |uptd: &str| {
+        vec![
+            Source::new("holidays/2026.toml", HOLIDAYS),
+            Source::new("tls/ca.pem", deployment_ca.certificate_pem()),
+            Source::new("tls/uptd.pem", uptd.to_owned()),
+        ]
+    };
+    let registry = parse(
+        &Source::new("refbus.toml", main.as_str()),
+        &files(uptd_ca.certificate_pem()),
+    )
+    .unwrap();
+    let cas = |agency: &str| {
+        registry.agencies[&refbus_core::AgencyId::new(agency).unwrap()]
+            .client_cas
+            .len()
+    };
+    assert_eq!((cas("dinsos"), cas("uptd")), (1, 2));
+
+    let found =
+        |main: &str, uptd: &str| match parse(&Source::new("refbus.toml", main), &files(uptd)) {
+            Ok(_) => Vec::new(),
+            Err(report) => report
+                .diagnostics
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+        };
+    // A server certificate is not a CA.
+    let server = deployment_ca
+        .issue_server(&["localhost".to_owned()], Validity::days_from(now, 30))
+        .unwrap();
+    expect_in(
+        &found(&main, &server.certificate_pem),
+        "refbus.toml",
+        &main,
+        "file = \"tls/uptd.pem\"",
+        "not a CA certificate",
+    );
+    expect_in(
+        &found(&main, "not pem"),
+        "refbus.toml",
+        &main,
+        "file = \"tls/uptd.pem\"",
+        "PEM",
+    );
+    let unknown = main.replace("agencies = [\"uptd\"]", "agencies = [\"uptdd\"]");
+    expect_in(
+        &found(&unknown, uptd_ca.certificate_pem()),
+        "refbus.toml",
+        &unknown,
+        "agencies = [\"uptdd\"]",
+        "not in the registry",
+    );
+    let missing = main.replace("tls/uptd.pem", "tls/none.pem");
+    expect_in(
+        &found(&missing, uptd_ca.certificate_pem()),
+        "refbus.toml",
+        &missing,
+        "file = \"tls/none.pem\"",
+        "cannot read the client CA",
+    );
+}

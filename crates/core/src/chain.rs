@@ -73,7 +73,13 @@ pub fn canonical_bytes(event: &Event) -> Vec<u8> {
 
 /// The hash that the next event of this referral must name as `prev_hash`.
 pub fn hash(event: &Event) -> EventHash {
-    EventHash(Sha256::digest(canonical_bytes(event)).into())
+    hash_of_canonical(&canonical_bytes(event))
+}
+
+/// [`hash`] of an event whose [`canonical_bytes`] are already at hand: a writer that signs and
+/// stores those bytes encodes the event once, not once per use.
+pub fn hash_of_canonical(bytes: &[u8]) -> EventHash {
+    EventHash(Sha256::digest(bytes).into())
 }
 
 /// Writes `value` with keys sorted explicitly, whatever map type `serde_json` was built with

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::EventHash;
 use crate::escalation::{Action, Role};
-use crate::ids::{AgencyId, CaseId, ClockId, OperatorId, ReferralId, RequestId, ServiceId};
+use crate::ids::{
+    AgencyId, CaseId, ClockId, OperatorId, ReferralId, RequestId, ServiceId, SystemId,
+};
 use crate::referral::{Creation, Outcome, Priority, Reason, Referral, SealedPayload, Status};
 use crate::time::Timestamp;
 
@@ -18,6 +20,12 @@ pub enum Actor {
     Agency {
         agency: AgencyId,
         operator: OperatorId,
+        /// The agency's system that made the call, as its client certificate proved; absent
+        /// on what the adapter does by itself (reroutes), on records written before systems
+        /// authenticated, and behind an adapter serving insecure plaintext. Omitted from the
+        /// canonical encoding when absent, so older records keep their hashes and signatures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        system: Option<SystemId>,
     },
     /// The router, acting on a clock. It never acts for an agency.
     Router,
@@ -33,7 +41,16 @@ impl Actor {
 
     pub fn describe(&self) -> String {
         match self {
-            Actor::Agency { agency, operator } => format!("{operator} at {agency}"),
+            Actor::Agency {
+                agency,
+                operator,
+                system: None,
+            } => format!("{operator} at {agency}"),
+            Actor::Agency {
+                agency,
+                operator,
+                system: Some(system),
+            } => format!("{operator} at {agency} (system {system})"),
             Actor::Router => "the router".to_owned(),
         }
     }
@@ -211,6 +228,14 @@ impl Event {
     pub fn operator(&self) -> Option<&OperatorId> {
         match &self.actor {
             Actor::Agency { operator, .. } => Some(operator),
+            Actor::Router => None,
+        }
+    }
+
+    /// The authenticated system of the agency that caused the event, if one did.
+    pub fn system(&self) -> Option<&SystemId> {
+        match &self.actor {
+            Actor::Agency { system, .. } => system.as_ref(),
             Actor::Router => None,
         }
     }

@@ -202,6 +202,11 @@ pub fn looks_like_nik(text: &str) -> bool {
     false
 }
 text_id!(
+    /// An agency's IT system (e.g. `sikasus`, `simpus`), as its client certificate names it
+    /// (`refbus://<agency>/<system>`): which machine acted, where the operator says who.
+    SystemId, "system id", |text| check_slug("system id", text)
+);
+text_id!(
     /// The person who acted, as the agency's system identifies them (user name, NIP).
     OperatorId, "operator id", token_rule!("operator id", 128)
 );

@@ -44,6 +44,10 @@ pub struct Agency {
     /// The agency's Ed25519 public keys its adapter signs records with (base64), current first
     /// (an earlier key stays listed while records signed with it are read).
     pub signing_keys: Vec<String>,
+    /// The DER certificates of the CAs that issue this agency's systems their client
+    /// certificates (`refbus://<agency>/<system>`); its adapter accepts only callers whose
+    /// chain leads to one of them. Empty: no system of the agency can authenticate.
+    pub client_cas: Vec<Vec<u8>>,
 }
 
 /// A service agencies offer.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use refbus_bus::{Append, AppendErrorKind};
+use refbus_bus::{Append, AppendErrorKind, Idempotency};
 use refbus_core::command::{Command, Request};
 use refbus_core::{Actor, Referral, ReferralId, Timestamp, evaluate, record};
 
@@ -82,13 +82,15 @@ impl Router {
                 };
                 let next = recorded.state;
                 let change = recorded.event.change.kind();
-                let message_id = format!("router:{referral}:{key}");
                 let append = Append {
                     event: recorded.event,
                     state_after: &next,
                     expected_last_seq: tail.take().unwrap_or(seq),
                     prev_seq: seq,
-                    message_id: &message_id,
+                    key: Idempotency::ClockItem {
+                        referral,
+                        key: &key,
+                    },
                 };
                 match self.bus.append(&self.key, append).await {
                     Ok((appended, _)) if !appended.duplicate => {

@@ -8,7 +8,7 @@
 //! integrity problem: it is retried, and the delivery is acknowledged only once its effects
 //! are done.
 
-use refbus_bus::{Append, Delivery, ReadError, Unchecked, subjects};
+use refbus_bus::{Append, Delivery, Idempotency, ReadError, Unchecked, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::integrity::{Failure, IntegrityNotice, Problem};
 use refbus_core::{Actor, Change, Event, Referral, ReferralId, evaluate, record};
@@ -209,13 +209,12 @@ impl Router {
                 return Ok(());
             }
         };
-        let message_id = format!("router:integrity:{seq}");
         let append = Append {
             event: recorded.event,
             state_after: &recorded.state,
             expected_last_seq: seq,
             prev_seq: good.seq,
-            message_id: &message_id,
+            key: Idempotency::IntegrityAlert { seq },
         };
         match self.bus.append(&self.key, append).await {
             Ok(_) => Ok(()),

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use refbus_bus::{Append, Bus, EventRecord, Item, Stored, StreamSettings, subjects};
+use refbus_bus::{Append, Bus, EventRecord, Idempotency, Item, Stored, StreamSettings, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::ids::{ClockId, OperatorId};
 use refbus_core::referral::{Consent, Creation, Priority};
@@ -33,6 +33,7 @@ fn agency(id: &str) -> AgencyId {
 fn operator(id: &str) -> Actor {
     Actor::Agency {
         agency: agency(id),
+        system: None,
         operator: OperatorId::new("op").unwrap(),
     }
 }
@@ -52,6 +53,14 @@ fn keys() -> &'static refbus_seal::signing::SigningKeys {
 /// The record check with those keys (manual clocks: event times are the tests').
 fn verifier(registry: &Arc<Registry>) -> refbus_bus::Verifier {
     refbus_bus::Verifier::new(registry.clone(), Arc::new(keys().signers()), None)
+}
+
+/// The agency a test append is written for (its idempotency key's agency).
+fn writer_of(actor: &Actor) -> AgencyId {
+    actor
+        .agency()
+        .cloned()
+        .unwrap_or_else(|| agency("test-router"))
 }
 
 fn key_of(actor: &Actor) -> refbus_core::signature::SigningKey {
@@ -99,7 +108,8 @@ async fn write(
         .events
         .remove(0);
     let after = evolve(state.cloned(), &event).unwrap();
-    let message_id = format!("test:{}:{}", after.id, event.seq);
+    let request_id = RequestId::new(format!("test:{}:{}", after.id, event.seq)).unwrap();
+    let writer = writer_of(&event.actor);
     let key = key_of(&event.actor);
     let (appended, _) = bus
         .append(
@@ -108,7 +118,10 @@ async fn write(
                 event,
                 &after,
                 current.map_or(0, |stored| stored.seq),
-                &message_id,
+                Idempotency::Request {
+                    agency: &writer,
+                    request_id: &request_id,
+                },
             ),
         )
         .await
@@ -536,9 +549,17 @@ async fn an_event_the_core_would_refuse_is_flagged_and_never_moves_a_clock() {
     let forged = acceptance_after(state, "maros-dinsos", at("2026-03-02T09:05:00+08:00"), None);
     let after = evolve(Some(state.clone()), &forged).unwrap();
     let key = key_of(&forged.actor);
-    bus.append(&key, Append::after(forged, &after, created.seq, "forged"))
-        .await
-        .unwrap();
+    let (writer, request_id) = (writer_of(&forged.actor), RequestId::new("forged").unwrap());
+    let idempotency = Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
+    bus.append(
+        &key,
+        Append::after(forged, &after, created.seq, idempotency),
+    )
+    .await
+    .unwrap();
     loop {
         if let Activity::Flagged { referral, why, .. } = router.activity.recv().await.unwrap() {
             assert_eq!(referral, Some(state.id));
@@ -609,9 +630,17 @@ async fn an_event_stamped_before_its_predecessor_is_refused_and_the_clock_runs_o
     );
     let after = evolve(Some(state.clone()), &backdated).unwrap();
     let key = key_of(&backdated.actor);
+    let (writer, request_id) = (
+        writer_of(&backdated.actor),
+        RequestId::new("skew-accept").unwrap(),
+    );
+    let idempotency = Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
     bus.append(
         &key,
-        Append::after(backdated, &after, created.seq, "skew-accept"),
+        Append::after(backdated, &after, created.seq, idempotency),
     )
     .await
     .unwrap();
@@ -760,7 +789,15 @@ async fn a_forged_event_naming_another_referral_does_not_silence_it() {
     claimed.creation.recipient = agency("polres-maros");
     let claimed = evolve(Some(claimed), &forged).unwrap();
     let key = key_of(&forged.actor);
-    bus.append(&key, Append::after(forged, &claimed, 0, "forged-other"))
+    let (writer, request_id) = (
+        writer_of(&forged.actor),
+        RequestId::new("forged-other").unwrap(),
+    );
+    let idempotency = Idempotency::Request {
+        agency: &writer,
+        request_id: &request_id,
+    };
+    bus.append(&key, Append::after(forged, &claimed, 0, idempotency))
         .await
         .unwrap();
 
@@ -930,4 +967,53 @@ async fn an_unsigned_acceptance_is_refused_recorded_as_an_alert_and_the_clock_ru
         }
     ));
     router.stop().await;
+}
+
+/// A router whose durable consumer disappears (deleted by an operator or an intruder) does not
+/// run on blind: `run` returns `Error::ConsumerEnded`, so `refbus router` exits non-zero and its
+/// supervisor starts it again (which recreates the consumer and rebuilds the timers).
+#[tokio::test]
+async fn the_router_ends_with_an_error_when_its_consumer_is_deleted() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    create_emergency(&bus, &registry, "consumer-gone", at(T0)).await;
+    let router = Router::new(
+        bus,
+        verifier(&registry),
+        keys().router(),
+        Arc::new(ManualClock::new(at(T0))),
+        Options {
+            replica: "gone".to_owned(),
+            ..Options::default()
+        },
+    );
+    let mut activity = router.activity();
+    let task = tokio::spawn(router.run(std::future::pending()));
+    loop {
+        if let Activity::Ready { .. } = activity.recv().await.unwrap() {
+            break;
+        }
+    }
+
+    refbus_testkit::hostile::delete_consumer(
+        &nats.url(),
+        &StreamSettings::default().name,
+        "refbus-router-gone",
+    )
+    .await
+    .unwrap();
+    // Bounded only so that a router that runs on fails the test instead of hanging it.
+    let ended = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the router ran on without its consumer")
+        .unwrap();
+    match ended {
+        Err(refbus_router::Error::ConsumerEnded { consumer }) => {
+            assert_eq!(consumer, "refbus-router-gone");
+        }
+        other => panic!("expected ConsumerEnded, got {other:?}"),
+    }
 }

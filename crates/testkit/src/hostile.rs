@@ -16,3 +16,21 @@ pub async fn publish_raw(url: &str, subject: &str, payload: Vec<u8>) -> Result<u
         .map_err(|err| format!("storing on {subject}: {err}"))?;
     Ok(ack.sequence)
 }
+
+/// Deletes the consumer `consumer` of `stream`, as an operator or an intruder with the rights
+/// to might: for tests that a component notices it lost its consumer.
+pub async fn delete_consumer(url: &str, stream: &str, consumer: &str) -> Result<(), String> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|err| format!("connecting to {url}: {err}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    let stream = jetstream
+        .get_stream(stream)
+        .await
+        .map_err(|err| format!("finding stream {stream}: {err}"))?;
+    stream
+        .delete_consumer(consumer)
+        .await
+        .map_err(|err| format!("deleting consumer {consumer}: {err}"))?;
+    Ok(())
+}

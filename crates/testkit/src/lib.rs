@@ -65,10 +65,12 @@ mod error;
 pub mod hostile;
 mod log;
 mod monitor;
+pub mod pki;
 mod process;
 mod server;
 
 pub use binary::{BINARY_ENV, nats_server_binary};
 pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use error::Error;
+pub use pki::Pki;
 pub use server::{NatsServer, NatsServerBuilder};

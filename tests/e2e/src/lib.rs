@@ -28,10 +28,15 @@ use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
 use refbus_seal::signing::SigningKeys;
 use refbus_seal::{KeyPair, Keyring, PublicKey};
-use refbus_testkit::NatsServer;
+use refbus_testkit::pki::ClientFiles;
+use refbus_testkit::{NatsServer, Pki};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+/// The system every agency's client presents unless a test says otherwise:
+/// `refbus://<agency>/case-system`.
+pub const SYSTEM: &str = "case-system";
 
 /// The repository root, for the shipped configuration.
 pub fn repo_root() -> PathBuf {
@@ -79,6 +84,9 @@ pub struct AgencySystem {
     pub agency: AgencyId,
     pub addr: SocketAddr,
     pub operator: String,
+    /// The system its client certificate names (see [`SYSTEM`]).
+    pub system: String,
+    channel: Channel,
     client: ReferralServiceClient<Channel>,
 }
 
@@ -113,12 +121,7 @@ impl AgencySystem {
     pub async fn wait_until_serving(&self) {
         use tonic_health::pb::health_check_response::ServingStatus;
         use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-        let channel = Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut watch = HealthClient::new(channel)
+        let mut watch = HealthClient::new(self.channel.clone())
             .watch(HealthCheckRequest {
                 service: "refbus.v1.ReferralService".into(),
             })
@@ -153,6 +156,9 @@ pub struct System {
     pub backup_keys: HashMap<AgencyId, KeyPair>,
     pub adapters: HashMap<AgencyId, RunningAdapter>,
     pub options: Options,
+    /// The deployment's certificates: the registry lists its CA for every agency, adapters
+    /// serve mutual TLS with its server certificate, clients present its client certificates.
+    pub pki: Arc<Pki>,
     /// Where the adapters read "now": the system clock unless a test shares a manual clock.
     pub now: refbus_adapter::Now,
     /// Every agency's and the router's signing keys.
@@ -172,7 +178,11 @@ impl System {
     }
 
     /// A system running `registry` (e.g. the demonstration policy).
-    pub async fn with_registry(nats: NatsServer, registry: Registry) -> System {
+    pub async fn with_registry(nats: NatsServer, mut registry: Registry) -> System {
+        let pki = Arc::new(Pki::generate().unwrap());
+        for agency in registry.agencies.values_mut() {
+            agency.client_cas.push(pki.ca_der());
+        }
         let registry = Arc::new(registry);
         let keys = registry
             .agencies
@@ -188,6 +198,7 @@ impl System {
             backup_keys: HashMap::new(),
             adapters: HashMap::new(),
             options: Options::default(),
+            pki,
             now: refbus_adapter::system_now(),
             signing,
             max_skew: Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
@@ -298,9 +309,12 @@ impl System {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();
+        let transport =
+            refbus_adapter::Transport::mutual_tls(self.pki.server_tls().unwrap(), &self.registry)
+                .unwrap();
         // The production entry point: serving and the reroutes the router asks of this agency.
         let task = tokio::spawn(async move {
-            refbus_adapter::run(adapter, listener, async {
+            refbus_adapter::run(adapter, listener, transport, async {
                 let _ = stop.await;
             })
             .await
@@ -328,27 +342,70 @@ impl System {
     pub async fn agency(&mut self, agency: &str) -> AgencySystem {
         let agency = AgencyId::new(agency).unwrap();
         let addr = self.start_adapter(&agency).await;
-        AgencySystem::connect(agency, addr).await
+        self.connect(agency, addr).await
     }
 
     /// The agency's IT system, connected to an adapter started on `bus`.
     pub async fn agency_on(&mut self, agency: &str, bus: Bus) -> AgencySystem {
         let agency = AgencyId::new(agency).unwrap();
         let addr = self.start_adapter_on(&agency, bus).await;
-        AgencySystem::connect(agency, addr).await
+        self.connect(agency, addr).await
+    }
+
+    /// A client of `agency`'s adapter (started if needed) presenting `certificate`, or no
+    /// certificate at all; for tests of authentication. Its `system` is [`SYSTEM`].
+    pub async fn client_presenting(
+        &mut self,
+        agency: &str,
+        certificate: Option<&ClientFiles>,
+    ) -> AgencySystem {
+        let agency = AgencyId::new(agency).unwrap();
+        let addr = self.start_adapter(&agency).await;
+        AgencySystem::connect(agency, addr, self.pki.ca_pem(), certificate).await
+    }
+
+    /// A valid client certificate of `agency`'s [`SYSTEM`].
+    pub fn client_certificate(&self, agency: &AgencyId) -> ClientFiles {
+        self.pki.client(agency.as_str(), SYSTEM).unwrap()
+    }
+
+    async fn connect(&self, agency: AgencyId, addr: SocketAddr) -> AgencySystem {
+        let certificate = self.client_certificate(&agency);
+        AgencySystem::connect(agency, addr, self.pki.ca_pem(), Some(&certificate)).await
     }
 }
 
 impl AgencySystem {
-    async fn connect(agency: AgencyId, addr: SocketAddr) -> AgencySystem {
-        let client = ReferralServiceClient::connect(format!("http://{addr}"))
+    /// Connects over TLS, verifying the adapter with `ca` and presenting `certificate`.
+    async fn connect(
+        agency: AgencyId,
+        addr: SocketAddr,
+        ca: &str,
+        certificate: Option<&ClientFiles>,
+    ) -> AgencySystem {
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca))
+            .domain_name("localhost");
+        if let Some(certificate) = certificate {
+            tls = tls.identity(Identity::from_pem(
+                &certificate.issued.certificate_pem,
+                &certificate.issued.key_pem,
+            ));
+        }
+        let channel = Channel::from_shared(format!("https://{addr}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
             .await
             .unwrap();
         AgencySystem {
             operator: format!("operator@{agency}"),
+            system: SYSTEM.to_owned(),
             agency,
             addr,
-            client,
+            client: ReferralServiceClient::new(channel.clone()),
+            channel,
         }
     }
 }

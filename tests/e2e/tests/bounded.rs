@@ -91,6 +91,104 @@ async fn a_get_reads_the_same_few_records_whatever_the_history() {
     assert!(creation.record.state.creation.identity.is_some());
 }
 
+/// One page of `system`'s list, and the direct reads it cost on `bus`.
+async fn list_page(
+    system: &AgencySystem,
+    bus: &refbus_bus::Bus,
+    side: v1::Party,
+    page_token: String,
+) -> (v1::ListReferralsResponse, u64) {
+    let before = bus.direct_reads();
+    let page = system
+        .client()
+        .list_referrals(system.request(v1::ListReferralsRequest {
+            side: side.into(),
+            page_size: 3,
+            page_token,
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    (page, bus.direct_reads() - before)
+}
+
+#[tokio::test]
+async fn a_page_of_a_list_reads_the_same_few_records_however_many_referrals_the_agency_has() {
+    let mut system = System::start().await;
+    let bus = system.bus().await;
+    let dinsos = system.agency_on("maros-dinsos", bus.clone()).await;
+    let uptd = system.agency_on("maros-uptd-ppa", bus.clone()).await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        ids.push(
+            dinsos
+                .create(create_request(
+                    &format!("few-{n}"),
+                    "maros-uptd-ppa",
+                    "shelter",
+                ))
+                .await,
+        );
+    }
+    let mut reads = Vec::new();
+    for (system, side) in [(&dinsos, v1::Party::Sender), (&uptd, v1::Party::Recipient)] {
+        let (first, cost) = list_page(system, &bus, side, String::new()).await;
+        let newest: Vec<&str> = ids.iter().rev().take(3).map(String::as_str).collect();
+        let shown: Vec<&str> = first
+            .referrals
+            .iter()
+            .map(|r| r.referral_id.as_str())
+            .collect();
+        assert_eq!(shown, newest, "newest first");
+        let (second, second_cost) =
+            list_page(system, &bus, side, first.next_page_token.clone()).await;
+        assert_eq!(second.referrals.len(), 2);
+        assert!(second.next_page_token.is_empty());
+        assert!(second_cost < cost, "{second_cost} {cost}");
+        reads.push(cost);
+    }
+
+    // Forty-five more referrals, some of them further back with notes: a page costs the same.
+    for n in 0..45 {
+        let id = dinsos
+            .create(create_request(
+                &format!("many-{n}"),
+                "maros-uptd-ppa",
+                "shelter",
+            ))
+            .await;
+        ids.push(id);
+    }
+    for (index, (system, side)) in [(&dinsos, v1::Party::Sender), (&uptd, v1::Party::Recipient)]
+        .into_iter()
+        .enumerate()
+    {
+        let (first, cost) = list_page(system, &bus, side, String::new()).await;
+        assert_eq!(first.referrals.len(), 3);
+        assert_eq!(
+            cost, reads[index],
+            "a page of 3 among 50 referrals costs what it cost among 5 ({side:?})"
+        );
+        // Deep in the list, a page costs no more than the first.
+        let mut token = first.next_page_token;
+        let mut seen = first.referrals.len();
+        while !token.is_empty() {
+            let (page, page_cost) = list_page(system, &bus, side, token).await;
+            assert!(page_cost <= cost, "{page_cost} > {cost} ({side:?})");
+            seen += page.referrals.len();
+            token = page.next_page_token;
+        }
+        assert_eq!(seen, 50, "every referral once ({side:?})");
+    }
+    let agencies = system.registry.agencies.len() as u64;
+    // A head per index chain of the side, then a few reads per referral shown.
+    assert!(
+        reads.iter().all(|cost| *cost <= agencies + 4 * 3),
+        "{reads:?}"
+    );
+}
+
 /// Opens a watch of `system`'s inbox from the beginning.
 async fn watch(
     system: &AgencySystem,

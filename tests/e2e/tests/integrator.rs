@@ -628,3 +628,59 @@ async fn the_inbox_can_start_from_now() {
     )
     .await;
 }
+
+/// A create that reuses a request id with another recipient after the bus's duplicate window
+/// has passed (7 days in production) is still ALREADY_EXISTS: the referral's id derives from
+/// the sender and the request id, and the create finds it on the other recipient's subject.
+/// The window is made short here (100 ms) and waited out on the server's own terms: a probe
+/// message id published after the first create is forgotten first.
+#[tokio::test]
+async fn a_request_id_reused_with_another_recipient_after_the_duplicate_window_is_already_exists() {
+    let mut system = System::start().await;
+    let short_window = refbus_bus::StreamSettings {
+        duplicate_window: Duration::from_millis(100),
+        ..refbus_bus::StreamSettings::default()
+    };
+    let bus = refbus_bus::Bus::connect(&system.nats.url(), &short_window)
+        .await
+        .unwrap();
+    let dinsos = system.agency_on("maros-dinsos", bus).await;
+    let original = create_request("reused-late", "maros-uptd-ppa", "legal_aid");
+    let first = create(&dinsos, original.clone()).await;
+
+    // Wait until the server forgot a message id published after the create.
+    let js = async_nats::jetstream::new(async_nats::connect(system.nats.url()).await.unwrap());
+    let probe = || async {
+        let message = async_nats::jetstream::message::PublishMessage::build()
+            .payload("probe".into())
+            .message_id("window-probe");
+        js.send_publish("refbus.v1.idx.window-probe.window-probe", message)
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+    };
+    probe().await;
+    while probe().await.duplicate {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    refused(
+        &system,
+        "another recipient after the window",
+        Code::AlreadyExists,
+        &[&first.referral_id, "already exists with other content"],
+        dinsos
+            .client()
+            .create_referral(dinsos.request(v1::CreateReferralRequest {
+                recipient: "maros-bagian-hukum".into(),
+                ..original.clone()
+            })),
+    )
+    .await;
+    // The same request again is still a retry: the original, nothing written.
+    let before = system.stored_messages().await;
+    let again = create(&dinsos, original).await;
+    assert_eq!(again.referral_id, first.referral_id);
+    assert_eq!(system.stored_messages().await, before);
+}

@@ -71,6 +71,7 @@ async fn a_shadow_copy_on_another_agencys_subject_is_never_taken_for_the_referra
         at: (system.now)(),
         actor: Actor::Agency {
             agency: agency("polres-maros"),
+            system: None,
             operator: OperatorId::new("op").unwrap(),
         },
         request_id: None,
@@ -92,7 +93,10 @@ async fn a_shadow_copy_on_another_agencys_subject_is_never_taken_for_the_referra
                 state_after: &claimed,
                 expected_last_seq: last,
                 prev_seq: original.seq,
-                message_id: "polres-forged",
+                key: refbus_bus::Idempotency::Request {
+                    agency: &agency("polres-maros"),
+                    request_id: &refbus_core::RequestId::new("polres-forged").unwrap(),
+                },
             },
         )
         .await
@@ -156,6 +160,7 @@ async fn unsigned_misattributed_and_back_dated_records_are_not_believed() {
             at: now.minus(std::time::Duration::from_secs(60 * minutes_ago)),
             actor: Actor::Agency {
                 agency: agency("maros-uptd-ppa"),
+                system: None,
                 operator: OperatorId::new("op").unwrap(),
             },
             request_id: None,
@@ -211,7 +216,10 @@ async fn unsigned_misattributed_and_back_dated_records_are_not_believed() {
             state_after: &after,
             expected_last_seq: last,
             prev_seq: created.seq,
-            message_id: "backdated",
+            key: refbus_bus::Idempotency::Request {
+                agency: &agency("maros-uptd-ppa"),
+                request_id: &refbus_core::RequestId::new("backdated").unwrap(),
+            },
         },
     )
     .await

@@ -1,5 +1,7 @@
 //! A non-Rust client: `tests/python/maros_flow.py` generates grpcio stubs from `proto/` and
-//! plays the Maros flow against five agencies' adapters; the bus is then checked from Rust.
+//! plays the Maros flow against five agencies' adapters over mutual TLS
+//! (`grpc.ssl_channel_credentials` with each agency's client certificate, system `python`);
+//! the bus is then checked from Rust.
 
 use refbus_bus::subjects;
 use refbus_core::{AgencyId, Status};
@@ -25,10 +27,17 @@ async fn python_agency_systems_play_the_maros_flow() {
     command
         .arg(repo_root().join("tests/python/maros_flow.py"))
         .arg("--proto")
-        .arg(repo_root().join("proto"));
+        .arg(repo_root().join("proto"))
+        .arg("--cacert")
+        .arg(system.pki.ca_file());
     for agency in agencies {
         let addr = system.start_adapter(&AgencyId::new(agency).unwrap()).await;
-        command.arg("--adapter").arg(format!("{agency}={addr}"));
+        let client = system.pki.client(agency, "python").unwrap();
+        command.arg("--adapter").arg(format!(
+            "{agency}={addr},{},{}",
+            client.certificate.display(),
+            client.key.display()
+        ));
     }
     let output = command.output().await.unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -59,6 +68,11 @@ async fn python_agency_systems_play_the_maros_flow() {
                 .unwrap()
                 .as_str()
                 .starts_with("py-operator@")
+        );
+        assert_eq!(
+            stored.record.event.system().map(|system| system.as_str()),
+            Some("python"),
+            "the system the Python client's certificate names is recorded"
         );
     }
 }

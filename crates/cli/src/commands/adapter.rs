@@ -34,11 +34,36 @@ pub(crate) struct AdapterArgs {
     /// list.
     #[arg(long, value_name = "DIR")]
     public_keys: Option<PathBuf>,
+    /// The adapter's TLS server certificate, PEM (from `refbus certs server`). Callers must
+    /// present a client certificate of this agency, from a CA the registry lists for it.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        required_unless_present = "insecure_plaintext"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The server certificate's private key, PEM (mode 0600).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve gRPC without TLS and without authentication: every caller acts as the agency.
+    /// Only on a loopback --listen address; for trying refbus on one machine.
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    insecure_plaintext: bool,
 }
 
 pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing();
     let agency = AgencyId::new(&args.agency).map_err(|err| UsageError(err.to_string()))?;
+    // Said before anything starts (`run` refuses it too).
+    if args.insecure_plaintext && !args.listen.ip().is_loopback() {
+        return Err(UsageError(format!(
+            "--insecure-plaintext serves on loopback only, and --listen {} is not: serve mutual \
+             TLS (--tls-cert, --tls-key) or listen on 127.0.0.1",
+            args.listen
+        ))
+        .into());
+    }
     let registry = runtime::load_registry(&args.config)?;
     if registry.agency(&agency).is_none() {
         return Err(UsageError(format!(
@@ -62,6 +87,26 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
         std::sync::Arc::new(signers),
         Some(refbus_core::integrity::DEFAULT_MAX_SKEW),
     );
+    let transport = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = refbus_tls::ServerTls::from_pem_files(cert, key)?;
+            let transport = refbus_adapter::Transport::mutual_tls(tls, &registry)?;
+            if registry
+                .agency(&agency)
+                .is_some_and(|entry| entry.client_cas.is_empty())
+            {
+                tracing::warn!(
+                    %agency,
+                    "the registry lists no client CA for this agency ([[deployment.client_ca]]): no system of it can call this adapter"
+                );
+            }
+            transport
+        }
+        _ => {
+            tracing::warn!("serving INSECURE PLAINTEXT: no TLS, and every caller acts as {agency}");
+            refbus_adapter::Transport::InsecurePlaintext
+        }
+    };
     tokio::runtime::Runtime::new()?.block_on(async move {
         let bus = args.nats.connect().await?;
         let adapter = refbus_adapter::Adapter::new(
@@ -78,7 +123,7 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("listening on {}", args.listen))?;
         tracing::info!(%agency, listen = %args.listen, "adapter serving");
         // `run` serves gRPC and carries out the reroutes the router asks of this agency.
-        refbus_adapter::run(adapter, listener, runtime::stop_signal()).await?;
+        refbus_adapter::run(adapter, listener, transport, runtime::stop_signal()).await?;
         tracing::info!(%agency, "adapter stopped");
         Ok(ExitCode::SUCCESS)
     })

@@ -67,6 +67,10 @@ pub(crate) struct IngestArgs {
     /// Skip measuring `refbus up`'s footprint.
     #[arg(long)]
     no_footprint: bool,
+    /// The adapter serves mutual TLS and the load generator presents a client certificate,
+    /// as deployed (the floor stays plaintext).
+    #[arg(long)]
+    tls: bool,
     /// How long `refbus up` stays idle before its memory is read, in seconds.
     #[arg(long, default_value_t = 5)]
     idle: u64,
@@ -177,8 +181,17 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         window: args.window,
         rate: args.rate,
         seconds: args.seconds,
+        tls: args.tls,
         ..defaults
     };
+    eprintln!(
+        "refbus bench: gRPC to the adapter over {}",
+        if args.tls {
+            "mutual TLS (client certificate checked on every call)"
+        } else {
+            "plaintext"
+        }
+    );
     let scratch = Scratch::start(&args.server, "ingest")?;
     let binary = scratch.binary.clone();
     let measured =
@@ -198,6 +211,14 @@ fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
             Duration::from_secs(args.idle),
         )?);
     }
+    println!(
+        "gRPC to the adapter: {}",
+        if args.tls {
+            "mutual TLS, the client certificate checked on every call (the floor: plaintext)"
+        } else {
+            "plaintext"
+        }
+    );
     println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

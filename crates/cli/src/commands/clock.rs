@@ -287,6 +287,7 @@ fn build_referral(
         command: Command::Create(Box::new(creation)),
         actor: Actor::Agency {
             agency: sender,
+            system: None,
             operator: OperatorId::new("refbus-clock-explain")?,
         },
         request_id: Some(RequestId::new("clock-explain")?),

@@ -70,6 +70,9 @@ fn check(file: &Path, now: Timestamp) -> anyhow::Result<ExitCode> {
                     unsigned.join(", ")
                 );
             }
+            if !client_cas_valid(file, &registry, now) {
+                return Ok(ExitCode::FAILURE);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(report) => {
@@ -85,6 +88,64 @@ fn check(file: &Path, now: Timestamp) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The client CAs at `now`: an expired one fails the check (no system it vouches for can
+/// authenticate), one that ends within 30 days and an agency without any are warnings.
+fn client_cas_valid(file: &Path, registry: &Registry, now: Timestamp) -> bool {
+    let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(now.as_millis());
+    let mut valid = true;
+    let mut seen = std::collections::BTreeSet::new();
+    for agency in registry.agencies.values() {
+        for der in &agency.client_cas {
+            if !seen.insert(der.clone()) {
+                continue;
+            }
+            let certificate = refbus_tls::certs::CertificateDer::from(der.as_slice());
+            match refbus_tls::expiry(&certificate, at) {
+                Ok(refbus_tls::Expiry::Valid { .. }) => {}
+                Ok(refbus_tls::Expiry::EndsSoon { not_after }) => eprintln!(
+                    "{}: WARNING: a client CA (trusted for {}) expires at {not_after}, within \
+                     30 days: issue a new CA and list it beside this one",
+                    file.display(),
+                    agency.id
+                ),
+                Ok(refbus_tls::Expiry::Expired { not_after }) => {
+                    valid = false;
+                    println!(
+                        "{}: invalid: a client CA (trusted for {}) expired at {not_after}: no \
+                         system it vouches for can authenticate",
+                        file.display(),
+                        agency.id
+                    );
+                }
+                Ok(refbus_tls::Expiry::NotYetValid { not_before }) => eprintln!(
+                    "{}: WARNING: a client CA (trusted for {}) is not valid before {not_before}",
+                    file.display(),
+                    agency.id
+                ),
+                Err(err) => {
+                    valid = false;
+                    println!("{}: invalid: a client CA: {err}", file.display());
+                }
+            }
+        }
+    }
+    let without: Vec<String> = registry
+        .agencies
+        .values()
+        .filter(|agency| agency.client_cas.is_empty())
+        .map(|agency| agency.id.to_string())
+        .collect();
+    if !without.is_empty() {
+        eprintln!(
+            "{}: WARNING: no client CA ([[deployment.client_ca]]) for {}: no system of these \
+             can call its adapter over mutual TLS (`refbus certs ca`; `refbus up` makes its own)",
+            file.display(),
+            without.join(", ")
+        );
+    }
+    valid
 }
 
 /// `8 agencies, 13 services, 1 policy version (2026-01)`.

@@ -3,6 +3,7 @@
 
 pub(crate) mod adapter;
 pub(crate) mod bench;
+pub(crate) mod certs;
 pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod keys;
@@ -26,6 +27,10 @@ pub(crate) enum Command {
     /// Generate an agency's keys for sealed identity data.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Make the certificates of mutual TLS: a deployment CA, adapters' server certificates,
+    /// agency systems' client certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Run one agency's gRPC adapter; it also carries out the reroutes the router asks of
     /// the agency.
     Adapter(adapter::AdapterArgs),
@@ -48,6 +53,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Config(command) => config::run(command),
         Command::Clock(command) => clock::run(command),
         Command::Keys(command) => keys::run(command),
+        Command::Certs(command) => certs::run(command),
         Command::Adapter(args) => adapter::run(args),
         Command::Router(args) => router::run(args),
         Command::Up(args) => up::run(args),

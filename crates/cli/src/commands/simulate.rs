@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::Args;
 use futures::StreamExt;
 use refbus_proto::OPERATOR_METADATA_KEY;
@@ -39,6 +40,16 @@ pub(crate) struct SimulateArgs {
     /// How many referrals to send (0: until stopped).
     #[arg(long, default_value_t = 0)]
     pub(crate) count: u64,
+    /// The deployment's certificate directory (`refbus certs`; `<data-dir>/tls` of
+    /// `refbus up`): each agency's system presents `client-<agency>-<system>.pem`.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) certs: Option<std::path::PathBuf>,
+    /// The system name whose client certificates the simulated systems present.
+    #[arg(long, default_value = "simulator")]
+    pub(crate) system: String,
+    /// Call adapters that serve insecure plaintext (`refbus up --insecure-plaintext`).
+    #[arg(long, conflicts_with = "certs")]
+    pub(crate) insecure_plaintext: bool,
 }
 
 /// One kind of referral the simulation sends.
@@ -137,28 +148,86 @@ pub(crate) fn run(args: SimulateArgs) -> anyhow::Result<std::process::ExitCode> 
             )
         })
         .collect();
+    let tls = match (&args.certs, args.insecure_plaintext) {
+        (Some(dir), _) => Some(ClientTls::new(
+            refbus_tls::certs::Directory::new(dir),
+            &args.system,
+        )),
+        (None, true) => None,
+        (None, false) => {
+            return Err(crate::commands::UsageError(
+                "give --certs DIR (the client certificates, e.g. <data-dir>/tls of refbus up) or \
+                 --insecure-plaintext"
+                    .to_owned(),
+            )
+            .into());
+        }
+    };
     tokio::runtime::Runtime::new()?.block_on(simulate(
         endpoints,
         Duration::from_secs(args.every),
         args.count,
+        tls,
     ))?;
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Runs the simulation against adapters at `endpoints` (agency, host:port).
+/// The simulated systems' mutual TLS: the deployment's certificate directory, and the system
+/// name whose client certificates (one per agency) they present.
+#[derive(Debug, Clone)]
+pub(crate) struct ClientTls {
+    certs: refbus_tls::certs::Directory,
+    system: String,
+}
+
+impl ClientTls {
+    pub(crate) fn new(certs: refbus_tls::certs::Directory, system: &str) -> ClientTls {
+        ClientTls {
+            certs,
+            system: system.to_owned(),
+        }
+    }
+
+    /// `agency`'s client TLS: the CA to verify the adapter, and its system's certificate.
+    fn config(&self, agency: &str) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |path: &std::path::Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let client = self.certs.client(&refbus_tls::SystemIdentity::new(
+            agency,
+            self.system.as_str(),
+        ));
+        Ok(ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(read(&self.certs.ca().certificate)?))
+            .identity(Identity::from_pem(
+                read(&client.certificate)?,
+                read(&client.key)?,
+            ))
+            .domain_name("localhost"))
+    }
+}
+
+/// Runs the simulation against adapters at `endpoints` (agency, host:port), over mutual TLS
+/// when `tls` is given.
 pub(crate) async fn simulate(
     endpoints: Vec<(String, String)>,
     every: Duration,
     count: u64,
+    tls: Option<ClientTls>,
 ) -> anyhow::Result<()> {
     let client = |agency: &str| -> anyhow::Result<ReferralServiceClient<Channel>> {
         let (_, address) = endpoints
             .iter()
             .find(|(name, _)| name == agency)
             .ok_or_else(|| anyhow::anyhow!("no adapter for {agency}"))?;
-        Ok(ReferralServiceClient::new(
-            Channel::from_shared(format!("http://{address}"))?.connect_lazy(),
-        ))
+        let channel = match &tls {
+            Some(tls) => Channel::from_shared(format!("https://{address}"))?
+                .tls_config(tls.config(agency)?)?
+                .connect_lazy(),
+            None => Channel::from_shared(format!("http://{address}"))?.connect_lazy(),
+        };
+        Ok(ReferralServiceClient::new(channel))
     };
     // Every recipient answers what arrives in its inbox.
     let recipients: HashSet<&str> = SCENARIOS.iter().map(|s| s.recipient).collect();

@@ -53,7 +53,17 @@ pub(crate) struct UpArgs {
     /// of clocks per second). The adapters keep the real time.
     #[arg(long, value_name = "FACTOR", hide = true, default_value_t = 1.0)]
     clock_speed: f64,
+    /// Serve the adapters without TLS and without authentication (on 127.0.0.1 only): every
+    /// caller acts as the agency. By default they serve mutual TLS with certificates `up`
+    /// makes in `<data-dir>/tls` on first start.
+    #[arg(long)]
+    insecure_plaintext: bool,
 }
+
+/// The system name of the client certificates `up` makes for people trying it (buf curl).
+pub(crate) const CLI_SYSTEM: &str = "cli";
+/// The system name of the simulated agency systems' certificates (`--demo`).
+pub(crate) const SIMULATOR_SYSTEM: &str = "simulator";
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing_beside_router_activity();
@@ -95,6 +105,19 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         agency.signing_keys.clear();
     }
     local.router_signing_keys.clear();
+    // ... and trusts the CA it made itself for every agency's systems.
+    let certs = refbus_tls::certs::Directory::new(data_dir.join("tls"));
+    let transport = if args.insecure_plaintext {
+        refbus_adapter::Transport::InsecurePlaintext
+    } else {
+        let ca = local_certificates(&certs, &registry)?;
+        for agency in local.agencies.values_mut() {
+            agency.client_cas = vec![ca.clone()];
+        }
+        let server = certs.server(SERVER_NAME);
+        let tls = refbus_tls::ServerTls::from_pem_files(&server.certificate, &server.key)?;
+        refbus_adapter::Transport::mutual_tls(tls, &local)?
+    };
     let public_keys = runtime::public_keys(&local, Some(&keys_dir))?;
     let signers = std::sync::Arc::new(runtime::signers(&local, Some(&keys_dir))?);
     // A router running on pretended time (tests, demonstrations) stamps its records with
@@ -142,12 +165,13 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 })?;
             let mut stopped = stopped.clone();
             let name = agency.clone();
+            let transport = transport.clone();
             tasks.push(tokio::spawn(async move {
                 let shutdown = async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
                 };
                 // Serves gRPC and carries out the reroutes the router asks of this agency.
-                if let Err(err) = refbus_adapter::run(adapter, listener, shutdown).await {
+                if let Err(err) = refbus_adapter::run(adapter, listener, transport, shutdown).await {
                     tracing::error!(agency = %name, "adapter failed: {err}");
                 }
             }));
@@ -174,14 +198,17 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         }));
 
-        print_endpoints(&registry, &endpoints, &nats, &data_dir);
+        let tls = (!args.insecure_plaintext).then_some(&certs);
+        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls);
         let simulator = args.demo.then(|| {
             println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
             println!("watch the router's warnings, breaches, escalations and reroutes below.");
             let endpoints = endpoints.iter().map(|(agency, address)| (agency.to_string(), address.clone())).collect();
             let every = std::time::Duration::from_secs(args.demo_every);
+            let client_tls = (!args.insecure_plaintext)
+                .then(|| super::simulate::ClientTls::new(certs.clone(), SIMULATOR_SYSTEM));
             tokio::spawn(async move {
-                if let Err(err) = super::simulate::simulate(endpoints, every, 0).await {
+                if let Err(err) = super::simulate::simulate(endpoints, every, 0, client_tls).await {
                     tracing::error!("simulation stopped: {err}");
                 }
             })
@@ -205,6 +232,39 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// A `buf curl` that lists `agency`'s referrals on its adapter at `endpoint`, as that agency's
+/// `cli` system: with the certificates (mutual TLS), or in plaintext.
+pub(crate) fn buf_curl(
+    tls: Option<&refbus_tls::certs::Directory>,
+    agency: &AgencyId,
+    endpoint: &str,
+) -> String {
+    let port = endpoint.rsplit(':').next().unwrap_or_default();
+    let request = "-d '{}' ";
+    let method = "refbus.v1.ReferralService/ListReferrals";
+    match tls {
+        Some(certs) => {
+            let client = certs.client(&refbus_tls::SystemIdentity::new(
+                agency.as_str(),
+                CLI_SYSTEM,
+            ));
+            format!(
+                "  as {agency}'s system \"{CLI_SYSTEM}\" (mutual TLS; certificates in {}):\n    \
+                 buf curl --protocol grpc --cacert {} --cert {} --key {} \\\n      \
+                 -H 'x-refbus-operator: ani' {request}https://localhost:{port}/{method}",
+                certs.path.display(),
+                certs.ca().certificate.display(),
+                client.certificate.display(),
+                client.key.display(),
+            )
+        }
+        None => format!(
+            "  INSECURE PLAINTEXT (no TLS, no authentication):\n    buf curl --protocol grpc \
+             --http2-prior-knowledge -H 'x-refbus-operator: ani' {request}http://{endpoint}/{method}"
+        ),
+    }
+}
+
 /// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
 /// as fast from now.
 fn router_clock(speed: f64) -> std::sync::Arc<dyn refbus_router::Clock> {
@@ -218,11 +278,57 @@ fn router_clock(speed: f64) -> std::sync::Arc<dyn refbus_router::Clock> {
     }
 }
 
+/// The server certificate's files in `<data-dir>/tls`.
+const SERVER_NAME: &str = "adapters";
+
+/// Makes, on first start, the local run's CA, the adapters' server certificate (localhost,
+/// 127.0.0.1) and client certificates for every agency's `cli` and `simulator` systems;
+/// checks every one's expiry (a warning 30 days ahead, a refusal once expired). Returns the
+/// CA certificate (DER) for the registry.
+fn local_certificates(
+    certs: &refbus_tls::certs::Directory,
+    registry: &refbus_core::Registry,
+) -> anyhow::Result<Vec<u8>> {
+    const DAYS: i64 = 397;
+    if !certs.ca().exist() {
+        certs.make_ca("refbus up local CA", 3650)?;
+    }
+    let server = certs.server(SERVER_NAME);
+    if !server.exist() {
+        let hosts = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        certs.make_server(SERVER_NAME, &hosts, DAYS)?;
+    }
+    let mut check = vec![certs.ca().certificate, server.certificate];
+    for agency in registry.agencies.keys() {
+        for system in [CLI_SYSTEM, SIMULATOR_SYSTEM] {
+            let identity = refbus_tls::SystemIdentity::new(agency.as_str(), system);
+            let files = certs.client(&identity);
+            if !files.exist() {
+                certs.make_client(&identity, DAYS)?;
+            }
+            check.push(files.certificate);
+        }
+    }
+    for path in &check {
+        match refbus_tls::certs::check_at_start(path) {
+            Ok(None) => {}
+            Ok(Some(warning)) => tracing::warn!("CERTIFICATE: {warning}"),
+            Err(err) => anyhow::bail!(
+                "{err}; remove {} to have refbus up make new certificates",
+                certs.path.display()
+            ),
+        }
+    }
+    let ca = refbus_tls::read_certificates(&certs.ca().certificate)?;
+    Ok(ca.first().map(|der| der.to_vec()).unwrap_or_default())
+}
+
 fn print_endpoints(
     registry: &refbus_core::Registry,
     endpoints: &[(AgencyId, String)],
     nats: &LocalNats,
     data_dir: &std::path::Path,
+    tls: Option<&refbus_tls::certs::Directory>,
 ) {
     println!("refbus is up.");
     println!();
@@ -246,5 +352,9 @@ fn print_endpoints(
         println!("    {endpoint:<17} {agency:<20} {name}");
     }
     println!();
+    if let Some((agency, endpoint)) = endpoints.first() {
+        println!("{}", buf_curl(tls, agency, endpoint));
+        println!();
+    }
     println!("Press Ctrl-C to stop.");
 }

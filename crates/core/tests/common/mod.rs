@@ -90,6 +90,7 @@ fn make_agency(id: &str, services: &[&str], alternates: &[(&str, &str)]) -> Agen
             .collect(),
         contacts: BTreeMap::new(),
         signing_keys: Vec::new(),
+        client_cas: Vec::new(),
         public_key: None,
         backup_public_key: None,
     }
@@ -323,6 +324,7 @@ pub fn registry() -> Registry {
 pub fn operator(agency_id: &str) -> Actor {
     Actor::Agency {
         agency: agency(agency_id),
+        system: None,
         operator: OperatorId::new(format!("op@{agency_id}")).unwrap(),
     }
 }

@@ -8,7 +8,7 @@ use refbus_core::chain::{self, EventHash};
 use refbus_core::event::{Actor, Change, Event, Notified, RerouteCause};
 use refbus_core::ids::{
     AgencyId, CaseId, CategoryId, ClockId, OperatorId, OutcomeCode, PolicyVersion, ReasonCode,
-    ReferralId, RequestId, ServiceId,
+    ReferralId, RequestId, ServiceId, SystemId,
 };
 use refbus_core::referral::{Appointment, Consent, Creation, Outcome, Reason, Referral, Reroute};
 
@@ -28,10 +28,14 @@ pub fn event_from_view(view: &v1::Event) -> Result<Event, FieldError> {
         return Err(FieldError::new("seq", "events are numbered from 1"));
     }
     let actor = if view.author_is_router {
-        if !view.author_agency.is_empty() || !view.author_operator.is_empty() {
+        if !view.author_agency.is_empty()
+            || !view.author_operator.is_empty()
+            || !view.author_system.is_empty()
+        {
             return Err(FieldError::new(
                 "author_agency",
-                "the router acts for no agency: author_agency and author_operator must be empty",
+                "the router acts for no agency: author_agency, author_operator and \
+                 author_system must be empty",
             ));
         }
         Actor::Router
@@ -39,6 +43,7 @@ pub fn event_from_view(view: &v1::Event) -> Result<Event, FieldError> {
         Actor::Agency {
             agency: id("author_agency", &view.author_agency, AgencyId::new)?,
             operator: id("author_operator", &view.author_operator, OperatorId::new)?,
+            system: optional_id("author_system", &view.author_system, SystemId::new)?,
         }
     };
     let change = view

@@ -285,6 +285,7 @@ fn history() -> Vec<Event> {
             (
                 Actor::Agency {
                     agency: agency(side),
+                    system: None,
                     operator: OperatorId::new(format!("operator-{seq}")).unwrap(),
                 },
                 Some(RequestId::new(format!("req-{seq}")).unwrap()),

@@ -118,7 +118,9 @@ pub fn clock_view(
 /// An event as `opener`'s agency sees it, with its hash computed from its canonical encoding.
 pub fn event_view(event: &Event, opener: &Opener<'_>) -> v1::Event {
     let (author_agency, author_operator) = match &event.actor {
-        Actor::Agency { agency, operator } => (agency.to_string(), operator.to_string()),
+        Actor::Agency {
+            agency, operator, ..
+        } => (agency.to_string(), operator.to_string()),
         Actor::Router => (String::new(), String::new()),
     };
     v1::Event {
@@ -129,6 +131,7 @@ pub fn event_view(event: &Event, opener: &Opener<'_>) -> v1::Event {
         time: Some(timestamp(event.at)),
         author_agency,
         author_operator,
+        author_system: text_or_empty(event.system()),
         author_is_router: event.actor == Actor::Router,
         request_id: text_or_empty(event.request_id.as_ref()),
         prev_hash: event.prev_hash.to_hex(),

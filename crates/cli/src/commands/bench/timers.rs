@@ -88,7 +88,8 @@ pub(crate) fn router(args: RouterArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
-    let registry = runtime::load_registry(&args.server.config)?;
+    // Checked as given first, so a mistake in it is reported against the deployment's file.
+    runtime::load_registry(&args.server.config)?;
     let spread = Duration::from_secs(args.spread);
     let options = ClocksOptions {
         open: args.open,
@@ -105,12 +106,19 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
         ..ClocksOptions::default()
     };
     let scratch = Scratch::start(&args.server, "clocks")?;
+    // The deployment's registry plus the due minute's clock, for the writers and the router.
+    let config = refbus_bench::clocks::bench_config(
+        &args.server.config,
+        &scratch.dir.path().join("config"),
+    )?;
+    let registry = runtime::load_registry(&config)?;
+    refbus_bench::clocks::check_due_clock(&registry, runtime::system_now())?;
     let log = scratch.dir.path().join("router.log");
     // The router process verifies what the benchmark writes, and signs with its own key.
     let keys = scratch.dir.path().join("keys");
     std::fs::create_dir_all(&keys)?;
     refbus_bench::signing_keys(&registry).write_files(&keys)?;
-    let router = |url: &str| router_command(&args.server.config, url, &log, &keys);
+    let router = |url: &str| router_command(&config, url, &log, &keys);
     let measured =
         refbus_bench::clocks::clocks(&scratch.server, registry, &router, &options, &mut |phase| {
             eprintln!("refbus bench: {phase}")
