@@ -162,6 +162,7 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
         out,
         "--nats",
         "nats://127.0.0.1:9",
+        "--insecure-plaintext",
     ]);
     assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
     let message = text(&adapter);
@@ -185,6 +186,7 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
         out,
         "--nats",
         "nats://127.0.0.1:9",
+        "--insecure-plaintext",
     ]);
     assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
     assert!(text(&adapter).contains("mode 0640"), "{}", text(&adapter));
@@ -215,6 +217,7 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
         out,
         "--nats",
         "nats://127.0.0.1:9",
+        "--insecure-plaintext",
     ]);
     assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
     assert!(
@@ -271,7 +274,15 @@ fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
             "--config",
             "deploy/config/demo.toml",
         ])
-        .args(["--nats", nats, "--listen", &listen, "--key"])
+        // Plaintext on loopback: this test is about keys, not transport.
+        .args([
+            "--nats",
+            nats,
+            "--listen",
+            &listen,
+            "--insecure-plaintext",
+            "--key",
+        ])
         .arg(keys.join(format!("{agency}.key")))
         .arg("--public-keys")
         .arg(keys)
