@@ -155,6 +155,27 @@ pub(crate) fn signing_key(path: &Path, signer: Signer) -> anyhow::Result<Signing
         .with_context(|| format!("the signing key of {signer} ({})", path.display()))
 }
 
+/// Refuses to start a writer whose signing key the readers do not list (a key rotated with
+/// `refbus keys rotate` before the registry lists it): every record it signed would be refused.
+pub(crate) fn check_signing_key_listed(
+    signers: &Signers,
+    key: &SigningKey,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let signer = key.signer();
+    let public = key.verifying_key();
+    if signers.knows(signer) && !signers.accepts(signer, &public) {
+        bail!(
+            "the signing key in {} (key {}) is not among the signing keys listed for {signer}: \
+             every record signed with it would be refused. After `refbus keys rotate`, put the \
+             printed `signing_keys` line in the registry first (new key, then the old ones)",
+            path.display(),
+            public.id()
+        );
+    }
+    Ok(())
+}
+
 /// Everyone's public signing keys: the registry's, then `<name>.sign.pub` files in `keys_dir`
 /// for signers the registry lists no key for.
 pub(crate) fn signers(registry: &Registry, keys_dir: Option<&Path>) -> anyhow::Result<Signers> {

@@ -191,6 +191,41 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
     assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
     assert!(text(&adapter).contains("mode 0640"), "{}", text(&adapter));
 
+    // A signing key the readers do not list (rotated, registry not yet changed): refused too.
+    std::fs::set_permissions(&earlier, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let old_signing = signing
+        .split('"')
+        .nth(3)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    std::fs::write(
+        dir.join("maros-dinsos.sign.pub"),
+        format!("{old_signing}\n"),
+    )
+    .unwrap();
+    let adapter = refbus(&[
+        "adapter",
+        "--agency",
+        "maros-dinsos",
+        "--config",
+        "deploy/config/refbus.toml",
+        "--key",
+        key.to_str().unwrap(),
+        "--public-keys",
+        out,
+        "--nats",
+        "nats://127.0.0.1:9",
+        "--insecure-plaintext",
+    ]);
+    assert_eq!(adapter.status.code(), Some(1), "{}", text(&adapter));
+    assert!(
+        text(&adapter).contains("is not among the signing keys listed for agency:maros-dinsos"),
+        "{}",
+        text(&adapter)
+    );
+
     // The router's signing key likewise.
     assert!(
         refbus(&["keys", "generate-router", "--out", out])
@@ -239,13 +274,13 @@ fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
             "--config",
             "deploy/config/demo.toml",
         ])
-        // What is tested here is keys, not the transport: plaintext, on loopback only.
+        // Plaintext on loopback: this test is about keys, not transport.
         .args([
-            "--insecure-plaintext",
             "--nats",
             nats,
             "--listen",
             &listen,
+            "--insecure-plaintext",
             "--key",
         ])
         .arg(keys.join(format!("{agency}.key")))
@@ -306,11 +341,6 @@ async fn recover_opens_a_referral_with_the_backup_key_alone() {
     )
     .unwrap();
 
-    // The stream exists before the adapter starts, as the router makes it in a deployment: an
-    // adapter is confined to its agency's subjects and may not create it.
-    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
-        .await
-        .unwrap();
     let (_dinsos_process, dinsos) = start_adapter(&nats.url(), keys.path(), "maros-dinsos");
     let mut client =
         v1::referral_service_client::ReferralServiceClient::connect(format!("http://{dinsos}"))

@@ -322,6 +322,11 @@ impl Signers {
         self.keys.get(signer).is_some_and(|keys| !keys.is_empty())
     }
 
+    /// Whether `key` is one of `signer`'s listed keys.
+    pub fn accepts(&self, signer: &Signer, key: &VerifyingKey) -> bool {
+        self.keys.get(signer).is_some_and(|keys| keys.contains(key))
+    }
+
     /// Checks that `signature` was made by `author` over `subject` and `event_bytes`.
     pub fn verify(
         &self,

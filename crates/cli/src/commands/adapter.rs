@@ -81,6 +81,7 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
     });
     let signing = runtime::signing_key(&signing_path, signer)?;
     let signers = runtime::signers(&registry, args.public_keys.as_deref())?;
+    runtime::check_signing_key_listed(&signers, &signing, &signing_path)?;
     let verifier = refbus_bus::Verifier::new(
         registry.clone(),
         std::sync::Arc::new(signers),
