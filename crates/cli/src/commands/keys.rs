@@ -16,6 +16,8 @@ use crate::commands::UsageError;
 use crate::runtime;
 
 #[derive(Debug, Subcommand)]
+// Parsed once per run: the size of the variant carrying NATS flags costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum KeysCommand {
     /// Generate an agency's keys: the sealing key pair `<agency>.key` (secret, mode 0600, never
     /// overwritten) and `<agency>.pub`, and the signing key pair `<agency>.sign.key` and
