@@ -341,6 +341,11 @@ async fn recover_opens_a_referral_with_the_backup_key_alone() {
     )
     .unwrap();
 
+    // The stream exists before the adapter starts, as the router makes it in a deployment: an
+    // adapter is confined to its agency's subjects and may not create it.
+    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
+        .await
+        .unwrap();
     let (_dinsos_process, dinsos) = start_adapter(&nats.url(), keys.path(), "maros-dinsos");
     let mut client =
         v1::referral_service_client::ReferralServiceClient::connect(format!("http://{dinsos}"))
