@@ -536,11 +536,24 @@ impl Bus {
             .map(|message| message.subject.to_string()))
     }
 
+    /// An immediate UNAVAILABLE while the connection is down, instead of a read that would wait
+    /// its whole [`READ_TIMEOUT`] for a server that is gone: an agency system hears "retry" at
+    /// once, and a burst of calls during an outage does not queue up behind timeouts (the
+    /// router's own retries back off).
+    pub(crate) fn fail_fast_while_disconnected(&self) -> Result<(), ReadError> {
+        if self.is_connected() {
+            Ok(())
+        } else {
+            Err(unavailable("not connected to NATS"))
+        }
+    }
+
     /// One direct read, counted and bounded by [`READ_TIMEOUT`]; `None` if no message matches.
     async fn direct(
         &self,
         read: impl Future<Output = Result<StreamMessage, DirectGetError>>,
     ) -> Result<Option<StreamMessage>, ReadError> {
+        self.fail_fast_while_disconnected()?;
         self.direct_reads.fetch_add(1, Ordering::Relaxed);
         match timed(read).await.map_err(unavailable)? {
             Ok(message) => Ok(Some(message)),

@@ -90,6 +90,7 @@ impl Bus {
         from: u64,
         limit: usize,
     ) -> Result<Vec<Raw>, ReadError> {
+        self.fail_fast_while_disconnected()?;
         self.direct_reads.fetch_add(1, Ordering::Relaxed);
         let deliver_policy = if from <= 1 {
             DeliverPolicy::All
