@@ -27,6 +27,14 @@ pub enum Idempotency<'a> {
     /// The router's integrity alert about the refused message at stream sequence `seq`:
     /// `router:integrity:<seq>`.
     IntegrityAlert { seq: u64 },
+    /// An escalation notice to a third agency, by the escalation event and whom it notifies:
+    /// `notice:<referral>:<event seq>:<agency>:<role>`.
+    Notice {
+        referral: ReferralId,
+        event_seq: u64,
+        agency: &'a AgencyId,
+        role: refbus_core::escalation::Role,
+    },
 }
 
 impl Idempotency<'_> {
@@ -39,6 +47,12 @@ impl Idempotency<'_> {
             }
             Idempotency::ClockItem { referral, key } => format!("router:{referral}:{key}"),
             Idempotency::IntegrityAlert { seq } => format!("router:integrity:{seq}"),
+            Idempotency::Notice {
+                referral,
+                event_seq,
+                agency,
+                role,
+            } => format!("notice:{referral}:{event_seq}:{agency}:{role}"),
         }
     }
 }
@@ -79,6 +93,19 @@ mod tests {
         assert_eq!(
             Idempotency::IntegrityAlert { seq: 7 }.message_id(),
             "router:integrity:7"
+        );
+        assert_eq!(
+            Idempotency::Notice {
+                referral,
+                event_seq: 5,
+                agency: &agency,
+                role: refbus_core::escalation::Role::Head,
+            }
+            .message_id(),
+            format!(
+                "notice:{referral}:5:maros-dinsos:{}",
+                refbus_core::escalation::Role::Head
+            )
         );
     }
 }

@@ -387,12 +387,19 @@ impl Bus {
     }
 
     /// Publishes a notice for a third agency.
-    pub async fn publish_notice(
-        &self,
-        subject: &str,
-        notice: &Notice,
-        message_id: &str,
-    ) -> Result<Appended, AppendError> {
+    pub async fn publish_notice(&self, notice: &Notice) -> Result<Appended, AppendError> {
+        // Subject and message id come from the notice itself: the notified agency's notice
+        // subject, and one id per escalation event and notified role, so a router that
+        // publishes it again after a crash writes nothing.
+        let subject = subjects::notice(&notice.notified.agency, &notice.referral_id);
+        let message_id = Idempotency::Notice {
+            referral: notice.referral_id,
+            event_seq: notice.event_seq,
+            agency: &notice.notified.agency,
+            role: notice.notified.role,
+        }
+        .message_id();
+        let message_id = message_id.as_str();
         let mut headers = HeaderMap::new();
         headers.insert(headers::KIND, "notice");
         headers.insert("ce-specversion", "1.0");
@@ -407,7 +414,7 @@ impl Bus {
             .payload(record::encode_notice(notice))
             .headers(headers)
             .message_id(message_id);
-        self.publish(subject.to_owned(), message).await
+        self.publish(subject, message).await
     }
 
     async fn publish(

@@ -278,9 +278,7 @@ async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
         at: Timestamp::from_millis(1),
         event_seq: 2,
     };
-    bus.publish_notice(&subjects::notice(&uptd, &unrelated_state.id), &notice, "n1")
-        .await
-        .unwrap();
+    bus.publish_notice(&notice).await.unwrap();
 
     let mut inbox = bus
         .watch(&verifier(), subjects::inbox(&uptd), 0)

@@ -229,13 +229,8 @@ impl Router {
     async fn notify(&self, referral: &Referral, event: &Event) -> Result<(), Transient> {
         for notice in refbus_core::notices(referral, event) {
             let target = &notice.notified;
-            let message_id = format!(
-                "notice:{}:{}:{}:{}",
-                referral.id, event.seq, target.agency, target.role
-            );
-            let subject = subjects::notice(&target.agency, &referral.id);
             self.bus
-                .publish_notice(&subject, &notice, &message_id)
+                .publish_notice(&notice)
                 .await
                 .map_err(|err| Transient(format!("notice to {}: {err}", target.agency)))?;
             self.report(Activity::Noticed {
