@@ -9,7 +9,8 @@
 //!
 //! - [`Router`]: the event loop, which alone owns the timers and the state cache (one owner);
 //!   [`Router::activity`] reports what it does, for operators' screens and tests.
-//! - `ingest`: checking and applying consumed events; notices for escalations.
+//! - `ingest`: checking and applying consumed events; notices for escalations, confirmed
+//!   stored beside the loop before the escalation is acknowledged.
 //! - `fire`: recording what is due on one referral.
 //! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
 //! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests).
@@ -42,6 +43,9 @@ pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 /// At most this many events already received are applied in a row before due timers are looked
 /// at again (a few milliseconds of work: timers are not held up noticeably).
 const INGEST_BATCH: usize = 64;
+
+/// At most this many consumed escalations wait at once for their notices to be stored.
+const MAX_SETTLING: usize = 1_024;
 
 /// Tunables, each with a safe default.
 #[derive(Debug, Clone)]
@@ -189,6 +193,8 @@ impl Router {
 
         let (fired_tx, mut fired) = mpsc::unbounded_channel::<fire::Fired>();
         let mut fires = JoinSet::new();
+        // Escalations whose notices are sent but not yet confirmed stored (`ingest::settle`).
+        let mut settling = JoinSet::new();
         let mut in_flight: std::collections::HashSet<ReferralId> = Default::default();
         tokio::pin!(shutdown);
         loop {
@@ -225,7 +231,7 @@ impl Router {
                         let mut next = Some(first);
                         let mut taken = 0;
                         while let Some(delivery) = next.take() {
-                            if !router.consume(&mut state, delivery, &mut shutdown).await {
+                            if !router.consume(&mut state, delivery, &mut settling, &mut shutdown).await {
                                 break;
                             }
                             taken += 1;
@@ -236,6 +242,7 @@ impl Router {
                     }
                     None => {
                         fires.shutdown().await;
+                        settling.shutdown().await;
                         return Err(Error::ConsumerEnded {
                             consumer: format!("refbus-router-{}", router.options.replica),
                         });
@@ -246,10 +253,12 @@ impl Router {
                     state.timers.set(outcome.referral, &outcome.subject, outcome.seq, outcome.next_wake);
                 }
                 Some(_) = fires.join_next(), if !fires.is_empty() => {}
+                Some(_) = settling.join_next(), if !settling.is_empty() => {}
                 () = sleep, if next_wake < Timestamp::MAX => {}
             }
         }
         fires.shutdown().await;
+        settling.shutdown().await;
         Ok(())
     }
 
@@ -261,6 +270,7 @@ impl Router {
         &self,
         state: &mut Loop,
         delivery: Result<Delivery, refbus_bus::ReadError>,
+        settling: &mut JoinSet<()>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> bool {
         let delivery = match delivery {
@@ -271,9 +281,9 @@ impl Router {
             }
         };
         let mut backoff = Duration::from_millis(50);
-        loop {
+        let sent = loop {
             match self.ingest(state, &delivery).await {
-                Ok(()) => break,
+                Ok(sent) => break sent,
                 Err(err) => {
                     tracing::warn!(
                         seq = delivery.seq,
@@ -286,10 +296,23 @@ impl Router {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-        }
-        if let Err(err) = delivery.ack().await {
-            // Delivered again later, and recognised as applied.
-            tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+        };
+        if sent.is_empty() {
+            if let Err(err) = delivery.ack().await {
+                // Delivered again later, and recognised as applied.
+                tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+            }
+        } else {
+            // Bounded: past the bound, the loop waits for the oldest notices to be stored.
+            while settling.len() >= MAX_SETTLING {
+                settling.join_next().await;
+            }
+            settling.spawn(ingest::settle(
+                self.bus.clone(),
+                self.activity.clone(),
+                sent,
+                delivery,
+            ));
         }
         true
     }
