@@ -45,6 +45,7 @@ pub mod record;
 pub mod replay;
 mod scoped;
 pub mod subjects;
+mod tail;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -207,7 +207,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             verifier.clone(),
             router_key,
             router_clock(args.clock_speed),
-            refbus_router::Options::default(),
+            refbus_router::Options {
+                snapshot: Some(super::router::snapshot_file(&data_dir, "main")),
+                ..refbus_router::Options::default()
+            },
         );
         tokio::spawn(super::router::print_activity(router.activity()));
         let mut stopped_router = stopped.clone();
