@@ -19,7 +19,6 @@ pub const KEY_LEN: usize = 32;
 /// A secret key file holds one line of base64; anything much longer is not a key file.
 const MAX_KEY_FILE_LEN: u64 = 1024;
 
-type HpkePublicKey = <X25519HkdfSha256 as Kem>::PublicKey;
 type HpkeSecretKey = <X25519HkdfSha256 as Kem>::PrivateKey;
 
 /// Why a text or byte string is not a key.
@@ -90,9 +89,10 @@ impl fmt::Debug for KeyId {
 // === impl PublicKey ===
 
 /// An agency's public key: anyone may seal for it; the registry publishes it.
+///
+/// Only its bytes: sealing hands them to ring's X25519 (see `wrap`), and opening needs none.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PublicKey {
-    inner: HpkePublicKey,
     bytes: [u8; KEY_LEN],
 }
 
@@ -101,11 +101,7 @@ impl PublicKey {
         if is_small_order(&bytes) {
             return Err(KeyError::WeakPublicKey);
         }
-        let inner = HpkePublicKey::from_bytes(&bytes).map_err(|_| KeyError::WrongLength {
-            kind: "public key",
-            found: bytes.len(),
-        })?;
-        Ok(PublicKey { inner, bytes })
+        Ok(PublicKey { bytes })
     }
 
     pub fn to_bytes(&self) -> [u8; KEY_LEN] {
@@ -126,10 +122,6 @@ impl PublicKey {
         let mut id = [0u8; 8];
         id.copy_from_slice(&digest[..8]);
         KeyId(id)
-    }
-
-    pub(crate) fn hpke(&self) -> &HpkePublicKey {
-        &self.inner
     }
 }
 
@@ -245,10 +237,7 @@ impl SecretKey {
         bytes.copy_from_slice(&public.to_bytes());
         SecretKey {
             inner,
-            public: PublicKey {
-                inner: public,
-                bytes,
-            },
+            public: PublicKey { bytes },
         }
     }
 
@@ -453,7 +442,7 @@ mod tests {
     #[test]
     fn small_order_points_are_exactly_those_hpke_refuses() {
         let seal_for = |bytes: &[u8; KEY_LEN]| {
-            let public = HpkePublicKey::from_bytes(bytes).unwrap();
+            let public = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(bytes).unwrap();
             let mut buffer = [0u8; 4];
             hpke::single_shot_seal_inout_detached::<
                 hpke::aead::ChaCha20Poly1305,

@@ -107,6 +107,7 @@ mod envelope;
 mod keyring;
 mod seal;
 pub mod signing;
+mod wrap;
 
 pub use context::Context;
 pub use envelope::{

@@ -2,10 +2,6 @@
 
 use chacha20poly1305::aead::inout::InOutBuf;
 use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit, Nonce, Tag};
-use hpke::aead::{AeadTag, ChaCha20Poly1305 as HpkeChaCha20Poly1305};
-use hpke::kdf::HkdfSha256;
-use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use refbus_core::AgencyId;
 use refbus_core::referral::SealedPayload;
 use zeroize::Zeroizing;
@@ -15,6 +11,7 @@ use crate::envelope::{
     NONCE_LEN, TAG_LEN, WRAPPED_KEY_LEN,
 };
 use crate::keys::{KeyId, PublicKey, SecretKey};
+use crate::wrap::{self, WrapError};
 
 /// The HPKE `info` prefix; the recipient agency id follows it.
 const WRAP_INFO_PREFIX: &[u8] = b"refbus-seal/v1\0";
@@ -41,6 +38,8 @@ pub enum SealError {
     RecipientKey(AgencyId),
     #[error("the operating system gave no randomness: {0}")]
     Randomness(getrandom::Error),
+    #[error("the operating system gave no randomness for an ephemeral key")]
+    EphemeralRandomness,
     #[error("the plaintext is too long to seal")]
     PlaintextTooLong,
 }
@@ -348,22 +347,18 @@ fn wrap_content_key(
     // The wrap is encrypted in place, so the buffer holds the content key until it is sealed.
     let mut wrapped_key = Zeroizing::new([0u8; WRAPPED_KEY_LEN]);
     wrapped_key[..CONTENT_KEY_LEN].copy_from_slice(content_key);
-    let (enc, tag) = hpke::single_shot_seal_inout_detached::<
-        HpkeChaCha20Poly1305,
-        HkdfSha256,
-        X25519HkdfSha256,
-    >(
-        &OpModeS::Base,
-        public_key.hpke(),
+    let (enc, tag) = wrap::seal(
+        &public_key.to_bytes(),
         WrapInfo::new(agency).as_bytes(),
-        InOutBuf::from(&mut wrapped_key[..CONTENT_KEY_LEN]),
         aad,
+        &mut wrapped_key[..CONTENT_KEY_LEN],
     )
-    .map_err(|_| SealError::RecipientKey(agency.clone()))?;
-    wrapped_key[CONTENT_KEY_LEN..].copy_from_slice(&tag.to_bytes());
-    let mut enc_bytes = [0u8; ENC_LEN];
-    enc_bytes.copy_from_slice(&enc.to_bytes());
-    Ok((enc_bytes, *wrapped_key))
+    .map_err(|error| match error {
+        WrapError::Randomness => SealError::EphemeralRandomness,
+        WrapError::RecipientKey => SealError::RecipientKey(agency.clone()),
+    })?;
+    wrapped_key[CONTENT_KEY_LEN..].copy_from_slice(&tag);
+    Ok((enc, *wrapped_key))
 }
 
 fn unwrap_content_key(
@@ -373,23 +368,13 @@ fn unwrap_content_key(
     secret: &SecretKey,
     aad: &[u8],
 ) -> Result<Zeroizing<[u8; CONTENT_KEY_LEN]>, OpenError> {
-    // Both conversions accept any bytes of the right length, which the parser guarantees.
-    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc)
-        .map_err(|_| OpenError::Unauthentic)?;
-    let tag = AeadTag::<HpkeChaCha20Poly1305>::from_bytes(&wrapped_key[CONTENT_KEY_LEN..])
-        .map_err(|_| OpenError::Unauthentic)?;
-    let mut content_key = Zeroizing::new([0u8; CONTENT_KEY_LEN]);
-    content_key.copy_from_slice(&wrapped_key[..CONTENT_KEY_LEN]);
     // A small-order `enc` fails decapsulation; like any other alteration it is unauthentic.
-    hpke::single_shot_open_inout_detached::<HpkeChaCha20Poly1305, HkdfSha256, X25519HkdfSha256>(
-        &OpModeR::Base,
-        secret.hpke(),
-        &enc,
+    wrap::open(
+        enc,
+        wrapped_key,
+        secret,
         WrapInfo::new(agency).as_bytes(),
-        InOutBuf::from(content_key.as_mut_slice()),
         aad,
-        &tag,
     )
-    .map_err(|_| OpenError::Unauthentic)?;
-    Ok(content_key)
+    .ok_or(OpenError::Unauthentic)
 }
