@@ -6,9 +6,10 @@ use chacha20poly1305::{AeadInOut, ChaCha20Poly1305, KeyInit, Nonce, Tag};
 use hpke::aead::ChaCha20Poly1305 as HpkeAead;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
-use hpke::{Deserializable, Kem, OpModeR};
+use hpke::{Deserializable, Kem, OpModeR, OpModeS, Serializable};
 use refbus_core::AgencyId;
-use refbus_seal::{KeyPair, seal};
+use refbus_core::referral::SealedPayload;
+use refbus_seal::{KeyPair, OpenError, open, seal};
 use sha2::{Digest, Sha256};
 
 #[test]
@@ -87,4 +88,73 @@ fn the_documented_format_opens_what_seal_produces() {
         )
         .unwrap();
     assert_eq!(opened, plaintext);
+}
+
+/// The other direction: an envelope written by hand from the documented format, its content key
+/// wrapped by the hpke crate (what refbus sealed with before its wraps were made with ring's
+/// X25519), opens through refbus's `open`, and the same envelope with any byte of the wrap
+/// changed does not. With the test above (hpke opens what refbus seals) and the unit tests of
+/// the wrap (RFC 9180's own test vector), this shows that sealing with ring changed no byte of
+/// the format: an envelope either implementation wrote opens the same way.
+#[test]
+fn an_envelope_wrapped_by_the_hpke_crate_opens() {
+    let polres = AgencyId::new("polres-maros").unwrap();
+    let keys = KeyPair::generate();
+    let aad = b"refbus/v1/identity/0000000000000000000000000Z";
+    let plaintext = b"Siti Aminah, NIK 7309014506900001";
+    let mut content_key = [0u8; 32];
+    getrandom::fill(&mut content_key).unwrap();
+
+    let public =
+        <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(&keys.public().to_bytes()).unwrap();
+    let info = [&b"refbus-seal/v1\0"[..], polres.as_str().as_bytes()].concat();
+    let (enc, wrapped) = hpke::single_shot_seal::<HpkeAead, HkdfSha256, X25519HkdfSha256>(
+        &OpModeS::Base,
+        &public,
+        &info,
+        &content_key,
+        aad,
+    )
+    .unwrap();
+    assert_eq!(wrapped.len(), 48);
+
+    let mut envelope = vec![2u8, 1, polres.as_str().len() as u8];
+    envelope.extend_from_slice(polres.as_str().as_bytes());
+    envelope.extend_from_slice(&Sha256::digest(keys.public().to_bytes())[..8]);
+    let wrap_at = envelope.len();
+    envelope.extend_from_slice(&enc.to_bytes());
+    envelope.extend_from_slice(&wrapped);
+    envelope.extend_from_slice(&[9u8; 12]);
+    let content_aad = [&envelope[..], &aad[..]].concat();
+    let mut sealed = plaintext.to_vec();
+    let tag = ChaCha20Poly1305::new_from_slice(&content_key)
+        .unwrap()
+        .encrypt_inout_detached(
+            &Nonce::from([9u8; 12]),
+            &content_aad,
+            InOutBuf::from(sealed.as_mut_slice()),
+        )
+        .unwrap();
+    envelope.extend_from_slice(&sealed);
+    envelope.extend_from_slice(&tag);
+
+    let payload = SealedPayload {
+        recipients: vec![polres.clone()],
+        envelope,
+    };
+    assert_eq!(
+        open(&payload, &polres, keys.secret(), aad).unwrap(),
+        plaintext
+    );
+    for at in wrap_at..wrap_at + 32 + 48 {
+        let mut altered = payload.clone();
+        altered.envelope[at] ^= 0x01;
+        assert!(
+            matches!(
+                open(&altered, &polres, keys.secret(), aad),
+                Err(OpenError::Unauthentic)
+            ),
+            "byte {at} of the wrap changed, and it still opened"
+        );
+    }
 }
