@@ -31,6 +31,9 @@
 //! - [`Batch`] (one content key wrapped for every key of the recipients), [`seal()`],
 //!   [`open_with()`]: the cryptography; [`Keyring`]: the same with an adapter's keys (its
 //!   current and earlier secret keys, every agency's online and backup public keys).
+//! - `wrap`: one HPKE key wrap, sealed with ring's X25519 and an RFC 9180 key schedule written
+//!   there (faster than the hpke crate's X25519), opened with the hpke crate (ring has no static
+//!   X25519 keys); the bytes are RFC 9180's either way, tested against its test vector.
 //! - [`envelope`](crate::envelope_recipients): the bytes, parsed with every length checked.
 //! - [`Context`]: the associated data that binds a payload to its referral.
 //! - [`signing`]: the Ed25519 signing key files each agency (and the router) signs records with.
