@@ -12,6 +12,8 @@
 //! - `ingest`: checking and applying consumed events; notices for escalations.
 //! - `fire`: recording what is due on one referral.
 //! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
+//! - `metrics`: the router's operations metrics (served by [`Router::run`] on
+//!   `Options::metrics`).
 //! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests).
 //!
 //! # Exactly once
@@ -24,6 +26,7 @@
 pub mod clock;
 mod fire;
 mod ingest;
+mod metrics;
 mod timers;
 
 use std::collections::HashMap;
@@ -53,6 +56,9 @@ pub struct Options {
     /// How many referral states are kept in memory to check the next event against; the rest
     /// are read back from the bus when needed.
     pub state_cache: usize,
+    /// Where [`Router::run`] serves the router's Prometheus metrics (`GET /metrics`); `None`
+    /// (the default): not served.
+    pub metrics: Option<refbus_metrics::Endpoint>,
 }
 
 impl Default for Options {
@@ -61,6 +67,7 @@ impl Default for Options {
             replica: "main".to_owned(),
             max_concurrent_fires: 256,
             state_cache: 100_000,
+            metrics: None,
         }
     }
 }
@@ -110,6 +117,9 @@ pub struct Router {
     clock: Arc<dyn Clock>,
     options: Options,
     activity: broadcast::Sender<Activity>,
+    metrics: metrics::Metrics,
+    /// The router's own registry (no global one), served by [`Router::run`].
+    exposition: refbus_metrics::Exposition,
 }
 
 /// A referral's last state the router checked, to check its next event against.
@@ -137,6 +147,8 @@ pub enum Error {
     /// than run blind; started again, it recreates its consumer and rebuilds its timers.
     #[error("the router's consumer {consumer} stopped delivering events")]
     ConsumerEnded { consumer: String },
+    #[error("serving metrics: {0}")]
+    Metrics(std::io::Error),
 }
 
 impl Router {
@@ -149,6 +161,13 @@ impl Router {
         clock: Arc<dyn Clock>,
         options: Options,
     ) -> Router {
+        let (metrics, registry) = metrics::Metrics::new();
+        let exposition = metrics.exposition(registry, bus.clone());
+        // The router counts the records it refuses itself, apart from other components.
+        let verifier = {
+            let metrics = metrics.clone();
+            verifier.observed(move |problem| metrics.integrity_failure(problem))
+        };
         Router {
             bus,
             registry: verifier.registry().clone(),
@@ -157,6 +176,8 @@ impl Router {
             clock,
             options,
             activity: broadcast::channel(16_384).0,
+            metrics,
+            exposition,
         }
     }
 
@@ -174,6 +195,13 @@ impl Router {
     /// again, and timers are rebuilt from the bus. Returns an error if the events stop coming
     /// ([`Error::ConsumerEnded`]): whoever runs the router restarts it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        // Served for as long as the router runs, stopped with it (also on an error).
+        let _metrics = match &self.options.metrics {
+            Some(endpoint) => Some(
+                refbus_metrics::spawn(self.exposition.clone(), endpoint).map_err(Error::Metrics)?,
+            ),
+            None => None,
+        };
         let router = Arc::new(self);
         let mut state = Loop {
             timers: timers::Timers::default(),
@@ -192,6 +220,7 @@ impl Router {
         let mut in_flight: std::collections::HashSet<ReferralId> = Default::default();
         tokio::pin!(shutdown);
         loop {
+            router.metrics.set_timers_pending(state.timers.len());
             let capacity = router
                 .options
                 .max_concurrent_fires
@@ -287,6 +316,7 @@ impl Router {
                 }
             }
         }
+        self.metrics.consumed(delivery.seq);
         if let Err(err) = delivery.ack().await {
             // Delivered again later, and recognised as applied.
             tracing::warn!("acknowledging event {}: {err}", delivery.seq);

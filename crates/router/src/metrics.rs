@@ -1,0 +1,156 @@
+//! The router's operations metrics (`refbus_router_*`, documented in docs/OPERATIONS.md), in
+//! the router's own registry, served by [`Router::run`](crate::Router::run) when
+//! `Options::metrics` names an endpoint.
+//!
+//! The lag behind the stream is read when scraped (the stream's last sequence, one request to
+//! JetStream, minus the last event the router consumed), so it grows while the router is stuck
+//! even though nothing in the router moves.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use refbus_bus::Bus;
+use refbus_core::Due;
+use refbus_core::event::RerouteCause;
+use refbus_core::integrity::Problem;
+use refbus_metrics::Exposition;
+
+/// What the router recorded on a referral.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Item {
+    /// `warning`, `breach`, `escalation` or `reroute`.
+    item: &'static str,
+    /// The clock (a registry id such as `acknowledge`).
+    clock: String,
+    /// An escalation's level (`1`, `2`, ...; a reroute's when an escalation asked for it), a
+    /// warning's share of the target in thousandths (`750`); empty for a breach.
+    level: String,
+}
+
+impl Item {
+    pub(crate) fn of(due: &Due) -> Item {
+        let (item, clock, level) = match due {
+            Due::Warning {
+                clock, permille, ..
+            } => ("warning", clock.to_string(), permille.to_string()),
+            Due::Breach { clock, .. } => ("breach", clock.to_string(), String::new()),
+            Due::Escalation { clock, level, .. } => {
+                ("escalation", clock.to_string(), level.to_string())
+            }
+            Due::Reroute {
+                cause: RerouteCause::Escalation { clock, level },
+                ..
+            } => ("reroute", clock.to_string(), level.to_string()),
+            Due::Reroute { .. } => ("reroute", String::new(), String::new()),
+        };
+        Item { item, clock, level }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct Integrity {
+    problem: &'static str,
+}
+
+/// The router's metric families. Cloning is cheap (the families are shared).
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    events_consumed: Counter,
+    lag: Gauge,
+    /// The stream sequence of the last event consumed (0: none yet).
+    last_consumed: Arc<AtomicU64>,
+    timers_pending: Gauge,
+    recorded: Family<Item, Counter>,
+    integrity_failures: Family<Integrity, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> (Metrics, Registry) {
+        let mut registry = Registry::with_prefix("refbus_router");
+        let metrics = Metrics {
+            events_consumed: Counter::default(),
+            lag: Gauge::default(),
+            last_consumed: Arc::new(AtomicU64::new(0)),
+            timers_pending: Gauge::default(),
+            recorded: Family::default(),
+            integrity_failures: Family::default(),
+        };
+        registry.register(
+            "events_consumed",
+            "Referral events consumed from the router's durable consumer and applied",
+            metrics.events_consumed.clone(),
+        );
+        registry.register(
+            "lag_messages",
+            "The stream's last sequence minus the last event the router consumed, when scraped",
+            metrics.lag.clone(),
+        );
+        registry.register(
+            "timers_pending",
+            "Referrals with a clock item the router will look at (timers in memory)",
+            metrics.timers_pending.clone(),
+        );
+        registry.register(
+            "items_recorded",
+            "Warnings, breaches, escalations and reroute requests the router recorded, by item, clock and level",
+            metrics.recorded.clone(),
+        );
+        registry.register(
+            "integrity_failures",
+            "Records read from the bus that failed refbus's record check, by problem",
+            metrics.integrity_failures.clone(),
+        );
+        (metrics, registry)
+    }
+
+    /// An event consumed and applied (acknowledged or not).
+    pub(crate) fn consumed(&self, seq: u64) {
+        self.events_consumed.inc();
+        self.last_consumed.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_timers_pending(&self, pending: usize) {
+        self.timers_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// An item the router recorded (not a duplicate another replica recorded first).
+    pub(crate) fn recorded(&self, item: &Item) {
+        self.recorded.get_or_create(item).inc();
+    }
+
+    pub(crate) fn integrity_failure(&self, problem: Problem) {
+        self.integrity_failures
+            .get_or_create(&Integrity {
+                problem: problem.as_str(),
+            })
+            .inc();
+    }
+
+    /// The exposition of `registry`, with the lag read from `bus` before each scrape (kept as
+    /// it was if the bus does not answer: the read errors are logged).
+    pub(crate) fn exposition(&self, registry: Registry, bus: Bus) -> Exposition {
+        let metrics = self.clone();
+        Exposition::new(registry).refreshed_by(move || {
+            let metrics = metrics.clone();
+            let bus = bus.clone();
+            async move {
+                match bus.last_sequence().await {
+                    Ok(last) => {
+                        let consumed = metrics.last_consumed.load(Ordering::Relaxed);
+                        let lag = last.saturating_sub(consumed);
+                        metrics.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                    }
+                    Err(err) => {
+                        tracing::warn!("metrics: reading the stream's last sequence: {err}")
+                    }
+                }
+            }
+        })
+    }
+}
