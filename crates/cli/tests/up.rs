@@ -502,3 +502,52 @@ async fn up_prints_each_router_action_once_and_no_colour_codes_into_a_pipe() {
         "colour codes in output that is not a terminal:\n{output}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_each_components_metrics_and_prints_where() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, lines) = start(data.path());
+    let output = lines.concat();
+    // One URL per component: the router and each of the eight adapters.
+    let urls: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let url = words
+                .next()?
+                .strip_prefix("http://")?
+                .strip_suffix("/metrics")?;
+            Some((url, words.next()?))
+        })
+        .collect();
+    assert_eq!(urls.len(), 9, "{output}");
+    let address = |component: &str| -> std::net::SocketAddr {
+        let (url, _) = urls
+            .iter()
+            .find(|(_, name)| *name == component)
+            .unwrap_or_else(|| panic!("no metrics URL for {component}:\n{output}"));
+        url.parse().unwrap()
+    };
+    let router = refbus_metrics::scrape(address("router")).await.unwrap();
+    assert_eq!(router.status, 200);
+    assert!(
+        router.body.contains("refbus_router_timers_pending "),
+        "{}",
+        router.body
+    );
+    let dinsos = refbus_metrics::scrape(address("maros-dinsos"))
+        .await
+        .unwrap();
+    assert_eq!(dinsos.status, 200);
+    assert_eq!(
+        refbus_metrics::sample(
+            &dinsos.body,
+            "refbus_adapter_inbox_streams_open",
+            &[("agency", "maros-dinsos")]
+        ),
+        Some(0.0),
+        "{}",
+        dinsos.body
+    );
+    assert!(interrupt(&mut child).success());
+}

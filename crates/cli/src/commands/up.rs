@@ -58,6 +58,10 @@ pub(crate) struct UpArgs {
     /// makes in `<data-dir>/tls` on first start.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Prometheus metrics (`GET /metrics`) on 127.0.0.1: the router on this port, the adapters
+    /// on the ports after it in registry order. 0 (the default): free ports, printed at start.
+    #[arg(long, default_value_t = 0)]
+    metrics_port: u16,
 }
 
 /// The system name of the client certificates `up` makes for people trying it (buf curl).
@@ -155,6 +159,9 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut endpoints = Vec::new();
+        // Each component's metrics: the router's first, then the adapters' (name, URL).
+        let router_metrics = metrics_endpoint(args.metrics_port, 0)?;
+        let mut metrics = vec![("router".to_owned(), router_metrics.url()?)];
         for (index, agency) in registry.agencies.keys().enumerate() {
             let port = args.base_port + u16::try_from(index)?;
             let keyring = runtime::keyring(
@@ -173,6 +180,8 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 &keys_dir.join(refbus_seal::signing::signing_key_file_name(&signer)),
                 signer,
             )?;
+            let adapter_metrics = metrics_endpoint(args.metrics_port, index + 1)?;
+            metrics.push((agency.to_string(), adapter_metrics.url()?));
             let adapter = refbus_adapter::Adapter::new(
                 agency.clone(),
                 verifier.clone(),
@@ -180,7 +189,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 keyring,
                 signing,
                 refbus_adapter::system_now(),
-                refbus_adapter::Options::default(),
+                refbus_adapter::Options {
+                    metrics: Some(adapter_metrics),
+                    ..refbus_adapter::Options::default()
+                },
             );
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
@@ -207,7 +219,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             verifier.clone(),
             router_key,
             router_clock(args.clock_speed),
-            refbus_router::Options::default(),
+            refbus_router::Options {
+                metrics: Some(router_metrics),
+                ..refbus_router::Options::default()
+            },
         );
         tokio::spawn(super::router::print_activity(router.activity()));
         let mut stopped_router = stopped.clone();
@@ -221,7 +236,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }));
 
         let tls = (!args.insecure_plaintext).then_some(&certs);
-        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls);
+        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls, &metrics);
         let simulator = args.demo.then(|| {
             println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
             println!("watch the router's warnings, breaches, escalations and reroutes below.");
@@ -354,6 +369,7 @@ fn print_endpoints(
     nats: &LocalNats,
     data_dir: &std::path::Path,
     tls: Option<&refbus_tls::certs::Directory>,
+    metrics: &[(String, String)],
 ) {
     println!("refbus is up.");
     println!();
@@ -387,5 +403,25 @@ fn print_endpoints(
         println!("{}", buf_curl(tls, agency, endpoint));
         println!();
     }
+    println!("  metrics (Prometheus text format; docs/OPERATIONS.md):");
+    for (component, url) in metrics {
+        println!("    {url:<38} {component}");
+    }
+    println!();
     println!("Press Ctrl-C to stop.");
+}
+
+/// `up`'s metrics socket on 127.0.0.1 for the component at `offset` from `base` (0: the
+/// router; the adapters follow), or a free port when `base` is 0.
+fn metrics_endpoint(base: u16, offset: usize) -> anyhow::Result<refbus_metrics::Endpoint> {
+    let port = if base == 0 {
+        0
+    } else {
+        u16::try_from(offset)
+            .ok()
+            .and_then(|offset| base.checked_add(offset))
+            .context("--metrics-port leaves no room for every component's port")?
+    };
+    refbus_metrics::Endpoint::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .with_context(|| format!("serving metrics on 127.0.0.1:{port} (--metrics-port)"))
 }
