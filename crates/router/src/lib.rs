@@ -162,7 +162,11 @@ impl Router {
         options: Options,
     ) -> Router {
         let (metrics, registry) = metrics::Metrics::new();
-        let exposition = metrics.exposition(registry, bus.clone());
+        let exposition = metrics.exposition(
+            registry,
+            bus.clone(),
+            format!("refbus-router-{}", options.replica),
+        );
         // The router counts the records it refuses itself, apart from other components.
         let verifier = {
             let metrics = metrics.clone();
@@ -316,7 +320,7 @@ impl Router {
                 }
             }
         }
-        self.metrics.consumed(delivery.seq);
+        self.metrics.consumed();
         if let Err(err) = delivery.ack().await {
             // Delivered again later, and recognised as applied.
             tracing::warn!("acknowledging event {}: {err}", delivery.seq);

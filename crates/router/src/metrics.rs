@@ -2,12 +2,9 @@
 //! the router's own registry, served by [`Router::run`](crate::Router::run) when
 //! `Options::metrics` names an endpoint.
 //!
-//! The lag behind the stream is read when scraped (the stream's last sequence, one request to
-//! JetStream, minus the last event the router consumed), so it grows while the router is stuck
-//! even though nothing in the router moves.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+//! The lag behind the stream is read when scraped, from JetStream's account of the router's
+//! durable consumer (events stored and not yet acknowledged: one request), so it is right
+//! after a restart and grows while the router is stuck even though nothing in the router moves.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -62,8 +59,6 @@ pub(crate) struct Integrity {
 pub(crate) struct Metrics {
     events_consumed: Counter,
     lag: Gauge,
-    /// The stream sequence of the last event consumed (0: none yet).
-    last_consumed: Arc<AtomicU64>,
     timers_pending: Gauge,
     recorded: Family<Item, Counter>,
     integrity_failures: Family<Integrity, Counter>,
@@ -75,7 +70,6 @@ impl Metrics {
         let metrics = Metrics {
             events_consumed: Counter::default(),
             lag: Gauge::default(),
-            last_consumed: Arc::new(AtomicU64::new(0)),
             timers_pending: Gauge::default(),
             recorded: Family::default(),
             integrity_failures: Family::default(),
@@ -86,8 +80,8 @@ impl Metrics {
             metrics.events_consumed.clone(),
         );
         registry.register(
-            "lag_messages",
-            "The stream's last sequence minus the last event the router consumed, when scraped",
+            "lag_events",
+            "Referral events stored and not yet applied by this router (its durable consumer's pending and unacknowledged), when scraped",
             metrics.lag.clone(),
         );
         registry.register(
@@ -109,9 +103,8 @@ impl Metrics {
     }
 
     /// An event consumed and applied (acknowledged or not).
-    pub(crate) fn consumed(&self, seq: u64) {
+    pub(crate) fn consumed(&self) {
         self.events_consumed.inc();
-        self.last_consumed.fetch_max(seq, Ordering::Relaxed);
     }
 
     pub(crate) fn set_timers_pending(&self, pending: usize) {
@@ -132,23 +125,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The exposition of `registry`, with the lag read from `bus` before each scrape (kept as
-    /// it was if the bus does not answer: the read errors are logged).
-    pub(crate) fn exposition(&self, registry: Registry, bus: Bus) -> Exposition {
-        let metrics = self.clone();
+    /// The exposition of `registry`, with the lag of the durable consumer `consumer` read from
+    /// `bus` before each scrape (kept as it was if the bus does not answer, or before the
+    /// router created its consumer: the read errors are logged).
+    pub(crate) fn exposition(&self, registry: Registry, bus: Bus, consumer: String) -> Exposition {
+        let lag = self.lag.clone();
         Exposition::new(registry).refreshed_by(move || {
-            let metrics = metrics.clone();
+            let lag = lag.clone();
             let bus = bus.clone();
+            let consumer = consumer.clone();
             async move {
-                match bus.last_sequence().await {
-                    Ok(last) => {
-                        let consumed = metrics.last_consumed.load(Ordering::Relaxed);
-                        let lag = last.saturating_sub(consumed);
-                        metrics.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                match bus.durable_backlog(&consumer).await {
+                    Ok(backlog) => {
+                        lag.set(i64::try_from(backlog).unwrap_or(i64::MAX));
                     }
-                    Err(err) => {
-                        tracing::warn!("metrics: reading the stream's last sequence: {err}")
-                    }
+                    Err(err) => tracing::warn!("metrics: reading the router's backlog: {err}"),
                 }
             }
         })
