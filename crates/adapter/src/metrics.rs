@@ -90,6 +90,12 @@ impl Metrics {
             "Records read from the bus that failed refbus's record check, by problem",
             metrics.integrity_failures.clone(),
         );
+        // A zero series for each problem, so that an alert on `increase` sees the first one.
+        for problem in Problem::ALL {
+            let _ = metrics.integrity_failures.get_or_create(&Integrity {
+                problem: problem.as_str(),
+            });
+        }
         (metrics, registry)
     }
 

@@ -161,7 +161,7 @@ impl Router {
         clock: Arc<dyn Clock>,
         options: Options,
     ) -> Router {
-        let (metrics, registry) = metrics::Metrics::new();
+        let (metrics, registry) = metrics::Metrics::new(verifier.registry());
         let exposition = metrics.exposition(
             registry,
             bus.clone(),

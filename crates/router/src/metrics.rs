@@ -65,7 +65,9 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    pub(crate) fn new() -> (Metrics, Registry) {
+    /// The families, with a zero series for every integrity problem and for every breach and
+    /// warning `policies` can record (so that an alert on `increase` sees the first one).
+    pub(crate) fn new(policies: &refbus_core::Registry) -> (Metrics, Registry) {
         let mut registry = Registry::with_prefix("refbus_router");
         let metrics = Metrics {
             events_consumed: Counter::default(),
@@ -99,6 +101,26 @@ impl Metrics {
             "Records read from the bus that failed refbus's record check, by problem",
             metrics.integrity_failures.clone(),
         );
+        for problem in Problem::ALL {
+            let _ = metrics.integrity_failures.get_or_create(&Integrity {
+                problem: problem.as_str(),
+            });
+        }
+        for clock in policies.policies.iter().flat_map(|set| &set.clocks) {
+            let series = |item, level: String| Item {
+                item,
+                clock: clock.id.to_string(),
+                level,
+            };
+            let _ = metrics
+                .recorded
+                .get_or_create(&series("breach", String::new()));
+            for permille in &clock.warnings {
+                let _ = metrics
+                    .recorded
+                    .get_or_create(&series("warning", permille.to_string()));
+            }
+        }
         (metrics, registry)
     }
 

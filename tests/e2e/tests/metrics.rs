@@ -203,10 +203,10 @@ async fn adapters_and_the_router_count_calls_appends_clock_items_and_integrity_f
         None,
         "{uptd_body}"
     );
-    // Dinsos's adapter refused nothing it read.
+    // Dinsos's adapter refused nothing it read (every problem has its series, at zero).
     assert_eq!(
         sample(body, "refbus_adapter_integrity_failures_total", &[]),
-        None,
+        Some(0.0),
         "{body}"
     );
 
@@ -233,6 +233,16 @@ async fn adapters_and_the_router_count_calls_appends_clock_items_and_integrity_f
     assert_eq!(item("breach", ""), Some(1.0), "{router_body}");
     assert_eq!(item("escalation", "2"), Some(1.0), "{router_body}");
     assert_eq!(item("escalation", "3"), None, "{router_body}");
+    // Every clock's breach has its series from the start, at zero until it happens.
+    assert_eq!(
+        sample(
+            &router_body,
+            "refbus_router_items_recorded_total",
+            &[("item", "breach"), ("clock", "acknowledge_routine")]
+        ),
+        Some(0.0),
+        "{router_body}"
+    );
     assert!(
         sample(&router_body, "refbus_router_events_consumed_total", &[])
             .is_some_and(|consumed| consumed >= 3.0),
