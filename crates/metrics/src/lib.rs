@@ -17,7 +17,25 @@
 //!
 //! Adding a component's metrics: build a `Registry::with_prefix("refbus_<component>")`,
 //! register its families, wrap it in an [`Exposition`], and [`spawn`] it on the component's
-//! [`Endpoint`] inside the component's `run`.
+//! [`Endpoint`] inside the component's `run`:
+//!
+//! ```no_run
+//! use refbus_metrics::prometheus_client::metrics::gauge::Gauge;
+//! use refbus_metrics::prometheus_client::registry::Registry;
+//! # async fn run(endpoint: refbus_metrics::Endpoint) -> std::io::Result<()> {
+//! let mut registry = Registry::with_prefix("refbus_dashboard");
+//! let boards = Gauge::<i64>::default();
+//! registry.register("board_clients_connected", "Boards connected now", boards.clone());
+//! let server = refbus_metrics::spawn(refbus_metrics::Exposition::new(registry), &endpoint)?;
+//! boards.inc(); // a board connected
+//! // ... the component runs ...
+//! server.stop().await; // stopped with the component
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A component that already serves HTTP may answer `/metrics` itself instead:
+//! [`Exposition::render`] gives the body, [`CONTENT_TYPE`] its content type.
 //!
 //! # Invariant
 //!
