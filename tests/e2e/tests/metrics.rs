@@ -79,6 +79,9 @@ async fn adapters_and_the_router_count_calls_appends_clock_items_and_integrity_f
         .unwrap()
         .into_inner();
 
+    // A load balancer's health watch, closed once the adapter serves.
+    dinsos.wait_until_serving().await;
+
     // One accepted create, one call refused by the adapter, one refused before it.
     let mut request = create_request("metrics-1", "maros-uptd-ppa", "psychological_counselling");
     request.priority = v1::Priority::Emergency.into();
@@ -301,6 +304,21 @@ async fn adapters_and_the_router_count_calls_appends_clock_items_and_integrity_f
         Some(1.0),
         "{settled}"
     );
+
+    // The health watch is counted under gRPC health, ended by its client.
+    let dinsos_address = dinsos_metrics.address().unwrap();
+    scrape_until(dinsos_address, |body| {
+        sample(
+            body,
+            requests,
+            &[
+                ("service", "grpc.health.v1.Health"),
+                ("method", "Watch"),
+                ("code", "CANCELLED"),
+            ],
+        ) == Some(1.0)
+    })
+    .await;
 
     // The metrics servers stop with their components.
     system
