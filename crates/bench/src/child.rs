@@ -16,6 +16,8 @@ use crate::cpu::{self, Process, Resident};
 
 /// What `refbus router` prints once its timers are rebuilt.
 const READY: &str = "router: ready (";
+/// What `refbus router` prints once it wrote the snapshot of its timers.
+const SNAPSHOT: &str = "router: snapshot of ";
 
 /// The router's report that it is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +56,10 @@ impl RouterProcess {
         let counter = recorded.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with(READY) || line.contains("INTEGRITY") {
+                if line.starts_with(READY)
+                    || line.starts_with(SNAPSHOT)
+                    || line.contains("INTEGRITY")
+                {
                     if forward.send(line).is_err() {
                         return;
                     }
@@ -90,6 +95,7 @@ impl RouterProcess {
                         BenchError::Setup(format!("unexpected ready line: {line}"))
                     });
                 }
+                Ok(line) if line.starts_with(SNAPSHOT) => {}
                 Ok(line) => return Err(BenchError::Setup(format!("the router said: {line}"))),
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Some(status) = self.child.try_wait()? {
@@ -107,6 +113,41 @@ impl RouterProcess {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(BenchError::Setup(
                         "the router closed its output before it was ready".to_owned(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Waits until the router has written the snapshot of its timers; an INTEGRITY line, an
+    /// exit or `timeout` fails the benchmark.
+    pub fn wait_snapshot(&mut self, timeout: Duration) -> Result<(), BenchError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self
+                .lines
+                .recv_timeout(left.min(Duration::from_millis(200)))
+            {
+                Ok(line) if line.starts_with(SNAPSHOT) => return Ok(()),
+                Ok(line) if line.starts_with(READY) => {}
+                Ok(line) => return Err(BenchError::Setup(format!("the router said: {line}"))),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Some(status) = self.child.try_wait()? {
+                        return Err(BenchError::Setup(format!(
+                            "the router exited ({status}) before writing its snapshot"
+                        )));
+                    }
+                    if left.is_zero() {
+                        return Err(BenchError::Setup(format!(
+                            "the router wrote no snapshot within {} s",
+                            timeout.as_secs()
+                        )));
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(BenchError::Setup(
+                        "the router closed its output before writing its snapshot".to_owned(),
                     ));
                 }
             }

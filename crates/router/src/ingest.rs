@@ -1,5 +1,6 @@
 //! Consumed events: check each with the one record check, apply it, reschedule the referral,
-//! and send notices for escalations.
+//! and send notices for escalations (their storage is confirmed off the event loop, in
+//! [`settle`], before the event is acknowledged).
 //!
 //! Fail loud, never silent: a record that fails the check is never applied and never removes a
 //! clock. The referral keeps running from its last verified state; the failure becomes an
@@ -8,10 +9,13 @@
 //! integrity problem: it is retried, and the delivery is acknowledged only once its effects
 //! are done.
 
-use refbus_bus::{Append, Delivery, Idempotency, ReadError, Unchecked, subjects};
+use std::time::Duration;
+
+use refbus_bus::{Append, Bus, Delivery, Idempotency, Pending, ReadError, Unchecked, subjects};
 use refbus_core::command::{Command, Request};
 use refbus_core::integrity::{Failure, IntegrityNotice, Problem};
-use refbus_core::{Actor, Change, Event, Referral, ReferralId, evaluate, record};
+use refbus_core::{Actor, Change, Event, Notice, Referral, ReferralId, evaluate, record};
+use tokio::sync::broadcast;
 
 use crate::{Activity, Known, Loop, Router};
 
@@ -27,21 +31,22 @@ impl From<ReadError> for Transient {
 }
 
 impl Router {
-    /// Applies one delivery. `Err` only for transient failures: the caller retries.
+    /// Applies one delivery, and returns the notices it sent, still to be confirmed stored.
+    /// `Err` only for transient failures: the caller retries.
     pub(crate) async fn ingest(
         &self,
         state: &mut Loop,
         delivery: &Delivery,
-    ) -> Result<(), Transient> {
+    ) -> Result<Vec<Sent>, Transient> {
         let Some(record) = delivery.unchecked(&self.verifier) else {
             let failure = Failure::new(Problem::Unreadable, "not a refbus record");
             let referral = match subjects::parse(&delivery.subject) {
                 Some(subjects::Parsed::Referral(subject)) => Some(subject.id),
                 _ => None,
             };
-            return self
-                .alert(delivery.seq, &delivery.subject, referral, failure)
-                .await;
+            self.alert(delivery.seq, &delivery.subject, referral, failure)
+                .await?;
+            return Ok(Vec::new());
         };
         let event = &record.record.event;
         let referral = event.referral_id;
@@ -51,7 +56,7 @@ impl Router {
             .get(&referral)
             .is_some_and(|known| known.seq >= delivery.seq)
         {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let before = self.state_before(state, event, &record).await?;
         let after = match self.verifier.check(&record, before.clone()) {
@@ -72,9 +77,9 @@ impl Router {
                     );
                 }
                 let tokens = record.tokens.as_ref().map(|tokens| tokens.referral);
-                return self
-                    .alert(delivery.seq, &delivery.subject, tokens, failure)
-                    .await;
+                self.alert(delivery.seq, &delivery.subject, tokens, failure)
+                    .await?;
+                return Ok(Vec::new());
             }
         };
 
@@ -88,9 +93,11 @@ impl Router {
         state
             .timers
             .set(referral, &delivery.subject, delivery.seq, wake);
-        if let Change::Escalated { .. } = &event.change {
-            self.notify(&after, event).await?;
-        }
+        let sent = if let Change::Escalated { .. } = &event.change {
+            self.notify(&after, event).await?
+        } else {
+            Vec::new()
+        };
         if wake.is_none() && after.status.is_terminal() {
             state.known.remove(&referral);
         } else {
@@ -100,7 +107,7 @@ impl Router {
             };
             self.remember(state, known);
         }
-        Ok(())
+        Ok(sent)
     }
 
     /// The state the event claims to follow: the cached one if it is at the event's claimed
@@ -225,23 +232,62 @@ impl Router {
         }
     }
 
-    /// Notices to the third agencies an escalation names (the parties see the event itself).
-    async fn notify(&self, referral: &Referral, event: &Event) -> Result<(), Transient> {
+    /// Sends the notices to the third agencies an escalation names (the parties see the event
+    /// itself), in order on the router's connection, without waiting for each to be stored.
+    async fn notify(&self, referral: &Referral, event: &Event) -> Result<Vec<Sent>, Transient> {
+        let mut sent = Vec::new();
         for notice in refbus_core::notices(referral, event) {
-            let target = &notice.notified;
-            self.bus
-                .publish_notice(&notice)
-                .await
-                .map_err(|err| Transient(format!("notice to {}: {err}", target.agency)))?;
-            self.report(Activity::Noticed {
-                referral: referral.id,
-                agency: target.agency.to_string(),
-                key: format!(
-                    "{}.level.{}.{}",
-                    notice.clock, notice.level, notice.repetition
-                ),
-            });
+            let pending =
+                self.bus.send_notice(&notice).await.map_err(|err| {
+                    Transient(format!("notice to {}: {err}", notice.notified.agency))
+                })?;
+            sent.push(Sent { notice, pending });
         }
-        Ok(())
+        Ok(sent)
+    }
+}
+
+/// A notice sent, its storage not yet confirmed.
+pub(crate) struct Sent {
+    notice: Notice,
+    pending: Pending,
+}
+
+/// Waits until every notice of a consumed escalation is stored (sending again, with the same
+/// message id, any that failed), then acknowledges the escalation. Runs beside the event loop:
+/// a round trip per notice there would hold up every timer behind it. If the router stops
+/// first the escalation is not acknowledged, is delivered again, and its notices are sent
+/// again: their message ids make the second sending write nothing.
+pub(crate) async fn settle(
+    bus: Bus,
+    activity: broadcast::Sender<Activity>,
+    sent: Vec<Sent>,
+    delivery: Delivery,
+) {
+    for Sent { notice, pending } in sent {
+        let mut stored = pending.stored().await;
+        let mut backoff = Duration::from_millis(50);
+        while let Err(err) = stored {
+            tracing::warn!(
+                seq = delivery.seq,
+                agency = %notice.notified.agency,
+                "a notice was not stored, sending it again in {backoff:?}: {err}"
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            stored = bus.publish_notice(&notice).await;
+        }
+        let _ = activity.send(Activity::Noticed {
+            referral: notice.referral_id,
+            agency: notice.notified.agency.to_string(),
+            key: format!(
+                "{}.level.{}.{}",
+                notice.clock, notice.level, notice.repetition
+            ),
+        });
+    }
+    if let Err(err) = delivery.ack().await {
+        // Delivered again later, and recognised as applied.
+        tracing::warn!("acknowledging event {}: {err}", delivery.seq);
     }
 }

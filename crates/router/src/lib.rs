@@ -9,9 +9,12 @@
 //!
 //! - [`Router`]: the event loop, which alone owns the timers and the state cache (one owner);
 //!   [`Router::activity`] reports what it does, for operators' screens and tests.
-//! - `ingest`: checking and applying consumed events; notices for escalations.
+//! - `ingest`: checking and applying consumed events; notices for escalations, confirmed
+//!   stored beside the loop before the escalation is acknowledged.
 //! - `fire`: recording what is due on one referral.
 //! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
+//! - `snapshot`: the timer table written now and then to a signed file, so that a restart
+//!   reads again only the referrals that changed since.
 //! - `metrics`: the router's operations metrics (served by [`Router::run`] on
 //!   `Options::metrics`).
 //! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests).
@@ -27,10 +30,12 @@ pub mod clock;
 mod fire;
 mod ingest;
 mod metrics;
+mod snapshot;
 mod timers;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,6 +51,9 @@ pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
 /// at again (a few milliseconds of work: timers are not held up noticeably).
 const INGEST_BATCH: usize = 64;
 
+/// At most this many consumed escalations wait at once for their notices to be stored.
+const MAX_SETTLING: usize = 1_024;
+
 /// Tunables, each with a safe default.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -59,6 +67,11 @@ pub struct Options {
     /// Where [`Router::run`] serves the router's Prometheus metrics (`GET /metrics`); `None`
     /// (the default): not served.
     pub metrics: Option<refbus_metrics::Endpoint>,
+    /// Where to keep the snapshot of the timer table (a file, one per replica), so that a
+    /// restart reads again only what changed since; `None` rebuilds from every open referral.
+    pub snapshot: Option<PathBuf>,
+    /// How often the snapshot is written, when anything changed.
+    pub snapshot_every: Duration,
 }
 
 impl Default for Options {
@@ -68,6 +81,8 @@ impl Default for Options {
             max_concurrent_fires: 256,
             state_cache: 100_000,
             metrics: None,
+            snapshot: None,
+            snapshot_every: Duration::from_secs(60),
         }
     }
 }
@@ -77,10 +92,16 @@ impl Default for Options {
 pub enum Activity {
     /// Timers rebuilt from the referrals' current states: the router is ready.
     Ready {
+        /// Referrals read from the bus: every open one, or after a snapshot only those that
+        /// changed since it.
         referrals: usize,
         pending: usize,
         took: Duration,
+        /// The stream sequence of the snapshot the timers started from, if one was used.
+        from_snapshot: Option<u64>,
     },
+    /// The timer table was written to its snapshot file, as of a stream sequence.
+    Snapshot { covers: u64, entries: usize },
     /// An item was recorded on a referral (`key` names it, e.g. `acknowledge_urgent.breach`).
     Recorded {
         referral: ReferralId,
@@ -133,6 +154,11 @@ pub(crate) struct Known {
 struct Loop {
     timers: timers::Timers,
     known: HashMap<ReferralId, Known>,
+    /// Referrals being recorded on, taken out of the timers meanwhile (subject, sequence).
+    in_flight: HashMap<ReferralId, (Arc<str>, u64)>,
+    /// The highest stream sequence applied: every event up to it is reflected in the timers
+    /// (the consumer delivers in stream order; redeliveries are of events already applied).
+    applied: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +236,8 @@ impl Router {
         let mut state = Loop {
             timers: timers::Timers::default(),
             known: HashMap::new(),
+            in_flight: HashMap::new(),
+            applied: 0,
         };
         // Consume from here on before rebuilding, so nothing recorded meanwhile is missed; the
         // rebuild and the backlog overlap harmlessly (older states never override newer ones).
@@ -217,11 +245,18 @@ impl Router {
             .bus
             .durable(&format!("refbus-router-{}", router.options.replica))
             .await?;
-        router.rebuild(&mut state).await?;
+        router.start(&mut state).await?;
+        // Real time, not the router's clock: how often to save work is not a domain deadline.
+        let mut snapshots = tokio::time::interval(router.options.snapshot_every);
+        snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Nothing saved yet in this run: the first tick writes what the start found.
+        let mut saved: Option<u64> = None;
+        let mut saving: Option<tokio::task::JoinHandle<()>> = None;
 
         let (fired_tx, mut fired) = mpsc::unbounded_channel::<fire::Fired>();
         let mut fires = JoinSet::new();
-        let mut in_flight: std::collections::HashSet<ReferralId> = Default::default();
+        // Escalations whose notices are sent but not yet confirmed stored (`ingest::settle`).
+        let mut settling = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
             router.metrics.set_timers_pending(state.timers.len());
@@ -231,9 +266,12 @@ impl Router {
                 .saturating_sub(fires.len());
             let now = router.clock.now();
             for (referral, entry) in state.timers.take_due(now, capacity) {
-                if !in_flight.insert(referral) {
+                if state.in_flight.contains_key(&referral) {
                     continue;
                 }
+                state
+                    .in_flight
+                    .insert(referral, (entry.subject.clone(), entry.seq));
                 // The state this wake-up was computed from, if still cached.
                 let cached = state
                     .known
@@ -258,7 +296,7 @@ impl Router {
                         let mut next = Some(first);
                         let mut taken = 0;
                         while let Some(delivery) = next.take() {
-                            if !router.consume(&mut state, delivery, &mut shutdown).await {
+                            if !router.consume(&mut state, delivery, &mut settling, &mut shutdown).await {
                                 break;
                             }
                             taken += 1;
@@ -269,20 +307,30 @@ impl Router {
                     }
                     None => {
                         fires.shutdown().await;
+                        settling.shutdown().await;
                         return Err(Error::ConsumerEnded {
                             consumer: format!("refbus-router-{}", router.options.replica),
                         });
                     }
                 },
                 Some(outcome) = fired.recv() => {
-                    in_flight.remove(&outcome.referral);
+                    state.in_flight.remove(&outcome.referral);
                     state.timers.set(outcome.referral, &outcome.subject, outcome.seq, outcome.next_wake);
                 }
                 Some(_) = fires.join_next(), if !fires.is_empty() => {}
+                Some(_) = settling.join_next(), if !settling.is_empty() => {}
                 () = sleep, if next_wake < Timestamp::MAX => {}
+                _ = snapshots.tick(), if router.options.snapshot.is_some() => {
+                    let idle = saving.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
+                    if idle && saved.is_none_or(|saved| state.applied > saved) {
+                        saved = Some(state.applied);
+                        saving = Some(router.save(&state));
+                    }
+                }
             }
         }
         fires.shutdown().await;
+        settling.shutdown().await;
         Ok(())
     }
 
@@ -294,6 +342,7 @@ impl Router {
         &self,
         state: &mut Loop,
         delivery: Result<Delivery, refbus_bus::ReadError>,
+        settling: &mut JoinSet<()>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> bool {
         let delivery = match delivery {
@@ -304,9 +353,9 @@ impl Router {
             }
         };
         let mut backoff = Duration::from_millis(50);
-        loop {
+        let sent = loop {
             match self.ingest(state, &delivery).await {
-                Ok(()) => break,
+                Ok(sent) => break sent,
                 Err(err) => {
                     tracing::warn!(
                         seq = delivery.seq,
@@ -319,18 +368,158 @@ impl Router {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
-        }
+        };
+        state.applied = state.applied.max(delivery.seq);
         self.metrics.consumed();
-        if let Err(err) = delivery.ack().await {
-            // Delivered again later, and recognised as applied.
-            tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+        if sent.is_empty() {
+            if let Err(err) = delivery.ack().await {
+                // Delivered again later, and recognised as applied.
+                tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+            }
+        } else {
+            // Bounded: past the bound, the loop waits for the oldest notices to be stored.
+            while settling.len() >= MAX_SETTLING {
+                settling.join_next().await;
+            }
+            settling.spawn(ingest::settle(
+                self.bus.clone(),
+                self.activity.clone(),
+                sent,
+                delivery,
+            ));
         }
         true
     }
 
-    /// Rebuilds the timers from every referral's current state (its last message).
-    async fn rebuild(&self, state: &mut Loop) -> Result<(), Error> {
+    /// Sets the timers up: from the snapshot and what changed since, if there is a usable
+    /// snapshot, otherwise from every referral ([`Router::rebuild`]).
+    async fn start(&self, state: &mut Loop) -> Result<(), Error> {
         let started = std::time::Instant::now();
+        let Some(path) = self.options.snapshot.clone() else {
+            return self.rebuild(state, started).await;
+        };
+        let key = self.key.clone();
+        let read = tokio::task::spawn_blocking(move || snapshot::Snapshot::read(&path, &key))
+            .await
+            .unwrap_or_else(|err| Err(std::io::Error::other(err).into()));
+        let snapshot = match read {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return self.rebuild(state, started).await,
+            Err(err) => {
+                // Loud, and harmless: the timers are rebuilt from the bus, as without one.
+                tracing::error!(
+                    path = %self.options.snapshot.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                    "the timers' snapshot is not used, rebuilding from every referral: {err}"
+                );
+                return self.rebuild(state, started).await;
+            }
+        };
+        let covers = snapshot.covers;
+        for entry in snapshot.entries {
+            state
+                .timers
+                .set(entry.referral, &entry.subject, entry.seq, Some(entry.wake));
+        }
+        state.applied = covers;
+        // Every referral a message reached after the snapshot: its last verified record now.
+        let changed = self
+            .bus
+            .subjects_after(covers, vec![subjects::ALL_REFERRALS.to_owned()])
+            .await?;
+        let now = self.clock.now();
+        let mut reads = futures::stream::iter(changed)
+            .map(|subject| async move { self.bus.referral(&self.verifier, &subject).await })
+            .buffer_unordered(64);
+        let mut referrals = 0;
+        while let Some(read) = reads.next().await {
+            let Some(stored) = read? else { continue };
+            referrals += 1;
+            let referral = &stored.record.state;
+            state.timers.set(
+                referral.id,
+                &stored.subject,
+                stored.seq,
+                wake_of(referral, &self.registry, now),
+            );
+        }
+        self.ready(state, referrals, started, Some(covers));
+        Ok(())
+    }
+
+    /// Writes the timer table (with the referrals being recorded on, due now) to the snapshot
+    /// file, beside the loop.
+    fn save(&self, state: &Loop) -> tokio::task::JoinHandle<()> {
+        let now = self.clock.now();
+        let mut entries: Vec<snapshot::Entry> = state
+            .timers
+            .iter()
+            .map(|(referral, entry)| snapshot::Entry {
+                referral: *referral,
+                subject: entry.subject.clone(),
+                seq: entry.seq,
+                wake: entry.wake,
+            })
+            .collect();
+        entries.extend(
+            state
+                .in_flight
+                .iter()
+                .map(|(referral, (subject, seq))| snapshot::Entry {
+                    referral: *referral,
+                    subject: subject.clone(),
+                    seq: *seq,
+                    wake: now,
+                }),
+        );
+        let snapshot = snapshot::Snapshot {
+            covers: state.applied,
+            entries,
+        };
+        let (path, key, activity) = (
+            self.options.snapshot.clone(),
+            self.key.clone(),
+            self.activity.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let Some(path) = path else { return };
+            match snapshot.write(&path, &key) {
+                Ok(()) => {
+                    let _ = activity.send(Activity::Snapshot {
+                        covers: snapshot.covers,
+                        entries: snapshot.entries.len(),
+                    });
+                }
+                // A restart then starts from an older snapshot, or rebuilds: slower, not wrong.
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), "writing the timers' snapshot: {err}")
+                }
+            }
+        })
+    }
+
+    fn ready(
+        &self,
+        state: &Loop,
+        referrals: usize,
+        started: std::time::Instant,
+        from_snapshot: Option<u64>,
+    ) {
+        self.report(Activity::Ready {
+            referrals,
+            pending: state.timers.len(),
+            took: started.elapsed(),
+            from_snapshot,
+        });
+        tracing::info!(
+            referrals,
+            pending = state.timers.len(),
+            ?from_snapshot,
+            "router ready"
+        );
+    }
+
+    /// Rebuilds the timers from every referral's current state (its last message).
+    async fn rebuild(&self, state: &mut Loop, started: std::time::Instant) -> Result<(), Error> {
         let now = self.clock.now();
         let mut referrals = 0;
         // Each referral's last record, its signature checked; its state was checked against
@@ -344,21 +533,29 @@ impl Router {
             let stored = stored?;
             let (seq, subject, referral) = (stored.seq, stored.subject, stored.record.state);
             referrals += 1;
-            let referral = &referral;
-            let evaluation = evaluate(referral, &self.registry, now);
-            let wake = if evaluation.due.is_empty() {
-                evaluation.next_wake
-            } else {
-                Some(now)
-            };
-            state.timers.set(referral.id, &subject, seq, wake);
+            state.applied = state.applied.max(seq);
+            state.timers.set(
+                referral.id,
+                &subject,
+                seq,
+                wake_of(&referral, &self.registry, now),
+            );
         }
-        self.report(Activity::Ready {
-            referrals,
-            pending: state.timers.len(),
-            took: started.elapsed(),
-        });
-        tracing::info!(referrals, pending = state.timers.len(), "router ready");
+        self.ready(state, referrals, started, None);
         Ok(())
+    }
+}
+
+/// When to look at a referral next: now if something is due, else its next deadline.
+fn wake_of(
+    referral: &refbus_core::Referral,
+    registry: &Registry,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let evaluation = evaluate(referral, registry, now);
+    if evaluation.due.is_empty() {
+        evaluation.next_wake
+    } else {
+        Some(now)
     }
 }

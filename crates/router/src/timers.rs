@@ -1,10 +1,12 @@
 //! The timer table: for every open referral with a pending clock item, when to look at it next.
 //!
 //! Kept in memory and rebuilt at start from the referrals' current states (the last message of
-//! each referral carries its state): a deadline is always recomputable from the events alone, so
-//! nothing about timers needs to be stored.
+//! each referral carries its state): a deadline is always recomputable from the events alone.
+//! A copy is written now and then as a snapshot ([`crate::snapshot`]) only to make restarts
+//! faster.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use refbus_core::{ReferralId, Timestamp};
 
@@ -12,8 +14,8 @@ use refbus_core::{ReferralId, Timestamp};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub(crate) wake: Timestamp,
-    /// The referral's subject on the bus.
-    pub(crate) subject: Box<str>,
+    /// The referral's subject on the bus (shared: a snapshot copies it without allocating).
+    pub(crate) subject: Arc<str>,
     /// The stream sequence of the state this wake-up was computed from: an answer computed from
     /// an older state never replaces one computed from a newer state.
     pub(crate) seq: u64,
@@ -84,6 +86,11 @@ impl Timers {
 
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Every referral's wake-up, in no particular order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&ReferralId, &Entry)> {
+        self.entries.iter()
     }
 }
 

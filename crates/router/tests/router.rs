@@ -190,13 +190,23 @@ async fn start_router(
     clock: ManualClock,
     replica: &str,
 ) -> Running {
-    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
-        .await
-        .unwrap();
     let options = Options {
         replica: replica.to_owned(),
         ..Options::default()
     };
+    start_router_with(nats, registry, clock, options).await.0
+}
+
+/// Starts a router with `options`; returns it once ready, with its ready report.
+async fn start_router_with(
+    nats: &NatsServer,
+    registry: &Arc<Registry>,
+    clock: ManualClock,
+    options: Options,
+) -> (Running, Activity) {
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
     let router = Router::new(
         bus,
         verifier(registry),
@@ -215,16 +225,18 @@ async fn start_router(
             .unwrap();
     });
     // Ready once its timers are rebuilt.
-    loop {
-        if let Activity::Ready { .. } = activity.recv().await.unwrap() {
-            break;
+    let ready = loop {
+        let activity = activity.recv().await.unwrap();
+        if let Activity::Ready { .. } = activity {
+            break activity;
         }
-    }
-    Running {
+    };
+    let running = Running {
         activity,
         stop,
         task,
-    }
+    };
+    (running, ready)
 }
 
 impl Running {
@@ -1016,4 +1028,122 @@ async fn the_router_ends_with_an_error_when_its_consumer_is_deleted() {
         }
         other => panic!("expected ConsumerEnded, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_restart_from_the_timers_snapshot_reads_only_what_changed_and_misses_nothing() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router-a.timers");
+    let options = || Options {
+        replica: "a".to_owned(),
+        snapshot: Some(file.clone()),
+        snapshot_every: Duration::from_millis(50),
+        ..Options::default()
+    };
+    let (mut ids, mut last) = (Vec::new(), 0);
+    for n in 0..3 {
+        let created = create_emergency(&bus, &registry, &format!("snap-{n}"), at(T0)).await;
+        ids.push(created.record.state.id);
+        last = created.seq;
+    }
+
+    // The first start has no snapshot: every open referral is read.
+    let clock = ManualClock::new(at(T0));
+    let (mut router, ready) = start_router_with(&nats, &registry, clock, options()).await;
+    let Activity::Ready {
+        referrals,
+        from_snapshot,
+        ..
+    } = ready
+    else {
+        unreachable!()
+    };
+    assert_eq!((referrals, from_snapshot), (3, None));
+    let covers = loop {
+        let activity = tokio::time::timeout(Duration::from_secs(20), router.activity.recv())
+            .await
+            .expect("no snapshot was written")
+            .unwrap();
+        if let Activity::Snapshot { covers, entries } = activity {
+            assert_eq!(entries, 3);
+            break covers;
+        }
+    };
+    assert!(
+        covers >= last,
+        "the snapshot covers {covers}, the stream holds {last}"
+    );
+    router.stop().await;
+
+    // While no router runs, a fourth referral arrives.
+    let late = create_emergency(
+        &bus,
+        &registry,
+        "snap-late",
+        at("2026-03-02T09:10:00+08:00"),
+    )
+    .await;
+    ids.push(late.record.state.id);
+
+    // Restarted: the snapshot, and only the referral that changed since it is read.
+    let clock = ManualClock::new(at("2026-03-02T09:10:00+08:00"));
+    let (mut router, ready) = start_router_with(&nats, &registry, clock.clone(), options()).await;
+    let Activity::Ready {
+        referrals,
+        from_snapshot,
+        pending,
+        ..
+    } = ready
+    else {
+        unreachable!()
+    };
+    assert_eq!((referrals, from_snapshot, pending), (1, Some(covers), 4));
+    // Every referral's clock runs: the 50 % items of all four, each once.
+    clock.advance_to(at("2026-03-02T09:40:00+08:00"));
+    router.recorded(8).await;
+    router.stop().await;
+    for id in &ids {
+        assert_eq!(recorded_on(&bus, id).await.len(), 2, "referral {id}");
+    }
+
+    // An altered snapshot is not used: the router says so and reads every referral again.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let clock = ManualClock::new(at("2026-03-02T09:40:00+08:00"));
+    let (mut router, ready) = start_router_with(&nats, &registry, clock.clone(), options()).await;
+    let Activity::Ready {
+        referrals,
+        from_snapshot,
+        ..
+    } = ready
+    else {
+        unreachable!()
+    };
+    assert_eq!((referrals, from_snapshot), (4, None));
+    // And the clocks still run: each referral's breach at its hour, once.
+    clock.advance_to(at("2026-03-02T10:10:00+08:00"));
+    for id in &ids {
+        loop {
+            let recorded = recorded_on(&bus, id).await;
+            if recorded.iter().any(|key| key.ends_with(".breach")) {
+                let mut unique = recorded.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), recorded.len(), "{recorded:?}");
+                break;
+            }
+            tokio::time::timeout(Duration::from_secs(20), router.activity.recv())
+                .await
+                .expect("a breach was never recorded")
+                .unwrap();
+        }
+    }
+    router.stop().await;
 }

@@ -23,6 +23,11 @@ pub(crate) struct RouterArgs {
     /// item is recorded once whichever records it.
     #[arg(long, default_value = "main")]
     replica: String,
+    /// Where the router keeps the snapshot of its timers (`router-<replica>.timers`), so that a
+    /// restart reads again only the referrals that changed since it was written. Without it,
+    /// every restart reads every open referral.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// The router's secret signing key (from `refbus keys generate-router`).
     #[arg(long, value_name = "FILE")]
     signing_key: PathBuf,
@@ -72,6 +77,10 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
             Options {
                 replica: args.replica.clone(),
                 metrics,
+                snapshot: args
+                    .state_dir
+                    .as_deref()
+                    .map(|dir| snapshot_file(dir, &args.replica)),
                 ..Options::default()
             },
         );
@@ -88,6 +97,11 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
         })?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The router's snapshot of its timers in `dir`, one file per replica.
+pub(crate) fn snapshot_file(dir: &std::path::Path, replica: &str) -> PathBuf {
+    dir.join(format!("router-{replica}.timers"))
 }
 
 /// One line per thing the router does, on stdout, for operators watching a terminal.
@@ -109,10 +123,24 @@ pub(crate) fn describe(activity: &Activity) -> String {
             referrals,
             pending,
             took,
+            from_snapshot: None,
         } => {
             format!(
                 "router: ready ({referrals} referrals, {pending} with pending clocks, rebuilt in {took:?})"
             )
+        }
+        Activity::Ready {
+            referrals,
+            pending,
+            took,
+            from_snapshot: Some(covers),
+        } => {
+            format!(
+                "router: ready ({referrals} referrals read, {pending} with pending clocks, from the snapshot at stream sequence {covers} and the referrals changed since, in {took:?})"
+            )
+        }
+        Activity::Snapshot { covers, entries } => {
+            format!("router: snapshot of {entries} timers written, up to stream sequence {covers}")
         }
         Activity::Recorded {
             referral,

@@ -221,6 +221,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             router_clock(args.clock_speed),
             refbus_router::Options {
                 metrics: Some(router_metrics),
+                snapshot: Some(super::router::snapshot_file(&data_dir, "main")),
                 ..refbus_router::Options::default()
             },
         );

@@ -118,7 +118,9 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
     let keys = scratch.dir.path().join("keys");
     std::fs::create_dir_all(&keys)?;
     refbus_bench::signing_keys(&registry).write_files(&keys)?;
-    let router = |url: &str| router_command(&config, url, &log, &keys);
+    let state = scratch.dir.path().join("router-state");
+    std::fs::create_dir_all(&state)?;
+    let router = |url: &str| router_command(&config, url, &log, &keys, &state);
     let measured =
         refbus_bench::clocks::clocks(&scratch.server, registry, &router, &options, &mut |phase| {
             eprintln!("refbus bench: {phase}")
@@ -129,7 +131,13 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `refbus router` (this very binary) for the server at `url`, logging to `log`.
-fn router_command(config: &Path, url: &str, log: &Path, keys: &Path) -> std::process::Command {
+fn router_command(
+    config: &Path,
+    url: &str,
+    log: &Path,
+    keys: &Path,
+    state: &Path,
+) -> std::process::Command {
     let mut command = std::process::Command::new(
         std::env::current_exe().unwrap_or_else(|_| PathBuf::from("refbus")),
     );
@@ -145,6 +153,8 @@ fn router_command(config: &Path, url: &str, log: &Path, keys: &Path) -> std::pro
         .arg(keys.join("router.sign.key"))
         .arg("--public-keys")
         .arg(keys)
+        .arg("--state-dir")
+        .arg(state)
         .stderr(
             std::fs::OpenOptions::new()
                 .create(true)
