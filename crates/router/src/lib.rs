@@ -193,11 +193,6 @@ impl Router {
             bus.clone(),
             format!("refbus-router-{}", options.replica),
         );
-        // The router counts the records it refuses itself, apart from other components.
-        let verifier = {
-            let metrics = metrics.clone();
-            verifier.observed(move |problem| metrics.integrity_failure(problem))
-        };
         Router {
             bus,
             registry: verifier.registry().clone(),

@@ -98,7 +98,7 @@ impl Metrics {
         );
         registry.register(
             "integrity_failures",
-            "Records read from the bus that failed refbus's record check, by problem",
+            "Records consumed that failed refbus's record check and were flagged, by problem",
             metrics.integrity_failures.clone(),
         );
         for problem in Problem::ALL {
