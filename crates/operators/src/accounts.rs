@@ -53,7 +53,7 @@ impl Role {
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -117,7 +117,7 @@ impl Username {
 
 impl fmt::Display for Username {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.pad(&self.0)
     }
 }
 
@@ -436,7 +436,23 @@ impl Accounts {
 }
 
 fn check_account(account: &Account, registry: &Registry) -> Result<(), String> {
-    if registry.agency(&account.agency).is_none() {
+    check_placement(&account.username, &account.agency, account.role, registry)
+}
+
+/// Whether an operator `username` of `agency` in `role` fits the registry: her agency is one it
+/// lists, and a coordinator belongs to the registry's coordinator agency.
+pub fn check_placement(
+    username: &Username,
+    agency: &AgencyId,
+    role: Role,
+    registry: &Registry,
+) -> Result<(), String> {
+    let account = PlacementOf {
+        username,
+        agency,
+        role,
+    };
+    if registry.agency(account.agency).is_none() {
         return Err(format!(
             "operator `{}`: unknown agency `{}`; the registry lists {}",
             account.username,
@@ -449,7 +465,7 @@ fn check_account(account: &Account, registry: &Registry) -> Result<(), String> {
                 .join(", ")
         ));
     }
-    if account.role == Role::Coordinator && account.agency != registry.coordinator {
+    if account.role == Role::Coordinator && *account.agency != registry.coordinator {
         return Err(format!(
             "operator `{}`: the coordinator role belongs to the coordinator's agency `{}`, not `{}` \
              (an agency's own operators are head, supervisor or viewer)",
@@ -457,6 +473,12 @@ fn check_account(account: &Account, registry: &Registry) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+struct PlacementOf<'a> {
+    username: &'a Username,
+    agency: &'a AgencyId,
+    role: Role,
 }
 
 /// The text of a file only its owner may read.
