@@ -313,7 +313,15 @@ async fn submit(
         name: format!("user:{typed}"),
         limit: config.failures_per_username,
     }];
-    if let Some(peer) = request_peer.0 {
+    // Behind a reverse proxy every login comes from the proxy's address: counting them together
+    // would let one attacker lock everybody out, so a trusted proxy's address is not counted.
+    if let Some(peer) = request_peer.0
+        && !operators
+            .inner
+            .proxy
+            .as_ref()
+            .is_some_and(|proxy| proxy.trusts(Some(peer)))
+    {
         keys.push(Key {
             name: format!("addr:{}", peer.to_canonical()),
             limit: config.failures_per_address,
@@ -370,6 +378,17 @@ async fn submit(
         );
     };
     operators.inner.throttle.clear(&keys[0].name);
+    // A session this browser held before (another operator's, or one planted in it) ends:
+    // after login the browser holds exactly the new one.
+    let presented: Vec<String> = session_cookies(&headers, secure)
+        .map(str::to_owned)
+        .collect();
+    for presented in presented {
+        operators
+            .inner
+            .sessions
+            .remove(&crate::session::key_of(&presented));
+    }
     let session = operators.inner.sessions.create(
         account.username.clone(),
         account.password_hash.fingerprint(),

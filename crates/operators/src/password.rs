@@ -147,3 +147,15 @@ fn decoy() -> &'static PasswordHash {
             .expect("a random password of 32 characters hashes")
     })
 }
+
+/// A new random password for an account made by a program (`refbus up`'s demonstration
+/// operators): 20 characters of base32 (100 bits), easy to read aloud and to type on a phone.
+pub fn generate() -> zeroize::Zeroizing<String> {
+    let mut random = zeroize::Zeroizing::new([0u8; 15]);
+    getrandom::fill(random.as_mut_slice()).expect("the operating system provides randomness");
+    zeroize::Zeroizing::new(
+        data_encoding::BASE32_NOPAD
+            .encode(random.as_slice())
+            .to_lowercase(),
+    )
+}

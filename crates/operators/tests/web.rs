@@ -2,247 +2,15 @@
 //! dashboard serves them (`into_make_service_with_connect_info`): login, sessions and their
 //! cookies, expiry on a manual clock, logout, CSRF, the login throttle, the trusted proxy.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
+
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Extension, Form};
-use axum::routing::{get, post};
+use common::*;
 use refbus_core::AgencyId;
 use refbus_operators::accounts::{self, Accounts, Role, Username};
-use refbus_operators::{
-    Clock, CsrfChecked, CsrfToken, ManualClock, Operator, Operators, OperatorsConfig, ProxyConfig,
-    SetupError,
-};
-use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-const PASSWORD: &str = "correct horse battery";
-
-// === A tiny dashboard ===
-
-#[derive(Deserialize)]
-struct ActForm {
-    referral: String,
-}
-
-struct App {
-    address: SocketAddr,
-    clock: ManualClock,
-    accounts: PathBuf,
-    /// How many times the state-changing handler ran.
-    acted: Arc<AtomicUsize>,
-    _dir: tempfile::TempDir,
-}
-
-fn accounts_file(dir: &std::path::Path) -> PathBuf {
-    let path = dir.join("operators.toml");
-    let mut accounts = Accounts::new();
-    for (username, agency, role) in [
-        ("siti.dp3a", "maros-dp3a", Role::Head),
-        ("andi", "maros-bappeda", Role::Coordinator),
-    ] {
-        accounts
-            .add(
-                accounts::new_account(
-                    Username::new(username).unwrap(),
-                    AgencyId::new(agency).unwrap(),
-                    role,
-                    PASSWORD,
-                )
-                .unwrap(),
-                None,
-            )
-            .unwrap();
-    }
-    accounts.write(&path).unwrap();
-    path
-}
-
-async fn start(configure: impl FnOnce(&mut OperatorsConfig)) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let path = accounts_file(dir.path());
-    let mut config = OperatorsConfig::new(&path);
-    config.failed_login_delay_ms = 0;
-    configure(&mut config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let clock = ManualClock::new();
-    let operators = Operators::new(config, None, address)
-        .unwrap()
-        .with_clock(Clock::Manual(clock.clone()));
-    let acted = Arc::new(AtomicUsize::new(0));
-    let counter = acted.clone();
-    let app = Router::new()
-        .route(
-            "/",
-            get(
-                |Extension(operator): Extension<Operator>,
-                 Extension(csrf): Extension<CsrfToken>| async move {
-                    format!(
-                        "operator={} agency={} role={} csrf={}",
-                        operator.username, operator.agency, operator.role, csrf
-                    )
-                },
-            ),
-        )
-        .route("/events", get(|| async { "data: live\n\n" }))
-        .route("/static/app.css", get(|| async { "body{}" }))
-        .route(
-            "/act",
-            post(
-                move |_: CsrfChecked,
-                      Extension(operator): Extension<Operator>,
-                      Form(form): Form<ActForm>| {
-                    let counter = counter.clone();
-                    async move {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        format!("{} acknowledged {}", operator.username, form.referral)
-                    }
-                },
-            ),
-        )
-        .merge(operators.routes())
-        .layer(operators.layer());
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap();
-    });
-    App {
-        address,
-        clock,
-        accounts: path,
-        acted,
-        _dir: dir,
-    }
-}
-
-// === A small HTTP/1.1 client (one request per connection) ===
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn set_cookies(&self) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// `name=value` of the Set-Cookie named `name`.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.set_cookies()
-            .into_iter()
-            .find(|c| c.starts_with(&format!("{name}=")))
-            .map(|c| c.split(';').next().unwrap().to_owned())
-    }
-
-    /// The value of the page's hidden `csrf` field.
-    fn csrf_field(&self) -> String {
-        let start = self.body.find("name=\"csrf\" value=\"").unwrap() + 19;
-        self.body[start..].split('"').next().unwrap().to_owned()
-    }
-}
-
-async fn send(app: &App, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
-    let mut stream = TcpStream::connect(app.address).await.unwrap();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        app.address
-    );
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    if !body.is_empty() || method == "POST" {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let raw = String::from_utf8(raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .map(|line| {
-            let (name, value) = line.split_once(':').unwrap();
-            (name.trim().to_owned(), value.trim().to_owned())
-        })
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-fn form(fields: &[(&str, &str)]) -> String {
-    form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish()
-}
-
-const FORM: (&str, &str) = ("Content-Type", "application/x-www-form-urlencoded");
-
-/// Loads the login page and posts it: the reply to the POST.
-async fn login(app: &App, username: &str, password: &str) -> Reply {
-    let page = send(
-        app,
-        "GET",
-        "/login?next=%2Fboard%3Fagency%3Dmaros-dp3a",
-        &[],
-        "",
-    )
-    .await;
-    let cookie = page.cookie("__Host-refbus_login").unwrap();
-    let body = form(&[
-        ("csrf", &page.csrf_field()),
-        ("next", "/board?agency=maros-dp3a"),
-        ("username", username),
-        ("password", password),
-    ]);
-    send(app, "POST", "/login", &[FORM, ("Cookie", &cookie)], &body).await
-}
-
-/// Logs in and gives the session's `Cookie` header value and the page's CSRF token.
-async fn session(app: &App) -> (String, String) {
-    let reply = login(app, "siti.dp3a", PASSWORD).await;
-    assert_eq!(reply.status, 303, "{reply:?}");
-    let cookie = reply.cookie("__Host-refbus_session").unwrap();
-    let home = send(app, "GET", "/", &[("Cookie", &cookie)], "").await;
-    let csrf = home.body.split("csrf=").nth(1).unwrap().to_owned();
-    (cookie, csrf)
-}
+use refbus_operators::{Operators, OperatorsConfig, ProxyConfig, SetupError};
 
 // === Login ===
 
@@ -411,6 +179,51 @@ async fn failed_logins_are_throttled_per_address() {
     assert_eq!(login(&app, "a", "wrong password").await.status, 401);
     assert_eq!(login(&app, "b", "wrong password").await.status, 401);
     assert_eq!(login(&app, "siti.dp3a", PASSWORD).await.status, 429);
+}
+
+#[tokio::test]
+async fn logins_through_a_trusted_proxy_are_not_counted_by_address() {
+    let app = start(|config| {
+        proxy("127.0.0.1")(config);
+        config.failures_per_address = 2;
+    })
+    .await;
+    for username in ["a", "b", "c"] {
+        assert_eq!(login(&app, username, "wrong password").await.status, 401);
+    }
+    assert_eq!(
+        login(&app, "siti.dp3a", PASSWORD).await.status,
+        303,
+        "one attacker behind the proxy cannot lock everybody out"
+    );
+}
+
+#[tokio::test]
+async fn logging_in_ends_the_session_the_browser_held_before() {
+    let app = start(|_| {}).await;
+    let (planted, _) = session(&app).await;
+    let page = send(&app, "GET", "/login", &[("Cookie", &planted)], "").await;
+    let cookies = format!("{planted}; {}", page.cookie("__Host-refbus_login").unwrap());
+    let body = form(&[
+        ("csrf", &page.csrf_field()),
+        ("username", "andi"),
+        ("password", PASSWORD),
+    ]);
+    let reply = send(&app, "POST", "/login", &[FORM, ("Cookie", &cookies)], &body).await;
+    assert_eq!(reply.status, 303);
+    assert_eq!(
+        send(&app, "GET", "/", &[("Cookie", &planted)], "")
+            .await
+            .status,
+        401
+    );
+    let fresh = reply.cookie("__Host-refbus_session").unwrap();
+    assert!(
+        send(&app, "GET", "/", &[("Cookie", &fresh)], "")
+            .await
+            .body
+            .starts_with("operator=andi")
+    );
 }
 
 // === Without a session ===
