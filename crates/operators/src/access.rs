@@ -64,6 +64,16 @@ impl Operator {
         self.username.operator_id()
     }
 
+    /// Whether she sees every agency's referrals (the coordinator).
+    pub fn sees_everything(&self) -> bool {
+        self.role == Role::Coordinator
+    }
+
+    /// [`Operator::may_see`] for a referral's current state.
+    pub fn may_see_referral(&self, referral: &Referral) -> bool {
+        self.may_see(&Parties::of(referral))
+    }
+
     /// Whether she may see the referral: the coordinator sees every agency's; anyone else
     /// (head, supervisor, viewer) sees those where her agency is a party or was notified.
     pub fn may_see(&self, parties: &Parties<'_>) -> bool {
@@ -96,7 +106,7 @@ impl Operator {
 
     /// Whether she may act at all (show action buttons): every role but viewer.
     pub fn may_act(&self) -> bool {
-        self.role != Role::Viewer
+        self.role.may_act()
     }
 }
 

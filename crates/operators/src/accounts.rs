@@ -41,6 +41,11 @@ impl Role {
         Role::Viewer,
     ];
 
+    /// Whether the role may act (acknowledge escalations addressed to its agency).
+    pub fn may_act(self) -> bool {
+        self != Role::Viewer
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Coordinator => "coordinator",
