@@ -150,6 +150,50 @@ mod tests {
         }
     }
 
+    /// A referral's state as the bus stores it: sent by Dinsos to DP3A, one escalation of its
+    /// acknowledge clock notified Polres and the coordinator, a warning notified nobody.
+    fn stored_state() -> refbus_core::Referral {
+        serde_json::from_value(serde_json::json!({
+            "id": "01JDX3M5B7C9D1E3F5G7H9J1K3",
+            "creation": {
+                "case_id": "case-1",
+                "sender": "maros-dinsos",
+                "recipient": "maros-dp3a",
+                "service": "shelter",
+                "priority": "urgent",
+                "child": false,
+                "consent": {"services": true, "disclose_to_agencies": true},
+                "policy_version": "2026-01"
+            },
+            "status": "requested",
+            "created_at": "2026-11-30T01:00:00Z",
+            "updated_at": "2026-11-30T01:00:00Z",
+            "seq": 3,
+            "last_hash": "00".repeat(32),
+            "steps": [],
+            "marks": [
+                {"clock": "acknowledge", "kind": "warning", "permille": 500},
+                {"clock": "acknowledge", "kind": "escalation", "level": 1, "repetition": 0,
+                 "notified": ["polres-maros", "maros-bappeda"]},
+                {"clock": "shelter_start", "kind": "escalation", "level": 1, "repetition": 0,
+                 "notified": ["maros-bappeda"]}
+            ]
+        }))
+        .expect("a stored state")
+    }
+
+    #[test]
+    fn the_parties_of_a_stored_state_include_every_notified_agency_once() {
+        let state = stored_state();
+        let parties = Parties::of(&state);
+        assert_eq!(parties.sender.as_str(), "maros-dinsos");
+        assert_eq!(parties.recipient.as_str(), "maros-dp3a");
+        let notified: Vec<&str> = parties.notified.iter().map(|a| a.as_str()).collect();
+        assert_eq!(notified, ["maros-bappeda", "polres-maros"]);
+        assert!(operator("polres-maros", Role::Viewer).may_see_referral(&state));
+        assert!(!operator("maros-rsud", Role::Head).may_see_referral(&state));
+    }
+
     #[test]
     fn the_coordinator_sees_every_referral() {
         let other = Referral {
