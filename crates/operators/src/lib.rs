@@ -324,3 +324,35 @@ fn load_checked(
     }
     Ok((accounts, stamp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_docs_operations_lists_parse_with_their_defaults() {
+        let config: OperatorsConfig = toml::from_str(
+            "accounts = \"/etc/refbus/operators.toml\"\n\
+             [proxy]\nheader = \"X-Remote-User\"\ntrusted_proxies = [\"10.0.0.5\", \"fd00::/8\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.accounts, PathBuf::from("/etc/refbus/operators.toml"));
+        assert_eq!(
+            (
+                config.session_hours,
+                config.idle_minutes,
+                config.failed_login_delay_ms
+            ),
+            (12, 30, 1000)
+        );
+        assert_eq!(
+            (config.failures_per_username, config.failures_per_address),
+            (5, 20)
+        );
+        assert!(!config.insecure_plaintext_cookies);
+        assert_eq!(config.public_prefixes, ["/static/"]);
+        assert_eq!(config.proxy.unwrap().trusted_proxies.len(), 2);
+        let misspelt = toml::from_str::<OperatorsConfig>("accounts = \"a\"\nidle_minute = 5\n");
+        assert!(misspelt.unwrap_err().to_string().contains("idle_minute"));
+    }
+}
