@@ -598,6 +598,26 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_hash() {
+        let account = new_account(
+            Username::new("siti").unwrap(),
+            AgencyId::new("maros-dp3a").unwrap(),
+            Role::Head,
+            "correct horse battery",
+        )
+        .unwrap();
+        let mut accounts = Accounts::new();
+        accounts.add(account.clone(), None).unwrap();
+        for shown in [format!("{account:?}"), format!("{accounts:?}")] {
+            assert!(
+                shown.contains("siti") && shown.contains("PasswordHash(..)"),
+                "{shown}"
+            );
+            assert!(!shown.contains("argon2"), "{shown}");
+        }
+    }
+
+    #[test]
     fn roles_parse_by_name_only() {
         for role in Role::ALL {
             assert_eq!(role.as_str().parse::<Role>(), Ok(role));
