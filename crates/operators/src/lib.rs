@@ -5,6 +5,10 @@
 //! reverse proxy sets. Every request to the dashboard then carries an [`Operator`] (username,
 //! agency, role); every state-changing request must carry the session's CSRF token.
 //!
+//! A handler reads `Extension<Operator>`, `Extension<CsrfToken>` (for its forms) and, for a
+//! response that outlives the request such as a live feed, `Extension<SessionEnd>` (end the
+//! stream when `ended()` completes: logout, account removed, session lifetime).
+//!
 //! Wiring, in the dashboard:
 //!
 //! ```no_run
@@ -53,6 +57,7 @@ pub use clock::{Clock, ManualClock};
 pub use csrf::{CSRF_FIELD, CSRF_HEADER, CsrfChecked, CsrfToken};
 pub use login::{LOGIN_PATH, LOGOUT_PATH};
 pub use proxy::Network;
+pub use session::SessionEnd;
 pub use web::{OperatorsLayer, OperatorsService};
 
 /// The operators' part of the dashboard's configuration (a `[operators]` table).
@@ -226,6 +231,7 @@ impl Operators {
                 sessions: session::Sessions::new(
                     Duration::from_secs(config.session_hours * 3600),
                     Duration::from_secs(config.idle_minutes * 60),
+                    true,
                 ),
                 throttle: throttle::Throttle::new(Duration::from_secs(15 * 60)),
                 csrf: csrf::CsrfKey::random(),
@@ -245,6 +251,11 @@ impl Operators {
     pub fn with_clock(self, clock: Clock) -> Operators {
         let mut inner = Arc::try_unwrap(self.inner)
             .unwrap_or_else(|_| panic!("with_clock is called before the Operators is shared"));
+        inner.sessions = session::Sessions::new(
+            Duration::from_secs(inner.config.session_hours * 3600),
+            Duration::from_secs(inner.config.idle_minutes * 60),
+            matches!(clock, Clock::System),
+        );
         inner.clock = clock;
         Operators {
             inner: Arc::new(inner),
@@ -276,6 +287,9 @@ impl Operators {
             match load_checked(path, self.inner.registry.as_ref()) {
                 Ok((accounts, stamp)) => {
                     tracing::info!(accounts = accounts.len(), file = %path.display(), "operators' accounts re-read");
+                    // Open live feeds of removed or changed accounts end now, not at their
+                    // next request.
+                    self.inner.sessions.keep_accounts(&accounts);
                     loaded.accounts = Arc::new(accounts);
                     loaded.stamp = stamp;
                 }

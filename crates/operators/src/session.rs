@@ -7,8 +7,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 
-use crate::accounts::Username;
+use crate::accounts::{Accounts, Username};
 
 /// The key a session is kept under: the SHA-256 of its cookie value. Looking a session up by
 /// the hash of what the browser sent means no comparison ever runs on the secret itself.
@@ -20,6 +21,8 @@ struct Session {
     fingerprint: [u8; 16],
     created: Instant,
     last_seen: Instant,
+    /// Dropped with the session: every [`SessionEnd`] of it then completes.
+    alive: watch::Sender<()>,
 }
 
 /// A live session, as a request resolves it.
@@ -27,11 +30,56 @@ pub(crate) struct Resolved {
     pub(crate) key: SessionKey,
     pub(crate) username: Username,
     pub(crate) fingerprint: [u8; 16],
+    pub(crate) end: SessionEnd,
+}
+
+/// The end of the session a request was made in, for responses that outlive the request (the
+/// board's live feed): [`SessionEnd::ended`] completes at logout, when the operator's account
+/// is removed or changed (noticed at the dashboard's next request), and at the session's
+/// lifetime. The idle timeout does not end an open feed: a board on a wall is being watched.
+/// The layer puts it in each request's extensions; a request by a proxy-named operator has no
+/// session, and its `ended` never completes.
+#[derive(Debug, Clone)]
+pub struct SessionEnd {
+    alive: Option<watch::Receiver<()>>,
+    /// On the system clock only: a manual clock's time is not tokio's.
+    deadline: Option<Instant>,
+}
+
+impl SessionEnd {
+    pub(crate) fn never() -> SessionEnd {
+        SessionEnd {
+            alive: None,
+            deadline: None,
+        }
+    }
+
+    /// Completes when the session ends.
+    pub async fn ended(self) {
+        let dropped = async {
+            match self.alive {
+                // Nothing is ever sent: `changed` returns only when the sender is dropped.
+                Some(mut alive) => while alive.changed().await.is_ok() {},
+                None => std::future::pending().await,
+            }
+        };
+        let deadline = async {
+            match self.deadline {
+                Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = dropped => {}
+            () = deadline => {}
+        }
+    }
 }
 
 pub(crate) struct Sessions {
     lifetime: Duration,
     idle: Duration,
+    system_clock: bool,
     sessions: Mutex<HashMap<SessionKey, Session>>,
 }
 
@@ -40,10 +88,11 @@ pub(crate) fn key_of(token: &str) -> SessionKey {
 }
 
 impl Sessions {
-    pub(crate) fn new(lifetime: Duration, idle: Duration) -> Sessions {
+    pub(crate) fn new(lifetime: Duration, idle: Duration, system_clock: bool) -> Sessions {
         Sessions {
             lifetime,
             idle,
+            system_clock,
             sessions: Mutex::new(HashMap::new()),
         }
     }
@@ -72,6 +121,7 @@ impl Sessions {
                 fingerprint,
                 created: now,
                 last_seen: now,
+                alive: watch::channel(()).0,
             },
         );
         token
@@ -91,11 +141,24 @@ impl Sessions {
             key,
             username: session.username.clone(),
             fingerprint: session.fingerprint,
+            end: SessionEnd {
+                alive: Some(session.alive.subscribe()),
+                deadline: self.system_clock.then(|| session.created + self.lifetime),
+            },
         })
     }
 
     pub(crate) fn remove(&self, key: &SessionKey) {
         self.lock().remove(key);
+    }
+
+    /// Ends every session whose account is gone or has another password now.
+    pub(crate) fn keep_accounts(&self, accounts: &Accounts) {
+        self.lock().retain(|_, session| {
+            accounts
+                .get(&session.username)
+                .is_some_and(|account| account.password_hash.fingerprint() == session.fingerprint)
+        });
     }
 
     #[cfg(test)]
@@ -109,7 +172,7 @@ mod tests {
     use super::*;
 
     fn sessions() -> Sessions {
-        Sessions::new(Duration::from_secs(3600), Duration::from_secs(600))
+        Sessions::new(Duration::from_secs(3600), Duration::from_secs(600), false)
     }
 
     #[test]

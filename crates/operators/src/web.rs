@@ -91,6 +91,7 @@ pub(crate) struct Identity {
     pub(crate) binding: String,
     /// The session, if the identity is one (logout ends it).
     pub(crate) session: Option<session::SessionKey>,
+    pub(crate) end: session::SessionEnd,
 }
 
 impl Operators {
@@ -139,6 +140,7 @@ impl Operators {
         let extensions = request.extensions_mut();
         extensions.insert(identity.operator);
         extensions.insert(CsrfToken(token));
+        extensions.insert(identity.end);
         if let Some(session) = identity.session {
             extensions.insert(login::CurrentSession(session));
         }
@@ -168,6 +170,7 @@ impl Operators {
                     binding: format!("proxy:{}", account.username),
                     operator: operator_of(account),
                     session: None,
+                    end: session::SessionEnd::never(),
                 }));
             }
             // From anyone but the proxy the header is a claim anybody can make: ignored, and
@@ -188,6 +191,7 @@ impl Operators {
                         ),
                         operator: operator_of(account),
                         session: Some(session.key),
+                        end: session.end,
                     }));
                 }
                 // The account was removed or its password changed since login.

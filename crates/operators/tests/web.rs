@@ -360,6 +360,58 @@ async fn logout_ends_the_session_and_needs_its_token() {
 }
 
 #[tokio::test]
+async fn logout_ends_the_open_live_feed_of_the_session() {
+    let app = start(|_| {}).await;
+    let (cookie, csrf) = session(&app).await;
+    let (other, _) = session(&app).await;
+    let feed = open_stream(&app, "/feed", &cookie, "open").await;
+    let untouched = open_stream(&app, "/feed", &other, "open").await;
+    let out = send(
+        &app,
+        "POST",
+        "/logout",
+        &[FORM, ("Cookie", &cookie)],
+        &form(&[("csrf", &csrf)]),
+    )
+    .await;
+    assert_eq!(out.status, 303);
+    let rest = feed.rest().await;
+    assert!(rest.contains("closed"), "{rest}");
+    // The other session's feed is still open: logging it out ends it too.
+    let other_csrf = send(&app, "GET", "/", &[("Cookie", &other)], "")
+        .await
+        .body
+        .split("csrf=")
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    send(
+        &app,
+        "POST",
+        "/logout",
+        &[FORM, ("Cookie", &other)],
+        &form(&[("csrf", &other_csrf)]),
+    )
+    .await;
+    assert!(untouched.rest().await.contains("closed"));
+}
+
+#[tokio::test]
+async fn removing_an_account_ends_her_open_live_feed() {
+    let app = start(|_| {}).await;
+    let (cookie, _) = session(&app).await;
+    let feed = open_stream(&app, "/feed", &cookie, "open").await;
+    let mut accounts = Accounts::load(&app.accounts).unwrap();
+    accounts
+        .remove(&Username::new("siti.dp3a").unwrap())
+        .unwrap();
+    accounts.write(&app.accounts).unwrap();
+    // Any request to the dashboard notices the change.
+    assert_eq!(send(&app, "GET", "/", &[], "").await.status, 401);
+    assert!(feed.rest().await.contains("closed"));
+}
+
+#[tokio::test]
 async fn removing_an_account_ends_her_sessions() {
     let app = start(|_| {}).await;
     let (cookie, _) = session(&app).await;

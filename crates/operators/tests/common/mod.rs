@@ -3,6 +3,7 @@
 // Each test binary uses some of these helpers.
 #![allow(dead_code)]
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,10 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use axum::Router;
 use axum::extract::{Extension, Form};
 use axum::routing::{get, post};
+use futures::StreamExt as _;
 use refbus_core::AgencyId;
 use refbus_operators::accounts::{self, Accounts, Role, Username};
 use refbus_operators::{
-    Clock, CsrfChecked, CsrfToken, ManualClock, Operator, Operators, OperatorsConfig,
+    Clock, CsrfChecked, CsrfToken, ManualClock, Operator, Operators, OperatorsConfig, SessionEnd,
 };
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -90,6 +92,18 @@ pub(crate) async fn start(configure: impl FnOnce(&mut OperatorsConfig)) -> App {
             ),
         )
         .route("/events", get(|| async { "data: live\n\n" }))
+        .route(
+            "/feed",
+            get(|Extension(end): Extension<SessionEnd>| async move {
+                // A live feed: one line now, one when the session ends, then the end.
+                let open = futures::stream::once(async { Ok::<_, Infallible>("open\n") });
+                let closed = futures::stream::once(async move {
+                    end.ended().await;
+                    Ok::<_, Infallible>("closed\n")
+                });
+                axum::body::Body::from_stream(open.chain(closed))
+            }),
+        )
         .route("/static/app.css", get(|| async { "body{}" }))
         .route(
             "/act",
@@ -247,4 +261,46 @@ pub(crate) async fn session(app: &App) -> (String, String) {
     let home = send(app, "GET", "/", &[("Cookie", &cookie)], "").await;
     let csrf = home.body.split("csrf=").nth(1).unwrap().to_owned();
     (cookie, csrf)
+}
+
+/// A request whose response streams: its first bytes have arrived when this returns.
+pub(crate) struct Streaming {
+    stream: TcpStream,
+    pub(crate) received: Vec<u8>,
+}
+
+pub(crate) async fn open_stream(app: &App, path: &str, cookie: &str, until: &str) -> Streaming {
+    let mut stream = TcpStream::connect(app.address).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nCookie: {cookie}\r\n\r\n",
+        app.address
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !String::from_utf8_lossy(&received).contains(until) {
+        let n = stream.read(&mut buffer).await.unwrap();
+        assert!(
+            n > 0,
+            "the stream ended before `{until}`: {}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buffer[..n]);
+    }
+    Streaming { stream, received }
+}
+
+impl Streaming {
+    /// Everything until the server closes the response.
+    pub(crate) async fn rest(mut self) -> String {
+        // A guard against a hang, not a measure: the test waits for the event itself.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            self.stream.read_to_end(&mut self.received),
+        )
+        .await
+        .expect("the stream ends")
+        .unwrap();
+        String::from_utf8_lossy(&self.received).into_owned()
+    }
 }
