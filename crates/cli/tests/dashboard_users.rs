@@ -309,6 +309,35 @@ fn removing_an_operator_rewrites_the_file() {
 }
 
 #[test]
+fn a_change_while_another_is_under_way_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("operators.toml");
+    assert!(
+        add(&file, "siti.dp3a", "maros-dp3a", "head", PASSWORD)
+            .status
+            .success()
+    );
+    let before = std::fs::read(&file).unwrap();
+    // Another administrator's command holds the lock (as `user add` does while it asks for
+    // the password).
+    let held = refbus_operators::accounts::ChangeLock::take(&file).unwrap();
+    let output = add(&file, "budi", "maros-dp3a", "head", PASSWORD);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("another command is changing"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), before);
+    drop(held);
+    assert!(
+        add(&file, "budi", "maros-dp3a", "head", PASSWORD)
+            .status
+            .success()
+    );
+}
+
+#[test]
 fn the_password_is_never_an_argument() {
     let output = refbus(&["dashboard", "user", "add", "--help"], "");
     let help = stdout(&output);

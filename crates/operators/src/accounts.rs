@@ -177,6 +177,46 @@ pub enum AccountsError {
     },
     #[error("cannot write the operators' accounts file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "another command is changing the operators' accounts in {directory} right now; nothing \
+         was written: try again when it is done"
+    )]
+    Busy { directory: PathBuf },
+}
+
+/// Held while one command reads, changes and writes an accounts file, so that two
+/// administrators adding operators at once cannot lose one of the additions. The lock is on
+/// the file's directory (the file itself is replaced by a rename, and may not exist yet); it is
+/// released when this is dropped, or when the process ends.
+#[derive(Debug)]
+pub struct ChangeLock {
+    _directory: File,
+}
+
+impl ChangeLock {
+    /// Takes the lock, or refuses at once if another process holds it.
+    pub fn take(path: impl AsRef<Path>) -> Result<ChangeLock, AccountsError> {
+        let directory = directory_of(path.as_ref());
+        let file = File::open(&directory).map_err(|source| AccountsError::Write {
+            path: path.as_ref().to_owned(),
+            source,
+        })?;
+        match file.try_lock() {
+            Ok(()) => Ok(ChangeLock { _directory: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(AccountsError::Busy { directory }),
+            Err(std::fs::TryLockError::Error(source)) => Err(AccountsError::Write {
+                path: path.as_ref().to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+fn directory_of(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    }
 }
 
 fn display_problems(path: &Path, problems: &[Problem]) -> String {
@@ -394,17 +434,15 @@ impl Accounts {
 
     /// Replaces `path` with these accounts: a new file (mode 0600) written beside it, synced,
     /// then renamed over it, so a reader sees the old file or the new one and a failure leaves
-    /// the old one as it was.
+    /// the old one as it was. A command that read the file to change it holds a [`ChangeLock`]
+    /// from before the read until after this.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), AccountsError> {
         let path = path.as_ref();
         let write_error = |source| AccountsError::Write {
             path: path.to_owned(),
             source,
         };
-        let directory = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let directory = directory_of(path);
         let file_name = path
             .file_name()
             .ok_or_else(|| write_error(io::Error::other("the path names no file")))?;

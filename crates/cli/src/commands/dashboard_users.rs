@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 use refbus_core::AgencyId;
-use refbus_operators::accounts::{self, Accounts, ChangeError, Role, Username};
+use refbus_operators::accounts::{self, Accounts, ChangeError, ChangeLock, Role, Username};
 use zeroize::Zeroizing;
 
 use crate::commands::UsageError;
@@ -92,6 +92,7 @@ fn add(
     let username = Username::new(username).map_err(usage)?;
     let agency = AgencyId::new(agency).map_err(usage)?;
     let role: Role = role.parse().map_err(usage)?;
+    let _lock = ChangeLock::take(path)?;
     let mut file = Accounts::load_or_empty(path)?;
     let registry = match config {
         Some(config) => Some(refbus_config::load(config).map_err(|report| {
@@ -126,6 +127,7 @@ fn add(
 
 fn remove(path: &Path, username: &str) -> anyhow::Result<ExitCode> {
     let username = Username::new(username).map_err(usage)?;
+    let _lock = ChangeLock::take(path)?;
     let mut file = Accounts::load(path)?;
     file.remove(&username)?;
     file.write(path)?;
