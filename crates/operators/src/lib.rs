@@ -264,7 +264,7 @@ impl Operators {
 
     /// The accounts in use, re-read first if the file changed since. A file that became
     /// unusable (invalid, readable by others) is reported at ERROR and the last good accounts
-    /// stay in use until it is fixed.
+    /// stay in use until it is fixed; a removed file leaves no accounts.
     pub fn accounts(&self) -> Arc<Accounts> {
         let path = &self.inner.config.accounts;
         let stamp = stamp_of(path);
@@ -293,7 +293,18 @@ impl Operators {
                     loaded.accounts = Arc::new(accounts);
                     loaded.stamp = stamp;
                 }
+                Err(SetupError::Accounts(AccountsError::Read { source, .. }))
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    // Deleting the file is a decision: nobody may log in any more.
+                    tracing::error!(file = %path.display(), "the operators' accounts file was removed: every operator is logged out and nobody can log in");
+                    loaded.accounts = Arc::new(Accounts::new());
+                    loaded.stamp = stamp;
+                    self.inner.sessions.keep_accounts(&loaded.accounts);
+                }
                 Err(error) => {
+                    // A mistake in an edit: everyone locked out would be worse than the
+                    // accounts as they were.
                     tracing::error!(%error, "the operators' accounts file changed and cannot be used; the accounts read before stay in use");
                     // Reported once per change of the file, not on every request.
                     loaded.stamp = stamp;

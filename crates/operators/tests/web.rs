@@ -412,6 +412,29 @@ async fn removing_an_account_ends_her_open_live_feed() {
 }
 
 #[tokio::test]
+async fn a_broken_edit_keeps_the_accounts_and_a_removed_file_logs_everyone_out() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = start(|_| {}).await;
+    let (cookie, _) = session(&app).await;
+    std::fs::write(&app.accounts, "[[operator]\nthis is not toml").unwrap();
+    std::fs::set_permissions(&app.accounts, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(
+        send(&app, "GET", "/", &[("Cookie", &cookie)], "")
+            .await
+            .status,
+        200
+    );
+    std::fs::remove_file(&app.accounts).unwrap();
+    assert_eq!(
+        send(&app, "GET", "/", &[("Cookie", &cookie)], "")
+            .await
+            .status,
+        401
+    );
+    assert_eq!(login(&app, "siti.dp3a", PASSWORD).await.status, 401);
+}
+
+#[tokio::test]
 async fn removing_an_account_ends_her_sessions() {
     let app = start(|_| {}).await;
     let (cookie, _) = session(&app).await;
