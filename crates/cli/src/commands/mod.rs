@@ -6,6 +6,7 @@ pub(crate) mod bench;
 pub(crate) mod certs;
 pub(crate) mod clock;
 pub(crate) mod config;
+pub(crate) mod dashboard_users;
 pub(crate) mod keys;
 pub(crate) mod router;
 pub(crate) mod simulate;
@@ -43,6 +44,9 @@ pub(crate) enum Command {
     Up(up::UpArgs),
     /// Simulate agency systems sending and answering referrals (for demonstrations).
     Simulate(simulate::SimulateArgs),
+    /// The operators' dashboard: its accounts (`refbus dashboard user add|remove|list`).
+    #[command(subcommand)]
+    Dashboard(dashboard_users::DashboardCommand),
     /// Measure the bus on this machine (run from a release build).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -58,6 +62,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Router(args) => router::run(args),
         Command::Up(args) => up::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Dashboard(command) => dashboard_users::run(command),
         Command::Bench(command) => bench::run(command),
     }
 }
