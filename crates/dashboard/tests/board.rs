@@ -822,3 +822,39 @@ async fn a_dashboard_started_later_rebuilds_and_its_rows_move_with_time_alone() 
     );
     board.assert_no_identity_served();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_language_switch_is_remembered_in_a_cookie() {
+    let mut board = Board::start().await;
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(page.contains("<html lang=\"id\">") && page.contains("Papan eskalasi"));
+    assert!(
+        page.contains("href=\"/?lang=en\" data-lang=\"en\""),
+        "the switch keeps the page"
+    );
+
+    let response = board
+        .request("/?state=at_risk&lang=en", COORDINATOR, &[])
+        .await;
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("lang=en;"), "{cookie}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(page.contains("<html lang=\"en\">") && page.contains("Escalation board"));
+    assert!(
+        page.contains("href=\"/?state=at_risk&#38;lang=id\" data-lang=\"id\""),
+        "the way back keeps the filters: {page}"
+    );
+
+    // The cookie alone keeps English on the next page.
+    let response = board
+        .request("/agencies", COORDINATOR, &[("cookie", "lang=en")])
+        .await;
+    assert!(response.headers().get("set-cookie").is_none());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(page.contains("Agency load") && page.contains("Breached this week"));
+}
