@@ -17,7 +17,8 @@
 //!   reads again only the referrals that changed since.
 //! - `metrics`: the router's operations metrics (served by [`Router::run`] on
 //!   `Options::metrics`).
-//! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests).
+//! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests), the
+//!   `refbus-clock` crate, shared with the dashboard.
 //!
 //! # Exactly once
 //!
@@ -26,7 +27,6 @@
 //! referral). A router that crashes, restarts, or runs beside another replica therefore records
 //! each item once: a second writer is refused by the bus, re-reads, and finds nothing due.
 
-pub mod clock;
 mod fire;
 mod ingest;
 mod metrics;
@@ -45,7 +45,10 @@ use refbus_core::{ReferralId, Registry, Timestamp, evaluate};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
-pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
+/// The time sources live in `refbus-clock`, shared with the dashboard; re-exported here so
+/// `refbus_router::ManualClock` and `refbus_router::clock::*` keep working.
+pub use refbus_clock as clock;
+pub use refbus_clock::{Clock, ManualClock, ScaledClock, SystemClock};
 
 /// At most this many events already received are applied in a row before due timers are looked
 /// at again (a few milliseconds of work: timers are not held up noticeably).

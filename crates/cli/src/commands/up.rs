@@ -62,6 +62,9 @@ pub(crate) struct UpArgs {
     /// on the ports after it in registry order. 0 (the default): free ports, printed at start.
     #[arg(long, default_value_t = 0)]
     metrics_port: u16,
+    /// The dashboard's HTTP port (on 127.0.0.1).
+    #[arg(long, default_value_t = 8080)]
+    dashboard_port: u16,
 }
 
 /// The system name of the client certificates `up` makes for people trying it (buf curl).
@@ -129,6 +132,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let max_skew = (args.clock_speed == 1.0).then_some(refbus_core::integrity::DEFAULT_MAX_SKEW);
     let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
     let router_key = runtime::signing_key(&router_key_file, router_signer)?;
+    // Operators log in to the dashboard: the coordinator and each agency's head, with
+    // passwords made at the first run and listed in a file only its owner reads.
+    let (accounts_file, logins_file) = super::dashboard::local_logins(&data_dir, &registry)?;
+    let mut operators = refbus_operators::OperatorsConfig::new(accounts_file);
+    operators.insecure_plaintext_cookies = true;
 
     tokio::runtime::Runtime::new()?.block_on(async move {
         // From here on a stop signal is ours to handle: nothing started is left behind.
@@ -138,7 +146,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .agencies
             .keys()
             .map(ToString::to_string)
-            .chain([ROUTER_USER.to_owned()])
+            .chain([ROUTER_USER.to_owned(), DASHBOARD_USER.to_owned()])
             .collect();
         let nats = LocalNats::start(
             &binary,
@@ -214,11 +222,13 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             endpoints.push((agency.clone(), format!("127.0.0.1:{port}")));
         }
 
+        // One clock for the router and the dashboard: the board shows the router's time.
+        let clock = router_clock(args.clock_speed);
         let router = refbus_router::Router::new(
             router_bus,
             verifier.clone(),
             router_key,
-            router_clock(args.clock_speed),
+            clock.clone(),
             refbus_router::Options {
                 metrics: Some(router_metrics),
                 snapshot: Some(super::router::snapshot_file(&data_dir, "main")),
@@ -236,8 +246,57 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         }));
 
+        // The dashboard reads the whole stream with a NATS user of its own.
+        let dashboard_bus = refbus_bus::Bus::connect(
+            &nats.connect_options(DASHBOARD_USER)?,
+            &refbus_bus::StreamSettings::default(),
+        )
+        .await
+        .context("connecting the dashboard to the local nats-server")?;
+        let dashboard_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.dashboard_port))
+            .await
+            .with_context(|| {
+                format!("the dashboard cannot listen on 127.0.0.1:{}", args.dashboard_port)
+            })?;
+        let dashboard_url = format!("http://{}/", dashboard_listener.local_addr()?);
+        let operators = refbus_operators::Operators::new(
+            operators,
+            Some(&registry),
+            dashboard_listener.local_addr()?,
+        )?;
+        // It acknowledges escalations through each agency's adapter, as that agency's system
+        // `dashboard` (mutual TLS; in plaintext mode the board only shows).
+        let mut acting = refbus_dashboard::act::Acting::new();
+        if !args.insecure_plaintext {
+            let tls = super::simulate::ClientTls::new(certs.clone(), refbus_dashboard::act::SYSTEM);
+            for (agency, address) in &endpoints {
+                acting = acting.agency(
+                    agency.clone(),
+                    &format!("https://{address}"),
+                    tls.config(agency.as_str())?,
+                )?;
+            }
+        }
+        let dashboard = refbus_dashboard::Dashboard::new(dashboard_bus, verifier.clone(), clock)
+            .with_acting(acting);
+        let mut stopped_dashboard = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped_dashboard.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) =
+                super::dashboard::serve(dashboard, dashboard_listener, operators, shutdown).await
+            {
+                tracing::error!("dashboard stopped: {err}");
+            }
+        }));
+
         let tls = (!args.insecure_plaintext).then_some(&certs);
-        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls, &metrics);
+        let dashboard_line = format!(
+            "{dashboard_url}   (log in as koordinator or kepala.<agency>; passwords in {})",
+            logins_file.display()
+        );
+        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls, &dashboard_line, &metrics);
         let simulator = args.demo.then(|| {
             println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
             println!("watch the router's warnings, breaches, escalations and reroutes below.");
@@ -305,6 +364,8 @@ pub(crate) fn buf_curl(
 
 /// The router's NATS user in a local run.
 const ROUTER_USER: &str = "refbus-router";
+/// The dashboard's NATS user in a local run.
+const DASHBOARD_USER: &str = "refbus-dashboard";
 
 /// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
 /// as fast from now.
@@ -341,7 +402,7 @@ fn local_certificates(
     }
     let mut check = vec![certs.ca().certificate, server.certificate];
     for agency in registry.agencies.keys() {
-        for system in [CLI_SYSTEM, SIMULATOR_SYSTEM] {
+        for system in [CLI_SYSTEM, SIMULATOR_SYSTEM, refbus_dashboard::act::SYSTEM] {
             let identity = refbus_tls::SystemIdentity::new(agency.as_str(), system);
             let files = certs.client(&identity);
             if !files.exist() {
@@ -370,6 +431,7 @@ fn print_endpoints(
     nats: &LocalNats,
     data_dir: &std::path::Path,
     tls: Option<&refbus_tls::certs::Directory>,
+    dashboard: &str,
     metrics: &[(String, String)],
 ) {
     println!("refbus is up.");
@@ -388,6 +450,7 @@ fn print_endpoints(
     }
     println!("  data              {}", data_dir.display());
     println!("  router            running; what it records is printed below");
+    println!("  dashboard         {dashboard}");
     println!();
     println!(
         "  agency adapters (gRPC, refbus.v1.ReferralService; header x-refbus-operator required):"
