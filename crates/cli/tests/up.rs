@@ -587,7 +587,7 @@ async fn up_serves_each_components_metrics_and_prints_where() {
     let data = tempfile::tempdir().unwrap();
     let (mut child, lines) = start(data.path());
     let output = lines.concat();
-    // One URL per component: the router and each of the eight adapters.
+    // One URL per component: the router, each of the eight adapters, the dashboard.
     let urls: Vec<(&str, &str)> = lines
         .iter()
         .filter_map(|line| {
@@ -599,7 +599,7 @@ async fn up_serves_each_components_metrics_and_prints_where() {
             Some((url, words.next()?))
         })
         .collect();
-    assert_eq!(urls.len(), 9, "{output}");
+    assert_eq!(urls.len(), 10, "{output}");
     let address = |component: &str| -> std::net::SocketAddr {
         let (url, _) = urls
             .iter()
@@ -613,6 +613,14 @@ async fn up_serves_each_components_metrics_and_prints_where() {
         router.body.contains("refbus_router_timers_pending "),
         "{}",
         router.body
+    );
+    let dashboard = refbus_metrics::scrape(address("dashboard")).await.unwrap();
+    assert!(
+        dashboard
+            .body
+            .contains("refbus_dashboard_board_clients_connected "),
+        "{}",
+        dashboard.body
     );
     let dinsos = refbus_metrics::scrape(address("maros-dinsos"))
         .await

@@ -60,6 +60,7 @@ pub(crate) async fn rebuild(shared: &Shared) -> Result<(u64, usize), ReadError> 
     while let Some(stored) = latest.next().await {
         let stored = stored?;
         count += 1;
+        shared.metrics.applied();
         shared
             .write()
             .apply(stored.seq, &stored.subject, stored.record.state);
@@ -108,6 +109,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
             item = records.next() => match item {
                 Some(Ok(Replayed::Record(stored))) => {
                     let id = stored.record.state.id;
+                    shared.metrics.applied();
                     let now = shared.clock.now();
                     wakes.schedule(&shared, &stored.record.state, now);
                     let version = {

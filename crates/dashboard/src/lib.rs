@@ -24,6 +24,7 @@
 pub mod act;
 mod follow;
 pub mod local;
+mod metrics;
 pub mod projection;
 pub mod viewer;
 mod web;
@@ -57,6 +58,8 @@ pub enum Error {
     Bus(#[from] refbus_bus::ReadError),
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
+    #[error("serving metrics: {0}")]
+    Metrics(std::io::Error),
     /// The stream stopped delivering records (the connection gave up): the board would go
     /// stale, so the dashboard stops; started again, it rebuilds.
     #[error("the dashboard stopped following the stream")]
@@ -79,6 +82,9 @@ pub(crate) struct Shared {
     closing: watch::Sender<bool>,
     /// The adapters the dashboard calls to act for operators (none: the board only shows).
     acting: std::sync::OnceLock<act::Acting>,
+    metrics: metrics::Metrics,
+    /// Where [`run`] serves the metrics, if anywhere.
+    metrics_endpoint: std::sync::OnceLock<refbus_metrics::Endpoint>,
 }
 
 impl Shared {
@@ -130,6 +136,8 @@ impl Dashboard {
                 epoch,
                 closing: watch::channel(false).0,
                 acting: std::sync::OnceLock::new(),
+                metrics: metrics::Metrics::default(),
+                metrics_endpoint: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -138,6 +146,13 @@ impl Dashboard {
     /// second call changes nothing).
     pub fn with_acting(self, acting: act::Acting) -> Dashboard {
         let _ = self.shared.acting.set(acting);
+        self
+    }
+
+    /// The dashboard serving its Prometheus metrics on `endpoint` while it runs (see the
+    /// `metrics` module); set once, before [`run`].
+    pub fn with_metrics(self, endpoint: refbus_metrics::Endpoint) -> Dashboard {
+        let _ = self.shared.metrics_endpoint.set(endpoint);
         self
     }
 
@@ -163,6 +178,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let shared = dashboard.shared.clone();
+    let _metrics = match shared.metrics_endpoint.get() {
+        Some(endpoint) => Some(
+            refbus_metrics::spawn(metrics::exposition(&shared), endpoint)
+                .map_err(Error::Metrics)?,
+        ),
+        None => None,
+    };
     let (after, referrals) = follow::rebuild(&shared).await?;
     shared.send(Update::Ready { referrals });
     tracing::info!(referrals, "dashboard ready");

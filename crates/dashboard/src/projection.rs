@@ -204,6 +204,11 @@ impl Projection {
         self.version
     }
 
+    /// How many referrals and integrity alerts it holds.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.referrals.len(), self.alerts.len())
+    }
+
     /// Marks a change not caused by a record (time moved a row to another state).
     pub fn touch(&mut self) -> u64 {
         self.version += 1;

@@ -39,7 +39,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::local::{self, Lang, Texts};
 use crate::projection::{Alert, Filters, Row, RowState};
 use crate::{Shared, Update, Viewer};
-use refbus_operators::CsrfToken;
+use refbus_operators::{CsrfToken, SessionEnd};
 
 pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
@@ -797,6 +797,7 @@ fn details(change: &Change, tz: Tz) -> String {
 async fn events(
     State(shared): State<Arc<Shared>>,
     Extension(viewer): Extension<Viewer>,
+    session_end: Option<Extension<SessionEnd>>,
     Query(params): Params,
     headers: HeaderMap,
 ) -> Response {
@@ -814,7 +815,14 @@ async fn events(
     let mut closing = shared.closing.subscribe();
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     let tz = zone(&shared, &viewer);
+    // The feed ends with the operator's session (logout, account removed or changed).
+    let ended: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match session_end {
+        Some(Extension(end)) => Box::pin(end.ended()),
+        None => Box::pin(std::future::pending()),
+    };
     tokio::spawn(async move {
+        let _connected = shared.metrics.board_connected();
+        let mut ended = ended;
         let feed = Feed {
             shared: &shared,
             viewer: &viewer,
@@ -835,6 +843,7 @@ async fn events(
         loop {
             let message = tokio::select! {
                 _ = closing.wait_for(|closing| *closing) => return,
+                () = &mut ended => return,
                 update = updates.recv() => match update {
                     Ok(Update::Referral { version, id }) => feed.row(version, &id),
                     Ok(Update::Alerts { version }) => Some(feed.alerts(version)),

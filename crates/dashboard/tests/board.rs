@@ -54,6 +54,8 @@ struct Board {
     activity: broadcast::Receiver<Activity>,
     updates: broadcast::Receiver<Update>,
     addr: SocketAddr,
+    /// Where the dashboard serves its Prometheus metrics.
+    metrics: SocketAddr,
     /// Every body served so far (pages and live messages), for the identity scan.
     served: Vec<String>,
 }
@@ -74,6 +76,7 @@ impl Board {
             activity: broadcast::channel(1).1,
             updates: broadcast::channel(1).1,
             addr: "127.0.0.1:1".parse().unwrap(),
+            metrics: "127.0.0.1:1".parse().unwrap(),
             served: Vec::new(),
         };
         if router {
@@ -114,6 +117,10 @@ impl Board {
             Arc::new(clock.clone()),
         )
         .with_acting(acting);
+        let metrics =
+            refbus_metrics::Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        self.metrics = metrics.address().unwrap();
+        let dashboard = dashboard.with_metrics(metrics);
         let mut updates = dashboard.updates();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -857,4 +864,50 @@ async fn the_language_switch_is_remembered_in_a_cookie() {
     let body = response.into_body().collect().await.unwrap().to_bytes();
     let page = String::from_utf8(body.to_vec()).unwrap();
     assert!(page.contains("Agency load") && page.contains("Breached this week"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_counts_connected_boards_and_held_referrals_in_its_metrics() {
+    let mut board = Board::start().await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let id = send(&dinsos, "metrics-1", v1::Priority::Urgent).await;
+    board.applied(&id).await;
+    let gauge = |body: &str, name: &str| refbus_metrics::sample(body, name, &[]);
+    let before = refbus_metrics::scrape(board.metrics).await.unwrap().body;
+    assert_eq!(
+        gauge(&before, "refbus_dashboard_board_clients_connected"),
+        Some(0.0)
+    );
+    assert_eq!(gauge(&before, "refbus_dashboard_referrals_held"), Some(1.0));
+
+    let mut live = board.live("/events", COORDINATOR, &[]).await;
+    live.next(&mut board.served).await;
+    let open = refbus_metrics::scrape(board.metrics).await.unwrap().body;
+    assert_eq!(
+        gauge(&open, "refbus_dashboard_board_clients_connected"),
+        Some(1.0)
+    );
+
+    // A closed board is counted out once the server notices (its next message fails).
+    drop(live);
+    let second = send(&dinsos, "metrics-2", v1::Priority::Urgent).await;
+    board.applied(&second).await;
+    let mut scraped = String::new();
+    for _ in 0..200 {
+        scraped = refbus_metrics::scrape(board.metrics).await.unwrap().body;
+        if gauge(&scraped, "refbus_dashboard_board_clients_connected") == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        gauge(&scraped, "refbus_dashboard_board_clients_connected"),
+        Some(0.0),
+        "{scraped}"
+    );
+    assert_eq!(
+        gauge(&scraped, "refbus_dashboard_referrals_held"),
+        Some(2.0)
+    );
+    assert!(gauge(&scraped, "refbus_dashboard_records_applied_total").is_some_and(|n| n >= 2.0));
 }

@@ -33,6 +33,10 @@ pub(crate) struct DashboardArgs {
     /// or on loopback with --insecure-plaintext-cookies.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, no login, no identity in
+    /// them), e.g. `127.0.0.1:9466`. Not served if absent.
+    #[arg(long, value_name = "ADDR", env = "REFBUS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// A directory of `<name>.sign.pub` files, for signing keys the registry does not list.
     #[arg(long, value_name = "DIR")]
     public_keys: Option<PathBuf>,
@@ -76,6 +80,7 @@ pub(crate) fn run(args: DashboardArgs) -> anyhow::Result<ExitCode> {
         .is_none()
         .then_some(refbus_core::integrity::DEFAULT_MAX_SKEW);
     let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
+    let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let clock: Arc<dyn Clock> = match &args.clock_start {
             Some(start) => {
@@ -95,13 +100,11 @@ pub(crate) fn run(args: DashboardArgs) -> anyhow::Result<ExitCode> {
             operators.accounts().len()
         );
         let acting = acting(&args.adapters, args.certs.as_deref(), &registry)?;
-        serve(
-            Dashboard::new(bus, verifier, clock).with_acting(acting),
-            listener,
-            operators,
-            runtime::stop_signal(),
-        )
-        .await?;
+        let mut dashboard = Dashboard::new(bus, verifier, clock).with_acting(acting);
+        if let Some(metrics) = metrics {
+            dashboard = dashboard.with_metrics(metrics);
+        }
+        serve(dashboard, listener, operators, runtime::stop_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -59,7 +59,7 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     insecure_plaintext: bool,
     /// Prometheus metrics (`GET /metrics`) on 127.0.0.1: the router on this port, the adapters
-    /// on the ports after it in registry order. 0 (the default): free ports, printed at start.
+    /// on the ports after it in registry order, then the dashboard. 0 (the default): free ports, printed at start.
     #[arg(long, default_value_t = 0)]
     metrics_port: u16,
     /// The dashboard's HTTP port (on 127.0.0.1).
@@ -277,8 +277,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 )?;
             }
         }
+        let dashboard_metrics = metrics_endpoint(args.metrics_port, metrics.len())?;
+        metrics.push(("dashboard".to_owned(), dashboard_metrics.url()?));
         let dashboard = refbus_dashboard::Dashboard::new(dashboard_bus, verifier.clone(), clock)
-            .with_acting(acting);
+            .with_acting(acting)
+            .with_metrics(dashboard_metrics);
         let mut stopped_dashboard = stopped.clone();
         tasks.push(tokio::spawn(async move {
             let shutdown = async move {
