@@ -16,6 +16,7 @@
 //! - `read`: get, list, and the inbox stream.
 //! - `reroutes`: carrying out the reroutes the router requests, started by [`run`].
 //! - `keys`: sealing and opening for this agency; `status`: every gRPC status in one place.
+//! - `metrics`: the adapter's operations metrics (served by [`run`] on `Options::metrics`).
 //! - [`stages`]: optional timing of the create path by stage, for benchmarks.
 //!
 //! # Invariants
@@ -28,6 +29,7 @@
 
 mod keys;
 mod limits;
+mod metrics;
 mod peer;
 mod read;
 mod reroutes;
@@ -87,6 +89,9 @@ pub struct Options {
     /// Benchmarks only: where to add up the time creates spend in each stage. `None` (the
     /// default) reads no clock.
     pub stage_times: Option<Arc<StageTimes>>,
+    /// Where [`run`] serves the adapter's Prometheus metrics (`GET /metrics`); `None` (the
+    /// default): not served.
+    pub metrics: Option<refbus_metrics::Endpoint>,
 }
 
 impl Default for Options {
@@ -97,6 +102,7 @@ impl Default for Options {
             inbox_idle_timeout: Duration::from_secs(24 * 3600),
             max_inbox_streams: 64,
             stage_times: None,
+            metrics: None,
         }
     }
 }
@@ -124,6 +130,9 @@ struct Inner {
     /// Set once [`run`]'s shutdown completed: open inbox streams end with `UNAVAILABLE` (an
     /// inbox stream never ends by itself, and a graceful shutdown waits for open streams).
     stopping: watch::Sender<bool>,
+    metrics: metrics::Metrics,
+    /// The adapter's own registry (no global one), served by [`run`].
+    exposition: refbus_metrics::Exposition,
 }
 
 /// Why an adapter stopped other than by its shutdown.
@@ -142,6 +151,8 @@ pub enum Error {
     Certificate(String),
     #[error("the listener: {0}")]
     Listener(#[from] std::io::Error),
+    #[error("serving metrics: {0}")]
+    Metrics(std::io::Error),
 }
 
 impl Adapter {
@@ -156,6 +167,16 @@ impl Adapter {
         now: Now,
         options: Options,
     ) -> Adapter {
+        let inbox_streams = Arc::new(Semaphore::new(
+            options.max_inbox_streams.min(Semaphore::MAX_PERMITS),
+        ));
+        let (metrics, registry) = metrics::Metrics::new(agency.as_str());
+        let exposition = metrics::exposition(registry, &metrics, &inbox_streams, &options);
+        // The adapter counts the records it refuses itself, apart from other components.
+        let verifier = {
+            let metrics = metrics.clone();
+            verifier.observed(move |problem| metrics.integrity_failure(problem))
+        };
         Adapter {
             inner: Arc::new(Inner {
                 agency,
@@ -165,11 +186,11 @@ impl Adapter {
                 keyring,
                 signing,
                 now,
-                inbox_streams: Arc::new(Semaphore::new(
-                    options.max_inbox_streams.min(Semaphore::MAX_PERMITS),
-                )),
+                inbox_streams,
                 options,
                 stopping: watch::channel(false).0,
+                metrics,
+                exposition,
             }),
         }
     }
@@ -208,6 +229,14 @@ pub async fn run(
     if let Transport::MutualTls { tls, .. } = &transport {
         check_expiry(tls)?;
     }
+    // Served for as long as the adapter runs, stopped with it.
+    let metrics = match &adapter.inner.options.metrics {
+        Some(endpoint) => Some(
+            refbus_metrics::spawn(adapter.inner.exposition.clone(), endpoint)
+                .map_err(Error::Metrics)?,
+        ),
+        None => None,
+    };
     let stopping = adapter.inner.stopping.clone();
     let adapter_stopped = stopping.clone();
     let reroutes = {
@@ -225,6 +254,9 @@ pub async fn run(
     // Also when serving failed: nothing of the adapter may outlive `run`.
     adapter_stopped.send_replace(true);
     let _ = reroutes.await;
+    if let Some(metrics) = metrics {
+        metrics.stop().await;
+    }
     served
 }
 
@@ -269,6 +301,9 @@ async fn serve(
         }
     };
     let limit = adapter.inner.options.max_request_bytes;
+    let counted = metrics::CountLayer {
+        metrics: adapter.inner.metrics.clone(),
+    };
     let authenticate = peer::Authenticate {
         agency: adapter.inner.agency.clone(),
         clients: match &transport {
@@ -284,7 +319,9 @@ async fn serve(
             .max_encoding_message_size(16 * 1024 * 1024),
         authenticate,
     );
+    // Counting outermost, so it sees the status the client receives (the size limit's too).
     let router = tonic::transport::Server::builder()
+        .layer(counted)
         .layer(limits::RequestLimitLayer { limit })
         .add_service(health)
         .add_service(reflection)

@@ -270,7 +270,11 @@ impl Adapter {
             let state = recorded.state;
             let append =
                 Append::following(recorded.event, &state, &stored, self.key(request_id, link));
-            match inner.bus.append(&inner.signing, append).await {
+            match inner
+                .metrics
+                .time_append(inner.bus.append(&inner.signing, append))
+                .await
+            {
                 Ok((appended, _)) if appended.duplicate => {
                     return self.replay_at(appended.seq, referral_id).await;
                 }
@@ -495,7 +499,12 @@ impl Adapter {
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
         let append = Append::after(recorded.event, &state, 0, self.key(request_id, false));
         let first = match watch
-            .time_polls(Stage::Publish, inner.bus.append(&inner.signing, append))
+            .time_polls(
+                Stage::Publish,
+                inner
+                    .metrics
+                    .time_append(inner.bus.append(&inner.signing, append)),
+            )
             .await
         {
             // The bus knows the message id: the referral exists, maybe on another subject (a

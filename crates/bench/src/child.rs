@@ -156,7 +156,10 @@ impl RouterProcess {
 
     /// INTEGRITY lines printed so far: a benchmark's events must all pass the router's checks.
     pub fn integrity_lines(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
+        self.lines
+            .try_iter()
+            .filter(|line| line.contains("INTEGRITY"))
+            .collect()
     }
 
     /// Items the router reported recording (one line each).

@@ -26,6 +26,18 @@ pub struct Verifier {
     signers: Arc<Signers>,
     max_skew: Option<Duration>,
     refused: Arc<AtomicU64>,
+    /// Told of every refusal by this verifier (a component's metrics), beside the count.
+    observer: Option<Observer>,
+}
+
+/// What [`Verifier::observed`] calls with each refused record's problem.
+#[derive(Clone)]
+struct Observer(Arc<dyn Fn(Problem) + Send + Sync>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 impl Verifier {
@@ -41,6 +53,17 @@ impl Verifier {
             signers,
             max_skew,
             refused: Arc::new(AtomicU64::new(0)),
+            observer: None,
+        }
+    }
+
+    /// This verifier, also telling `observer` the problem of every record it refuses from now
+    /// on (a component counts its integrity failures in its metrics, apart from other
+    /// components sharing the verifier). Clones made before are not affected.
+    pub fn observed(&self, observer: impl Fn(Problem) + Send + Sync + 'static) -> Verifier {
+        Verifier {
+            observer: Some(Observer(Arc::new(observer))),
+            ..self.clone()
         }
     }
 
@@ -115,6 +138,9 @@ impl Verifier {
     /// Logs a refused record loudly and counts it.
     pub fn report(&self, seq: u64, subject: &str, failure: &Failure) {
         self.refused.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = &self.observer {
+            (observer.0)(failure.problem);
+        }
         tracing::error!(
             seq,
             subject,

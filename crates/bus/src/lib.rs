@@ -476,6 +476,20 @@ impl Bus {
         Ok(info.state.last_sequence)
     }
 
+    /// How far the durable consumer `name` is behind the stream: the events stored for it that
+    /// it has not acknowledged yet (not yet delivered, and delivered but not yet applied). Read
+    /// from JetStream's own account of the consumer, so it is right across restarts; for the
+    /// router's lag metric.
+    pub async fn durable_backlog(&self, name: &str) -> Result<u64, ReadError> {
+        let info = timed(self.stream.consumer_info(name))
+            .await
+            .map_err(unavailable)?
+            .map_err(unavailable)?;
+        Ok(info
+            .num_pending
+            .saturating_add(u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX)))
+    }
+
     /// The last event on `subject` (which may hold wildcards), or `None` if there is none.
     pub async fn last(&self, subject: &str) -> Result<Option<Stored<EventRecord>>, ReadError> {
         self.direct(self.stream.direct_get_last_for_subject(subject))

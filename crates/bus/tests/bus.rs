@@ -998,3 +998,29 @@ async fn a_connection_confined_to_an_agency_reads_by_sequence_only_among_its_ref
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].seq, own_seq);
 }
+
+/// The router's lag metric: the referral events its durable consumer holds and has not
+/// acknowledged, delivered or not (index entries are not referral events).
+#[tokio::test]
+async fn a_durables_backlog_counts_the_referral_events_it_has_not_acknowledged() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let name = "refbus-router-backlog";
+    let mut deliveries = bus.durable(name).await.unwrap();
+    assert_eq!(bus.durable_backlog(name).await.unwrap(), 0);
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "backlog-1");
+    let first = append(&bus, event, &state, 0, "b1").await.unwrap();
+    let (accept, accepted) = next(&state, Change::Accepted, "maros-uptd-ppa");
+    append(&bus, accept, &accepted, first.seq, "b2")
+        .await
+        .unwrap();
+    assert!(
+        bus.last_sequence().await.unwrap() > 2,
+        "the index entry too"
+    );
+    // Delivered or not, neither is acknowledged yet.
+    let delivered = deliveries.next().await.unwrap().unwrap();
+    assert_eq!(delivered.seq, first.seq);
+    assert_eq!(bus.durable_backlog(name).await.unwrap(), 2);
+    assert!(bus.durable_backlog("no-such-consumer").await.is_err());
+}

@@ -189,7 +189,7 @@ impl NatsSecurity {
 }
 
 /// Writes a private key or seed readable by its owner only (0600), replacing any old file.
-fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, text: &str) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(path);
     let mut file = OpenOptions::new()
         .write(true)

@@ -724,3 +724,18 @@ impl NatsArgs {
             .with_context(|| format!("connecting to NATS at {}", self.url))
     }
 }
+
+/// The socket a component serves its Prometheus metrics on (`--metrics-addr`), bound now so
+/// that a taken port is said before anything starts; `None`: metrics are not served.
+pub(crate) fn metrics_endpoint(
+    address: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<refbus_metrics::Endpoint>> {
+    use anyhow::Context as _;
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let endpoint = refbus_metrics::Endpoint::bind(address)
+        .with_context(|| format!("serving metrics on {address} (--metrics-addr)"))?;
+    tracing::info!(url = %endpoint.url()?, "metrics served");
+    Ok(Some(endpoint))
+}

@@ -340,3 +340,81 @@ async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for()
     assert_eq!(child.recipient, "maros-rsud");
     assert_eq!(child.parent_referral_id, id);
 }
+
+/// `refbus adapter --metrics-addr` serves the adapter's metrics while it runs: a refused call
+/// is counted with its method and status, under the adapter's agency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_adapter_process_serves_its_metrics_on_metrics_addr() {
+    let nats = NatsServer::start().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    refbus(&[
+        "keys",
+        "generate",
+        "--agency",
+        "maros-dinsos",
+        "--out",
+        keys.path().to_str().unwrap(),
+    ]);
+    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
+        .await
+        .unwrap();
+    let deployment = tempfile::tempdir().unwrap();
+    let config = deployment_with_certificates(deployment.path(), &["maros-dinsos"]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let tls = config.parent().unwrap().join("tls");
+    let key = keys.path().join("maros-dinsos.key");
+    let (_process, lines) = spawn(&[
+        "adapter",
+        "--agency",
+        "maros-dinsos",
+        "--config",
+        config.to_str().unwrap(),
+        "--tls-cert",
+        tls.join("server-adapters.pem").to_str().unwrap(),
+        "--tls-key",
+        tls.join("server-adapters.key").to_str().unwrap(),
+        "--nats",
+        &nats.url(),
+        "--listen",
+        &listen,
+        "--key",
+        key.to_str().unwrap(),
+        "--public-keys",
+        keys.path().to_str().unwrap(),
+        "--metrics-addr",
+        &metrics,
+    ]);
+    wait_for(&lines, "adapter serving");
+    std::thread::spawn(move || for _ in lines {});
+    let mut dinsos = client(&config, "maros-dinsos", &listen).await;
+    let refused = dinsos
+        .get_referral(request(
+            v1::GetReferralRequest {
+                referral_id: "not-an-id".into(),
+            },
+            "operator@maros-dinsos",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    let scraped = refbus_metrics::scrape(metrics.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(scraped.status, 200);
+    assert_eq!(
+        refbus_metrics::sample(
+            &scraped.body,
+            "refbus_adapter_grpc_requests_total",
+            &[
+                ("agency", "maros-dinsos"),
+                ("method", "GetReferral"),
+                ("code", "INVALID_ARGUMENT")
+            ]
+        ),
+        Some(1.0),
+        "{}",
+        scraped.body
+    );
+}

@@ -457,3 +457,35 @@ fn the_adapter_serves_mutual_tls_unless_told_insecure_and_plaintext_only_on_loop
     assert_eq!(open.status.code(), Some(2), "{}", stderr(&open));
     line_with(&stderr(&open), &["--insecure-plaintext", "loopback only"]);
 }
+
+#[test]
+fn the_dashboard_needs_an_accounts_file_and_plaintext_cookies_only_on_loopback() {
+    let config = deploy("demo.toml");
+    let without = refbus(&["dashboard", "--config", &config]);
+    assert_eq!(without.status.code(), Some(2), "{}", stderr(&without));
+    assert!(
+        stderr(&without).contains("--accounts"),
+        "{}",
+        stderr(&without)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("operators.toml");
+    std::fs::write(&accounts, "").unwrap();
+    std::fs::set_permissions(
+        &accounts,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let public = refbus(&[
+        "dashboard",
+        "--config",
+        &config,
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--insecure-plaintext-cookies",
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(public.status.code(), Some(2), "{}", stderr(&public));
+    assert!(stderr(&public).contains("loopback"), "{}", stderr(&public));
+}

@@ -76,6 +76,7 @@ fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
             .args(["--nats-port", &free_port().to_string()])
             .args(["--nats-monitor-port", &free_port().to_string()])
             .args(["--base-port", &free_ports(8).to_string()])
+            .args(["--dashboard-port", &free_port().to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -110,6 +111,59 @@ fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
     );
 }
 
+/// A plain HTTP/1.0 GET: the whole response, head and body.
+fn http_get(address: &str, path: &str) -> String {
+    http(address, "GET", path, &[], "")
+}
+
+/// One HTTP/1.0 request; the whole response, headers and body.
+fn http(address: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.0\r\nHost: localhost\r\nAccept: text/html\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if !body.is_empty() {
+        request.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// The first `name=value` of the response's Set-Cookie headers.
+fn set_cookie(response: &str) -> String {
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix("set-cookie: "))
+        .and_then(|cookie| cookie.split(';').next())
+        .unwrap_or_else(|| panic!("no cookie set in {response}"))
+        .to_owned()
+}
+
+/// Logs in through the login form, as a browser does; returns the session cookie.
+fn log_in(address: &str, username: &str, password: &str) -> String {
+    let page = http_get(address, "/login");
+    let login_cookie = set_cookie(&page);
+    let token = login_cookie.split_once('=').unwrap().1.to_owned();
+    let body = format!("username={username}&password={password}&csrf={token}");
+    let answer = http(
+        address,
+        "POST",
+        "/login",
+        &[("Cookie", &login_cookie)],
+        &body,
+    );
+    assert!(answer.starts_with("HTTP/1.0 303"), "{answer}");
+    set_cookie(&answer)
+}
+
 fn interrupt(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -125,6 +179,30 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let (mut child, lines) = start(data.path());
     let output = lines.concat();
     assert!(output.contains("refbus is up."), "{output}");
+    // The dashboard is up too, on loopback, and serves the board.
+    let dashboard = lines
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("dashboard"))
+        .and_then(|rest| rest.trim().strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no dashboard URL in {output}"))
+        .to_owned();
+    assert!(dashboard.starts_with("127.0.0.1:"), "{dashboard}");
+    // Nobody sees it without logging in; the coordinator logs in with the password up made.
+    let anonymous = http_get(&dashboard, "/");
+    assert!(anonymous.starts_with("HTTP/1.0 303"), "{anonymous}");
+    assert!(anonymous.contains("/login"), "{anonymous}");
+    let logins = std::fs::read_to_string(data.path().join("dashboard-logins.txt")).unwrap();
+    let password = logins
+        .lines()
+        .find_map(|line| line.strip_prefix("koordinator "))
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no coordinator login in {logins}"))
+        .to_owned();
+    let session = log_in(&dashboard, "koordinator", &password);
+    let board = http(&dashboard, "GET", "/", &[("Cookie", &session)], "");
+    assert!(board.starts_with("HTTP/1.0 200"), "{board}");
+    assert!(board.contains("id=\"board\""), "{board}");
     let dinsos_line = lines
         .iter()
         .find(|line| line.contains(" maros-dinsos "))
@@ -323,6 +401,7 @@ fn start_merged(
         .args(["--nats-port", &free_port().to_string()])
         .args(["--nats-monitor-port", &free_port().to_string()])
         .args(["--base-port", &free_ports(8).to_string()])
+        .args(["--dashboard-port", &free_port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -501,4 +580,61 @@ async fn up_prints_each_router_action_once_and_no_colour_codes_into_a_pipe() {
         !output.contains('\u{1b}'),
         "colour codes in output that is not a terminal:\n{output}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_serves_each_components_metrics_and_prints_where() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut child, lines) = start(data.path());
+    let output = lines.concat();
+    // One URL per component: the router, each of the eight adapters, the dashboard.
+    let urls: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let url = words
+                .next()?
+                .strip_prefix("http://")?
+                .strip_suffix("/metrics")?;
+            Some((url, words.next()?))
+        })
+        .collect();
+    assert_eq!(urls.len(), 10, "{output}");
+    let address = |component: &str| -> std::net::SocketAddr {
+        let (url, _) = urls
+            .iter()
+            .find(|(_, name)| *name == component)
+            .unwrap_or_else(|| panic!("no metrics URL for {component}:\n{output}"));
+        url.parse().unwrap()
+    };
+    let router = refbus_metrics::scrape(address("router")).await.unwrap();
+    assert_eq!(router.status, 200);
+    assert!(
+        router.body.contains("refbus_router_timers_pending "),
+        "{}",
+        router.body
+    );
+    let dashboard = refbus_metrics::scrape(address("dashboard")).await.unwrap();
+    assert!(
+        dashboard
+            .body
+            .contains("refbus_dashboard_board_clients_connected "),
+        "{}",
+        dashboard.body
+    );
+    let dinsos = refbus_metrics::scrape(address("maros-dinsos"))
+        .await
+        .unwrap();
+    assert_eq!(dinsos.status, 200);
+    assert_eq!(
+        refbus_metrics::sample(
+            &dinsos.body,
+            "refbus_adapter_inbox_streams_open",
+            &[("agency", "maros-dinsos")]
+        ),
+        Some(0.0),
+        "{}",
+        dinsos.body
+    );
+    assert!(interrupt(&mut child).success());
 }

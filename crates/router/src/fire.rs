@@ -68,6 +68,7 @@ impl Router {
             for item in due {
                 let key = item.key();
                 let due_at = item.due_at();
+                let counted = crate::metrics::Item::of(&item);
                 let request = Request {
                     command: Command::Record(item),
                     actor: Actor::Router,
@@ -96,6 +97,7 @@ impl Router {
                     Ok((appended, _)) if !appended.duplicate => {
                         seq = appended.seq;
                         current = next;
+                        self.metrics.recorded(&counted);
                         tracing::info!(%referral, key, %due_at, "recorded");
                         self.report(Activity::Recorded {
                             referral,

@@ -172,6 +172,8 @@ impl Router {
         failure: Failure,
     ) -> Result<(), Transient> {
         let now = self.clock.now();
+        // Counted once per record flagged (each is consumed once), not per read of it.
+        self.metrics.integrity_failure(failure.problem);
         self.report(Activity::Flagged {
             referral,
             seq,

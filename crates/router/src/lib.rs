@@ -15,7 +15,10 @@
 //! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
 //! - `snapshot`: the timer table written now and then to a signed file, so that a restart
 //!   reads again only the referrals that changed since.
-//! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests).
+//! - `metrics`: the router's operations metrics (served by [`Router::run`] on
+//!   `Options::metrics`).
+//! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests), the
+//!   `refbus-clock` crate, shared with the dashboard.
 //!
 //! # Exactly once
 //!
@@ -24,9 +27,9 @@
 //! referral). A router that crashes, restarts, or runs beside another replica therefore records
 //! each item once: a second writer is refused by the bus, re-reads, and finds nothing due.
 
-pub mod clock;
 mod fire;
 mod ingest;
+mod metrics;
 mod snapshot;
 mod timers;
 
@@ -42,7 +45,10 @@ use refbus_core::{ReferralId, Registry, Timestamp, evaluate};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
-pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
+/// The time sources live in `refbus-clock`, shared with the dashboard; re-exported here so
+/// `refbus_router::ManualClock` and `refbus_router::clock::*` keep working.
+pub use refbus_clock as clock;
+pub use refbus_clock::{Clock, ManualClock, ScaledClock, SystemClock};
 
 /// At most this many events already received are applied in a row before due timers are looked
 /// at again (a few milliseconds of work: timers are not held up noticeably).
@@ -61,6 +67,9 @@ pub struct Options {
     /// How many referral states are kept in memory to check the next event against; the rest
     /// are read back from the bus when needed.
     pub state_cache: usize,
+    /// Where [`Router::run`] serves the router's Prometheus metrics (`GET /metrics`); `None`
+    /// (the default): not served.
+    pub metrics: Option<refbus_metrics::Endpoint>,
     /// Where to keep the snapshot of the timer table (a file, one per replica), so that a
     /// restart reads again only what changed since; `None` rebuilds from every open referral.
     pub snapshot: Option<PathBuf>,
@@ -74,6 +83,7 @@ impl Default for Options {
             replica: "main".to_owned(),
             max_concurrent_fires: 256,
             state_cache: 100_000,
+            metrics: None,
             snapshot: None,
             snapshot_every: Duration::from_secs(60),
         }
@@ -131,6 +141,9 @@ pub struct Router {
     clock: Arc<dyn Clock>,
     options: Options,
     activity: broadcast::Sender<Activity>,
+    metrics: metrics::Metrics,
+    /// The router's own registry (no global one), served by [`Router::run`].
+    exposition: refbus_metrics::Exposition,
 }
 
 /// A referral's last state the router checked, to check its next event against.
@@ -163,6 +176,8 @@ pub enum Error {
     /// than run blind; started again, it recreates its consumer and rebuilds its timers.
     #[error("the router's consumer {consumer} stopped delivering events")]
     ConsumerEnded { consumer: String },
+    #[error("serving metrics: {0}")]
+    Metrics(std::io::Error),
 }
 
 impl Router {
@@ -175,6 +190,12 @@ impl Router {
         clock: Arc<dyn Clock>,
         options: Options,
     ) -> Router {
+        let (metrics, registry) = metrics::Metrics::new(verifier.registry());
+        let exposition = metrics.exposition(
+            registry,
+            bus.clone(),
+            format!("refbus-router-{}", options.replica),
+        );
         Router {
             bus,
             registry: verifier.registry().clone(),
@@ -183,6 +204,8 @@ impl Router {
             clock,
             options,
             activity: broadcast::channel(16_384).0,
+            metrics,
+            exposition,
         }
     }
 
@@ -200,6 +223,13 @@ impl Router {
     /// again, and timers are rebuilt from the bus. Returns an error if the events stop coming
     /// ([`Error::ConsumerEnded`]): whoever runs the router restarts it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        // Served for as long as the router runs, stopped with it (also on an error).
+        let _metrics = match &self.options.metrics {
+            Some(endpoint) => Some(
+                refbus_metrics::spawn(self.exposition.clone(), endpoint).map_err(Error::Metrics)?,
+            ),
+            None => None,
+        };
         let router = Arc::new(self);
         let mut state = Loop {
             timers: timers::Timers::default(),
@@ -227,6 +257,7 @@ impl Router {
         let mut settling = JoinSet::new();
         tokio::pin!(shutdown);
         loop {
+            router.metrics.set_timers_pending(state.timers.len());
             let capacity = router
                 .options
                 .max_concurrent_fires
@@ -337,6 +368,7 @@ impl Router {
             }
         };
         state.applied = state.applied.max(delivery.seq);
+        self.metrics.consumed();
         if sent.is_empty() {
             if let Err(err) = delivery.ack().await {
                 // Delivered again later, and recognised as applied.

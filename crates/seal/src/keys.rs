@@ -256,6 +256,24 @@ impl SecretKey {
     }
 }
 
+/// The file's mode if its group or anyone else may read, write or run it (`None`: its owner
+/// only). Every secret file refbus reads goes through this one check (key files here, the
+/// dashboard's operator accounts), on the opened file so that the file read is the file
+/// checked. Always `None` where there are no Unix permissions.
+pub fn exposed_mode(file: &File) -> io::Result<Option<u32>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata()?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Ok(Some(mode));
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = file;
+    Ok(None)
+}
+
 /// The text of a secret key file, refused if it is larger than any key file.
 pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
     let read_error = |source| KeyFileError::Read {
@@ -264,16 +282,11 @@ pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyFile
     };
     let file = File::open(path).map_err(read_error)?;
     // Checked on the opened file, so the file read is the file checked.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = file.metadata().map_err(read_error)?.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(KeyFileError::Exposed {
-                path: path.to_owned(),
-                mode,
-            });
-        }
+    if let Some(mode) = exposed_mode(&file).map_err(read_error)? {
+        return Err(KeyFileError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
     }
     // Room for the whole allowed length, so reading never reallocates and leaves a copy.
     let mut text = Zeroizing::new(String::with_capacity(MAX_KEY_FILE_LEN as usize + 64));

@@ -50,6 +50,10 @@ pub(crate) struct AdapterArgs {
     /// Only on a loopback --listen address; for trying refbus on one machine.
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     insecure_plaintext: bool,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, no identity in them;
+    /// see docs/OPERATIONS.md), e.g. 127.0.0.1:9471. Not served unless given.
+    #[arg(long, value_name = "ADDR", env = "REFBUS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
@@ -107,6 +111,7 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
             refbus_adapter::Transport::InsecurePlaintext
         }
     };
+    let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let bus = args.nats.connect(Some(agency.clone())).await?;
         let adapter = refbus_adapter::Adapter::new(
@@ -116,7 +121,10 @@ pub(crate) fn run(args: AdapterArgs) -> anyhow::Result<ExitCode> {
             keyring,
             signing,
             refbus_adapter::system_now(),
-            refbus_adapter::Options::default(),
+            refbus_adapter::Options {
+                metrics,
+                ..refbus_adapter::Options::default()
+            },
         );
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -1,5 +1,6 @@
 //! `refbus router`: the clocks and escalations of a deployment.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,6 +40,10 @@ pub(crate) struct RouterArgs {
     /// Demonstrations and tests only: how fast pretended time runs (0 freezes it).
     #[arg(long, value_name = "FACTOR", hide = true, default_value_t = 1.0)]
     clock_speed: f64,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP, no identity in them;
+    /// see docs/OPERATIONS.md), e.g. 127.0.0.1:9470. Not served unless given.
+    #[arg(long, value_name = "ADDR", env = "REFBUS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
@@ -53,6 +58,7 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
         .is_none()
         .then_some(refbus_core::integrity::DEFAULT_MAX_SKEW);
     let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
+    let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let clock: Arc<dyn Clock> = match &args.clock_start {
             Some(start) => {
@@ -70,6 +76,7 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
             clock,
             Options {
                 replica: args.replica.clone(),
+                metrics,
                 snapshot: args
                     .state_dir
                     .as_deref()

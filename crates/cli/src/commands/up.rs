@@ -58,6 +58,13 @@ pub(crate) struct UpArgs {
     /// makes in `<data-dir>/tls` on first start.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Prometheus metrics (`GET /metrics`) on 127.0.0.1: the router on this port, the adapters
+    /// on the ports after it in registry order, then the dashboard. 0 (the default): free ports, printed at start.
+    #[arg(long, default_value_t = 0)]
+    metrics_port: u16,
+    /// The dashboard's HTTP port (on 127.0.0.1).
+    #[arg(long, default_value_t = 8080)]
+    dashboard_port: u16,
 }
 
 /// The system name of the client certificates `up` makes for people trying it (buf curl).
@@ -125,6 +132,11 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let max_skew = (args.clock_speed == 1.0).then_some(refbus_core::integrity::DEFAULT_MAX_SKEW);
     let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
     let router_key = runtime::signing_key(&router_key_file, router_signer)?;
+    // Operators log in to the dashboard: the coordinator and each agency's head, with
+    // passwords made at the first run and listed in a file only its owner reads.
+    let (accounts_file, logins_file) = super::dashboard::local_logins(&data_dir, &registry)?;
+    let mut operators = refbus_operators::OperatorsConfig::new(accounts_file);
+    operators.insecure_plaintext_cookies = true;
 
     tokio::runtime::Runtime::new()?.block_on(async move {
         // From here on a stop signal is ours to handle: nothing started is left behind.
@@ -134,7 +146,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .agencies
             .keys()
             .map(ToString::to_string)
-            .chain([ROUTER_USER.to_owned()])
+            .chain([ROUTER_USER.to_owned(), DASHBOARD_USER.to_owned()])
             .collect();
         let nats = LocalNats::start(
             &binary,
@@ -155,6 +167,9 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         let mut endpoints = Vec::new();
+        // Each component's metrics: the router's first, then the adapters' (name, URL).
+        let router_metrics = metrics_endpoint(args.metrics_port, 0)?;
+        let mut metrics = vec![("router".to_owned(), router_metrics.url()?)];
         for (index, agency) in registry.agencies.keys().enumerate() {
             let port = args.base_port + u16::try_from(index)?;
             let keyring = runtime::keyring(
@@ -173,6 +188,8 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 &keys_dir.join(refbus_seal::signing::signing_key_file_name(&signer)),
                 signer,
             )?;
+            let adapter_metrics = metrics_endpoint(args.metrics_port, index + 1)?;
+            metrics.push((agency.to_string(), adapter_metrics.url()?));
             let adapter = refbus_adapter::Adapter::new(
                 agency.clone(),
                 verifier.clone(),
@@ -180,7 +197,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 keyring,
                 signing,
                 refbus_adapter::system_now(),
-                refbus_adapter::Options::default(),
+                refbus_adapter::Options {
+                    metrics: Some(adapter_metrics),
+                    ..refbus_adapter::Options::default()
+                },
             );
             let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
                 .await
@@ -202,12 +222,15 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             endpoints.push((agency.clone(), format!("127.0.0.1:{port}")));
         }
 
+        // One clock for the router and the dashboard: the board shows the router's time.
+        let clock = router_clock(args.clock_speed);
         let router = refbus_router::Router::new(
             router_bus,
             verifier.clone(),
             router_key,
-            router_clock(args.clock_speed),
+            clock.clone(),
             refbus_router::Options {
+                metrics: Some(router_metrics),
                 snapshot: Some(super::router::snapshot_file(&data_dir, "main")),
                 ..refbus_router::Options::default()
             },
@@ -223,8 +246,60 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         }));
 
+        // The dashboard reads the whole stream with a NATS user of its own.
+        let dashboard_bus = refbus_bus::Bus::connect(
+            &nats.connect_options(DASHBOARD_USER)?,
+            &refbus_bus::StreamSettings::default(),
+        )
+        .await
+        .context("connecting the dashboard to the local nats-server")?;
+        let dashboard_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.dashboard_port))
+            .await
+            .with_context(|| {
+                format!("the dashboard cannot listen on 127.0.0.1:{}", args.dashboard_port)
+            })?;
+        let dashboard_url = format!("http://{}/", dashboard_listener.local_addr()?);
+        let operators = refbus_operators::Operators::new(
+            operators,
+            Some(&registry),
+            dashboard_listener.local_addr()?,
+        )?;
+        // It acknowledges escalations through each agency's adapter, as that agency's system
+        // `dashboard` (mutual TLS; in plaintext mode the board only shows).
+        let mut acting = refbus_dashboard::act::Acting::new();
+        if !args.insecure_plaintext {
+            let tls = super::simulate::ClientTls::new(certs.clone(), refbus_dashboard::act::SYSTEM);
+            for (agency, address) in &endpoints {
+                acting = acting.agency(
+                    agency.clone(),
+                    &format!("https://{address}"),
+                    tls.config(agency.as_str())?,
+                )?;
+            }
+        }
+        let dashboard_metrics = metrics_endpoint(args.metrics_port, metrics.len())?;
+        metrics.push(("dashboard".to_owned(), dashboard_metrics.url()?));
+        let dashboard = refbus_dashboard::Dashboard::new(dashboard_bus, verifier.clone(), clock)
+            .with_acting(acting)
+            .with_metrics(dashboard_metrics);
+        let mut stopped_dashboard = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped_dashboard.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) =
+                super::dashboard::serve(dashboard, dashboard_listener, operators, shutdown).await
+            {
+                tracing::error!("dashboard stopped: {err}");
+            }
+        }));
+
         let tls = (!args.insecure_plaintext).then_some(&certs);
-        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls);
+        let dashboard_line = format!(
+            "{dashboard_url}   (log in as koordinator or kepala.<agency>; passwords in {})",
+            logins_file.display()
+        );
+        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls, &dashboard_line, &metrics);
         let simulator = args.demo.then(|| {
             println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
             println!("watch the router's warnings, breaches, escalations and reroutes below.");
@@ -292,6 +367,8 @@ pub(crate) fn buf_curl(
 
 /// The router's NATS user in a local run.
 const ROUTER_USER: &str = "refbus-router";
+/// The dashboard's NATS user in a local run.
+const DASHBOARD_USER: &str = "refbus-dashboard";
 
 /// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
 /// as fast from now.
@@ -328,7 +405,7 @@ fn local_certificates(
     }
     let mut check = vec![certs.ca().certificate, server.certificate];
     for agency in registry.agencies.keys() {
-        for system in [CLI_SYSTEM, SIMULATOR_SYSTEM] {
+        for system in [CLI_SYSTEM, SIMULATOR_SYSTEM, refbus_dashboard::act::SYSTEM] {
             let identity = refbus_tls::SystemIdentity::new(agency.as_str(), system);
             let files = certs.client(&identity);
             if !files.exist() {
@@ -357,6 +434,8 @@ fn print_endpoints(
     nats: &LocalNats,
     data_dir: &std::path::Path,
     tls: Option<&refbus_tls::certs::Directory>,
+    dashboard: &str,
+    metrics: &[(String, String)],
 ) {
     println!("refbus is up.");
     println!();
@@ -374,6 +453,7 @@ fn print_endpoints(
     }
     println!("  data              {}", data_dir.display());
     println!("  router            running; what it records is printed below");
+    println!("  dashboard         {dashboard}");
     println!();
     println!(
         "  agency adapters (gRPC, refbus.v1.ReferralService; header x-refbus-operator required):"
@@ -390,5 +470,25 @@ fn print_endpoints(
         println!("{}", buf_curl(tls, agency, endpoint));
         println!();
     }
+    println!("  metrics (Prometheus text format; docs/OPERATIONS.md):");
+    for (component, url) in metrics {
+        println!("    {url:<38} {component}");
+    }
+    println!();
     println!("Press Ctrl-C to stop.");
+}
+
+/// `up`'s metrics socket on 127.0.0.1 for the component at `offset` from `base` (0: the
+/// router; the adapters follow), or a free port when `base` is 0.
+fn metrics_endpoint(base: u16, offset: usize) -> anyhow::Result<refbus_metrics::Endpoint> {
+    let port = if base == 0 {
+        0
+    } else {
+        u16::try_from(offset)
+            .ok()
+            .and_then(|offset| base.checked_add(offset))
+            .context("--metrics-port leaves no room for every component's port")?
+    };
+    refbus_metrics::Endpoint::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .with_context(|| format!("serving metrics on 127.0.0.1:{port} (--metrics-port)"))
 }

@@ -1,0 +1,82 @@
+//! The dashboard's operations metrics (Prometheus, its own registry), served by [`crate::run`]
+//! on a port of their own: a scraper has no operator login.
+
+use std::sync::Arc;
+
+use refbus_metrics::prometheus_client::metrics::counter::Counter;
+use refbus_metrics::prometheus_client::metrics::gauge::Gauge;
+use refbus_metrics::prometheus_client::registry::Registry;
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Metrics {
+    boards: Gauge<i64>,
+    referrals: Gauge<i64>,
+    alerts: Gauge<i64>,
+    records: Counter,
+}
+
+/// Counts a connected board for as long as it lives.
+pub(crate) struct Connected(Gauge<i64>);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl Metrics {
+    pub(crate) fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("refbus_dashboard");
+        registry.register(
+            "board_clients_connected",
+            "Live feeds (open boards, load and timeline pages) connected now",
+            self.boards.clone(),
+        );
+        registry.register(
+            "referrals_held",
+            "Referrals in the dashboard's projection (open ones, and closed ones for 8 days)",
+            self.referrals.clone(),
+        );
+        registry.register(
+            "integrity_alerts_held",
+            "Integrity alerts shown on top of every board",
+            self.alerts.clone(),
+        );
+        registry.register(
+            "records_applied",
+            "Checked records applied to the projection since start",
+            self.records.clone(),
+        );
+        registry
+    }
+
+    pub(crate) fn board_connected(&self) -> Connected {
+        self.boards.inc();
+        Connected(self.boards.clone())
+    }
+
+    pub(crate) fn applied(&self) {
+        self.records.inc();
+    }
+
+    /// Brought up to date before each scrape.
+    pub(crate) fn held(&self, referrals: usize, alerts: usize) {
+        self.referrals
+            .set(i64::try_from(referrals).unwrap_or(i64::MAX));
+        self.alerts.set(i64::try_from(alerts).unwrap_or(i64::MAX));
+    }
+}
+
+/// What [`crate::run`] serves.
+pub(crate) fn exposition(shared: &Arc<crate::Shared>) -> refbus_metrics::Exposition {
+    let weak = Arc::downgrade(shared);
+    refbus_metrics::Exposition::new(shared.metrics.registry()).refreshed_by(move || {
+        let weak = weak.clone();
+        async move {
+            if let Some(shared) = weak.upgrade() {
+                let (referrals, alerts) = shared.read().sizes();
+                shared.metrics.held(referrals, alerts);
+            }
+        }
+    })
+}
