@@ -246,21 +246,33 @@ impl Run<'_> {
         })
     }
 
-    /// The messages the stream holds, and the payload size of the last one.
-    fn stored(&self, phase: &str, expected: usize) -> Result<usize, BenchError> {
+    /// Checks the stream holds `expected` events (each with its creation-index entry when
+    /// `through` the adapter, which indexes every creation); returns the payload size of the
+    /// last event.
+    fn stored(&self, phase: &str, expected: usize, through: Writer) -> Result<usize, BenchError> {
         let name = StreamSettings::default().name;
         let control = self.control.clone();
         let (messages, last_bytes) = self.runtimes.client.block_on(async move {
             let nats = |err: &dyn std::fmt::Display| BenchError::Nats(err.to_string());
             let mut stream = control.get_stream(&name).await.map_err(|e| nats(&e))?;
             let state = stream.info().await.map_err(|e| nats(&e))?.state.clone();
-            let last = stream
-                .direct_get(state.last_sequence)
-                .await
-                .map_err(|e| nats(&e))?;
+            // The last event: index entries (`refbus_bus::subjects::ALL_INDEXES`) may follow
+            // it, creates running concurrently.
+            let mut seq = state.last_sequence;
+            let last = loop {
+                let message = stream.direct_get(seq).await.map_err(|e| nats(&e))?;
+                if !message.subject.starts_with("refbus.v1.idx.") || seq <= 1 {
+                    break message;
+                }
+                seq -= 1;
+            };
             Ok::<_, BenchError>((state.messages, last.payload.len()))
         })?;
-        let expected = u64::try_from(expected).unwrap_or(u64::MAX);
+        let per_event = match through {
+            Writer::Raw => 1,
+            Writer::Adapter => 2,
+        };
+        let expected = u64::try_from(expected * per_event).unwrap_or(u64::MAX);
         if messages != expected {
             return Err(BenchError::Stored {
                 phase: phase.to_owned(),
@@ -315,7 +327,7 @@ impl Run<'_> {
             let before = self.snapshot()?;
             let elapsed = self.on_client(raw::publish_async(js, measured, window))??;
             let cpu = self.snapshot()?.since(&before);
-            bytes = self.stored("a", warmup + count)?;
+            bytes = self.stored("a", warmup + count, Writer::Raw)?;
             rounds.push(Throughput {
                 count,
                 elapsed,
@@ -377,7 +389,7 @@ impl Run<'_> {
             response: times.total(Stage::Response),
         };
         let answered = times.creates();
-        let bytes = self.stored(phase, warmup + count)?;
+        let bytes = self.stored(phase, warmup + count, Writer::Adapter)?;
         self.stop(adapter, clients)?;
         if answered != u64::try_from(count).unwrap_or(u64::MAX) {
             return Err(BenchError::Setup(format!(
@@ -407,7 +419,7 @@ impl Run<'_> {
             self.options.rate,
             self.steady_warmup(),
         ))??;
-        self.stored("e-a", total)?;
+        self.stored("e-a", total, Writer::Raw)?;
         Ok(Latency::of(&histogram))
     }
 
@@ -427,7 +439,7 @@ impl Run<'_> {
             load::open_loop(&load_clients, &fixture, phase, total, person, rate, warmup).await
         })??;
         let cpu = self.snapshot()?.since(&before);
-        self.stored(phase, total)?;
+        self.stored(phase, total, Writer::Adapter)?;
         self.stop(adapter, clients)?;
         Ok((Latency::of(&histogram), per_call(cpu, total)))
     }
@@ -498,7 +510,7 @@ impl Run<'_> {
         let before = self.snapshot()?;
         let elapsed = closed_loop(warmup..warmup + count)??;
         let cpu = self.snapshot()?.since(&before);
-        self.stored("floor", warmup + count)?;
+        self.stored("floor", warmup + count, Writer::Raw)?;
         self.stop_floor("floor", floor, clients, warmup + count)?;
         Ok(Throughput {
             count,
@@ -529,7 +541,7 @@ impl Run<'_> {
             .await
         })??;
         let cpu = self.snapshot()?.since(&before);
-        self.stored("e-floor", total)?;
+        self.stored("e-floor", total, Writer::Raw)?;
         self.stop_floor("e-floor", floor, clients, total)?;
         Ok((Latency::of(&histogram), per_call(cpu, total)))
     }
@@ -538,4 +550,12 @@ impl Run<'_> {
 /// The server's CPU time per call (its runtime and its NATS connection's thread).
 fn per_call(cpu: CpuUse, calls: usize) -> Duration {
     (cpu.adapter + cpu.nats_io) / u32::try_from(calls.max(1)).unwrap_or(u32::MAX)
+}
+
+/// Who wrote a phase's events: the bench itself (one message per event), or the adapter (each
+/// creation with its index entry).
+#[derive(Debug, Clone, Copy)]
+enum Writer {
+    Raw,
+    Adapter,
 }
