@@ -1,9 +1,11 @@
 //! [`Browser`]: a real headless Chromium driven over WebDriver, for the dashboard's browser tests.
 //!
-//! Each [`Browser`] spawns its own `chromedriver` on a free loopback port (like [`NatsServer`]
-//! spawns a nats-server), with a temporary Chromium profile, and talks to it with `fantoccini`
-//! over plain HTTP on loopback (no TLS stack: the driver is never remote). Dropping it kills
-//! chromedriver and every browser process it started, and removes the profile.
+//! Each [`Browser`] spawns its own `chromedriver` on a free loopback port (`--port=0`, the port
+//! read from its log, as [`NatsServer`] reads nats-server's), with a temporary Chromium profile,
+//! and talks to it with `fantoccini` over plain HTTP on loopback (no TLS stack: the driver is
+//! never remote). Dropping it kills chromedriver and every browser process it started, and
+//! removes the profile. chromedriver's log (with Chromium's messages) is quoted in errors and
+//! available from [`Browser::driver_log`].
 //!
 //! The binaries are Debian's `chromium` and `chromium-driver`, installed pinned by
 //! `scripts/install-tools.sh`; `$REFBUS_CHROMIUM` and `$REFBUS_CHROMEDRIVER` override the default
@@ -35,8 +37,7 @@ use std::fs;
 use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,9 +47,6 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-
-use crate::log::{LogBuffer, WaitFailure};
-use crate::process::{LogStream, Process};
 
 pub use fantoccini;
 
@@ -74,7 +72,9 @@ pub const PHONE: (u32, u32) = (390, 844);
 const DRIVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause between two looks at the page while waiting.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// What chromedriver prints on stdout once it accepts sessions, followed by the port.
+/// How often the harness looks at chromedriver's log while it starts.
+const DRIVER_POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// What chromedriver logs once it accepts sessions, followed by the port.
 const DRIVER_READY_LINE: &str = "ChromeDriver was started successfully on port";
 /// Lines of chromedriver's log quoted in an error.
 const LOG_TAIL_LINES: usize = 30;
@@ -345,6 +345,12 @@ impl Browser {
         &self.screenshots
     }
 
+    /// Chromium's temporary profile directory (removed on drop); every browser process of this
+    /// `Browser` names it on its command line.
+    pub fn profile_dir(&self) -> &Path {
+        self._profile.path()
+    }
+
     /// The end of chromedriver's log (its own and Chromium's messages), for diagnostics.
     pub fn driver_log(&self) -> String {
         log_tail(&self.driver.log_path)
@@ -583,51 +589,62 @@ impl Browser {
 
 /// A chromedriver process on a free loopback port, in its own process group so that killing
 /// the group also ends the Chromium processes it started.
+///
+/// Its output goes to a log file, not a pipe: Chromium inherits chromedriver's stdout and
+/// stderr, so a pipe drained by the harness would stay open as long as any browser process
+/// did, and waiting for its end could hang.
 #[derive(Debug)]
 struct ChromeDriver {
-    process: Process,
+    child: Child,
     port: u16,
     log_path: PathBuf,
 }
 
 impl ChromeDriver {
     fn spawn(binary: &Path, log_path: &Path) -> Result<ChromeDriver, BrowserError> {
-        let log = Arc::new(LogBuffer::default());
-        let mut command = Command::new(binary);
         let mut log_arg = OsString::from("--log-path=");
         log_arg.push(log_path);
-        command
+        let child = Command::new(binary)
             .arg("--port=0")
             .arg(log_arg)
             .arg("--log-level=INFO")
-            .process_group(0);
-        let process =
-            Process::spawn_command(command, LogStream::Stdout, "chromedriver", Arc::clone(&log))
-                .map_err(|source| BrowserError::Spawn {
-                    binary: binary.to_path_buf(),
-                    source,
-                })?;
-        let deadline = Instant::now() + DRIVER_READY_TIMEOUT;
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|source| BrowserError::Spawn {
+                binary: binary.to_path_buf(),
+                source,
+            })?;
         // From here on, dropping `driver` kills the process group.
         let mut driver = ChromeDriver {
-            process,
+            child,
             port: 0,
             log_path: log_path.to_path_buf(),
         };
-        let line = log
-            .wait_for(DRIVER_READY_LINE, deadline)
-            .map_err(|failure| BrowserError::DriverNotReady {
-                problem: match failure {
-                    WaitFailure::Closed => "it exited".to_owned(),
-                    WaitFailure::TimedOut => format!("not within {DRIVER_READY_TIMEOUT:?}"),
-                },
-                log: log.tail(LOG_TAIL_LINES),
-            })?;
-        driver.port = ready_port(&line).ok_or_else(|| BrowserError::DriverNotReady {
-            problem: format!("no port in {line:?}"),
-            log: log.tail(LOG_TAIL_LINES),
-        })?;
-        Ok(driver)
+        let deadline = Instant::now() + DRIVER_READY_TIMEOUT;
+        loop {
+            let log = fs::read_to_string(log_path).unwrap_or_default();
+            if let Some(line) = log.lines().find(|line| line.contains(DRIVER_READY_LINE)) {
+                driver.port = ready_port(line).ok_or_else(|| BrowserError::DriverNotReady {
+                    problem: format!("no port in {line:?}"),
+                    log: log_tail(log_path),
+                })?;
+                return Ok(driver);
+            }
+            let exited = driver.child.try_wait().ok().flatten();
+            if exited.is_some() || Instant::now() >= deadline {
+                return Err(BrowserError::DriverNotReady {
+                    problem: exited.map_or_else(
+                        || format!("not listening within {DRIVER_READY_TIMEOUT:?}"),
+                        |status| format!("it exited ({status})"),
+                    ),
+                    log: log_tail(log_path),
+                });
+            }
+            std::thread::sleep(DRIVER_POLL_INTERVAL);
+        }
     }
 
     fn url(&self) -> String {
@@ -639,13 +656,15 @@ impl Drop for ChromeDriver {
     fn drop(&mut self) {
         // The group's id is chromedriver's pid (`process_group(0)`); Chromium's processes stay
         // in it. Its crash handlers leave the group but exit once the browser is gone.
-        let pid = i32::try_from(self.process.pid())
+        let pid = i32::try_from(self.child.id())
             .ok()
             .and_then(rustix::process::Pid::from_raw);
         if let Some(pid) = pid {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
-        // `Process`'s own drop reaps chromedriver and joins its log reader.
+        // Fails only if it was already reaped; then `wait` returns at once.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

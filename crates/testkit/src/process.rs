@@ -1,10 +1,10 @@
-//! One running child process (a nats-server, or chromedriver for the browser tests): its log
-//! stream drained into a [`LogBuffer`] by a thread, killed with SIGKILL and reaped.
+//! One running nats-server process: spawned with a config file, its stderr drained into a
+//! [`LogBuffer`] by a thread, killed with SIGKILL and reaped.
 
 use std::env;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 
@@ -14,21 +14,6 @@ use crate::log::LogBuffer;
 /// prefixed with the server's label.
 pub(crate) const ECHO_ENV: &str = "REFBUS_TESTKIT_LOG";
 
-/// Which of the child's output streams carries the log the harness waits on; the other is
-/// discarded. nats-server logs to stderr; chromedriver announces its port on stdout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum LogStream {
-    #[cfg_attr(
-        not(feature = "browser"),
-        expect(
-            dead_code,
-            reason = "only chromedriver, behind the `browser` feature, logs to stdout"
-        )
-    )]
-    Stdout,
-    Stderr,
-}
-
 #[derive(Debug)]
 pub(crate) struct Process {
     child: Child,
@@ -36,52 +21,33 @@ pub(crate) struct Process {
 }
 
 impl Process {
-    /// Starts a nats-server with the configuration file `config`.
     pub(crate) fn spawn(
         binary: &Path,
         config: &Path,
         label: &str,
         log: Arc<LogBuffer>,
     ) -> io::Result<Process> {
-        let mut command = Command::new(binary);
-        command.arg("-c").arg(config);
-        Process::spawn_command(command, LogStream::Stderr, label, log)
-    }
-
-    /// Starts `command` with no input, draining `stream` into `log` and discarding the other.
-    pub(crate) fn spawn_command(
-        mut command: Command,
-        stream: LogStream,
-        label: &str,
-        log: Arc<LogBuffer>,
-    ) -> io::Result<Process> {
-        let (stdout, stderr) = match stream {
-            LogStream::Stdout => (Stdio::piped(), Stdio::null()),
-            LogStream::Stderr => (Stdio::null(), Stdio::piped()),
-        };
-        let mut child = command
+        let mut child = Command::new(binary)
+            .arg("-c")
+            .arg(config)
             .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()?;
-        let pipe: Option<Box<dyn Read + Send>> = match stream {
-            LogStream::Stdout => child.stdout.take().map(|pipe| Box::new(pipe) as _),
-            LogStream::Stderr => child.stderr.take().map(|pipe| Box::new(pipe) as _),
-        };
-        let Some(pipe) = pipe else {
-            // Cannot happen with Stdio::piped(); not leaving a process behind if it ever does.
+        let Some(stderr) = child.stderr.take() else {
+            // Cannot happen with Stdio::piped(); not leaving a server behind if it ever does.
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io::Error::other(format!(
-                "{label} started without its log pipe"
-            )));
+            return Err(io::Error::other(
+                "nats-server started without a stderr pipe",
+            ));
         };
         let echo = env::var_os(ECHO_ENV)
             .is_some_and(|value| !value.is_empty())
             .then(|| label.to_owned());
         let reader = thread::Builder::new()
-            .name(format!("log-{label}"))
-            .spawn(move || drain(pipe, &log, echo.as_deref()));
+            .name(format!("nats-server-log-{label}"))
+            .spawn(move || drain(stderr, &log, echo.as_deref()));
         match reader {
             Ok(reader) => Ok(Process {
                 child,
@@ -119,10 +85,10 @@ impl Drop for Process {
     }
 }
 
-/// Reads the child's log stream until it closes. The pipe must be drained for the child's whole
-/// life: a full pipe would block the child's logging and with it the child.
-fn drain(pipe: Box<dyn Read + Send>, log: &LogBuffer, echo: Option<&str>) {
-    let mut reader = BufReader::new(pipe);
+/// Reads the server's stderr until it closes. The pipe must be drained for the server's whole
+/// life: a full pipe would block the server's logging and with it the server.
+fn drain(stderr: ChildStderr, log: &LogBuffer, echo: Option<&str>) {
+    let mut reader = BufReader::new(stderr);
     let mut raw = Vec::new();
     loop {
         raw.clear();

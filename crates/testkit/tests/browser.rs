@@ -175,3 +175,55 @@ async fn a_wait_for_text_that_never_comes_fails_with_a_screenshot() {
     assert!(screenshot.is_file(), "{}", screenshot.display());
     assert!(error.to_string().contains("timeout-0.png"), "{error}");
 }
+
+/// The processes whose command line mentions `needle`, read from /proc.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_browser_ends_every_chromium_process() {
+    let (url, _updates) = serve().await;
+    let browser = Browser::start("testkit_cleanup")
+        .await
+        .expect("start Chromium");
+    browser.open(&url).await.expect("open the page");
+    let profile = browser.profile_dir().display().to_string();
+    assert!(
+        !processes_mentioning(&profile).is_empty(),
+        "Chromium runs with its profile {profile}"
+    );
+
+    // As a panicking test would: no polite close, just the drop.
+    drop(browser);
+    // SIGKILL is delivered at once; the kernel may take a moment to tear the processes down.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = processes_mentioning(&profile);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running after the drop: {left:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !std::path::Path::new(&profile).exists(),
+        "the profile is removed"
+    );
+}
