@@ -457,3 +457,41 @@ fn the_adapter_serves_mutual_tls_unless_told_insecure_and_plaintext_only_on_loop
     assert_eq!(open.status.code(), Some(2), "{}", stderr(&open));
     line_with(&stderr(&open), &["--insecure-plaintext", "loopback only"]);
 }
+
+#[test]
+fn the_dashboard_without_a_login_refuses_a_public_address_and_an_unknown_viewer() {
+    let config = deploy("demo.toml");
+    let public = refbus(&[
+        "dashboard",
+        "--config",
+        &config,
+        "--dev-viewer",
+        "maros-bappeda:coordinator",
+        "--listen",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(public.status.code(), Some(2), "{}", stderr(&public));
+    assert!(stderr(&public).contains("loopback"), "{}", stderr(&public));
+    let role = refbus(&[
+        "dashboard",
+        "--config",
+        &config,
+        "--dev-viewer",
+        "maros-bappeda:king",
+    ]);
+    assert_eq!(role.status.code(), Some(2), "{}", stderr(&role));
+    assert!(stderr(&role).contains("unknown role"), "{}", stderr(&role));
+    let agency = refbus(&[
+        "dashboard",
+        "--config",
+        &config,
+        "--dev-viewer",
+        "nowhere:head",
+    ]);
+    assert_eq!(agency.status.code(), Some(2), "{}", stderr(&agency));
+    assert!(
+        stderr(&agency).contains("not an agency"),
+        "{}",
+        stderr(&agency)
+    );
+}

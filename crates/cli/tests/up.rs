@@ -76,6 +76,7 @@ fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
             .args(["--nats-port", &free_port().to_string()])
             .args(["--nats-monitor-port", &free_port().to_string()])
             .args(["--base-port", &free_ports(8).to_string()])
+            .args(["--dashboard-port", &free_port().to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -110,6 +111,16 @@ fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
     );
 }
 
+/// A plain HTTP/1.0 GET: the whole response, head and body.
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 fn interrupt(child: &mut Child) -> std::process::ExitStatus {
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -125,6 +136,18 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let (mut child, lines) = start(data.path());
     let output = lines.concat();
     assert!(output.contains("refbus is up."), "{output}");
+    // The dashboard is up too, on loopback, and serves the board.
+    let dashboard = lines
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("dashboard"))
+        .and_then(|rest| rest.trim().strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no dashboard URL in {output}"))
+        .to_owned();
+    assert!(dashboard.starts_with("127.0.0.1:"), "{dashboard}");
+    let board = http_get(&dashboard, "/");
+    assert!(board.starts_with("HTTP/1.0 200"), "{board}");
+    assert!(board.contains("id=\"board\""), "{board}");
     let dinsos_line = lines
         .iter()
         .find(|line| line.contains(" maros-dinsos "))
@@ -323,6 +346,7 @@ fn start_merged(
         .args(["--nats-port", &free_port().to_string()])
         .args(["--nats-monitor-port", &free_port().to_string()])
         .args(["--base-port", &free_ports(8).to_string()])
+        .args(["--dashboard-port", &free_port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

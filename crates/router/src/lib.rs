@@ -12,7 +12,8 @@
 //! - `ingest`: checking and applying consumed events; notices for escalations.
 //! - `fire`: recording what is due on one referral.
 //! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
-//! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests).
+//! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests), the
+//!   `refbus-clock` crate, shared with the dashboard.
 //!
 //! # Exactly once
 //!
@@ -21,7 +22,6 @@
 //! referral). A router that crashes, restarts, or runs beside another replica therefore records
 //! each item once: a second writer is refused by the bus, re-reads, and finds nothing due.
 
-pub mod clock;
 mod fire;
 mod ingest;
 mod timers;
@@ -37,7 +37,10 @@ use refbus_core::{ReferralId, Registry, Timestamp, evaluate};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinSet;
 
-pub use clock::{Clock, ManualClock, ScaledClock, SystemClock};
+/// The time sources live in `refbus-clock`, shared with the dashboard; re-exported here so
+/// `refbus_router::ManualClock` and `refbus_router::clock::*` keep working.
+pub use refbus_clock as clock;
+pub use refbus_clock::{Clock, ManualClock, ScaledClock, SystemClock};
 
 /// At most this many events already received are applied in a row before due timers are looked
 /// at again (a few milliseconds of work: timers are not held up noticeably).

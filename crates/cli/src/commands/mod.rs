@@ -6,6 +6,7 @@ pub(crate) mod bench;
 pub(crate) mod certs;
 pub(crate) mod clock;
 pub(crate) mod config;
+pub(crate) mod dashboard;
 pub(crate) mod keys;
 pub(crate) mod router;
 pub(crate) mod simulate;
@@ -39,7 +40,13 @@ pub(crate) enum Command {
     /// Exits with a non-zero status if its events stop coming (its durable consumer's stream
     /// ended): run it under a supervisor that restarts it; it resumes where it stopped.
     Router(router::RouterArgs),
-    /// Run everything on this machine: a local nats-server, every agency's adapter, the router.
+    /// Run the operators' dashboard (HTTP): the live escalation board, agency load, timelines.
+    ///
+    /// Until operators log in, every request is served as the --dev-viewer AGENCY:ROLE, on a
+    /// loopback address only.
+    Dashboard(dashboard::DashboardArgs),
+    /// Run everything on this machine: a local nats-server, every agency's adapter, the router
+    /// and the dashboard.
     Up(up::UpArgs),
     /// Simulate agency systems sending and answering referrals (for demonstrations).
     Simulate(simulate::SimulateArgs),
@@ -56,6 +63,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Certs(command) => certs::run(command),
         Command::Adapter(args) => adapter::run(args),
         Command::Router(args) => router::run(args),
+        Command::Dashboard(args) => dashboard::run(args),
         Command::Up(args) => up::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Bench(command) => bench::run(command),

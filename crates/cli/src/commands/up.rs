@@ -58,6 +58,13 @@ pub(crate) struct UpArgs {
     /// makes in `<data-dir>/tls` on first start.
     #[arg(long)]
     insecure_plaintext: bool,
+    /// The dashboard's HTTP port (on 127.0.0.1).
+    #[arg(long, default_value_t = 8080)]
+    dashboard_port: u16,
+    /// Who the dashboard serves every request as, until operators log in: `AGENCY:ROLE`
+    /// (default: the registry's coordinator agency as coordinator). Development only.
+    #[arg(long, value_name = "AGENCY:ROLE")]
+    dashboard_viewer: Option<String>,
 }
 
 /// The system name of the client certificates `up` makes for people trying it (buf curl).
@@ -125,6 +132,13 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let max_skew = (args.clock_speed == 1.0).then_some(refbus_core::integrity::DEFAULT_MAX_SKEW);
     let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
     let router_key = runtime::signing_key(&router_key_file, router_signer)?;
+    let dashboard_viewer = super::dashboard::dev_viewer(
+        &args
+            .dashboard_viewer
+            .clone()
+            .unwrap_or_else(|| format!("{}:coordinator", registry.coordinator)),
+        &registry,
+    )?;
 
     tokio::runtime::Runtime::new()?.block_on(async move {
         // From here on a stop signal is ours to handle: nothing started is left behind.
@@ -134,7 +148,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             .agencies
             .keys()
             .map(ToString::to_string)
-            .chain([ROUTER_USER.to_owned()])
+            .chain([ROUTER_USER.to_owned(), DASHBOARD_USER.to_owned()])
             .collect();
         let nats = LocalNats::start(
             &binary,
@@ -202,11 +216,13 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             endpoints.push((agency.clone(), format!("127.0.0.1:{port}")));
         }
 
+        // One clock for the router and the dashboard: the board shows the router's time.
+        let clock = router_clock(args.clock_speed);
         let router = refbus_router::Router::new(
             router_bus,
             verifier.clone(),
             router_key,
-            router_clock(args.clock_speed),
+            clock.clone(),
             refbus_router::Options::default(),
         );
         tokio::spawn(super::router::print_activity(router.activity()));
@@ -220,8 +236,38 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             }
         }));
 
+        // The dashboard reads the whole stream with a NATS user of its own.
+        let dashboard_bus = refbus_bus::Bus::connect(
+            &nats.connect_options(DASHBOARD_USER)?,
+            &refbus_bus::StreamSettings::default(),
+        )
+        .await
+        .context("connecting the dashboard to the local nats-server")?;
+        let dashboard_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.dashboard_port))
+            .await
+            .with_context(|| {
+                format!("the dashboard cannot listen on 127.0.0.1:{}", args.dashboard_port)
+            })?;
+        let dashboard_url = format!("http://{}/", dashboard_listener.local_addr()?);
+        let dashboard = refbus_dashboard::Dashboard::new(dashboard_bus, verifier.clone(), clock);
+        let mut stopped_dashboard = stopped.clone();
+        let viewer_line = format!("{} as {}", dashboard_viewer.agency, dashboard_viewer.role);
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped_dashboard.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) =
+                super::dashboard::serve(dashboard, dashboard_listener, dashboard_viewer, shutdown).await
+            {
+                tracing::error!("dashboard stopped: {err}");
+            }
+        }));
+
         let tls = (!args.insecure_plaintext).then_some(&certs);
-        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls);
+        let dashboard_line = format!(
+            "{dashboard_url}   (development: no login yet, every visitor is {viewer_line})"
+        );
+        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls, &dashboard_line);
         let simulator = args.demo.then(|| {
             println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
             println!("watch the router's warnings, breaches, escalations and reroutes below.");
@@ -289,6 +335,8 @@ pub(crate) fn buf_curl(
 
 /// The router's NATS user in a local run.
 const ROUTER_USER: &str = "refbus-router";
+/// The dashboard's NATS user in a local run.
+const DASHBOARD_USER: &str = "refbus-dashboard";
 
 /// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
 /// as fast from now.
@@ -354,6 +402,7 @@ fn print_endpoints(
     nats: &LocalNats,
     data_dir: &std::path::Path,
     tls: Option<&refbus_tls::certs::Directory>,
+    dashboard: &str,
 ) {
     println!("refbus is up.");
     println!();
@@ -371,6 +420,7 @@ fn print_endpoints(
     }
     println!("  data              {}", data_dir.display());
     println!("  router            running; what it records is printed below");
+    println!("  dashboard         {dashboard}");
     println!();
     println!(
         "  agency adapters (gRPC, refbus.v1.ReferralService; header x-refbus-operator required):"

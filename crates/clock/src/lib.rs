@@ -1,6 +1,8 @@
-//! Where the router's "now" comes from, and how it waits for a deadline.
+//! refbus-clock: where a long-running component's "now" comes from, and how it waits for a deadline.
 //!
-//! The router never calls `SystemTime::now()` itself: it asks a [`Clock`]. Production uses
+//! The router and the dashboard never call `SystemTime::now()` themselves: they ask a [`Clock`].
+//! One crate for both, so that a test shares one [`ManualClock`] between the router that
+//! records a breach and the board that shows it, and neither has a copy of the other's time. Production uses
 //! [`SystemClock`]; tests use [`ManualClock`] and move time forward explicitly, so a test of a
 //! 72-hour statutory clock takes milliseconds and never sleeps.
 
@@ -14,7 +16,7 @@ use tokio::sync::watch;
 
 pub type Sleep = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// A source of time for the router.
+/// A source of time for a component.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
 

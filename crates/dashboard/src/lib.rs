@@ -1,0 +1,161 @@
+//! refbus-dashboard: the operators' board. Every open referral with a running clock, coloured by
+//! how late it is, per-agency load, each referral's timeline and the integrity alerts, pushed
+//! live to browsers over server-sent events. Metadata only: the dashboard never reads, holds or
+//! shows a person's identity (it cannot: identities are sealed for the two agencies).
+//!
+//! # Layout
+//!
+//! - [`projection`]: pure: checked records in, board rows and loads out, `now` passed in; the
+//!   clock states are the core's clock views.
+//! - `follow`: the loop that keeps the projection current (rebuild at start, then the stream,
+//!   the router's integrity notices and the clock).
+//! - `web`: the HTTP routes, compiled templates and the live feed.
+//! - [`viewer`]: who is looking ([`Viewer`], put in each request by the login), and what they
+//!   may see.
+//! - [`local`]: languages and time zones.
+//!
+//! # Entry point
+//!
+//! [`run`] owns everything: it rebuilds the projection, follows the stream and serves HTTP on
+//! the listener it is given until `shutdown`; `refbus dashboard`, `refbus up` and the tests all
+//! call it.
+
+mod follow;
+pub mod local;
+pub mod projection;
+pub mod viewer;
+mod web;
+
+use std::future::Future;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use refbus_bus::{Bus, Verifier};
+use refbus_clock::Clock;
+use refbus_core::ReferralId;
+use tokio::sync::{broadcast, watch};
+
+pub use projection::{Filters, Projection, Row, RowState};
+pub use viewer::{Role, Viewer};
+
+/// What changed in the projection, as it happens: the live feed's source (and what tests wait
+/// for).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The projection is rebuilt; the board serves from here on.
+    Ready { referrals: usize },
+    /// A referral's row may have changed (a record, or time reaching one of its clock points).
+    Referral { version: u64, id: ReferralId },
+    /// The integrity alerts changed.
+    Alerts { version: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the bus failed: {0}")]
+    Bus(#[from] refbus_bus::ReadError),
+    #[error("serving HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// What the loop and the handlers share.
+pub(crate) struct Shared {
+    bus: Bus,
+    verifier: Verifier,
+    clock: Arc<dyn Clock>,
+    /// The projection: written by the follow loop alone, read by the handlers (never held
+    /// across an await).
+    projection: RwLock<Projection>,
+    updates: broadcast::Sender<Update>,
+    /// Names this process in the live feed's event ids: a browser that reconnects to another
+    /// process (a restart) is sent the whole board, whatever version it saw.
+    epoch: String,
+    /// Set when the dashboard stops: open live feeds end, so the server can stop.
+    closing: watch::Sender<bool>,
+}
+
+impl Shared {
+    fn read(&self) -> RwLockReadGuard<'_, Projection> {
+        self.projection
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Projection> {
+        self.projection
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn send(&self, update: Update) {
+        let _ = self.updates.send(update);
+    }
+}
+
+/// The dashboard. Build it, subscribe to its [`updates`](Dashboard::updates), then [`run`] it.
+#[derive(Clone)]
+pub struct Dashboard {
+    shared: Arc<Shared>,
+}
+
+impl Dashboard {
+    /// `bus` reads the whole stream (the dashboard is not confined to an agency); `verifier`
+    /// checks every record it reads and holds the registry; `clock` says what time it is.
+    pub fn new(bus: Bus, verifier: Verifier, clock: Arc<dyn Clock>) -> Dashboard {
+        let registry = verifier.registry().clone();
+        let epoch = format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos())
+        );
+        Dashboard {
+            shared: Arc::new(Shared {
+                bus,
+                verifier,
+                clock,
+                projection: RwLock::new(Projection::new(registry)),
+                updates: broadcast::channel(4096).0,
+                epoch,
+                closing: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// A feed of the projection's changes; lagging receivers lose the oldest.
+    pub fn updates(&self) -> broadcast::Receiver<Update> {
+        self.shared.updates.subscribe()
+    }
+
+    /// The routes (see the `web` module). Every handler reads the [`Viewer`] from the
+    /// request's extensions: wrap them with whatever puts it there.
+    pub fn routes(&self) -> axum::Router {
+        web::routes(self.shared.clone())
+    }
+}
+
+/// Rebuilds the projection, then follows the stream and serves `wrap(dashboard.routes())` on
+/// `listener` until `shutdown` completes. `wrap` adds what identifies the viewer (the login's
+/// layers; in tests and development, a fixed `Extension<Viewer>`).
+pub async fn run(
+    dashboard: Dashboard,
+    listener: tokio::net::TcpListener,
+    wrap: impl FnOnce(axum::Router) -> axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let shared = dashboard.shared.clone();
+    let (after, referrals) = follow::rebuild(&shared).await?;
+    shared.send(Update::Ready { referrals });
+    tracing::info!(referrals, "dashboard ready");
+    let follower = tokio::spawn(follow::follow(shared.clone(), after));
+    let app = wrap(dashboard.routes());
+    let closing = shared.clone();
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = closing.closing.send(true);
+        })
+        .await;
+    follower.abort();
+    served?;
+    Ok(())
+}

@@ -1,0 +1,609 @@
+//! The dashboard over a real nats-server, driven over HTTP: agencies' systems act through
+//! their adapters, the router runs the demonstration clocks on a manual clock shared with the
+//! dashboard, and the test reads the pages and the live feed as a browser would. Every byte
+//! served is scanned for the person's identity, which must never appear.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test: a broken setup must fail loudly"
+)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::TokioIo;
+use refbus_core::Timestamp;
+use refbus_dashboard::{Dashboard, Update, Viewer};
+use refbus_e2e::{AgencySystem, System, create_request, demo_registry, recorded};
+use refbus_proto::v1;
+use refbus_router::{Activity, ManualClock, Options};
+use refbus_testkit::NatsServer;
+use tokio::sync::broadcast;
+
+const T0: &str = "2026-03-02T09:00:00+08:00";
+
+/// Test-only login: the viewer named by the `x-test-viewer: AGENCY:ROLE` header, put where the
+/// operators' login will put it (`Extension<Viewer>`).
+async fn viewer_from_header(mut request: Request, next: Next) -> Response {
+    let viewer = request
+        .headers()
+        .get("x-test-viewer")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| Viewer::parse_dev(text, "test-operator").ok());
+    match viewer {
+        Some(viewer) => {
+            request.extensions_mut().insert(viewer);
+            next.run(request).await
+        }
+        None => hyper::StatusCode::UNAUTHORIZED.into_response(),
+    }
+}
+
+const COORDINATOR: &str = "maros-bappeda:coordinator";
+
+struct Board {
+    system: System,
+    clock: ManualClock,
+    activity: broadcast::Receiver<Activity>,
+    updates: broadcast::Receiver<Update>,
+    addr: SocketAddr,
+    /// Every body served so far (pages and live messages), for the identity scan.
+    served: Vec<String>,
+}
+
+impl Board {
+    async fn start() -> Board {
+        let clock = ManualClock::new(Timestamp::parse_rfc3339(T0).unwrap());
+        let mut system = System::with_registry(NatsServer::start().unwrap(), demo_registry()).await;
+        system.use_clock(Arc::new(clock.clone()));
+        let router = system.router(
+            system.bus().await,
+            Arc::new(clock.clone()),
+            Options::default(),
+        );
+        let mut activity = router.activity();
+        tokio::spawn(router.run(std::future::pending()));
+        while !matches!(activity.recv().await.unwrap(), Activity::Ready { .. }) {}
+        let dashboard = Dashboard::new(
+            system.bus().await,
+            system.verifier(),
+            Arc::new(clock.clone()),
+        );
+        let mut updates = dashboard.updates();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(refbus_dashboard::run(
+            dashboard,
+            listener,
+            |app| app.layer(axum::middleware::from_fn(viewer_from_header)),
+            std::future::pending(),
+        ));
+        while !matches!(updates.recv().await.unwrap(), Update::Ready { .. }) {}
+        Board {
+            system,
+            clock,
+            activity,
+            updates,
+            addr,
+            served: Vec::new(),
+        }
+    }
+
+    /// Waits until the dashboard has applied a change of `id`.
+    async fn applied(&mut self, id: &str) {
+        loop {
+            if let Update::Referral { id: changed, .. } = self.updates.recv().await.unwrap()
+                && changed.to_string() == id
+            {
+                return;
+            }
+        }
+    }
+
+    async fn request(
+        &mut self,
+        path: &str,
+        viewer: &str,
+        headers: &[(&str, &str)],
+    ) -> hyper::Response<Incoming> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let mut request = hyper::Request::get(path)
+            .header("host", "localhost")
+            .header("x-test-viewer", viewer);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        sender
+            .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// GET `path` as `viewer`: the status and the body.
+    async fn get(&mut self, path: &str, viewer: &str) -> (u16, String) {
+        let response = self.request(path, viewer, &[]).await;
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        self.served.push(body.clone());
+        (status, body)
+    }
+
+    /// Opens the live feed at `path` as `viewer`.
+    async fn live(&mut self, path: &str, viewer: &str, headers: &[(&str, &str)]) -> Live {
+        let response = self.request(path, viewer, headers).await;
+        assert_eq!(response.status().as_u16(), 200);
+        assert_eq!(
+            response.headers()["content-type"].to_str().unwrap(),
+            "text/event-stream"
+        );
+        Live {
+            body: response.into_body(),
+            buffer: String::new(),
+        }
+    }
+
+    /// Fails if any byte served so far holds the person's identity or the sealed note.
+    fn assert_no_identity_served(&self) {
+        let person = refbus_e2e::identity("Siti Contoh Korban");
+        let secrets = [
+            person.full_name.as_str(),
+            person.nik.as_str(),
+            person.address.as_str(),
+            person.phone.as_str(),
+            person.narrative.as_str(),
+            person.guardian_name.as_str(),
+            "Anak perlu rumah aman malam ini.",
+            "2012-03-05",
+        ];
+        assert!(!self.served.is_empty());
+        for body in &self.served {
+            for secret in secrets {
+                assert!(
+                    !body.contains(secret),
+                    "the dashboard served identity data ({secret:?})"
+                );
+            }
+        }
+    }
+}
+
+/// One message of the live feed.
+#[derive(Debug)]
+struct Message {
+    event: String,
+    id: String,
+    data: String,
+    comment: bool,
+}
+
+struct Live {
+    body: Incoming,
+    buffer: String,
+}
+
+impl Live {
+    async fn next(&mut self, served: &mut Vec<String>) -> Message {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                served.push(block.clone());
+                let mut message = Message {
+                    event: "message".to_owned(),
+                    id: String::new(),
+                    data: String::new(),
+                    comment: false,
+                };
+                let mut data = Vec::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        message.event = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("id:") {
+                        message.id = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push(value.strip_prefix(' ').unwrap_or(value).to_owned());
+                    } else if line.starts_with(':') {
+                        message.comment = true;
+                    }
+                }
+                message.data = data.join("\n");
+                // Keep-alive comments are not messages.
+                if message.comment && data.is_empty() && block.trim() == ":" {
+                    continue;
+                }
+                return message;
+            }
+            let frame = self.body.frame().await.unwrap().unwrap();
+            if let Ok(bytes) = frame.into_data() {
+                self.buffer.push_str(std::str::from_utf8(&bytes).unwrap());
+            }
+        }
+    }
+
+    /// The next `row` message about `id` whose state is one of `states`.
+    async fn row(&mut self, served: &mut Vec<String>, id: &str, states: &[&str]) -> Message {
+        loop {
+            let message = self.next(served).await;
+            if message.event == "row"
+                && message.data.contains(&format!("data-referral=\"{id}\""))
+                && states
+                    .iter()
+                    .any(|state| message.data.contains(&format!("data-state=\"{state}\"")))
+            {
+                return message;
+            }
+        }
+    }
+}
+
+async fn send(dinsos: &AgencySystem, request_id: &str, priority: v1::Priority) -> String {
+    let mut request = create_request(request_id, "maros-uptd-ppa", "psychological_counselling");
+    request.priority = priority.into();
+    dinsos.create(request).await
+}
+
+/// The `<tr>` of `id` in a page, if listed.
+fn row_of<'a>(page: &'a str, id: &str) -> Option<&'a str> {
+    let start = page.find(&format!("data-referral=\"{id}\""))?;
+    let start = page[..start].rfind("<tr")?;
+    let end = page[start..].find("</tr>")? + start;
+    Some(&page[start..end])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_lists_an_open_referral_and_its_breach_arrives_live() {
+    let mut board = Board::start().await;
+    let mut live = board.live("/events", COORDINATOR, &[]).await;
+    let first = live.next(&mut board.served).await;
+    assert_eq!(
+        first.event, "board",
+        "a feed opened without an id starts with the board"
+    );
+
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let id = send(&dinsos, "board-1", v1::Priority::Urgent).await;
+    live.row(&mut board.served, &id, &["on_track"]).await;
+
+    let (status, page) = board.get("/", COORDINATOR).await;
+    assert_eq!(status, 200);
+    let row = row_of(&page, &id).expect("the open referral is on the board");
+    assert!(row.contains("data-state=\"on_track\""), "{row}");
+    assert!(row.contains("data-clock=\"acknowledge_urgent\""), "{row}");
+    let deadline = Timestamp::parse_rfc3339(T0)
+        .unwrap()
+        .plus(Duration::from_secs(240));
+    assert!(
+        row.contains(&format!("data-deadline=\"{}\"", deadline.as_millis())),
+        "the countdown ticks in the browser from the deadline: {row}"
+    );
+    assert!(row.contains(">0:04:00<"), "four minutes to go: {row}");
+    for cell in [
+        "maros-dinsos",
+        "maros-uptd-ppa",
+        "psychological_counselling",
+        "sexual_violence",
+        "Mendesak",
+    ] {
+        assert!(row.contains(cell), "{cell} missing from {row}");
+    }
+    assert!(page.contains("id=\"live-status\""));
+    assert!(
+        page.contains("<span class=\"tz\">WITA</span>"),
+        "times in the viewer's zone"
+    );
+
+    // Past the 4-minute target: the router records the breach and the first escalation
+    // (the agency's supervisor); the row arrives escalated on the open feed.
+    board.clock.advance_by(Duration::from_secs(241));
+    recorded(&mut board.activity, "acknowledge_urgent.level.1.0").await;
+    let escalated = live.row(&mut board.served, &id, &["escalated"]).await;
+    assert!(
+        escalated.data.contains("<td class=\"level\">1</td>"),
+        "{}",
+        escalated.data
+    );
+    assert!(
+        !escalated.id.is_empty(),
+        "every change carries an id to resume from"
+    );
+    let (_, page) = board.get("/", COORDINATOR).await;
+    let row = row_of(&page, &id).unwrap();
+    assert!(row.contains("data-state=\"escalated\""), "{row}");
+    assert!(
+        row.contains("-0:00:01"),
+        "one second past the deadline: {row}"
+    );
+
+    // The agency acknowledges through its adapter: no longer escalated, still breached.
+    let uptd = board.system.agency("maros-uptd-ppa").await;
+    uptd.client()
+        .acknowledge_escalation(uptd.request(v1::AcknowledgeEscalationRequest {
+            request_id: "uptd-ack-1".into(),
+            referral_id: id.clone(),
+            clock_id: "acknowledge_urgent".into(),
+            level: 1,
+        }))
+        .await
+        .unwrap();
+    live.row(&mut board.served, &id, &["breached"]).await;
+    let (_, page) = board.get("/?lang=en", COORDINATOR).await;
+    let row = row_of(&page, &id).unwrap();
+    assert!(row.contains("data-state=\"breached\""), "{row}");
+    assert!(row.contains("Breached"), "in English: {row}");
+    board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_in_the_url_select_the_rows() {
+    let mut board = Board::start().await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let urgent = send(&dinsos, "filter-1", v1::Priority::Urgent).await;
+    board.applied(&urgent).await;
+    let emergency = send(&dinsos, "filter-2", v1::Priority::Emergency).await;
+    board.applied(&emergency).await;
+
+    let (_, all) = board.get("/", COORDINATOR).await;
+    let (u, e) = (all.find(&urgent).unwrap(), all.find(&emergency).unwrap());
+    assert!(
+        e < u,
+        "the emergency clock breaches first and is listed first"
+    );
+
+    let (_, page) = board.get("/?priority=urgent", COORDINATOR).await;
+    assert!(row_of(&page, &urgent).is_some() && row_of(&page, &emergency).is_none());
+    assert!(
+        page.contains("<option value=\"urgent\" selected>"),
+        "the filter is shown as set"
+    );
+    let (_, page) = board
+        .get("/?clock=acknowledge_emergency", COORDINATOR)
+        .await;
+    assert!(row_of(&page, &emergency).is_some() && row_of(&page, &urgent).is_none());
+    let (_, page) = board
+        .get(
+            "/?agency=maros-dinsos&service=psychological_counselling&state=on_track",
+            COORDINATOR,
+        )
+        .await;
+    assert!(row_of(&page, &emergency).is_some() && row_of(&page, &urgent).is_some());
+    let (_, page) = board.get("/?agency=polres-maros", COORDINATOR).await;
+    assert!(row_of(&page, &emergency).is_none() && row_of(&page, &urgent).is_none());
+    let (_, page) = board.get("/?state=breached", COORDINATOR).await;
+    assert!(row_of(&page, &urgent).is_none());
+    let (status, _) = board.get("/?priority=whenever", COORDINATOR).await;
+    assert_eq!(status, 400);
+
+    // A filtered feed sends nothing about rows outside its filter.
+    let mut live = board
+        .live("/events?priority=emergency", COORDINATOR, &[])
+        .await;
+    let snapshot = live.next(&mut board.served).await;
+    assert_eq!(snapshot.event, "board");
+    assert!(snapshot.data.contains(&emergency) && !snapshot.data.contains(&urgent));
+    board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_sees_her_agencys_referrals_and_gets_403_for_anothers() {
+    let mut board = Board::start().await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let id = send(&dinsos, "scope-1", v1::Priority::Urgent).await;
+    board.applied(&id).await;
+
+    let (status, page) = board.get("/", "maros-uptd-ppa:head").await;
+    assert_eq!(status, 200);
+    assert!(row_of(&page, &id).is_some(), "the recipient's head sees it");
+    let (status, _) = board
+        .get(&format!("/referrals/{id}"), "maros-uptd-ppa:head")
+        .await;
+    assert_eq!(status, 200);
+
+    let (status, page) = board.get("/", "polres-maros:head").await;
+    assert_eq!(status, 200);
+    assert!(!page.contains(&id), "another agency's head does not see it");
+    let (status, page) = board
+        .get(&format!("/referrals/{id}"), "polres-maros:head")
+        .await;
+    assert_eq!(status, 403);
+    for leak in [
+        id.as_str(),
+        "maros-dinsos",
+        "psychological_counselling",
+        "acknowledge_urgent",
+    ] {
+        assert!(
+            !page.contains(leak),
+            "a 403 shows nothing of the referral ({leak})"
+        );
+    }
+    // An id that exists nowhere answers the same to her.
+    let (status, _) = board
+        .get(
+            "/referrals/00000000-0000-0000-0000-000000000000",
+            "polres-maros:head",
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = board
+        .get(
+            "/referrals/00000000-0000-0000-0000-000000000000",
+            COORDINATOR,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Her load page lists her agency alone.
+    let (_, page) = board.get("/agencies", "polres-maros:head").await;
+    assert!(page.contains("data-agency=\"polres-maros\""));
+    assert!(!page.contains("data-agency=\"maros-uptd-ppa\""));
+    let (_, page) = board.get("/agencies", COORDINATOR).await;
+    let uptd = &page[page.find("data-agency=\"maros-uptd-ppa\"").unwrap()..];
+    let uptd = &uptd[..uptd.find("</tr>").unwrap()];
+    assert!(
+        uptd.contains("<td class=\"open\" data-label=\"Terbuka\">1</td>"),
+        "{uptd}"
+    );
+    assert!(
+        uptd.contains("<td class=\"awaiting-acceptance\" data-label=\"Menunggu diterima\">1</td>"),
+        "{uptd}"
+    );
+
+    // Her live feed says nothing about it when it changes.
+    let mut live = board.live("/events", "polres-maros:head", &[]).await;
+    let snapshot = live.next(&mut board.served).await;
+    assert!(!snapshot.data.contains(&id));
+    let uptd = board.system.agency("maros-uptd-ppa").await;
+    uptd.client()
+        .accept_referral(uptd.request(v1::AcceptReferralRequest {
+            request_id: "scope-accept".into(),
+            referral_id: id.clone(),
+        }))
+        .await
+        .unwrap();
+    let other = send(&dinsos, "scope-2", v1::Priority::Urgent).await;
+    // The next message she gets is not about the referrals she may not see.
+    let polres = board.system.agency("polres-maros").await;
+    let own = {
+        let mut request = create_request("scope-3", "maros-uptd-ppa", "psychological_counselling");
+        request.priority = v1::Priority::Urgent.into();
+        polres.create(request).await
+    };
+    let message = live.next(&mut board.served).await;
+    assert!(message.data.contains(&own), "{message:?}");
+    assert!(!message.data.contains(&id) && !message.data.contains(&other));
+    board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referrals_timeline_shows_every_event_in_order_with_its_author() {
+    let mut board = Board::start().await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let id = send(&dinsos, "timeline-1", v1::Priority::Urgent).await;
+    board.clock.advance_by(Duration::from_secs(241));
+    recorded(&mut board.activity, "acknowledge_urgent.level.1.0").await;
+    let uptd = board.system.agency("maros-uptd-ppa").await;
+    uptd.client()
+        .acknowledge_escalation(uptd.request(v1::AcknowledgeEscalationRequest {
+            request_id: "timeline-ack".into(),
+            referral_id: id.clone(),
+            clock_id: "acknowledge_urgent".into(),
+            level: 1,
+        }))
+        .await
+        .unwrap();
+
+    let (status, page) = board
+        .get(&format!("/referrals/{id}?lang=en"), COORDINATOR)
+        .await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = page
+        .match_indices("data-kind=\"")
+        .map(|(at, found)| {
+            let rest = &page[at + found.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "created",
+            "clock_warning",
+            "clock_warning",
+            "clock_breached",
+            "escalated",
+            "escalation_acknowledged"
+        ]
+    );
+    let seqs: Vec<u64> = page
+        .match_indices("data-seq=\"")
+        .map(|(at, found)| {
+            let rest = &page[at + found.len()..];
+            rest[..rest.find('"').unwrap()].parse().unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    let ack = &page[page.find("data-kind=\"escalation_acknowledged\"").unwrap()..];
+    assert!(
+        ack.contains("operator@maros-uptd-ppa at maros-uptd-ppa (system case-system)"),
+        "the acknowledgement names its author: {}",
+        &ack[..300.min(ack.len())]
+    );
+    let escalated = &page[page.find("data-kind=\"escalated\"").unwrap()..];
+    assert!(
+        escalated.contains("maros-uptd-ppa (supervisor)"),
+        "who was notified"
+    );
+    assert!(page.contains("router (automatic clock)"));
+    assert!(
+        page.contains("02/03/2026 09:04:00 WITA"),
+        "the breach time, in WITA"
+    );
+    board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_browser_catches_up_without_a_reload() {
+    let mut board = Board::start().await;
+    let (_, page) = board.get("/", COORDINATOR).await;
+    let marker = "data-event-id=\"";
+    let at = page.find(marker).unwrap() + marker.len();
+    let page_id = page[at..at + page[at..].find('"').unwrap()].to_owned();
+
+    // The page's own id: nothing missed, no snapshot; the next message is the next change.
+    let mut live = board
+        .live(&format!("/events?since={page_id}"), COORDINATOR, &[])
+        .await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let first = send(&dinsos, "resume-1", v1::Priority::Urgent).await;
+    let message = live.next(&mut board.served).await;
+    assert!(message.comment && message.event == "message", "{message:?}");
+    let row = live.row(&mut board.served, &first, &["on_track"]).await;
+    let last_id = row.id.clone();
+    drop(live);
+
+    // While disconnected another referral arrives; reconnecting with the last id seen brings
+    // the whole board (with it) first.
+    let second = send(&dinsos, "resume-2", v1::Priority::Emergency).await;
+    board.applied(&second).await;
+    let mut live = board
+        .live("/events", COORDINATOR, &[("last-event-id", &last_id)])
+        .await;
+    let snapshot = live.next(&mut board.served).await;
+    assert_eq!(snapshot.event, "board");
+    assert!(snapshot.data.contains(&first) && snapshot.data.contains(&second));
+    drop(live);
+
+    // Reconnecting with the current id: nothing to catch up.
+    let mut live = board
+        .live("/events", COORDINATOR, &[("last-event-id", &snapshot.id)])
+        .await;
+    let message = live.next(&mut board.served).await;
+    assert_ne!(message.event, "board", "{message:?}");
+    board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_static_files_are_served_and_a_request_without_a_viewer_is_refused() {
+    let mut board = Board::start().await;
+    let (status, script) = board.get("/static/board.js", COORDINATOR).await;
+    assert_eq!(status, 200);
+    assert!(script.contains("EventSource"));
+    let (status, css) = board.get("/static/board.css", COORDINATOR).await;
+    assert_eq!(status, 200);
+    assert!(css.contains("@media"));
+    let (status, _) = board.get("/", "").await;
+    assert_eq!(
+        status, 401,
+        "the test login refuses; nothing is served to nobody"
+    );
+}
