@@ -3,8 +3,9 @@
 //! breach appears on an open board without a reload, the countdown ticks, the language switch
 //! and the time zone label, the live feed's drop shown and recovered, and a byte scan of every
 //! page and live message for identity plaintext. Screenshots go to
-//! `target/browser-screenshots/<test>/`; with `REFBUS_UPDATE_DOCS_SCREENSHOT=1` the board's is
-//! also copied to `docs/img/board.png`.
+//! `target/browser-screenshots/<test>/`; with `REFBUS_UPDATE_DOCS_SCREENSHOT=1` the board of
+//! `the_board_is_sorted_by_time_to_breach_and_coloured_by_state` is also copied to
+//! `docs/img/board.png`.
 //!
 //! Run: `cargo test -p refbus-dashboard --features refbus-testkit/browser --test browser`
 //! (needs `scripts/install-tools.sh`, which installs Chromium).
@@ -76,9 +77,14 @@ impl Deployment {
 
     /// An emergency referral from Dinsos to UPTD PPA, with a person's identity and a note.
     async fn send(&mut self, request_id: &str) -> String {
+        self.send_with(request_id, v1::Priority::Emergency).await
+    }
+
+    /// A referral of `priority` from Dinsos to UPTD PPA, with a person's identity and a note.
+    async fn send_with(&mut self, request_id: &str, priority: v1::Priority) -> String {
         let dinsos: AgencySystem = self.system.agency("maros-dinsos").await;
         let mut request = create_request(request_id, "maros-uptd-ppa", "psychological_counselling");
-        request.priority = v1::Priority::Emergency.into();
+        request.priority = priority.into();
         dinsos.create(request).await
     }
 }
@@ -257,14 +263,6 @@ async fn a_breach_appears_on_an_open_board_without_reload_and_the_countdown_tick
     assert!(notified.contains("maros-bappeda"), "{notified}");
     assert_not_reloaded(&browser).await;
     browser.screenshot("board").await.unwrap();
-    // The documentation's picture: wide enough for every column of the table.
-    browser.set_window_size(1440, 720).await.unwrap();
-    let path = browser.screenshot("board-wide").await.unwrap();
-    if std::env::var_os("REFBUS_UPDATE_DOCS_SCREENSHOT").is_some_and(|v| !v.is_empty()) {
-        let docs = refbus_e2e::repo_root().join("docs/img/board.png");
-        std::fs::create_dir_all(docs.parent().unwrap()).unwrap();
-        std::fs::copy(&path, &docs).unwrap();
-    }
 
     // Readable on a phone: the same board, nothing wider than the screen.
     browser.phone().await.unwrap();
@@ -280,6 +278,87 @@ async fn a_breach_appears_on_an_open_board_without_reload_and_the_countdown_tick
         overflow.as_i64().unwrap() <= 0,
         "the board is {overflow} px wider than a phone's screen"
     );
+
+    browser.close().await.unwrap();
+    board.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_board_is_sorted_by_time_to_breach_and_coloured_by_state() {
+    let mut deployment = Deployment::start().await;
+    let board = Board::start(&deployment, &coordinator()).await;
+    let browser = Browser::builder("dashboard_states")
+        .window_size(1440, 720)
+        .start()
+        .await
+        .unwrap();
+    browser.open(&board.url("/")).await.unwrap();
+    wait_live(&browser).await;
+    mark_page(&browser).await;
+
+    // 09:00: an emergency (2 minutes to acknowledge) and an urgent one (4 minutes).
+    let emergency = deployment
+        .send_with("browser-states-1", v1::Priority::Emergency)
+        .await;
+    let urgent = deployment
+        .send_with("browser-states-2", v1::Priority::Urgent)
+        .await;
+    // 09:02: the emergency is breached and escalated, the urgent one past its 50% warning.
+    deployment.clock.advance_by(Duration::from_secs(120));
+    recorded(&mut deployment.activity, "acknowledge_emergency.level.2.0").await;
+    // And a routine one (5 minutes) arrives, on track.
+    let routine = deployment
+        .send_with("browser-states-3", v1::Priority::Routine)
+        .await;
+
+    assert_eq!(
+        wait_row_state(&browser, &emergency, &["escalated"]).await,
+        "escalated"
+    );
+    assert_eq!(
+        wait_row_state(&browser, &urgent, &["at_risk"]).await,
+        "at_risk"
+    );
+    assert_eq!(
+        wait_row_state(&browser, &routine, &["on_track"]).await,
+        "on_track"
+    );
+    // Most urgent first: the breached one, then 2 minutes left, then 5.
+    let order = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#board-rows tr.referral'))\
+             .map(function (r) { return r.dataset.referral; });",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(order, json!([emergency, urgent, routine]));
+    // Each state has its own colour.
+    let colours = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#board-rows tr.referral'))\
+             .map(function (r) { return getComputedStyle(r).backgroundColor; });",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let colours: Vec<&str> = colours
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_ne!(colours[0], colours[1], "escalated and at risk look alike");
+    assert_ne!(colours[1], colours[2], "at risk and on track look alike");
+    assert_not_reloaded(&browser).await;
+
+    let path = browser.screenshot("board").await.unwrap();
+    // The picture in the documentation comes from here.
+    if std::env::var_os("REFBUS_UPDATE_DOCS_SCREENSHOT").is_some_and(|v| !v.is_empty()) {
+        let docs = refbus_e2e::repo_root().join("docs/img/board.png");
+        std::fs::create_dir_all(docs.parent().unwrap()).unwrap();
+        std::fs::copy(&path, &docs).unwrap();
+    }
 
     browser.close().await.unwrap();
     board.stop().await;
