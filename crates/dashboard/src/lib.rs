@@ -13,6 +13,7 @@
 //! - [`viewer`]: who is looking ([`Viewer`], put in each request by the login), and what they
 //!   may see.
 //! - [`local`]: languages and time zones.
+//! - [`act`]: acknowledging from the board, through the operator's agency's adapter.
 //!
 //! # Entry point
 //!
@@ -20,6 +21,7 @@
 //! the listener it is given until `shutdown`; `refbus dashboard`, `refbus up` and the tests all
 //! call it.
 
+pub mod act;
 mod follow;
 pub mod local;
 pub mod projection;
@@ -71,6 +73,8 @@ pub(crate) struct Shared {
     epoch: String,
     /// Set when the dashboard stops: open live feeds end, so the server can stop.
     closing: watch::Sender<bool>,
+    /// The adapters the dashboard calls to act for operators (none: the board only shows).
+    acting: std::sync::OnceLock<act::Acting>,
 }
 
 impl Shared {
@@ -84,6 +88,10 @@ impl Shared {
         self.projection
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn acting(&self) -> Option<&act::Acting> {
+        self.acting.get()
     }
 
     fn send(&self, update: Update) {
@@ -117,8 +125,16 @@ impl Dashboard {
                 updates: broadcast::channel(4096).0,
                 epoch,
                 closing: watch::channel(false).0,
+                acting: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// The dashboard acting through `acting` (see [`act`]); set once, before [`run`] (a
+    /// second call changes nothing).
+    pub fn with_acting(self, acting: act::Acting) -> Dashboard {
+        let _ = self.shared.acting.set(acting);
+        self
     }
 
     /// A feed of the projection's changes; lagging receivers lose the oldest.

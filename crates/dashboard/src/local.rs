@@ -84,6 +84,8 @@ pub struct Texts {
     pub forbidden: &'static str,
     pub not_found: &'static str,
     pub bad_request: &'static str,
+    pub acknowledge: &'static str,
+    pub refused: &'static str,
 }
 
 pub static ID: Texts = Texts {
@@ -129,6 +131,8 @@ pub static ID: Texts = Texts {
     forbidden: "Anda tidak berwenang melihat ini.",
     not_found: "Tidak ditemukan.",
     bad_request: "Permintaan tidak sah",
+    acknowledge: "Tanggapi eskalasi",
+    refused: "Adapter instansi menolak",
 };
 
 pub static EN: Texts = Texts {
@@ -174,6 +178,8 @@ pub static EN: Texts = Texts {
     forbidden: "You may not see this.",
     not_found: "Not found.",
     bad_request: "Bad request",
+    acknowledge: "Acknowledge",
+    refused: "The agency's adapter refused",
 };
 
 impl Lang {

@@ -64,6 +64,9 @@ pub struct ClockLine {
     pub acknowledged: bool,
     /// The agencies escalations of this clock notified.
     pub notified: Vec<AgencyId>,
+    /// Each escalation level recorded on this clock, with the agencies it notified (who alone
+    /// may acknowledge it).
+    pub levels: Vec<(u16, Vec<AgencyId>)>,
     /// The agency that must act in time.
     pub responsible: AgencyId,
 }
@@ -87,6 +90,21 @@ pub struct Row {
 }
 
 impl Row {
+    /// The escalation `viewer`'s agency may acknowledge on this row, if any: the highest level
+    /// notifying it, on a clock nobody acknowledged.
+    pub fn acknowledgeable_by(&self, agency: &AgencyId) -> Option<(&ClockId, u16)> {
+        self.clocks
+            .iter()
+            .filter(|line| !line.acknowledged)
+            .flat_map(|line| {
+                line.levels
+                    .iter()
+                    .filter(|(_, notified)| notified.contains(agency))
+                    .map(move |(level, _)| (&line.view.clock, *level))
+            })
+            .max_by_key(|(_, level)| *level)
+    }
+
     /// What the board sorts by: time to breach (breached first, most overdue first); clocks
     /// without a deadline (paused) last.
     pub fn sort_key(&self) -> i64 {
@@ -423,6 +441,13 @@ fn clock_line(referral: &Referral, view: ClockView, policy: &ClockPolicy) -> Clo
         .collect();
     notified.sort();
     notified.dedup();
+    let levels = marks
+        .iter()
+        .filter_map(|mark| match mark.mark {
+            Mark::Escalation { level, .. } => Some((level, mark.notified.clone())),
+            _ => None,
+        })
+        .collect();
     // At risk: past a warning point of the clock, from the clock view's own elapsed time (or a
     // warning the router already recorded).
     let past_warning = policy
@@ -448,6 +473,7 @@ fn clock_line(referral: &Referral, view: ClockView, policy: &ClockPolicy) -> Clo
         level,
         acknowledged,
         notified,
+        levels,
     }
 }
 

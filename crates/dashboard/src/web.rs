@@ -7,6 +7,8 @@
 //! /                      the board; filters ?agency= &service= &priority= &clock= &state=
 //! /agencies              per-agency load
 //! /referrals/{id}        a referral's timeline (403 if the viewer may not see it)
+//! POST /referrals/{id}/acknowledge   form clock=&level=: acknowledge an escalation through
+//!                        the viewer's agency's adapter (see `act`); 303 to / when recorded
 //! /events                the live feed of the board (same filters; Last-Event-ID or ?since=)
 //! /static/board.js       countdowns and the live feed, hand-written, no build step
 //! /static/board.css
@@ -43,6 +45,10 @@ pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
         .route("/", get(board))
         .route("/agencies", get(load))
         .route("/referrals/{id}", get(timeline))
+        .route(
+            "/referrals/{id}/acknowledge",
+            axum::routing::post(acknowledge),
+        )
         .route("/events", get(events))
         .route("/static/board.js", get(script))
         .route("/static/board.css", get(style))
@@ -121,6 +127,7 @@ fn zone(shared: &Shared, viewer: &Viewer) -> Tz {
 }
 
 fn error_page(status: StatusCode, text: &str) -> Response {
+    let text = escape(text);
     (
         status,
         Html(format!(
@@ -130,6 +137,20 @@ fn error_page(status: StatusCode, text: &str) -> Response {
         )),
     )
         .into_response()
+}
+
+/// `text` safe inside HTML.
+fn escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '&' => "&amp;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn render(template: &impl Template) -> Response {
@@ -190,6 +211,10 @@ pub(crate) struct RowView {
     pub(crate) level: String,
     pub(crate) notified: String,
     pub(crate) now_ms: i64,
+    /// The escalation the viewer may acknowledge from the board (empty: no button).
+    pub(crate) ack_clock: String,
+    pub(crate) ack_level: String,
+    pub(crate) ack_label: &'static str,
 }
 
 pub(crate) struct Opt {
@@ -198,10 +223,30 @@ pub(crate) struct Opt {
     pub(crate) selected: bool,
 }
 
-fn row_view(row: &Row, lang: Lang, tz: Tz, now: Timestamp) -> RowView {
+/// The escalation `viewer` may acknowledge on `row` from the board: her role acts, her agency
+/// was notified, and the dashboard acts for it.
+fn acknowledgeable(shared: &Shared, viewer: &Viewer, row: &Row) -> Option<(String, String)> {
+    if !viewer.role.may_act() || !shared.acting().is_some_and(|a| a.acts_for(&viewer.agency)) {
+        return None;
+    }
+    row.acknowledgeable_by(&viewer.agency)
+        .map(|(clock, level)| (clock.to_string(), level.to_string()))
+}
+
+fn row_view(
+    row: &Row,
+    lang: Lang,
+    tz: Tz,
+    now: Timestamp,
+    ack: Option<(String, String)>,
+) -> RowView {
     let t = lang.texts();
     let view = &row.clock.view;
+    let (ack_clock, ack_level) = ack.unwrap_or_default();
     RowView {
+        ack_clock,
+        ack_level,
+        ack_label: t.acknowledge,
         id: row.id.to_string(),
         sender: row.sender.to_string(),
         recipient: row.recipient.to_string(),
@@ -421,7 +466,10 @@ async fn board(
         .read()
         .board(&viewer, &filters, context.now)
         .iter()
-        .map(|row| row_view(row, lang, context.tz, context.now))
+        .map(|row| {
+            let ack = acknowledgeable(&shared, &viewer, row);
+            row_view(row, lang, context.tz, context.now, ack)
+        })
         .collect();
     let registry = shared.verifier.registry();
     let opt = |value: String, label: String, selected: bool| Opt {
@@ -803,7 +851,10 @@ impl Feed<'_> {
         let rows = projection
             .board(self.viewer, self.filters, now)
             .iter()
-            .map(|row| row_view(row, self.lang, self.tz, now))
+            .map(|row| {
+                let ack = acknowledgeable(self.shared, self.viewer, row);
+                row_view(row, self.lang, self.tz, now, ack)
+            })
             .collect();
         let html = RowsFragment { rows }.render().unwrap_or_default();
         SseEvent::default()
@@ -828,8 +879,9 @@ impl Feed<'_> {
                 .filter(|row| self.filters.matches(row))
             {
                 Some(row) => {
+                    let ack = acknowledgeable(self.shared, self.viewer, &row);
                     let html = RowFragment {
-                        row: row_view(&row, self.lang, self.tz, now),
+                        row: row_view(&row, self.lang, self.tz, now, ack),
                     }
                     .render()
                     .unwrap_or_default();
@@ -867,6 +919,65 @@ impl Feed<'_> {
             .event("alerts")
             .id(event_id(self.shared, version))
             .data(AlertsFragment { page }.render().unwrap_or_default())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct AckForm {
+    clock: String,
+    level: u32,
+}
+
+/// Acknowledges an escalation as the viewer, through her agency's adapter (which checks,
+/// signs and records it, or refuses). The dashboard refuses first what it knows the viewer may
+/// not do: a role that cannot act, a referral she may not see.
+async fn acknowledge(
+    State(shared): State<Arc<Shared>>,
+    Extension(viewer): Extension<Viewer>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    axum::Form(form): axum::Form<AckForm>,
+) -> Response {
+    let (lang, _) = language(&[], &headers);
+    let t = lang.texts();
+    let visible = ReferralId::parse(&id).ok().is_some_and(|id| {
+        shared
+            .read()
+            .referral(&id)
+            .is_some_and(|(state, _)| viewer.may_see(state))
+    });
+    if !visible || !viewer.role.may_act() {
+        return error_page(StatusCode::FORBIDDEN, t.forbidden);
+    }
+    let Some(acting) = shared.acting() else {
+        return error_page(StatusCode::FORBIDDEN, t.forbidden);
+    };
+    match acting
+        .acknowledge(&viewer, &id, &form.clock, form.level)
+        .await
+    {
+        Ok(()) => axum::response::Redirect::to("/").into_response(),
+        Err(status) => {
+            tracing::info!(
+                referral = %id,
+                code = ?status.code(),
+                "dashboard: an acknowledgement was refused: {}",
+                status.message()
+            );
+            let http = match status.code() {
+                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
+                    StatusCode::FORBIDDEN
+                }
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                tonic::Code::NotFound => StatusCode::NOT_FOUND,
+                tonic::Code::FailedPrecondition
+                | tonic::Code::AlreadyExists
+                | tonic::Code::Aborted => StatusCode::CONFLICT,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            // The adapter's refusals say what is wrong in metadata terms only.
+            error_page(http, &format!("{}: {}", t.refused, status.message()))
+        }
     }
 }
 

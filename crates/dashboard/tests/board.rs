@@ -15,10 +15,11 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::TokioIo;
 use refbus_core::Timestamp;
+use refbus_dashboard::act::Acting;
 use refbus_dashboard::{Dashboard, Update, Viewer};
 use refbus_e2e::{AgencySystem, System, create_request, demo_registry, recorded};
 use refbus_proto::v1;
@@ -70,11 +71,27 @@ impl Board {
         let mut activity = router.activity();
         tokio::spawn(router.run(std::future::pending()));
         while !matches!(activity.recv().await.unwrap(), Activity::Ready { .. }) {}
+        // The dashboard acts for UPTD PPA as its registered system `dashboard`, through UPTD
+        // PPA's adapter, with a client certificate of its own.
+        let uptd = refbus_core::AgencyId::new("maros-uptd-ppa").unwrap();
+        let adapter = system.start_adapter(&uptd).await;
+        let certificate = system.pki.client(uptd.as_str(), "dashboard").unwrap();
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(system.pki.ca_pem()))
+            .domain_name("localhost")
+            .identity(tonic::transport::Identity::from_pem(
+                &certificate.issued.certificate_pem,
+                &certificate.issued.key_pem,
+            ));
+        let acting = Acting::new()
+            .agency(uptd, &format!("https://{adapter}"), tls)
+            .unwrap();
         let dashboard = Dashboard::new(
             system.bus().await,
             system.verifier(),
             Arc::new(clock.clone()),
-        );
+        )
+        .with_acting(acting);
         let mut updates = dashboard.updates();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -127,6 +144,27 @@ impl Board {
             .send_request(request.body(Empty::<Bytes>::new()).unwrap())
             .await
             .unwrap()
+    }
+
+    /// POSTs the form `body` to `path` as `viewer`: the status and the body.
+    async fn post(&mut self, path: &str, viewer: &str, body: &str) -> (u16, String) {
+        let stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let request = hyper::Request::post(path)
+            .header("host", "localhost")
+            .header("x-test-viewer", viewer)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        self.served.push(body.clone());
+        (status, body)
     }
 
     /// GET `path` as `viewer`: the status and the body.
@@ -606,4 +644,83 @@ async fn the_static_files_are_served_and_a_request_without_a_viewer_is_refused()
         status, 401,
         "the test login refuses; nothing is served to nobody"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_head_acknowledges_from_the_board_through_her_agencys_adapter() {
+    let mut board = Board::start().await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let mut live = board.live("/events", "maros-uptd-ppa:head", &[]).await;
+    let id = send(&dinsos, "ack-1", v1::Priority::Urgent).await;
+    board.clock.advance_by(Duration::from_secs(241));
+    recorded(&mut board.activity, "acknowledge_urgent.level.1.0").await;
+    // Escalated, with level 1 recorded (the dashboard may show the breach a moment before).
+    loop {
+        let row = live.row(&mut board.served, &id, &["escalated"]).await;
+        if row.data.contains("<td class=\"level\">1</td>") {
+            break;
+        }
+    }
+
+    // Level 1 notified UPTD PPA (the responsible agency's supervisor): its head may act.
+    let (_, page) = board.get("/", "maros-uptd-ppa:head").await;
+    let row = row_of(&page, &id).unwrap();
+    assert!(
+        row.contains("class=\"ack-button\" data-clock=\"acknowledge_urgent\" data-level=\"1\""),
+        "{row}"
+    );
+    for (viewer, why) in [
+        ("maros-uptd-ppa:viewer", "a viewer cannot act"),
+        (COORDINATOR, "the coordinator was not notified at level 1"),
+    ] {
+        let (_, page) = board.get("/", viewer).await;
+        assert!(!row_of(&page, &id).unwrap().contains("ack-button"), "{why}");
+    }
+
+    // Refused before anything is written: a viewer, another agency's head, a level that was
+    // never escalated (the adapter refuses it).
+    let stored = board.system.stored_messages().await;
+    let path = format!("/referrals/{id}/acknowledge");
+    let form = "clock=acknowledge_urgent&level=1";
+    let (status, _) = board.post(&path, "maros-uptd-ppa:viewer", form).await;
+    assert_eq!(status, 403);
+    let (status, page) = board.post(&path, "polres-maros:head", form).await;
+    assert_eq!(status, 403);
+    assert!(!page.contains(&id));
+    let (status, page) = board
+        .post(
+            &path,
+            "maros-uptd-ppa:head",
+            "clock=acknowledge_urgent&level=3",
+        )
+        .await;
+    assert_eq!(
+        status, 400,
+        "the adapter refuses with INVALID_ARGUMENT: {page}"
+    );
+    assert!(page.contains("no escalation at level 3"), "{page}");
+    let (status, _) = board
+        .post(&path, "maros-uptd-ppa:head", "clock=&level=x")
+        .await;
+    assert_eq!(status, 422, "axum refuses a form it cannot read");
+    assert_eq!(
+        board.system.stored_messages().await,
+        stored,
+        "nothing was written"
+    );
+
+    // The head acknowledges: the adapter records it as her, of her agency, through the
+    // dashboard system; the row on her open board changes.
+    let (status, _) = board.post(&path, "maros-uptd-ppa:head", form).await;
+    assert_eq!(status, 303);
+    let row = live.row(&mut board.served, &id, &["breached"]).await;
+    assert!(!row.data.contains("ack-button"), "{}", row.data);
+    let (_, page) = board.get(&format!("/referrals/{id}"), COORDINATOR).await;
+    let ack = &page[page.find("data-kind=\"escalation_acknowledged\"").unwrap()..];
+    assert!(
+        ack.contains("test-operator at maros-uptd-ppa (system dashboard)"),
+        "{}",
+        &ack[..400.min(ack.len())]
+    );
+    board.assert_no_identity_served();
 }
