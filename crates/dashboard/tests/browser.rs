@@ -17,6 +17,7 @@ use std::time::Duration;
 use http_body_util::BodyExt as _;
 use hyper_util::rt::TokioIo;
 use refbus_core::{AgencyId, Timestamp};
+use refbus_dashboard::act::Acting;
 use refbus_dashboard::{Dashboard, Role, Viewer};
 use refbus_e2e::{AgencySystem, System, create_request, demo_registry, identity, recorded};
 use refbus_proto::v1;
@@ -108,13 +109,50 @@ impl Board {
         Board::serve(deployment, viewer, listener).await
     }
 
+    /// A dashboard that acts for `viewer`'s agency: it calls that agency's adapter over mutual
+    /// TLS as the agency's registered system `dashboard`, with its own client certificate.
+    async fn start_acting(deployment: &mut Deployment, viewer: &Viewer) -> Board {
+        let adapter = deployment.system.start_adapter(&viewer.agency).await;
+        let certificate = deployment
+            .system
+            .pki
+            .client(viewer.agency.as_str(), refbus_dashboard::act::SYSTEM)
+            .unwrap();
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(
+                deployment.system.pki.ca_pem(),
+            ))
+            .domain_name("localhost")
+            .identity(tonic::transport::Identity::from_pem(
+                &certificate.issued.certificate_pem,
+                &certificate.issued.key_pem,
+            ));
+        let acting = Acting::new()
+            .agency(viewer.agency.clone(), &format!("https://{adapter}"), tls)
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Board::serve_with(deployment, viewer, listener, Some(acting)).await
+    }
+
     async fn serve(deployment: &Deployment, viewer: &Viewer, listener: TcpListener) -> Board {
+        Board::serve_with(deployment, viewer, listener, None).await
+    }
+
+    async fn serve_with(
+        deployment: &Deployment,
+        viewer: &Viewer,
+        listener: TcpListener,
+        acting: Option<Acting>,
+    ) -> Board {
         let address = listener.local_addr().unwrap();
-        let dashboard = Dashboard::new(
+        let mut dashboard = Dashboard::new(
             deployment.system.bus().await,
             deployment.system.verifier(),
             Arc::new(deployment.clock.clone()),
         );
+        if let Some(acting) = acting {
+            dashboard = dashboard.with_acting(acting);
+        }
         let mut updates = dashboard.updates();
         let viewer = viewer.clone();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -428,6 +466,66 @@ async fn the_language_switch_and_the_viewers_time_zone() {
     browser.close().await.unwrap();
     western.stop().await;
     eastern.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agency_head_acknowledges_from_the_board_and_the_row_changes() {
+    let mut deployment = Deployment::start().await;
+    let head = viewer("maros-uptd-ppa", Role::Head);
+    let board = Board::start_acting(&mut deployment, &head).await;
+    let browser = Browser::start("dashboard_acknowledge").await.unwrap();
+    browser.open(&board.url("/")).await.unwrap();
+    wait_live(&browser).await;
+
+    // An urgent referral to UPTD PPA runs past its 4 minutes: level 1 of the standard policy
+    // notifies UPTD PPA (the responsible agency), whose head gets the button on her open board.
+    let id = deployment
+        .send_with("browser-ack-1", v1::Priority::Urgent)
+        .await;
+    deployment.clock.advance_by(Duration::from_secs(241));
+    recorded(&mut deployment.activity, "acknowledge_urgent.level.1.0").await;
+    let button = format!("{} .ack-button", row(&id));
+    browser.wait_for(&button).await.unwrap();
+    assert_eq!(
+        wait_row_state(&browser, &id, &["escalated"]).await,
+        "escalated"
+    );
+    browser.screenshot("escalated").await.unwrap();
+    let stored = deployment.system.stored_messages().await;
+
+    // She acknowledges from the board; the dashboard sends her back to it.
+    browser.click(&button).await.unwrap();
+    let state = wait_row_state(&browser, &id, &["breached"]).await;
+    assert_eq!(
+        state, "breached",
+        "acknowledged: still late, no longer escalated"
+    );
+    assert!(browser.find_all(&button).await.unwrap().is_empty());
+    assert_eq!(
+        browser.current_url().await.unwrap(),
+        board.url("/"),
+        "back on the board"
+    );
+    browser.screenshot("acknowledged").await.unwrap();
+
+    // The event is on the bus, written by her agency's adapter, as her, through the dashboard.
+    assert!(deployment.system.stored_messages().await > stored);
+    browser
+        .open(&board.url(&format!("/referrals/{id}?lang=en")))
+        .await
+        .unwrap();
+    let entry = browser
+        .text("#timeline [data-kind='escalation_acknowledged']")
+        .await
+        .unwrap();
+    assert!(
+        entry.contains("head@maros-uptd-ppa at maros-uptd-ppa (system dashboard)"),
+        "{entry}"
+    );
+    browser.screenshot("timeline").await.unwrap();
+
+    browser.close().await.unwrap();
+    board.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
