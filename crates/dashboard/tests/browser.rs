@@ -403,6 +403,77 @@ async fn the_board_is_sorted_by_time_to_breach_and_coloured_by_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_is_kept_in_the_url_and_the_live_feed_follows_it() {
+    let mut deployment = Deployment::start().await;
+    let board = Board::start(&deployment, &coordinator()).await;
+    let browser = Browser::start("dashboard_filter").await.unwrap();
+    let emergency = deployment
+        .send_with("browser-filter-1", v1::Priority::Emergency)
+        .await;
+    let routine = deployment
+        .send_with("browser-filter-2", v1::Priority::Routine)
+        .await;
+    deployment.clock.advance_by(Duration::from_secs(120));
+    recorded(&mut deployment.activity, "acknowledge_emergency.level.2.0").await;
+
+    // The operator picks "escalated" in the state filter and applies it.
+    browser.open(&board.url("/")).await.unwrap();
+    browser.wait_for(&row(&routine)).await.unwrap();
+    browser
+        .execute(
+            "document.getElementById('filter-state').value = 'escalated'; return true;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    browser
+        .click("#filters button[type='submit']")
+        .await
+        .unwrap();
+    browser
+        .wait_for_script("return location.search.indexOf('state=escalated') >= 0;")
+        .await
+        .unwrap();
+    let shared = browser.current_url().await.unwrap();
+    wait_live(&browser).await;
+    mark_page(&browser).await;
+    let rows = browser.find_all("#board-rows tr.referral").await.unwrap();
+    assert_eq!(rows.len(), 1);
+    browser.wait_for(&row(&emergency)).await.unwrap();
+
+    // A referral that becomes escalated later joins the filtered board live.
+    let later = deployment
+        .send_with("browser-filter-3", v1::Priority::Emergency)
+        .await;
+    deployment.clock.advance_by(Duration::from_secs(60));
+    browser.wait_for(&row(&later)).await.unwrap();
+    assert_eq!(
+        wait_row_state(&browser, &later, &["escalated"]).await,
+        "escalated"
+    );
+    assert!(browser.find_all(&row(&routine)).await.unwrap().is_empty());
+    assert_not_reloaded(&browser).await;
+    browser.screenshot("filtered").await.unwrap();
+
+    // The URL is the view: opened afresh (a bookmark, a link sent to a colleague), it shows the
+    // same filter selected and the same rows.
+    browser.open(&shared).await.unwrap();
+    let selected = browser
+        .execute(
+            "return document.getElementById('filter-state').value;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(selected, json!("escalated"));
+    browser.wait_for(&row(&later)).await.unwrap();
+    assert!(browser.find_all(&row(&routine)).await.unwrap().is_empty());
+
+    browser.close().await.unwrap();
+    board.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_language_switch_and_the_viewers_time_zone() {
     let mut deployment = Deployment::start().await;
     let id = deployment.send("browser-lang-1").await;
