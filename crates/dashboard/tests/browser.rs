@@ -474,6 +474,66 @@ async fn a_filter_is_kept_in_the_url_and_the_live_feed_follows_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrity_alert_appears_on_top_of_an_open_board() {
+    let mut deployment = Deployment::start().await;
+    let board = Board::start(&deployment, &coordinator()).await;
+    let browser = Browser::start("dashboard_integrity_alert").await.unwrap();
+    let id = deployment.send("browser-alert-1").await;
+    browser.open(&board.url("/")).await.unwrap();
+    wait_live(&browser).await;
+    browser.wait_for(&row(&id)).await.unwrap();
+    mark_page(&browser).await;
+    assert!(
+        browser
+            .find_all("#alerts li.alert")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Something that is not a signed record lands on the referral's subject, written straight
+    // to JetStream past every refbus writer.
+    let subject = format!("refbus.v1.ref.maros-uptd-ppa.maros-dinsos.{id}");
+    let seq = refbus_testkit::hostile::publish_raw(
+        &deployment.system.nats.url(),
+        &subject,
+        b"not a record".to_vec(),
+    )
+    .await
+    .unwrap();
+
+    let alert = browser
+        .wait_for(&format!("#alerts li.alert[data-seq='{seq}']"))
+        .await
+        .unwrap();
+    let text = alert.text().await.unwrap();
+    assert!(text.contains(&id), "the alert names the referral: {text}");
+    // On top: above the board, visible without scrolling.
+    let placement = browser
+        .execute(
+            "var a = document.getElementById('alerts').getBoundingClientRect(); \
+             var b = document.getElementById('board').getBoundingClientRect(); \
+             return [a.top < b.top, a.height > 0, a.top < window.innerHeight];",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(placement, json!([true, true, true]));
+    assert_not_reloaded(&browser).await;
+    browser.screenshot("alert").await.unwrap();
+
+    // And it stays: a fresh page load shows it too.
+    browser.open(&board.url("/")).await.unwrap();
+    browser
+        .wait_for(&format!("#alerts li.alert[data-seq='{seq}']"))
+        .await
+        .unwrap();
+
+    browser.close().await.unwrap();
+    board.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_language_switch_and_the_viewers_time_zone() {
     let mut deployment = Deployment::start().await;
     let id = deployment.send("browser-lang-1").await;
