@@ -805,6 +805,10 @@ async fn no_page_and_no_live_message_carries_identity_plaintext() {
     wait_row_state(&browser, &first, &["breached", "escalated"]).await;
 
     let mut served: Vec<(String, Vec<u8>)> = Vec::new();
+    // The open board as the live updates left it.
+    let live_dom = browser.page_source().await.unwrap();
+    assert!(find(&live_dom, second.as_bytes()).is_some());
+    served.push(("the browser's live-updated board".to_owned(), live_dom));
     for path in [
         "/".to_owned(),
         "/?lang=en".to_owned(),
