@@ -759,7 +759,7 @@ fn details(change: &Change, tz: Tz) -> String {
         Change::IntegrityAlert {
             stream_seq,
             problem,
-        } => format!("{} {stream_seq}: {problem}", "seq"),
+        } => format!("stream seq {stream_seq}: {problem}"),
         Change::Received
         | Change::Accepted
         | Change::Started

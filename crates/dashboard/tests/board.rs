@@ -290,12 +290,15 @@ async fn send(dinsos: &AgencySystem, request_id: &str, priority: v1::Priority) -
     dinsos.create(request).await
 }
 
-/// The `<tr>` of `id` in a page, if listed.
+/// The board row (`<tr class="referral" ...>`) of `id` in a page, if listed.
 fn row_of<'a>(page: &'a str, id: &str) -> Option<&'a str> {
-    let start = page.find(&format!("data-referral=\"{id}\""))?;
-    let start = page[..start].rfind("<tr")?;
-    let end = page[start..].find("</tr>")? + start;
-    Some(&page[start..end])
+    let wanted = format!("data-referral=\"{id}\"");
+    page.match_indices("<tr class=\"referral")
+        .find_map(|(start, _)| {
+            let end = page[start..].find("</tr>")? + start;
+            let row = &page[start..end];
+            row[..row.find('>')?].contains(&wanted).then_some(row)
+        })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,5 +725,52 @@ async fn an_agency_head_acknowledges_from_the_board_through_her_agencys_adapter(
         "{}",
         &ack[..400.min(ack.len())]
     );
+    board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integrity_alert_is_shown_on_top_and_pushed_live() {
+    let mut board = Board::start().await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let id = send(&dinsos, "alert-1", v1::Priority::Urgent).await;
+    board.applied(&id).await;
+    let mut live = board.live("/events", COORDINATOR, &[]).await;
+    assert_eq!(live.next(&mut board.served).await.event, "board");
+
+    // Something that is not a refbus record, written on the referral's subject.
+    let subject = format!("refbus.v1.ref.maros-uptd-ppa.maros-dinsos.{id}");
+    let seq = refbus_testkit::hostile::publish_raw(
+        &board.system.nats.url(),
+        &subject,
+        b"not a record".to_vec(),
+    )
+    .await
+    .unwrap();
+    let marker = format!("data-seq=\"{seq}\"");
+    loop {
+        let message = live.next(&mut board.served).await;
+        if message.event == "alerts" && message.data.contains(&marker) {
+            assert!(message.data.contains("unreadable"), "{}", message.data);
+            break;
+        }
+    }
+    let (_, page) = board.get("/", COORDINATOR).await;
+    let alert = page.find(&marker).expect("the alert is on the board");
+    assert!(
+        alert < page.find("id=\"board\"").unwrap(),
+        "alerts are above the board"
+    );
+    let (_, page) = board.get("/", "maros-uptd-ppa:head").await;
+    assert!(
+        page.contains(&marker),
+        "a party to the referral sees its alert"
+    );
+    let (_, page) = board.get("/", "polres-maros:head").await;
+    assert!(!page.contains(&marker), "another agency does not");
+    let (_, page) = board.get(&format!("/referrals/{id}"), COORDINATOR).await;
+    assert!(page.contains("id=\"referral-alerts\"") && page.contains(&marker));
+    // The referral itself goes on from its last good record.
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(row_of(&page, &id).is_some(), "{page}");
     board.assert_no_identity_served();
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use refbus_core::Timestamp;
+use refbus_dashboard::act::Acting;
 use refbus_dashboard::{Dashboard, Viewer};
 use refbus_router::{Clock, ScaledClock, SystemClock};
 
@@ -37,6 +38,14 @@ pub(crate) struct DashboardArgs {
     /// that viewer, which is why the dashboard then listens on loopback only.
     #[arg(long, value_name = "AGENCY:ROLE")]
     dev_viewer: String,
+    /// An agency the dashboard acknowledges escalations for, and its adapter:
+    /// `AGENCY=https://HOST:PORT` (repeat for each). Needs --certs.
+    #[arg(long = "adapter", value_name = "AGENCY=URL", requires = "certs")]
+    adapters: Vec<String>,
+    /// The `refbus certs` directory with the deployment CA and the dashboard's client
+    /// certificate for each of those agencies (`refbus certs client --system dashboard`).
+    #[arg(long, value_name = "DIR")]
+    certs: Option<PathBuf>,
     /// Demonstrations and tests only: pretend the clock started at this instant (RFC 3339).
     #[arg(long, value_name = "INSTANT", hide = true)]
     clock_start: Option<String>,
@@ -81,8 +90,9 @@ pub(crate) fn run(args: DashboardArgs) -> anyhow::Result<ExitCode> {
             viewer.agency,
             viewer.role
         );
+        let acting = acting(&args.adapters, args.certs.as_deref(), &registry)?;
         serve(
-            Dashboard::new(bus, verifier, clock),
+            Dashboard::new(bus, verifier, clock).with_acting(acting),
             listener,
             viewer,
             runtime::stop_signal(),
@@ -90,6 +100,33 @@ pub(crate) fn run(args: DashboardArgs) -> anyhow::Result<ExitCode> {
         .await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// The adapters the dashboard calls to act, each with its client certificate from `certs`.
+fn acting(
+    adapters: &[String],
+    certs: Option<&std::path::Path>,
+    registry: &refbus_core::Registry,
+) -> anyhow::Result<Acting> {
+    let mut acting = Acting::new();
+    let Some(certs) = certs else {
+        return Ok(acting);
+    };
+    let tls = super::simulate::ClientTls::new(
+        refbus_tls::certs::Directory::new(certs),
+        refbus_dashboard::act::SYSTEM,
+    );
+    for adapter in adapters {
+        let (agency, url) = adapter
+            .split_once('=')
+            .ok_or_else(|| UsageError(format!("--adapter {adapter}: expected AGENCY=URL")))?;
+        let agency = refbus_core::AgencyId::new(agency)
+            .ok()
+            .filter(|agency| registry.agency(agency).is_some())
+            .ok_or_else(|| UsageError(format!("--adapter {adapter}: unknown agency")))?;
+        acting = acting.agency(agency.clone(), url, tls.config(agency.as_str())?)?;
+    }
+    Ok(acting)
 }
 
 /// The development viewer `AGENCY:ROLE`, its agency checked against the registry.

@@ -189,7 +189,7 @@ impl ClientTls {
     }
 
     /// `agency`'s client TLS: the CA to verify the adapter, and its system's certificate.
-    fn config(&self, agency: &str) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    pub(crate) fn config(&self, agency: &str) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
         use tonic::transport::{Certificate, ClientTlsConfig, Identity};
         let read = |path: &std::path::Path| {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))

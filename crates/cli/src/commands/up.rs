@@ -249,7 +249,21 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 format!("the dashboard cannot listen on 127.0.0.1:{}", args.dashboard_port)
             })?;
         let dashboard_url = format!("http://{}/", dashboard_listener.local_addr()?);
-        let dashboard = refbus_dashboard::Dashboard::new(dashboard_bus, verifier.clone(), clock);
+        // It acknowledges escalations through each agency's adapter, as that agency's system
+        // `dashboard` (mutual TLS; in plaintext mode the board only shows).
+        let mut acting = refbus_dashboard::act::Acting::new();
+        if !args.insecure_plaintext {
+            let tls = super::simulate::ClientTls::new(certs.clone(), refbus_dashboard::act::SYSTEM);
+            for (agency, address) in &endpoints {
+                acting = acting.agency(
+                    agency.clone(),
+                    &format!("https://{address}"),
+                    tls.config(agency.as_str())?,
+                )?;
+            }
+        }
+        let dashboard = refbus_dashboard::Dashboard::new(dashboard_bus, verifier.clone(), clock)
+            .with_acting(acting);
         let mut stopped_dashboard = stopped.clone();
         let viewer_line = format!("{} as {}", dashboard_viewer.agency, dashboard_viewer.role);
         tasks.push(tokio::spawn(async move {
@@ -373,7 +387,7 @@ fn local_certificates(
     }
     let mut check = vec![certs.ca().certificate, server.certificate];
     for agency in registry.agencies.keys() {
-        for system in [CLI_SYSTEM, SIMULATOR_SYSTEM] {
+        for system in [CLI_SYSTEM, SIMULATOR_SYSTEM, refbus_dashboard::act::SYSTEM] {
             let identity = refbus_tls::SystemIdentity::new(agency.as_str(), system);
             let files = certs.client(&identity);
             if !files.exist() {
