@@ -222,11 +222,11 @@ impl BrowserBuilder {
         // Spawning and waiting for the port block; the caller's runtime keeps running meanwhile.
         let log_path = profile.path().join("chromedriver.log");
         let driver = {
-            let log_path = log_path.clone();
-            tokio::task::spawn_blocking(move || ChromeDriver::spawn(&chromedriver, &log_path))
+            let (binary, log_path) = (chromedriver.clone(), log_path.clone());
+            tokio::task::spawn_blocking(move || ChromeDriver::spawn(&binary, &log_path))
                 .await
                 .map_err(|join| BrowserError::Spawn {
-                    binary: PathBuf::from(DEFAULT_CHROMEDRIVER),
+                    binary: chromedriver,
                     source: io::Error::other(join.to_string()),
                 })??
         };
