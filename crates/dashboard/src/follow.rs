@@ -98,6 +98,8 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
             }
         }
     }
+    // Closed referrals leave the projection after a while (see `CLOSED_KEPT`).
+    let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         let sleep = shared
             .clock
@@ -141,6 +143,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
                 Some(Err(err)) => tracing::warn!("dashboard: reading integrity notices: {err}"),
                 None => return Ok(()),
             },
+            _ = prune.tick() => shared.write().prune(shared.clock.now()),
             () = sleep => {
                 let now = shared.clock.now();
                 for id in wakes.take_due(now) {

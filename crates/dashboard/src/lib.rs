@@ -57,6 +57,10 @@ pub enum Error {
     Bus(#[from] refbus_bus::ReadError),
     #[error("serving HTTP: {0}")]
     Serve(#[from] std::io::Error),
+    /// The stream stopped delivering records (the connection gave up): the board would go
+    /// stale, so the dashboard stops; started again, it rebuilds.
+    #[error("the dashboard stopped following the stream")]
+    Stopped,
 }
 
 /// What the loop and the handlers share.
@@ -162,16 +166,27 @@ pub async fn run(
     let (after, referrals) = follow::rebuild(&shared).await?;
     shared.send(Update::Ready { referrals });
     tracing::info!(referrals, "dashboard ready");
-    let follower = tokio::spawn(follow::follow(shared.clone(), after));
+    let mut follower = tokio::spawn(follow::follow(shared.clone(), after));
     let app = wrap(dashboard.routes());
     let closing = shared.clone();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = closing.closing.send(true);
-        })
-        .await;
-    follower.abort();
-    served?;
-    Ok(())
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = closing.closing.send(true);
+    });
+    tokio::select! {
+        served = async move { server.await } => {
+            follower.abort();
+            served?;
+            Ok(())
+        }
+        // A board that no longer follows the stream would show stale clocks as live: stop,
+        // for whoever runs the dashboard to start it again (it rebuilds).
+        ended = &mut follower => {
+            let _ = shared.closing.send(true);
+            Err(match ended {
+                Ok(Err(err)) => Error::Bus(err),
+                _ => Error::Stopped,
+            })
+        }
+    }
 }

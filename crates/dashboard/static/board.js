@@ -70,11 +70,8 @@
   tick();
   setInterval(tick, 1000);
 
-  if (!window.EventSource || document.body.dataset.page !== "board") {
-    if (window.EventSource && document.body.dataset.page) {
-      // Other pages follow the alerts only.
-    }
-  }
+  if (!window.EventSource) return;
+  // Every page follows the feed: the board for its rows, every page for the alerts on top.
   var query = window.location.search ? window.location.search + "&" : "?";
   var url = "/events" + query + "since=" + encodeURIComponent(document.body.dataset.eventId || "");
   var source = new EventSource(url);

@@ -60,17 +60,39 @@ struct Board {
 
 impl Board {
     async fn start() -> Board {
+        Board::start_with(true).await
+    }
+
+    /// A board, with the router running or not.
+    async fn start_with(router: bool) -> Board {
         let clock = ManualClock::new(Timestamp::parse_rfc3339(T0).unwrap());
         let mut system = System::with_registry(NatsServer::start().unwrap(), demo_registry()).await;
         system.use_clock(Arc::new(clock.clone()));
-        let router = system.router(
-            system.bus().await,
-            Arc::new(clock.clone()),
-            Options::default(),
-        );
-        let mut activity = router.activity();
-        tokio::spawn(router.run(std::future::pending()));
-        while !matches!(activity.recv().await.unwrap(), Activity::Ready { .. }) {}
+        let mut board = Board {
+            system,
+            clock,
+            activity: broadcast::channel(1).1,
+            updates: broadcast::channel(1).1,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            served: Vec::new(),
+        };
+        if router {
+            let router = board.system.router(
+                board.system.bus().await,
+                Arc::new(board.clock.clone()),
+                Options::default(),
+            );
+            board.activity = router.activity();
+            tokio::spawn(router.run(std::future::pending()));
+            while !matches!(board.activity.recv().await.unwrap(), Activity::Ready { .. }) {}
+        }
+        board.start_dashboard().await;
+        board
+    }
+
+    /// Starts a dashboard (another one, if one runs) and points the test's requests at it.
+    async fn start_dashboard(&mut self) {
+        let (system, clock) = (&mut self.system, &self.clock);
         // The dashboard acts for UPTD PPA as its registered system `dashboard`, through UPTD
         // PPA's adapter, with a client certificate of its own.
         let uptd = refbus_core::AgencyId::new("maros-uptd-ppa").unwrap();
@@ -102,14 +124,8 @@ impl Board {
             std::future::pending(),
         ));
         while !matches!(updates.recv().await.unwrap(), Update::Ready { .. }) {}
-        Board {
-            system,
-            clock,
-            activity,
-            updates,
-            addr,
-            served: Vec::new(),
-        }
+        self.updates = updates;
+        self.addr = addr;
     }
 
     /// Waits until the dashboard has applied a change of `id`.
@@ -773,4 +789,72 @@ async fn an_integrity_alert_is_shown_on_top_and_pushed_live() {
     let (_, page) = board.get("/", COORDINATOR).await;
     assert!(row_of(&page, &id).is_some(), "{page}");
     board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dashboard_started_later_rebuilds_and_its_rows_move_with_time_alone() {
+    // No router: whatever changes on the board below, the dashboard's own clock did it.
+    let mut board = Board::start_with(false).await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let id = send(&dinsos, "rebuild-1", v1::Priority::Urgent).await;
+    board.applied(&id).await;
+
+    // A dashboard started now finds the referral in its rebuild.
+    board.start_dashboard().await;
+    let (_, page) = board.get("/", COORDINATOR).await;
+    let row = row_of(&page, &id).expect("rebuilt from the bus");
+    assert!(row.contains("data-state=\"on_track\""), "{row}");
+
+    // Past the first warning point (50% of 4 minutes) the row turns at risk on the open feed,
+    // then breached at the deadline, though nothing was recorded.
+    let stored = board.system.stored_messages().await;
+    let mut live = board.live("/events", COORDINATOR, &[]).await;
+    assert_eq!(live.next(&mut board.served).await.event, "board");
+    board.clock.advance_by(Duration::from_secs(121));
+    live.row(&mut board.served, &id, &["at_risk"]).await;
+    board.clock.advance_by(Duration::from_secs(120));
+    let row = live.row(&mut board.served, &id, &["breached"]).await;
+    assert!(row.data.contains(">-0:00:01<"), "{}", row.data);
+    assert_eq!(
+        board.system.stored_messages().await,
+        stored,
+        "the dashboard writes nothing"
+    );
+    board.assert_no_identity_served();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_language_switch_is_remembered_in_a_cookie() {
+    let mut board = Board::start().await;
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(page.contains("<html lang=\"id\">") && page.contains("Papan eskalasi"));
+    assert!(
+        page.contains("href=\"/?lang=en\" data-lang=\"en\""),
+        "the switch keeps the page"
+    );
+
+    let response = board
+        .request("/?state=at_risk&lang=en", COORDINATOR, &[])
+        .await;
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(cookie.starts_with("lang=en;"), "{cookie}");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(page.contains("<html lang=\"en\">") && page.contains("Escalation board"));
+    assert!(
+        page.contains("href=\"/?state=at_risk&#38;lang=id\" data-lang=\"id\""),
+        "the way back keeps the filters: {page}"
+    );
+
+    // The cookie alone keeps English on the next page.
+    let response = board
+        .request("/agencies", COORDINATOR, &[("cookie", "lang=en")])
+        .await;
+    assert!(response.headers().get("set-cookie").is_none());
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(body.to_vec()).unwrap();
+    assert!(page.contains("Agency load") && page.contains("Breached this week"));
 }
