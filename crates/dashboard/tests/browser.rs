@@ -320,6 +320,18 @@ async fn a_breach_appears_on_an_open_board_without_reload_and_the_countdown_tick
     assert!(notified.contains("maros-bappeda"), "{notified}");
     assert_not_reloaded(&browser).await;
     browser.screenshot("board").await.unwrap();
+    // Every column on a desktop screen, without scrolling sideways.
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the board is {overflow} px wider than a 1280 px screen"
+    );
 
     // Readable on a phone: the same board, nothing wider than the screen.
     browser.phone().await.unwrap();
