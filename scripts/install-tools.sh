@@ -156,8 +156,14 @@ install_chromium() {
         pinned+=("${package}=${CHROMIUM_VERSION}")
     done
     # chromium-common and friends come at the same version as dependencies of the pinned ones.
-    quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        "${pinned[@]}"
+    if ! quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        "${pinned[@]}"; then
+        # Debian's security archive keeps only the newest build: once a newer chromium is
+        # published there, the pinned one can no longer be installed on a new machine.
+        echo "install-tools: if ${CHROMIUM_VERSION} is no longer offered (see" \
+            "'apt-cache policy chromium'), update CHROMIUM_VERSION in $0" >&2
+        return 1
+    fi
     for package in "${CHROMIUM_PACKAGES[@]}"; do
         installed="$(dpkg-query -W -f='${Version}' "$package" 2>/dev/null || true)"
         if [[ "$installed" != "$CHROMIUM_VERSION" ]]; then
