@@ -1,14 +1,19 @@
 //! The board in a real headless Chromium (refbus-testkit's `browser` feature), over a real
 //! nats-server, with the adapters, the router and the dashboard reading one manual clock: a
-//! breach appears on an open board without a reload, the countdown ticks, the language switch
-//! and the time zone label, the live feed's drop shown and recovered, and a byte scan of every
-//! page and live message for identity plaintext. Screenshots go to
+//! breach appears on an open board without a reload and the countdown ticks; the board sorted
+//! and coloured by state; a filter kept in the URL and followed by the live feed; an integrity
+//! alert on top; acknowledging from the board; the language switch and the time zone label;
+//! 403 for another agency's referral; the live feed's drop shown and recovered; and a byte scan
+//! of every page, live message and the browser's DOM for identity plaintext. Screenshots go to
 //! `target/browser-screenshots/<test>/`; with `REFBUS_UPDATE_DOCS_SCREENSHOT=1` the board of
 //! `the_board_is_sorted_by_time_to_breach_and_coloured_by_state` is also copied to
 //! `docs/img/board.png`.
 //!
-//! Run: `cargo test -p refbus-dashboard --features refbus-testkit/browser --test browser`
-//! (needs `scripts/install-tools.sh`, which installs Chromium).
+//! The viewer is a fixed `Extension<Viewer>`: the operators' login is not wired into the
+//! dashboard yet, so its login and CSRF refusals are not tested here.
+//!
+//! Run: `cargo nextest run -p refbus-dashboard --test browser` (needs
+//! `scripts/install-tools.sh`, which installs Chromium).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
