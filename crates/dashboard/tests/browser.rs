@@ -28,7 +28,7 @@ use refbus_e2e::{AgencySystem, System, create_request, demo_registry, identity, 
 use refbus_proto::v1;
 use refbus_router::{Activity, ManualClock, Options};
 use refbus_testkit::NatsServer;
-use refbus_testkit::browser::Browser;
+use refbus_testkit::browser::{Browser, PHONE};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, oneshot};
@@ -564,6 +564,62 @@ async fn an_integrity_alert_appears_on_top_of_an_open_board() {
         .wait_for(&format!("#alerts li.alert[data-seq='{seq}']"))
         .await
         .unwrap();
+
+    browser.close().await.unwrap();
+    board.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agency_load_on_a_phone_and_its_link_to_the_agencys_board() {
+    let mut deployment = Deployment::start().await;
+    let id = deployment.send("browser-load-1").await;
+    deployment.clock.advance_by(Duration::from_secs(120));
+    recorded(&mut deployment.activity, "acknowledge_emergency.level.2.0").await;
+    let board = Board::start(&deployment, &coordinator()).await;
+    let browser = Browser::builder("dashboard_load")
+        .window_size(PHONE.0, PHONE.1)
+        .start()
+        .await
+        .unwrap();
+    browser.open(&board.url("/agencies")).await.unwrap();
+    let width = browser
+        .execute("return window.innerWidth;", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(width, json!(PHONE.0));
+    let uptd = "tr.agency-load[data-agency='maros-uptd-ppa']";
+    let cell = |class: &str| format!("{uptd} td.{class}");
+    assert_eq!(browser.text(&cell("open")).await.unwrap(), "1");
+    assert_eq!(
+        browser.text(&cell("awaiting-acceptance")).await.unwrap(),
+        "1"
+    );
+    assert_eq!(browser.text(&cell("breached-today")).await.unwrap(), "1");
+    assert_eq!(
+        browser.text(&cell("breached-this-week")).await.unwrap(),
+        "1"
+    );
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    browser.screenshot("load-phone").await.unwrap();
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the load page is {overflow} px wider than a phone's screen"
+    );
+
+    // The agency's name leads to the board filtered to it.
+    browser.click(&format!("{uptd} td.agency a")).await.unwrap();
+    browser
+        .wait_for_script("return location.search.indexOf('agency=maros-uptd-ppa') >= 0;")
+        .await
+        .unwrap();
+    browser.wait_for(&row(&id)).await.unwrap();
+    browser.screenshot("agency-board-phone").await.unwrap();
 
     browser.close().await.unwrap();
     board.stop().await;

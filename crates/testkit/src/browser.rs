@@ -239,14 +239,19 @@ impl BrowserBuilder {
                 source: Box::new(source),
                 log: log_tail(&log_path),
             })?;
-        Ok(Browser {
+        let browser = Browser {
             client,
             wait: self.wait,
             screenshots,
             timeouts: AtomicUsize::new(0),
             driver,
             _profile: profile,
-        })
+        };
+        // `--window-size` is not enough: a new window is at least 500 px wide, so a phone's
+        // width is set again through WebDriver, which headless Chromium honours exactly.
+        let (width, height) = self.window;
+        browser.set_window_size(width, height).await?;
+        Ok(browser)
     }
 }
 
