@@ -43,6 +43,16 @@ impl Drop for Up {
         let _ = Command::new("kill")
             .args(["-INT", &self.0.id().to_string()])
             .status();
+        // It stops within seconds (tests/up.rs holds it to that); if it ever does not, it is
+        // killed rather than left to hang the test run.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
