@@ -116,13 +116,35 @@ fn start_demo(data_dir: &std::path::Path) -> (Up, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_board_shows_referrals_arriving_and_running_late_live() {
+async fn the_demo_board_after_login_shows_referrals_running_late_live_and_refuses_a_post_without_csrf() {
     let data = tempfile::tempdir().unwrap();
     let (up, url) = start_demo(data.path());
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
     let browser = Browser::start("cli_up_demo").await.unwrap();
+    // The board asks for a login first: the coordinator's, which up made and listed.
     browser.open(&url).await.unwrap();
+    browser
+        .wait_for("form[action='/login'] #password")
+        .await
+        .unwrap();
+    let logins = std::fs::read_to_string(data.path().join("dashboard-logins.txt")).unwrap();
+    let password = logins
+        .lines()
+        .find_map(|line| line.strip_prefix("koordinator "))
+        .and_then(|rest| rest.split_whitespace().nth(2))
+        .unwrap_or_else(|| panic!("no coordinator login in {logins}"))
+        .to_owned();
+    browser
+        .execute(
+            "document.getElementById('username').value = arguments[0];\n\
+             document.getElementById('password').value = arguments[1];\n\
+             document.querySelector(\"form[action='/login']\").submit(); return true;",
+            vec!["koordinator".into(), password.into()],
+        )
+        .await
+        .unwrap();
+    browser.wait_for("table#board").await.unwrap();
     browser
         .wait_for_script("return document.getElementById('live-status').dataset.status === 'live';")
         .await
@@ -152,6 +174,58 @@ async fn the_demo_board_shows_referrals_arriving_and_running_late_live() {
         .unwrap();
     assert_eq!(loads, serde_json::json!(1), "the board was reloaded");
     browser.screenshot("board").await.unwrap();
+
+    // A form posted without the session's CSRF token (as another site would make the
+    // browser send it) is refused before the dashboard acts; with the token from the page the
+    // same request passes that check and is judged on its merits (no such escalation).
+    let id = browser
+        .execute(
+            "return document.querySelector('#board-rows tr.referral').dataset.referral;",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let id = id.as_str().unwrap().to_owned();
+    browser
+        .execute(
+            "const post = (body) => fetch('/referrals/' + arguments[0] + '/acknowledge', \
+               { method: 'POST', body: new URLSearchParams(body), redirect: 'manual' }) \
+               .then(response => response.status);\n\
+             post({ clock: 'no_such_clock', level: '1' }).then(status => { window.withoutToken = status; });\n\
+             const csrf = document.querySelector('meta[name=\"csrf-token\"]').content;\n\
+             post({ clock: 'no_such_clock', level: '1', csrf }).then(status => { window.withToken = status; });\n\
+             return true;",
+            vec![id.into()],
+        )
+        .await
+        .unwrap();
+    browser
+        .wait_for_script(
+            "return window.withoutToken !== undefined && window.withToken !== undefined;",
+        )
+        .await
+        .unwrap();
+    let statuses = browser
+        .execute(
+            "return [window.withoutToken, window.withToken];",
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(statuses[0], serde_json::json!(403), "{statuses}");
+    assert_ne!(statuses[1], serde_json::json!(403), "{statuses}");
+
+    // Logging out ends the session: the board asks for a login again.
+    browser.click("#logout button").await.unwrap();
+    browser
+        .wait_for("form[action='/login'] #password")
+        .await
+        .unwrap();
+    browser.open(&url).await.unwrap();
+    browser
+        .wait_for("form[action='/login'] #password")
+        .await
+        .unwrap();
 
     browser.close().await.unwrap();
     drop(up);

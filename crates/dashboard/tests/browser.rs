@@ -9,8 +9,9 @@
 //! `the_board_is_sorted_by_time_to_breach_and_coloured_by_state` is also copied to
 //! `docs/img/board.png`.
 //!
-//! The viewer is a fixed `Extension<Viewer>`: the operators' login is not wired into the
-//! dashboard yet, so its login and CSRF refusals are not tested here.
+//! The viewer is a fixed `Extension<Viewer>`, so several viewers share one dashboard; the real
+//! login, the CSRF refusal and logout are driven in a browser against `refbus up --demo`
+//! (crates/cli/tests/browser.rs), and tested without a browser in crates/operators/tests.
 //!
 //! Run: `cargo nextest run -p refbus-dashboard --test browser` (needs
 //! `scripts/install-tools.sh`, which installs Chromium).
@@ -201,7 +202,7 @@ impl Board {
 
 fn viewer(agency: &str, role: Role) -> Viewer {
     Viewer {
-        username: format!("{role}@{agency}"),
+        username: refbus_operators::Username::new(format!("{role}.{agency}")).unwrap(),
         agency: AgencyId::new(agency).unwrap(),
         role,
     }
@@ -742,7 +743,7 @@ async fn an_agency_head_acknowledges_from_the_board_and_the_row_changes() {
         .await
         .unwrap();
     assert!(
-        entry.contains("head@maros-uptd-ppa at maros-uptd-ppa (system dashboard)"),
+        entry.contains("head.maros-uptd-ppa at maros-uptd-ppa (system dashboard)"),
         "{entry}"
     );
     browser.screenshot("timeline").await.unwrap();
