@@ -116,7 +116,7 @@ fn start_demo(data_dir: &std::path::Path) -> (Up, String) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_board_after_login_shows_referrals_running_late_live_and_refuses_a_post_without_csrf() {
+async fn the_demo_board_behind_a_login_runs_late_live_and_refuses_posts_without_csrf() {
     let data = tempfile::tempdir().unwrap();
     let (up, url) = start_demo(data.path());
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
