@@ -739,3 +739,19 @@ pub(crate) fn metrics_endpoint(
     tracing::info!(url = %endpoint.url()?, "metrics served");
     Ok(Some(endpoint))
 }
+
+/// The time a component runs on: the system's, or for demonstrations and tests a pretended
+/// clock started at `start` (RFC 3339, `--clock-start`) running `speed` times as fast.
+pub(crate) fn clock(
+    start: Option<&str>,
+    speed: f64,
+) -> anyhow::Result<std::sync::Arc<dyn refbus_router::Clock>> {
+    Ok(match start {
+        Some(start) => {
+            let start = refbus_core::Timestamp::parse_rfc3339(start)
+                .map_err(|err| crate::commands::UsageError(format!("--clock-start: {err}")))?;
+            std::sync::Arc::new(refbus_router::ScaledClock::new(start, speed))
+        }
+        None => std::sync::Arc::new(refbus_router::SystemClock::new()),
+    })
+}

@@ -339,7 +339,26 @@ struct Context<'a> {
     csrf: String,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    /// What every page of a request shares: who asks, in which language and zone, now.
+    fn of(
+        shared: &'a Shared,
+        viewer: &'a Viewer,
+        lang: Lang,
+        csrf: Option<&Extension<CsrfToken>>,
+    ) -> Context<'a> {
+        Context {
+            shared,
+            viewer,
+            lang,
+            tz: zone(shared, viewer),
+            now: shared.clock.now(),
+            csrf: csrf
+                .map(|token| token.as_str().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+
     fn page(
         &self,
         title: String,
@@ -460,17 +479,7 @@ async fn board(
     let Ok(filters) = filters(&params) else {
         return error_page(StatusCode::BAD_REQUEST, lang.texts().bad_request);
     };
-    let context = Context {
-        shared: &shared,
-        viewer: &viewer,
-        lang,
-        tz: zone(&shared, &viewer),
-        now: shared.clock.now(),
-        csrf: csrf
-            .as_ref()
-            .map(|token| token.as_str().to_owned())
-            .unwrap_or_default(),
-    };
+    let context = Context::of(&shared, &viewer, lang, csrf.as_ref());
     let page = context.page(lang.texts().board.to_owned(), "board", &uri, &params);
     let rows = shared
         .read()
@@ -559,17 +568,7 @@ async fn load(
     headers: HeaderMap,
 ) -> Response {
     let (lang, remember) = language(&params, &headers);
-    let context = Context {
-        shared: &shared,
-        viewer: &viewer,
-        lang,
-        tz: zone(&shared, &viewer),
-        now: shared.clock.now(),
-        csrf: csrf
-            .as_ref()
-            .map(|token| token.as_str().to_owned())
-            .unwrap_or_default(),
-    };
+    let context = Context::of(&shared, &viewer, lang, csrf.as_ref());
     let page = context.page(lang.texts().load.to_owned(), "load", &uri, &params);
     let registry = shared.verifier.registry().clone();
     let now = context.now;
@@ -662,17 +661,7 @@ async fn timeline(
     if !viewer.may_see_referral(state) {
         return error_page(StatusCode::FORBIDDEN, t.forbidden);
     }
-    let context = Context {
-        shared: &shared,
-        viewer: &viewer,
-        lang,
-        tz: zone(&shared, &viewer),
-        now: shared.clock.now(),
-        csrf: csrf
-            .as_ref()
-            .map(|token| token.as_str().to_owned())
-            .unwrap_or_default(),
-    };
+    let context = Context::of(&shared, &viewer, lang, csrf.as_ref());
     let page = context.page(format!("{} {id}", t.timeline), "timeline", &uri, &params);
     let tz = context.tz;
     let entries = history

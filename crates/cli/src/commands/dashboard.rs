@@ -10,11 +10,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use refbus_core::Timestamp;
 use refbus_dashboard::Dashboard;
 use refbus_dashboard::act::Acting;
 use refbus_operators::{Operators, OperatorsConfig};
-use refbus_router::{Clock, ScaledClock, SystemClock};
 
 use crate::commands::UsageError;
 use crate::runtime;
@@ -82,14 +80,7 @@ pub(crate) fn run(args: DashboardArgs) -> anyhow::Result<ExitCode> {
     let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
     let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let clock: Arc<dyn Clock> = match &args.clock_start {
-            Some(start) => {
-                let start = Timestamp::parse_rfc3339(start)
-                    .map_err(|err| UsageError(format!("--clock-start: {err}")))?;
-                Arc::new(ScaledClock::new(start, args.clock_speed))
-            }
-            None => Arc::new(SystemClock::new()),
-        };
+        let clock = runtime::clock(args.clock_start.as_deref(), args.clock_speed)?;
         let bus = args.nats.connect(None).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

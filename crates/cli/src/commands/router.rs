@@ -6,10 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Args;
-use refbus_core::Timestamp;
-use refbus_router::{Activity, Clock, Options, Router, ScaledClock, SystemClock};
+use refbus_router::{Activity, Options, Router};
 
-use crate::commands::UsageError;
 use crate::runtime;
 
 #[derive(Debug, Args)]
@@ -60,14 +58,7 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
     let verifier = refbus_bus::Verifier::new(registry.clone(), signers, max_skew);
     let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let clock: Arc<dyn Clock> = match &args.clock_start {
-            Some(start) => {
-                let start = Timestamp::parse_rfc3339(start)
-                    .map_err(|err| UsageError(format!("--clock-start: {err}")))?;
-                Arc::new(ScaledClock::new(start, args.clock_speed))
-            }
-            None => Arc::new(SystemClock::new()),
-        };
+        let clock = runtime::clock(args.clock_start.as_deref(), args.clock_speed)?;
         let bus = args.nats.connect(None).await?;
         let router = Router::new(
             bus,
