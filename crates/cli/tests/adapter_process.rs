@@ -8,8 +8,8 @@
 //! and its records stay within the two minutes the adapters allow between an event's time and
 //! the bus's.
 
+use refbus_testkit::free_port;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::Receiver;
@@ -72,14 +72,6 @@ fn wait_for(lines: &Receiver<String>, text: &str) {
             return;
         }
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs `refbus <args>`, which must succeed.

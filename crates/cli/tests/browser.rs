@@ -3,32 +3,11 @@
 //! live, without a reload. The router's clock runs 60 times faster (`--clock-speed`), so the
 //! demonstration's minutes pass in seconds.
 
+use refbus_testkit::{free_port, free_ports};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
 use refbus_testkit::browser::Browser;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A run of `count` consecutive free ports (the adapters' ports follow the first).
-fn free_ports(count: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base > u16::MAX - count {
-            continue;
-        }
-        if (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return base;
-        }
-    }
-}
 
 fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

@@ -3,33 +3,12 @@
 //! open, and leaving no nats-server behind), keeps its data for the next start, and prints each
 //! router action once, without colour codes when its output is not a terminal.
 
+use refbus_testkit::{free_port, free_ports};
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A run of `count` consecutive free ports (the adapters' ports follow the first).
-fn free_ports(count: u16) -> u16 {
-    loop {
-        let base = free_port();
-        if base > u16::MAX - count {
-            continue;
-        }
-        if (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
-            return base;
-        }
-    }
-}
 
 /// A client of `agency`'s adapter at `endpoint`, as `up` runs it: mutual TLS with the
 /// certificates it made in `<data_dir>/tls` for the agency's `cli` system.

@@ -70,6 +70,7 @@ pub mod hostile;
 mod log;
 mod monitor;
 pub mod pki;
+mod ports;
 mod process;
 mod server;
 
@@ -77,4 +78,5 @@ pub use binary::{BINARY_ENV, nats_server_binary};
 pub use cluster::{NatsCluster, NatsClusterBuilder};
 pub use error::Error;
 pub use pki::Pki;
+pub use ports::{free_port, free_ports};
 pub use server::{NatsServer, NatsServerBuilder};
