@@ -195,6 +195,8 @@ pub struct EventStream {
     chunks: Chunks,
     /// Decoded body not yet split into events.
     text: Vec<u8>,
+    /// What each read fills.
+    buffer: Vec<u8>,
     pub status: u16,
 }
 
@@ -206,7 +208,8 @@ impl EventStream {
     ) -> Result<EventStream, BenchError> {
         let mut stream = send(addr, "GET", target, headers, b"", false).await?;
         let mut raw = Vec::new();
-        let mut buffer = [0u8; 16 * 1024];
+        // On the heap: a future holding it would be large.
+        let mut buffer = vec![0u8; 64 * 1024];
         let (status, headers, rest) = loop {
             let read = stream.read(&mut buffer).await?;
             if read == 0 {
@@ -222,6 +225,7 @@ impl EventStream {
             chunked: is_chunked(&headers),
             chunks: Chunks::default(),
             text: Vec::new(),
+            buffer,
             status,
         };
         feed.take(&raw[rest..])?;
@@ -239,17 +243,19 @@ impl EventStream {
 
     /// The next events (at least one), or `None` once the feed ended.
     pub async fn next(&mut self) -> Result<Option<Vec<Event>>, BenchError> {
-        let mut buffer = [0u8; 64 * 1024];
         loop {
             let events = split_events(&mut self.text);
             if !events.is_empty() {
                 return Ok(Some(events));
             }
-            let read = self.stream.read(&mut buffer).await?;
+            let read = self.stream.read(&mut self.buffer).await?;
             if read == 0 {
                 return Ok(None);
             }
-            self.take(&buffer[..read])?;
+            let bytes = std::mem::take(&mut self.buffer);
+            let taken = self.take(&bytes[..read]);
+            self.buffer = bytes;
+            taken?;
         }
     }
 }
