@@ -687,7 +687,8 @@ fn ratio(value: f64, floor: f64) -> String {
 
 impl std::fmt::Display for DashboardReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.conditions.header(f, "refbus bench dashboard")?;
+        self.conditions
+            .header(f, "refbus bench dashboard", "the dashboard")?;
         writeln!(
             f,
             "dashboard: `refbus dashboard` in its own process (system clock, default options, behind its login), started by the bench; clients: plain HTTP/1.1 as a browser (login form, page, server-sent events)"
