@@ -650,7 +650,8 @@ impl ClocksReport {
 
 impl std::fmt::Display for ClocksReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.conditions.header(f, "refbus bench clocks")?;
+        self.conditions
+            .header(f, "refbus bench clocks", "the router")?;
         writeln!(
             f,
             "router: `refbus router` in its own process (system clock, default options), started by the bench"

@@ -41,11 +41,13 @@ pub fn verifier(registry: &std::sync::Arc<refbus_core::Registry>) -> refbus_bus:
 }
 pub mod clocks;
 pub mod cpu;
+pub mod dashboard;
 pub mod fixture;
 pub mod floor;
 pub mod footprint;
 pub mod harness;
 pub mod histories;
+pub mod http;
 pub mod ingest;
 pub mod load;
 pub mod pace;

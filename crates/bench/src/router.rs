@@ -149,7 +149,14 @@ impl Conditions {
         }
     }
 
-    pub(crate) fn header(&self, f: &mut std::fmt::Formatter<'_>, title: &str) -> std::fmt::Result {
+    /// The title, the machine and its load; `measured` names what shares the machine with
+    /// nats-server (the measured component and the load generator).
+    pub(crate) fn header(
+        &self,
+        f: &mut std::fmt::Formatter<'_>,
+        title: &str,
+        measured: &str,
+    ) -> std::fmt::Result {
         writeln!(f, "{title}, {}", self.date)?;
         if self.debug_build {
             writeln!(
@@ -159,7 +166,7 @@ impl Conditions {
         }
         writeln!(
             f,
-            "machine: {} CPUs ({}), shared by nats-server {} (loopback, {}), the router and the load generator",
+            "machine: {} CPUs ({}), shared by nats-server {} (loopback, {}), {measured} and the load generator",
             self.cpus, self.cpu_model, self.nats_version, self.durability
         )?;
         writeln!(
@@ -540,7 +547,7 @@ impl RouterReport {
 impl std::fmt::Display for RouterReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let c = &self.conditions;
-        c.header(f, "refbus bench router")?;
+        c.header(f, "refbus bench router", "the router")?;
         writeln!(
             f,
             "run: {} events = {} referrals x {LIFE_EVENTS} (created, received, accepted, started, completed), {} referrals interleaved, \

@@ -12,6 +12,7 @@ use refbus_bench::IngestOptions;
 
 use crate::runtime::{self, Durability, LocalNats};
 
+mod board;
 mod timers;
 
 #[derive(Debug, Subcommand)]
@@ -29,6 +30,10 @@ pub(crate) enum BenchCommand {
     /// Clocks: a router restarted on a million open referrals (time to ready, memory), a
     /// hundred thousand clocks due within one minute (lateness), JetStream message schedules.
     Clocks(timers::ClocksArgs),
+    /// Dashboard: a `refbus dashboard` on a million open referrals behind its login (start to
+    /// ready, memory), a filtered board page, and the time from an event stored to its row on
+    /// fifty live feeds against a bare ordered consumer.
+    Dashboard(board::DashboardArgs),
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +171,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         }
         BenchCommand::Router(args) => timers::router(args),
         BenchCommand::Clocks(args) => timers::clocks(args),
+        BenchCommand::Dashboard(args) => board::dashboard(args),
     }
 }
 
