@@ -241,6 +241,67 @@ pub struct ClocksReport {
     pub schedules: Option<ScheduleFigures>,
 }
 
+/// A bench's client runtime and a fresh events stream on `server`, created and checked by the
+/// bus as a component does.
+pub(crate) struct Fresh {
+    pub(crate) runtime: Runtime,
+    pub(crate) control: jetstream::Context,
+    pub(crate) conditions: Conditions,
+    pub(crate) js: jetstream::Context,
+    pub(crate) stream: stream::Stream,
+}
+
+impl Fresh {
+    pub(crate) fn stream(server: &Server, window: usize) -> Result<Fresh, BenchError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name(crate::harness::CLIENT_THREADS)
+            .enable_all()
+            .build()?;
+        let (nats_version, control) = runtime.block_on(async {
+            let client = async_nats::connect(&server.url)
+                .await
+                .map_err(|err| BenchError::Nats(err.to_string()))?;
+            Ok::<_, BenchError>((client.server_info().version, jetstream::new(client)))
+        })?;
+        let conditions = Conditions::now(server, nats_version, window, 0);
+        fresh_stream(&runtime, &control)?;
+        runtime.block_on(connect(&server.url))?;
+        let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
+        Ok(Fresh {
+            runtime,
+            control,
+            conditions,
+            js,
+            stream,
+        })
+    }
+}
+
+/// Builds and publishes `open` open referrals of the kinds of [`MIX`]; returns how many were
+/// sent and how long it took.
+pub(crate) fn publish_open(
+    runtime: &Runtime,
+    js: &jetstream::Context,
+    registry: &Arc<Registry>,
+    open: usize,
+    builders: usize,
+    window: usize,
+) -> Result<(usize, Duration), BenchError> {
+    let writer = Arc::new(Writer::new(registry.clone(), "open"));
+    let chunks = histories::build_in_background(open, 5_000, builders, move |range| {
+        writer.creates(
+            range,
+            |index| MIX[index % MIX.len()],
+            // Stamped when built, less up to a minute: JetStream stores them within seconds,
+            // well within the record check's skew (a record stamped further from its storage
+            // is refused, and a rebuild would skip it). Their earliest items fall due half an
+            // hour after.
+            |index| system_now().minus(Duration::from_millis((index % 60_000) as u64)),
+        )
+    });
+    runtime.block_on(histories::publish_chunks(js, chunks, window))
+}
+
 /// Runs every phase. `router(url)` is the `refbus router` command for the server at `url`
 /// with replica [`REPLICA`] and the same registry (its standard error directed by the caller).
 pub fn clocks(
@@ -250,40 +311,26 @@ pub fn clocks(
     options: &ClocksOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ClocksReport, BenchError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(crate::harness::CLIENT_THREADS)
-        .enable_all()
-        .build()?;
-    let (nats_version, control) = runtime.block_on(async {
-        let client = async_nats::connect(&server.url)
-            .await
-            .map_err(|err| BenchError::Nats(err.to_string()))?;
-        Ok::<_, BenchError>((client.server_info().version, jetstream::new(client)))
-    })?;
-    let mut conditions = Conditions::now(server, nats_version, options.window, 0);
-    fresh_stream(&runtime, &control)?;
-    // The bus creates the stream and checks it, as a component does.
-    runtime.block_on(connect(&server.url))?;
-    let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
+    let Fresh {
+        runtime,
+        control,
+        mut conditions,
+        js,
+        stream,
+    } = Fresh::stream(server, options.window)?;
 
     progress(&format!(
         "1. {} open referrals with pending clocks (built and published)",
         thousands(options.open as f64)
     ));
-    let writer = Arc::new(Writer::new(registry.clone(), "open"));
-    let chunks =
-        histories::build_in_background(options.open, 5_000, options.builders, move |range| {
-            writer.creates(
-                range,
-                |index| MIX[index % MIX.len()],
-                // Stamped when built, less up to a minute: JetStream stores them within
-                // seconds, well within the record check's skew (a record stamped further from
-                // its storage is refused, and the rebuild would skip it). Their earliest items
-                // fall due half an hour after.
-                |index| system_now().minus(Duration::from_millis((index % 60_000) as u64)),
-            )
-        });
-    let (sent, fill) = runtime.block_on(histories::publish_chunks(&js, chunks, options.window))?;
+    let (sent, fill) = publish_open(
+        &runtime,
+        &js,
+        &registry,
+        options.open,
+        options.builders,
+        options.window,
+    )?;
     let open_last = stored(&runtime, &stream, sent)?;
     // Where a router that had processed every event would have left its consumer: created as
     // the router creates it (the router refuses any other), its ack floor then moved past

@@ -37,7 +37,7 @@ use tokio::runtime::Runtime;
 use crate::cpu::{self, Process, Resident};
 use crate::histories::{self, DUE_KIND, MIX, Prepared, Writer};
 use crate::http::{self, EventStream};
-use crate::router::{Conditions, connect, fresh_stream, system_now};
+use crate::router::{Conditions, system_now};
 use crate::timing::{self, Lateness, goal_line, mib, seconds, thousands};
 use crate::{BenchError, Server};
 
@@ -178,36 +178,26 @@ pub fn dashboard(
     options: &DashboardOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<DashboardReport, BenchError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(crate::harness::CLIENT_THREADS)
-        .enable_all()
-        .build()?;
-    let (nats_version, control) = runtime.block_on(async {
-        let client = async_nats::connect(&server.url)
-            .await
-            .map_err(|err| BenchError::Nats(err.to_string()))?;
-        Ok::<_, BenchError>((client.server_info().version, jetstream::new(client)))
-    })?;
-    let mut conditions = Conditions::now(server, nats_version, options.window, 0);
-    fresh_stream(&runtime, &control)?;
-    runtime.block_on(connect(&server.url))?;
-    let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
+    let crate::clocks::Fresh {
+        runtime,
+        mut conditions,
+        js,
+        stream,
+        ..
+    } = crate::clocks::Fresh::stream(server, options.window)?;
 
     progress(&format!(
         "1. {} open referrals and {PAGE_ROWS} of the page's kind (built and published)",
         thousands(options.open as f64)
     ));
-    let writer = Arc::new(Writer::new(registry.clone(), "open"));
-    let chunks =
-        histories::build_in_background(options.open, 5_000, options.builders, move |range| {
-            writer.creates(
-                range,
-                |index| MIX[index % MIX.len()],
-                // Within the minute before they are stored: within the record check's skew.
-                |index| system_now().minus(Duration::from_millis((index % 60_000) as u64)),
-            )
-        });
-    let (sent, fill) = runtime.block_on(histories::publish_chunks(&js, chunks, options.window))?;
+    let (sent, fill) = crate::clocks::publish_open(
+        &runtime,
+        &js,
+        &registry,
+        options.open,
+        options.builders,
+        options.window,
+    )?;
     let page = Writer::new(registry.clone(), "page").creates(
         0..PAGE_ROWS,
         |_| DUE_KIND,
