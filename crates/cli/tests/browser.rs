@@ -3,15 +3,11 @@
 //! live, without a reload. The router's clock runs 60 times faster (`--clock-speed`), so the
 //! demonstration's minutes pass in seconds.
 
-use refbus_testkit::{free_port, free_ports};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 
 use refbus_testkit::browser::Browser;
-
-fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// `refbus up --demo`, stopped with Ctrl-C (SIGINT) when dropped, so it takes its nats-server
 /// down with it even if the test fails.
@@ -36,62 +32,20 @@ impl Drop for Up {
     }
 }
 
-/// Starts `refbus up --demo` on free ports and returns it with the dashboard's URL, once it
-/// says it is up. If another test took one of its ports meanwhile, it ends early and is
-/// started again on others; three early ends fail the test with what it said.
+/// Starts `refbus up --demo` (a referral a second, pretended time 60 times as fast) and
+/// returns it with the dashboard's URL.
 fn start_demo(data_dir: &std::path::Path) -> (Up, String) {
-    let mut attempts = Vec::new();
-    for _ in 0..3 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .current_dir(repo_root())
-            .args(["up", "--demo", "--demo-every", "1", "--clock-speed", "60"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--nats-port", &free_port().to_string()])
-            .args(["--nats-monitor-port", &free_port().to_string()])
-            .args(["--base-port", &free_ports(8).to_string()])
-            .args(["--dashboard-port", &free_port().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(stdout);
-        let up = loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break false;
-            }
-            let done = line.contains("Press Ctrl-C");
-            lines.push(line);
-            if done {
-                break true;
-            }
-        };
-        if up {
-            // What it prints from here on (the router's actions) is not needed; reading it
-            // keeps its pipes from filling up.
-            std::thread::spawn(move || for _ in reader.lines() {});
-            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-            let url = lines
-                .iter()
-                .find_map(|line| line.trim().strip_prefix("dashboard"))
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned)
-                .unwrap_or_else(|| panic!("no dashboard URL in {lines:?}"));
-            return (Up(child), url);
-        }
-        let mut said = String::new();
-        std::io::Read::read_to_string(&mut BufReader::new(stderr), &mut said).unwrap();
-        let _ = child.wait();
-        attempts.push(format!("{lines:?}\n{said}"));
-    }
-    panic!(
-        "refbus up ended early three times:\n{}",
-        attempts.join("\n---\n")
+    let (child, lines) = common::start_up(
+        data_dir,
+        &["--demo", "--demo-every", "1", "--clock-speed", "60"],
     );
+    let url = lines
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("dashboard"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no dashboard URL in {lines:?}"));
+    (Up(child), url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,13 @@
 //! open, and leaving no nats-server behind), keeps its data for the next start, and prints each
 //! router action once, without colour codes when its output is not a terminal.
 
-use refbus_testkit::{free_port, free_ports};
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+
+use common::repo_root;
+use refbus_testkit::{free_port, free_ports};
 
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
@@ -35,59 +39,6 @@ async fn connect(
         .await
         .unwrap();
     ReferralServiceClient::new(channel)
-}
-
-fn repo_root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Starts `refbus up` on free ports and reads its output until it says it is up; returns the
-/// endpoints. Other tests run beside this one and start servers on ports of their own: if one
-/// took a port between choosing it and `up` binding it, `up` ends early, and it is started
-/// again on other ports; three early ends in a row fail the test, with what `up` said.
-fn start(data_dir: &std::path::Path) -> (Child, Vec<String>) {
-    let mut attempts = Vec::new();
-    for _ in 0..3 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .current_dir(repo_root())
-            .args(["up", "--data-dir"])
-            .arg(data_dir)
-            .args(["--nats-port", &free_port().to_string()])
-            .args(["--nats-monitor-port", &free_port().to_string()])
-            .args(["--base-port", &free_ports(8).to_string()])
-            .args(["--dashboard-port", &free_port().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let up = loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break false;
-            }
-            let done = line.contains("Press Ctrl-C");
-            lines.push(line);
-            if done {
-                break true;
-            }
-        };
-        if up {
-            // Its log lines are not needed; reading them keeps its pipe from filling up.
-            let stderr = child.stderr.take().unwrap();
-            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-            return (child, lines);
-        }
-        let mut said = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
-        let _ = child.wait();
-        attempts.push(format!("{lines:?}\n{said}"));
-    }
-    panic!(
-        "refbus up ended early three times:\n{}",
-        attempts.join("\n---\n")
-    );
 }
 
 /// A plain HTTP/1.0 GET: the whole response, head and body.
@@ -155,7 +106,7 @@ fn interrupt(child: &mut Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, lines) = start(data.path());
+    let (mut child, lines) = common::start_up(data.path(), &[]);
     let output = lines.concat();
     assert!(output.contains("refbus is up."), "{output}");
     // The dashboard is up too, on loopback, and serves the board.
@@ -272,7 +223,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     assert!(data.path().join("keys/maros-dinsos.key").exists());
 
     // Started again on the same data, the referral is still there.
-    let (mut child, lines) = start(data.path());
+    let (mut child, lines) = common::start_up(data.path(), &[]);
     let dinsos_line = lines
         .iter()
         .find(|line| line.contains(" maros-dinsos "))
@@ -293,7 +244,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
 #[tokio::test]
 async fn up_admits_to_nats_only_tls_clients_with_its_certificate_and_a_known_nkey() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, lines) = start(data.path());
+    let (mut child, lines) = common::start_up(data.path(), &[]);
     let output = lines.concat();
     let url = lines
         .iter()
@@ -564,7 +515,7 @@ async fn up_prints_each_router_action_once_and_no_colour_codes_into_a_pipe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_each_components_metrics_and_prints_where() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, lines) = start(data.path());
+    let (mut child, lines) = common::start_up(data.path(), &[]);
     let output = lines.concat();
     // One URL per component: the router, each of the eight adapters, the dashboard.
     let urls: Vec<(&str, &str)> = lines

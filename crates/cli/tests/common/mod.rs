@@ -1,0 +1,64 @@
+//! What the process tests of `refbus up` share: starting it on free ports.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use refbus_testkit::{free_port, free_ports};
+
+/// The repository's root: `refbus up` finds deploy/config there.
+pub(crate) fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Starts `refbus up` on free ports and reads its output until it says it is up; returns the
+/// what it printed until then. `extra` are more arguments (e.g. `--demo`). Other tests run beside this one and start servers on ports of their own: if one
+/// took a port between choosing it and `up` binding it, `up` ends early, and it is started
+/// again on other ports; three early ends in a row fail the test, with what `up` said.
+pub(crate) fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, Vec<String>) {
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
+            .current_dir(repo_root())
+            .arg("up")
+            .args(extra)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--nats-port", &free_port().to_string()])
+            .args(["--nats-monitor-port", &free_port().to_string()])
+            .args(["--base-port", &free_ports(8).to_string()])
+            .args(["--dashboard-port", &free_port().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let up = loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 {
+                break false;
+            }
+            let done = line.contains("Press Ctrl-C");
+            lines.push(line);
+            if done {
+                break true;
+            }
+        };
+        if up {
+            // What it prints from here on (the router's actions, its log) is not needed;
+            // reading it keeps its pipes from filling up.
+            let stderr = child.stderr.take().unwrap();
+            std::thread::spawn(move || for _ in reader.lines() {});
+            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
+            return (child, lines);
+        }
+        let mut said = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
+        let _ = child.wait();
+        attempts.push(format!("{lines:?}\n{said}"));
+    }
+    panic!(
+        "refbus up ended early three times:\n{}",
+        attempts.join("\n---\n")
+    );
+}
