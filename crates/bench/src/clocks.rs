@@ -421,7 +421,11 @@ pub fn clocks(
 }
 
 /// Checks the stream holds `expected` messages; returns its last sequence.
-fn stored(runtime: &Runtime, stream: &stream::Stream, expected: usize) -> Result<u64, BenchError> {
+pub(crate) fn stored(
+    runtime: &Runtime,
+    stream: &stream::Stream,
+    expected: usize,
+) -> Result<u64, BenchError> {
     let mut stream = stream.clone();
     let state = runtime.block_on(async move {
         stream

@@ -32,7 +32,6 @@ use async_nats::jetstream::{self, stream};
 use futures::StreamExt;
 use refbus_bus::subjects;
 use refbus_core::Registry;
-use tokio::runtime::Runtime;
 
 use crate::cpu::{self, Process, Resident};
 use crate::histories::{self, DUE_KIND, MIX, Prepared, Writer};
@@ -205,7 +204,7 @@ pub fn dashboard(
     )?;
     runtime.block_on(histories::publish_planned(&js, page, options.window, None))?;
     let open = sent + PAGE_ROWS;
-    let last = stored(&runtime, &stream, open)?;
+    let last = crate::clocks::stored(&runtime, &stream, open)?;
     let floor = runtime.block_on(read_all(&stream, last))?;
     progress(&format!(
         "1. filled in {}; a bare ordered consumer reads them all in {}",
@@ -285,26 +284,6 @@ pub fn dashboard(
         pages,
         feeds,
     })
-}
-
-/// Checks the stream holds `expected` messages; returns its last sequence.
-fn stored(runtime: &Runtime, stream: &stream::Stream, expected: usize) -> Result<u64, BenchError> {
-    let mut stream = stream.clone();
-    let state = runtime.block_on(async move {
-        stream
-            .info()
-            .await
-            .map(|info| info.state.clone())
-            .map_err(|err| BenchError::Nats(err.to_string()))
-    })?;
-    if state.messages != expected as u64 {
-        return Err(BenchError::Stored {
-            phase: "fill".to_owned(),
-            expected: expected as u64,
-            stored: state.messages,
-        });
-    }
-    Ok(state.last_sequence)
 }
 
 fn nats(err: &dyn std::fmt::Display) -> BenchError {
