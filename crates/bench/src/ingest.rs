@@ -385,6 +385,7 @@ impl Run<'_> {
             validation: times.total(Stage::Validation),
             sealing: times.total(Stage::Sealing),
             event: times.total(Stage::Event),
+            read: times.total(Stage::Read),
             publish: times.total(Stage::Publish),
             response: times.total(Stage::Response),
         };
