@@ -320,3 +320,39 @@ pub async fn copy_stream_rewriting(
     config.deny_purge = true;
     target.update_stream(config).await.unwrap();
 }
+
+/// Someone's identity, as an agency system would send it (what must never leave sealed).
+pub const IDENTITY: &str = r#"{"full_name":"Siti Aminah Daeng Ngai","nik":"7309014107900001","address":"Jl. Poros Maros 12"}"#;
+
+/// [`create`] with the person's identity sealed for both agencies, as the adapter seals it.
+pub async fn create_with_identity(
+    bus: &Bus,
+    case: &str,
+    request: &str,
+    now: Timestamp,
+) -> Stored<EventRecord> {
+    let mut creation = creation(case, "maros-dinsos", "maros-uptd-ppa", Priority::Emergency);
+    let (dinsos, ppa) = (
+        refbus_seal::KeyPair::generate(),
+        refbus_seal::KeyPair::generate(),
+    );
+    let sealed = refbus_seal::seal(
+        IDENTITY.as_bytes(),
+        &[
+            (&creation.sender, dinsos.public()),
+            (&creation.recipient, ppa.public()),
+        ],
+        b"test identity",
+    )
+    .unwrap();
+    creation.identity = Some(sealed);
+    write(
+        bus,
+        None,
+        Command::Create(Box::new(creation)),
+        operator("maros-dinsos"),
+        request,
+        now,
+    )
+    .await
+}
