@@ -138,16 +138,16 @@ impl Run {
         self.messages += 1;
         self.last_seq = self.last_seq.max(message.seq);
         let verdict = match subjects::parse(&message.subject) {
-            Some(subjects::Parsed::Referral(_)) => {
-                let before = self.replayer.state(&message.subject).cloned().map(Box::new);
-                match self.replayer.check(message) {
-                    Replayed::Record(record) => {
-                        self.records += 1;
-                        Verdict::Record { before, record }
+            Some(subjects::Parsed::Referral(_)) => match self.replayer.check_after(message) {
+                (Replayed::Record(record), before) => {
+                    self.records += 1;
+                    Verdict::Record {
+                        before: before.map(Box::new),
+                        record,
                     }
-                    Replayed::Refused { failure, .. } => Verdict::Refused(failure),
                 }
-            }
+                (Replayed::Refused { failure, .. }, _) => Verdict::Refused(failure),
+            },
             _ => Verdict::Other,
         };
         let seen = Seen {

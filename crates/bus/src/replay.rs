@@ -113,26 +113,46 @@ impl Replayer {
 
     /// Checks `message` against its referral's last verified state.
     pub fn check(&mut self, message: &StoredMessage) -> Replayed {
+        self.check_after(message).0
+    }
+
+    /// [`Replayer::check`], with the state the record followed when it passes (`None` for a
+    /// creation, or when it fails): what an auditor recomputing the clocks needs, at the cost
+    /// of one copy of the state.
+    pub fn check_after(&mut self, message: &StoredMessage) -> (Replayed, Option<Referral>) {
         let (seq, subject) = (message.seq, message.subject.clone());
         let Some(record) = message.raw().unchecked(&self.verifier) else {
             let failure = Failure::new(Problem::Unreadable, "not a refbus record");
-            return Replayed::Refused {
-                seq,
-                subject,
-                failure,
-            };
+            return (
+                Replayed::Refused {
+                    seq,
+                    subject,
+                    failure,
+                },
+                None,
+            );
         };
-        let before = self.states.get(&subject).cloned();
+        let before = self.states.remove(&subject);
+        let kept = before.clone();
         match self.verifier.check(&record, before) {
             Ok(after) => {
                 self.states.insert(subject, after.clone().into_snapshot());
-                Replayed::Record(Box::new(record.into_stored(after)))
+                (Replayed::Record(Box::new(record.into_stored(after))), kept)
             }
-            Err(failure) => Replayed::Refused {
-                seq,
-                subject,
-                failure,
-            },
+            Err(failure) => {
+                // The referral goes on from its last verified state.
+                if let Some(kept) = kept {
+                    self.states.insert(subject.clone(), kept);
+                }
+                (
+                    Replayed::Refused {
+                        seq,
+                        subject,
+                        failure,
+                    },
+                    None,
+                )
+            }
         }
     }
 }

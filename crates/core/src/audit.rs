@@ -127,7 +127,7 @@ impl ClockAudit {
                     recorded_at: event.at,
                 }),
             }
-        } else {
+        } else if !self.owed.is_empty() {
             // The event may have stopped or paused a clock: an item no longer due that the
             // router had not had the tolerance to record is forgiven; one it had is still owed
             // (and missing unless recorded later, which a breach may be).
