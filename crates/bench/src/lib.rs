@@ -19,6 +19,7 @@
 //! - [`cpu`]: thread CPU clocks and `/proc`; [`footprint`]: `refbus up`'s resident memory.
 //! - [`report`]: the figures, the goals, the printed report.
 
+pub mod audit;
 pub mod child;
 
 /// The signing keys of every benchmark in this process: one set, so records written by any

@@ -74,6 +74,7 @@ pub use idempotency::Idempotency;
 pub use provision::StreamSettings;
 pub use record::EventRecord;
 pub use refbus_core::Notice;
+pub use replay::{Replayed, Replayer, StoredMessage, StreamState};
 
 /// How long an append waits for JetStream's acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);

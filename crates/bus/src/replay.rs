@@ -1,16 +1,23 @@
 //! Replaying the stream through the one record check: every record matching a filter, in
 //! stream order, each checked against the referral's previous verified record, as an auditor or
 //! a rebuilding projection (the dashboard's) reads history.
+//!
+//! Two layers, so an auditor can see both the bytes and the verdict of each message without a
+//! second checking path: [`Bus::messages`] reads the messages exactly as stored (sequence,
+//! subject, JetStream's time, headers, payload), and a [`Replayer`] checks them in order, holding
+//! each referral's last verified state. [`Bus::replay`] is the two together. A reader of an
+//! export (the stored messages written to a file) checks them with the same [`Replayer`].
 
 use std::collections::HashMap;
 
 use async_nats::jetstream::consumer::DeliverPolicy;
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use refbus_core::Referral;
 use refbus_core::integrity::{Failure, Problem};
+use refbus_core::{Referral, Timestamp};
 
 use crate::record::EventRecord;
-use crate::{Bus, ReadError, ReadErrorKind, Stored, Verifier, ordered_config, raw_stream_message};
+use crate::{Bus, ReadError, ReadErrorKind, Stored, Verifier, ordered_config};
 
 /// One message of a replay.
 #[derive(Debug, Clone)]
@@ -27,6 +34,129 @@ pub enum Replayed {
     },
 }
 
+/// A message exactly as the stream stores it: what an auditor reads, exports and checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub subject: String,
+    /// When JetStream stored it (its own metadata, not the writer's claim).
+    pub stored_at: Timestamp,
+    /// Every header, in the order stored (not signed: CloudEvents, trace context, refbus's
+    /// predecessor sequence, the message id).
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+impl StoredMessage {
+    /// The sequence of the previous event of the same referral, as its writer claimed it.
+    pub fn prev_seq(&self) -> u64 {
+        self.headers
+            .iter()
+            .find(|(name, _)| name == crate::headers::PREV_SEQ)
+            .and_then(|(_, value)| value.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn raw(&self) -> crate::Raw {
+        crate::Raw {
+            subject: self.subject.clone(),
+            sequence: self.seq,
+            prev_seq: self.prev_seq(),
+            stored_at: self.stored_at,
+            payload: self.payload.clone(),
+        }
+    }
+}
+
+/// JetStream's own account of the stream, to compare with the messages read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamState {
+    /// The lowest sequence still stored (1 if nothing was ever removed from the front).
+    pub first_seq: u64,
+    /// The last sequence assigned.
+    pub last_seq: u64,
+    /// How many messages the stream holds.
+    pub messages: u64,
+    /// How many messages between the first and the last were deleted (JetStream's count).
+    pub deleted: u64,
+}
+
+/// Checks messages in stream order, holding each referral's last verified state (by subject).
+#[derive(Debug, Clone)]
+pub struct Replayer {
+    verifier: Verifier,
+    states: HashMap<String, Referral>,
+}
+
+impl Replayer {
+    pub fn new(verifier: &Verifier) -> Replayer {
+        Replayer::resume(verifier, HashMap::new())
+    }
+
+    /// Goes on from `states` (each referral's last verified state, by subject), as kept by an
+    /// earlier replayer ([`Replayer::states`]).
+    pub fn resume(verifier: &Verifier, states: HashMap<String, Referral>) -> Replayer {
+        Replayer {
+            verifier: verifier.clone(),
+            states,
+        }
+    }
+
+    /// The last verified state of the referral on `subject`.
+    pub fn state(&self, subject: &str) -> Option<&Referral> {
+        self.states.get(subject)
+    }
+
+    pub fn states(&self) -> &HashMap<String, Referral> {
+        &self.states
+    }
+
+    /// Checks `message` against its referral's last verified state.
+    pub fn check(&mut self, message: &StoredMessage) -> Replayed {
+        self.check_after(message).0
+    }
+
+    /// [`Replayer::check`], with the state the record followed when it passes (`None` for a
+    /// creation, or when it fails): what an auditor recomputing the clocks needs, at the cost
+    /// of one copy of the state.
+    pub fn check_after(&mut self, message: &StoredMessage) -> (Replayed, Option<Referral>) {
+        let (seq, subject) = (message.seq, message.subject.clone());
+        let Some(record) = message.raw().unchecked(&self.verifier) else {
+            let failure = Failure::new(Problem::Unreadable, "not a refbus record");
+            return (
+                Replayed::Refused {
+                    seq,
+                    subject,
+                    failure,
+                },
+                None,
+            );
+        };
+        let before = self.states.remove(&subject);
+        let kept = before.clone();
+        match self.verifier.check(&record, before) {
+            Ok(after) => {
+                self.states.insert(subject, after.clone().into_snapshot());
+                (Replayed::Record(Box::new(record.into_stored(after))), kept)
+            }
+            Err(failure) => {
+                // The referral goes on from its last verified state.
+                if let Some(kept) = kept {
+                    self.states.insert(subject.clone(), kept);
+                }
+                (
+                    Replayed::Refused {
+                        seq,
+                        subject,
+                        failure,
+                    },
+                    None,
+                )
+            }
+        }
+    }
+}
+
 impl Bus {
     /// Every referral record matching `filters` that the stream holds now, oldest first, each
     /// checked; then the stream ends. Holds the last verified state of each referral seen.
@@ -35,45 +165,87 @@ impl Bus {
         verifier: &Verifier,
         filters: Vec<String>,
     ) -> Result<impl Stream<Item = Result<Replayed, ReadError>> + Send + use<>, ReadError> {
-        let consumer = self
-            .stream
-            .create_consumer(ordered_config(filters, DeliverPolicy::All))
-            .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-        // What the filters match now: the replay ends there.
+        let messages = self.messages(filters, 1).await?;
+        let mut replayer = Replayer::new(verifier);
+        Ok(messages.map(move |message| message.map(|message| replayer.check(&message))))
+    }
+
+    /// Every message matching `filters` (none: every message of the stream) from stream
+    /// sequence `from` on, exactly as stored, in stream order; the stream ends with what the
+    /// filters matched when it was called. A deleted message is simply not there: the reader
+    /// sees the gap in the sequences.
+    pub async fn messages(
+        &self,
+        filters: Vec<String>,
+        from: u64,
+    ) -> Result<impl Stream<Item = Result<StoredMessage, ReadError>> + Send + use<>, ReadError>
+    {
+        let deliver_policy = if from <= 1 {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            }
+        };
+        let consumer = crate::timed(
+            self.stream
+                .create_consumer(ordered_config(filters, deliver_policy)),
+        )
+        .await
+        .map_err(crate::unavailable)?
+        .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        // What the filters match now: the read ends there.
         let total = usize::try_from(consumer.cached_info().num_pending).unwrap_or(usize::MAX);
         let messages = consumer
             .messages()
             .await
             .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?
             .take(total);
-        let verifier = verifier.clone();
-        let mut states: HashMap<String, Referral> = HashMap::new();
-        Ok(messages.map(move |message| {
+        Ok(messages.map(|message| {
             let message =
                 message.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-            let raw = raw_stream_message(&message)?;
-            let (seq, subject) = (raw.sequence, raw.subject.clone());
-            let Some(record) = raw.unchecked(&verifier) else {
-                let failure = Failure::new(Problem::Unreadable, "not a refbus record");
-                return Ok(Replayed::Refused {
-                    seq,
-                    subject,
-                    failure,
-                });
-            };
-            let before = states.get(&subject).cloned();
-            match verifier.check(&record, before) {
-                Ok(after) => {
-                    states.insert(subject, after.clone().into_snapshot());
-                    Ok(Replayed::Record(Box::new(record.into_stored(after))))
-                }
-                Err(failure) => Ok(Replayed::Refused {
-                    seq,
-                    subject,
-                    failure,
-                }),
-            }
+            let info = message.info().map_err(|err| {
+                ReadError::with_source(ReadErrorKind::Unavailable, err.to_string())
+            })?;
+            let headers = message
+                .headers
+                .as_ref()
+                .map(|headers| {
+                    headers
+                        .iter()
+                        .flat_map(|(name, values)| {
+                            values
+                                .iter()
+                                .map(move |value| (name.to_string(), value.as_str().to_owned()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Ok(StoredMessage {
+                seq: info.stream_sequence,
+                subject: message.subject.to_string(),
+                stored_at: crate::checked::from_datetime(info.published),
+                headers,
+                payload: message.payload.clone(),
+            })
         }))
+    }
+
+    /// JetStream's own account of the stream now: first and last sequence, message count,
+    /// deleted messages.
+    pub async fn stream_state(&self) -> Result<StreamState, ReadError> {
+        let info = crate::timed(self.stream.get_info())
+            .await
+            .map_err(crate::unavailable)?
+            .map_err(crate::unavailable)?;
+        let state = info.state;
+        Ok(StreamState {
+            first_seq: state.first_sequence,
+            last_seq: state.last_sequence,
+            messages: state.messages,
+            // Older servers leave the count out when there is nothing deleted; where they leave
+            // it out, the gap check on the sequences still sees a deletion.
+            deleted: state.deleted_count.unwrap_or(0),
+        })
     }
 }

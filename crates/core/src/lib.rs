@@ -14,9 +14,12 @@
 //!   [`evolve`]: the state after an event; [`chain`]: the canonical encoding and hash chain.
 //! - [`calendar`], [`clock`], [`escalation`]: working time, clocks, and what is due when.
 //! - [`registry`]: agencies, services and versioned policies, as the configuration gives them.
+//! - [`audit`]: what an auditor decides from the events alone (clock items owed, late,
+//!   missing; whether a case is fully served).
 //! - [`signature`]: who wrote a record (Ed25519 over subject and event); [`integrity`]: the one
 //!   check every reader runs on a stored record before believing it.
 
+pub mod audit;
 pub mod calendar;
 pub mod chain;
 pub mod clock;

@@ -34,6 +34,9 @@ pub(crate) enum BenchCommand {
     /// ready, memory), a filtered board page, and the time from an event stored to its row on
     /// fifty live feeds against a bare ordered consumer.
     Dashboard(board::DashboardArgs),
+    /// Audit: `refbus audit verify` over a stream of whole referral lives against a raw
+    /// ordered replay of the same stream in the same run.
+    Audit(AuditArgs),
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +175,7 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Router(args) => timers::router(args),
         BenchCommand::Clocks(args) => timers::clocks(args),
         BenchCommand::Dashboard(args) => board::dashboard(args),
+        BenchCommand::Audit(args) => audit(args),
     }
 }
 
@@ -256,4 +260,36 @@ fn up_command(
         .arg(nats_server)
         .stderr(log);
     Ok(up)
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Referrals in the stream (whole lives of five events each).
+    #[arg(long, default_value_t = 1_000_000)]
+    referrals: usize,
+    /// Rounds of the raw replay and verify, taking turns; the medians count.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Publishes whose acknowledgements may be outstanding while filling the stream.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let registry = runtime::load_registry(&args.server.config)?;
+    let options = refbus_bench::audit::AuditOptions {
+        referrals: args.referrals,
+        rounds: args.rounds,
+        window: args.window,
+        ..refbus_bench::audit::AuditOptions::default()
+    };
+    let scratch = Scratch::start(&args.server, "audit")?;
+    let measured = refbus_bench::audit::audit(&scratch.server, registry, &options, &mut |phase| {
+        eprintln!("refbus bench: {phase}");
+    });
+    scratch.stop()?;
+    println!("{}", measured?);
+    Ok(ExitCode::SUCCESS)
 }

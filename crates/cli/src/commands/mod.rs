@@ -2,6 +2,7 @@
 //! an arm in [`run`].
 
 pub(crate) mod adapter;
+pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod certs;
 pub(crate) mod clock;
@@ -51,6 +52,10 @@ pub(crate) enum Command {
     Up(up::UpArgs),
     /// Simulate agency systems sending and answering referrals (for demonstrations).
     Simulate(simulate::SimulateArgs),
+    /// The auditor's tools, read-only: verify the records, the stream and the router's clocks;
+    /// replay a referral or a case to any time; export JSONL, CSV or FHIR R4.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Measure the bus on this machine (run from a release build).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -67,6 +72,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Dashboard(args) => dashboard::run(args),
         Command::Up(args) => up::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Audit(command) => audit::run(command),
         Command::Bench(command) => bench::run(command),
     }
 }

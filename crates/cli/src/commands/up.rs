@@ -141,12 +141,17 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     tokio::runtime::Runtime::new()?.block_on(async move {
         // From here on a stop signal is ours to handle: nothing started is left behind.
         let stop_signal = runtime::stop_signal();
-        // One NATS user per component: each agency's adapter, and the router.
+        // One NATS user per component: each agency's adapter, the router, the dashboard, and
+        // the auditor (`refbus audit`, which up does not run: its flags are printed).
         let users: Vec<String> = registry
             .agencies
             .keys()
             .map(ToString::to_string)
-            .chain([ROUTER_USER.to_owned(), DASHBOARD_USER.to_owned()])
+            .chain([
+                ROUTER_USER.to_owned(),
+                DASHBOARD_USER.to_owned(),
+                AUDITOR_USER.to_owned(),
+            ])
             .collect();
         let nats = LocalNats::start(
             &binary,
@@ -369,6 +374,8 @@ pub(crate) fn buf_curl(
 const ROUTER_USER: &str = "refbus-router";
 /// The dashboard's NATS user in a local run.
 const DASHBOARD_USER: &str = "refbus-dashboard";
+/// The auditor's NATS user, as in deploy/nats/permissions.conf (read-only there).
+const AUDITOR_USER: &str = "refbus-auditor";
 
 /// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
 /// as fast from now.
@@ -450,6 +457,11 @@ fn print_endpoints(
             "  NATS clients      TLS with a client certificate and an NKey per component; the router connects with"
         );
         println!("                    {}", security.flags(ROUTER_USER));
+        println!(
+            "  auditor           refbus audit verify --nats {} {}",
+            nats.url,
+            security.flags(AUDITOR_USER)
+        );
     }
     println!("  data              {}", data_dir.display());
     println!("  router            running; what it records is printed below");
