@@ -165,3 +165,27 @@ impl Bus {
         })
     }
 }
+
+impl Bus {
+    /// Publishes a witness's cosigned checkpoint on [`subjects::LOG_COSIGNATURE`] (core NATS):
+    /// the notary adds the cosignatures to the checkpoint it serves and puts in receipts.
+    pub async fn publish_log_cosignature(&self, note: Vec<u8>) -> Result<(), ReadError> {
+        self.client
+            .publish(crate::subjects::LOG_COSIGNATURE, note.into())
+            .await
+            .map_err(crate::unavailable)?;
+        self.client.flush().await.map_err(crate::unavailable)
+    }
+
+    /// The cosigned checkpoints witnesses publish, for as long as the connection lives.
+    pub async fn log_cosignatures(
+        &self,
+    ) -> Result<impl Stream<Item = Vec<u8>> + Send + use<>, ReadError> {
+        let subscription = self
+            .client
+            .subscribe(crate::subjects::LOG_COSIGNATURE)
+            .await
+            .map_err(crate::unavailable)?;
+        Ok(subscription.map(|message| message.payload.to_vec()))
+    }
+}

@@ -22,6 +22,8 @@ pub const ALL_NOTICES: &str = "refbus.v1.notice.>";
 /// Where the notary publishes each signed checkpoint of its Merkle log (core NATS, outside
 /// the events stream).
 pub const LOG_CHECKPOINT: &str = "refbus.v1.log.checkpoint";
+/// Where witnesses publish the checkpoints they cosigned.
+pub const LOG_COSIGNATURE: &str = "refbus.v1.log.cosignature";
 /// Where the notary answers requests for an inclusion proof (a receipt) of one stream sequence.
 pub const LOG_PROOF: &str = "refbus.v1.log.proof";
 

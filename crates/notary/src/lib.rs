@@ -19,6 +19,7 @@ pub mod proof;
 pub mod tiles;
 pub mod tree;
 pub mod verify;
+pub mod witness;
 
 pub use notary::{Notary, NotaryError, Settings, Stats};
 pub use tlog_tiles::Hash;

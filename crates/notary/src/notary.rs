@@ -124,6 +124,7 @@ impl Notary {
         self.publish(&mut log).await?;
         let mut messages = Box::pin(self.bus.raw_messages(log.tree.size(), true).await?);
         let mut requests = Box::pin(self.bus.log_proof_requests().await?);
+        let mut cosignatures = Box::pin(self.bus.log_cosignatures().await?);
         let mut ticker = tokio::time::interval(self.settings.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = std::pin::pin!(shutdown);
@@ -152,6 +153,18 @@ impl Notary {
                     let answer = answer(&log, &request);
                     if let Err(err) = self.bus.answer_log_proof(&request, &answer).await {
                         warn!("answering a proof request: {err}");
+                    }
+                }
+                Some(cosigned) = cosignatures.next() => {
+                    // Witnesses' cosignatures of the latest checkpoint join it (served, and
+                    // in receipts); auditors check them against their witness keys.
+                    let merged = log
+                        .checkpoint
+                        .as_deref()
+                        .and_then(|ours| crate::note::merge_signatures(ours, &cosigned));
+                    if let Some(merged) = merged {
+                        log.dir.write_checkpoint(&merged)?;
+                        log.checkpoint = Some(merged);
                     }
                 }
                 _ = ticker.tick() => self.publish(&mut log).await?,

@@ -345,6 +345,48 @@ pub fn open_checkpoint(
     ))
 }
 
+/// The body of a signed note (its text up to the blank line), `None` if malformed.
+pub fn note_body(note: &[u8]) -> Option<Vec<u8>> {
+    Note::from_bytes(note).ok().map(|note| note.text().to_vec())
+}
+
+/// `ours` with the signature lines of `theirs` added, if both sign the same body: how the
+/// notary adds the witnesses' cosignatures to the checkpoint it serves. A signature by a key
+/// (name and key ID) already present replaces the older one. `None` if the bodies differ.
+pub fn merge_signatures(ours: &[u8], theirs: &[u8]) -> Option<Vec<u8>> {
+    let split = |note: &[u8]| -> Option<(Vec<u8>, Vec<String>)> {
+        let body = note_body(note)?;
+        let text = std::str::from_utf8(note).ok()?;
+        let (_, lines) = text.rsplit_once("\n\n")?;
+        Some((body, lines.lines().map(str::to_owned).collect()))
+    };
+    let (body, mut lines) = split(ours)?;
+    let (other, new) = split(theirs)?;
+    if body != other {
+        return None;
+    }
+    // A signature line is `— <name> <base64(key ID || signature)>`: the key is the name and
+    // the first 4 bytes.
+    let key = |line: &str| -> Option<(String, Vec<u8>)> {
+        let (name, sig) = line.strip_prefix("— ")?.split_once(' ')?;
+        let bytes = BASE64.decode(sig.as_bytes()).ok()?;
+        Some((name.to_owned(), bytes.get(..4)?.to_vec()))
+    };
+    for line in new {
+        let Some(id) = key(&line) else { continue };
+        lines.retain(|existing| key(existing).as_ref() != Some(&id));
+        lines.push(line);
+    }
+    let mut merged = body;
+    merged.push(b'\n');
+    for line in lines {
+        merged.extend_from_slice(line.as_bytes());
+        merged.push(b'\n');
+    }
+    Note::from_bytes(&merged).ok()?;
+    Some(merged)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -212,22 +212,45 @@ pub fn consistent(
     latest: &SignedCheckpoint,
     tiles: &impl TileSource,
 ) -> Result<(), String> {
+    consistency(earlier, latest, tiles).map_err(|err| match err {
+        Consistency::MissingTiles(paths) => format!("tile {} is missing", paths.join(", ")),
+        Consistency::Fails(reason) => reason,
+    })
+}
+
+/// Why a consistency check did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Consistency {
+    /// Tiles the proof needs are not in the source (yet): fetch them and ask again.
+    MissingTiles(Vec<String>),
+    /// The logs are not consistent, or the tiles do not match the checkpoint.
+    Fails(String),
+}
+
+/// [`consistent`], telling missing tiles apart so a caller fetching them can retry.
+pub fn consistency(
+    earlier: &SignedCheckpoint,
+    latest: &SignedCheckpoint,
+    tiles: &impl TileSource,
+) -> Result<(), Consistency> {
     if earlier.size > latest.size {
-        return Err(format!(
+        return Err(Consistency::Fails(format!(
             "it is larger ({} > {}): the log went back",
             earlier.size, latest.size
-        ));
+        )));
     }
     let source = SourceTiles::new(tiles);
     let reader = source.reader(latest.size, latest.root);
     let proof = tlog_tiles::prove_tree(latest.size, earlier.size, &reader).map_err(|err| {
-        match source.missing().first() {
-            Some(path) => format!("tile {path} is missing"),
-            None => source.problem().unwrap_or_else(|| err.to_string()),
+        let missing = source.missing();
+        if missing.is_empty() {
+            Consistency::Fails(source.problem().unwrap_or_else(|| err.to_string()))
+        } else {
+            Consistency::MissingTiles(missing)
         }
     })?;
     tlog_tiles::check_tree(&proof, latest.size, latest.root, earlier.size, earlier.root)
-        .map_err(|_| "the consistency proof fails".to_owned())
+        .map_err(|_| Consistency::Fails("the consistency proof fails".to_owned()))
 }
 
 /// Turns the stream's messages (in stream order) into leaves, with a missing leaf for every

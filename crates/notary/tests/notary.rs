@@ -3,104 +3,18 @@
 //! refuses to extend its log over a stream that no longer holds what it signed (a byte altered
 //! in the store, a stale backup restored).
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use refbus_bus::Bus;
-use refbus_e2e::{System, create_request};
+use common::{ORIGIN, create, log_dir, start, trust};
+use refbus_e2e::System;
+use refbus_notary::NotaryError;
 use refbus_notary::notary::stream_leaves;
-use refbus_notary::note::{KeyKind, NoteKey, notary_verifier};
+use refbus_notary::note::{KeyKind, NoteKey};
 use refbus_notary::tiles::TileDir;
-use refbus_notary::verify::{self, Problem, Trust};
-use refbus_notary::{Notary, NotaryError, Settings, Stats};
-
-const ORIGIN: &str = "refbus.test/log";
-
-/// A notary started in the background, stopped with `stop`.
-struct Running {
-    stats: Arc<Stats>,
-    url: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), NotaryError>>,
-}
-
-impl Running {
-    async fn stop(self) -> Result<(), NotaryError> {
-        let _ = self.stop.send(());
-        self.task.await.unwrap()
-    }
-
-    /// Waits until a checkpoint covers `size` messages; fails after 20 s without it.
-    async fn covers(&self, size: u64) {
-        for _ in 0..400 {
-            if self.stats.checkpointed.load(Ordering::Relaxed) >= size {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "no checkpoint covers {size} messages (at {})",
-            self.stats.checkpointed.load(Ordering::Relaxed)
-        );
-    }
-}
-
-async fn start(bus: Bus, key: &NoteKey, dir: &Path) -> Running {
-    let key = NoteKey::from_secret_text(&key.secret_text(), KeyKind::Notary).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stats = Arc::new(Stats::default());
-    let notary = Notary {
-        bus,
-        key,
-        settings: Settings {
-            dir: dir.to_owned(),
-            origin: ORIGIN.to_owned(),
-            interval: Duration::from_millis(100),
-        },
-        stats: stats.clone(),
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(notary.run(Some(listener), async move {
-        let _ = stopped.await;
-    }));
-    Running {
-        stats,
-        url,
-        stop,
-        task,
-    }
-}
-
-fn trust(key: &NoteKey) -> Trust {
-    Trust {
-        origin: ORIGIN.to_owned(),
-        notary: notary_verifier(&key.verifier_key()).unwrap(),
-        witnesses: Vec::new(),
-        quorum: 0,
-    }
-}
-
-async fn create(system: &mut System, ids: std::ops::Range<u32>) {
-    let dinsos = system.agency("maros-dinsos").await;
-    for i in ids {
-        dinsos
-            .create(create_request(
-                &format!("notary-{i:04}"),
-                "maros-uptd-ppa",
-                "shelter",
-            ))
-            .await;
-    }
-}
-
-fn log_dir() -> (tempfile::TempDir, PathBuf) {
-    let temp = tempfile::tempdir().unwrap();
-    let dir = temp.path().join("log");
-    (temp, dir)
-}
+use refbus_notary::verify::{self, Problem};
 
 #[tokio::test]
 async fn the_notary_logs_every_event_signs_a_checkpoint_and_resumes_without_appending_twice() {
