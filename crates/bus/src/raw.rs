@@ -61,6 +61,21 @@ impl Bus {
         }))
     }
 
+    /// Every message stored on `subject`, as stored (a confined connection may read its own
+    /// agency's subjects): where a receipt finds the exact bytes of an event.
+    pub async fn raw_history(&self, subject: &str) -> Result<Vec<RawMessage>, ReadError> {
+        Ok(self
+            .read_filtered(subject, 1, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|raw| RawMessage {
+                seq: raw.sequence,
+                subject: raw.subject,
+                payload: raw.payload,
+            })
+            .collect())
+    }
+
     /// Publishes a signed checkpoint of the notary's log on [`subjects::LOG_CHECKPOINT`]
     /// (core NATS, outside the events stream: the log describes the stream, it is not in it).
     pub async fn publish_log_checkpoint(&self, note: Vec<u8>) -> Result<(), ReadError> {

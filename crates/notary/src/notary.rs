@@ -125,7 +125,11 @@ impl Notary {
         let mut messages = Box::pin(self.bus.raw_messages(log.tree.size(), true).await?);
         let mut requests = Box::pin(self.bus.log_proof_requests().await?);
         let mut cosignatures = Box::pin(self.bus.log_cosignatures().await?);
-        let mut ticker = tokio::time::interval(self.settings.interval);
+        // The first tick one interval from now: the log was just published.
+        let mut ticker = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.settings.interval,
+            self.settings.interval,
+        );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {

@@ -45,6 +45,11 @@ impl Running {
 }
 
 pub async fn start(bus: Bus, key: &NoteKey, dir: &Path) -> Running {
+    start_every(bus, key, dir, Duration::from_millis(100)).await
+}
+
+/// A notary signing a checkpoint every `interval` when its log grew.
+pub async fn start_every(bus: Bus, key: &NoteKey, dir: &Path, interval: Duration) -> Running {
     let key = NoteKey::from_secret_text(&key.secret_text(), KeyKind::Notary).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -55,7 +60,7 @@ pub async fn start(bus: Bus, key: &NoteKey, dir: &Path) -> Running {
         settings: Settings {
             dir: dir.to_owned(),
             origin: ORIGIN.to_owned(),
-            interval: Duration::from_millis(100),
+            interval,
         },
         stats: stats.clone(),
     };
