@@ -9,7 +9,9 @@
 //!   seeing every stored message in order with the record check's verdict: the record check
 //!   (`refbus_core::integrity`, through `refbus_bus::Replayer`), the sequence check (no gap, no
 //!   deleted message, JetStream's own count), and the clock check (the router's records
-//!   against `refbus_core::audit`). A further check (the Merkle log's) is one more `Check`.
+//!   against `refbus_core::audit`).
+//! - [`log`]: the Merkle log's check (one more `Check`): every message the log's leaf at its
+//!   place, the checkpoint signed, cosigned by the quorum, consistent with those kept earlier.
 //! - [`verify`]: the run: reads the stream (or a JSONL export) once, feeds every check, shows
 //!   progress, stops on request and resumes from a small state file.
 //! - [`replay`]: one referral's state at any time with its timeline; a case's referrals and
@@ -26,6 +28,7 @@
 
 pub mod checks;
 pub mod export;
+pub mod log;
 pub mod problem;
 pub mod replay;
 pub mod verify;

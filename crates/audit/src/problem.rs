@@ -52,6 +52,14 @@ pub enum Problem {
         subject: String,
         finding: ClockFinding,
     },
+    /// The Merkle log disagrees with the stream, or its checkpoints with their signers or with
+    /// each other (`refbus_notary::verify` decides; `kind` names which finding).
+    Log {
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seq: Option<u64>,
+        detail: String,
+    },
 }
 
 /// Which of JetStream's figures is off.
@@ -76,6 +84,7 @@ impl Problem {
             Problem::Gap { after, .. } => Some(after + 1),
             Problem::Order { seq, .. } => Some(*seq),
             Problem::Stream { .. } => None,
+            Problem::Log { seq, .. } => *seq,
             Problem::Clock { finding, .. } => match finding {
                 ClockFinding::Late { seq, .. } | ClockFinding::Extra { seq, .. } => Some(*seq),
                 ClockFinding::Missing { .. } => None,
@@ -134,6 +143,7 @@ impl Problem {
                 };
                 format!("STREAM: {what}: expected {expected}, found {found}")
             }
+            Problem::Log { kind, detail, .. } => format!("LOG {kind}: {detail}"),
             Problem::Clock {
                 referral, finding, ..
             } => match finding {

@@ -15,34 +15,6 @@ use refbus_core::audit::ClockFinding;
 use refbus_core::integrity::Problem as Integrity;
 use refbus_testkit::NatsServer;
 
-/// Three referrals, each created, received, accepted and started (the acknowledge clock stops
-/// at 5 minutes, before any warning), written interleaved: a, b, c, a, b, c...
-async fn three_referrals(bus: &refbus_bus::Bus) -> Vec<Vec<Stored<EventRecord>>> {
-    let mut histories: Vec<Vec<Stored<EventRecord>>> = Vec::new();
-    for (index, case) in ["MRS-A-1", "MRS-B-1", "MRS-C-1"].into_iter().enumerate() {
-        histories.push(vec![
-            create(bus, case, &format!("create-{index}"), t0_plus(0)).await,
-        ]);
-    }
-    let steps = [
-        (Command::ConfirmReceipt, 1),
-        (Command::Accept, 5),
-        (Command::Start, 10),
-    ];
-    for (command, minutes) in steps {
-        for history in &mut histories {
-            let last = history.last().unwrap().clone();
-            history.push(recipient_does(bus, &last, command.clone(), t0_plus(minutes)).await);
-        }
-    }
-    histories
-}
-
-/// Before any warning of any referral could fall due.
-fn quiet_now() -> refbus_core::Timestamp {
-    t0_plus(20)
-}
-
 #[tokio::test]
 async fn a_clean_stream_and_its_faithful_copy_verify_with_no_problem() {
     let nats = NatsServer::start().unwrap();

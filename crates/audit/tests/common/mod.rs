@@ -217,19 +217,7 @@ pub async fn recipient_does(
 
 /// Verifies the stream `bus` reads with the standard checks, clocks recomputed to `now`.
 pub async fn verify(bus: &Bus, now: Timestamp) -> Report {
-    let options = Options {
-        now,
-        resume: None,
-        progress: false,
-    };
-    let checks = checks::standard(maros(), refbus_core::audit::DEFAULT_TOLERANCE);
-    match verify_bus(bus, &verifier(), checks, &options, &AtomicBool::new(false))
-        .await
-        .unwrap()
-    {
-        Outcome::Done(report) => report,
-        Outcome::Stopped { .. } => panic!("not stopped"),
-    }
+    verify_with(bus, now, Vec::new()).await
 }
 
 /// What happens to a message when a stream is copied.
@@ -355,4 +343,51 @@ pub async fn create_with_identity(
         now,
     )
     .await
+}
+
+/// Three referrals, each created, received, accepted and started (the acknowledge clock stops
+/// at 5 minutes, before any warning), written interleaved: a, b, c, a, b, c...
+pub async fn three_referrals(bus: &refbus_bus::Bus) -> Vec<Vec<Stored<EventRecord>>> {
+    let mut histories: Vec<Vec<Stored<EventRecord>>> = Vec::new();
+    for (index, case) in ["MRS-A-1", "MRS-B-1", "MRS-C-1"].into_iter().enumerate() {
+        histories.push(vec![
+            create(bus, case, &format!("create-{index}"), t0_plus(0)).await,
+        ]);
+    }
+    let steps = [
+        (Command::ConfirmReceipt, 1),
+        (Command::Accept, 5),
+        (Command::Start, 10),
+    ];
+    for (command, minutes) in steps {
+        for history in &mut histories {
+            let last = history.last().unwrap().clone();
+            history.push(recipient_does(bus, &last, command.clone(), t0_plus(minutes)).await);
+        }
+    }
+    histories
+}
+
+/// Before any warning of any referral could fall due.
+pub fn quiet_now() -> refbus_core::Timestamp {
+    t0_plus(20)
+}
+
+/// Verifies the stream `bus` reads with the standard checks and `extra`, clocks recomputed to
+/// `now`.
+pub async fn verify_with(bus: &Bus, now: Timestamp, extra: Vec<Box<dyn checks::Check>>) -> Report {
+    let options = Options {
+        now,
+        resume: None,
+        progress: false,
+    };
+    let mut all = checks::standard(maros(), refbus_core::audit::DEFAULT_TOLERANCE);
+    all.extend(extra);
+    match verify_bus(bus, &verifier(), all, &options, &AtomicBool::new(false))
+        .await
+        .unwrap()
+    {
+        Outcome::Done(report) => report,
+        Outcome::Stopped { .. } => panic!("not stopped"),
+    }
 }

@@ -89,6 +89,77 @@ pub(crate) struct VerifyArgs {
     /// removed once a verification completes.
     #[arg(long, value_name = "FILE")]
     resume: Option<PathBuf>,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// The Merkle log to check the stream against (docs/AUDIT.md).
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// The log's files (C2SP tlog-tiles layout: `checkpoint`, `tile/...`): the notary's
+    /// directory or a mirror of what it serves. Without it the log is not checked.
+    #[arg(long, value_name = "DIR", requires = "notary_key")]
+    log: Option<PathBuf>,
+    /// The notary's verifier key, or a file holding it (`notary.vkey`).
+    #[arg(long, value_name = "VKEY|FILE")]
+    notary_key: Option<String>,
+    /// A witness's verifier key, or a file holding it; repeat for each trusted witness.
+    #[arg(long = "witness-key", value_name = "VKEY|FILE")]
+    witness_keys: Vec<String>,
+    /// How many of the witnesses must have cosigned the latest checkpoint (default: all of
+    /// those given).
+    #[arg(long, value_name = "N")]
+    quorum: Option<usize>,
+    /// The log's origin, the first line of its checkpoints (default: the notary key's name).
+    #[arg(long)]
+    origin: Option<String>,
+    /// The checkpoints this auditor kept from earlier audits (one per file): the latest must
+    /// be consistent with each; a sound one is added.
+    #[arg(long, value_name = "DIR")]
+    kept_checkpoints: Option<PathBuf>,
+}
+
+impl LogArgs {
+    /// The log check, if a log was given.
+    fn check(&self) -> anyhow::Result<Option<refbus_audit::log::LogCheck>> {
+        let (Some(tiles), Some(notary_key)) = (&self.log, &self.notary_key) else {
+            return Ok(None);
+        };
+        let vkey = super::notary::verifier_key_arg(notary_key);
+        let notary = refbus_notary::note::notary_verifier(&vkey)
+            .map_err(|err| UsageError(format!("--notary-key: {err}")))?;
+        let witnesses = self
+            .witness_keys
+            .iter()
+            .map(|key| {
+                refbus_notary::note::CosignatureVerifier::new(&super::notary::verifier_key_arg(key))
+                    .map_err(|err| UsageError(format!("--witness-key {key}: {err}")).into())
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let quorum = self.quorum.unwrap_or(witnesses.len());
+        if quorum > witnesses.len() {
+            return Err(UsageError(format!(
+                "--quorum {quorum} needs at least {quorum} --witness-key, {} given",
+                witnesses.len()
+            ))
+            .into());
+        }
+        Ok(Some(refbus_audit::log::LogCheck::new(
+            refbus_audit::log::LogSource {
+                tiles: tiles.clone(),
+                trust: refbus_notary::verify::Trust {
+                    origin: self
+                        .origin
+                        .clone()
+                        .unwrap_or_else(|| super::notary::key_name(&vkey)),
+                    notary,
+                    witnesses,
+                    quorum,
+                },
+                kept: self.kept_checkpoints.clone(),
+            },
+        )))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -180,7 +251,10 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         progress: !args.common.json,
     };
     let tolerance = Duration::from_secs(args.tolerance);
-    let checks = refbus_audit::checks::standard(registry, tolerance);
+    let mut checks = refbus_audit::checks::standard(registry, tolerance);
+    if let Some(log) = args.log.check()? {
+        checks.push(Box::new(log));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let outcome = tokio::runtime::Runtime::new()?.block_on(async {
         let signal = stop.clone();

@@ -96,15 +96,9 @@ pub(crate) struct WitnessArgs {
 pub(crate) fn witness(args: WitnessArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing_beside_router_activity();
     let key = NoteKey::read(&args.key, KeyKind::Witness)?;
-    let vkey = match std::fs::read_to_string(&args.notary_key) {
-        Ok(text) => text.trim().to_owned(),
-        Err(_) => args.notary_key.clone(),
-    };
+    let vkey = verifier_key_arg(&args.notary_key);
     let notary = notary_verifier(&vkey)?;
-    let origin = args
-        .origin
-        .clone()
-        .unwrap_or_else(|| vkey.split('+').next().unwrap_or_default().to_owned());
+    let origin = args.origin.clone().unwrap_or_else(|| key_name(&vkey));
     tokio::runtime::Runtime::new()?.block_on(async move {
         let bus = match args.publish {
             true => Some(args.nats.connect(None).await?),
@@ -130,4 +124,17 @@ pub(crate) fn witness(args: WitnessArgs) -> anyhow::Result<ExitCode> {
         witness.run(runtime::stop_signal()).await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// A verifier key given on the command line: the key itself, or a file holding it.
+pub(crate) fn verifier_key_arg(arg: &str) -> String {
+    match std::fs::read_to_string(arg) {
+        Ok(text) => text.trim().to_owned(),
+        Err(_) => arg.to_owned(),
+    }
+}
+
+/// A verifier key's name (its first `+`-separated part): a log's default origin.
+pub(crate) fn key_name(vkey: &str) -> String {
+    vkey.split('+').next().unwrap_or_default().to_owned()
 }
