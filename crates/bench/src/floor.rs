@@ -119,6 +119,7 @@ floor_service! {
     acknowledge_escalation: AcknowledgeEscalationRequest => AcknowledgeEscalationResponse;
     reroute_referral: RerouteReferralRequest => RerouteReferralResponse;
     get_referral: GetReferralRequest => GetReferralResponse;
+    get_receipt: GetReceiptRequest => GetReceiptResponse;
     list_referrals: ListReferralsRequest => ListReferralsResponse;
 }
 
