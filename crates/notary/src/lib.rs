@@ -13,6 +13,7 @@
 
 pub mod http;
 pub mod leaf;
+pub mod metrics;
 pub mod notary;
 pub mod note;
 pub mod proof;

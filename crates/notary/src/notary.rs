@@ -28,6 +28,8 @@ pub struct Settings {
     pub origin: String,
     /// How often a checkpoint is signed when the tree grew.
     pub interval: Duration,
+    /// Where to serve Prometheus metrics (`refbus_notary_*`), if anywhere.
+    pub metrics: Option<refbus_metrics::Endpoint>,
 }
 
 /// What the notary has done, for tests and metrics.
@@ -111,7 +113,17 @@ impl Notary {
                 }
             })
         });
+        let metrics = match &self.settings.metrics {
+            Some(endpoint) => Some(refbus_metrics::spawn(
+                crate::metrics::exposition(self.stats.clone()),
+                endpoint,
+            )?),
+            None => None,
+        };
         let result = self.follow(shutdown).await;
+        if let Some(metrics) = metrics {
+            metrics.stop().await;
+        }
         stop_http.send_replace(true);
         if let Some(server) = server {
             let _ = server.await;

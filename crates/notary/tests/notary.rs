@@ -43,6 +43,16 @@ async fn the_notary_logs_every_event_signs_a_checkpoint_and_resumes_without_appe
     create(&mut system, 3..5).await;
     let stored = system.stored_messages().await;
     notary.covers(stored).await;
+    // And its metrics say so.
+    let scraped = refbus_metrics::scrape(notary.metrics).await.unwrap().body;
+    let sample = |name| refbus_metrics::sample(&scraped, name, &[]);
+    assert_eq!(
+        sample("refbus_notary_log_size"),
+        Some(stored as f64),
+        "{scraped}"
+    );
+    assert_eq!(sample("refbus_notary_checkpoint_size"), Some(stored as f64));
+    assert_eq!(sample("refbus_notary_gaps_total"), Some(0.0));
     notary.stop().await.unwrap();
 
     let tiles = TileDir::new(&dir);

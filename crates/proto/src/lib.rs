@@ -100,6 +100,6 @@ mod tests {
             .flat_map(|file| &file.service)
             .find(|service| service.name() == "ReferralService")
             .expect("ReferralService is in the set");
-        assert_eq!(service.method.len(), 22);
+        assert_eq!(service.method.len(), 23);
     }
 }

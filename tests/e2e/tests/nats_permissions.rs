@@ -972,6 +972,7 @@ async fn the_notary_and_a_witness_work_on_their_own_users_and_adapters_get_recei
             dir: log.path().to_owned(),
             origin: "refbus.test/log".to_owned(),
             interval: Duration::from_millis(100),
+            metrics: None,
         },
         stats: stats.clone(),
     };

@@ -33,12 +33,17 @@ pub(crate) struct NotaryArgs {
     /// witnesses and auditors.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7480")]
     listen: SocketAddr,
+    /// Where to serve Prometheus metrics (`GET /metrics`: refbus_notary_*, see
+    /// docs/OPERATIONS.md). Not served unless given.
+    #[arg(long, value_name = "ADDR", env = "REFBUS_NOTARY_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
 }
 
 pub(crate) fn run(args: NotaryArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing_beside_router_activity();
     let key = NoteKey::read(&args.key, KeyKind::Notary)?;
     let origin = args.origin.clone().unwrap_or_else(|| key.name().to_owned());
+    let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let bus = args.nats.connect(None).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -52,6 +57,7 @@ pub(crate) fn run(args: NotaryArgs) -> anyhow::Result<ExitCode> {
                 dir: args.dir,
                 origin,
                 interval: Duration::from_millis(args.interval_ms.max(1)),
+                metrics,
             },
             stats: Arc::default(),
         };

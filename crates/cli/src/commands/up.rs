@@ -285,6 +285,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 dir: data_dir.join("log"),
                 origin: NOTARY_ORIGIN.to_owned(),
                 interval: std::time::Duration::from_secs(1),
+                metrics: None,
             },
             stats: std::sync::Arc::default(),
         };

@@ -19,6 +19,8 @@ pub const ORIGIN: &str = "refbus.test/log";
 pub struct Running {
     pub stats: Arc<Stats>,
     pub url: String,
+    /// Where its metrics are served.
+    pub metrics: std::net::SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     pub task: tokio::task::JoinHandle<Result<(), NotaryError>>,
 }
@@ -54,6 +56,8 @@ pub async fn start_every(bus: Bus, key: &NoteKey, dir: &Path, interval: Duration
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stats = Arc::new(Stats::default());
+    let endpoint = refbus_metrics::Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let metrics = endpoint.address().unwrap();
     let notary = Notary {
         bus,
         key,
@@ -61,6 +65,7 @@ pub async fn start_every(bus: Bus, key: &NoteKey, dir: &Path, interval: Duration
             dir: dir.to_owned(),
             origin: ORIGIN.to_owned(),
             interval,
+            metrics: Some(endpoint),
         },
         stats: stats.clone(),
     };
@@ -71,6 +76,7 @@ pub async fn start_every(bus: Bus, key: &NoteKey, dir: &Path, interval: Duration
     Running {
         stats,
         url,
+        metrics,
         stop,
         task,
     }

@@ -1,0 +1,54 @@
+//! The notary's operations metrics (`refbus_notary_*`, listed in docs/OPERATIONS.md), read from
+//! its [`Stats`] at each scrape, in its own registry, served by [`Notary::run`](crate::Notary)
+//! when `Settings::metrics` names an endpoint.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use refbus_metrics::Exposition;
+
+use crate::Stats;
+
+/// The registry, refreshed from `stats` before each scrape.
+pub fn exposition(stats: Arc<Stats>) -> Exposition {
+    let mut registry = Registry::default();
+    let size = Gauge::<i64>::default();
+    let checkpointed = Gauge::<i64>::default();
+    let gaps = Counter::<u64>::default();
+    let mismatches = Counter::<u64>::default();
+    registry.register(
+        "refbus_notary_log_size",
+        "Leaves in the notary's log (stream messages read)",
+        size.clone(),
+    );
+    registry.register(
+        "refbus_notary_checkpoint_size",
+        "Size of the latest signed checkpoint",
+        checkpointed.clone(),
+    );
+    registry.register(
+        "refbus_notary_gaps",
+        "Stream sequences the stream skipped, recorded as missing leaves (deleted messages)",
+        gaps.clone(),
+    );
+    registry.register(
+        "refbus_notary_mismatches",
+        "Problems found comparing the stream with the signed log at start (tampering)",
+        mismatches.clone(),
+    );
+    Exposition::new(registry).refreshed_by(move || {
+        let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        size.set(as_i64(stats.size.load(Ordering::Relaxed)));
+        checkpointed.set(as_i64(stats.checkpointed.load(Ordering::Relaxed)));
+        for (counter, total) in [
+            (&gaps, stats.gaps.load(Ordering::Relaxed)),
+            (&mismatches, stats.mismatches.load(Ordering::Relaxed)),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        async {}
+    })
+}
