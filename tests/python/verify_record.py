@@ -22,19 +22,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 DOMAIN = b"refbus.v1.event-signature\n"
 
 
+class Failure(Exception):
+    """The first check that failed."""
+
+
 def fail(message):
-    print(f"FAIL: {message}")
-    sys.exit(1)
+    raise Failure(message)
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--message", required=True)
-    parser.add_argument("--subject", required=True)
-    parser.add_argument("--key", required=True)
-    args = parser.parse_args()
-
-    raw = open(args.message, "rb").read().decode("utf-8")
+def verify(payload, subject, key_base64):
+    """Checks one stored record (`payload`: its exact bytes) stored on `subject`, signed with
+    the Ed25519 key `key_base64`; returns what was checked, or raises Failure."""
+    raw = payload.decode("utf-8")
     record = json.loads(raw)
     # The event's exact bytes: the value of "event", where the record starts.
     prefix = '{"event":'
@@ -51,20 +50,34 @@ def main():
     if digest != record["hash"]:
         fail(f"the stored hash {record['hash']} is not the event's SHA-256 {digest}")
 
-    key_bytes = base64.b64decode(args.key)
+    key_bytes = base64.b64decode(key_base64)
     key = Ed25519PublicKey.from_public_bytes(key_bytes)
     signature = record["sig"]
     if hashlib.sha256(key_bytes).hexdigest()[:16] != signature["key"]:
         fail(f"the record is signed with key {signature['key']}, not this one")
-    signed = DOMAIN + args.subject.encode("utf-8") + b"\n" + event_text.encode("utf-8")
+    signed = DOMAIN + subject.encode("utf-8") + b"\n" + event_text.encode("utf-8")
     try:
         key.verify(base64.b64decode(signature["value"]), signed)
     except InvalidSignature:
         fail("the signature does not match the subject and the event")
-    print(
-        f"OK: event {event['seq']} of referral {event['referral_id']} "
+    return (
+        f"event {event['seq']} of referral {event['referral_id']} "
         f"({event['change']['type']}), signed by {signature['by']}"
     )
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--message", required=True)
+    parser.add_argument("--subject", required=True)
+    parser.add_argument("--key", required=True)
+    args = parser.parse_args()
+    try:
+        checked = verify(open(args.message, "rb").read(), args.subject, args.key)
+    except Failure as failure:
+        print(f"FAIL: {failure}")
+        sys.exit(1)
+    print(f"OK: {checked}")
 
 
 if __name__ == "__main__":

@@ -329,7 +329,7 @@ async fn serve(
     let served = match transport {
         Transport::MutualTls { tls, .. } => {
             router
-                .serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown)
+                .serve_with_incoming_shutdown(tls.incoming(listener), shutdown)
                 .await
         }
         Transport::InsecurePlaintext => {
@@ -343,50 +343,6 @@ async fn serve(
     };
     health_task.abort();
     Ok(served?)
-}
-
-/// How long a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// TLS connections accepted on `listener`: each handshake runs in its own task, so a slow or
-/// silent client delays nobody else. Ends when the server stops taking connections.
-fn tls_incoming(
-    listener: TcpListener,
-    tls: refbus_tls::ServerTls,
-) -> impl futures::Stream<
-    Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
-> {
-    let (accepted, incoming) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (stream, peer) = tokio::select! {
-                () = accepted.closed() => return,
-                connection = listener.accept() => match connection {
-                    Ok(connection) => connection,
-                    Err(err) => {
-                        // Out of file descriptors, or a connection reset before it was taken.
-                        tracing::warn!("accepting a connection: {err}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
-            // Without TCP_NODELAY small gRPC answers wait for the peer's delayed ACK (~40 ms).
-            let _ = stream.set_nodelay(true);
-            let acceptor = tls.acceptor().clone();
-            let accepted = accepted.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = accepted.send(Ok(stream)).await;
-                    }
-                    Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(incoming)
 }
 
 /// Refuses an expired server certificate and warns 30 days before it ends.

@@ -66,6 +66,52 @@ impl Adapter {
         Ok(self.view(&state))
     }
 
+    /// The receipt of event `event_seq` of a referral this agency sent or received: the
+    /// notary's inclusion proof of its stored message (asked over the bus), with the message.
+    /// An agency only notified of the referral is answered as if it did not exist.
+    pub(crate) async fn receipt(
+        &self,
+        id: &ReferralId,
+        event_seq: u64,
+    ) -> Result<v1::GetReceiptResponse, Status> {
+        let Some(Loaded {
+            stored,
+            access: Access::Party,
+        }) = self.load(id).await?
+        else {
+            return Err(status::not_found(&id.to_string()));
+        };
+        let bus = &self.inner.bus;
+        let history = bus
+            .raw_history(&stored.subject)
+            .await
+            .map_err(|err| status::read(&err))?;
+        // The stored message of that event: the first on the referral's subject that decodes
+        // as a record of it (a look-alike written later is not the event; the record check
+        // is the holder's to run on the bytes, docs/AUDIT.md).
+        let message = history
+            .into_iter()
+            .find(|message| {
+                refbus_bus::EventRecord::decode(&message.payload).is_ok_and(|record| {
+                    record.event.seq == event_seq && record.event.referral_id == *id
+                })
+            })
+            .ok_or_else(|| status::no_such_event(&id.to_string(), event_seq))?;
+        match bus.request_log_proof(message.seq).await {
+            Ok(refbus_bus::ProofAnswer::Proof(proof)) => Ok(v1::GetReceiptResponse {
+                tlog_proof: String::from_utf8_lossy(&proof).into_owned(),
+                stream_sequence: message.seq,
+                subject: message.subject,
+                record: message.payload.to_vec(),
+            }),
+            Ok(refbus_bus::ProofAnswer::NotYet) => Err(status::receipt_not_yet()),
+            Ok(refbus_bus::ProofAnswer::Unknown) => {
+                Err(status::no_such_event(&id.to_string(), event_seq))
+            }
+            Err(_) => Err(status::no_notary()),
+        }
+    }
+
     /// Referrals this agency sent or received, newest first, a page at a time, in bounded
     /// work: the referrals are read from the creation index (see `refbus_bus::index`), each
     /// through the record check, and a call examines at most [`LIST_SCAN_LIMIT`] of them, so a

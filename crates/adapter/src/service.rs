@@ -179,6 +179,16 @@ impl ReferralService for Adapter {
         }))
     }
 
+    async fn get_receipt(
+        &self,
+        request: Request<GetReceiptRequest>,
+    ) -> Result<Response<GetReceiptResponse>, Status> {
+        operator(&request)?;
+        let (id, event_seq) =
+            convert::get_receipt(request.get_ref()).map_err(|err| status::field(&err))?;
+        Ok(Response::new(self.receipt(&id, event_seq).await?))
+    }
+
     async fn list_referrals(
         &self,
         request: Request<ListReferralsRequest>,

@@ -19,6 +19,9 @@ pub enum Stage {
     Sealing,
     /// Deciding the event, applying it, hashing it.
     Event,
+    /// Reading the bus before writing (whether the referral exists for another recipient),
+    /// measured poll by poll like the publish.
+    Read,
     /// Encoding the message and publishing it, as far as the handler's task does it (the NATS
     /// connection's own task writes the socket and reads the acknowledgement).
     Publish,
@@ -27,10 +30,11 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 5] = [
+    pub const ALL: [Stage; 6] = [
         Stage::Validation,
         Stage::Sealing,
         Stage::Event,
+        Stage::Read,
         Stage::Publish,
         Stage::Response,
     ];
@@ -44,7 +48,7 @@ impl Stage {
 #[derive(Debug)]
 pub struct StageTimes {
     clock: fn() -> Duration,
-    nanos: [AtomicU64; 5],
+    nanos: [AtomicU64; 6],
     creates: AtomicU64,
 }
 

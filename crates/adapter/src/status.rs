@@ -114,6 +114,21 @@ pub(crate) fn not_found(referral: &str) -> Status {
     Status::not_found(format!("referral {referral} does not exist"))
 }
 
+/// A receipt asked for an event the referral does not have.
+pub(crate) fn no_such_event(referral: &str, event_seq: u64) -> Status {
+    Status::not_found(format!("referral {referral} has no event {event_seq}"))
+}
+
+/// A receipt for an event the log's latest checkpoint does not cover yet.
+pub(crate) fn receipt_not_yet() -> Status {
+    Status::unavailable("the verifiable log does not cover this event yet; retry in a few seconds")
+}
+
+/// A receipt nobody could give: no notary answered over the bus.
+pub(crate) fn no_notary() -> Status {
+    Status::unavailable("no notary answered for the verifiable log; retry later")
+}
+
 pub(crate) fn append(error: &AppendError) -> Status {
     match error.kind() {
         AppendErrorKind::Conflict => Status::aborted(

@@ -481,8 +481,16 @@ impl Adapter {
             }
             Err(err) => return Err(status::record(&err)),
         };
-        // Boxed: its reads would otherwise sit inline in every create's future.
-        Box::pin(self.refuse_reuse_for_another_recipient(&recorded.state)).await?;
+        // Boxed: its reads would otherwise sit inline in every create's future. Timed poll by
+        // poll: the time it waits for the server belongs to no stage.
+        let reading = watch.now();
+        watch
+            .time_polls(
+                Stage::Read,
+                Box::pin(self.refuse_reuse_for_another_recipient(&recorded.state)),
+            )
+            .await?;
+        let read_wall = watch.since(reading);
         let mut sealing = std::time::Duration::ZERO;
         if let Some(seal) = seal {
             let start = watch.now();
@@ -493,7 +501,13 @@ impl Adapter {
                 .map_err(|err| status::record(&err))?;
         }
         watch.add(Stage::Sealing, sealing);
-        watch.add(Stage::Event, watch.since(deciding).saturating_sub(sealing));
+        watch.add(
+            Stage::Event,
+            watch
+                .since(deciding)
+                .saturating_sub(sealing)
+                .saturating_sub(read_wall),
+        );
         let creation = recorded.state.creation.clone();
         let state = recorded.state;
         let subject = subjects::referral(state.recipient(), state.sender(), &state.id);

@@ -119,6 +119,7 @@ floor_service! {
     acknowledge_escalation: AcknowledgeEscalationRequest => AcknowledgeEscalationResponse;
     reroute_referral: RerouteReferralRequest => RerouteReferralResponse;
     get_referral: GetReferralRequest => GetReferralResponse;
+    get_receipt: GetReceiptRequest => GetReceiptResponse;
     list_referrals: ListReferralsRequest => ListReferralsResponse;
 }
 
@@ -140,12 +141,15 @@ impl RunningFloor {
 impl Runtimes {
     /// Starts the floor on a free loopback port, on the adapter's runtime, its NATS connection
     /// placed as an adapter's would be in `layout`; it will publish `messages` in order. The
-    /// events stream must exist.
+    /// events stream must exist. With `tls` it serves the adapter's TLS transport (the same
+    /// acceptor, handshakes asking for a client certificate) but checks no certificate per
+    /// call: that check is refbus's work, measured against this floor.
     pub fn start_floor(
         &self,
         nats_url: &str,
         layout: Layout,
         messages: Vec<(String, PublishMessage)>,
+        tls: Option<refbus_tls::ServerTls>,
     ) -> Result<RunningFloor, BenchError> {
         let nats_runtime = match layout {
             Layout::Measured => &self.nats_io,
@@ -163,16 +167,26 @@ impl Runtimes {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
         let addr = listener.local_addr()?;
         let (shutdown, stop) = oneshot::channel::<()>();
+        let stop = async {
+            let _ = stop.await;
+        };
         // As the adapter serves: TCP_NODELAY, tonic's server with default settings.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        let task = self.adapter.spawn(
-            tonic::transport::Server::builder()
-                .add_service(ReferralServiceServer::new(floor))
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop.await;
-                }),
-        );
+        let router =
+            tonic::transport::Server::builder().add_service(ReferralServiceServer::new(floor));
+        let task = match tls {
+            Some(tls) => {
+                // `incoming` spawns its accept loop: on the adapter's runtime, as the adapter's.
+                let incoming = self.adapter.block_on(async { tls.incoming(listener) });
+                self.adapter
+                    .spawn(router.serve_with_incoming_shutdown(incoming, stop))
+            }
+            None => {
+                let incoming =
+                    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                self.adapter
+                    .spawn(router.serve_with_incoming_shutdown(incoming, stop))
+            }
+        };
         Ok(RunningFloor {
             addr,
             answered,

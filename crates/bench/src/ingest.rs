@@ -47,7 +47,7 @@ pub struct IngestOptions {
     /// Rounds of the raw throughput phase (the median counts).
     pub raw_rounds: usize,
     /// The adapter serves mutual TLS and the load generator authenticates, as deployed
-    /// (the floor stays plaintext).
+    /// (the floor then serves the same TLS transport).
     pub tls: bool,
 }
 
@@ -385,6 +385,7 @@ impl Run<'_> {
             validation: times.total(Stage::Validation),
             sealing: times.total(Stage::Sealing),
             event: times.total(Stage::Event),
+            read: times.total(Stage::Read),
             publish: times.total(Stage::Publish),
             response: times.total(Stage::Response),
         };
@@ -453,16 +454,25 @@ impl Run<'_> {
         self.fresh_stream()?;
         // A bus creates the stream as an adapter would; the floor then publishes to it.
         drop(self.raw_jetstream()?);
+        // With --tls the floor serves the adapter's TLS transport and its clients present the
+        // same certificate as the adapter's.
+        let server_tls = self
+            .runtimes
+            .tls
+            .as_ref()
+            .and_then(|tls| match &tls.transport {
+                refbus_adapter::Transport::MutualTls { tls, .. } => Some(tls.clone()),
+                refbus_adapter::Transport::InsecurePlaintext => None,
+            });
         let floor = self
             .runtimes
-            .start_floor(&self.server.url, layout, messages)?;
+            .start_floor(&self.server.url, layout, messages, server_tls)?;
         let (addr, connections, fixture) =
             (floor.addr, self.options.connections, self.fixture.clone());
-        // The floor serves plaintext even with --tls.
-        let clients =
-            self.on_client(
-                async move { Clients::connect(addr, connections, &fixture, None).await },
-            )??;
+        let client_tls = self.runtimes.tls.as_ref().map(|tls| tls.client.clone());
+        let clients = self.on_client(async move {
+            Clients::connect(addr, connections, &fixture, client_tls).await
+        })??;
         Ok((floor, clients))
     }
 

@@ -64,6 +64,8 @@ pub struct HandlerStages {
     pub validation: Duration,
     pub sealing: Duration,
     pub event: Duration,
+    /// The handler's share of reading the bus before writing.
+    pub read: Duration,
     /// The handler's share of publishing (the NATS connection's is in [`CpuUse::nats_io`]).
     pub publish: Duration,
     pub response: Duration,
@@ -71,7 +73,7 @@ pub struct HandlerStages {
 
 impl HandlerStages {
     fn sum(&self) -> Duration {
-        self.validation + self.sealing + self.event + self.publish + self.response
+        self.validation + self.sealing + self.event + self.read + self.publish + self.response
     }
 }
 
@@ -94,6 +96,7 @@ pub struct PerReferral {
     pub validation: Duration,
     pub sealing: Duration,
     pub event: Duration,
+    pub read: Duration,
     /// The handler's share plus the NATS connection's thread.
     pub publish: Duration,
     pub response: Duration,
@@ -120,6 +123,7 @@ impl Throughput {
             validation: self.per(stages.validation),
             sealing: self.per(stages.sealing),
             event: self.per(stages.event),
+            read: self.per(stages.read),
             publish: self.per(stages.publish + self.cpu.nats_io),
             response: self.per(stages.response),
             adapter: self.per(self.cpu.adapter + self.cpu.nats_io),
@@ -480,6 +484,14 @@ impl fmt::Display for IngestReport {
         )?;
         row(
             f,
+            "adapter: read (exists for another recipient?)",
+            None,
+            None,
+            anonymous.read,
+            sealed.read,
+        )?;
+        row(
+            f,
             "adapter: publish (sign, encode, NATS connection)",
             Some(raw.client),
             Some(floor.publish),
@@ -644,6 +656,7 @@ mod tests {
                 validation: Duration::from_micros(5 * count as u64),
                 sealing: Duration::ZERO,
                 event: Duration::from_micros(10 * count as u64),
+                read: Duration::ZERO,
                 publish: Duration::from_micros(5 * count as u64),
                 response: Duration::from_micros(20 * count as u64),
             }),

@@ -41,6 +41,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod index;
 pub mod provision;
+pub mod raw;
 pub mod record;
 pub mod replay;
 mod scoped;
@@ -72,6 +73,7 @@ pub use error::{
 };
 pub use idempotency::Idempotency;
 pub use provision::StreamSettings;
+pub use raw::{ProofAnswer, ProofRequest, RawMessage};
 pub use record::EventRecord;
 pub use refbus_core::Notice;
 pub use replay::{Replayed, Replayer, StoredMessage, StreamState};

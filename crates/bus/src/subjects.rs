@@ -19,6 +19,14 @@ pub const PREFIX: &str = "refbus.v1";
 pub const ALL_REFERRALS: &str = "refbus.v1.ref.>";
 /// All notices.
 pub const ALL_NOTICES: &str = "refbus.v1.notice.>";
+/// Where the notary publishes each signed checkpoint of its Merkle log (core NATS, outside
+/// the events stream).
+pub const LOG_CHECKPOINT: &str = "refbus.v1.log.checkpoint";
+/// Where witnesses publish the checkpoints they cosigned.
+pub const LOG_COSIGNATURE: &str = "refbus.v1.log.cosignature";
+/// Where the notary answers requests for an inclusion proof (a receipt) of one stream sequence.
+pub const LOG_PROOF: &str = "refbus.v1.log.proof";
+
 /// All index chains.
 pub const ALL_INDEXES: &str = "refbus.v1.idx.>";
 

@@ -133,6 +133,26 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let board = http(&dashboard, "GET", "/", &[("Cookie", &session)], "");
     assert!(board.starts_with("HTTP/1.0 200"), "{board}");
     assert!(board.contains("id=\"board\""), "{board}");
+    // The notary serves its log's signed checkpoint, for witnesses and auditors.
+    let notary = lines
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("notary"))
+        .and_then(|rest| rest.trim().strip_prefix("http://"))
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no notary URL in {output}"))
+        .to_owned();
+    // Its first checkpoint follows its start by one read of the stream.
+    let mut checkpoint = http_get(&notary, "/checkpoint");
+    for _ in 0..200 {
+        if checkpoint.contains("200 OK") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        checkpoint = http_get(&notary, "/checkpoint");
+    }
+    assert!(checkpoint.contains("200 OK"), "{checkpoint}");
+    assert!(checkpoint.contains("refbus.local/log\n"), "{checkpoint}");
+    assert!(data.path().join("keys/notary.vkey").exists());
     let dinsos_line = lines
         .iter()
         .find(|line| line.contains(" maros-dinsos "))
@@ -332,6 +352,7 @@ fn start_merged(
         .args(["--nats-monitor-port", &free_port().to_string()])
         .args(["--base-port", &free_ports(8).to_string()])
         .args(["--dashboard-port", &free_port().to_string()])
+        .args(["--notary-port", &free_port().to_string()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -275,7 +275,7 @@ pub fn exposed_mode(file: &File) -> io::Result<Option<u32>> {
 }
 
 /// The text of a secret key file, refused if it is larger than any key file.
-pub(crate) fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
+pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, KeyFileError> {
     let read_error = |source| KeyFileError::Read {
         path: path.to_owned(),
         source,
@@ -352,7 +352,7 @@ impl KeyPair {
 
 /// Writes `text` (a secret key's base64) to a new file readable by its owner only (mode 0600).
 /// Refuses to overwrite an existing file: that would destroy a key still needed.
-pub(crate) fn write_secret_file(path: &Path, text: &str) -> Result<(), KeyFileError> {
+pub fn write_secret_file(path: &Path, text: &str) -> Result<(), KeyFileError> {
     {
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);

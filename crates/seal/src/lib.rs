@@ -119,7 +119,7 @@ pub use envelope::{
 };
 pub use keyring::{Keyring, KeyringError, open_in_contexts};
 pub use keys::{
-    KeyError, KeyFileError, KeyId, KeyPair, PublicKey, SecretKey, exposed_mode,
-    secret_key_file_name,
+    KeyError, KeyFileError, KeyId, KeyPair, PublicKey, SecretKey, exposed_mode, read_secret_file,
+    secret_key_file_name, write_secret_file,
 };
 pub use seal::{Batch, OpenError, Recipient, SealError, open, open_with, seal};

@@ -34,3 +34,17 @@ pub async fn delete_consumer(url: &str, stream: &str, consumer: &str) -> Result<
         .map_err(|err| format!("deleting consumer {consumer}: {err}"))?;
     Ok(())
 }
+
+/// Deletes the whole stream `stream`, as an administrator about to rebuild it from an edited
+/// copy might (the stream denies deleting single messages, not itself).
+pub async fn delete_stream(url: &str, stream: &str) -> Result<(), String> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|err| format!("connecting to {url}: {err}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream
+        .delete_stream(stream)
+        .await
+        .map_err(|err| format!("deleting stream {stream}: {err}"))?;
+    Ok(())
+}

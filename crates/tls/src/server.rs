@@ -8,11 +8,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
 
 use crate::Error;
 
@@ -62,7 +66,52 @@ impl ServerTls {
     pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
+
+    /// TLS connections accepted on `listener`, for tonic's `serve_with_incoming`: each
+    /// handshake runs in its own task, so a slow or silent client delays nobody else. Ends
+    /// when the server stops taking connections. The adapter serves with it, and so does the
+    /// benchmarks' floor over TLS, so both pay the same transport.
+    pub fn incoming(
+        &self,
+        listener: TcpListener,
+    ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+        let (accepted, incoming) = tokio::sync::mpsc::channel(64);
+        let acceptor = self.acceptor.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    () = accepted.closed() => return,
+                    connection = listener.accept() => match connection {
+                        Ok(connection) => connection,
+                        Err(err) => {
+                            // Out of file descriptors, or a connection reset before it was taken.
+                            tracing::warn!("accepting a connection: {err}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                };
+                // Without TCP_NODELAY small gRPC answers wait for the peer's delayed ACK (~40 ms).
+                let _ = stream.set_nodelay(true);
+                let acceptor = acceptor.clone();
+                let accepted = accepted.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = accepted.send(Ok(stream)).await;
+                        }
+                        Ok(Err(err)) => tracing::debug!(%peer, "TLS handshake failed: {err}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        ReceiverStream::new(incoming)
+    }
 }
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Asks every client for a certificate, accepts any (or none), and checks the handshake's
 /// signature: the client proves it holds the key of the certificate it presents, so a

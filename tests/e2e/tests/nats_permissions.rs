@@ -49,6 +49,14 @@ const TEST_HASHES: &[(&str, &str)] = &[
         "$2b$04$pULQsQgw/EykdLHeawrNoegXios0383ev0ziWnffVc8iYhLwkPSvS",
     ),
     (
+        "refbus-notary",
+        "$2b$04$W5vvKuLt0ld3vrmfMO7vOughlnlKUGQEQZUDnJ2BnKpIDpKyhEp3u",
+    ),
+    (
+        "refbus-witness",
+        "$2b$04$dww2ZjTBrfcJRfV2r9EnW.e.mgcSyKpewfpu1M8/ByrgGfx.MFAUq",
+    ),
+    (
         "refbus-auditor",
         "$2b$04$DYD5ilYUBSRPMkA3P3evouzx3gdw/rW6TTEyG3whdMeJH14yUvIKy",
     ),
@@ -974,4 +982,103 @@ async fn the_router_creates_the_stream_and_an_adapter_cannot() {
         .unwrap();
     // A message of others moves the stream's end all the same.
     assert_eq!(adapter.last_sequence().await.unwrap(), appended.sequence);
+}
+
+#[tokio::test]
+async fn the_notary_and_a_witness_work_on_their_own_users_and_adapters_get_receipts() {
+    use refbus_notary::note::{CosignatureVerifier, KeyKind, NoteKey, notary_verifier};
+
+    let mut system = permissioned_system().await;
+    let key = NoteKey::generate("refbus.test/log", KeyKind::Notary).unwrap();
+    let log = tempfile::tempdir().unwrap();
+    let stats = Arc::new(refbus_notary::Stats::default());
+    let notary = refbus_notary::Notary {
+        bus: bus_as(&system.nats, "refbus-notary").await,
+        key: NoteKey::from_secret_text(&key.secret_text(), KeyKind::Notary).unwrap(),
+        settings: refbus_notary::Settings {
+            dir: log.path().to_owned(),
+            origin: "refbus.test/log".to_owned(),
+            interval: Duration::from_millis(100),
+        },
+        stats: stats.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(notary.run(Some(listener), async move {
+        let _ = stopped.await;
+    }));
+    let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
+    let dinsos = system.agency_on("maros-dinsos", dinsos_bus).await;
+    let id = create(&dinsos, "maros-uptd-ppa", "perm-receipt").await;
+    let stored = stored_messages(&system.nats).await;
+
+    // A witness publishing on its own user; the notary adds its cosignature.
+    let witness_key = NoteKey::generate("inspektorat.test/w", KeyKind::Witness).unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let witness = refbus_notary::witness::Witness {
+        key: NoteKey::from_secret_text(&witness_key.secret_text(), KeyKind::Witness).unwrap(),
+        notary: notary_verifier(&key.verifier_key()).unwrap(),
+        settings: refbus_notary::witness::Settings {
+            log_url: url,
+            origin: "refbus.test/log".to_owned(),
+            dir: state.path().to_owned(),
+            interval: Duration::from_millis(100),
+        },
+        bus: Some(bus_as(&system.nats, "refbus-witness").await),
+        stats: Arc::default(),
+    };
+    let (stop_witness, witness_stopped) = tokio::sync::oneshot::channel::<()>();
+    let witness_task = tokio::spawn(witness.run(async move {
+        let _ = witness_stopped.await;
+    }));
+    let witnesses = [CosignatureVerifier::new(&witness_key.verifier_key()).unwrap()];
+    let notary_key = notary_verifier(&key.verifier_key()).unwrap();
+    let mut cosigned = false;
+    for _ in 0..400 {
+        if let Ok(note) = std::fs::read(log.path().join("checkpoint"))
+            && let Ok((checkpoint, names)) = refbus_notary::note::open_checkpoint(
+                &note,
+                "refbus.test/log",
+                &notary_key,
+                &witnesses,
+            )
+            && checkpoint.size >= stored
+            && names.len() == 1
+        {
+            cosigned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cosigned, "no cosigned checkpoint covers {stored} messages");
+
+    // The adapter, on its agency's user, gets a receipt from the notary.
+    let receipt = dinsos
+        .client()
+        .get_receipt(dinsos.request(v1::GetReceiptRequest {
+            referral_id: id,
+            event_seq: 1,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let trust = refbus_notary::verify::Trust {
+        origin: "refbus.test/log".to_owned(),
+        notary: notary_key,
+        witnesses: witnesses.to_vec(),
+        quorum: 1,
+    };
+    refbus_notary::proof::verify_receipt(
+        receipt.tlog_proof.as_bytes(),
+        &receipt.subject,
+        &receipt.record,
+        &trust,
+    )
+    .unwrap();
+    let _ = stop_witness.send(());
+    witness_task.await.unwrap();
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
+    assert_eq!(violations(&system.nats), Vec::<String>::new());
 }

@@ -76,7 +76,7 @@ pub(crate) struct IngestArgs {
     #[arg(long)]
     no_footprint: bool,
     /// The adapter serves mutual TLS and the load generator presents a client certificate,
-    /// as deployed (the floor stays plaintext).
+    /// as deployed (the floor serves the same TLS transport).
     #[arg(long)]
     tls: bool,
     /// How long `refbus up` stays idle before its memory is read, in seconds.

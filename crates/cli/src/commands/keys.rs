@@ -38,6 +38,27 @@ pub(crate) enum KeysCommand {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// Generate the notary's checkpoint key: FILE (secret, signed-note format, mode 0600,
+    /// never overwritten) and FILE with the extension `.vkey` (the verifier key auditors and
+    /// witnesses are given).
+    GenerateNotary {
+        /// The key's name: the log's origin (e.g. refbus.maros.go.id/log).
+        #[arg(long)]
+        name: String,
+        /// The secret key file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Generate a witness's cosigning key (C2SP cosignature/v1): FILE (secret, mode 0600) and
+    /// FILE with the extension `.vkey`.
+    GenerateWitness {
+        /// The witness's name (e.g. inspektorat.maros.go.id/witness).
+        #[arg(long)]
+        name: String,
+        /// The secret key file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Generate an agency's backup sealing key pair: `<agency>.backup.key` (secret, mode 0600)
     /// and `<agency>.backup.pub` in DIR. The agency head keeps the secret file offline (on
     /// removable media in a safe, never on the adapter's machine); the registry lists the
@@ -98,8 +119,27 @@ pub(crate) enum KeysCommand {
     },
 }
 
+/// `generate-notary` and `generate-witness`: a signed-note key and its verifier key.
+fn generate_note_key(
+    name: &str,
+    out: &std::path::Path,
+    kind: refbus_notary::note::KeyKind,
+) -> anyhow::Result<ExitCode> {
+    let key = refbus_notary::note::NoteKey::write_new(out, name, kind)?;
+    println!("secret key:   {}", out.display());
+    println!("verifier key: {}", key.verifier_key());
+    println!("(also in {})", out.with_extension("vkey").display());
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
     match command {
+        KeysCommand::GenerateNotary { name, out } => {
+            generate_note_key(&name, &out, refbus_notary::note::KeyKind::Notary)
+        }
+        KeysCommand::GenerateWitness { name, out } => {
+            generate_note_key(&name, &out, refbus_notary::note::KeyKind::Witness)
+        }
         KeysCommand::GenerateRouter { out } => {
             let signer = Signer::Router;
             let public = runtime::generate_signing_key(&out, &signer)?;

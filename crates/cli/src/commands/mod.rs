@@ -10,6 +10,7 @@ pub(crate) mod config;
 pub(crate) mod dashboard;
 pub(crate) mod dashboard_users;
 pub(crate) mod keys;
+pub(crate) mod notary;
 pub(crate) mod router;
 pub(crate) mod simulate;
 pub(crate) mod up;
@@ -42,6 +43,13 @@ pub(crate) enum Command {
     /// Exits with a non-zero status if its events stop coming (its durable consumer's stream
     /// ended): run it under a supervisor that restarts it; it resumes where it stopped.
     Router(router::RouterArgs),
+    /// Run the notary: an RFC 6962 Merkle log of every stream message (C2SP tlog-tiles on
+    /// disk, served over HTTP), with a signed checkpoint every interval. Exits non-zero if the
+    /// stream no longer holds what the log signed (docs/AUDIT.md).
+    Notary(notary::NotaryArgs),
+    /// Run a witness (another office): follow the notary's checkpoints, cosign each one
+    /// consistent with the last, refuse (for good) one that forks.
+    Witness(notary::WitnessArgs),
     /// Run the operators' dashboard (HTTP): the live escalation board, agency load, timelines.
     ///
     /// Operators log in with the accounts of --accounts; `refbus dashboard user add|remove|list`
@@ -69,6 +77,8 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Certs(command) => certs::run(command),
         Command::Adapter(args) => adapter::run(args),
         Command::Router(args) => router::run(args),
+        Command::Notary(args) => notary::run(args),
+        Command::Witness(args) => notary::witness(args),
         Command::Dashboard(args) => dashboard::run(args),
         Command::Up(args) => up::run(args),
         Command::Simulate(args) => simulate::run(args),

@@ -65,6 +65,10 @@ pub(crate) struct UpArgs {
     /// The dashboard's HTTP port (on 127.0.0.1).
     #[arg(long, default_value_t = 8080)]
     dashboard_port: u16,
+    /// The notary's HTTP port (on 127.0.0.1): its log's checkpoint and tiles, for witnesses
+    /// and auditors. The log itself is kept in `<data-dir>/log`.
+    #[arg(long, default_value_t = 7480)]
+    notary_port: u16,
 }
 
 /// The system name of the client certificates `up` makes for people trying it (buf curl).
@@ -151,6 +155,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 ROUTER_USER.to_owned(),
                 DASHBOARD_USER.to_owned(),
                 AUDITOR_USER.to_owned(),
+                NOTARY_USER.to_owned(),
             ])
             .collect();
         let nats = LocalNats::start(
@@ -250,6 +255,53 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 tracing::error!("router stopped: {err}; clocks are not running: restart refbus up");
             }
         }));
+
+        // The notary: its own NATS user and key (a deployment runs it as its own process,
+        // `refbus notary`, on another machine; here it is one more task of the demonstration).
+        let notary_key_file = keys_dir.join("notary.key");
+        let notary_key = if notary_key_file.exists() {
+            refbus_notary::note::NoteKey::read(&notary_key_file, refbus_notary::note::KeyKind::Notary)?
+        } else {
+            refbus_notary::note::NoteKey::write_new(
+                &notary_key_file,
+                NOTARY_ORIGIN,
+                refbus_notary::note::KeyKind::Notary,
+            )?
+        };
+        let notary_bus = refbus_bus::Bus::connect(
+            &nats.connect_options(NOTARY_USER)?,
+            &refbus_bus::StreamSettings::default(),
+        )
+        .await
+        .context("connecting the notary to the local nats-server")?;
+        let notary_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.notary_port))
+            .await
+            .with_context(|| format!("the notary cannot listen on 127.0.0.1:{}", args.notary_port))?;
+        let notary_url = format!("http://{}", notary_listener.local_addr()?);
+        let notary = refbus_notary::Notary {
+            bus: notary_bus,
+            key: notary_key,
+            settings: refbus_notary::Settings {
+                dir: data_dir.join("log"),
+                origin: NOTARY_ORIGIN.to_owned(),
+                interval: std::time::Duration::from_secs(1),
+            },
+            stats: std::sync::Arc::default(),
+        };
+        let mut stopped_notary = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped_notary.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = notary.run(Some(notary_listener), shutdown).await {
+                tracing::error!("notary stopped: {err}");
+            }
+        }));
+        println!(
+            "  notary            {notary_url}/checkpoint (log in {}, verifier key in {})",
+            data_dir.join("log").display(),
+            notary_key_file.with_extension("vkey").display()
+        );
 
         // The dashboard reads the whole stream with a NATS user of its own.
         let dashboard_bus = refbus_bus::Bus::connect(
@@ -376,6 +428,10 @@ const ROUTER_USER: &str = "refbus-router";
 const DASHBOARD_USER: &str = "refbus-dashboard";
 /// The auditor's NATS user, as in deploy/nats/permissions.conf (read-only there).
 const AUDITOR_USER: &str = "refbus-auditor";
+/// The notary's NATS user in a local run.
+const NOTARY_USER: &str = "refbus-notary";
+/// The origin of a local run's log (and its notary key's name).
+const NOTARY_ORIGIN: &str = "refbus.local/log";
 
 /// The router's clock: the system clock, or (tests, demonstrations) one running `speed` times
 /// as fast from now.

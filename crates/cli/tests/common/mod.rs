@@ -27,6 +27,7 @@ pub(crate) fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, Ve
             .args(["--nats-monitor-port", &free_port().to_string()])
             .args(["--base-port", &free_ports(8).to_string()])
             .args(["--dashboard-port", &free_port().to_string()])
+            .args(["--notary-port", &free_port().to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

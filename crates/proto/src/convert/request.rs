@@ -639,6 +639,18 @@ pub fn get_referral(request: &v1::GetReferralRequest) -> Result<ReferralId, Fiel
     id("referral_id", &request.referral_id, ReferralId::parse)
 }
 
+/// A validated receipt request: the referral and the event's number within it.
+pub fn get_receipt(request: &v1::GetReceiptRequest) -> Result<(ReferralId, u64), FieldError> {
+    let id = id("referral_id", &request.referral_id, ReferralId::parse)?;
+    if request.event_seq == 0 {
+        return Err(FieldError::new(
+            "event_seq",
+            "is required (1 is the referral's creation)",
+        ));
+    }
+    Ok((id, request.event_seq))
+}
+
 /// A validated list request: filters that must all match, and the page wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListQuery {
