@@ -545,6 +545,33 @@ async fn the_auditor_reads_every_event_and_writes_none() {
         .count()
         .await;
     assert_eq!(states, 2);
+    // ... and `refbus audit verify` in full: every message, JetStream's own figures, clocks.
+    let options = refbus_audit::verify::Options {
+        now: (system.now)(),
+        resume: None,
+        progress: false,
+    };
+    let checks = refbus_audit::checks::standard(
+        system.registry.clone(),
+        refbus_core::audit::DEFAULT_TOLERANCE,
+    );
+    let outcome = refbus_audit::verify::verify_bus(
+        &auditor,
+        &system.verifier(),
+        checks,
+        &options,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .await
+    .unwrap();
+    match outcome {
+        refbus_audit::verify::Outcome::Done(report) => {
+            assert!(report.is_clean(), "{}", report.to_text());
+            assert_eq!(report.referrals, 2);
+            assert_eq!(report.last_seq, before);
+        }
+        refbus_audit::verify::Outcome::Stopped { .. } => panic!("not stopped"),
+    }
 
     // Writing anything is refused: an event, a notice, a change to the stream's settings
     // (which could set limits that drop events), creating the stream.

@@ -54,9 +54,6 @@ pub(crate) struct Common {
     /// pretended clock (`refbus up --demo`, tests).
     #[arg(long, hide = true)]
     no_time_check: bool,
-    /// Print JSON (one document) instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 impl Common {
@@ -73,6 +70,9 @@ impl Common {
 pub(crate) struct VerifyArgs {
     #[command(flatten)]
     common: Common,
+    /// Print the report as JSON (one document) instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     nats: runtime::NatsArgs,
     /// Verify a JSONL export offline instead of the stream (no NATS needed).
@@ -166,6 +166,9 @@ impl LogArgs {
 pub(crate) struct ReplayArgs {
     #[command(flatten)]
     common: Common,
+    /// Print JSON (one document) instead of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     nats: runtime::NatsArgs,
     /// The referral to replay.
@@ -248,7 +251,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let options = Options {
         now,
         resume: args.resume.clone(),
-        progress: !args.common.json,
+        progress: !args.json,
     };
     let tolerance = Duration::from_secs(args.tolerance);
     let mut checks = refbus_audit::checks::standard(registry, tolerance);
@@ -284,7 +287,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     })?;
     match outcome {
         Outcome::Done(report) => {
-            if args.common.json {
+            if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", report.to_text());
@@ -339,7 +342,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             let timeline = refbus_audit::replay::referral(&bus, &verifier, id, at)
                 .await
                 .map_err(unknown)?;
-            if args.common.json {
+            if args.json {
                 println!("{}", serde_json::to_string_pretty(&timeline)?);
             } else {
                 print!("{}", timeline.to_text());
@@ -348,7 +351,7 @@ fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             let report = refbus_audit::replay::case(&bus, &verifier, case, at)
                 .await
                 .map_err(unknown)?;
-            if args.common.json {
+            if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
