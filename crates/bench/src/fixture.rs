@@ -131,6 +131,8 @@ impl Fixture {
             person,
             note,
             sealed_note: None,
+            sex: Default::default(),
+            age_band: Default::default(),
         }
     }
 

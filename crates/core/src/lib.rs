@@ -13,6 +13,8 @@
 //! - [`decide`]: whether a command is allowed and which events it produces;
 //!   [`evolve`]: the state after an event; [`chain`]: the canonical encoding and hash chain.
 //! - [`calendar`], [`clock`], [`escalation`]: working time, clocks, and what is due when.
+//! - [`demographics`]: sex and age band, the statistical metadata a referral records in the
+//!   clear; [`indicators`]: the planners' figures, a fold over checked events.
 //! - [`registry`]: agencies, services and versioned policies, as the configuration gives them.
 //! - [`signature`]: who wrote a record (Ed25519 over subject and event); [`integrity`]: the one
 //!   check every reader runs on a stored record before believing it.
@@ -23,10 +25,12 @@ pub mod clock;
 pub mod command;
 pub mod coverage;
 pub mod decide;
+pub mod demographics;
 pub mod escalation;
 pub mod event;
 pub mod evolve;
 pub mod ids;
+pub mod indicators;
 pub mod integrity;
 pub mod referral;
 pub mod registry;
