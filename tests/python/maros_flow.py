@@ -116,8 +116,13 @@ def main() -> int:
         "CreateReferral", recipient="maros-dinsos", case_id="BTA-2026-007", service="social_assistance",
         priority=pb.PRIORITY_ROUTINE, categories=["poverty"], child=False,
         consent=pb.Consent(services=True, disclose_to_agencies=True), identity=family,
+        sex=pb.SEX_MALE, age_band=pb.AGE_BAND_25_TO_59,
         note="Keluarga lima orang, kepala keluarga sakit, belum terdaftar DTKS")
     family_referral = created.referral.referral_id
+    # Sex and age band are statistical metadata in the clear (the identity gives no birth date
+    # here, so the system states the band; everything identifying stays sealed).
+    expect((created.referral.sex, created.referral.age_band) == (pb.SEX_MALE, pb.AGE_BAND_25_TO_59),
+           f"the referral records its statistical metadata: {created.referral.sex}, {created.referral.age_band}")
     expect(created.referral.status == pb.REFERRAL_STATUS_REQUESTED, "a new referral is requested")
     expect(created.event.author_system == "python",
            f"the event records the system the certificate names: {created.event.author_system!r}")
@@ -141,6 +146,9 @@ def main() -> int:
     legal = uptd.call(
         "CreateReferral", recipient="maros-bagian-hukum", case_id="UPTD-2026-019", service="legal_aid",
         priority=pb.PRIORITY_URGENT, categories=["sexual_violence"], child=True, consent=consent, identity=child)
+    # Left unset, sex and age band come from the identity (born 2012-03-05: 13-17 in 2026).
+    expect((police.referral.sex, police.referral.age_band) == (pb.SEX_FEMALE, pb.AGE_BAND_13_TO_17),
+           f"the adapter derives the metadata from the identity: {police.referral.sex}, {police.referral.age_band}")
     clocks = {clock.clock_id for clock in police.referral.clocks}
     expect("tpks_pasal_41" in clocks, f"the police referral runs the UU TPKS Pasal 41 clock: {clocks}")
 
@@ -170,6 +178,15 @@ def main() -> int:
     except grpc.RpcError as error:
         expect(error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"no consent: {error.code()}")
         expect("consent.services" in error.details(), f"the field is named: {error.details()}")
+    try:
+        uptd.call("CreateReferral", recipient="polres-maros", case_id="UPTD-2026-020", service="police_report",
+                  priority=pb.PRIORITY_URGENT, categories=["sexual_violence"], child=True, consent=consent,
+                  identity=child, age_band=pb.AGE_BAND_18_TO_24)
+        raise AssertionError("an age band the birth date contradicts must fail")
+    except grpc.RpcError as error:
+        expect(error.code() == grpc.StatusCode.INVALID_ARGUMENT, f"contradicting band: {error.code()}")
+        expect(error.details().startswith("age_band: "), f"the field is named: {error.details()}")
+        expect("2012" not in error.details(), f"the birth date is not quoted: {error.details()}")
     try:
         hukum.call("GetReferral", referral_id=family_referral)
         raise AssertionError("Bagian Hukum must not read the family's referral")

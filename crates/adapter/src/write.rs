@@ -384,8 +384,18 @@ impl Adapter {
                 recipient.clone(),
             ]))
         };
-        let new = convert::create_referral(request, &inner.agency, &policy.version, &mut deferring)
-            .map_err(|err| status::field(&err))?;
+        let reckoning = convert::AgeReckoning {
+            now,
+            offset: self.offset_at(now),
+        };
+        let new = convert::create_referral(
+            request,
+            &inner.agency,
+            &policy.version,
+            reckoning,
+            &mut deferring,
+        )
+        .map_err(|err| status::field(&err))?;
         watch.add(Stage::Validation, watch.since(validation));
         let request_id = new.request_id.clone();
         let referral_id = new.referral_id();
@@ -451,6 +461,20 @@ impl Adapter {
             written,
             sealed_here,
         })
+    }
+
+    /// The offset from UTC of this agency's time zone (its working hours') at `now`, where a
+    /// person's age is counted; UTC+7 (WIB) for an agency the registry no longer lists.
+    fn offset_at(&self, now: Timestamp) -> chrono::FixedOffset {
+        use chrono::Offset;
+        match self.inner.registry.agency(&self.inner.agency) {
+            Some(agency) => now
+                .to_chrono()
+                .with_timezone(&agency.working_hours.time_zone)
+                .offset()
+                .fix(),
+            None => chrono::FixedOffset::east_opt(7 * 3600).expect("UTC+7 is a valid offset"),
+        }
     }
 
     /// Decides and appends a new referral at `now`; a retry finds the referral it made, and a

@@ -131,6 +131,8 @@ impl Fixture {
             person,
             note,
             sealed_note: None,
+            sex: Default::default(),
+            age_band: Default::default(),
         }
     }
 
@@ -174,8 +176,19 @@ impl Fixture {
                 "the raw phases publish anonymous creates".to_owned(),
             ))
         };
-        let new = convert::create_referral(request, &self.sender, &policy.version, &mut no_sealing)
-            .map_err(|err| setup(err.to_string()))?;
+        // Anonymous creates give no birth date: the offset only matters for deriving an age.
+        let reckoning = convert::AgeReckoning {
+            now,
+            offset: chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset"),
+        };
+        let new = convert::create_referral(
+            request,
+            &self.sender,
+            &policy.version,
+            reckoning,
+            &mut no_sealing,
+        )
+        .map_err(|err| setup(err.to_string()))?;
         let request_id = new.request_id.clone();
         let decision = decide(
             &self.registry,

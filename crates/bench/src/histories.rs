@@ -194,6 +194,8 @@ impl Writer {
             note: None,
             policy_version: self.policy_version(at)?,
             parent: None,
+            sex: Default::default(),
+            age_band: Default::default(),
         };
         self.decided(
             None,

@@ -69,6 +69,8 @@ async fn main() {
             note: None,
             policy_version: "2026-01".parse().unwrap(),
             parent: None,
+            sex: Default::default(),
+            age_band: Default::default(),
         };
         let steps: Vec<(Command, Actor)> = vec![
             (Command::Create(Box::new(creation)), actor("maros-dinsos")),

@@ -52,6 +52,8 @@ fn created(sender: &str, recipient: &str, request: &str) -> (Event, Referral) {
             note: None,
             policy_version: PolicyVersion::new("2026-01").unwrap(),
             parent: None,
+            sex: Default::default(),
+            age_band: Default::default(),
         })),
         prev_hash: EventHash::GENESIS,
     };

@@ -103,6 +103,8 @@ async fn create_referrals(
             note: None,
             policy_version: "2026-01".parse().unwrap(),
             parent: None,
+            sex: Default::default(),
+            age_band: Default::default(),
         };
         let request = Request {
             command: CoreCommand::Create(Box::new(creation)),

@@ -273,6 +273,30 @@ fn check_creation(
         return Err(invalid("categories", "a category is listed twice"));
     }
     check_consent(creation)?;
+    // The band is statistics, the flag decides consent: a referral whose two disagree would
+    // count a child as an adult (or ask an adult for a child's consent), so neither is believed.
+    match creation.age_band.is_child() {
+        Some(true) if !creation.child => {
+            return Err(invalid(
+                "age_band",
+                format!(
+                    "{} is a child's age band but `child` is not set; set `child` (consent to \
+                     disclose is then required) or correct the band",
+                    creation.age_band
+                ),
+            ));
+        }
+        Some(false) if creation.child => {
+            return Err(invalid(
+                "age_band",
+                format!(
+                    "{} is an adult's age band but `child` is set; correct one of them",
+                    creation.age_band
+                ),
+            ));
+        }
+        _ => {}
+    }
     if let Some(reported) = creation.case_reported_at
         && reported > now
     {

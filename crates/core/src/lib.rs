@@ -13,6 +13,8 @@
 //! - [`decide`]: whether a command is allowed and which events it produces;
 //!   [`evolve`]: the state after an event; [`chain`]: the canonical encoding and hash chain.
 //! - [`calendar`], [`clock`], [`escalation`]: working time, clocks, and what is due when.
+//! - [`demographics`]: sex and age band, the statistical metadata a referral records in the
+//!   clear; [`indicators`]: the planners' figures, a fold over checked events.
 //! - [`registry`]: agencies, services and versioned policies, as the configuration gives them.
 //! - [`audit`]: what an auditor decides from the events alone (clock items owed, late,
 //!   missing; whether a case is fully served).
@@ -26,10 +28,12 @@ pub mod clock;
 pub mod command;
 pub mod coverage;
 pub mod decide;
+pub mod demographics;
 pub mod escalation;
 pub mod event;
 pub mod evolve;
 pub mod ids;
+pub mod indicators;
 pub mod integrity;
 pub mod referral;
 pub mod registry;

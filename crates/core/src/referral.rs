@@ -7,6 +7,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::chain::EventHash;
+use crate::demographics::{AgeBand, Sex};
 use crate::ids::{
     AgencyId, CaseId, CategoryId, ClockId, OperatorId, OutcomeCode, PolicyVersion, ReasonCode,
     ReferralId, ServiceId,
@@ -134,7 +135,7 @@ impl fmt::Display for Status {
 }
 
 /// The side of a referral an agency is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Party {
     Sender,
@@ -245,6 +246,14 @@ pub struct Creation {
     /// The referral this one replaces after a reroute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ReferralId>,
+    /// The person's sex, as statistical metadata in the clear (never the identity); omitted
+    /// when unknown, so referrals recorded before it keep their bytes.
+    #[serde(default, skip_serializing_if = "Sex::is_unknown")]
+    pub sex: Sex,
+    /// The person's age band, as statistical metadata in the clear (the birth date stays
+    /// sealed); omitted when unknown.
+    #[serde(default, skip_serializing_if = "AgeBand::is_unknown")]
+    pub age_band: AgeBand,
 }
 
 /// Something a clock can start or stop on: entering a status, or a reroute step.
@@ -377,6 +386,8 @@ impl Referral {
             note,
             policy_version,
             parent: Some(self.id),
+            sex: creation.sex,
+            age_band: creation.age_band,
         }
     }
 

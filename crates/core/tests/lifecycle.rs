@@ -1139,3 +1139,58 @@ fn a_creation_decided_on_placeholders_takes_only_payloads_sealed_for_the_same_pa
     assert_eq!(done.state.creation.identity, Some(sealed));
     assert_eq!(done.state.last_hash, refbus_core::chain::hash(&done.event));
 }
+
+#[test]
+fn an_age_band_must_agree_with_the_child_flag() {
+    use refbus_core::demographics::AgeBand;
+    let registry = registry();
+    let mut child = creation(DINSOS, UPTD, "shelter", Priority::Urgent);
+    child.child = true;
+    child.age_band = AgeBand::From25To59;
+    assert!(matches!(
+        create(&registry, child.clone(), &operator(DINSOS)),
+        Err(Rejection::Invalid {
+            field: "age_band",
+            ..
+        })
+    ));
+    child.age_band = AgeBand::From6To12;
+    assert!(create(&registry, child.clone(), &operator(DINSOS)).is_ok());
+    let mut adult = child;
+    adult.child = false;
+    assert!(matches!(
+        create(&registry, adult.clone(), &operator(DINSOS)),
+        Err(Rejection::Invalid {
+            field: "age_band",
+            ..
+        })
+    ));
+    // Unknown fits either.
+    adult.age_band = AgeBand::Unknown;
+    assert!(create(&registry, adult, &operator(DINSOS)).is_ok());
+}
+
+#[test]
+fn unknown_statistical_metadata_is_omitted_so_older_records_keep_their_bytes() {
+    use refbus_core::demographics::{AgeBand, Sex};
+    let registry = registry();
+    let plain = created(
+        &registry,
+        creation(DINSOS, UPTD, "shelter", Priority::Urgent),
+        at(START),
+    );
+    let json = serde_json::to_string(&plain).unwrap();
+    assert!(!json.contains("\"sex\"") && !json.contains("\"age_band\""));
+    // A state recorded before the fields existed (the same JSON) reads as unknown.
+    let read: Referral = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        (read.creation.sex, read.creation.age_band),
+        (Sex::Unknown, AgeBand::Unknown)
+    );
+    let mut known = creation(DINSOS, UPTD, "shelter", Priority::Urgent);
+    known.sex = Sex::Female;
+    known.age_band = AgeBand::From60;
+    let known = created(&registry, known, at(START));
+    let json = serde_json::to_string(&known).unwrap();
+    assert!(json.contains("\"sex\":\"female\"") && json.contains("\"age_band\":\"60+\""));
+}

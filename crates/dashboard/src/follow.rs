@@ -61,6 +61,7 @@ pub(crate) async fn rebuild(shared: &Shared) -> Result<(u64, usize), ReadError> 
         let stored = stored?;
         count += 1;
         shared.metrics.applied();
+        shared.observe(&stored.record.state);
         shared
             .write()
             .apply(stored.seq, &stored.subject, stored.record.state);
@@ -112,6 +113,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
                     shared.metrics.applied();
                     let now = shared.clock.now();
                     wakes.schedule(&shared, &stored.record.state, now);
+                    shared.observe(&stored.record.state);
                     let version = {
                         let mut projection = shared.write();
                         projection

@@ -13,6 +13,8 @@
 //! - [`viewer`]: who is looking ([`Viewer`], put in each request by the login), and what they
 //!   may see.
 //! - [`local`]: languages and time zones.
+//! - [`indicators`]: planning indicators (the core's fold, kept beside the projection), their
+//!   page with server-drawn SVG charts and CSV, and the stream replay `refbus indicators` uses.
 //! - [`act`]: acknowledging from the board, through the operator's agency's adapter.
 //!
 //! # Entry point
@@ -23,6 +25,7 @@
 
 pub mod act;
 mod follow;
+pub mod indicators;
 pub mod local;
 mod metrics;
 pub mod projection;
@@ -74,6 +77,9 @@ pub(crate) struct Shared {
     /// The projection: written by the follow loop alone, read by the handlers (never held
     /// across an await).
     projection: RwLock<Projection>,
+    /// The planning indicators: every referral ever seen (the projection forgets closed ones),
+    /// fed by the same checked records; written by the follow loop alone.
+    indicators: RwLock<refbus_core::indicators::Indicators>,
     updates: broadcast::Sender<Update>,
     /// Names this process in the live feed's event ids: a browser that reconnects to another
     /// process (a restart) is sent the whole board, whatever version it saw.
@@ -98,6 +104,14 @@ impl Shared {
         self.projection
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Folds a checked state into the indicators.
+    fn observe(&self, state: &refbus_core::Referral) {
+        self.indicators
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .observe(self.verifier.registry(), state);
     }
 
     fn acting(&self) -> Option<&act::Acting> {
@@ -132,6 +146,7 @@ impl Dashboard {
                 verifier,
                 clock,
                 projection: RwLock::new(Projection::new(registry)),
+                indicators: RwLock::new(refbus_core::indicators::Indicators::new()),
                 updates: broadcast::channel(4096).0,
                 epoch,
                 closing: watch::channel(false).0,

@@ -44,6 +44,7 @@ impl Lang {
 pub struct Texts {
     pub board: &'static str,
     pub load: &'static str,
+    pub indicators: &'static str,
     pub timeline: &'static str,
     pub live_connecting: &'static str,
     pub live_ok: &'static str,
@@ -92,6 +93,7 @@ pub struct Texts {
 pub static ID: Texts = Texts {
     board: "Papan eskalasi",
     load: "Beban per instansi",
+    indicators: "Indikator perencanaan",
     timeline: "Linimasa rujukan",
     live_connecting: "Menghubungkan…",
     live_ok: "Langsung",
@@ -140,6 +142,7 @@ pub static ID: Texts = Texts {
 pub static EN: Texts = Texts {
     board: "Escalation board",
     load: "Agency load",
+    indicators: "Planning indicators",
     timeline: "Referral timeline",
     live_connecting: "Connecting…",
     live_ok: "Live",

@@ -550,6 +550,8 @@ mod tests {
             note: None,
             policy_version: PolicyVersion::new("demo-1").unwrap(),
             parent: None,
+            sex: Default::default(),
+            age_band: Default::default(),
         };
         let request = Request {
             command: Command::Create(Box::new(creation)),

@@ -9,6 +9,8 @@
 //! /referrals/{id}        a referral's timeline (403 if the viewer may not see it)
 //! POST /referrals/{id}/acknowledge   form clock=&level=: acknowledge an escalation through
 //!                        the viewer's agency's adapter (see `act`); 303 to / when recorded
+//! /indicators            planning indicators with SVG charts (see `indicators`)
+//! /indicators.csv        the same as CSV
 //! /events                the live feed of the board (same filters; Last-Event-ID or ?since=)
 //! /static/board.js       countdowns and the live feed, hand-written, no build step
 //! /static/board.css
@@ -50,6 +52,8 @@ pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
             "/referrals/{id}/acknowledge",
             axum::routing::post(acknowledge),
         )
+        .route("/indicators", get(crate::indicators::page))
+        .route("/indicators.csv", get(crate::indicators::csv))
         .route("/events", get(events))
         .route("/static/board.js", get(script))
         .route("/static/board.css", get(style))
@@ -58,9 +62,9 @@ pub(crate) fn routes(shared: Arc<Shared>) -> axum::Router {
 
 // === request context ===
 
-type Params = Query<Vec<(String, String)>>;
+pub(crate) type Params = Query<Vec<(String, String)>>;
 
-fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params
         .iter()
         .rev()
@@ -69,7 +73,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// The language: `?lang=` first (remembered in a cookie), then the cookie, then Indonesian.
-fn language(params: &[(String, String)], headers: &HeaderMap) -> (Lang, bool) {
+pub(crate) fn language(params: &[(String, String)], headers: &HeaderMap) -> (Lang, bool) {
     if let Some(lang) = param(params, "lang").and_then(Lang::parse) {
         return (lang, true);
     }
@@ -83,7 +87,7 @@ fn language(params: &[(String, String)], headers: &HeaderMap) -> (Lang, bool) {
     (from_cookie.unwrap_or(Lang::Id), false)
 }
 
-fn with_language(mut response: Response, lang: Lang, remember: bool) -> Response {
+pub(crate) fn with_language(mut response: Response, lang: Lang, remember: bool) -> Response {
     if remember
         && let Ok(cookie) = HeaderValue::from_str(&format!(
             "lang={}; Path=/; Max-Age=31536000; SameSite=Lax",
@@ -127,7 +131,7 @@ fn zone(shared: &Shared, viewer: &Viewer) -> Tz {
         })
 }
 
-fn error_page(status: StatusCode, text: &str) -> Response {
+pub(crate) fn error_page(status: StatusCode, text: &str) -> Response {
     let text = escape(text);
     (
         status,
@@ -154,7 +158,7 @@ fn escape(text: &str) -> String {
         .collect()
 }
 
-fn render(template: &impl Template) -> Response {
+pub(crate) fn render(template: &impl Template) -> Response {
     match template.render() {
         Ok(html) => Html(html).into_response(),
         Err(err) => {
@@ -329,7 +333,7 @@ fn event_id(shared: &Shared, version: u64) -> String {
     format!("{}.{version}", shared.epoch)
 }
 
-struct Context<'a> {
+pub(crate) struct Context<'a> {
     shared: &'a Shared,
     viewer: &'a Viewer,
     lang: Lang,
@@ -341,7 +345,7 @@ struct Context<'a> {
 
 impl<'a> Context<'a> {
     /// What every page of a request shares: who asks, in which language and zone, now.
-    fn of(
+    pub(crate) fn of(
         shared: &'a Shared,
         viewer: &'a Viewer,
         lang: Lang,
@@ -359,7 +363,7 @@ impl<'a> Context<'a> {
         }
     }
 
-    fn page(
+    pub(crate) fn page(
         &self,
         title: String,
         active: &'static str,

@@ -148,6 +148,8 @@ fn creation(sender: &str, recipient: &str, service: &str, priority: Priority) ->
         note: None,
         policy_version: "2026-01".parse().unwrap(),
         parent: None,
+        sex: Default::default(),
+        age_band: Default::default(),
     }
 }
 

@@ -453,6 +453,8 @@ pub fn create_request(
         ))),
         note: "Anak perlu rumah aman malam ini.".to_owned(),
         sealed_note: None,
+        sex: Default::default(),
+        age_band: Default::default(),
     }
 }
 

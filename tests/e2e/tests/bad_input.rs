@@ -68,6 +68,84 @@ fn cases() -> Vec<Case> {
                 .client()
                 .create_referral(c.dinsos.as_operator("ibu ani").request(create_with(|_| {})))
         ),
+        // Statistical metadata (sex, age band): out of range, or contradicting the sealed
+        // identity (born 2012-03-05: 13-17 in 2026) or the child flag. The messages never quote
+        // the birth date.
+        case!(
+            "age band out of range",
+            Code::InvalidArgument,
+            "age_band: unknown value 9",
+            |c| c
+                .dinsos
+                .client()
+                .create_referral(c.dinsos.request(create_with(|r| r.age_band = 9)))
+        ),
+        case!(
+            "sex out of range",
+            Code::InvalidArgument,
+            "sex: unknown value 4",
+            |c| c
+                .dinsos
+                .client()
+                .create_referral(c.dinsos.request(create_with(|r| r.sex = 4)))
+        ),
+        case!(
+            "age band the birth date contradicts",
+            Code::InvalidArgument,
+            "age_band: 6-12 differs from the band identity.birth_date gives on the day the case \
+             was reported (13-17)",
+            |c| c
+                .dinsos
+                .client()
+                .create_referral(c.dinsos.request(create_with(|r| {
+                    r.age_band = v1::AgeBand::AgeBand6To12.into()
+                })))
+        ),
+        case!(
+            "sex the identity contradicts",
+            Code::InvalidArgument,
+            "sex: male differs from identity.sex (female)",
+            |c| c.dinsos.client().create_referral(
+                c.dinsos
+                    .request(create_with(|r| r.sex = v1::Sex::Male.into()))
+            )
+        ),
+        case!(
+            "birth date after the report",
+            Code::InvalidArgument,
+            "identity.birth_date: is after the day the case was reported",
+            |c| c
+                .dinsos
+                .client()
+                .create_referral(c.dinsos.request(create_with(|r| {
+                    if let Some(v1::create_referral_request::Person::Identity(person)) =
+                        &mut r.person
+                    {
+                        person.birth_date = "2099-01-01".into();
+                    }
+                })))
+        ),
+        case!(
+            "adult age band on a child",
+            Code::InvalidArgument,
+            "age_band: 25-59 is an adult's age band but `child` is set",
+            |c| c
+                .dinsos
+                .client()
+                .create_referral(c.dinsos.request(create_with(|r| {
+                    r.person = None;
+                    r.age_band = v1::AgeBand::AgeBand25To59.into();
+                })))
+        ),
+        case!(
+            "child's age band derived for an adult referral",
+            Code::InvalidArgument,
+            "age_band: 13-17 is a child's age band but `child` is not set",
+            |c| c
+                .dinsos
+                .client()
+                .create_referral(c.dinsos.request(create_with(|r| r.child = false)))
+        ),
         case!("no request id", Code::InvalidArgument, "request_id", |c| c
             .dinsos
             .client()

@@ -282,6 +282,8 @@ fn build_referral(
         note: None,
         policy_version,
         parent: None,
+        sex: Default::default(),
+        age_band: Default::default(),
     };
     let request = Request {
         command: Command::Create(Box::new(creation)),

@@ -9,6 +9,7 @@ pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod dashboard;
 pub(crate) mod dashboard_users;
+pub(crate) mod indicators;
 pub(crate) mod keys;
 pub(crate) mod notary;
 pub(crate) mod router;
@@ -55,6 +56,10 @@ pub(crate) enum Command {
     /// Operators log in with the accounts of --accounts; `refbus dashboard user add|remove|list`
     /// manages them.
     Dashboard(dashboard::DashboardArgs),
+    /// Planning indicators over the whole stream (every record checked): referrals, outcomes,
+    /// times and clock compliance per month, agency, service, priority, category, sex and age
+    /// band, as a table or CSV. No identity.
+    Indicators(indicators::IndicatorsArgs),
     /// Run everything on this machine: a local nats-server, every agency's adapter, the router
     /// and the dashboard.
     Up(up::UpArgs),
@@ -80,6 +85,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Notary(args) => notary::run(args),
         Command::Witness(args) => notary::witness(args),
         Command::Dashboard(args) => dashboard::run(args),
+        Command::Indicators(args) => indicators::run(args),
         Command::Up(args) => up::run(args),
         Command::Simulate(args) => simulate::run(args),
         Command::Audit(command) => audit::run(command),

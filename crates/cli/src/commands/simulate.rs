@@ -122,6 +122,18 @@ const SCENARIOS: &[Scenario] = &[
     },
 ];
 
+/// One of the three child bands, or of the three adult bands, as `pick` (0-2) says.
+fn age_band(child: bool, pick: u64) -> v1::AgeBand {
+    match (child, pick) {
+        (true, 0) => v1::AgeBand::AgeBand0To5,
+        (true, 1) => v1::AgeBand::AgeBand6To12,
+        (true, _) => v1::AgeBand::AgeBand13To17,
+        (false, 0) => v1::AgeBand::AgeBand18To24,
+        (false, 1) => v1::AgeBand::AgeBand25To59,
+        (false, _) => v1::AgeBand::AgeBand60AndOver,
+    }
+}
+
 /// A small deterministic generator: the same run every time, no dependency.
 struct Dice(u64);
 
@@ -242,6 +254,9 @@ pub(crate) async fn simulate(
         ));
     }
     let mut dice = Dice(0x2545_f491);
+    // The people's sex and age band (statistics for the indicators page) come from their own
+    // generator, so the sequence of scenarios stays what it was.
+    let mut people = Dice(0x517c_c1b7);
     let mut ticker = tokio::time::interval(every);
     let mut sent = 0u64;
     while count == 0 || sent < count {
@@ -260,6 +275,13 @@ pub(crate) async fn simulate(
                 .map(|c| (*c).to_owned())
                 .collect(),
             child: scenario.child,
+            sex: if people.roll(4) == 0 {
+                v1::Sex::Male
+            } else {
+                v1::Sex::Female
+            }
+            .into(),
+            age_band: age_band(scenario.child, people.roll(3)).into(),
             consent: Some(v1::Consent {
                 services: true,
                 disclose_to_agencies: true,

@@ -370,6 +370,8 @@ pub fn creation(sender: &str, recipient: &str, service: &str, priority: Priority
         note: None,
         policy_version: PolicyVersion::new("v1").unwrap(),
         parent: None,
+        sex: Default::default(),
+        age_band: Default::default(),
     }
 }
 

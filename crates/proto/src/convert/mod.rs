@@ -28,8 +28,8 @@ use refbus_core::referral::SealedPayload;
 
 pub use parse::{event_from_view, referral_from_view};
 pub use request::{
-    CommandRequest, ListQuery, NewReferral, ParsedCommand, RerouteOrder, create_referral,
-    get_receipt, get_referral, list_referrals, operator, reroute_referral,
+    AgeReckoning, CommandRequest, ListQuery, NewReferral, ParsedCommand, RerouteOrder,
+    create_referral, get_receipt, get_referral, list_referrals, operator, reroute_referral,
 };
 pub use view::{clock_view, event_view, integrity_notice_view, notice_view, referral_view};
 

@@ -96,6 +96,8 @@ pub fn referral_from_view(view: &v1::Referral) -> Result<Referral, FieldError> {
             &view.parent_referral_id,
             ReferralId::parse,
         )?,
+        sex: super::request::sex("sex", view.sex)?,
+        age_band: super::request::age_band("age_band", view.age_band)?,
     };
     let appointment_at = optional_timestamp("appointment_time", view.appointment_time.as_ref())?;
     let appointment = match (view.business_status.as_str(), appointment_at) {
@@ -323,6 +325,8 @@ fn creation_from_view(
             &created.parent_referral_id,
             ReferralId::parse,
         )?,
+        sex: super::request::sex("created.sex", created.sex)?,
+        age_band: super::request::age_band("created.age_band", created.age_band)?,
     })
 }
 

@@ -11,6 +11,7 @@
 use chrono::NaiveDate;
 use prost::Message;
 use refbus_core::command::Command;
+use refbus_core::demographics::{AgeBand, Sex};
 use refbus_core::ids::{
     AgencyId, CaseId, CategoryId, ClockId, OperatorId, OutcomeCode, PolicyVersion, ReasonCode,
     ReferralId, RequestId, ServiceId,
@@ -77,12 +78,35 @@ impl NewReferral {
     }
 }
 
+/// When and where a create is made, for counting the person's age: in whole years on the day
+/// the case was reported (`case_reported_at`, else `now`) in the sender's time zone (the
+/// offset its working hours have at `now`; Indonesia keeps no daylight saving time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgeReckoning {
+    pub now: Timestamp,
+    pub offset: chrono::FixedOffset,
+}
+
+impl AgeReckoning {
+    /// The day an age is counted on.
+    pub fn day(&self, reported: Option<Timestamp>) -> NaiveDate {
+        reported
+            .unwrap_or(self.now)
+            .to_chrono()
+            .with_timezone(&self.offset)
+            .date_naive()
+    }
+}
+
 /// Validates a create from `sender` (the caller's own agency) under `policy_version` (the
 /// version the registry has in force now), sealing the identity and the note with `sealer`.
+/// The statistical metadata (sex, age band) is taken from the request, or derived from a
+/// plaintext identity when the request leaves it unspecified; see [`demographics`].
 pub fn create_referral(
     request: &v1::CreateReferralRequest,
     sender: &AgencyId,
     policy_version: &PolicyVersion,
+    reckoning: AgeReckoning,
     sealer: &mut Sealer<'_>,
 ) -> Result<NewReferral, FieldError> {
     let request_id = id("request_id", &request.request_id, RequestId::new)?;
@@ -94,6 +118,7 @@ pub fn create_referral(
     check_consent(request.consent.as_ref())?;
     let case_reported_at =
         optional_timestamp("case_reported_at", request.case_reported_at.as_ref())?;
+    let (sex, age_band) = demographics(request, reckoning.day(case_reported_at))?;
 
     let identity = match &request.person {
         None => None,
@@ -137,8 +162,98 @@ pub fn create_referral(
             note,
             policy_version: policy_version.clone(),
             parent: None,
+            sex,
+            age_band,
         },
     })
+}
+
+/// The person's sex and age band as the referral records them in the clear. What the request
+/// gives is taken; what it leaves unspecified is derived from a plaintext identity (the adapter
+/// sees it anyway, and a case worker should not have to type the same fact twice); a value that
+/// contradicts the identity is refused, since one of the two is wrong and the statistics would
+/// silently count the wrong one. A sealed identity is opaque here: the request's values stand.
+/// Whether the band fits `child` is the core's check (it sees both in the clear).
+fn demographics(
+    request: &v1::CreateReferralRequest,
+    day: NaiveDate,
+) -> Result<(Sex, AgeBand), FieldError> {
+    let given_sex = sex("sex", request.sex)?;
+    let given_band = age_band("age_band", request.age_band)?;
+    let Some(Person::Identity(identity)) = &request.person else {
+        return Ok((given_sex, given_band));
+    };
+    // The identity's own fields are checked by `check_identity`; here only what they imply.
+    let identity_sex = sex("identity.sex", identity.sex)?;
+    let sex = match (given_sex, identity_sex) {
+        (Sex::Unknown, derived) => derived,
+        (given, Sex::Unknown) => given,
+        (given, derived) if given == derived => given,
+        (given, derived) => {
+            return Err(FieldError::new(
+                "sex",
+                format!("{given} differs from identity.sex ({derived}); correct one of them"),
+            ));
+        }
+    };
+    let derived_band = match parse_date(&identity.birth_date) {
+        None => AgeBand::Unknown,
+        Some(birth) => AgeBand::on(birth, day).ok_or_else(|| {
+            // Never the value itself: a birth date is part of the person's identity.
+            FieldError::new(
+                "identity.birth_date",
+                "is after the day the case was reported",
+            )
+        })?,
+    };
+    let band = match (given_band, derived_band) {
+        (AgeBand::Unknown, derived) => derived,
+        (given, AgeBand::Unknown) => given,
+        (given, derived) if given == derived => given,
+        (given, derived) => {
+            return Err(FieldError::new(
+                "age_band",
+                format!(
+                    "{given} differs from the band identity.birth_date gives on the day the case \
+                     was reported ({derived}); correct one of them, or leave age_band unset"
+                ),
+            ));
+        }
+    };
+    Ok((sex, band))
+}
+
+/// A sex as the contract gives it: unspecified is unknown.
+pub(crate) fn sex(field: &str, value: i32) -> Result<Sex, FieldError> {
+    match v1::Sex::try_from(value) {
+        Ok(v1::Sex::Unspecified) => Ok(Sex::Unknown),
+        Ok(v1::Sex::Female) => Ok(Sex::Female),
+        Ok(v1::Sex::Male) => Ok(Sex::Male),
+        Err(_) => Err(FieldError::new(
+            field,
+            format!("unknown value {value}: use SEX_FEMALE, SEX_MALE or leave it unspecified"),
+        )),
+    }
+}
+
+/// An age band as the contract gives it: unspecified is unknown.
+pub(crate) fn age_band(field: &str, value: i32) -> Result<AgeBand, FieldError> {
+    match v1::AgeBand::try_from(value) {
+        Ok(v1::AgeBand::Unspecified) => Ok(AgeBand::Unknown),
+        Ok(v1::AgeBand::AgeBand0To5) => Ok(AgeBand::From0To5),
+        Ok(v1::AgeBand::AgeBand6To12) => Ok(AgeBand::From6To12),
+        Ok(v1::AgeBand::AgeBand13To17) => Ok(AgeBand::From13To17),
+        Ok(v1::AgeBand::AgeBand18To24) => Ok(AgeBand::From18To24),
+        Ok(v1::AgeBand::AgeBand25To59) => Ok(AgeBand::From25To59),
+        Ok(v1::AgeBand::AgeBand60AndOver) => Ok(AgeBand::From60),
+        Err(_) => Err(FieldError::new(
+            field,
+            format!(
+                "unknown value {value}: use one of AGE_BAND_0_TO_5 .. AGE_BAND_60_AND_OVER, or \
+                 leave it unspecified"
+            ),
+        )),
+    }
 }
 
 fn categories(texts: &[String]) -> Result<Vec<CategoryId>, FieldError> {
@@ -591,6 +706,8 @@ impl RerouteOrder {
             note: self.note.clone(),
             policy_version,
             parent: Some(original.id),
+            sex: creation.sex,
+            age_band: creation.age_band,
         }
     }
 

@@ -8,6 +8,7 @@ use refbus_core::calendar::Calendar;
 use refbus_core::chain::{self, EventHash};
 use refbus_core::clock::{CalendarKind, ClockPolicy, ClockStart, ClockView};
 use refbus_core::command::Command;
+use refbus_core::demographics::{AgeBand, Sex};
 use refbus_core::escalation::{Action, Role};
 use refbus_core::event::{Actor, Change, Event, Notified, RerouteCause};
 use refbus_core::evolve::evolve;
@@ -127,6 +128,8 @@ fn creation() -> Creation {
         note: Some(sealed_note("Needs a safe house tonight.")),
         policy_version: policy_version(),
         parent: Some(ReferralId::from_bytes([7; 16])),
+        sex: Sex::Female,
+        age_band: AgeBand::From13To17,
     }
 }
 
@@ -620,6 +623,8 @@ fn valid_create() -> v1::CreateReferralRequest {
         person: Some(v1::create_referral_request::Person::Identity(identity())),
         note: "Needs a safe house tonight.".to_owned(),
         sealed_note: None,
+        sex: v1::Sex::Unspecified.into(),
+        age_band: v1::AgeBand::Unspecified.into(),
     }
 }
 
@@ -627,11 +632,20 @@ fn policy_version() -> PolicyVersion {
     PolicyVersion::new("2026-01").unwrap()
 }
 
+/// Creates are made at `at(0)` in WIB (UTC+7).
+fn reckoning() -> AgeReckoning {
+    AgeReckoning {
+        now: at(0),
+        offset: chrono::FixedOffset::east_opt(7 * 3600).unwrap(),
+    }
+}
+
 fn create(request: &v1::CreateReferralRequest) -> Result<NewReferral, FieldError> {
     create_referral(
         request,
         &agency(SENDER),
         &policy_version(),
+        reckoning(),
         &mut test_sealer,
     )
 }
@@ -653,8 +667,14 @@ fn a_consent_override_justification_is_sealed_for_sender_and_recipient() {
         }),
         ..valid_create()
     };
-    let created =
-        create_referral(&request, &agency(SENDER), &policy_version(), &mut sealer).unwrap();
+    let created = create_referral(
+        &request,
+        &agency(SENDER),
+        &policy_version(),
+        reckoning(),
+        &mut sealer,
+    )
+    .unwrap();
     assert_eq!(
         seen.last().map(String::as_str),
         Some("Justification { recipient: AgencyId(\"maros-dp3a\") }")
@@ -678,6 +698,7 @@ fn a_valid_create_seals_identity_and_note_for_sender_and_recipient() {
         &valid_create(),
         &agency(SENDER),
         &policy_version(),
+        reckoning(),
         &mut sealer,
     )
     .unwrap();
@@ -726,7 +747,14 @@ fn end_to_end_sealed_data_passes_through_and_anonymous_referrals_seal_nothing() 
     let mut refuse = |_: SealTarget<'_>, _: &[u8]| -> Result<SealedPayload, SealError> {
         panic!("nothing to seal")
     };
-    let created = create_referral(&request, &sender, &policy_version(), &mut refuse).unwrap();
+    let created = create_referral(
+        &request,
+        &sender,
+        &policy_version(),
+        reckoning(),
+        &mut refuse,
+    )
+    .unwrap();
     assert_eq!(created.creation.identity.as_ref(), Some(&sealed));
     assert_eq!(created.creation.note.as_ref(), Some(&sealed));
 
@@ -735,7 +763,14 @@ fn end_to_end_sealed_data_passes_through_and_anonymous_referrals_seal_nothing() 
         note: String::new(),
         ..valid_create()
     };
-    let created = create_referral(&anonymous, &sender, &policy_version(), &mut refuse).unwrap();
+    let created = create_referral(
+        &anonymous,
+        &sender,
+        &policy_version(),
+        reckoning(),
+        &mut refuse,
+    )
+    .unwrap();
     assert_eq!(
         (created.creation.identity, created.creation.note),
         (None, None)
@@ -1149,6 +1184,7 @@ fn invalid_requests_name_the_field_at_fault() {
                 &valid_create(),
                 &agency(SENDER),
                 &policy_version(),
+                reckoning(),
                 &mut |_, _| Err(SealError("maros-dp3a has no public key yet".to_owned())),
             )),
             "identity",
@@ -1324,4 +1360,157 @@ fn invalid_requests_name_the_field_at_fault() {
             Err(error) => assert_eq!(error.field, field, "{case}: {error}"),
         }
     }
+}
+
+// === statistical metadata ===
+
+fn demographics_of(request: &v1::CreateReferralRequest) -> Result<(Sex, AgeBand), FieldError> {
+    create(request).map(|new| (new.creation.sex, new.creation.age_band))
+}
+
+#[test]
+fn sex_and_age_band_are_derived_from_a_plaintext_identity_when_left_unset() {
+    // Born 2011-04-23, reported 2026-03-02 (90 minutes before now): 14 years old.
+    assert_eq!(
+        demographics_of(&valid_create()).unwrap(),
+        (Sex::Female, AgeBand::From13To17)
+    );
+    // Given and consistent: the same.
+    let given = v1::CreateReferralRequest {
+        sex: v1::Sex::Female.into(),
+        age_band: v1::AgeBand::AgeBand13To17.into(),
+        ..valid_create()
+    };
+    assert_eq!(
+        demographics_of(&given).unwrap(),
+        (Sex::Female, AgeBand::From13To17)
+    );
+    // No birth date, no sex on the identity: what the request says, else unknown.
+    let silent = with_identity(|p| {
+        p.birth_date = String::new();
+        p.sex = v1::Sex::Unspecified.into();
+    });
+    assert_eq!(
+        demographics_of(&silent).unwrap(),
+        (Sex::Unknown, AgeBand::Unknown)
+    );
+    let told = v1::CreateReferralRequest {
+        sex: v1::Sex::Male.into(),
+        age_band: v1::AgeBand::AgeBand6To12.into(),
+        ..silent
+    };
+    assert_eq!(
+        demographics_of(&told).unwrap(),
+        (Sex::Male, AgeBand::From6To12)
+    );
+}
+
+#[test]
+fn the_age_is_counted_on_the_day_of_the_report_in_the_senders_time_zone() {
+    // at(0) is 2026-03-02T01:00Z, 08:00 WIB. Reported at 2026-03-01T18:30Z: already
+    // 2026-03-02 in WIB (01:30), still 2026-03-01 in UTC. Born 2008-03-02: 18 in WIB.
+    let request = v1::CreateReferralRequest {
+        case_reported_at: Some(timestamp(
+            Timestamp::parse_rfc3339("2026-03-01T18:30:00Z").unwrap(),
+        )),
+        child: false,
+        person: Some(v1::create_referral_request::Person::Identity(
+            v1::ClientIdentity {
+                birth_date: "2008-03-02".to_owned(),
+                ..identity()
+            },
+        )),
+        ..valid_create()
+    };
+    assert_eq!(demographics_of(&request).unwrap().1, AgeBand::From18To24);
+    let utc = AgeReckoning {
+        offset: chrono::FixedOffset::east_opt(0).unwrap(),
+        ..reckoning()
+    };
+    let in_utc = create_referral(
+        &request,
+        &agency(SENDER),
+        &policy_version(),
+        utc,
+        &mut test_sealer,
+    )
+    .unwrap();
+    assert_eq!(in_utc.creation.age_band, AgeBand::From13To17);
+}
+
+#[test]
+fn statistical_metadata_that_contradicts_the_identity_or_is_out_of_range_is_refused() {
+    let cases = [
+        (
+            "a band the birth date does not give",
+            v1::CreateReferralRequest {
+                age_band: v1::AgeBand::AgeBand18To24.into(),
+                ..valid_create()
+            },
+            "age_band",
+            "18-24 differs from the band identity.birth_date gives",
+        ),
+        (
+            "a sex the identity does not give",
+            v1::CreateReferralRequest {
+                sex: v1::Sex::Male.into(),
+                ..valid_create()
+            },
+            "sex",
+            "male differs from identity.sex (female)",
+        ),
+        (
+            "an age band out of range",
+            v1::CreateReferralRequest {
+                age_band: 7,
+                ..valid_create()
+            },
+            "age_band",
+            "unknown value 7",
+        ),
+        (
+            "a sex out of range",
+            v1::CreateReferralRequest {
+                sex: 3,
+                ..valid_create()
+            },
+            "sex",
+            "unknown value 3",
+        ),
+        (
+            "a birth date after the report",
+            with_identity(|p| p.birth_date = "2026-03-03".to_owned()),
+            "identity.birth_date",
+            "is after the day the case was reported",
+        ),
+    ];
+    for (what, request, field, message) in cases {
+        let error = demographics_of(&request).expect_err(what);
+        assert_eq!(error.field, field, "{what}");
+        assert!(
+            error.message.starts_with(message),
+            "{what}: {}",
+            error.message
+        );
+        // The message never quotes the person's birth date.
+        assert!(!error.message.contains("2011-04-23"), "{what}");
+    }
+}
+
+#[test]
+fn a_sealed_identity_leaves_the_metadata_to_the_caller() {
+    let [sender, recipient] = parties();
+    let sealed = fake_seal(&[&sender, &recipient], b"opaque");
+    let request = v1::CreateReferralRequest {
+        person: Some(v1::create_referral_request::Person::SealedIdentity(
+            fields::sealed(&sealed),
+        )),
+        sex: v1::Sex::Female.into(),
+        age_band: v1::AgeBand::AgeBand0To5.into(),
+        ..valid_create()
+    };
+    assert_eq!(
+        demographics_of(&request).unwrap(),
+        (Sex::Female, AgeBand::From0To5)
+    );
 }

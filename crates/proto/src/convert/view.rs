@@ -7,6 +7,7 @@
 use prost::Message;
 use refbus_core::chain;
 use refbus_core::clock::{ClockPolicy, ClockView, Phase};
+use refbus_core::demographics::{AgeBand, Sex};
 use refbus_core::event::{Actor, Change, Event, Notice, Notified, RerouteCause};
 use refbus_core::referral::{
     Consent, Creation, Outcome, Party, Reason, Referral, Reroute, SealedPayload,
@@ -45,6 +46,8 @@ pub fn referral_view(
         child: creation.child,
         consent: Some(consent(&creation.consent, opener)),
         case_reported_at: creation.case_reported_at.map(timestamp),
+        sex: v1::Sex::from(creation.sex).into(),
+        age_band: v1::AgeBand::from(creation.age_band).into(),
         status: v1::ReferralStatus::from(referral.status).into(),
         resume_status: referral
             .resume_to
@@ -309,6 +312,32 @@ fn created(creation: &Creation, opener: &Opener<'_>) -> v1::ReferralCreated {
         sealed_note: creation.note.as_ref().map(sealed),
         policy_version: creation.policy_version.to_string(),
         parent_referral_id: text_or_empty(creation.parent.as_ref()),
+        sex: v1::Sex::from(creation.sex).into(),
+        age_band: v1::AgeBand::from(creation.age_band).into(),
+    }
+}
+
+impl From<Sex> for v1::Sex {
+    fn from(sex: Sex) -> v1::Sex {
+        match sex {
+            Sex::Unknown => v1::Sex::Unspecified,
+            Sex::Female => v1::Sex::Female,
+            Sex::Male => v1::Sex::Male,
+        }
+    }
+}
+
+impl From<AgeBand> for v1::AgeBand {
+    fn from(band: AgeBand) -> v1::AgeBand {
+        match band {
+            AgeBand::Unknown => v1::AgeBand::Unspecified,
+            AgeBand::From0To5 => v1::AgeBand::AgeBand0To5,
+            AgeBand::From6To12 => v1::AgeBand::AgeBand6To12,
+            AgeBand::From13To17 => v1::AgeBand::AgeBand13To17,
+            AgeBand::From18To24 => v1::AgeBand::AgeBand18To24,
+            AgeBand::From25To59 => v1::AgeBand::AgeBand25To59,
+            AgeBand::From60 => v1::AgeBand::AgeBand60AndOver,
+        }
     }
 }
 
