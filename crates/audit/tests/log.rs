@@ -31,6 +31,7 @@ async fn notarise(url: &str, key: &NoteKey, dir: &Path) {
             dir: dir.to_owned(),
             origin: ORIGIN.to_owned(),
             interval: std::time::Duration::from_millis(50),
+            metrics: None,
         },
         stats: stats.clone(),
     };

@@ -179,6 +179,8 @@ pub fn creation(case: &str, sender: &str, recipient: &str, priority: Priority) -
         note: None,
         policy_version: "2026-01".parse().unwrap(),
         parent: None,
+        sex: Default::default(),
+        age_band: Default::default(),
     }
 }
 
