@@ -214,6 +214,11 @@ impl Delivery {
         raw.unchecked(verifier)
     }
 
+    /// The message's payload exactly as stored (nothing checked).
+    pub fn payload(&self) -> &[u8] {
+        &self.message.payload
+    }
+
     /// The whole record, decoded.
     pub fn record(&self) -> Result<EventRecord, ReadError> {
         EventRecord::decode(&self.message.payload)
@@ -378,6 +383,20 @@ impl Bus {
         key: &SigningKey,
         append: Append<'_>,
     ) -> Result<(Appended, EventRecord), AppendError> {
+        self.append_with_payload(key, append)
+            .await
+            .map(|(appended, record, _)| (appended, record))
+    }
+
+    /// [`Bus::append`], also returning the exact payload stored at `Appended::seq`: a writer
+    /// that consumes the stream itself (the router) recognises its own message when it is
+    /// delivered back by comparing those bytes (docs/ARCHITECTURE.md, "The router trusts its own
+    /// appends").
+    pub async fn append_with_payload(
+        &self,
+        key: &SigningKey,
+        append: Append<'_>,
+    ) -> Result<(Appended, EventRecord, bytes::Bytes), AppendError> {
         if !self.is_connected() {
             // Refuse before sending: a publish buffered during a reconnect could land later,
             // after the caller was told it failed.
@@ -392,7 +411,7 @@ impl Bus {
         headers.insert(headers::KIND, "event");
         headers.insert(headers::PREV_SEQ, append.prev_seq.to_string().as_str());
         let message = PublishMessage::build()
-            .payload(payload)
+            .payload(payload.clone())
             .headers(headers)
             .message_id(append.key.message_id())
             .expected_last_subject_sequence(append.expected_last_seq);
@@ -401,7 +420,7 @@ impl Bus {
             // Boxed: the index append would otherwise sit inline in every append's future.
             Box::pin(self.index_referral(state)).await?;
         }
-        Ok((appended, record))
+        Ok((appended, record, payload))
     }
 
     /// Publishes a notice for a third agency and waits until JetStream stored it.

@@ -93,10 +93,13 @@ impl Router {
                         key: &key,
                     },
                 };
-                match self.bus.append(&self.key, append).await {
-                    Ok((appended, _)) if !appended.duplicate => {
+                match self.bus.append_with_payload(&self.key, append).await {
+                    Ok((appended, written, payload)) if !appended.duplicate => {
                         seq = appended.seq;
                         current = next;
+                        // Stored at `seq` as written: applied from this record when the consumer
+                        // delivers these very bytes back (crate::own).
+                        self.remember_own(seq, written, &payload);
                         self.metrics.recorded(&counted);
                         tracing::info!(%referral, key, %due_at, "recorded");
                         self.report(Activity::Recorded {
