@@ -86,12 +86,18 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// nothing at all.
 pub const READ_TIMEOUT: Duration = ACK_TIMEOUT;
 
+/// How long the creation of a consumer over every referral's last message may take (a
+/// rebuild's start, see `Bus::latest_checked`).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A handle to the refbus events stream. Cloning is cheap; all clones share one connection.
 #[derive(Clone, Debug)]
 pub struct Bus {
     client: Client,
     js: jetstream::Context,
     stream: stream::Stream<()>,
+    /// The events stream's name (the handle above does not tell it).
+    stream_name: Arc<str>,
     /// The stream as checked at start; `None` on a confined connection, which may not ask.
     info: Option<Arc<stream::Info>>,
     /// The agency whose subjects alone this connection may read ([`ConnectOptions::confined_to`]).
@@ -342,6 +348,7 @@ impl Bus {
             },
         };
         Ok(Bus {
+            stream_name: settings.name.as_str().into(),
             client,
             js,
             stream,
@@ -875,13 +882,22 @@ impl Bus {
     ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
     {
         let mut all = Vec::with_capacity(filters.len());
+        // nats-server answers the creation of a last-per-subject consumer only once it has
+        // counted what it will deliver: over a million subjects on a busy machine that took
+        // longer than a request's usual bound, and the router's start failed (docs/BENCHMARKS.md).
+        // A start is not a call anyone waits on: it gets its own, longer bound.
+        let mut js = self.js.clone();
+        js.set_timeout(SCAN_TIMEOUT);
         for filter in filters {
-            let consumer = timed(
-                self.stream
-                    .create_consumer(ordered_config(vec![filter], DeliverPolicy::LastPerSubject)),
-            )
+            let consumer = Box::pin(tokio::time::timeout(
+                SCAN_TIMEOUT,
+                js.create_consumer_on_stream(
+                    ordered_config(vec![filter], DeliverPolicy::LastPerSubject),
+                    &*self.stream_name,
+                ),
+            ))
             .await
-            .map_err(unavailable)?
+            .map_err(|_| unavailable(format!("JetStream did not answer within {SCAN_TIMEOUT:?}")))?
             .map_err(unavailable)?;
             let total = consumer.cached_info().num_pending;
             let messages = timed(consumer.messages())
