@@ -60,10 +60,11 @@ impl Router {
                 },
             };
             let now = self.clock.now();
-            let due = evaluate(&current, &self.registry, now).due;
-            if due.is_empty() {
-                return done(seq, evaluate(&current, &self.registry, now).next_wake);
+            let evaluation = evaluate(&current, &self.registry, now);
+            if evaluation.due.is_empty() {
+                return done(seq, evaluation.next_wake);
             }
+            let due = evaluation.due;
             let mut interrupted = false;
             for item in due {
                 let key = item.key();
