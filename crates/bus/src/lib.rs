@@ -89,12 +89,18 @@ pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// nothing at all.
 pub const READ_TIMEOUT: Duration = ACK_TIMEOUT;
 
+/// How long the creation of a consumer over every referral's last message may take (a
+/// rebuild's start, see `Bus::latest_checked`).
+const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// A handle to the refbus events stream. Cloning is cheap; all clones share one connection.
 #[derive(Clone, Debug)]
 pub struct Bus {
     client: Client,
     js: jetstream::Context,
     stream: stream::Stream<()>,
+    /// The events stream's name (the handle above does not tell it).
+    stream_name: Arc<str>,
     /// The stream as checked at start; `None` on a confined connection, which may not ask.
     info: Option<Arc<stream::Info>>,
     /// The agency whose subjects alone this connection may read ([`ConnectOptions::confined_to`]).
@@ -215,6 +221,11 @@ impl Delivery {
     pub fn unchecked(&self, verifier: &Verifier) -> Option<Unchecked> {
         let raw = raw_stream_message(&self.message).ok()?;
         raw.unchecked(verifier)
+    }
+
+    /// The message's payload exactly as stored (nothing checked).
+    pub fn payload(&self) -> &[u8] {
+        &self.message.payload
     }
 
     /// The whole record, decoded.
@@ -340,6 +351,7 @@ impl Bus {
             },
         };
         Ok(Bus {
+            stream_name: settings.name.as_str().into(),
             client,
             js,
             stream,
@@ -381,6 +393,20 @@ impl Bus {
         key: &SigningKey,
         append: Append<'_>,
     ) -> Result<(Appended, EventRecord), AppendError> {
+        self.append_with_payload(key, append)
+            .await
+            .map(|(appended, record, _)| (appended, record))
+    }
+
+    /// [`Bus::append`], also returning the exact payload stored at `Appended::seq`: a writer
+    /// that consumes the stream itself (the router) recognises its own message when it is
+    /// delivered back by comparing those bytes (docs/ARCHITECTURE.md, "The router trusts its own
+    /// appends").
+    pub async fn append_with_payload(
+        &self,
+        key: &SigningKey,
+        append: Append<'_>,
+    ) -> Result<(Appended, EventRecord, bytes::Bytes), AppendError> {
         if !self.is_connected() {
             // Refuse before sending: a publish buffered during a reconnect could land later,
             // after the caller was told it failed.
@@ -395,7 +421,7 @@ impl Bus {
         headers.insert(headers::KIND, "event");
         headers.insert(headers::PREV_SEQ, append.prev_seq.to_string().as_str());
         let message = PublishMessage::build()
-            .payload(payload)
+            .payload(payload.clone())
             .headers(headers)
             .message_id(append.key.message_id())
             .expected_last_subject_sequence(append.expected_last_seq);
@@ -404,7 +430,7 @@ impl Bus {
             // Boxed: the index append would otherwise sit inline in every append's future.
             Box::pin(self.index_referral(state)).await?;
         }
-        Ok((appended, record))
+        Ok((appended, record, payload))
     }
 
     /// Publishes a notice for a third agency and waits until JetStream stored it.
@@ -859,13 +885,22 @@ impl Bus {
     ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
     {
         let mut all = Vec::with_capacity(filters.len());
+        // nats-server answers the creation of a last-per-subject consumer only once it has
+        // counted what it will deliver: over a million subjects on a busy machine that took
+        // longer than a request's usual bound, and the router's start failed (docs/BENCHMARKS.md).
+        // A start is not a call anyone waits on: it gets its own, longer bound.
+        let mut js = self.js.clone();
+        js.set_timeout(SCAN_TIMEOUT);
         for filter in filters {
-            let consumer = timed(
-                self.stream
-                    .create_consumer(ordered_config(vec![filter], DeliverPolicy::LastPerSubject)),
-            )
+            let consumer = Box::pin(tokio::time::timeout(
+                SCAN_TIMEOUT,
+                js.create_consumer_on_stream(
+                    ordered_config(vec![filter], DeliverPolicy::LastPerSubject),
+                    &*self.stream_name,
+                ),
+            ))
             .await
-            .map_err(unavailable)?
+            .map_err(|_| unavailable(format!("JetStream did not answer within {SCAN_TIMEOUT:?}")))?
             .map_err(unavailable)?;
             let total = consumer.cached_info().num_pending;
             let messages = timed(consumer.messages())

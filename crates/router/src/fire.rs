@@ -60,10 +60,11 @@ impl Router {
                 },
             };
             let now = self.clock.now();
-            let due = evaluate(&current, &self.registry, now).due;
-            if due.is_empty() {
-                return done(seq, evaluate(&current, &self.registry, now).next_wake);
+            let evaluation = evaluate(&current, &self.registry, now);
+            if evaluation.due.is_empty() {
+                return done(seq, evaluation.next_wake);
             }
+            let due = evaluation.due;
             let mut interrupted = false;
             for item in due {
                 let key = item.key();
@@ -93,10 +94,13 @@ impl Router {
                         key: &key,
                     },
                 };
-                match self.bus.append(&self.key, append).await {
-                    Ok((appended, _)) if !appended.duplicate => {
+                match self.bus.append_with_payload(&self.key, append).await {
+                    Ok((appended, written, payload)) if !appended.duplicate => {
                         seq = appended.seq;
                         current = next;
+                        // Stored at `seq` as written: applied from this record when the consumer
+                        // delivers these very bytes back (crate::own).
+                        self.remember_own(seq, written, &payload);
                         self.metrics.recorded(&counted);
                         tracing::info!(%referral, key, %due_at, "recorded");
                         self.report(Activity::Recorded {

@@ -11,13 +11,15 @@
 
 use std::time::Duration;
 
-use refbus_bus::{Append, Bus, Delivery, Idempotency, Pending, ReadError, Unchecked, subjects};
+use refbus_bus::{
+    Append, Bus, Delivery, EventRecord, Idempotency, Pending, ReadError, Unchecked, subjects,
+};
 use refbus_core::command::{Command, Request};
 use refbus_core::integrity::{Failure, IntegrityNotice, Problem};
 use refbus_core::{Actor, Change, Event, Notice, Referral, ReferralId, evaluate, record};
 use tokio::sync::broadcast;
 
-use crate::{Activity, Known, Loop, Router};
+use crate::{Activity, Known, Loop, Router, own};
 
 /// A failure that goes away by itself (the bus unreachable): try the delivery again later.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,37 @@ impl Router {
         state: &mut Loop,
         delivery: &Delivery,
     ) -> Result<Vec<Sent>, Transient> {
+        // The router's own append, delivered back byte for byte: applied from what it wrote,
+        // not checked again (crate::own; docs/ARCHITECTURE.md, "The router trusts its own
+        // appends"). Anything else goes through the one record check below.
+        let taken = self.lock_own().delivered(delivery.seq);
+        match taken.compare(&delivery.subject, delivery.payload()) {
+            own::Delivered::Own(written) => {
+                let EventRecord {
+                    event,
+                    state: after,
+                    ..
+                } = *written;
+                if state
+                    .known
+                    .get(&event.referral_id)
+                    .is_some_and(|known| known.seq >= delivery.seq)
+                {
+                    return Ok(Vec::new());
+                }
+                self.metrics.own_append_applied();
+                return self.apply(state, delivery, &event, after).await;
+            }
+            own::Delivered::Differs => {
+                tracing::error!(
+                    seq = delivery.seq,
+                    subject = %delivery.subject,
+                    "INTEGRITY: the message at this sequence is not what the router appended \
+                     there and JetStream acknowledged; checking it in full"
+                );
+            }
+            own::Delivered::Other => {}
+        }
         let Some(record) = delivery.unchecked(&self.verifier) else {
             let failure = Failure::new(Problem::Unreadable, "not a refbus record");
             let referral = match subjects::parse(&delivery.subject) {
@@ -83,6 +116,20 @@ impl Router {
             }
         };
 
+        self.apply(state, delivery, event, after).await
+    }
+
+    /// Applies a delivered event, checked or the router's own, whose referral is `after` it:
+    /// reschedules the referral, sends an escalation's notices, and keeps the state to check
+    /// the referral's next event against.
+    async fn apply(
+        &self,
+        state: &mut Loop,
+        delivery: &Delivery,
+        event: &Event,
+        after: Referral,
+    ) -> Result<Vec<Sent>, Transient> {
+        let referral = event.referral_id;
         let now = self.clock.now();
         let evaluation = evaluate(&after, &self.registry, now);
         let wake = if evaluation.due.is_empty() {
@@ -140,6 +187,23 @@ impl Router {
             .into_iter()
             .find(|stored| stored.seq == record.prev_seq)
             .map(|stored| stored.record.state))
+    }
+
+    /// Remembers an append JetStream acknowledged at `seq` (not a duplicate), to recognise it
+    /// when the consumer delivers it back.
+    pub(crate) fn remember_own(&self, seq: u64, written: EventRecord, payload: &[u8]) {
+        let state = &written.state;
+        let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+        let digest = own::digest(payload);
+        self.lock_own().wrote(seq, &subject, digest, written);
+    }
+
+    fn lock_own(&self) -> std::sync::MutexGuard<'_, own::OwnAppends> {
+        // Poisoned only if a holder panicked; what it holds is still consistent (each call
+        // changes it in one step).
+        self.own
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn remember(&self, state: &mut Loop, known: Known) {

@@ -30,6 +30,7 @@
 mod fire;
 mod ingest;
 mod metrics;
+mod own;
 mod snapshot;
 mod timers;
 
@@ -144,6 +145,8 @@ pub struct Router {
     metrics: metrics::Metrics,
     /// The router's own registry (no global one), served by [`Router::run`].
     exposition: refbus_metrics::Exposition,
+    /// What the router appended and JetStream acknowledged, until delivered back (`own`).
+    own: std::sync::Mutex<own::OwnAppends>,
 }
 
 /// A referral's last state the router checked, to check its next event against.
@@ -206,6 +209,7 @@ impl Router {
             activity: broadcast::channel(16_384).0,
             metrics,
             exposition,
+            own: std::sync::Mutex::default(),
         }
     }
 

@@ -58,6 +58,7 @@ pub(crate) struct Integrity {
 #[derive(Clone)]
 pub(crate) struct Metrics {
     events_consumed: Counter,
+    own_appends_applied: Counter,
     lag: Gauge,
     timers_pending: Gauge,
     recorded: Family<Item, Counter>,
@@ -71,6 +72,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("refbus_router");
         let metrics = Metrics {
             events_consumed: Counter::default(),
+            own_appends_applied: Counter::default(),
             lag: Gauge::default(),
             timers_pending: Gauge::default(),
             recorded: Family::default(),
@@ -80,6 +82,11 @@ impl Metrics {
             "events_consumed",
             "Referral events consumed from the router's durable consumer and applied",
             metrics.events_consumed.clone(),
+        );
+        registry.register(
+            "own_appends_applied",
+            "Of the events consumed, those the router appended itself, delivered back byte for byte at the sequence JetStream acknowledged, and applied without checking them again",
+            metrics.own_appends_applied.clone(),
         );
         registry.register(
             "lag_events",
@@ -127,6 +134,12 @@ impl Metrics {
     /// An event consumed and applied (acknowledged or not).
     pub(crate) fn consumed(&self) {
         self.events_consumed.inc();
+    }
+
+    /// Of the events consumed, one the router appended itself and applied without checking it
+    /// again (`crate::own`).
+    pub(crate) fn own_append_applied(&self) {
+        self.own_appends_applied.inc();
     }
 
     pub(crate) fn set_timers_pending(&self, pending: usize) {
