@@ -12,7 +12,7 @@ use refbus_bus::replay::Replayed;
 use refbus_bus::subjects::{self, Parsed};
 use refbus_bus::{Item, ReadError};
 use refbus_core::integrity::IntegrityNotice;
-use refbus_core::{Referral, ReferralId, Timestamp, evaluate};
+use refbus_core::{ReferralId, Timestamp};
 
 use crate::{Shared, Update};
 
@@ -23,11 +23,11 @@ struct Wakes {
 }
 
 impl Wakes {
-    fn schedule(&mut self, shared: &Shared, referral: &Referral, now: Timestamp) {
-        // The router's own next wake-up (a warning point, a deadline, an escalation level):
-        // the instants at which the core's clock views change what the board shows.
-        if let Some(at) = evaluate(referral, shared.verifier.registry(), now).next_wake {
-            self.due.insert((at, referral.id));
+    fn schedule(&mut self, shared: &Shared, id: ReferralId, now: Timestamp) {
+        // The instants the row keeps from the core's clock views (a warning point, a
+        // deadline) at which what the board shows changes; escalations arrive as records.
+        if let Some(at) = shared.read().next_change(&id, now) {
+            self.due.insert((at, id));
         }
     }
 
@@ -61,11 +61,12 @@ pub(crate) async fn rebuild(shared: &Shared) -> Result<(u64, usize), ReadError> 
         let stored = stored?;
         count += 1;
         shared.metrics.applied();
-        shared
-            .write()
-            .apply(stored.seq, &stored.subject, stored.record.state);
+        shared.write().apply(stored.seq, &stored.record.state);
     }
-    shared.write().prune(shared.clock.now());
+    let mut projection = shared.write();
+    projection.prune(shared.clock.now());
+    projection.shrink();
+    drop(projection);
     Ok((after, count))
 }
 
@@ -92,12 +93,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
     let mut wakes = Wakes::default();
     {
         let now = shared.clock.now();
-        let projection = shared.read();
-        for id in projection.ids() {
-            if let Some((state, _)) = projection.referral(&id) {
-                wakes.schedule(&shared, state, now);
-            }
-        }
+        wakes.due.extend(shared.read().next_changes(now));
     }
     // Closed referrals leave the projection after a while (see `CLOSED_KEPT`).
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
@@ -111,13 +107,13 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
                     let id = stored.record.state.id;
                     shared.metrics.applied();
                     let now = shared.clock.now();
-                    wakes.schedule(&shared, &stored.record.state, now);
                     let version = {
                         let mut projection = shared.write();
                         projection
-                            .apply(stored.seq, &stored.subject, stored.record.state)
+                            .apply(stored.seq, &stored.record.state)
                             .then(|| projection.version())
                     };
+                    wakes.schedule(&shared, id, now);
                     if let Some(version) = version {
                         shared.send(Update::Referral { version, id });
                     }
@@ -149,12 +145,12 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
             () = sleep => {
                 let now = shared.clock.now();
                 for id in wakes.take_due(now) {
-                    let state = shared.read().referral(&id).map(|(state, _)| state.clone());
-                    if let Some(state) = state {
-                        wakes.schedule(&shared, &state, now);
-                        let version = shared.write().touch();
-                        shared.send(Update::Referral { version, id });
+                    if !shared.read().holds(&id) {
+                        continue;
                     }
+                    wakes.schedule(&shared, id, now);
+                    let version = shared.write().touch();
+                    shared.send(Update::Referral { version, id });
                 }
             }
         }
