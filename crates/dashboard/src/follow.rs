@@ -14,7 +14,7 @@ use refbus_bus::{Item, ReadError};
 use refbus_core::integrity::IntegrityNotice;
 use refbus_core::{ReferralId, Timestamp};
 
-use crate::{Shared, Update};
+use crate::{Shared, Update, snapshot};
 
 /// When each referral's row may next change by the passing of time alone.
 #[derive(Default)]
@@ -45,6 +45,81 @@ impl Wakes {
         }
         due
     }
+}
+
+/// Sets the projection up: from its snapshot and the referrals changed since, if there is a
+/// usable snapshot, otherwise from every referral ([`rebuild`]). The stream sequence the live
+/// feed resumes after, and how many referrals are held.
+pub(crate) async fn start(shared: &Shared) -> Result<(u64, usize), ReadError> {
+    let Some(snapshots) = shared.snapshot.get() else {
+        return rebuild(shared).await;
+    };
+    let (path, key) = (snapshots.path.clone(), snapshots.key.clone());
+    let registry = shared.verifier.registry().clone();
+    let read = tokio::task::spawn_blocking(move || snapshot::read(&path, &key, registry))
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err).into()));
+    match read {
+        Ok(Some((projection, covers))) => from_snapshot(shared, projection, covers).await,
+        Ok(None) => rebuild(shared).await,
+        Err(err) => {
+            // Loud, and harmless: the projection is rebuilt from the bus, as without one.
+            tracing::error!(
+                path = %snapshots.path.display(),
+                "the dashboard's snapshot is not used, rebuilding from every referral: {err}"
+            );
+            rebuild(shared).await
+        }
+    }
+}
+
+/// The projection from a snapshot covering the stream up to `covers`, then every referral a
+/// message reached since, read again through the record check (`Bus::referral`, as the
+/// router's restart does).
+async fn from_snapshot(
+    shared: &Shared,
+    projection: crate::Projection,
+    covers: u64,
+) -> Result<(u64, usize), ReadError> {
+    let after = shared.bus.last_sequence().await?;
+    *shared.write() = projection;
+    let changed = shared
+        .bus
+        .subjects_after(covers, vec![subjects::ALL_REFERRALS.to_owned()])
+        .await?;
+    let mut reads = futures::stream::iter(changed)
+        .map(|subject| async move { shared.bus.referral(&shared.verifier, &subject).await })
+        .buffer_unordered(64);
+    let mut reread = 0;
+    while let Some(read) = reads.next().await {
+        let Some(stored) = read? else { continue };
+        reread += 1;
+        shared.metrics.applied();
+        shared.write().apply(stored.seq, &stored.record.state);
+    }
+    let mut projection = shared.write();
+    projection.prune(shared.clock.now());
+    projection.shrink();
+    let held = projection.len();
+    drop(projection);
+    tracing::info!(covers, reread, held, "dashboard: started from its snapshot");
+    Ok((after, held))
+}
+
+/// Writes the projection's snapshot as of `covers`, beside the loop, if a snapshot is kept.
+fn save(shared: &Arc<Shared>, covers: u64) -> Option<tokio::task::JoinHandle<()>> {
+    shared.snapshot.get()?;
+    let shared = shared.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        let Some(snapshots) = shared.snapshot.get() else {
+            return;
+        };
+        let bytes = snapshot::encode(&shared.read(), covers, &snapshots.key);
+        if let Err(err) = snapshot::write(&snapshots.path, &bytes) {
+            // A restart then starts from an older snapshot, or rebuilds: slower, not wrong.
+            tracing::warn!(path = %snapshots.path.display(), "writing the dashboard's snapshot: {err}");
+        }
+    }))
 }
 
 /// Reads every referral's last checked record into the projection; the stream sequence the
@@ -97,6 +172,18 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
     }
     // Closed referrals leave the projection after a while (see `CLOSED_KEPT`).
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
+    // The snapshot: written at once (a restart soon after starts from it), then whenever
+    // `every` passed and something changed. Every record up to `applied` is in the projection.
+    let mut applied = after;
+    let mut saved_version = None;
+    let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+    let mut snapshots = tokio::time::interval(
+        shared
+            .snapshot
+            .get()
+            .map_or(std::time::Duration::from_secs(3600), |s| s.every),
+    );
+    snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sleep = shared
             .clock
@@ -105,6 +192,7 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
             item = records.next() => match item {
                 Some(Ok(Replayed::Record(stored))) => {
                     let id = stored.record.state.id;
+                    applied = applied.max(stored.seq);
                     shared.metrics.applied();
                     let now = shared.clock.now();
                     let version = {
@@ -142,6 +230,14 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
                 None => return Ok(()),
             },
             _ = prune.tick() => shared.write().prune(shared.clock.now()),
+            _ = snapshots.tick(), if shared.snapshot.get().is_some() => {
+                let version = shared.read().version();
+                // One write at a time, and none when nothing changed.
+                if saved_version != Some(version) && saving.as_ref().is_none_or(|s| s.is_finished()) {
+                    saved_version = Some(version);
+                    saving = save(&shared, applied);
+                }
+            }
             () = sleep => {
                 let now = shared.clock.now();
                 for id in wakes.take_due(now) {

@@ -910,6 +910,262 @@ impl Projection {
         (rows, more)
     }
 
+    /// Appends the projection's referrals (its slots and what their indices name) to `out`,
+    /// for the snapshot (crate::snapshot). Alerts are not in it: they are read again at start.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let put_u32 = |out: &mut Vec<u8>, n: u32| out.extend_from_slice(&n.to_le_bytes());
+        let put_len = |out: &mut Vec<u8>, n: usize| {
+            out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes())
+        };
+        let put_str = |out: &mut Vec<u8>, text: &str| {
+            put_len(out, text.len());
+            out.extend_from_slice(text.as_bytes());
+        };
+        put_len(out, self.agencies.items.len());
+        for agency in &self.agencies.items {
+            put_str(out, agency.as_str());
+        }
+        put_len(out, self.services.items.len());
+        for service in &self.services.items {
+            put_str(out, service.as_str());
+        }
+        put_len(out, self.clocks.items.len());
+        for (clock, title) in &self.clocks.items {
+            put_str(out, clock.as_str());
+            put_str(out, title);
+        }
+        put_len(out, self.categories.items.len());
+        for list in &self.categories.items {
+            put_len(out, list.len());
+            for category in list {
+                put_str(out, category);
+            }
+        }
+        put_len(out, self.agency_sets.items.len());
+        for set in &self.agency_sets.items {
+            put_len(out, set.len());
+            for &agency in set {
+                put_u32(out, agency);
+            }
+        }
+        put_len(out, self.level_lists.items.len());
+        for list in &self.level_lists.items {
+            put_len(out, list.len());
+            for &(level, set) in list {
+                out.extend_from_slice(&level.to_le_bytes());
+                put_u32(out, set);
+            }
+        }
+        put_len(out, self.by_id.len());
+        for slot in self.slots.iter().flatten() {
+            out.extend_from_slice(slot.id.as_bytes());
+            out.extend_from_slice(&slot.seq.to_le_bytes());
+            out.extend_from_slice(&slot.updated_at.as_millis().to_le_bytes());
+            for n in [
+                slot.categories,
+                slot.notified,
+                slot.sender,
+                slot.recipient,
+                slot.service,
+            ] {
+                put_u32(out, n);
+            }
+            let priority = Priority::ALL.iter().position(|p| *p == slot.priority);
+            let status = Status::ALL.iter().position(|s| *s == slot.status);
+            out.push(u8::try_from(priority.unwrap_or(255)).unwrap_or(255));
+            out.push(u8::try_from(status.unwrap_or(255)).unwrap_or(255));
+            out.push(u8::from(slot.reroute_pending));
+            out.push(u8::try_from(slot.clocks.len()).unwrap_or(u8::MAX));
+            for clock in slot.clocks.iter().take(usize::from(u8::MAX)) {
+                out.extend_from_slice(&clock.deadline.to_le_bytes());
+                out.extend_from_slice(&clock.warn_at.to_le_bytes());
+                for n in [clock.clock, clock.responsible, clock.levels, clock.notified] {
+                    put_u32(out, n);
+                }
+                out.extend_from_slice(&clock.level.map_or(u32::MAX, u32::from).to_le_bytes());
+                out.push(u8::from(clock.on_board) | (u8::from(clock.acknowledged) << 1));
+            }
+        }
+    }
+
+    /// The projection [`encode`](Self::encode) wrote into `bytes` (all of them), or why not:
+    /// any index out of range, unknown code or bad id is refused, never trusted.
+    pub(crate) fn decode(registry: Arc<Registry>, bytes: &[u8]) -> Result<Projection, String> {
+        let mut input = Input { rest: bytes };
+        // Interning keeps first occurrences, so indices read back as written only if a table
+        // has no duplicates: one that shrank was not written by `encode`.
+        fn distinct<T: Hash + Eq + Clone>(table: &Interner<T>, n: usize) -> Result<(), String> {
+            if table.items.len() == n {
+                Ok(())
+            } else {
+                Err("a table with duplicates".to_owned())
+            }
+        }
+        let mut projection = Projection::new(registry);
+        let bad = |what: &str| format!("bad {what}");
+        let mut agencies = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let text = input.str()?;
+            agencies.intern(AgencyId::new(text).map_err(|_| bad("agency"))?);
+        }
+        distinct(&agencies, n)?;
+        let mut services = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let text = input.str()?;
+            services.intern(ServiceId::new(text).map_err(|_| bad("service"))?);
+        }
+        distinct(&services, n)?;
+        let mut clocks = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let id = ClockId::new(input.str()?).map_err(|_| bad("clock"))?;
+            clocks.intern((id, input.str()?.to_owned()));
+        }
+        distinct(&clocks, n)?;
+        let mut categories = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let list = (0..input.len()?)
+                .map(|_| input.str().map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            categories.intern(list);
+        }
+        distinct(&categories, n)?;
+        let agency_count = agencies.items.len();
+        let in_range = |n: u32, len: usize, what: &str| {
+            if (n as usize) < len {
+                Ok(n)
+            } else {
+                Err(bad(what))
+            }
+        };
+        let mut agency_sets = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let set = (0..input.len()?)
+                .map(|_| in_range(input.u32()?, agency_count, "agency index"))
+                .collect::<Result<Vec<_>, _>>()?;
+            agency_sets.intern(set);
+        }
+        distinct(&agency_sets, n)?;
+        let set_count = agency_sets.items.len();
+        let mut level_lists = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let list = (0..input.len()?)
+                .map(|_| {
+                    let level = u16::from_le_bytes(input.array()?);
+                    Ok((level, in_range(input.u32()?, set_count, "set index")?))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            level_lists.intern(list);
+        }
+        distinct(&level_lists, n)?;
+        // Index 0 of these tables is the empty one, as `Projection::new` makes them.
+        if agency_sets.items.first().is_none_or(|set| !set.is_empty())
+            || level_lists
+                .items
+                .first()
+                .is_none_or(|list| !list.is_empty())
+            || categories.items.first().is_none_or(|list| !list.is_empty())
+        {
+            return Err(bad("tables"));
+        }
+        let (service_count, clock_count, category_count, list_count) = (
+            services.items.len(),
+            clocks.items.len(),
+            categories.items.len(),
+            level_lists.items.len(),
+        );
+        let count = input.len()?;
+        let mut slots = Vec::with_capacity(count.min(input.rest.len() / 50));
+        for _ in 0..count {
+            let id = ReferralId::from_bytes(input.array()?);
+            let seq = u64::from_le_bytes(input.array()?);
+            let updated_at = Timestamp::from_millis(i64::from_le_bytes(input.array()?));
+            let categories = in_range(input.u32()?, category_count, "categories")?;
+            let notified = in_range(input.u32()?, set_count, "set index")?;
+            let sender = in_range(input.u32()?, agency_count, "agency index")?;
+            let recipient = in_range(input.u32()?, agency_count, "agency index")?;
+            let service = in_range(input.u32()?, service_count, "service index")?;
+            let [priority, status, reroute, clock_count_here] = input.array()?;
+            let priority = *Priority::ALL
+                .get(usize::from(priority))
+                .ok_or_else(|| bad("priority"))?;
+            let status = *Status::ALL
+                .get(usize::from(status))
+                .ok_or_else(|| bad("status"))?;
+            let clocks_here = (0..clock_count_here)
+                .map(|_| {
+                    let deadline = i64::from_le_bytes(input.array()?);
+                    let warn_at = i64::from_le_bytes(input.array()?);
+                    let clock = in_range(input.u32()?, clock_count, "clock index")?;
+                    let responsible = in_range(input.u32()?, agency_count, "agency index")?;
+                    let levels = in_range(input.u32()?, list_count, "levels index")?;
+                    let notified = in_range(input.u32()?, set_count, "set index")?;
+                    let level = input.u32()?;
+                    let [flags] = input.array()?;
+                    Ok(ClockSlot {
+                        deadline,
+                        warn_at,
+                        clock,
+                        responsible,
+                        levels,
+                        notified,
+                        level: (level != u32::MAX)
+                            .then(|| u16::try_from(level).map_err(|_| bad("level")))
+                            .transpose()?,
+                        on_board: flags & 1 != 0,
+                        acknowledged: flags & 2 != 0,
+                    })
+                })
+                .collect::<Result<Box<[ClockSlot]>, String>>()?;
+            slots.push(Some(Slot {
+                id,
+                seq,
+                updated_at,
+                clocks: clocks_here,
+                categories,
+                notified,
+                sender,
+                recipient,
+                service,
+                priority,
+                status,
+                reroute_pending: reroute != 0,
+            }));
+        }
+        if !input.rest.is_empty() {
+            return Err(bad("length"));
+        }
+        projection.agencies = agencies;
+        projection.services = services;
+        projection.clocks = clocks;
+        projection.categories = categories;
+        projection.agency_sets = agency_sets;
+        projection.level_lists = level_lists;
+        let mut entries: HashMap<IndexKey, Vec<(i64, u32)>> = HashMap::new();
+        for (index, slot) in slots.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            let index = u32::try_from(index).map_err(|_| bad("count"))?;
+            if projection.by_id.insert(slot.id, index).is_some() {
+                return Err(bad("duplicate referral"));
+            }
+            let sort = slot.sort_key();
+            for key in projection.keys(slot) {
+                entries.entry(key).or_default().push((sort, index));
+            }
+        }
+        projection.index = entries
+            .into_iter()
+            .map(|(key, entries)| (key, entries.into_iter().collect()))
+            .collect();
+        projection.slots = slots;
+        Ok(projection)
+    }
+
     /// Each agency's load at `now`, for the agencies `viewer` may see (the coordinator: all;
     /// anyone else: their own). `starts` gives, per agency, the instants its day and week
     /// began (its time zone).
@@ -977,6 +1233,44 @@ impl Projection {
             }
         }
         loads
+    }
+}
+
+/// Reads what [`Projection::encode`] wrote.
+struct Input<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.rest.len() < n {
+            return Err("cut short".to_owned());
+        }
+        let (taken, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(taken)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?.try_into().map_err(|_| "cut short".to_owned())
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    /// A count; never more than the bytes left could hold, whatever it says.
+    fn len(&mut self) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > self.rest.len() {
+            return Err("a count beyond the end".to_owned());
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
+        let n = self.len()?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| "not UTF-8".to_owned())
     }
 }
 
@@ -1392,5 +1686,92 @@ mod tests {
             own.keys().collect::<Vec<_>>(),
             vec![&agency("maros-dinsos")]
         );
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_as_the_same_board_and_refuses_any_change() {
+        use refbus_core::signature::{Signer, SigningKey};
+        let registry = registry();
+        let mut projection = Projection::new(registry.clone());
+        let mut referrals = Vec::new();
+        for n in 0..12 {
+            let priority = Priority::ALL[n % Priority::ALL.len()];
+            let mut referral = created(&registry, &format!("r{n}"), priority);
+            if n == 3 {
+                referral.marks.push(ClockMark {
+                    clock: ClockId::new("acknowledge_emergency").unwrap(),
+                    mark: Mark::Escalation {
+                        level: 1,
+                        repetition: 0,
+                    },
+                    notified: vec![agency("maros-dp3a")],
+                });
+            }
+            projection.apply(n as u64 + 1, &referral);
+            referrals.push(referral);
+        }
+        let key = SigningKey::from_seed(&[7; 32], Signer::Router);
+        let bytes = crate::snapshot::encode(&projection, 99, &key);
+        let (read, covers) = crate::snapshot::decode(&bytes, &key, registry.clone()).unwrap();
+        assert_eq!(covers, 99);
+        assert_eq!(read.len(), projection.len());
+        let now = at(T0).plus(Duration::from_secs(70));
+        for viewer in [
+            viewer("maros-bappeda", Role::Coordinator),
+            viewer("maros-dp3a", Role::Head),
+        ] {
+            let board = |p: &Projection| p.board(&viewer, &Filters::default(), now, 0, 100);
+            assert_eq!(board(&read), board(&projection));
+            let load = |p: &Projection| p.load(&viewer, now, |_| (at(T0), at(T0)));
+            assert_eq!(load(&read), load(&projection));
+        }
+        assert_eq!(
+            read.board(
+                &viewer("maros-dp3a", Role::Head),
+                &Filters::default(),
+                now,
+                0,
+                100
+            )
+            .0
+            .len(),
+            1
+        );
+        for referral in &referrals {
+            assert_eq!(
+                read.next_change(&referral.id, at(T0)),
+                projection.next_change(&referral.id, at(T0))
+            );
+            assert_eq!(read.subject(&referral.id), projection.subject(&referral.id));
+        }
+        // Another key, any altered byte, a cut file: refused, never used.
+        let other = SigningKey::from_seed(&[8; 32], Signer::Router);
+        assert!(crate::snapshot::decode(&bytes, &other, registry.clone()).is_err());
+        for at in [0, 40, bytes.len() / 2, bytes.len() - 80, bytes.len() - 1] {
+            let mut altered = bytes.clone();
+            altered[at] ^= 1;
+            assert!(
+                crate::snapshot::decode(&altered, &key, registry.clone()).is_err(),
+                "a change at byte {at} went unnoticed"
+            );
+        }
+        assert!(crate::snapshot::decode(&bytes[..bytes.len() - 1], &key, registry).is_err());
+    }
+
+    #[test]
+    fn the_snapshot_key_is_made_once_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("refbus-dashboard-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dashboard-snapshot.key");
+        let first = crate::snapshot::key(&path).unwrap();
+        let again = crate::snapshot::key(&path).unwrap();
+        assert_eq!(first.verifying_key().id(), again.verifying_key().id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
