@@ -393,8 +393,8 @@ impl Projection {
 
     /// Applies a checked record: the referral's state after the record stored at `seq`. An
     /// older record than the one held changes nothing (a rebuild and the live feed overlap).
-    /// Whether it changed anything. Its clocks are the core's views at `now`... of which only
-    /// the instants are kept, so `now` changes nothing of what is kept.
+    /// Whether it changed anything. Of its clocks only the instants the core's views give are
+    /// kept (see `ClockSlot`), which do not depend on when the record is applied.
     pub fn apply(&mut self, seq: u64, state: &Referral) -> bool {
         let held = self.by_id.get(&state.id).copied();
         if let Some(index) = held

@@ -8,7 +8,7 @@
 //! docs/ARCHITECTURE.md, "The dashboard".
 //!
 //! Format: the magic line, the stream sequence covered (u64, little endian), the projection's
-//! referrals ([`Projection::encode`]), then the key's id (8 bytes) and the Ed25519 signature (64
+//! referrals (`Projection::encode`), then the key's id (8 bytes) and the Ed25519 signature (64
 //! bytes) over SHA-256 of everything before them.
 
 use std::io::Write;
@@ -43,7 +43,7 @@ pub enum SnapshotError {
 
 /// The dashboard's snapshot key: 32 secret bytes in `path`, made at first start (mode 0600),
 /// never leaving the host. The core's signing key type is reused (one verification path); the
-/// key signs nothing but snapshots (see [`SIGNED_AS`]).
+/// key signs nothing but snapshots (see `SIGNED_AS`).
 pub fn key(path: &Path) -> std::io::Result<SigningKey> {
     let seed: [u8; 32] = match std::fs::read(path) {
         Ok(bytes) => bytes.try_into().map_err(|_| {
