@@ -158,6 +158,19 @@ pub struct DashboardReport {
     pub rebuild: Rebuild,
     pub pages: Pages,
     pub feeds: Feeds,
+    pub restart: Restart,
+}
+
+/// The second start: from the snapshot the first one wrote once ready (`--state-dir`), then
+/// the referrals stored since (the live feeds' ones) read again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Restart {
+    /// From starting the process to its first HTTP answer.
+    pub ready: Duration,
+    pub cpu: Duration,
+    pub held: usize,
+    /// Once ready and idle.
+    pub memory: Resident,
 }
 
 /// A `refbus dashboard` process, interrupted when dropped.
@@ -277,12 +290,40 @@ pub fn dashboard(
         listen, &cookie, &event_id, &js, &stream, &registry, options, pid, server.pid,
     ))?;
     drop(child);
+
+    progress("6. starting the dashboard again, from the snapshot its first start wrote");
+    let (listen, metrics) = (free_addr()?, free_addr()?);
+    let started = Instant::now();
+    let child = DashboardProcess(
+        (start.command)(&server.url, listen, metrics)
+            .stdout(Stdio::null())
+            .stdin(Stdio::null())
+            .spawn()?,
+    );
+    let pid = child.0.id();
+    runtime.block_on(first_answer(listen, Duration::from_secs(600)))?;
+    let ready = started.elapsed();
+    let restart_cpu = cpu::process_cpu(Process::Pid(pid))?;
+    settle(pid, options.settle, Duration::from_secs(600))?;
+    let restart = Restart {
+        ready,
+        cpu: restart_cpu,
+        memory: cpu::resident(Process::Pid(pid))?,
+        held: runtime.block_on(referrals_held(metrics))?,
+    };
+    drop(child);
+    progress(&format!(
+        "6. ready again in {} ({} referrals held)",
+        seconds(restart.ready),
+        thousands(restart.held as f64)
+    ));
     conditions.load_after = cpu::load_average();
     Ok(DashboardReport {
         conditions,
         rebuild,
         pages,
         feeds,
+        restart,
     })
 }
 
@@ -752,6 +793,16 @@ impl std::fmt::Display for DashboardReport {
             "  dashboard resident memory after: {} (peak {})",
             mib(d.memory_after.now),
             mib(d.memory_after.peak)
+        )?;
+        let s = &self.restart;
+        writeln!(
+            f,
+            "5. restart from its snapshot (written by the first start once ready; the feeds' referrals read again): ready in {} ({} referrals held; dashboard CPU {}); resident memory once idle {} (peak {})",
+            seconds(s.ready),
+            thousands(s.held as f64),
+            seconds(s.cpu),
+            mib(s.memory.now),
+            mib(s.memory.peak)
         )?;
         writeln!(f)?;
         writeln!(f, "Goals")?;

@@ -99,6 +99,8 @@ struct ClockSummary {
 /// A referral, as far as indicators care: its keys, milestones and clocks. Nothing sealed.
 #[derive(Debug, Clone, PartialEq)]
 struct Summary {
+    /// The referral's sequence (events applied) this summary was made from.
+    seq: u64,
     month: Month,
     sender: AgencyId,
     recipient: AgencyId,
@@ -164,6 +166,7 @@ impl Summary {
             })
             .collect();
         Summary {
+            seq: referral.seq,
             month: Month::of(referral.created_at, zone),
             sender: creation.sender.clone(),
             recipient: creation.recipient.clone(),
@@ -206,7 +209,17 @@ impl Indicators {
 
     /// Takes the state of a referral after one of its checked events. States of one referral
     /// must come in its order (a stream replay's order); a later state replaces the earlier.
+    /// Takes a referral's state into account; an older state than the one already seen
+    /// changes nothing, so readers feeding the same fold from two places (a rebuild and the
+    /// live feed) may do so in any order.
     pub fn observe(&mut self, registry: &Registry, state: &Referral) {
+        if self
+            .referrals
+            .get(&state.id)
+            .is_some_and(|seen| seen.seq >= state.seq)
+        {
+            return;
+        }
         self.referrals
             .insert(state.id, Summary::of(registry, state));
     }

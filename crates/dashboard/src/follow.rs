@@ -12,9 +12,9 @@ use refbus_bus::replay::Replayed;
 use refbus_bus::subjects::{self, Parsed};
 use refbus_bus::{Item, ReadError};
 use refbus_core::integrity::IntegrityNotice;
-use refbus_core::{Referral, ReferralId, Timestamp, evaluate};
+use refbus_core::{ReferralId, Timestamp};
 
-use crate::{Shared, Update};
+use crate::{Shared, Update, snapshot};
 
 /// When each referral's row may next change by the passing of time alone.
 #[derive(Default)]
@@ -23,11 +23,11 @@ struct Wakes {
 }
 
 impl Wakes {
-    fn schedule(&mut self, shared: &Shared, referral: &Referral, now: Timestamp) {
-        // The router's own next wake-up (a warning point, a deadline, an escalation level):
-        // the instants at which the core's clock views change what the board shows.
-        if let Some(at) = evaluate(referral, shared.verifier.registry(), now).next_wake {
-            self.due.insert((at, referral.id));
+    fn schedule(&mut self, shared: &Shared, id: ReferralId, now: Timestamp) {
+        // The instants the row keeps from the core's clock views (a warning point, a
+        // deadline) at which what the board shows changes; escalations arrive as records.
+        if let Some(at) = shared.read().next_change(&id, now) {
+            self.due.insert((at, id));
         }
     }
 
@@ -47,6 +47,110 @@ impl Wakes {
     }
 }
 
+/// Sets the projection up: from its snapshot and the referrals changed since, if there is a
+/// usable snapshot, otherwise from every referral ([`rebuild`]). The stream sequence the live
+/// feed resumes after, how many referrals are held, and whether the snapshot was used (then
+/// the indicators still need every referral: [`observe_all`]).
+pub(crate) async fn start(shared: &Shared) -> Result<(u64, usize, bool), ReadError> {
+    let rebuilt = |(after, held)| (after, held, false);
+    let Some(snapshots) = shared.snapshot.get() else {
+        return rebuild(shared).await.map(rebuilt);
+    };
+    let (path, key) = (snapshots.path.clone(), snapshots.key.clone());
+    let registry = shared.verifier.registry().clone();
+    let read = tokio::task::spawn_blocking(move || snapshot::read(&path, &key, registry))
+        .await
+        .unwrap_or_else(|err| Err(std::io::Error::other(err).into()));
+    match read {
+        Ok(Some((projection, covers))) => from_snapshot(shared, projection, covers)
+            .await
+            .map(|(after, held)| (after, held, true)),
+        Ok(None) => rebuild(shared).await.map(rebuilt),
+        Err(err) => {
+            // Loud, and harmless: the projection is rebuilt from the bus, as without one.
+            tracing::error!(
+                path = %snapshots.path.display(),
+                "the dashboard's snapshot is not used, rebuilding from every referral: {err}"
+            );
+            rebuild(shared).await.map(rebuilt)
+        }
+    }
+}
+
+/// The projection from a snapshot covering the stream up to `covers`, then every referral a
+/// message reached since, read again through the record check (`Bus::referral`, as the
+/// router's restart does).
+async fn from_snapshot(
+    shared: &Shared,
+    projection: crate::Projection,
+    covers: u64,
+) -> Result<(u64, usize), ReadError> {
+    let after = shared.bus.last_sequence().await?;
+    *shared.write() = projection;
+    let changed = shared
+        .bus
+        .subjects_after(covers, vec![subjects::ALL_REFERRALS.to_owned()])
+        .await?;
+    let mut reads = futures::stream::iter(changed)
+        .map(|subject| async move { shared.bus.referral(&shared.verifier, &subject).await })
+        .buffer_unordered(64);
+    let mut reread = 0;
+    while let Some(read) = reads.next().await {
+        let Some(stored) = read? else { continue };
+        reread += 1;
+        shared.metrics.applied();
+        shared.observe(&stored.record.state);
+        shared.write().apply(stored.seq, &stored.record.state);
+    }
+    let mut projection = shared.write();
+    projection.prune(shared.clock.now());
+    projection.shrink();
+    let held = projection.len();
+    drop(projection);
+    tracing::info!(covers, reread, held, "dashboard: started from its snapshot");
+    Ok((after, held))
+}
+
+/// The indicators of every referral, closed ones included, which the board's snapshot does not
+/// hold: read beside the live feed after a start from the snapshot (the fold keeps the newest
+/// state of each referral, so the two may interleave). The indicators page counts fewer
+/// referrals until it ends.
+pub(crate) async fn observe_all(shared: Arc<Shared>) {
+    let read = async {
+        let mut latest = shared
+            .bus
+            .latest_checked(&shared.verifier, vec![subjects::ALL_REFERRALS.to_owned()])
+            .await?;
+        let mut count = 0u64;
+        while let Some(stored) = latest.next().await {
+            shared.observe(&stored?.record.state);
+            count += 1;
+        }
+        Ok::<u64, ReadError>(count)
+    };
+    match read.await {
+        Ok(count) => tracing::info!(count, "dashboard: indicators read every referral"),
+        // Loud: the page's figures stay partial until the next start.
+        Err(err) => tracing::error!("dashboard: reading every referral for the indicators: {err}"),
+    }
+}
+
+/// Writes the projection's snapshot as of `covers`, beside the loop, if a snapshot is kept.
+fn save(shared: &Arc<Shared>, covers: u64) -> Option<tokio::task::JoinHandle<()>> {
+    shared.snapshot.get()?;
+    let shared = shared.clone();
+    Some(tokio::task::spawn_blocking(move || {
+        let Some(snapshots) = shared.snapshot.get() else {
+            return;
+        };
+        let bytes = snapshot::encode(&shared.read(), covers, &snapshots.key);
+        if let Err(err) = snapshot::write(&snapshots.path, &bytes) {
+            // A restart then starts from an older snapshot, or rebuilds: slower, not wrong.
+            tracing::warn!(path = %snapshots.path.display(), "writing the dashboard's snapshot: {err}");
+        }
+    }))
+}
+
 /// Reads every referral's last checked record into the projection; the stream sequence the
 /// live feed resumes after (taken first, so nothing stored meanwhile is missed: the two
 /// overlap, and the projection keeps the newer record).
@@ -62,11 +166,12 @@ pub(crate) async fn rebuild(shared: &Shared) -> Result<(u64, usize), ReadError> 
         count += 1;
         shared.metrics.applied();
         shared.observe(&stored.record.state);
-        shared
-            .write()
-            .apply(stored.seq, &stored.subject, stored.record.state);
+        shared.write().apply(stored.seq, &stored.record.state);
     }
-    shared.write().prune(shared.clock.now());
+    let mut projection = shared.write();
+    projection.prune(shared.clock.now());
+    projection.shrink();
+    drop(projection);
     Ok((after, count))
 }
 
@@ -93,15 +198,22 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
     let mut wakes = Wakes::default();
     {
         let now = shared.clock.now();
-        let projection = shared.read();
-        for id in projection.ids() {
-            if let Some((state, _)) = projection.referral(&id) {
-                wakes.schedule(&shared, state, now);
-            }
-        }
+        wakes.due.extend(shared.read().next_changes(now));
     }
     // Closed referrals leave the projection after a while (see `CLOSED_KEPT`).
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
+    // The snapshot: written at once (a restart soon after starts from it), then whenever
+    // `every` passed and something changed. Every record up to `applied` is in the projection.
+    let mut applied = after;
+    let mut saved_version = None;
+    let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+    let mut snapshots = tokio::time::interval(
+        shared
+            .snapshot
+            .get()
+            .map_or(std::time::Duration::from_secs(3600), |s| s.every),
+    );
+    snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let sleep = shared
             .clock
@@ -110,16 +222,17 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
             item = records.next() => match item {
                 Some(Ok(Replayed::Record(stored))) => {
                     let id = stored.record.state.id;
+                    applied = applied.max(stored.seq);
                     shared.metrics.applied();
                     let now = shared.clock.now();
-                    wakes.schedule(&shared, &stored.record.state, now);
                     shared.observe(&stored.record.state);
                     let version = {
                         let mut projection = shared.write();
                         projection
-                            .apply(stored.seq, &stored.subject, stored.record.state)
+                            .apply(stored.seq, &stored.record.state)
                             .then(|| projection.version())
                     };
+                    wakes.schedule(&shared, id, now);
                     if let Some(version) = version {
                         shared.send(Update::Referral { version, id });
                     }
@@ -148,15 +261,23 @@ pub(crate) async fn follow(shared: Arc<Shared>, after: u64) -> Result<(), ReadEr
                 None => return Ok(()),
             },
             _ = prune.tick() => shared.write().prune(shared.clock.now()),
+            _ = snapshots.tick(), if shared.snapshot.get().is_some() => {
+                let version = shared.read().version();
+                // One write at a time, and none when nothing changed.
+                if saved_version != Some(version) && saving.as_ref().is_none_or(|s| s.is_finished()) {
+                    saved_version = Some(version);
+                    saving = save(&shared, applied);
+                }
+            }
             () = sleep => {
                 let now = shared.clock.now();
                 for id in wakes.take_due(now) {
-                    let state = shared.read().referral(&id).map(|(state, _)| state.clone());
-                    if let Some(state) = state {
-                        wakes.schedule(&shared, &state, now);
-                        let version = shared.write().touch();
-                        shared.send(Update::Referral { version, id });
+                    if !shared.read().holds(&id) {
+                        continue;
                     }
+                    wakes.schedule(&shared, id, now);
+                    let version = shared.write().touch();
+                    shared.send(Update::Referral { version, id });
                 }
             }
         }

@@ -29,6 +29,7 @@ pub mod indicators;
 pub mod local;
 mod metrics;
 pub mod projection;
+pub mod snapshot;
 pub mod viewer;
 mod web;
 
@@ -91,6 +92,16 @@ pub(crate) struct Shared {
     metrics: metrics::Metrics,
     /// Where [`run`] serves the metrics, if anywhere.
     metrics_endpoint: std::sync::OnceLock<refbus_metrics::Endpoint>,
+    /// Where the projection's snapshot is kept and with which key, if anywhere.
+    snapshot: std::sync::OnceLock<Snapshots>,
+}
+
+/// The projection's snapshot file and the dashboard's key for it (see [`snapshot`]).
+pub(crate) struct Snapshots {
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) key: refbus_core::signature::SigningKey,
+    /// How often it is written, when anything changed.
+    pub(crate) every: std::time::Duration,
 }
 
 impl Shared {
@@ -153,6 +164,7 @@ impl Dashboard {
                 acting: std::sync::OnceLock::new(),
                 metrics: metrics::Metrics::default(),
                 metrics_endpoint: std::sync::OnceLock::new(),
+                snapshot: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -168,6 +180,20 @@ impl Dashboard {
     /// `metrics` module); set once, before [`run`].
     pub fn with_metrics(self, endpoint: refbus_metrics::Endpoint) -> Dashboard {
         let _ = self.shared.metrics_endpoint.set(endpoint);
+        self
+    }
+
+    /// The dashboard keeping a signed snapshot of its projection in `path` (written at start
+    /// and then every `every` when anything changed), and starting from it: it then reads
+    /// again only the referrals a message reached since. `key` is the dashboard's own
+    /// ([`snapshot::key`]). Set once, before [`run`].
+    pub fn with_snapshot(
+        self,
+        path: std::path::PathBuf,
+        key: refbus_core::signature::SigningKey,
+        every: std::time::Duration,
+    ) -> Dashboard {
+        let _ = self.shared.snapshot.set(Snapshots { path, key, every });
         self
     }
 
@@ -200,9 +226,11 @@ pub async fn run(
         ),
         None => None,
     };
-    let (after, referrals) = follow::rebuild(&shared).await?;
+    let (after, referrals, from_snapshot) = follow::start(&shared).await?;
     shared.send(Update::Ready { referrals });
     tracing::info!(referrals, "dashboard ready");
+    let indicators = from_snapshot.then(|| tokio::spawn(follow::observe_all(shared.clone())));
+    let _indicators = indicators.map(|task| AbortOnDrop(task.abort_handle()));
     let mut follower = tokio::spawn(follow::follow(shared.clone(), after));
     let app = wrap(dashboard.routes());
     let closing = shared.clone();
@@ -228,5 +256,14 @@ pub async fn run(
                 _ => Error::Stopped,
             })
         }
+    }
+}
+
+/// Aborts a background task when the dashboard stops.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -1,23 +1,37 @@
-//! The board's projection: every referral's last checked state, and what a viewer sees of it at
-//! a given instant. Pure: records go in, rows come out, `now` is a parameter.
+//! The board's projection: a compact row per referral (what the board, the load page, the
+//! filters and the timeline link need, nothing else), indexes by time to breach, and what a
+//! viewer sees of them at a given instant. Pure: records go in, rows come out, `now` is a
+//! parameter.
 //!
 //! Clock states come from the core's clock views ([`refbus_core::clock::views`]), the same the
-//! adapter serves to agencies' systems: the board never computes a deadline of its own.
+//! adapter serves to agencies' systems, computed once when a record is applied: what a row keeps
+//! of each clock is the instants the core gives (its deadline, its first warning point), and its
+//! state at `now` is read from them (on track before the warning, at risk from it, breached from
+//! the deadline). The board never computes a deadline of its own.
+//!
+//! Why compact: at a million open referrals the whole `Referral` state (about 2 KB each) made
+//! the dashboard 2 GB; see docs/ARCHITECTURE.md, "The dashboard".
 
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use refbus_core::clock::{ClockPolicy, ClockView, Phase, fraction, views};
+use refbus_core::clock::{Phase, Track, fraction, views};
 use refbus_core::ids::{ClockId, ServiceId};
 use refbus_core::integrity::IntegrityNotice;
 use refbus_core::referral::{Mark, Party, Priority};
 use refbus_core::{AgencyId, Referral, ReferralId, Registry, Status, Timestamp};
+use refbus_operators::Parties;
 
 use crate::viewer::Viewer;
 
 /// How long a closed referral stays in the projection: long enough for "breached this week".
 pub const CLOSED_KEPT: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// Rows on one page of the board.
+pub const PAGE_ROWS: usize = 100;
 
 /// Where a referral stands on the board, from least to most urgent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -57,7 +71,10 @@ impl RowState {
 /// One clock of a referral as the board shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClockLine {
-    pub view: ClockView,
+    pub clock: ClockId,
+    pub title: String,
+    /// When the target is reached (the core's clock view's deadline; none while paused).
+    pub deadline: Option<Timestamp>,
     pub state: RowState,
     /// The highest escalation level recorded on this clock.
     pub level: Option<u16>,
@@ -100,7 +117,7 @@ impl Row {
                 line.levels
                     .iter()
                     .filter(|(_, notified)| notified.contains(agency))
-                    .map(move |(level, _)| (&line.view.clock, *level))
+                    .map(move |(level, _)| (&line.clock, *level))
             })
             .max_by_key(|(_, level)| *level)
     }
@@ -108,10 +125,7 @@ impl Row {
     /// What the board sorts by: time to breach (breached first, most overdue first); clocks
     /// without a deadline (paused) last.
     pub fn sort_key(&self) -> i64 {
-        self.clock
-            .view
-            .deadline
-            .map_or(i64::MAX, Timestamp::as_millis)
+        self.clock.deadline.map_or(i64::MAX, Timestamp::as_millis)
     }
 }
 
@@ -136,23 +150,8 @@ impl Filters {
             && self
                 .clock
                 .as_ref()
-                .is_none_or(|c| row.clocks.iter().any(|line| &line.view.clock == c))
+                .is_none_or(|c| row.clocks.iter().any(|line| &line.clock == c))
             && self.state.is_none_or(|s| row.state == s)
-    }
-}
-
-impl Filters {
-    /// Whether `referral`'s row could match: the filters on what its creation says (agency,
-    /// service, priority), checked before its clock views are computed, exactly as
-    /// [`matches`](Filters::matches) checks them on the row (which takes them from the creation).
-    /// A board filtered on them computes the clock views of the referrals that pass only.
-    pub fn may_match(&self, referral: &Referral) -> bool {
-        let creation = &referral.creation;
-        self.agency
-            .as_ref()
-            .is_none_or(|agency| &creation.sender == agency || &creation.recipient == agency)
-            && self.service.as_ref().is_none_or(|s| &creation.service == s)
-            && self.priority.is_none_or(|p| creation.priority == p)
     }
 }
 
@@ -179,21 +178,174 @@ pub struct Alert {
     pub notice: IntegrityNotice,
 }
 
-/// One referral in the projection.
-#[derive(Debug, Clone)]
-struct Entry {
-    /// The stream sequence of its last checked record.
-    seq: u64,
-    subject: String,
-    state: Referral,
+/// Values seen many times (agencies, services, clocks, sets of them), each kept once and named
+/// by a small index.
+#[derive(Debug)]
+struct Interner<T> {
+    items: Vec<T>,
+    index: HashMap<T, u32>,
 }
 
-/// Every referral's last checked state (open ones, and closed ones for [`CLOSED_KEPT`]), and
-/// the integrity alerts.
+impl<T: Hash + Eq + Clone> Interner<T> {
+    fn new() -> Interner<T> {
+        Interner {
+            items: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// An interner whose index 0 is `first` (the empty set, for sets).
+    fn with(first: T) -> Interner<T> {
+        let mut interner = Interner::new();
+        interner.intern(first);
+        interner
+    }
+
+    fn intern(&mut self, value: T) -> u32 {
+        if let Some(&index) = self.index.get(&value) {
+            return index;
+        }
+        // Registries name tens of agencies, services and clocks: four billion is out of reach.
+        let index = u32::try_from(self.items.len()).unwrap_or(u32::MAX);
+        self.items.push(value.clone());
+        self.index.insert(value, index);
+        index
+    }
+
+    fn find(&self, value: &T) -> Option<u32> {
+        self.index.get(value).copied()
+    }
+
+    fn get(&self, index: u32) -> &T {
+        &self.items[index as usize]
+    }
+}
+
+/// Sentinel instants in a [`ClockSlot`] (milliseconds since the epoch).
+const NO_DEADLINE: i64 = i64::MIN;
+const NEVER: i64 = i64::MAX;
+
+/// What the projection keeps of one clock of a referral: the instants the core's clock view
+/// gave when the record was applied. Running, paused, or stopped after reaching its target
+/// (the load page counts that breach); clocks not started, or stopped in time, are not kept.
+#[derive(Debug, Clone)]
+struct ClockSlot {
+    /// The view's deadline, or [`NO_DEADLINE`].
+    deadline: i64,
+    /// The first warning point (the clock's own elapsed time reaching it, as the core counts
+    /// it), [`NEVER`], or `i64::MIN` if the router already recorded a warning.
+    warn_at: i64,
+    /// Index of (clock id, title).
+    clock: u32,
+    responsible: u32,
+    /// Index of the escalation levels with the agency sets they notified.
+    levels: u32,
+    /// Index of the set of agencies its marks notified.
+    notified: u32,
+    level: Option<u16>,
+    /// Whether it is running or paused (a board clock) rather than stopped.
+    on_board: bool,
+    acknowledged: bool,
+}
+
+impl ClockSlot {
+    fn deadline(&self) -> Option<Timestamp> {
+        (self.deadline != NO_DEADLINE).then(|| Timestamp::from_millis(self.deadline))
+    }
+
+    /// Its state at `now`: exactly the comparisons the core's view makes (`breached` is the
+    /// deadline reached; at risk is the elapsed time past a warning point).
+    fn state(&self, now: i64) -> RowState {
+        if self.level.is_some() && !self.acknowledged {
+            RowState::Escalated
+        } else if self.deadline != NO_DEADLINE && self.deadline <= now {
+            RowState::Breached
+        } else if self.warn_at <= now {
+            RowState::AtRisk
+        } else {
+            RowState::OnTrack
+        }
+    }
+
+    fn sort_key(&self) -> i64 {
+        if self.deadline == NO_DEADLINE {
+            i64::MAX
+        } else {
+            self.deadline
+        }
+    }
+}
+
+/// One referral in the projection (about 70 bytes, plus its clocks).
+#[derive(Debug, Clone)]
+struct Slot {
+    id: ReferralId,
+    /// The stream sequence of its last checked record.
+    seq: u64,
+    updated_at: Timestamp,
+    /// Board clocks first, the shown one first (by deadline, then clock id); then the others.
+    clocks: Box<[ClockSlot]>,
+    /// Index of its categories.
+    categories: u32,
+    /// Index of the set of agencies any escalation notified (who may see it).
+    notified: u32,
+    sender: u32,
+    recipient: u32,
+    service: u32,
+    priority: Priority,
+    status: Status,
+    reroute_pending: bool,
+}
+
+impl Slot {
+    fn board_clocks(&self) -> impl Iterator<Item = &ClockSlot> {
+        self.clocks.iter().take_while(|clock| clock.on_board)
+    }
+
+    /// Whether it has a row on the board (open, with a running or paused clock).
+    fn on_board(&self) -> bool {
+        !self.status.is_terminal() && self.clocks.first().is_some_and(|c| c.on_board)
+    }
+
+    /// Its place in the board's order: the shown clock's deadline (paused last).
+    fn sort_key(&self) -> i64 {
+        self.clocks.first().map_or(i64::MAX, ClockSlot::sort_key)
+    }
+
+    fn state(&self, now: i64) -> RowState {
+        self.board_clocks()
+            .map(|clock| clock.state(now))
+            .max()
+            .unwrap_or(RowState::OnTrack)
+    }
+}
+
+/// Which index a slot is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum IndexKey {
+    /// By service and priority: every board row is in exactly one.
+    Kind(u32, Priority),
+    /// By agency: its sender, its recipient and every agency notified.
+    Agency(u32),
+}
+
+/// Every referral's compact row (open ones, and closed ones for [`CLOSED_KEPT`]), the board's
+/// indexes, and the integrity alerts.
 #[derive(Debug)]
 pub struct Projection {
     registry: Arc<Registry>,
-    referrals: HashMap<ReferralId, Entry>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    by_id: HashMap<ReferralId, u32>,
+    /// Board rows by (time to breach, slot), per service and priority and per agency: a page
+    /// walks these in order until it has its rows, never the whole projection.
+    index: HashMap<IndexKey, BTreeSet<(i64, u32)>>,
+    agencies: Interner<AgencyId>,
+    services: Interner<ServiceId>,
+    clocks: Interner<(ClockId, String)>,
+    categories: Interner<Vec<String>>,
+    agency_sets: Interner<Vec<u32>>,
+    level_lists: Interner<Vec<(u16, u32)>>,
     /// Integrity alerts by the stream sequence of the refused record (the router's notice and
     /// the dashboard's own refusal of the same record are one alert).
     alerts: BTreeMap<u64, Alert>,
@@ -205,7 +357,16 @@ impl Projection {
     pub fn new(registry: Arc<Registry>) -> Projection {
         Projection {
             registry,
-            referrals: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            index: HashMap::new(),
+            agencies: Interner::new(),
+            services: Interner::new(),
+            clocks: Interner::new(),
+            categories: Interner::with(Vec::new()),
+            agency_sets: Interner::with(Vec::new()),
+            level_lists: Interner::with(Vec::new()),
             alerts: BTreeMap::new(),
             version: 0,
         }
@@ -221,7 +382,7 @@ impl Projection {
 
     /// How many referrals and integrity alerts it holds.
     pub fn sizes(&self) -> (usize, usize) {
-        (self.referrals.len(), self.alerts.len())
+        (self.by_id.len(), self.alerts.len())
     }
 
     /// Marks a change not caused by a record (time moved a row to another state).
@@ -230,25 +391,214 @@ impl Projection {
         self.version
     }
 
-    /// Applies a checked record: the referral's state after the record stored at `seq` on
-    /// `subject`. An older record than the one held changes nothing (a rebuild and the live
-    /// feed overlap). Whether it changed anything.
-    pub fn apply(&mut self, seq: u64, subject: &str, state: Referral) -> bool {
-        if let Some(entry) = self.referrals.get(&state.id)
-            && entry.seq >= seq
+    /// Applies a checked record: the referral's state after the record stored at `seq`. An
+    /// older record than the one held changes nothing (a rebuild and the live feed overlap).
+    /// Whether it changed anything. Of its clocks only the instants the core's views give are
+    /// kept (see `ClockSlot`), which do not depend on when the record is applied.
+    pub fn apply(&mut self, seq: u64, state: &Referral) -> bool {
+        let held = self.by_id.get(&state.id).copied();
+        if let Some(index) = held
+            && self.slots[index as usize]
+                .as_ref()
+                .is_some_and(|slot| slot.seq >= seq)
         {
             return false;
         }
-        self.referrals.insert(
-            state.id,
-            Entry {
-                seq,
-                subject: subject.to_owned(),
-                state: state.into_snapshot(),
-            },
-        );
+        let slot = self.compact(seq, state);
+        let index = match held {
+            Some(index) => {
+                if let Some(old) = self.slots[index as usize].take() {
+                    self.unindex(&old, index);
+                }
+                index
+            }
+            None => {
+                let index = match self.free.pop() {
+                    Some(index) => index,
+                    None => {
+                        self.slots.push(None);
+                        u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+                    }
+                };
+                self.by_id.insert(state.id, index);
+                index
+            }
+        };
+        self.reindex(&slot, index);
+        self.slots[index as usize] = Some(slot);
         self.version += 1;
         true
+    }
+
+    /// Gives back memory the rebuild's growth left unused. Rows arrive roughly in deadline
+    /// order, and a B-tree filled in ascending order leaves its nodes about half full: each
+    /// index is built again from its sorted entries, which fills them.
+    pub fn shrink(&mut self) {
+        self.slots.shrink_to_fit();
+        self.by_id.shrink_to_fit();
+        self.free.shrink_to_fit();
+        for set in self.index.values_mut() {
+            *set = std::mem::take(set).into_iter().collect();
+        }
+    }
+
+    /// The compact row of `referral`: its clocks from the core's views, interned ids.
+    fn compact(&mut self, seq: u64, referral: &Referral) -> Slot {
+        let registry = self.registry.clone();
+        let mut clocks: Vec<(ClockSlot, String)> = Vec::new();
+        // `now` only moves the views' elapsed time, which is not kept: the warning instant
+        // below is where that elapsed time reaches the first warning point.
+        for (view, policy) in views(&registry, referral, referral.updated_at) {
+            let on_board = matches!(view.phase, Phase::Running | Phase::Paused);
+            if !on_board && view.deadline.is_none() {
+                // Not started, or stopped in time: nothing the board or the load page shows.
+                continue;
+            }
+            let marks: Vec<_> = referral
+                .marks
+                .iter()
+                .filter(|mark| mark.clock == view.clock)
+                .collect();
+            let level = marks
+                .iter()
+                .filter_map(|mark| match mark.mark {
+                    Mark::Escalation { level, .. } => Some(level),
+                    _ => None,
+                })
+                .max();
+            let mut notified: Vec<u32> = marks
+                .iter()
+                .flat_map(|mark| mark.notified.iter())
+                .map(|agency| self.agencies.intern(agency.clone()))
+                .collect();
+            notified.sort_unstable();
+            notified.dedup();
+            let levels: Vec<(u16, u32)> = marks
+                .iter()
+                .filter_map(|mark| match mark.mark {
+                    Mark::Escalation { level, .. } => Some((level, &mark.notified)),
+                    _ => None,
+                })
+                .map(|(level, agencies)| {
+                    let set: Vec<u32> = agencies
+                        .iter()
+                        .map(|agency| self.agencies.intern(agency.clone()))
+                        .collect();
+                    (level, self.agency_sets.intern(set))
+                })
+                .collect();
+            // At risk: past a warning point of the clock, from the clock's own elapsed time
+            // (the core's track and calendar), or a warning the router already recorded.
+            let warn_at = if marks
+                .iter()
+                .any(|mark| matches!(mark.mark, Mark::Warning { .. }))
+            {
+                i64::MIN
+            } else {
+                let track = Track::of(&policy, referral);
+                let calendar = registry.calendar(policy.calendar, policy.responsible, referral);
+                policy
+                    .warnings
+                    .iter()
+                    .filter_map(|&permille| {
+                        track.instant_at(&calendar, fraction(view.target, permille))
+                    })
+                    .map(Timestamp::as_millis)
+                    .min()
+                    .unwrap_or(NEVER)
+            };
+            let responsible = match policy.responsible {
+                Party::Sender => referral.sender(),
+                Party::Recipient => referral.recipient(),
+            };
+            let clock_id = view.clock.to_string();
+            clocks.push((
+                ClockSlot {
+                    deadline: view.deadline.map_or(NO_DEADLINE, Timestamp::as_millis),
+                    warn_at,
+                    clock: self.clocks.intern((view.clock, view.title)),
+                    responsible: self.agencies.intern(responsible.clone()),
+                    levels: self.level_lists.intern(levels),
+                    notified: self.agency_sets.intern(notified),
+                    level,
+                    on_board,
+                    acknowledged: referral.is_acknowledged(&policy.id),
+                },
+                clock_id,
+            ));
+        }
+        // Board clocks first, by deadline (paused last), then clock id: the first is shown.
+        clocks.sort_by(|(a, a_id), (b, b_id)| {
+            (!a.on_board, a.sort_key(), a_id).cmp(&(!b.on_board, b.sort_key(), b_id))
+        });
+        let mut notified: Vec<u32> = referral
+            .marks
+            .iter()
+            .flat_map(|mark| mark.notified.iter())
+            .map(|agency| self.agencies.intern(agency.clone()))
+            .collect();
+        notified.sort_unstable();
+        notified.dedup();
+        let creation = &referral.creation;
+        Slot {
+            id: referral.id,
+            seq,
+            updated_at: referral.updated_at,
+            clocks: clocks.into_iter().map(|(clock, _)| clock).collect(),
+            categories: self.categories.intern(
+                creation
+                    .categories
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
+            notified: self.agency_sets.intern(notified),
+            sender: self.agencies.intern(creation.sender.clone()),
+            recipient: self.agencies.intern(creation.recipient.clone()),
+            service: self.services.intern(creation.service.clone()),
+            priority: creation.priority,
+            status: referral.status,
+            reroute_pending: referral
+                .reroute
+                .as_ref()
+                .is_some_and(|reroute| reroute.child.is_none()),
+        }
+    }
+
+    /// The indexes `slot` belongs in (none unless it has a board row).
+    fn keys(&self, slot: &Slot) -> Vec<IndexKey> {
+        if !slot.on_board() {
+            return Vec::new();
+        }
+        let mut keys = vec![
+            IndexKey::Kind(slot.service, slot.priority),
+            IndexKey::Agency(slot.sender),
+        ];
+        if slot.recipient != slot.sender {
+            keys.push(IndexKey::Agency(slot.recipient));
+        }
+        for &agency in self.agency_sets.get(slot.notified) {
+            if agency != slot.sender && agency != slot.recipient {
+                keys.push(IndexKey::Agency(agency));
+            }
+        }
+        keys
+    }
+
+    fn reindex(&mut self, slot: &Slot, index: u32) {
+        let sort = slot.sort_key();
+        for key in self.keys(slot) {
+            self.index.entry(key).or_default().insert((sort, index));
+        }
+    }
+
+    fn unindex(&mut self, slot: &Slot, index: u32) {
+        let sort = slot.sort_key();
+        for key in self.keys(slot) {
+            if let Some(set) = self.index.get_mut(&key) {
+                set.remove(&(sort, index));
+            }
+        }
     }
 
     /// Records an integrity alert (once per refused record). Whether it is new.
@@ -264,29 +614,98 @@ impl Projection {
     /// Drops closed referrals that closed more than [`CLOSED_KEPT`] before `now`.
     pub fn prune(&mut self, now: Timestamp) {
         let horizon = now.minus(CLOSED_KEPT);
-        self.referrals.retain(|_, entry| {
-            !entry.state.status.is_terminal() || entry.state.updated_at >= horizon
-        });
+        let gone: Vec<(ReferralId, u32)> = self
+            .by_id
+            .iter()
+            .filter(|(_, index)| {
+                self.slots[**index as usize]
+                    .as_ref()
+                    .is_some_and(|slot| slot.status.is_terminal() && slot.updated_at < horizon)
+            })
+            .map(|(id, index)| (*id, *index))
+            .collect();
+        for (id, index) in gone {
+            self.by_id.remove(&id);
+            if let Some(slot) = self.slots[index as usize].take() {
+                self.unindex(&slot, index);
+            }
+            self.free.push(index);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.referrals.len()
+        self.by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.referrals.is_empty()
+        self.by_id.is_empty()
     }
 
-    /// Every referral held.
-    pub fn ids(&self) -> Vec<ReferralId> {
-        self.referrals.keys().copied().collect()
+    /// Whether the referral is held.
+    pub fn holds(&self, id: &ReferralId) -> bool {
+        self.by_id.contains_key(id)
     }
 
-    /// A referral's state and subject, if held.
-    pub fn referral(&self, id: &ReferralId) -> Option<(&Referral, &str)> {
-        self.referrals
-            .get(id)
-            .map(|entry| (&entry.state, entry.subject.as_str()))
+    fn slot(&self, id: &ReferralId) -> Option<&Slot> {
+        self.slots[*self.by_id.get(id)? as usize].as_ref()
+    }
+
+    fn agency(&self, index: u32) -> &AgencyId {
+        self.agencies.get(index)
+    }
+
+    /// Whether `viewer` may see `slot`: the operators crate's one access rule, on its parties.
+    fn sees(&self, viewer: &Viewer, slot: &Slot) -> bool {
+        viewer.sees_everything()
+            || viewer.may_see(&Parties {
+                sender: self.agency(slot.sender),
+                recipient: self.agency(slot.recipient),
+                notified: self
+                    .agency_sets
+                    .get(slot.notified)
+                    .iter()
+                    .map(|&agency| self.agency(agency))
+                    .collect(),
+            })
+    }
+
+    /// Whether `viewer` may see the referral, if it is held.
+    pub fn visible(&self, id: &ReferralId, viewer: &Viewer) -> Option<bool> {
+        self.slot(id).map(|slot| self.sees(viewer, slot))
+    }
+
+    /// The subject of a held referral's records.
+    pub fn subject(&self, id: &ReferralId) -> Option<String> {
+        self.slot(id).map(|slot| {
+            refbus_bus::subjects::referral(
+                self.agency(slot.recipient),
+                self.agency(slot.sender),
+                &slot.id,
+            )
+        })
+    }
+
+    /// When the referral's row next changes by the passing of time alone (a warning point or
+    /// a deadline of one of its board clocks, after `now`).
+    pub fn next_change(&self, id: &ReferralId, now: Timestamp) -> Option<Timestamp> {
+        let slot = self.slot(id)?;
+        if !slot.on_board() {
+            return None;
+        }
+        let now = now.as_millis();
+        slot.board_clocks()
+            .flat_map(|clock| [clock.warn_at, clock.deadline])
+            .filter(|&at| at > now && at != NEVER)
+            .min()
+            .map(Timestamp::from_millis)
+    }
+
+    /// Every held referral's next change after `now` (see [`next_change`](Self::next_change)).
+    pub fn next_changes(&self, now: Timestamp) -> Vec<(Timestamp, ReferralId)> {
+        self.by_id
+            .keys()
+            .filter_map(|id| self.next_change(id, now).map(|at| (at, *id)))
+            .collect()
     }
 
     /// The alerts `viewer` sees, newest first: the coordinator sees all; others those naming a
@@ -300,8 +719,8 @@ impl Projection {
                     || alert
                         .notice
                         .referral_id
-                        .and_then(|id| self.referrals.get(&id))
-                        .is_some_and(|entry| viewer.may_see_referral(&entry.state))
+                        .and_then(|id| self.slot(&id))
+                        .is_some_and(|slot| self.sees(viewer, slot))
             })
             .collect()
     }
@@ -317,33 +736,439 @@ impl Projection {
     /// The board row of one referral for `viewer` at `now`, if it is open, has a running or
     /// paused clock, and the viewer may see it.
     pub fn row(&self, id: &ReferralId, viewer: &Viewer, now: Timestamp) -> Option<Row> {
-        let entry = self.referrals.get(id)?;
-        if !viewer.may_see_referral(&entry.state) {
+        let slot = self.slot(id)?;
+        if !self.sees(viewer, slot) {
             return None;
         }
-        row(&self.registry, &entry.state, now)
+        self.row_of(slot, now)
     }
 
-    /// The board for `viewer` at `now`: every open referral it may see with a running (or
-    /// paused) clock, matching `filters`, sorted by time to breach.
-    pub fn board(&self, viewer: &Viewer, filters: &Filters, now: Timestamp) -> Vec<Row> {
-        let mut rows: Vec<Row> = self
-            .referrals
-            .values()
-            .filter(|entry| viewer.may_see_referral(&entry.state))
-            // Cheap checks first: at a million referrals, computing every one's clock views
-            // for a page that shows a hundred is what made a filtered board slow.
-            .filter(|entry| filters.may_match(&entry.state))
-            .filter_map(|entry| row(&self.registry, &entry.state, now))
-            .filter(|row| filters.matches(row))
+    fn row_of(&self, slot: &Slot, now: Timestamp) -> Option<Row> {
+        if !slot.on_board() {
+            return None;
+        }
+        let now = now.as_millis();
+        let agencies = |set: u32| -> Vec<AgencyId> {
+            self.agency_sets
+                .get(set)
+                .iter()
+                .map(|&agency| self.agency(agency).clone())
+                .collect()
+        };
+        let clocks: Vec<ClockLine> = slot
+            .board_clocks()
+            .map(|clock| {
+                let (id, title) = self.clocks.get(clock.clock);
+                let mut notified = agencies(clock.notified);
+                notified.sort();
+                ClockLine {
+                    clock: id.clone(),
+                    title: title.clone(),
+                    deadline: clock.deadline(),
+                    state: clock.state(now),
+                    level: clock.level,
+                    acknowledged: clock.acknowledged,
+                    notified,
+                    levels: self
+                        .level_lists
+                        .get(clock.levels)
+                        .iter()
+                        .map(|&(level, set)| (level, agencies(set)))
+                        .collect(),
+                    responsible: self.agency(clock.responsible).clone(),
+                }
+            })
             .collect();
-        rows.sort_by_key(|row| (row.sort_key(), row.id.to_string()));
-        rows
+        Some(Row {
+            id: slot.id,
+            sender: self.agency(slot.sender).clone(),
+            recipient: self.agency(slot.recipient).clone(),
+            service: self.services.get(slot.service).clone(),
+            priority: slot.priority,
+            categories: self.categories.get(slot.categories).clone(),
+            status: slot.status,
+            state: slot.state(now),
+            clock: clocks.first()?.clone(),
+            clocks,
+        })
+    }
+
+    /// Whether `slot` (a board row) passes `filters` for `viewer` at `now`: checked on the
+    /// compact row, as [`Filters::matches`] checks the row built from it.
+    fn passes(&self, slot: &Slot, viewer: &Viewer, filters: &Filters, now: i64) -> bool {
+        let agency = |wanted: &Option<AgencyId>| match wanted {
+            None => true,
+            Some(agency) => self
+                .agencies
+                .find(agency)
+                .is_some_and(|index| slot.sender == index || slot.recipient == index),
+        };
+        agency(&filters.agency)
+            && filters
+                .service
+                .as_ref()
+                .is_none_or(|s| self.services.find(s) == Some(slot.service))
+            && filters.priority.is_none_or(|p| slot.priority == p)
+            && filters.clock.as_ref().is_none_or(|wanted| {
+                slot.board_clocks()
+                    .any(|clock| &self.clocks.get(clock.clock).0 == wanted)
+            })
+            && filters.state.is_none_or(|s| slot.state(now) == s)
+            && self.sees(viewer, slot)
+    }
+
+    /// The indexes a board request walks: an agency's (the filter's, or the viewer's own if she
+    /// sees only hers), or the service and priority ones the filters allow, whichever holds
+    /// fewer rows.
+    fn candidates(&self, viewer: &Viewer, filters: &Filters) -> Vec<&BTreeSet<(i64, u32)>> {
+        let agency = filters
+            .agency
+            .as_ref()
+            .or((!viewer.sees_everything()).then_some(&viewer.agency));
+        let by_agency = agency.map(|agency| {
+            self.agencies
+                .find(agency)
+                .and_then(|index| self.index.get(&IndexKey::Agency(index)))
+                .into_iter()
+                .collect::<Vec<_>>()
+        });
+        let service = filters.service.as_ref().map(|s| self.services.find(s));
+        let by_kind: Vec<_> = self
+            .index
+            .iter()
+            .filter(|(key, _)| match key {
+                IndexKey::Kind(s, p) => {
+                    service.is_none_or(|wanted| wanted == Some(*s))
+                        && filters.priority.is_none_or(|wanted| wanted == *p)
+                }
+                IndexKey::Agency(_) => false,
+            })
+            .map(|(_, set)| set)
+            .collect();
+        let size = |sets: &Vec<&BTreeSet<(i64, u32)>>| sets.iter().map(|s| s.len()).sum::<usize>();
+        match by_agency {
+            Some(by_agency) if size(&by_agency) <= size(&by_kind) => by_agency,
+            _ => by_kind,
+        }
+    }
+
+    /// A page of the board for `viewer` at `now`: the open referrals it may see with a running
+    /// (or paused) clock, matching `filters`, sorted by time to breach; `limit` rows after the
+    /// first `skip`, and whether more follow. It walks the indexes in time-to-breach order and
+    /// stops once it has them (ties are ordered by referral id, as before).
+    pub fn board(
+        &self,
+        viewer: &Viewer,
+        filters: &Filters,
+        now: Timestamp,
+        skip: usize,
+        limit: usize,
+    ) -> (Vec<Row>, bool) {
+        let millis = now.as_millis();
+        let sets = self.candidates(viewer, filters);
+        let mut walks: Vec<_> = sets.iter().map(|set| set.iter()).collect();
+        let mut heads = BinaryHeap::new();
+        for (walk, iter) in walks.iter_mut().enumerate() {
+            if let Some(&first) = iter.next() {
+                heads.push(Reverse((first, walk)));
+            }
+        }
+        let wanted = skip.saturating_add(limit);
+        let mut found: Vec<(i64, ReferralId, u32)> = Vec::new();
+        let mut more = false;
+        while let Some(Reverse(((sort, index), walk))) = heads.pop() {
+            if let Some(&next) = walks[walk].next() {
+                heads.push(Reverse((next, walk)));
+            }
+            // Past the last wanted row's time to breach: one more match says "more".
+            let full =
+                found.len() >= wanted && found.last().is_some_and(|&(last, _, _)| sort > last);
+            let Some(slot) = self.slots[index as usize].as_ref() else {
+                continue;
+            };
+            if !self.passes(slot, viewer, filters, millis) {
+                continue;
+            }
+            if full {
+                more = true;
+                break;
+            }
+            found.push((sort, slot.id, index));
+        }
+        found.sort_unstable_by_key(|&(sort, id, _)| (sort, id));
+        more |= found.len() > wanted;
+        let rows = found
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .filter_map(|&(_, _, index)| {
+                self.slots[index as usize]
+                    .as_ref()
+                    .and_then(|slot| self.row_of(slot, now))
+            })
+            .collect();
+        (rows, more)
+    }
+
+    /// Appends the projection's referrals (its slots and what their indices name) to `out`,
+    /// for the snapshot (crate::snapshot). Alerts are not in it: they are read again at start.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        let put_u32 = |out: &mut Vec<u8>, n: u32| out.extend_from_slice(&n.to_le_bytes());
+        let put_len = |out: &mut Vec<u8>, n: usize| {
+            out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes())
+        };
+        let put_str = |out: &mut Vec<u8>, text: &str| {
+            put_len(out, text.len());
+            out.extend_from_slice(text.as_bytes());
+        };
+        put_len(out, self.agencies.items.len());
+        for agency in &self.agencies.items {
+            put_str(out, agency.as_str());
+        }
+        put_len(out, self.services.items.len());
+        for service in &self.services.items {
+            put_str(out, service.as_str());
+        }
+        put_len(out, self.clocks.items.len());
+        for (clock, title) in &self.clocks.items {
+            put_str(out, clock.as_str());
+            put_str(out, title);
+        }
+        put_len(out, self.categories.items.len());
+        for list in &self.categories.items {
+            put_len(out, list.len());
+            for category in list {
+                put_str(out, category);
+            }
+        }
+        put_len(out, self.agency_sets.items.len());
+        for set in &self.agency_sets.items {
+            put_len(out, set.len());
+            for &agency in set {
+                put_u32(out, agency);
+            }
+        }
+        put_len(out, self.level_lists.items.len());
+        for list in &self.level_lists.items {
+            put_len(out, list.len());
+            for &(level, set) in list {
+                out.extend_from_slice(&level.to_le_bytes());
+                put_u32(out, set);
+            }
+        }
+        put_len(out, self.by_id.len());
+        for slot in self.slots.iter().flatten() {
+            out.extend_from_slice(slot.id.as_bytes());
+            out.extend_from_slice(&slot.seq.to_le_bytes());
+            out.extend_from_slice(&slot.updated_at.as_millis().to_le_bytes());
+            for n in [
+                slot.categories,
+                slot.notified,
+                slot.sender,
+                slot.recipient,
+                slot.service,
+            ] {
+                put_u32(out, n);
+            }
+            let priority = Priority::ALL.iter().position(|p| *p == slot.priority);
+            let status = Status::ALL.iter().position(|s| *s == slot.status);
+            out.push(u8::try_from(priority.unwrap_or(255)).unwrap_or(255));
+            out.push(u8::try_from(status.unwrap_or(255)).unwrap_or(255));
+            out.push(u8::from(slot.reroute_pending));
+            out.push(u8::try_from(slot.clocks.len()).unwrap_or(u8::MAX));
+            for clock in slot.clocks.iter().take(usize::from(u8::MAX)) {
+                out.extend_from_slice(&clock.deadline.to_le_bytes());
+                out.extend_from_slice(&clock.warn_at.to_le_bytes());
+                for n in [clock.clock, clock.responsible, clock.levels, clock.notified] {
+                    put_u32(out, n);
+                }
+                out.extend_from_slice(&clock.level.map_or(u32::MAX, u32::from).to_le_bytes());
+                out.push(u8::from(clock.on_board) | (u8::from(clock.acknowledged) << 1));
+            }
+        }
+    }
+
+    /// The projection [`encode`](Self::encode) wrote into `bytes` (all of them), or why not:
+    /// any index out of range, unknown code or bad id is refused, never trusted.
+    pub(crate) fn decode(registry: Arc<Registry>, bytes: &[u8]) -> Result<Projection, String> {
+        let mut input = Input { rest: bytes };
+        // Interning keeps first occurrences, so indices read back as written only if a table
+        // has no duplicates: one that shrank was not written by `encode`.
+        fn distinct<T: Hash + Eq + Clone>(table: &Interner<T>, n: usize) -> Result<(), String> {
+            if table.items.len() == n {
+                Ok(())
+            } else {
+                Err("a table with duplicates".to_owned())
+            }
+        }
+        let mut projection = Projection::new(registry);
+        let bad = |what: &str| format!("bad {what}");
+        let mut agencies = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let text = input.str()?;
+            agencies.intern(AgencyId::new(text).map_err(|_| bad("agency"))?);
+        }
+        distinct(&agencies, n)?;
+        let mut services = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let text = input.str()?;
+            services.intern(ServiceId::new(text).map_err(|_| bad("service"))?);
+        }
+        distinct(&services, n)?;
+        let mut clocks = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let id = ClockId::new(input.str()?).map_err(|_| bad("clock"))?;
+            clocks.intern((id, input.str()?.to_owned()));
+        }
+        distinct(&clocks, n)?;
+        let mut categories = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let list = (0..input.len()?)
+                .map(|_| input.str().map(str::to_owned))
+                .collect::<Result<Vec<_>, _>>()?;
+            categories.intern(list);
+        }
+        distinct(&categories, n)?;
+        let agency_count = agencies.items.len();
+        let in_range = |n: u32, len: usize, what: &str| {
+            if (n as usize) < len {
+                Ok(n)
+            } else {
+                Err(bad(what))
+            }
+        };
+        let mut agency_sets = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let set = (0..input.len()?)
+                .map(|_| in_range(input.u32()?, agency_count, "agency index"))
+                .collect::<Result<Vec<_>, _>>()?;
+            agency_sets.intern(set);
+        }
+        distinct(&agency_sets, n)?;
+        let set_count = agency_sets.items.len();
+        let mut level_lists = Interner::new();
+        let n = input.len()?;
+        for _ in 0..n {
+            let list = (0..input.len()?)
+                .map(|_| {
+                    let level = u16::from_le_bytes(input.array()?);
+                    Ok((level, in_range(input.u32()?, set_count, "set index")?))
+                })
+                .collect::<Result<Vec<_>, String>>()?;
+            level_lists.intern(list);
+        }
+        distinct(&level_lists, n)?;
+        // Index 0 of these tables is the empty one, as `Projection::new` makes them.
+        if agency_sets.items.first().is_none_or(|set| !set.is_empty())
+            || level_lists
+                .items
+                .first()
+                .is_none_or(|list| !list.is_empty())
+            || categories.items.first().is_none_or(|list| !list.is_empty())
+        {
+            return Err(bad("tables"));
+        }
+        let (service_count, clock_count, category_count, list_count) = (
+            services.items.len(),
+            clocks.items.len(),
+            categories.items.len(),
+            level_lists.items.len(),
+        );
+        let count = input.len()?;
+        let mut slots = Vec::with_capacity(count.min(input.rest.len() / 50));
+        for _ in 0..count {
+            let id = ReferralId::from_bytes(input.array()?);
+            let seq = u64::from_le_bytes(input.array()?);
+            let updated_at = Timestamp::from_millis(i64::from_le_bytes(input.array()?));
+            let categories = in_range(input.u32()?, category_count, "categories")?;
+            let notified = in_range(input.u32()?, set_count, "set index")?;
+            let sender = in_range(input.u32()?, agency_count, "agency index")?;
+            let recipient = in_range(input.u32()?, agency_count, "agency index")?;
+            let service = in_range(input.u32()?, service_count, "service index")?;
+            let [priority, status, reroute, clock_count_here] = input.array()?;
+            let priority = *Priority::ALL
+                .get(usize::from(priority))
+                .ok_or_else(|| bad("priority"))?;
+            let status = *Status::ALL
+                .get(usize::from(status))
+                .ok_or_else(|| bad("status"))?;
+            let clocks_here = (0..clock_count_here)
+                .map(|_| {
+                    let deadline = i64::from_le_bytes(input.array()?);
+                    let warn_at = i64::from_le_bytes(input.array()?);
+                    let clock = in_range(input.u32()?, clock_count, "clock index")?;
+                    let responsible = in_range(input.u32()?, agency_count, "agency index")?;
+                    let levels = in_range(input.u32()?, list_count, "levels index")?;
+                    let notified = in_range(input.u32()?, set_count, "set index")?;
+                    let level = input.u32()?;
+                    let [flags] = input.array()?;
+                    Ok(ClockSlot {
+                        deadline,
+                        warn_at,
+                        clock,
+                        responsible,
+                        levels,
+                        notified,
+                        level: (level != u32::MAX)
+                            .then(|| u16::try_from(level).map_err(|_| bad("level")))
+                            .transpose()?,
+                        on_board: flags & 1 != 0,
+                        acknowledged: flags & 2 != 0,
+                    })
+                })
+                .collect::<Result<Box<[ClockSlot]>, String>>()?;
+            slots.push(Some(Slot {
+                id,
+                seq,
+                updated_at,
+                clocks: clocks_here,
+                categories,
+                notified,
+                sender,
+                recipient,
+                service,
+                priority,
+                status,
+                reroute_pending: reroute != 0,
+            }));
+        }
+        if !input.rest.is_empty() {
+            return Err(bad("length"));
+        }
+        projection.agencies = agencies;
+        projection.services = services;
+        projection.clocks = clocks;
+        projection.categories = categories;
+        projection.agency_sets = agency_sets;
+        projection.level_lists = level_lists;
+        let mut entries: HashMap<IndexKey, Vec<(i64, u32)>> = HashMap::new();
+        for (index, slot) in slots.iter().enumerate() {
+            let Some(slot) = slot else { continue };
+            let index = u32::try_from(index).map_err(|_| bad("count"))?;
+            if projection.by_id.insert(slot.id, index).is_some() {
+                return Err(bad("duplicate referral"));
+            }
+            let sort = slot.sort_key();
+            for key in projection.keys(slot) {
+                entries.entry(key).or_default().push((sort, index));
+            }
+        }
+        projection.index = entries
+            .into_iter()
+            .map(|(key, entries)| (key, entries.into_iter().collect()))
+            .collect();
+        projection.slots = slots;
+        Ok(projection)
     }
 
     /// Each agency's load at `now`, for the agencies `viewer` may see (the coordinator: all;
-    /// anyone else: their own). `week_start` and `day_start` give, per agency, the instants
-    /// its day and week began (its time zone).
+    /// anyone else: their own). `starts` gives, per agency, the instants its day and week
+    /// began (its time zone).
     pub fn load(
         &self,
         viewer: &Viewer,
@@ -357,146 +1182,95 @@ impl Projection {
             .filter(|agency| viewer.sees_everything() || **agency == viewer.agency)
             .map(|agency| (agency.clone(), Load::default()))
             .collect();
-        for entry in self.referrals.values() {
-            let referral = &entry.state;
-            let open = !referral.status.is_terminal();
-            if open && let Some(load) = loads.get_mut(referral.recipient()) {
+        let millis = now.as_millis();
+        // Per interned agency: where its load is counted, and its day and week starts.
+        let counted: Vec<Option<(i64, i64)>> = self
+            .agencies
+            .items
+            .iter()
+            .map(|agency| {
+                loads.contains_key(agency).then(|| {
+                    let (day, week) = starts(agency);
+                    (day.as_millis(), week.as_millis())
+                })
+            })
+            .collect();
+        let mut tallies: Vec<Load> = vec![Load::default(); counted.len()];
+        for slot in self.slots.iter().flatten() {
+            let open = !slot.status.is_terminal();
+            if open && counted[slot.recipient as usize].is_some() {
+                let load = &mut tallies[slot.recipient as usize];
                 load.open += 1;
-                if matches!(referral.status, Status::Requested | Status::Received) {
+                if matches!(slot.status, Status::Requested | Status::Received) {
                     load.awaiting_acceptance += 1;
                 }
-                if row(&self.registry, referral, now).is_some_and(|r| r.state == RowState::AtRisk) {
+                if slot.on_board() && slot.state(millis) == RowState::AtRisk {
                     load.at_risk += 1;
                 }
             }
-            if let Some(reroute) = &referral.reroute
-                && reroute.child.is_none()
-                && let Some(load) = loads.get_mut(referral.sender())
-            {
-                load.reroutes_pending += 1;
+            if slot.reroute_pending && counted[slot.sender as usize].is_some() {
+                tallies[slot.sender as usize].reroutes_pending += 1;
             }
-            for (view, policy) in views(&self.registry, referral, now) {
-                let Some(deadline) = view.deadline.filter(|_| view.breached) else {
+            for clock in slot.clocks.iter() {
+                if clock.deadline == NO_DEADLINE || clock.deadline > millis {
+                    continue;
+                }
+                let Some((day_start, week_start)) = counted[clock.responsible as usize] else {
                     continue;
                 };
-                let responsible = responsible(referral, &policy);
-                let Some(load) = loads.get_mut(responsible) else {
-                    continue;
-                };
-                let (day_start, week_start) = starts(responsible);
-                if deadline >= day_start {
+                let load = &mut tallies[clock.responsible as usize];
+                if clock.deadline >= day_start {
                     load.breached_today += 1;
                 }
-                if deadline >= week_start {
+                if clock.deadline >= week_start {
                     load.breached_this_week += 1;
                 }
+            }
+        }
+        for (agency, tally) in self.agencies.items.iter().zip(tallies) {
+            if let Some(load) = loads.get_mut(agency) {
+                *load = tally;
             }
         }
         loads
     }
 }
 
-fn responsible<'a>(referral: &'a Referral, policy: &ClockPolicy) -> &'a AgencyId {
-    match policy.responsible {
-        Party::Sender => referral.sender(),
-        Party::Recipient => referral.recipient(),
-    }
+/// Reads what [`Projection::encode`] wrote.
+struct Input<'a> {
+    rest: &'a [u8],
 }
 
-/// The board row of `referral` at `now`: `None` if it is closed or none of its clocks runs.
-pub fn row(registry: &Registry, referral: &Referral, now: Timestamp) -> Option<Row> {
-    if referral.status.is_terminal() {
-        return None;
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.rest.len() < n {
+            return Err("cut short".to_owned());
+        }
+        let (taken, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        Ok(taken)
     }
-    let mut clocks: Vec<ClockLine> = views(registry, referral, now)
-        .into_iter()
-        .filter(|(view, _)| matches!(view.phase, Phase::Running | Phase::Paused))
-        .map(|(view, policy)| clock_line(referral, view, &policy))
-        .collect();
-    clocks.sort_by_key(|line| {
-        (
-            line.view.deadline.map_or(i64::MAX, Timestamp::as_millis),
-            line.view.clock.to_string(),
-        )
-    });
-    let shown = clocks.first()?.clone();
-    let state = clocks
-        .iter()
-        .map(|line| line.state)
-        .max()
-        .unwrap_or(RowState::OnTrack);
-    let creation = &referral.creation;
-    Some(Row {
-        id: referral.id,
-        sender: creation.sender.clone(),
-        recipient: creation.recipient.clone(),
-        service: creation.service.clone(),
-        priority: creation.priority,
-        categories: creation
-            .categories
-            .iter()
-            .map(ToString::to_string)
-            .collect(),
-        status: referral.status,
-        state,
-        clock: shown,
-        clocks,
-    })
-}
 
-fn clock_line(referral: &Referral, view: ClockView, policy: &ClockPolicy) -> ClockLine {
-    let marks: Vec<_> = referral
-        .marks
-        .iter()
-        .filter(|mark| mark.clock == view.clock)
-        .collect();
-    let level = marks
-        .iter()
-        .filter_map(|mark| match mark.mark {
-            Mark::Escalation { level, .. } => Some(level),
-            _ => None,
-        })
-        .max();
-    let acknowledged = referral.is_acknowledged(&view.clock);
-    let mut notified: Vec<AgencyId> = marks
-        .iter()
-        .flat_map(|mark| mark.notified.iter().cloned())
-        .collect();
-    notified.sort();
-    notified.dedup();
-    let levels = marks
-        .iter()
-        .filter_map(|mark| match mark.mark {
-            Mark::Escalation { level, .. } => Some((level, mark.notified.clone())),
-            _ => None,
-        })
-        .collect();
-    // At risk: past a warning point of the clock, from the clock view's own elapsed time (or a
-    // warning the router already recorded).
-    let past_warning = policy
-        .warnings
-        .iter()
-        .any(|&permille| view.elapsed >= fraction(view.target, permille))
-        || marks
-            .iter()
-            .any(|mark| matches!(mark.mark, Mark::Warning { .. }));
-    let state = if level.is_some() && !acknowledged {
-        RowState::Escalated
-    } else if view.breached {
-        RowState::Breached
-    } else if past_warning {
-        RowState::AtRisk
-    } else {
-        RowState::OnTrack
-    };
-    ClockLine {
-        responsible: responsible(referral, policy).clone(),
-        view,
-        state,
-        level,
-        acknowledged,
-        notified,
-        levels,
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?.try_into().map_err(|_| "cut short".to_owned())
+    }
+
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    /// A count; never more than the bytes left could hold, whatever it says.
+    fn len(&mut self) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > self.rest.len() {
+            return Err("a count beyond the end".to_owned());
+        }
+        Ok(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
+        let n = self.len()?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| "not UTF-8".to_owned())
     }
 }
 
@@ -570,6 +1344,17 @@ mod tests {
         state.unwrap()
     }
 
+    /// The row of `referral` alone in a projection.
+    fn row_at(registry: &Arc<Registry>, referral: &Referral, now: Timestamp) -> Option<Row> {
+        let mut projection = Projection::new(registry.clone());
+        projection.apply(1, referral);
+        projection.row(
+            &referral.id,
+            &viewer("maros-bappeda", Role::Coordinator),
+            now,
+        )
+    }
+
     fn viewer(agency_id: &str, role: Role) -> Viewer {
         Viewer {
             username: refbus_operators::Username::new("op").unwrap(),
@@ -583,7 +1368,7 @@ mod tests {
         let registry = registry();
         let referral = created(&registry, "r1", Priority::Emergency);
         let mut projection = Projection::new(registry.clone());
-        assert!(projection.apply(3, "subject", referral.clone()));
+        assert!(projection.apply(3, &referral));
         let coordinator = viewer("maros-bappeda", Role::Coordinator);
         let state_at = |secs: u64| {
             projection
@@ -600,9 +1385,9 @@ mod tests {
         assert_eq!(state_at(61), RowState::AtRisk);
         assert_eq!(state_at(121), RowState::Breached);
         let row = projection.row(&referral.id, &coordinator, at(T0)).unwrap();
-        assert_eq!(row.clock.view.clock.as_str(), "acknowledge_emergency");
+        assert_eq!(row.clock.clock.as_str(), "acknowledge_emergency");
         assert_eq!(
-            row.clock.view.deadline,
+            row.clock.deadline,
             Some(at(T0).plus(Duration::from_secs(120)))
         );
     }
@@ -621,7 +1406,7 @@ mod tests {
             notified: vec![agency("maros-bappeda"), agency("maros-dp3a")],
         });
         let later = at(T0).plus(Duration::from_secs(150));
-        let row = row(&registry, &referral, later).unwrap();
+        let row = row_at(&registry, &referral, later).unwrap();
         assert_eq!(row.state, RowState::Escalated);
         assert_eq!(row.clock.level, Some(2));
         assert_eq!(
@@ -634,7 +1419,7 @@ mod tests {
             notified: vec![],
         });
         assert_eq!(
-            super::row(&registry, &referral, later).unwrap().state,
+            row_at(&registry, &referral, later).unwrap().state,
             RowState::Breached
         );
     }
@@ -644,23 +1429,42 @@ mod tests {
         let registry = registry();
         let mut referral = created(&registry, "r1", Priority::Emergency);
         let mut projection = Projection::new(registry.clone());
-        projection.apply(1, "s", referral.clone());
+        projection.apply(1, &referral);
         let now = at(T0);
         let filters = Filters::default();
         assert_eq!(
             projection
-                .board(&viewer("maros-uptd-ppa", Role::Head), &filters, now)
+                .board(
+                    &viewer("maros-uptd-ppa", Role::Head),
+                    &filters,
+                    now,
+                    0,
+                    PAGE_ROWS
+                )
+                .0
                 .len(),
             1
         );
         assert_eq!(
             projection
-                .board(&viewer("maros-dinsos", Role::Supervisor), &filters, now)
+                .board(
+                    &viewer("maros-dinsos", Role::Supervisor),
+                    &filters,
+                    now,
+                    0,
+                    PAGE_ROWS
+                )
+                .0
                 .len(),
             1
         );
         let dp3a = viewer("maros-dp3a", Role::Head);
-        assert!(projection.board(&dp3a, &filters, now).is_empty());
+        assert!(
+            projection
+                .board(&dp3a, &filters, now, 0, PAGE_ROWS)
+                .0
+                .is_empty()
+        );
         assert!(projection.row(&referral.id, &dp3a, now).is_none());
         referral.marks.push(ClockMark {
             clock: ClockId::new("acknowledge_emergency").unwrap(),
@@ -670,8 +1474,11 @@ mod tests {
             },
             notified: vec![agency("maros-dp3a")],
         });
-        projection.apply(2, "s", referral);
-        assert_eq!(projection.board(&dp3a, &filters, now).len(), 1);
+        projection.apply(2, &referral);
+        assert_eq!(
+            projection.board(&dp3a, &filters, now, 0, PAGE_ROWS).0.len(),
+            1
+        );
     }
 
     #[test]
@@ -679,10 +1486,10 @@ mod tests {
         let registry = registry();
         let referral = created(&registry, "r1", Priority::Emergency);
         let mut projection = Projection::new(registry);
-        assert!(projection.apply(5, "s", referral.clone()));
+        assert!(projection.apply(5, &referral));
         let version = projection.version();
-        assert!(!projection.apply(4, "s", referral.clone()));
-        assert!(!projection.apply(5, "s", referral));
+        assert!(!projection.apply(4, &referral));
+        assert!(!projection.apply(5, &referral));
         assert_eq!(projection.version(), version);
     }
 
@@ -692,11 +1499,13 @@ mod tests {
         let emergency = created(&registry, "r1", Priority::Emergency);
         let urgent = created(&registry, "r2", Priority::Urgent);
         let mut projection = Projection::new(registry);
-        projection.apply(1, "a", urgent.clone());
-        projection.apply(2, "b", emergency.clone());
+        projection.apply(1, &urgent);
+        projection.apply(2, &emergency);
         let coordinator = viewer("maros-bappeda", Role::Coordinator);
         let now = at(T0).plus(Duration::from_secs(70));
-        let all = projection.board(&coordinator, &Filters::default(), now);
+        let all = projection
+            .board(&coordinator, &Filters::default(), now, 0, PAGE_ROWS)
+            .0;
         // The emergency clock (2 minutes) breaches before the urgent one (4 minutes).
         assert_eq!(
             all.iter().map(|row| row.id).collect::<Vec<_>>(),
@@ -704,7 +1513,8 @@ mod tests {
         );
         let only = |filters: Filters| {
             projection
-                .board(&coordinator, &filters, now)
+                .board(&coordinator, &filters, now, 0, PAGE_ROWS)
+                .0
                 .iter()
                 .map(|row| row.id)
                 .collect::<Vec<_>>()
@@ -740,10 +1550,17 @@ mod tests {
     }
 
     #[test]
-    fn the_cheap_check_before_the_clock_views_agrees_with_the_row_filter() {
+    fn a_page_walked_from_the_indexes_is_the_slice_of_the_whole_filtered_board() {
         let registry = registry();
-        let emergency = created(&registry, "r1", Priority::Emergency);
-        let urgent = created(&registry, "r2", Priority::Urgent);
+        let mut projection = Projection::new(registry.clone());
+        let mut referrals = Vec::new();
+        // Many referrals created at the same instant: equal deadlines, ordered by id.
+        for n in 0..60 {
+            let priority = Priority::ALL[n % Priority::ALL.len()];
+            let referral = created(&registry, &format!("r{n}"), priority);
+            projection.apply(n as u64 + 1, &referral);
+            referrals.push(referral);
+        }
         let now = at(T0).plus(Duration::from_secs(70));
         let filters = [
             Filters::default(),
@@ -768,22 +1585,79 @@ mod tests {
                 agency: Some(agency("polres-maros")),
                 ..Filters::default()
             },
+            Filters {
+                state: Some(RowState::AtRisk),
+                ..Filters::default()
+            },
         ];
-        let mut passed = 0;
-        for filters in &filters {
-            for referral in [&emergency, &urgent] {
-                let row = row(&registry, referral, now).unwrap();
-                assert_eq!(
-                    filters.may_match(referral),
-                    filters.matches(&row),
-                    "{filters:?} on {:?}",
-                    referral.creation.priority
-                );
-                passed += usize::from(filters.may_match(referral));
+        let viewers = [
+            viewer("maros-bappeda", Role::Coordinator),
+            viewer("maros-dinsos", Role::Head),
+            viewer("maros-dp3a", Role::Head),
+        ];
+        let mut shown = 0;
+        for viewer in &viewers {
+            for filters in &filters {
+                let mut expected: Vec<Row> = referrals
+                    .iter()
+                    .filter_map(|r| projection.row(&r.id, viewer, now))
+                    .filter(|row| filters.matches(row))
+                    .collect();
+                expected.sort_by_key(|row| (row.sort_key(), row.id));
+                let mut paged = Vec::new();
+                for page in 0..20 {
+                    let (rows, more) = projection.board(viewer, filters, now, page * 7, 7);
+                    paged.extend(rows);
+                    assert_eq!(
+                        more,
+                        paged.len() < expected.len(),
+                        "{filters:?} page {page}"
+                    );
+                    if !more {
+                        break;
+                    }
+                }
+                assert_eq!(paged, expected, "{filters:?} for {viewer:?}");
+                shown += expected.len();
             }
         }
-        // Both outcomes occur: the check is not trivially true or false.
-        assert_eq!(passed, 6);
+        // Some filters select rows, some none.
+        assert!(shown > 0);
+        assert!(
+            projection
+                .board(&viewers[2], &Filters::default(), now, 0, 7)
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_row_changes_state_at_the_instants_it_says_it_will() {
+        let registry = registry();
+        let referral = created(&registry, "r1", Priority::Emergency);
+        let mut projection = Projection::new(registry);
+        projection.apply(1, &referral);
+        let coordinator = viewer("maros-bappeda", Role::Coordinator);
+        let state = |now| {
+            projection
+                .row(&referral.id, &coordinator, now)
+                .unwrap()
+                .state
+        };
+        let mut now = at(T0);
+        let mut states = vec![state(now)];
+        while let Some(next) = projection.next_change(&referral.id, now) {
+            assert_eq!(
+                state(next.minus(Duration::from_millis(1))),
+                *states.last().unwrap()
+            );
+            now = next;
+            states.push(state(now));
+        }
+        assert_eq!(
+            states,
+            vec![RowState::OnTrack, RowState::AtRisk, RowState::Breached]
+        );
     }
 
     #[test]
@@ -792,8 +1666,8 @@ mod tests {
         let emergency = created(&registry, "r1", Priority::Emergency);
         let urgent = created(&registry, "r2", Priority::Urgent);
         let mut projection = Projection::new(registry);
-        projection.apply(1, "a", urgent);
-        projection.apply(2, "b", emergency);
+        projection.apply(1, &urgent);
+        projection.apply(2, &emergency);
         let now = at(T0).plus(Duration::from_secs(130));
         let loads = projection.load(&viewer("maros-bappeda", Role::Coordinator), now, |_| {
             (
@@ -814,5 +1688,92 @@ mod tests {
             own.keys().collect::<Vec<_>>(),
             vec![&agency("maros-dinsos")]
         );
+    }
+
+    #[test]
+    fn a_snapshot_reads_back_as_the_same_board_and_refuses_any_change() {
+        use refbus_core::signature::{Signer, SigningKey};
+        let registry = registry();
+        let mut projection = Projection::new(registry.clone());
+        let mut referrals = Vec::new();
+        for n in 0..12 {
+            let priority = Priority::ALL[n % Priority::ALL.len()];
+            let mut referral = created(&registry, &format!("r{n}"), priority);
+            if n == 3 {
+                referral.marks.push(ClockMark {
+                    clock: ClockId::new("acknowledge_emergency").unwrap(),
+                    mark: Mark::Escalation {
+                        level: 1,
+                        repetition: 0,
+                    },
+                    notified: vec![agency("maros-dp3a")],
+                });
+            }
+            projection.apply(n as u64 + 1, &referral);
+            referrals.push(referral);
+        }
+        let key = SigningKey::from_seed(&[7; 32], Signer::Router);
+        let bytes = crate::snapshot::encode(&projection, 99, &key);
+        let (read, covers) = crate::snapshot::decode(&bytes, &key, registry.clone()).unwrap();
+        assert_eq!(covers, 99);
+        assert_eq!(read.len(), projection.len());
+        let now = at(T0).plus(Duration::from_secs(70));
+        for viewer in [
+            viewer("maros-bappeda", Role::Coordinator),
+            viewer("maros-dp3a", Role::Head),
+        ] {
+            let board = |p: &Projection| p.board(&viewer, &Filters::default(), now, 0, 100);
+            assert_eq!(board(&read), board(&projection));
+            let load = |p: &Projection| p.load(&viewer, now, |_| (at(T0), at(T0)));
+            assert_eq!(load(&read), load(&projection));
+        }
+        assert_eq!(
+            read.board(
+                &viewer("maros-dp3a", Role::Head),
+                &Filters::default(),
+                now,
+                0,
+                100
+            )
+            .0
+            .len(),
+            1
+        );
+        for referral in &referrals {
+            assert_eq!(
+                read.next_change(&referral.id, at(T0)),
+                projection.next_change(&referral.id, at(T0))
+            );
+            assert_eq!(read.subject(&referral.id), projection.subject(&referral.id));
+        }
+        // Another key, any altered byte, a cut file: refused, never used.
+        let other = SigningKey::from_seed(&[8; 32], Signer::Router);
+        assert!(crate::snapshot::decode(&bytes, &other, registry.clone()).is_err());
+        for at in [0, 40, bytes.len() / 2, bytes.len() - 80, bytes.len() - 1] {
+            let mut altered = bytes.clone();
+            altered[at] ^= 1;
+            assert!(
+                crate::snapshot::decode(&altered, &key, registry.clone()).is_err(),
+                "a change at byte {at} went unnoticed"
+            );
+        }
+        assert!(crate::snapshot::decode(&bytes[..bytes.len() - 1], &key, registry).is_err());
+    }
+
+    #[test]
+    fn the_snapshot_key_is_made_once_readable_by_its_owner_only() {
+        let dir = std::env::temp_dir().join(format!("refbus-dashboard-key-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dashboard-snapshot.key");
+        let first = crate::snapshot::key(&path).unwrap();
+        let again = crate::snapshot::key(&path).unwrap();
+        assert_eq!(first.verifying_key().id(), again.verifying_key().id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

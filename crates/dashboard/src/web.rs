@@ -39,7 +39,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::local::{self, Lang, Texts};
-use crate::projection::{Alert, Filters, Row, RowState};
+use crate::projection::{Alert, Filters, PAGE_ROWS, Row, RowState};
 use crate::{Shared, Update, Viewer};
 use refbus_operators::{CsrfToken, SessionEnd};
 
@@ -118,6 +118,26 @@ fn filters(params: &[(String, String)]) -> Result<Filters, &'static str> {
             .map(|v| RowState::parse(v).ok_or("state"))
             .transpose()?,
     })
+}
+
+/// Which page of the board (`?page=`, from 0): a board shows [`PAGE_ROWS`] rows at a time, so
+/// a page never renders a million rows.
+fn page_number(params: &[(String, String)]) -> usize {
+    param(params, "page")
+        .and_then(|page| page.parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(1_000_000)
+}
+
+/// `uri` with its `page` parameter set to `number`.
+fn next_page_url(uri: &axum::http::Uri, params: &[(String, String)], number: usize) -> String {
+    let mut query: Vec<String> = params
+        .iter()
+        .filter(|(key, _)| key != "page")
+        .map(|(key, value)| format!("{}={}", encode(key), encode(value)))
+        .collect();
+    query.push(format!("page={number}"));
+    format!("{}?{}", uri.path(), query.join("&"))
 }
 
 /// The viewer's agency's time zone (Indonesia's central zone if the registry does not know it).
@@ -247,7 +267,7 @@ fn row_view(
     ack: Option<(String, String)>,
 ) -> RowView {
     let t = lang.texts();
-    let view = &row.clock.view;
+    let view = &row.clock;
     let (ack_clock, ack_level) = ack.unwrap_or_default();
     RowView {
         ack_clock,
@@ -401,6 +421,8 @@ impl<'a> Context<'a> {
 pub(crate) struct BoardPage {
     pub(crate) page: Page,
     pub(crate) rows: Vec<RowView>,
+    /// The next page of the board (empty on the last).
+    pub(crate) more_url: String,
     pub(crate) agencies: Vec<Opt>,
     pub(crate) services: Vec<Opt>,
     pub(crate) priorities: Vec<Opt>,
@@ -483,11 +505,22 @@ async fn board(
     let Ok(filters) = filters(&params) else {
         return error_page(StatusCode::BAD_REQUEST, lang.texts().bad_request);
     };
+    let number = page_number(&params);
     let context = Context::of(&shared, &viewer, lang, csrf.as_ref());
     let page = context.page(lang.texts().board.to_owned(), "board", &uri, &params);
-    let rows = shared
-        .read()
-        .board(&viewer, &filters, context.now)
+    let (rows, more) = shared.read().board(
+        &viewer,
+        &filters,
+        context.now,
+        number * PAGE_ROWS,
+        PAGE_ROWS,
+    );
+    let more_url = if more {
+        next_page_url(&uri, &params, number + 1)
+    } else {
+        String::new()
+    };
+    let rows = rows
         .iter()
         .map(|row| {
             let ack = acknowledgeable(&shared, &viewer, row);
@@ -510,6 +543,7 @@ async fn board(
     let template = BoardPage {
         page,
         rows,
+        more_url,
         agencies: registry
             .agencies
             .values()
@@ -627,10 +661,12 @@ async fn timeline(
     let Ok(id) = ReferralId::parse(&id) else {
         return hidden();
     };
-    let held = shared
-        .read()
-        .referral(&id)
-        .map(|(state, subject)| (viewer.may_see_referral(state), subject.to_owned()));
+    let held = {
+        let projection = shared.read();
+        projection
+            .visible(&id, &viewer)
+            .zip(projection.subject(&id))
+    };
     if let Some((false, _)) = held {
         return error_page(StatusCode::FORBIDDEN, t.forbidden);
     }
@@ -798,6 +834,7 @@ async fn events(
     let Ok(filters) = filters(&params) else {
         return error_page(StatusCode::BAD_REQUEST, lang.texts().bad_request);
     };
+    let page = page_number(&params);
     let seen = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())
@@ -820,6 +857,7 @@ async fn events(
             shared: &shared,
             viewer: &viewer,
             filters: &filters,
+            page,
             lang,
             tz,
         };
@@ -862,6 +900,8 @@ struct Feed<'a> {
     shared: &'a Shared,
     viewer: &'a Viewer,
     filters: &'a Filters,
+    /// The board page the feed's snapshots show (its rows change live, whatever the page).
+    page: usize,
     lang: Lang,
     tz: Tz,
 }
@@ -871,7 +911,14 @@ impl Feed<'_> {
         let now = self.shared.clock.now();
         let projection = self.shared.read();
         let rows = projection
-            .board(self.viewer, self.filters, now)
+            .board(
+                self.viewer,
+                self.filters,
+                now,
+                self.page * PAGE_ROWS,
+                PAGE_ROWS,
+            )
+            .0
             .iter()
             .map(|row| {
                 let ack = acknowledgeable(self.shared, self.viewer, row);
@@ -890,8 +937,7 @@ impl Feed<'_> {
     fn row(&self, version: u64, id: &ReferralId) -> Option<SseEvent> {
         let now = self.shared.clock.now();
         let projection = self.shared.read();
-        let (state, _) = projection.referral(id)?;
-        if !self.viewer.may_see_referral(state) {
+        if !projection.visible(id, self.viewer)? {
             return None;
         }
         let message = SseEvent::default().id(event_id(self.shared, version));
@@ -963,12 +1009,9 @@ async fn acknowledge(
 ) -> Response {
     let (lang, _) = language(&[], &headers);
     let t = lang.texts();
-    let visible = ReferralId::parse(&id).ok().is_some_and(|id| {
-        shared
-            .read()
-            .referral(&id)
-            .is_some_and(|(state, _)| viewer.may_see_referral(state))
-    });
+    let visible = ReferralId::parse(&id)
+        .ok()
+        .is_some_and(|id| shared.read().visible(&id, &viewer).unwrap_or(false));
     if !visible || !viewer.role.may_act() {
         return error_page(StatusCode::FORBIDDEN, t.forbidden);
     }

@@ -95,6 +95,14 @@ impl Board {
 
     /// Starts a dashboard (another one, if one runs) and points the test's requests at it.
     async fn start_dashboard(&mut self) {
+        self.start_dashboard_with(None).await;
+    }
+
+    /// Starts a dashboard keeping its snapshot in `snapshot` (file and key), if given.
+    async fn start_dashboard_with(
+        &mut self,
+        snapshot: Option<(std::path::PathBuf, refbus_core::signature::SigningKey)>,
+    ) {
         let (system, clock) = (&mut self.system, &self.clock);
         // The dashboard acts for UPTD PPA as its registered system `dashboard`, through UPTD
         // PPA's adapter, with a client certificate of its own.
@@ -120,7 +128,11 @@ impl Board {
         let metrics =
             refbus_metrics::Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         self.metrics = metrics.address().unwrap();
-        let dashboard = dashboard.with_metrics(metrics);
+        let mut dashboard = dashboard.with_metrics(metrics);
+        if let Some((path, key)) = snapshot {
+            // Written at start only: the test decides when the file changes.
+            dashboard = dashboard.with_snapshot(path, key, Duration::from_secs(24 * 3600));
+        }
         let mut updates = dashboard.updates();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -910,4 +922,61 @@ async fn the_dashboard_counts_connected_boards_and_held_referrals_in_its_metrics
         Some(2.0)
     );
     assert!(gauge(&scraped, "refbus_dashboard_records_applied_total").is_some_and(|n| n >= 2.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_snapshot_reads_again_only_what_changed_and_refuses_an_altered_one() {
+    use refbus_core::signature::{Signer, SigningKey};
+    let mut board = Board::start_with(false).await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let first = send(&dinsos, "snapshot-1", v1::Priority::Urgent).await;
+    board.applied(&first).await;
+    let dir =
+        std::env::temp_dir().join(format!("refbus-dashboard-snapshot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = SigningKey::from_seed(&[3; 32], Signer::Router);
+    let written = dir.join("written");
+    board
+        .start_dashboard_with(Some((written.clone(), key.clone())))
+        .await;
+    // The dashboard writes its snapshot once it serves (renamed into place whole).
+    while !written.exists() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let bytes = std::fs::read(&written).unwrap();
+    let second = send(&dinsos, "snapshot-2", v1::Priority::Emergency).await;
+    board.applied(&second).await;
+
+    let applied =
+        |body: &str| refbus_metrics::sample(body, "refbus_dashboard_records_applied_total", &[]);
+    // From the snapshot: the first referral is in it, only the second is read again.
+    let kept = dir.join("kept");
+    std::fs::write(&kept, &bytes).unwrap();
+    board.start_dashboard_with(Some((kept, key.clone()))).await;
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(row_of(&page, &first).is_some() && row_of(&page, &second).is_some());
+    let scraped = refbus_metrics::scrape(board.metrics).await.unwrap().body;
+    assert_eq!(applied(&scraped), Some(1.0), "{scraped}");
+
+    // An altered snapshot, or one signed with another key: not used, every referral read.
+    let mut altered_bytes = bytes.clone();
+    let middle = altered_bytes.len() / 2;
+    altered_bytes[middle] ^= 1;
+    for (name, content, key) in [
+        ("altered", altered_bytes, key.clone()),
+        (
+            "foreign",
+            bytes,
+            SigningKey::from_seed(&[4; 32], Signer::Router),
+        ),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, &content).unwrap();
+        board.start_dashboard_with(Some((path, key))).await;
+        let (_, page) = board.get("/", COORDINATOR).await;
+        assert!(row_of(&page, &first).is_some() && row_of(&page, &second).is_some());
+        let scraped = refbus_metrics::scrape(board.metrics).await.unwrap().body;
+        assert_eq!(applied(&scraped), Some(2.0), "{name}: {scraped}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -54,6 +54,11 @@ pub(crate) struct DashboardArgs {
     /// certificate for each of those agencies (`refbus certs client --system dashboard`).
     #[arg(long, value_name = "DIR")]
     certs: Option<PathBuf>,
+    /// Where the dashboard keeps a signed snapshot of its projection, and the key it signs it
+    /// with (made at first start, readable by its owner only), so that a restart reads again
+    /// only the referrals changed since. Without it every start reads every referral.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Demonstrations and tests only: pretend the clock started at this instant (RFC 3339).
     #[arg(long, value_name = "INSTANT", hide = true)]
     clock_start: Option<String>,
@@ -94,6 +99,19 @@ pub(crate) fn run(args: DashboardArgs) -> anyhow::Result<ExitCode> {
         let mut dashboard = Dashboard::new(bus, verifier, clock).with_acting(acting);
         if let Some(metrics) = metrics {
             dashboard = dashboard.with_metrics(metrics);
+        }
+        if let Some(dir) = &args.state_dir {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("making the state directory {}", dir.display()))?;
+            let key_file = dir.join("dashboard-snapshot.key");
+            let key = refbus_dashboard::snapshot::key(&key_file)
+                .with_context(|| format!("the snapshot key {}", key_file.display()))?;
+            dashboard = dashboard.with_snapshot(
+                dir.join("dashboard-projection.snapshot"),
+                key,
+                // A million referrals make a file of about 100 MB: not every minute.
+                std::time::Duration::from_secs(300),
+            );
         }
         serve(dashboard, listener, operators, runtime::stop_signal()).await?;
         Ok(ExitCode::SUCCESS)

@@ -123,6 +123,9 @@ fn dashboard_command(
         .arg("--insecure-plaintext-cookies")
         .arg("--public-keys")
         .arg(keys)
+        // Its snapshot (and key): the first start writes it, the second starts from it.
+        .arg("--state-dir")
+        .arg(log.with_file_name("dashboard-state"))
         .stderr(
             std::fs::OpenOptions::new()
                 .create(true)
