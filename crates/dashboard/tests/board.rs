@@ -957,6 +957,18 @@ async fn a_restart_from_the_snapshot_reads_again_only_what_changed_and_refuses_a
     assert!(row_of(&page, &first).is_some() && row_of(&page, &second).is_some());
     let scraped = refbus_metrics::scrape(board.metrics).await.unwrap().body;
     assert_eq!(applied(&scraped), Some(1.0), "{scraped}");
+    // The snapshot holds the board, not the indicators: those read every referral beside the
+    // live feed, so the page soon counts both referrals again (bounded wait, not a timing).
+    let mut counted = 0;
+    for _ in 0..200 {
+        let (_, csv) = board.get("/indicators.csv", COORDINATOR).await;
+        counted = referrals_sent(&csv);
+        if counted == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted, 2, "the indicators after a start from the snapshot");
 
     // An altered snapshot, or one signed with another key: not used, every referral read.
     let mut altered_bytes = bytes.clone();
@@ -979,4 +991,17 @@ async fn a_restart_from_the_snapshot_reads_again_only_what_changed_and_refuses_a
         assert_eq!(applied(&scraped), Some(2.0), "{name}: {scraped}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The referrals the indicators CSV counts on the senders' side (one category each here).
+fn referrals_sent(csv: &str) -> u64 {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let column = |name: &str| header.iter().position(|c| *c == name).unwrap();
+    let (table, side, referrals) = (column("table"), column("side"), column("referrals"));
+    lines
+        .map(|line| line.split(',').collect::<Vec<_>>())
+        .filter(|cells| cells[table] == "referrals" && cells[side] == "sender")
+        .map(|cells| cells[referrals].parse::<u64>().unwrap())
+        .sum()
 }
