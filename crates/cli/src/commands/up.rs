@@ -357,7 +357,19 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             "{dashboard_url}   (log in as koordinator or kepala.<agency>; passwords in {})",
             logins_file.display()
         );
-        print_endpoints(&registry, &endpoints, &nats, &data_dir, tls, &dashboard_line, &metrics);
+        print_endpoints(
+            &registry,
+            &endpoints,
+            &nats,
+            &ThisRun {
+                data_dir: &data_dir,
+                config: &config,
+                demo: args.demo,
+            },
+            tls,
+            &dashboard_line,
+            &metrics,
+        );
         let simulator = args.demo.then(|| {
             println!("Demonstration: simulated agency systems send a referral every {} s and answer some of them;", args.demo_every);
             println!("watch the router's warnings, breaches, escalations and reroutes below.");
@@ -492,15 +504,23 @@ fn local_certificates(
     Ok(ca.first().map(|der| der.to_vec()).unwrap_or_default())
 }
 
+/// Where this run keeps its data, which registry it runs and whether it is a demonstration.
+struct ThisRun<'a> {
+    data_dir: &'a std::path::Path,
+    config: &'a std::path::Path,
+    demo: bool,
+}
+
 fn print_endpoints(
     registry: &refbus_core::Registry,
     endpoints: &[(AgencyId, String)],
     nats: &LocalNats,
-    data_dir: &std::path::Path,
+    run: &ThisRun<'_>,
     tls: Option<&refbus_tls::certs::Directory>,
     dashboard: &str,
     metrics: &[(String, String)],
 ) {
+    let data_dir = run.data_dir;
     println!("refbus is up.");
     println!();
     println!(
@@ -514,10 +534,18 @@ fn print_endpoints(
             "  NATS clients      TLS with a client certificate and an NKey per component; the router connects with"
         );
         println!("                    {}", security.flags(ROUTER_USER));
+        // Everything the auditor needs to check this run: its credentials, the registry and the
+        // keys this run made, the log and the notary's public key (a demonstration's events
+        // carry its pretended times, which JetStream's own cannot confirm).
         println!(
-            "  auditor           refbus audit verify --nats {} {}",
+            "  auditor           refbus audit verify --config {} --public-keys {} --nats {} {} --log {} --notary-key {}{}",
+            run.config.display(),
+            data_dir.join("keys").display(),
             nats.url,
-            security.flags(AUDITOR_USER)
+            security.flags(AUDITOR_USER),
+            data_dir.join("log").display(),
+            data_dir.join("keys").join("notary.vkey").display(),
+            if run.demo { " --no-time-check" } else { "" }
         );
     }
     println!("  data              {}", data_dir.display());
