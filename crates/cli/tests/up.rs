@@ -235,6 +235,43 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let created = client.create_referral(request).await.unwrap().into_inner();
     let id = created.referral.unwrap().referral_id;
 
+    // The auditor's command, as printed, verifies this run: the record, the sequences, the
+    // clocks and the notary's log. It is run again until the notary's next checkpoint covers
+    // the referral (a message newer than the checkpoint is reported `not_in_log`); bounded.
+    let audit = lines
+        .iter()
+        .find_map(|line| line.trim().strip_prefix("auditor"))
+        .map(|rest| rest.trim().to_owned())
+        .unwrap_or_else(|| panic!("no auditor command printed:\n{output}"));
+    let audit_args: Vec<&str> = audit
+        .strip_prefix("refbus ")
+        .unwrap_or_else(|| panic!("{audit}"))
+        .split_whitespace()
+        .collect();
+    assert!(audit_args.contains(&"--log") && audit_args.contains(&"--public-keys"));
+    let mut verified = None;
+    for _ in 0..40 {
+        let ran = Command::new(env!("CARGO_BIN_EXE_refbus"))
+            .current_dir(repo_root())
+            .args(&audit_args)
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&ran.stdout).into_owned();
+        if ran.status.success() {
+            verified = Some(report);
+            break;
+        }
+        assert_eq!(ran.status.code(), Some(3), "{audit}\n{report}");
+        assert!(report.contains("LOG not_in_log"), "{report}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let report = verified.unwrap_or_else(|| panic!("{audit} never verified clean"));
+    assert!(
+        report.contains("checks: records, sequences, order, clocks, log"),
+        "{report}"
+    );
+    assert!(report.contains("1 referrals"), "{report}");
+
     let status = interrupt(&mut child);
     assert!(
         status.success(),
