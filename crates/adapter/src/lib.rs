@@ -16,6 +16,7 @@
 //! - `read`: get, list, and the inbox stream.
 //! - `reroutes`: carrying out the reroutes the router requests, started by [`run`].
 //! - `keys`: sealing and opening for this agency; `status`: every gRPC status in one place.
+//! - `trace`: the spans of calls (children of the caller's `traceparent`) and deliveries.
 //! - `metrics`: the adapter's operations metrics (served by [`run`] on `Options::metrics`).
 //! - [`stages`]: optional timing of the create path by stage, for benchmarks.
 //!
@@ -36,6 +37,7 @@ mod reroutes;
 mod service;
 pub mod stages;
 mod status;
+mod trace;
 mod write;
 
 use std::future::Future;
@@ -321,6 +323,7 @@ async fn serve(
     );
     // Counting outermost, so it sees the status the client receives (the size limit's too).
     let router = tonic::transport::Server::builder()
+        .trace_fn(trace::call)
         .layer(counted)
         .layer(limits::RequestLimitLayer { limit })
         .add_service(health)

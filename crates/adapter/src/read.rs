@@ -212,7 +212,7 @@ impl Adapter {
         let items = self
             .inner
             .bus
-            .watch(
+            .watch_traced(
                 &self.inner.verifier,
                 subjects::inbox(&self.inner.agency),
                 after,
@@ -222,8 +222,10 @@ impl Adapter {
         let adapter = self.clone();
         let idle = self.inner.options.inbox_idle_timeout;
         let stream = tokio_stream::StreamExt::timeout(items, idle).map(move |item| match item {
-            Ok(Ok(item)) => Ok(v1::WatchInboxResponse {
-                item: Some(adapter.inbox_item(item)),
+            Ok(Ok((item, trace))) => Ok(v1::WatchInboxResponse {
+                item: Some(
+                    crate::trace::delivery(trace, &item).in_scope(|| adapter.inbox_item(item)),
+                ),
             }),
             Ok(Err(err)) => Err(status::read(&err)),
             Err(_elapsed) => Err(status::inbox_idle(idle)),

@@ -234,6 +234,16 @@ impl Delivery {
             .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(self.seq), err))
     }
 
+    /// The trace context the event was appended in (its `traceparent` header), for the
+    /// consumer's span to descend from; empty when it carries none.
+    pub fn trace_context(&self) -> opentelemetry::Context {
+        self.message
+            .headers
+            .as_ref()
+            .map(headers::extract_trace_context)
+            .unwrap_or_default()
+    }
+
     /// Tells JetStream the event is processed; until then it is delivered again after a crash.
     pub async fn ack(&self) -> Result<(), ReadError> {
         self.message
@@ -407,6 +417,24 @@ impl Bus {
         key: &SigningKey,
         append: Append<'_>,
     ) -> Result<(Appended, EventRecord, bytes::Bytes), AppendError> {
+        // The span whose context the message carries (`traceparent`): a consumer's span
+        // descends from the append. Ids and kinds only, never the event's content.
+        let span = tracing::info_span!(
+            "bus.append",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            refbus.referral_id = %append.event.referral_id,
+            refbus.event_seq = append.event.seq,
+            refbus.change = append.event.change.kind(),
+        );
+        tracing::Instrument::instrument(self.append_in_span(key, append), span).await
+    }
+
+    async fn append_in_span(
+        &self,
+        key: &SigningKey,
+        append: Append<'_>,
+    ) -> Result<(Appended, EventRecord, bytes::Bytes), AppendError> {
         if !self.is_connected() {
             // Refuse before sending: a publish buffered during a reconnect could land later,
             // after the caller was told it failed.
@@ -443,6 +471,13 @@ impl Bus {
     /// caller waits for [`Pending::stored`] where waiting costs nothing (the router's event
     /// loop must not stand still for a round trip per escalation).
     pub async fn send_notice(&self, notice: &Notice) -> Result<Pending, AppendError> {
+        let span = tracing::info_span!(
+            "bus.notice",
+            otel.kind = "producer",
+            messaging.system = "nats",
+            refbus.referral_id = %notice.referral_id,
+            refbus.notified = %notice.notified.agency,
+        );
         // Subject and message id come from the notice itself: the notified agency's notice
         // subject, and one id per escalation event and notified role, so a router that
         // publishes it again after a crash writes nothing.
@@ -464,12 +499,12 @@ impl Bus {
         headers.insert("ce-subject", notice.referral_id.to_string().as_str());
         headers.insert("ce-time", notice.at.to_rfc3339().as_str());
         headers.insert("ce-datacontenttype", "application/json");
-        headers::inject_trace_context(&mut headers);
+        span.in_scope(|| headers::inject_trace_context(&mut headers));
         let message = PublishMessage::build()
             .payload(record::encode_notice(notice))
             .headers(headers)
             .message_id(message_id);
-        self.send(subject, message).await
+        tracing::Instrument::instrument(self.send(subject, message), span).await
     }
 
     async fn publish(
@@ -703,13 +738,37 @@ impl Bus {
         filters: Vec<String>,
         after: u64,
     ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
+        let traced = self.watch_traced(verifier, filters, after).await?;
+        Ok(traced.map(|item| item.map(|(item, _)| item)))
+    }
+
+    /// [`Bus::watch`], each item with the trace context it was written in (its `traceparent`
+    /// header; empty when it carries none): for a span of its delivery that descends from its
+    /// writer's.
+    pub async fn watch_traced(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+        after: u64,
+    ) -> Result<
+        impl Stream<Item = Result<(Item, opentelemetry::Context), ReadError>> + Send + use<>,
+        ReadError,
+    > {
         // One consumer per filter, merged, so that each consumer's filter is in its API
         // subject (see [`scoped`]).
         let messages = self.merged(filters, after).await?;
         let verifier = verifier.clone();
         Ok(messages.filter_map(move |message| {
-            let item = match message.and_then(|message| raw_stream_message(&message)) {
-                Ok(raw) => checked_item(&verifier, raw).map(Ok),
+            let item = message.and_then(|message| {
+                let trace = message
+                    .headers
+                    .as_ref()
+                    .map(headers::extract_trace_context)
+                    .unwrap_or_default();
+                raw_stream_message(&message).map(|raw| (raw, trace))
+            });
+            let item = match item {
+                Ok((raw, trace)) => checked_item(&verifier, raw).map(|item| Ok((item, trace))),
                 Err(err) => Some(Err(err)),
             };
             std::future::ready(item)

@@ -16,7 +16,8 @@ use refbus_seal::signing::{
 use refbus_seal::{KeyPair, Keyring, PublicKey, SecretKey};
 
 /// Logs to stderr (`REFBUS_LOG` filters, default `info`), and gives every span a W3C trace
-/// context that the bus carries in `traceparent` headers.
+/// context that the bus carries in `traceparent` headers; exported over OTLP when
+/// [`configure_traces`] named a collector (refbus-telemetry does the setup).
 pub(crate) fn init_tracing() {
     init_tracing_with("warn,refbus=info,refbus_adapter=info,refbus_router=info,refbus_bus=info");
 }
@@ -28,33 +29,65 @@ pub(crate) fn init_tracing_beside_router_activity() {
     init_tracing_with("warn,refbus=info,refbus_adapter=info,refbus_router=warn,refbus_bus=info");
 }
 
+/// Where traces go, as `main` read it before the command ran: the service name and the
+/// collector, if any.
+static TRACES: std::sync::OnceLock<(String, Option<String>)> = std::sync::OnceLock::new();
+/// The tracer installed by [`init_tracing`], flushed by [`shutdown_traces`].
+static TRACER: std::sync::Mutex<Option<refbus_telemetry::Telemetry>> = std::sync::Mutex::new(None);
+
+/// Names this process's component (`adapter` traces as `refbus-adapter`) and its collector
+/// (`--otlp-endpoint`, or the standard variables), checked before the command runs.
+pub(crate) fn configure_traces(component: &str, flag: Option<&str>) -> anyhow::Result<()> {
+    let endpoint = refbus_telemetry::endpoint(flag);
+    if let Some(endpoint) = &endpoint {
+        refbus_telemetry::check_endpoint(endpoint)?;
+    }
+    let _ = TRACES.set((format!("refbus-{component}"), endpoint));
+    Ok(())
+}
+
+/// Exports the spans still buffered and stops exporting; called once as the process ends.
+pub(crate) fn shutdown_traces() {
+    let tracer = TRACER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(tracer) = tracer {
+        tracer.shutdown();
+    }
+}
+
 fn init_tracing_with(default_filter: &str) {
-    use std::io::IsTerminal as _;
-
-    use opentelemetry::trace::TracerProvider as _;
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-
-    opentelemetry::global::set_text_map_propagator(
-        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-    );
-    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-    let tracer = provider.tracer("refbus");
-    opentelemetry::global::set_tracer_provider(provider);
-    // refbus's own messages at info; libraries only when something is wrong.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("REFBUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    // Colours only for a person at a terminal: in a log file they are escape-code noise.
-    let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(ansi),
-        )
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .try_init();
+    if TRACER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .is_some()
+    {
+        // Already installed (a command that runs another): one tracer per process.
+        return;
+    }
+    let (service_name, otlp) = TRACES
+        .get()
+        .cloned()
+        .unwrap_or_else(|| ("refbus".to_owned(), None));
+    let settings = refbus_telemetry::Settings {
+        service_name,
+        otlp,
+        default_log_filter: default_filter.to_owned(),
+    };
+    match refbus_telemetry::init(settings) {
+        Ok(tracer) => {
+            if tracer.exporting() {
+                tracing::info!("traces exported over OTLP");
+            }
+            *TRACER
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tracer);
+        }
+        // The endpoint was checked before the command ran; the component runs without export
+        // rather than not at all.
+        Err(err) => eprintln!("refbus: traces are not exported: {err}"),
+    }
 }
 
 /// Completes when the process is asked to stop: Ctrl-C (SIGINT), SIGTERM (`kill`, service

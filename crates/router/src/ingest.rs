@@ -106,6 +106,7 @@ impl Router {
                         Known {
                             seq: record.prev_seq,
                             state: before,
+                            trace: opentelemetry::trace::SpanContext::empty_context(),
                         },
                     );
                 }
@@ -151,6 +152,7 @@ impl Router {
             let known = Known {
                 seq: delivery.seq,
                 state: after,
+                trace: crate::trace::current(),
             };
             self.remember(state, known);
         }

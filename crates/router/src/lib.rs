@@ -13,6 +13,8 @@
 //!   stored beside the loop before the escalation is acknowledged.
 //! - `fire`: recording what is due on one referral.
 //! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
+//! - `trace`: the spans of consuming an event and of firing a timer (trace context carried on
+//!   from the event's `traceparent` to what the router appends and the notices it sends).
 //! - `snapshot`: the timer table written now and then to a signed file, so that a restart
 //!   reads again only the referrals that changed since.
 //! - `metrics`: the router's operations metrics (served by [`Router::run`] on
@@ -33,6 +35,7 @@ mod metrics;
 mod own;
 mod snapshot;
 mod timers;
+mod trace;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -154,6 +157,9 @@ pub struct Router {
 pub(crate) struct Known {
     pub(crate) seq: u64,
     pub(crate) state: refbus_core::Referral,
+    /// The span that consumed the event at `seq`: a firing computed from this state descends
+    /// from it (`trace`).
+    pub(crate) trace: opentelemetry::trace::SpanContext,
 }
 
 /// What the event loop owns.
@@ -275,17 +281,21 @@ impl Router {
                     .in_flight
                     .insert(referral, (entry.subject.clone(), entry.seq));
                 // The state this wake-up was computed from, if still cached.
-                let cached = state
+                let known = state
                     .known
                     .get(&referral)
-                    .filter(|known| known.seq == entry.seq)
-                    .map(|known| (known.seq, known.state.clone()));
+                    .filter(|known| known.seq == entry.seq);
+                let span = trace::fire(referral, known.map(|known| &known.trace));
+                let cached = known.map(|known| (known.seq, known.state.clone()));
                 let router = router.clone();
                 let fired_tx = fired_tx.clone();
-                fires.spawn(async move {
-                    let outcome = router.fire(referral, &entry.subject, cached).await;
-                    let _ = fired_tx.send(outcome);
-                });
+                fires.spawn(tracing::Instrument::instrument(
+                    async move {
+                        let outcome = router.fire(referral, &entry.subject, cached).await;
+                        let _ = fired_tx.send(outcome);
+                    },
+                    span,
+                ));
             }
             let next_wake = state.timers.next_wake().unwrap_or(Timestamp::MAX);
             let sleep = router.clock.sleep_until(next_wake);
@@ -355,8 +365,10 @@ impl Router {
             }
         };
         let mut backoff = Duration::from_millis(50);
+        let span = trace::consume(&delivery);
         let sent = loop {
-            match self.ingest(state, &delivery).await {
+            match tracing::Instrument::instrument(self.ingest(state, &delivery), span.clone()).await
+            {
                 Ok(sent) => break sent,
                 Err(err) => {
                     tracing::warn!(
@@ -383,11 +395,9 @@ impl Router {
             while settling.len() >= MAX_SETTLING {
                 settling.join_next().await;
             }
-            settling.spawn(ingest::settle(
-                self.bus.clone(),
-                self.activity.clone(),
-                sent,
-                delivery,
+            settling.spawn(tracing::Instrument::instrument(
+                ingest::settle(self.bus.clone(), self.activity.clone(), sent, delivery),
+                span,
             ));
         }
         true
