@@ -172,8 +172,12 @@ pub fn init(settings: Settings) -> Result<Telemetry, Error> {
             .thread_name("refbus-otlp")
             .enable_all()
             .build()?;
-        // The tonic channel spawns its connection task on the runtime it is built in.
-        let exporter = exporting.block_on(async { exporter(endpoint) })?;
+        // The tonic channel spawns its connection task on the runtime it is built in (entered,
+        // not blocked on: `init` may be called inside another runtime, as tests do).
+        let exporter = {
+            let _entered = exporting.enter();
+            exporter(endpoint)?
+        };
         builder = builder.with_batch_exporter(exporter);
         runtime = Some(exporting);
     }
