@@ -59,6 +59,7 @@
 //!   generated configuration file, and the HTTP GET for the monitoring endpoints.
 //! - [`browser`] (feature `browser`): a headless Chromium driven through chromedriver, for the
 //!   dashboard's browser tests.
+//! - [`otlp`] (feature `otlp`): an in-process OpenTelemetry collector, for trace tests.
 
 pub mod binary;
 #[cfg(feature = "browser")]
@@ -69,6 +70,8 @@ mod error;
 pub mod hostile;
 mod log;
 mod monitor;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod pki;
 mod ports;
 mod process;

@@ -12,174 +12,21 @@
 //! carries the person's identity.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use opentelemetry_proto::tonic::common::v1::any_value::Value;
-use opentelemetry_proto::tonic::trace::v1::Span;
 use refbus_core::Timestamp;
 use refbus_e2e::{System, create_request, demo_registry, identity, recorded};
 use refbus_proto::v1;
 use refbus_proto::v1::inbox_item::Item;
 use refbus_router::{Activity, ManualClock, Options};
 use refbus_testkit::NatsServer;
+use refbus_testkit::otlp::{Collector, Received, descends, of_trace};
 
 /// The agency system's own trace and span, as it sends them in `traceparent`.
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-/// A span as the collector received it, with its service.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    span: Span,
-}
-
-impl Received {
-    fn name(&self) -> &str {
-        &self.span.name
-    }
-
-    fn trace_id(&self) -> String {
-        hex(&self.span.trace_id)
-    }
-
-    fn span_id(&self) -> String {
-        hex(&self.span.span_id)
-    }
-
-    fn parent_id(&self) -> String {
-        hex(&self.span.parent_span_id)
-    }
-
-    fn attribute(&self, key: &str) -> Option<String> {
-        let value = self.span.attributes.iter().find(|kv| kv.key == key)?;
-        match value.value.as_ref()?.value.as_ref()? {
-            Value::StringValue(text) => Some(text.clone()),
-            Value::IntValue(number) => Some(number.to_string()),
-            other => Some(format!("{other:?}")),
-        }
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// What the in-process collector holds: every span exported, and every request's bytes.
-#[derive(Default)]
-struct Held {
-    spans: Vec<Received>,
-    bytes: Vec<u8>,
-}
-
-#[derive(Clone, Default)]
-struct Collector {
-    held: Arc<Mutex<Held>>,
-    arrived: Arc<tokio::sync::Notify>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let request = request.into_inner();
-        {
-            let mut held = self.held.lock().unwrap();
-            held.bytes.extend(prost::Message::encode_to_vec(&request));
-            for resource in &request.resource_spans {
-                let service = resource
-                    .resource
-                    .iter()
-                    .flat_map(|resource| &resource.attributes)
-                    .find(|kv| kv.key == "service.name")
-                    .and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                    .map(|value| match value {
-                        Value::StringValue(name) => name.clone(),
-                        other => format!("{other:?}"),
-                    })
-                    .unwrap_or_default();
-                for scope in &resource.scope_spans {
-                    for span in &scope.spans {
-                        held.spans.push(Received {
-                            service: service.clone(),
-                            span: span.clone(),
-                        });
-                    }
-                }
-            }
-        }
-        self.arrived.notify_waiters();
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-impl Collector {
-    /// Serves the collector on a free port of 127.0.0.1; its address.
-    async fn start(&self) -> std::net::SocketAddr {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        addr
-    }
-
-    /// The spans received so far once `complete` holds for them; fails the test if they do not
-    /// arrive (the batch exporter sends ended spans every few seconds).
-    async fn wait_for(&self, complete: impl Fn(&[Received]) -> bool) -> Vec<Received> {
-        loop {
-            let arrived = self.arrived.notified();
-            {
-                let held = self.held.lock().unwrap();
-                if complete(&held.spans) {
-                    return held.spans.clone();
-                }
-            }
-            if tokio::time::timeout(Duration::from_secs(30), arrived)
-                .await
-                .is_err()
-            {
-                let held = self.held.lock().unwrap();
-                let names: Vec<String> = held
-                    .spans
-                    .iter()
-                    .map(|span| format!("{} {}", span.name(), span.trace_id()))
-                    .collect();
-                panic!("the expected spans never arrived; received: {names:#?}");
-            }
-        }
-    }
-
-    fn bytes(&self) -> Vec<u8> {
-        self.held.lock().unwrap().bytes.clone()
-    }
-}
-
-/// The spans of `trace`, by span id.
-fn of_trace<'a>(spans: &'a [Received], trace: &str) -> HashMap<String, &'a Received> {
-    spans
-        .iter()
-        .filter(|span| span.trace_id() == trace)
-        .map(|span| (span.span_id(), span))
-        .collect()
-}
 
 /// The one span of `trace` named `name` (and matching `filter`).
 fn only<'a>(
@@ -195,18 +42,6 @@ fn only<'a>(
     found[0]
 }
 
-/// Whether `span` descends from `ancestor` in `spans`.
-fn descends(spans: &HashMap<String, &Received>, span: &Received, ancestor: &Received) -> bool {
-    let mut parent = span.parent_id();
-    while let Some(next) = spans.get(&parent) {
-        if next.span_id() == ancestor.span_id() {
-            return true;
-        }
-        parent = next.parent_id();
-    }
-    false
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -215,8 +50,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_an_agency_call_to_the_escalation_notice_in_another_inbox() {
-    let collector = Collector::default();
-    let addr = collector.start().await;
+    let (collector, addr) = Collector::start().await.unwrap();
     let telemetry = refbus_telemetry::init(refbus_telemetry::Settings {
         service_name: "refbus-e2e".to_owned(),
         otlp: Some(format!("http://{addr}")),
@@ -301,7 +135,15 @@ async fn one_trace_from_an_agency_call_to_the_escalation_notice_in_another_inbox
             });
             delivered && escalation_consumed
         })
-        .await;
+        .await
+        .unwrap_or_else(|| {
+            let names: Vec<String> = collector
+                .spans()
+                .iter()
+                .map(|span| format!("{} {}", span.name(), span.trace_id()))
+                .collect();
+            panic!("the expected spans never arrived; received: {names:#?}")
+        });
     let trace = of_trace(&spans, CALLER_TRACE);
 
     // The adapter's span of the call: the caller's span is its parent.
