@@ -2,7 +2,8 @@
 //! this machine has: `systemd-analyze verify` of every unit in a scratch root that holds the
 //! real binaries, the Kubernetes manifests against the pinned Kubernetes version's schemas
 //! (tests/python/check_k8s_manifests.py, kubernetes-validate from scripts/install-tools.sh),
-//! the container definition's COPY sources, and every refbus flag and variable they use against
+//! the NATS nodes' configuration with the pinned nats-server's `-t`, the container
+//! definition's COPY sources, and every refbus flag and variable they use against
 //! the command's own `--help`. Nothing is started: a unit that verifies can still fail on a
 //! real machine for what only a real machine has (users, files in /etc/refbus).
 
@@ -435,4 +436,110 @@ fn the_containerfile_copies_what_exists_and_runs_as_a_user() {
             "Containerfile.dockerignore leaves out {source}"
         );
     }
+}
+
+/// The text of a literal block (`key: |`) of a YAML file: the lines indented deeper than the
+/// key, without that indentation. Enough for the one ConfigMap this reads.
+fn yaml_block(yaml: &str, key: &str) -> String {
+    let mut lines = yaml
+        .lines()
+        .skip_while(|line| line.trim() != format!("{key}: |"));
+    let header = lines.next().expect("the block is in the file");
+    let indent = header.len() - header.trim_start().len() + 2;
+    lines
+        .take_while(|line| line.trim().is_empty() || line.len() - line.trim_start().len() >= indent)
+        .map(|line| line.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_kubernetes_nats_configuration_is_valid_for_the_pinned_nats_server() {
+    let nats_server = repo_root().join(".tools/bin/nats-server");
+    assert!(
+        nats_server.exists(),
+        "{} is missing: run scripts/install-tools.sh",
+        nats_server.display()
+    );
+    // The pod's /etc/nats, as the projected volume lays it out: the ConfigMap's nats.conf, the
+    // shipped permissions.conf, the example secrets, and certificates `refbus certs` makes.
+    let etc = tempfile::tempdir().unwrap();
+    let dir = etc.path();
+    let conf = yaml_block(
+        &read(&repo_root().join("deploy/k8s/nats.yaml")),
+        "nats.conf",
+    );
+    let local = |path: &str| dir.join(path).display().to_string();
+    let conf = conf
+        .replace("/etc/nats/tls", &local("tls"))
+        .replace("/data/jetstream", &local("jetstream"))
+        .replace("/var/run/nats/nats.pid", &local("nats.pid"));
+    std::fs::write(dir.join("nats.conf"), conf).unwrap();
+    let deploy_nats = repo_root().join("deploy/nats");
+    std::fs::copy(
+        deploy_nats.join("permissions.conf"),
+        dir.join("permissions.conf"),
+    )
+    .unwrap();
+    std::fs::copy(
+        deploy_nats.join("passwords.conf.example"),
+        dir.join("passwords.conf"),
+    )
+    .unwrap();
+    std::fs::copy(
+        deploy_nats.join("cluster/routes.conf.example"),
+        dir.join("routes.conf"),
+    )
+    .unwrap();
+    let pki = dir.join("pki");
+    for args in [
+        vec!["certs", "ca", "--dir"],
+        vec![
+            "certs",
+            "server",
+            "--name",
+            "nats",
+            "--host",
+            "refbus-nats-0.refbus-nats.refbus.svc.cluster.local",
+            "--dir",
+        ],
+    ] {
+        let made = Command::new(env!("CARGO_BIN_EXE_refbus"))
+            .args(&args)
+            .arg(&pki)
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{made:?}");
+    }
+    std::fs::create_dir(dir.join("tls")).unwrap();
+    for (from, to) in [
+        ("ca.pem", "ca.pem"),
+        ("server-nats.pem", "server.pem"),
+        ("server-nats.key", "server-key.pem"),
+    ] {
+        std::fs::copy(pki.join(from), dir.join("tls").join(to)).unwrap();
+    }
+
+    let check = |pod_name: Option<&str>| {
+        let mut command = Command::new(&nats_server);
+        command.arg("-t").arg("-c").arg(dir.join("nats.conf"));
+        command.env_remove("POD_NAME");
+        if let Some(name) = pod_name {
+            command.env("POD_NAME", name);
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        )
+    };
+    let (valid, said) = check(Some("refbus-nats-0"));
+    assert!(valid, "{said}");
+    // The check can fail: without the pod's name (which the StatefulSet sets) it is refused.
+    let (valid, said) = check(None);
+    assert!(!valid && said.contains("POD_NAME"), "{said}");
 }
