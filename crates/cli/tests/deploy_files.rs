@@ -161,7 +161,8 @@ fn systemd_analyze() -> Option<PathBuf> {
 /// and every binary their Exec*= lines name: the refbus binary built for this test, the pinned
 /// nats-server, and this machine's own copy of anything else (`/bin/kill`).
 fn scratch_root(units: &[(&str, String)]) -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
+    // Beside the test binaries, so that the refbus binary is hard-linked rather than copied.
+    let root = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     copy_tree(
         Path::new("/usr/lib/systemd/system"),
         &root.path().join("usr/lib/systemd/system"),
