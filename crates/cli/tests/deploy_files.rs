@@ -107,17 +107,32 @@ fn help_flags(command: &str) -> (BTreeSet<String>, String) {
     (flags, help)
 }
 
-/// Every `--flag` of a refbus command line that `refbus <command> --help` does not list.
+/// What is wrong with a refbus command line: every `--flag` that `refbus <command> --help`
+/// does not list, and every flag its usage line requires that is not given.
 fn unknown_flags(args: &[String]) -> Vec<String> {
     let command = &args[0];
-    let (known, _) = help_flags(command);
-    args[1..]
+    let (known, help) = help_flags(command);
+    let given: BTreeSet<String> = args[1..]
         .iter()
         .filter(|arg| arg.starts_with("--"))
         .map(|arg| arg.split('=').next().unwrap_or(arg).to_owned())
-        .filter(|flag| !known.contains(flag))
-        .map(|flag| format!("refbus {command} {flag}"))
-        .collect()
+        .collect();
+    let usage = help
+        .lines()
+        .find(|line| line.starts_with("Usage: "))
+        .expect("--help has a usage line");
+    let required = usage
+        .split_whitespace()
+        .filter(|word| word.starts_with("--"))
+        .map(str::to_owned);
+    let unknown = given
+        .iter()
+        .filter(|flag| !known.contains(*flag))
+        .map(|flag| format!("refbus {command} {flag}: no such flag"));
+    let missing = required
+        .filter(|flag| !given.contains(flag))
+        .map(|flag| format!("refbus {command}: {flag} is required"));
+    unknown.chain(missing).collect()
 }
 
 /// Copies a tree, keeping symbolic links as links (systemd's unit directories are full of them).
