@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use refbus_core::integrity::{Failure, Problem};
+use refbus_core::integrity::Failure;
 use refbus_core::{Referral, Timestamp};
 
 use crate::record::EventRecord;
@@ -121,16 +121,18 @@ impl Replayer {
     /// of one copy of the state.
     pub fn check_after(&mut self, message: &StoredMessage) -> (Replayed, Option<Referral>) {
         let (seq, subject) = (message.seq, message.subject.clone());
-        let Some(record) = message.raw().unchecked(&self.verifier) else {
-            let failure = Failure::new(Problem::Unreadable, "not a refbus record");
-            return (
-                Replayed::Refused {
-                    seq,
-                    subject,
-                    failure,
-                },
-                None,
-            );
+        let record = match message.raw().unchecked(&self.verifier) {
+            Ok(record) => record,
+            Err(failure) => {
+                return (
+                    Replayed::Refused {
+                        seq,
+                        subject,
+                        failure,
+                    },
+                    None,
+                );
+            }
         };
         let before = self.states.remove(&subject);
         let kept = before.clone();
