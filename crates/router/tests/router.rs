@@ -875,6 +875,51 @@ async fn garbage_on_a_referral_subject_stops_neither_a_restart_nor_its_clocks() 
     router.stop().await;
 }
 
+#[tokio::test]
+async fn a_record_of_an_unknown_format_reaches_the_coordinator_and_the_clocks_run_on() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "format-1", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    // What a newer refbus might write: a record of a format this router does not read.
+    let seq = refbus_testkit::hostile::publish_raw(
+        &nats.url(),
+        &subject,
+        br#"{"format":2,"events":[{"kind":"accepted"}]}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+
+    // Never skipped in silence: the coordinator is told exactly what and where...
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.problem, refbus_core::integrity::Problem::Format);
+    assert_eq!(notice.stream_seq, seq);
+    assert_eq!(notice.referral_id, Some(state.id));
+    assert_eq!(
+        notice.detail,
+        format!(
+            "{subject} (stream sequence {seq}): event record format 2 is unknown; this refbus \
+             reads format 1; upgrade this reader before the writers (docs/ARCHITECTURE.md, \
+             \"Record formats and versions\")"
+        )
+    );
+    // ...and the referral's clocks run on from its last record this router reads.
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(7).await;
+    let items = recorded_on(&bus, &state.id).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_nats_server_loses_no_clock_and_no_notice() {
     let nats = NatsServer::start().unwrap();
