@@ -108,6 +108,23 @@ pub fn on_stream(subject: &str, seq: u64) -> String {
     format!("{subject} (stream sequence {seq})")
 }
 
+/// The first line of a file whose format is named there (the snapshots): `<title> v<n>\n`.
+pub fn first_line(title: &str, version: u64) -> String {
+    format!("{title} v{version}\n")
+}
+
+/// The format the first line of `bytes` names for `title` (`<title> v<digits>\n`); `None` if
+/// the file does not start with such a line (not a file of this kind at all).
+pub fn read_first_line(bytes: &[u8], title: &str) -> Option<u64> {
+    let rest = bytes.strip_prefix(title.as_bytes())?.strip_prefix(b" v")?;
+    let end = rest.iter().position(|&byte| byte == b'\n')?;
+    let digits = std::str::from_utf8(&rest[..end]).ok()?;
+    if digits.is_empty() || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
 /// `1`, `1 or 2`, `1, 2 or 3`.
 fn known_list(known: &[u64]) -> String {
     match known {
@@ -146,5 +163,25 @@ mod tests {
              (docs/ARCHITECTURE.md, \"Record formats and versions\")"
         );
         assert_eq!(known_list(&[1, 2, 3]), "1, 2 or 3");
+    }
+
+    #[test]
+    fn a_first_line_names_its_format() {
+        let line = first_line("refbus router timers", 1);
+        assert_eq!(line, "refbus router timers v1\n");
+        let file = [line.as_bytes(), b"\x00\x01"].concat();
+        assert_eq!(read_first_line(&file, "refbus router timers"), Some(1));
+        assert_eq!(
+            read_first_line(b"refbus router timers v12\n", "refbus router timers"),
+            Some(12)
+        );
+        for other in [
+            &b"refbus router timers v\n"[..],
+            b"refbus router timers vx\n",
+            b"something",
+            b"refbus router timers v1",
+        ] {
+            assert_eq!(read_first_line(other, "refbus router timers"), None);
+        }
     }
 }
