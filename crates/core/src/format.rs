@@ -71,17 +71,27 @@ impl std::fmt::Display for RecordKind {
 /// A record of a format this build does not read: where it is, what it is, what it says, and
 /// what would have been read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{at}: {kind} format {found} is unknown; this refbus reads format {}; upgrade this reader \
-     before the writers (docs/ARCHITECTURE.md, \"Record formats and versions\")",
-    known_list(kind.known())
-)]
+#[error("{at}: {}", self.sentence())]
 pub struct UnknownFormat {
     pub kind: RecordKind,
     /// The format the record carries.
     pub found: u64,
     /// The record: `<subject> (stream sequence <n>)`, or a file's path.
     pub at: String,
+}
+
+impl UnknownFormat {
+    /// The refusal without the record's place (for a reader that names it its own way, as a
+    /// file's line).
+    pub fn sentence(&self) -> String {
+        format!(
+            "{} format {} is unknown; this refbus reads format {}; upgrade this reader before \
+             the writers (docs/ARCHITECTURE.md, \"Record formats and versions\")",
+            self.kind,
+            self.found,
+            known_list(self.kind.known())
+        )
+    }
 }
 
 /// The format of a record of `kind` that carries `found` (`None`: written before formats were
