@@ -33,6 +33,8 @@ pub enum RecordKind {
     AuditResume,
     /// The operators' accounts file.
     OperatorAccounts,
+    /// An entry (leaf) of the notary's Merkle log: its first byte.
+    LogEntry,
 }
 
 impl RecordKind {
@@ -47,6 +49,7 @@ impl RecordKind {
             RecordKind::DashboardSnapshot => "dashboard projection snapshot",
             RecordKind::AuditResume => "audit resume file",
             RecordKind::OperatorAccounts => "operators' accounts file",
+            RecordKind::LogEntry => "log entry",
         }
     }
 
