@@ -157,7 +157,12 @@ impl Run {
                 }
                 (Replayed::Refused { failure, .. }, _) => Verdict::Refused(failure),
             },
-            _ => Verdict::Other,
+            // A notice or an index entry: its format is checked (a newer writer's is a
+            // problem, never passed over); the rest is its readers' concern.
+            _ => match self.replayer.check_format(message) {
+                Some(failure) => Verdict::Refused(failure),
+                None => Verdict::Other,
+            },
         };
         let seen = Seen {
             message,

@@ -111,6 +111,33 @@ impl Replayer {
         &self.states
     }
 
+    /// A message that is not a referral record (a notice, an integrity notice, an index entry),
+    /// checked for what its readers check first: its format (`refbus_core::format`). The
+    /// failure (reported) if this build does not read it; `None` otherwise, and for any other
+    /// subject (its content is its readers' concern, as before).
+    pub fn check_format(&self, message: &StoredMessage) -> Option<Failure> {
+        use refbus_core::format::RecordKind;
+        let subject = message.subject.as_str();
+        let kind = if subject.starts_with(crate::subjects::NOTICE_PREFIX) {
+            if crate::subjects::integrity_notices_for_subject_agency(subject).is_empty() {
+                RecordKind::Notice
+            } else {
+                RecordKind::IntegrityNotice
+            }
+        } else if subject
+            .starts_with(&crate::subjects::ALL_INDEXES[..crate::subjects::ALL_INDEXES.len() - 1])
+        {
+            RecordKind::IndexEntry
+        } else {
+            return None;
+        };
+        let found = crate::record::format_of(&message.payload);
+        let failure =
+            refbus_core::integrity::check_format(kind, found, subject, message.seq).err()?;
+        self.verifier.report(message.seq, subject, &failure);
+        Some(failure)
+    }
+
     /// Checks `message` against its referral's last verified state.
     pub fn check(&mut self, message: &StoredMessage) -> Replayed {
         self.check_after(message).0
