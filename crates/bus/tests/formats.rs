@@ -174,3 +174,56 @@ fn an_event_record_of_an_unknown_format_is_refused_and_one_without_a_format_is_f
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_inbox_reports_a_notice_of_an_unknown_format_and_delivers_the_next() {
+    use futures::StreamExt;
+    use refbus_bus::{Bus, Item, StreamSettings};
+    use refbus_core::IntegrityNotice;
+
+    let server = refbus_testkit::NatsServer::start().unwrap();
+    let bus = Bus::connect(&server.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let coordinator = agency("maros-bappeda");
+    let subject = subjects::integrity_notices_for(&coordinator);
+    let verifier = verifier();
+    let mut inbox = bus
+        .watch(&verifier, vec![subject.clone()], 0)
+        .await
+        .unwrap();
+    // A newer writer's notice, then one of this build.
+    let newer = refbus_testkit::hostile::publish_raw(
+        &server.url(),
+        &subject,
+        br#"{"format":2,"notices":[]}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    let notice = IntegrityNotice {
+        subject: "refbus.v1.ref.a.b.c".to_owned(),
+        stream_seq: newer,
+        referral_id: None,
+        problem: Problem::Format,
+        detail: "a newer writer".to_owned(),
+        at: Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap(),
+    };
+    let written = bus
+        .publish_integrity_notice(&coordinator, &notice)
+        .await
+        .unwrap();
+    let item = tokio::time::timeout(std::time::Duration::from_secs(20), inbox.next())
+        .await
+        .expect("nothing came")
+        .unwrap()
+        .unwrap();
+    match item {
+        Item::Integrity(stored) => {
+            assert_eq!(stored.seq, written.seq);
+            assert_eq!(stored.record, notice);
+        }
+        other => panic!("expected the integrity notice, got {other:?}"),
+    }
+    // The one it could not read was reported (an ERROR line naming it, and the count).
+    assert_eq!(verifier.refused(), 1);
+}
