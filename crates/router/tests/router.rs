@@ -1078,6 +1078,43 @@ async fn the_router_ends_with_an_error_when_its_consumer_is_deleted() {
 }
 
 #[tokio::test]
+async fn a_timers_snapshot_of_an_unknown_format_is_not_used_and_every_referral_is_read() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "snap-format", at(T0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router-a.timers");
+    // A newer router's snapshot: its first line names format 2 (whatever follows).
+    std::fs::write(&file, b"refbus router timers v2\n\x00\x01\x02").unwrap();
+    let options = Options {
+        replica: "a".to_owned(),
+        snapshot: Some(file.clone()),
+        snapshot_every: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let clock = ManualClock::new(at(T0));
+    let (mut router, ready) = start_router_with(&nats, &registry, clock.clone(), options).await;
+    let Activity::Ready {
+        referrals,
+        from_snapshot,
+        ..
+    } = ready
+    else {
+        unreachable!()
+    };
+    // Refused by its format (an ERROR naming the file), and the timers rebuilt from the bus.
+    assert_eq!((referrals, from_snapshot), (1, None));
+    clock.advance_to(at("2026-03-02T09:40:00+08:00"));
+    // Its clock runs: the items due by then (as in the test below), each once.
+    router.recorded(2).await;
+    assert_eq!(recorded_on(&bus, &created.record.state.id).await.len(), 2);
+    router.stop().await;
+}
+
+#[tokio::test]
 async fn a_restart_from_the_timers_snapshot_reads_only_what_changed_and_misses_nothing() {
     let nats = NatsServer::start().unwrap();
     let registry = maros();
