@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use refbus_bus::{Bus, Replayed, Replayer, StoredMessage, StreamState, Verifier, subjects};
+use refbus_core::format::RecordKind;
 use refbus_core::{Referral, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +44,9 @@ pub enum VerifyError {
     File { path: PathBuf, message: String },
     #[error("{0}")]
     Export(String),
+    /// A file of a format this build does not read (the sentence names the file).
+    #[error("{0}")]
+    Format(String),
 }
 
 /// How a run ended.
@@ -57,10 +61,11 @@ pub enum Outcome {
     },
 }
 
-/// The state of a run, as the resume file holds it.
+/// The state of a run, as the resume file holds it. `version` is the file's format
+/// (`refbus_core::format::RecordKind::AuditResume`), written in every file since the first.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
-    version: u32,
+    version: u64,
     source: String,
     last_seq: u64,
     messages: u64,
@@ -70,7 +75,11 @@ struct Saved {
     checks: HashMap<String, serde_json::Value>,
 }
 
-const SAVED_VERSION: u32 = 1;
+/// The resume file's format alone, read before the rest (a newer file may not decode here).
+#[derive(Deserialize)]
+struct SavedVersion {
+    version: u64,
+}
 
 /// One run in progress.
 struct Run {
@@ -148,7 +157,12 @@ impl Run {
                 }
                 (Replayed::Refused { failure, .. }, _) => Verdict::Refused(failure),
             },
-            _ => Verdict::Other,
+            // A notice or an index entry: its format is checked (a newer writer's is a
+            // problem, never passed over); the rest is its readers' concern.
+            _ => match self.replayer.check_format(message) {
+                Some(failure) => Verdict::Refused(failure),
+                None => Verdict::Other,
+            },
         };
         let seen = Seen {
             message,
@@ -161,7 +175,7 @@ impl Run {
 
     fn save(&self, path: &Path) -> Result<(), VerifyError> {
         let saved = Saved {
-            version: SAVED_VERSION,
+            version: RecordKind::AuditResume.written(),
             source: self.source.clone(),
             last_seq: self.last_seq,
             messages: self.messages,
@@ -209,15 +223,16 @@ fn read_saved(path: &Path) -> Result<Saved, VerifyError> {
         message,
     };
     let bytes = std::fs::read(path).map_err(|err| file_error(err.to_string()))?;
-    let saved: Saved = serde_json::from_slice(&bytes)
-        .map_err(|err| file_error(format!("not a resume file of refbus audit: {err}")))?;
-    if saved.version != SAVED_VERSION {
-        return Err(file_error(format!(
-            "resume file version {}, this refbus writes {SAVED_VERSION}",
-            saved.version
-        )));
-    }
-    Ok(saved)
+    let not_a_resume_file =
+        |err: serde_json::Error| file_error(format!("not a resume file of refbus audit: {err}"));
+    let version = serde_json::from_slice::<SavedVersion>(&bytes)
+        .map_err(not_a_resume_file)?
+        .version;
+    refbus_core::format::check(RecordKind::AuditResume, Some(version), || {
+        path.display().to_string()
+    })
+    .map_err(|unknown| VerifyError::Format(unknown.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(not_a_resume_file)
 }
 
 /// Writes `bytes` to `path` readable by its owner only, replacing it atomically.

@@ -62,6 +62,7 @@ use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures::{Stream, StreamExt, TryStreamExt};
+use refbus_core::integrity::{Failure, Problem};
 use refbus_core::signature::SigningKey;
 use refbus_core::{Event, Referral};
 
@@ -217,9 +218,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The record for checking; `None` (reported to `verifier`) if it is not a refbus record.
-    pub fn unchecked(&self, verifier: &Verifier) -> Option<Unchecked> {
-        let raw = raw_stream_message(&self.message).ok()?;
+    /// The record for checking; the failure (reported to `verifier`) if it is not a refbus
+    /// record or of a format this build does not read.
+    pub fn unchecked(&self, verifier: &Verifier) -> Result<Unchecked, Failure> {
+        let raw = raw_stream_message(&self.message).map_err(|err| {
+            Failure::new(Problem::Unreadable, format!("not a stream message: {err}"))
+        })?;
         raw.unchecked(verifier)
     }
 
@@ -584,7 +588,7 @@ impl Bus {
             .await?
             .map(|message| {
                 let raw = Raw::from(message);
-                (raw.sequence, raw.unchecked(verifier))
+                (raw.sequence, raw.unchecked(verifier).ok())
             }))
     }
 
@@ -600,7 +604,7 @@ impl Bus {
         Ok(self
             .first_from(subject, from)
             .await?
-            .map(|raw| (raw.sequence, raw.unchecked(verifier))))
+            .map(|raw| (raw.sequence, raw.unchecked(verifier).ok())))
     }
 
     /// The subject of the last message matching `pattern` (which may hold wildcards): where a
@@ -653,7 +657,7 @@ impl Bus {
             .first_from(subject, seq)
             .await?
             .filter(|raw| raw.sequence == seq)
-            .and_then(|raw| raw.unchecked(verifier)))
+            .and_then(|raw| raw.unchecked(verifier).ok()))
     }
 
     /// Every record on `subject` (which may hold wildcards), oldest first; messages that are
@@ -677,7 +681,7 @@ impl Bus {
             .read_filtered(subject, from, usize::MAX)
             .await?
             .into_iter()
-            .filter_map(|raw| raw.unchecked(verifier))
+            .filter_map(|raw| raw.unchecked(verifier).ok())
             .collect())
     }
 
@@ -724,6 +728,8 @@ impl Bus {
     /// own message, which is then checked like any other, and a message stored by another
     /// writer cannot be changed; a record whose header lies about its kind is one the follower
     /// would not act on anyway, or one that fails the check.
+    /// A type of that kind in any format (`.v2`) is kept, so a record of a format this build
+    /// does not read is refused loudly by the check, not skipped in silence.
     pub async fn watch_changes(
         &self,
         verifier: &Verifier,
@@ -731,7 +737,7 @@ impl Bus {
         after: u64,
         kind: &str,
     ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
-        let wanted = headers::change_type(kind);
+        let kind = kind.to_owned();
         // One consumer per filter, merged, as `watch` (the adapter's connection is confined).
         let messages = self.merged(filters, after).await?;
         let verifier = verifier.clone();
@@ -741,7 +747,7 @@ impl Bus {
                     if !message.headers.as_ref().is_some_and(|headers| {
                         headers
                             .get("ce-type")
-                            .is_some_and(|value| value.as_str() == wanted)
+                            .is_some_and(|value| headers::is_change_type(value.as_str(), &kind))
                     }) =>
                 {
                     None
@@ -869,7 +875,8 @@ impl Bus {
         headers.insert("ce-type", "org.refbus.notice.integrity.v1");
         headers.insert("ce-time", notice.at.to_rfc3339().as_str());
         headers.insert("ce-datacontenttype", "application/json");
-        let payload = serde_json::to_vec(notice).unwrap_or_default();
+        let payload =
+            record::encode_versioned(refbus_core::format::RecordKind::IntegrityNotice, notice);
         let message = PublishMessage::build()
             .payload(payload.into())
             .headers(headers)
@@ -1064,23 +1071,20 @@ impl From<jetstream::message::StreamMessage> for Raw {
 }
 
 impl Raw {
-    /// The record for checking; `None` (reported to `verifier`) if it is not a refbus record.
-    fn unchecked(self, verifier: &Verifier) -> Option<Unchecked> {
-        match record::CheckedRecord::decode(&self.payload) {
-            Ok(record) => Some(Unchecked::new(
+    /// The record for checking; the failure (reported to `verifier`) if it is not a refbus
+    /// record, or of a format this build does not read.
+    fn unchecked(self, verifier: &Verifier) -> Result<Unchecked, Failure> {
+        match record::CheckedRecord::decode(&self.payload, &self.subject, self.sequence) {
+            Ok(record) => Ok(Unchecked::new(
                 self.sequence,
                 self.subject,
                 self.prev_seq,
                 self.stored_at,
                 record,
             )),
-            Err(err) => {
-                let failure = refbus_core::integrity::Failure::new(
-                    refbus_core::integrity::Problem::Unreadable,
-                    format!("not a refbus record: {err}"),
-                );
+            Err(failure) => {
                 verifier.report(self.sequence, &self.subject, &failure);
-                None
+                Err(failure)
             }
         }
     }
@@ -1104,7 +1108,7 @@ pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, Re
 /// is not a refbus record): then the referral is read again from its history.
 fn check_latest(verifier: &Verifier, raw: Raw) -> Result<Stored<EventRecord>, String> {
     let subject = raw.subject.clone();
-    let Some(record) = raw.unchecked(verifier) else {
+    let Ok(record) = raw.unchecked(verifier) else {
         return Err(subject);
     };
     // A creation needs no predecessor: it is checked in full here.
@@ -1157,31 +1161,40 @@ fn decode_state(message: impl Into<Raw>) -> Result<Stored<Referral>, ReadError> 
 fn checked_item(verifier: &Verifier, raw: Raw) -> Option<Item> {
     if raw.subject.starts_with(subjects::NOTICE_PREFIX) {
         let (seq, subject) = (raw.sequence, raw.subject.clone());
-        return match decode_item_raw(raw) {
+        return match decode_notice_item(raw) {
             Ok(item) => Some(item),
             Err(err) => {
-                let failure = refbus_core::integrity::Failure::new(
-                    refbus_core::integrity::Problem::Unreadable,
-                    format!("not a refbus notice: {err}"),
-                );
+                let failure = err.failure("not a refbus notice");
                 verifier.report(seq, &subject, &failure);
                 None
             }
         };
     }
-    let record = raw.unchecked(verifier)?;
+    let record = raw.unchecked(verifier).ok()?;
     let state = verifier.check_listed(&record)?;
     Some(Item::Event(Box::new(record.into_stored(state))))
 }
 
 fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
+    let seq = message.sequence;
+    decode_notice_item(message)
+        .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(seq), err.to_string()))
+}
+
+/// An inbox item: a notice or an integrity notice by its subject (each of its format), else
+/// an event record.
+fn decode_notice_item(message: Raw) -> Result<Item, record::DecodeError> {
+    use refbus_core::format::RecordKind;
     match subjects::parse(&message.subject) {
         _ if message.subject
             == subjects::integrity_notices_for_subject_agency(&message.subject) =>
         {
-            let notice = serde_json::from_slice(&message.payload).map_err(|err| {
-                ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
-            })?;
+            let notice = record::decode_versioned(
+                RecordKind::IntegrityNotice,
+                &message.payload,
+                &message.subject,
+                message.sequence,
+            )?;
             Ok(Item::Integrity(Box::new(Stored {
                 seq: message.sequence,
                 last_seq: message.sequence,
@@ -1191,9 +1204,8 @@ fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
             })))
         }
         Some(subjects::Parsed::Notice { .. }) => {
-            let notice = record::decode_notice(&message.payload).map_err(|err| {
-                ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
-            })?;
+            let notice =
+                record::decode_notice(&message.payload, &message.subject, message.sequence)?;
             Ok(Item::Notice(Box::new(Stored {
                 seq: message.sequence,
                 last_seq: message.sequence,
@@ -1202,6 +1214,15 @@ fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
                 record: notice,
             })))
         }
-        _ => decode_event(message).map(|stored| Item::Event(Box::new(stored))),
+        _ => {
+            let record = EventRecord::decode(&message.payload)?;
+            Ok(Item::Event(Box::new(Stored {
+                seq: message.sequence,
+                last_seq: message.sequence,
+                subject: message.subject,
+                prev_seq: message.prev_seq,
+                record,
+            })))
+        }
     }
 }

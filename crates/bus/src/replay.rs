@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use refbus_core::integrity::{Failure, Problem};
+use refbus_core::integrity::Failure;
 use refbus_core::{Referral, Timestamp};
 
 use crate::record::EventRecord;
@@ -111,6 +111,33 @@ impl Replayer {
         &self.states
     }
 
+    /// A message that is not a referral record (a notice, an integrity notice, an index entry),
+    /// checked for what its readers check first: its format (`refbus_core::format`). The
+    /// failure (reported) if this build does not read it; `None` otherwise, and for any other
+    /// subject (its content is its readers' concern, as before).
+    pub fn check_format(&self, message: &StoredMessage) -> Option<Failure> {
+        use refbus_core::format::RecordKind;
+        let subject = message.subject.as_str();
+        let kind = if subject.starts_with(crate::subjects::NOTICE_PREFIX) {
+            if crate::subjects::integrity_notices_for_subject_agency(subject).is_empty() {
+                RecordKind::Notice
+            } else {
+                RecordKind::IntegrityNotice
+            }
+        } else if subject
+            .starts_with(&crate::subjects::ALL_INDEXES[..crate::subjects::ALL_INDEXES.len() - 1])
+        {
+            RecordKind::IndexEntry
+        } else {
+            return None;
+        };
+        let found = crate::record::format_of(&message.payload);
+        let failure =
+            refbus_core::integrity::check_format(kind, found, subject, message.seq).err()?;
+        self.verifier.report(message.seq, subject, &failure);
+        Some(failure)
+    }
+
     /// Checks `message` against its referral's last verified state.
     pub fn check(&mut self, message: &StoredMessage) -> Replayed {
         self.check_after(message).0
@@ -121,16 +148,18 @@ impl Replayer {
     /// of one copy of the state.
     pub fn check_after(&mut self, message: &StoredMessage) -> (Replayed, Option<Referral>) {
         let (seq, subject) = (message.seq, message.subject.clone());
-        let Some(record) = message.raw().unchecked(&self.verifier) else {
-            let failure = Failure::new(Problem::Unreadable, "not a refbus record");
-            return (
-                Replayed::Refused {
-                    seq,
-                    subject,
-                    failure,
-                },
-                None,
-            );
+        let record = match message.raw().unchecked(&self.verifier) {
+            Ok(record) => record,
+            Err(failure) => {
+                return (
+                    Replayed::Refused {
+                        seq,
+                        subject,
+                        failure,
+                    },
+                    None,
+                );
+            }
         };
         let before = self.states.remove(&subject);
         let kept = before.clone();

@@ -15,6 +15,10 @@
 //! 6. the event's time is not before its predecessor's, and lies within a tolerance of the time
 //!    JetStream stored it (so nobody back-dates an acceptance to escape a breach).
 //!
+//! Before all of these, the record's format (`crate::format`) must be one this build reads
+//! ([`check_format`]): the bus asks before it decodes a record, and reports a refusal as any
+//! other failure (`Problem::Format`).
+//!
 //! The check is pure: the predecessor's state is passed in by the caller, which knows it (the
 //! router holds the states it checked) or reads it (one read back).
 
@@ -56,10 +60,13 @@ pub enum Problem {
     WrongState,
     /// Its time is before its predecessor's, or too far from when JetStream stored it.
     Time,
+    /// It carries a record format this build does not read (`crate::format`): written by a
+    /// newer refbus, or not by refbus. Never guessed at, never skipped in silence.
+    Format,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 8] = [
+    pub const ALL: [Problem; 9] = [
         Problem::Unreadable,
         Problem::WrongSubject,
         Problem::Signature,
@@ -68,6 +75,7 @@ impl Problem {
         Problem::Refused,
         Problem::WrongState,
         Problem::Time,
+        Problem::Format,
     ];
 
     pub fn parse(text: &str) -> Option<Problem> {
@@ -86,6 +94,7 @@ impl Problem {
             Problem::Refused => "refused",
             Problem::WrongState => "wrong_state",
             Problem::Time => "time",
+            Problem::Format => "format",
         }
     }
 }
@@ -112,6 +121,26 @@ impl Failure {
             detail: detail.into(),
         }
     }
+}
+
+impl From<crate::format::UnknownFormat> for Failure {
+    fn from(unknown: crate::format::UnknownFormat) -> Failure {
+        Failure::new(Problem::Format, unknown.to_string())
+    }
+}
+
+/// The first step of the record check, taken before a record is decoded (a record of another
+/// format may not even decode as this build's): does this build read the format the record
+/// carries (`None`: written before formats were recorded, format 1)? The refusal names the
+/// record by `subject` and `seq`.
+pub fn check_format(
+    kind: crate::format::RecordKind,
+    found: Option<u64>,
+    subject: &str,
+    seq: u64,
+) -> Result<u64, Failure> {
+    crate::format::check(kind, found, || crate::format::on_stream(subject, seq))
+        .map_err(Failure::from)
 }
 
 /// For the coordinator: a record on the bus failed the check. Metadata only.

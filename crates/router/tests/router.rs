@@ -875,6 +875,51 @@ async fn garbage_on_a_referral_subject_stops_neither_a_restart_nor_its_clocks() 
     router.stop().await;
 }
 
+#[tokio::test]
+async fn a_record_of_an_unknown_format_reaches_the_coordinator_and_the_clocks_run_on() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "format-1", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    // What a newer refbus might write: a record of a format this router does not read.
+    let seq = refbus_testkit::hostile::publish_raw(
+        &nats.url(),
+        &subject,
+        br#"{"format":2,"events":[{"kind":"accepted"}]}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+
+    // Never skipped in silence: the coordinator is told exactly what and where...
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.problem, refbus_core::integrity::Problem::Format);
+    assert_eq!(notice.stream_seq, seq);
+    assert_eq!(notice.referral_id, Some(state.id));
+    assert_eq!(
+        notice.detail,
+        format!(
+            "{subject} (stream sequence {seq}): event record format 2 is unknown; this refbus \
+             reads format 1; upgrade this reader before the writers (docs/ARCHITECTURE.md, \
+             \"Record formats and versions\")"
+        )
+    );
+    // ...and the referral's clocks run on from its last record this router reads.
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(7).await;
+    let items = recorded_on(&bus, &state.id).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_nats_server_loses_no_clock_and_no_notice() {
     let nats = NatsServer::start().unwrap();
@@ -1030,6 +1075,43 @@ async fn the_router_ends_with_an_error_when_its_consumer_is_deleted() {
         }
         other => panic!("expected ConsumerEnded, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_timers_snapshot_of_an_unknown_format_is_not_used_and_every_referral_is_read() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "snap-format", at(T0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router-a.timers");
+    // A newer router's snapshot: its first line names format 2 (whatever follows).
+    std::fs::write(&file, b"refbus router timers v2\n\x00\x01\x02").unwrap();
+    let options = Options {
+        replica: "a".to_owned(),
+        snapshot: Some(file.clone()),
+        snapshot_every: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let clock = ManualClock::new(at(T0));
+    let (mut router, ready) = start_router_with(&nats, &registry, clock.clone(), options).await;
+    let Activity::Ready {
+        referrals,
+        from_snapshot,
+        ..
+    } = ready
+    else {
+        unreachable!()
+    };
+    // Refused by its format (an ERROR naming the file), and the timers rebuilt from the bus.
+    assert_eq!((referrals, from_snapshot), (1, None));
+    clock.advance_to(at("2026-03-02T09:40:00+08:00"));
+    // Its clock runs: the items due by then (as in the test below), each once.
+    router.recorded(2).await;
+    assert_eq!(recorded_on(&bus, &created.record.state.id).await.len(), 2);
+    router.stop().await;
 }
 
 #[tokio::test]
