@@ -1035,10 +1035,21 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
         PublishErrorKind::TimedOut
         | PublishErrorKind::BrokenPipe
         | PublishErrorKind::StreamNotFound => AppendErrorKind::Unavailable,
+        // In a cluster, JetStream answers 503 while it has no leader for the stream or no
+        // quorum (a node lost, an election under way): nothing was stored, a retry may be.
+        _ if jetstream_code(&err) == Some(503) => AppendErrorKind::Unavailable,
         _ if err.to_string().contains("maximum message size") => AppendErrorKind::TooLarge,
         _ => AppendErrorKind::Refused,
     };
     AppendError::with_source(kind, err)
+}
+
+/// The status code of the JetStream API error behind a refused publish, if that is its cause.
+fn jetstream_code(err: &async_nats::jetstream::context::PublishError) -> Option<usize> {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .map(async_nats::jetstream::Error::code)
 }
 
 /// A stored message, read directly or through a consumer: what decoding needs of it (the

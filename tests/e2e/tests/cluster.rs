@@ -1,0 +1,110 @@
+//! refbus on a 3-node JetStream cluster (R3 stream, `sync_interval: always`): a node killed in
+//! the middle of ingest loses nothing and duplicates nothing. Agency systems create referrals
+//! concurrently through a real adapter (connected with all three URLs) while the node leading
+//! the events stream is killed with SIGKILL, a new leader is elected, and the node is started
+//! again. The adapter rides through the failover: every call is answered OK, and every referral
+//! is in the stream exactly once, those whose first attempt's outcome was unknown included.
+//! (The e2e core flows on a cluster are in `lifecycle.rs` and `escalation.rs`.)
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use refbus_bus::subjects;
+use refbus_core::{AgencyId, ReferralId, RequestId};
+use refbus_e2e::{System, create_request};
+use tokio::sync::Notify;
+
+const WORKERS: usize = 8;
+const PER_WORKER: usize = 25;
+/// Creates answered OK before the leader is killed; the other workers' calls are in flight.
+const KILL_AFTER: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_ingest_loses_nothing_and_duplicates_nothing() {
+    let mut system = System::with_nats(refbus_e2e::cluster()).await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let stream = system.nats.stream_settings().name;
+
+    let succeeded = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(Notify::new());
+    let mut workers = Vec::new();
+    for worker in 0..WORKERS {
+        let dinsos = dinsos.clone();
+        let succeeded = succeeded.clone();
+        let enough = enough.clone();
+        workers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for n in 0..PER_WORKER {
+                let request_id = format!("ingest-{worker}-{n}");
+                let request = create_request(&request_id, "maros-uptd-ppa", "shelter");
+                let result = dinsos
+                    .client()
+                    .create_referral(dinsos.request(request))
+                    .await;
+                if result.is_ok() && succeeded.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
+                    enough.notify_one();
+                }
+                outcomes.push((
+                    request_id,
+                    result.map(|r| r.into_inner().referral.unwrap().referral_id),
+                ));
+            }
+            outcomes
+        }));
+    }
+
+    // Kill the stream leader's node while creates are in flight, wait until the survivors
+    // lead every group, and start it again on its store: a leader change and a catch-up.
+    enough.notified().await;
+    let cluster = system.nats.cluster_mut().unwrap();
+    let leader = cluster
+        .stream_leader(&stream)
+        .unwrap()
+        .expect("the events stream has a leader");
+    cluster.kill_node(leader).unwrap();
+    let before_kill = succeeded.load(Ordering::SeqCst);
+    tokio::task::block_in_place(|| cluster.wait_until_healthy()).unwrap();
+    let new_leader = cluster.stream_leader(&stream).unwrap();
+    assert!(
+        new_leader.is_some_and(|node| node != leader),
+        "a survivor leads the stream, not node {leader}: {new_leader:?}"
+    );
+    tokio::task::block_in_place(|| cluster.restart_node(leader)).unwrap();
+
+    let mut outcomes = Vec::new();
+    for worker in workers {
+        outcomes.extend(worker.await.unwrap());
+    }
+    // No agency system heard of the failover: every call was answered OK.
+    let failed: Vec<_> = outcomes
+        .iter()
+        .filter_map(|(request_id, result)| {
+            let status = result.as_ref().err()?;
+            Some(format!(
+                "{request_id}: {:?} {}",
+                status.code(),
+                status.message()
+            ))
+        })
+        .collect();
+    assert!(failed.is_empty(), "calls failed:\n{}", failed.join("\n"));
+    assert!(
+        succeeded.load(Ordering::SeqCst) > before_kill,
+        "creates went on after the kill"
+    );
+
+    // Every create answered OK is stored exactly once: retried attempts wrote nothing more.
+    let bus = system.bus().await;
+    let sender = AgencyId::new("maros-dinsos").unwrap();
+    for (request_id, result) in &outcomes {
+        let id = ReferralId::derive(&sender, &RequestId::new(request_id).unwrap());
+        assert_eq!(&id.to_string(), result.as_ref().unwrap());
+        let history = bus.history(&subjects::referral_pattern(&id)).await.unwrap();
+        assert_eq!(history.len(), 1, "{request_id}: exactly one create");
+    }
+    // Each create and its index entry, once each, and nothing else.
+    assert_eq!(
+        bus.last_sequence().await.unwrap(),
+        2 * (WORKERS * PER_WORKER) as u64
+    );
+}
