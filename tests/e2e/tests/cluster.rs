@@ -4,14 +4,18 @@
 //! the events stream is killed with SIGKILL, a new leader is elected, and the node is started
 //! again. The adapter rides through the failover: every call is answered OK, and every referral
 //! is in the stream exactly once, those whose first attempt's outcome was unknown included.
-//! (The e2e core flows on a cluster are in `lifecycle.rs` and `escalation.rs`.)
+//! The router rides through the same: a clock that falls due after the stream leader's node
+//! was killed is escalated, once. (The e2e core flows on a cluster are in `lifecycle.rs` and
+//! `escalation.rs`.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use refbus_bus::subjects;
-use refbus_core::{AgencyId, ReferralId, RequestId};
-use refbus_e2e::{System, create_request};
+use refbus_core::{AgencyId, Change, ReferralId, RequestId, Timestamp};
+use refbus_e2e::{System, create_request, demo_registry, recorded};
+use refbus_proto::v1;
+use refbus_router::{Activity, ManualClock};
 use tokio::sync::Notify;
 
 const WORKERS: usize = 8;
@@ -107,4 +111,55 @@ async fn a_node_killed_mid_ingest_loses_nothing_and_duplicates_nothing() {
         bus.last_sequence().await.unwrap(),
         2 * (WORKERS * PER_WORKER) as u64
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_due_after_the_stream_leaders_node_died_escalates_once() {
+    let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap());
+    let mut system = System::with_registry(refbus_e2e::cluster(), demo_registry()).await;
+    system.use_clock(Arc::new(clock.clone()));
+    let router = system.router(
+        system.bus().await,
+        Arc::new(clock.clone()),
+        refbus_router::Options::default(),
+    );
+    let mut activity = router.activity();
+    tokio::spawn(router.run(std::future::pending()));
+    while !matches!(activity.recv().await.unwrap(), Activity::Ready { .. }) {}
+    let dinsos = system.agency("maros-dinsos").await;
+    let mut request = create_request("failover-1", "maros-uptd-ppa", "psychological_counselling");
+    request.priority = v1::Priority::Emergency.into();
+    let id = dinsos.create(request).await;
+
+    // The node leading the events stream dies; the survivors elect new leaders for the stream
+    // and the router's durable consumer.
+    let stream = system.nats.stream_settings().name;
+    let cluster = system.nats.cluster_mut().unwrap();
+    let leader = cluster
+        .stream_leader(&stream)
+        .unwrap()
+        .expect("the events stream has a leader");
+    cluster.kill_node(leader).unwrap();
+    tokio::task::block_in_place(|| cluster.wait_until_healthy()).unwrap();
+
+    // Two minutes later the emergency acknowledge clock breaches and escalates to level 2.
+    clock.advance_by(std::time::Duration::from_secs(120));
+    recorded(&mut activity, "acknowledge_emergency.level.2.0").await;
+    let cluster = system.nats.cluster_mut().unwrap();
+    tokio::task::block_in_place(|| cluster.restart_node(leader)).unwrap();
+
+    let bus = system.bus().await;
+    let id = ReferralId::parse(&id).unwrap();
+    let history = bus.history(&subjects::referral_pattern(&id)).await.unwrap();
+    let level_2 = history
+        .iter()
+        .filter(|stored| {
+            matches!(
+                &stored.record.event.change,
+                Change::Escalated { clock, level: 2, repetition: 0, .. }
+                    if clock.to_string() == "acknowledge_emergency"
+            )
+        })
+        .count();
+    assert_eq!(level_2, 1, "{history:#?}");
 }
