@@ -1216,3 +1216,37 @@ fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
         _ => decode_event(message).map(|stored| Item::Event(Box::new(stored))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+    use super::*;
+
+    fn refused_with(code: usize, err_code: u64, description: &str) -> PublishError {
+        let api: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": code,
+            "err_code": err_code,
+            "description": description,
+        }))
+        .unwrap();
+        PublishError::with_source(PublishErrorKind::Other, api)
+    }
+
+    #[test]
+    fn a_cluster_without_a_leader_is_unavailable_not_a_refusal() {
+        // What JetStream answers while a stream has no leader or no quorum: retry.
+        let no_leader = refused_with(503, 10008, "JetStream system temporarily unavailable");
+        assert_eq!(
+            map_publish_error(no_leader).kind(),
+            AppendErrorKind::Unavailable
+        );
+        // A refusal on its merits stays one.
+        let refused = refused_with(400, 10060, "expected stream does not match");
+        assert_eq!(map_publish_error(refused).kind(), AppendErrorKind::Refused);
+        assert_eq!(
+            map_publish_error(PublishError::new(PublishErrorKind::TimedOut)).kind(),
+            AppendErrorKind::Unavailable
+        );
+    }
+}
