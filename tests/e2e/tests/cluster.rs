@@ -3,7 +3,8 @@
 //! concurrently through a real adapter (connected with all three URLs) while the node leading
 //! the events stream is killed with SIGKILL, a new leader is elected, and the node is started
 //! again. The adapter rides through the failover: every call is answered OK, and every referral
-//! is in the stream exactly once, those whose first attempt's outcome was unknown included.
+//! is in the stream exactly once, those whose first attempt's outcome was unknown included;
+//! the recipient's inbox, reopened from its cursor whenever it ends, delivers each once.
 //! The router rides through the same: a clock that falls due after the stream leader's node
 //! was killed is escalated, once. (The e2e core flows on a cluster are in `lifecycle.rs` and
 //! `escalation.rs`.)
@@ -28,6 +29,11 @@ async fn a_node_killed_mid_ingest_loses_nothing_and_duplicates_nothing() {
     let mut system = System::with_nats(refbus_e2e::cluster()).await;
     let dinsos = system.agency("maros-dinsos").await;
     let stream = system.nats.stream_settings().name;
+
+    // The recipient's system follows its inbox all along, as an agency's system does: when
+    // the stream ends it opens it again from its last cursor.
+    let uptd = system.agency("maros-uptd-ppa").await;
+    let inbox = tokio::spawn(follow_inbox(uptd, WORKERS * PER_WORKER));
 
     let succeeded = Arc::new(AtomicUsize::new(0));
     let enough = Arc::new(Notify::new());
@@ -111,6 +117,52 @@ async fn a_node_killed_mid_ingest_loses_nothing_and_duplicates_nothing() {
         bus.last_sequence().await.unwrap(),
         2 * (WORKERS * PER_WORKER) as u64
     );
+    // The recipient's inbox delivered every creation once, across the failover.
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(120), inbox)
+        .await
+        .expect("the inbox delivered every creation")
+        .unwrap();
+    let mut expected: Vec<String> = outcomes
+        .iter()
+        .map(|(_, result)| result.as_ref().unwrap().clone())
+        .collect();
+    expected.sort();
+    let mut delivered = seen.clone();
+    delivered.sort();
+    assert_eq!(delivered, expected, "each creation once in the inbox");
+}
+
+/// Follows `system`'s inbox from its start until `count` creations arrived, opening it again
+/// from the last cursor whenever it ends or cannot be opened; the created referrals' ids in
+/// the order received.
+async fn follow_inbox(system: refbus_e2e::AgencySystem, count: usize) -> Vec<String> {
+    let mut cursor = String::new();
+    let mut created = Vec::new();
+    loop {
+        let opened = system
+            .client()
+            .watch_inbox(system.request(v1::WatchInboxRequest {
+                cursor: cursor.clone(),
+            }))
+            .await;
+        let Ok(stream) = opened else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut stream = stream.into_inner();
+        while let Ok(Some(response)) = stream.message().await {
+            let Some(item) = response.item else { continue };
+            cursor = item.cursor;
+            if let Some(v1::inbox_item::Item::Event(event)) = item.item
+                && let Some(v1::event::Change::Created(_)) = event.change
+            {
+                created.push(event.referral_id);
+                if created.len() == count {
+                    return created;
+                }
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
