@@ -1042,10 +1042,21 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
         PublishErrorKind::TimedOut
         | PublishErrorKind::BrokenPipe
         | PublishErrorKind::StreamNotFound => AppendErrorKind::Unavailable,
+        // In a cluster, JetStream answers 503 while it has no leader for the stream or no
+        // quorum (a node lost, an election under way): nothing was stored, a retry may be.
+        _ if jetstream_code(&err) == Some(503) => AppendErrorKind::Unavailable,
         _ if err.to_string().contains("maximum message size") => AppendErrorKind::TooLarge,
         _ => AppendErrorKind::Refused,
     };
     AppendError::with_source(kind, err)
+}
+
+/// The status code of the JetStream API error behind a refused publish, if that is its cause.
+fn jetstream_code(err: &async_nats::jetstream::context::PublishError) -> Option<usize> {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .map(async_nats::jetstream::Error::code)
 }
 
 /// A stored message, read directly or through a consumer: what decoding needs of it (the
@@ -1224,5 +1235,39 @@ fn decode_notice_item(message: Raw) -> Result<Item, record::DecodeError> {
                 record,
             })))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+    use super::*;
+
+    fn refused_with(code: usize, err_code: u64, description: &str) -> PublishError {
+        let api: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": code,
+            "err_code": err_code,
+            "description": description,
+        }))
+        .unwrap();
+        PublishError::with_source(PublishErrorKind::Other, api)
+    }
+
+    #[test]
+    fn a_cluster_without_a_leader_is_unavailable_not_a_refusal() {
+        // What JetStream answers while a stream has no leader or no quorum: retry.
+        let no_leader = refused_with(503, 10008, "JetStream system temporarily unavailable");
+        assert_eq!(
+            map_publish_error(no_leader).kind(),
+            AppendErrorKind::Unavailable
+        );
+        // A refusal on its merits stays one.
+        let refused = refused_with(400, 10060, "expected stream does not match");
+        assert_eq!(map_publish_error(refused).kind(), AppendErrorKind::Refused);
+        assert_eq!(
+            map_publish_error(PublishError::new(PublishErrorKind::TimedOut)).kind(),
+            AppendErrorKind::Unavailable
+        );
     }
 }
