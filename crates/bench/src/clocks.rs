@@ -414,6 +414,7 @@ pub fn clocks(
         &registry,
         &mut children,
         &[format!("refbus-router-{REPLICA}")],
+        "due",
         options,
         fill,
         sent,
@@ -516,6 +517,8 @@ fn due_minute(
     registry: &Arc<Registry>,
     children: &mut [RouterProcess],
     consumers: &[String],
+    // Names this minute's writer: its request ids, hence its referrals, are its own.
+    writer: &str,
     options: &ClocksOptions,
     open_fill: Duration,
     open: usize,
@@ -549,7 +552,7 @@ fn due_minute(
     let spread = options.spread;
     let due_at = move |index: usize| first_due.plus(spread.mul_f64(index as f64 / count as f64));
 
-    let writer = Arc::new(Writer::new(registry.clone(), "due"));
+    let writer = Arc::new(Writer::new(registry.clone(), writer));
     let chunks = histories::build_in_background(count, 5_000, options.builders, move |range| {
         writer.creates(range, |_| DUE_KIND, |index| due_at(index).minus(DUE_AFTER))
     });
@@ -787,6 +790,7 @@ fn partitioned_run(
         registry,
         &mut children,
         &consumers,
+        &format!("due-{routers}"),
         options,
         open_fill,
         open,

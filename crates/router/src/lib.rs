@@ -317,7 +317,10 @@ impl Router {
                 // missed; the rebuild and the backlog overlap harmlessly (older states never
                 // override newer ones).
                 router.open(&mut state, &mut feeds, 0).await?;
-                router.start(&mut state, None).await?;
+                let started = std::time::Instant::now();
+                if !router.start_from_snapshot(&mut state, None, started).await? {
+                    router.rebuild(&mut state, None, started).await?;
+                }
             }
             Some(partitions) => {
                 keeper.0 = Some(tokio::spawn(share::keep(
@@ -399,16 +402,27 @@ impl Router {
                     }
                     _ => {}
                 },
-                Some(change) = changes.recv() => match change {
-                    share::Change::Gained(partition) => {
-                        router.open(&mut state, &mut feeds, partition).await?;
-                        router.start(&mut state, Some(partition)).await?;
+                Some(change) = changes.recv() => {
+                    // The changes of one round of the keeper together: partitions gained at
+                    // once are rebuilt in one pass over the referrals, not one pass each.
+                    let mut gained = Vec::new();
+                    let mut next = Some(change);
+                    while let Some(change) = next.take() {
+                        match change {
+                            share::Change::Gained(partition) => gained.push(partition),
+                            share::Change::Lost(partition) => {
+                                gained.retain(|gained| *gained != partition);
+                                router.release(&mut state, partition);
+                                saved.remove(&partition);
+                            }
+                        }
+                        next = changes.try_recv().ok();
                     }
-                    share::Change::Lost(partition) => {
-                        router.release(&mut state, partition);
-                        saved.remove(&partition);
+                    for partition in &gained {
+                        router.open(&mut state, &mut feeds, *partition).await?;
                     }
-                },
+                    router.take_over(&mut state, gained).await?;
+                }
                 Some(outcome) = fired.recv() => {
                     state.in_flight.remove(&outcome.referral);
                     // A partition given up meanwhile: its new holder has the referral.
@@ -593,13 +607,34 @@ impl Router {
         true
     }
 
-    /// Sets the timers of `partition` (`None`: of every referral) up: from its snapshot and
-    /// what changed since, if there is a usable snapshot, otherwise from every referral of it
-    /// ([`Router::rebuild`]).
-    async fn start(&self, state: &mut Loop, partition: Option<u32>) -> Result<(), Error> {
-        let started = std::time::Instant::now();
+    /// Sets the timers of the partitions gained up: each from its snapshot if it has a
+    /// usable one, the others together in one rebuild.
+    async fn take_over(&self, state: &mut Loop, gained: Vec<u32>) -> Result<(), Error> {
+        let mut rebuild = Vec::new();
+        for partition in gained {
+            let started = std::time::Instant::now();
+            if !self.start_from_snapshot(state, Some(partition), started).await? {
+                rebuild.push(partition);
+            }
+        }
+        if !rebuild.is_empty() {
+            self.rebuild(state, Some(rebuild), std::time::Instant::now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets the timers of `partition` (`None`: of every referral) up from its snapshot and
+    /// what changed since: `false` if it has no usable snapshot (the caller rebuilds,
+    /// [`Router::rebuild`]).
+    async fn start_from_snapshot(
+        &self,
+        state: &mut Loop,
+        partition: Option<u32>,
+        started: std::time::Instant,
+    ) -> Result<bool, Error> {
         let Some(path) = self.snapshot_path(partition) else {
-            return self.rebuild(state, partition, started).await;
+            return Ok(false);
         };
         let key = self.key.clone();
         let shown = path.clone();
@@ -608,18 +643,18 @@ impl Router {
             .unwrap_or_else(|err| Err(std::io::Error::other(err).into()));
         let snapshot = match read {
             Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return self.rebuild(state, partition, started).await,
+            Ok(None) => return Ok(false),
             Err(err) => {
                 // Loud, and harmless: the timers are rebuilt from the bus, as without one.
                 tracing::error!(
                     path = %shown.display(),
                     "the timers' snapshot is not used, rebuilding from every referral: {err}"
                 );
-                return self.rebuild(state, partition, started).await;
+                return Ok(false);
             }
         };
         let covers = snapshot.covers;
-        let keep = self.keeps(partition);
+        let keep = self.keeps(partition.map(|partition| vec![partition]));
         for entry in snapshot.entries {
             // A snapshot names its partition in its file; its entries are checked all the same.
             if keep(&entry.subject) {
@@ -652,14 +687,14 @@ impl Router {
             );
         }
         self.ready(state, partition, referrals, started, Some(covers));
-        Ok(())
+        Ok(true)
     }
 
-    /// Which subjects are `partition`'s (every one for `None`).
-    fn keeps(&self, partition: Option<u32>) -> impl Fn(&str) -> bool + Send + 'static {
+    /// Which subjects are of one of `parts` (every one for `None`).
+    fn keeps(&self, parts: Option<Vec<u32>>) -> impl Fn(&str) -> bool + Send + 'static {
         let partitions = self.options.partitions.clone();
-        move |subject: &str| match (&partitions, partition) {
-            (Some(partitions), Some(partition)) => partitions.of_subject(subject) == partition,
+        move |subject: &str| match (&partitions, &parts) {
+            (Some(partitions), Some(parts)) => parts.contains(&partitions.of_subject(subject)),
             _ => true,
         }
     }
@@ -787,38 +822,44 @@ impl Router {
         }
     }
 
-    /// Rebuilds the timers of `partition` (`None`: of every referral) from each referral's
-    /// current state (its last message).
+    /// Rebuilds the timers of the partitions `parts` (`None`: of every referral) from each
+    /// referral's current state (its last message), in one pass.
     async fn rebuild(
         &self,
         state: &mut Loop,
-        partition: Option<u32>,
+        parts: Option<Vec<u32>>,
         started: std::time::Instant,
     ) -> Result<(), Error> {
         let now = self.clock.now();
-        let mut referrals = 0;
+        // Per partition (0 alone for a router that holds every referral): referrals read, and
+        // the highest sequence among their last records.
+        let mut counts: HashMap<u32, (usize, u64)> = parts
+            .iter()
+            .flatten()
+            .map(|partition| (*partition, (0, 0)))
+            .collect();
         // Each referral's last record, its signature checked; its state was checked against
         // its events when this router consumed it (a record not consumed yet is checked when it
         // is, right after). A last record that fails is replaced by the last one that passes.
-        // Another partition's referrals are passed over unchecked.
+        // Other partitions' records are passed over unchecked.
         let mut latest = self
             .bus
             .latest_checked_where(
                 &self.verifier,
                 vec![subjects::ALL_REFERRALS.to_owned()],
-                self.keeps(partition),
+                self.keeps(parts.clone()),
             )
             .await?;
-        let mut highest = state
-            .applied
-            .get(&partition.unwrap_or(0))
-            .copied()
-            .unwrap_or(0);
         while let Some(stored) = latest.next().await {
             let stored = stored?;
             let (seq, subject, referral) = (stored.seq, stored.subject, stored.record.state);
-            referrals += 1;
-            highest = highest.max(seq);
+            let partition = match (&self.options.partitions, &parts) {
+                (Some(partitions), Some(_)) => partitions.of_subject(&subject),
+                _ => 0,
+            };
+            let count = counts.entry(partition).or_insert((0, 0));
+            count.0 += 1;
+            count.1 = count.1.max(seq);
             state.timers.set(
                 referral.id,
                 &subject,
@@ -826,8 +867,22 @@ impl Router {
                 wake_of(&referral, &self.registry, now),
             );
         }
-        state.applied.insert(partition.unwrap_or(0), highest);
-        self.ready(state, partition, referrals, started, None);
+        match parts {
+            None => {
+                let (referrals, highest) = counts.get(&0).copied().unwrap_or((0, 0));
+                let applied = state.applied.entry(0).or_insert(0);
+                *applied = (*applied).max(highest);
+                self.ready(state, None, referrals, started, None);
+            }
+            Some(parts) => {
+                for partition in parts {
+                    let (referrals, highest) = counts.get(&partition).copied().unwrap_or((0, 0));
+                    let applied = state.applied.entry(partition).or_insert(0);
+                    *applied = (*applied).max(highest);
+                    self.ready(state, Some(partition), referrals, started, None);
+                }
+            }
+        }
         Ok(())
     }
 }
