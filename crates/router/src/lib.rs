@@ -318,7 +318,10 @@ impl Router {
                 // override newer ones).
                 router.open(&mut state, &mut feeds, 0).await?;
                 let started = std::time::Instant::now();
-                if !router.start_from_snapshot(&mut state, None, started).await? {
+                if !router
+                    .start_from_snapshot(&mut state, None, started)
+                    .await?
+                {
                     router.rebuild(&mut state, None, started).await?;
                 }
             }
@@ -613,7 +616,10 @@ impl Router {
         let mut rebuild = Vec::new();
         for partition in gained {
             let started = std::time::Instant::now();
-            if !self.start_from_snapshot(state, Some(partition), started).await? {
+            if !self
+                .start_from_snapshot(state, Some(partition), started)
+                .await?
+            {
                 rebuild.push(partition);
             }
         }

@@ -150,13 +150,18 @@ impl Keeper {
         if self.member_lease.is_none() {
             self.member_lease = self.leases.claim(&self.member).await.ok().flatten();
         }
-        // Keep what is held.
-        let held: Vec<u32> = self.held.keys().copied().collect();
-        for k in held {
-            let Some((lease, renewed_at)) = self.held.get(&k).cloned() else {
-                continue;
-            };
-            match self.leases.renew(&lease).await {
+        // Keep what is held: every lease renewed at once, so that a slow server costs one
+        // round trip per round, not one per partition.
+        let held: Vec<(u32, Lease, tokio::time::Instant)> = self
+            .held
+            .iter()
+            .map(|(k, (lease, renewed_at))| (*k, lease.clone(), *renewed_at))
+            .collect();
+        let renewals =
+            futures::future::join_all(held.iter().map(|(_, lease, _)| self.leases.renew(lease)))
+                .await;
+        for ((k, _, renewed_at), renewal) in held.into_iter().zip(renewals) {
+            match renewal {
                 Ok(Some(lease)) => {
                     self.held.insert(k, (lease, tokio::time::Instant::now()));
                 }

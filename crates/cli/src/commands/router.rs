@@ -35,8 +35,10 @@ pub(crate) struct RouterArgs {
           value_parser = clap::value_parser!(u64).range(1..=600))]
     lease_ttl: u64,
     /// Where the router keeps the snapshot of its timers (`router-<replica>.timers`), so that a
-    /// restart reads again only the referrals that changed since it was written. Without it,
-    /// every restart reads every open referral.
+    /// restart reads again only the referrals that changed since it was written (with
+    /// --partitions, one file per partition, `router-part-<k>-of-<n>.timers`, which any replica
+    /// sharing the directory starts a partition it takes from). Without it, every restart
+    /// reads every open referral.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// The router's secret signing key (from `refbus keys generate-router`).
