@@ -1382,3 +1382,95 @@ async fn a_router_partition_taken_over_after_its_router_is_killed_records_each_i
         replica.task.await.unwrap();
     }
 }
+
+/// A partition's timers are kept in a snapshot file of their own: a replica that takes the
+/// partition over from the same directory starts from it (reading again only the referrals
+/// changed since), and records every item once.
+#[tokio::test]
+async fn a_partition_taken_over_starts_from_its_snapshot_and_misses_nothing() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let with_snapshots = |replica: &str| Options {
+        snapshot: Some(dir.path().join(format!("router-{replica}.timers"))),
+        snapshot_every: Duration::from_millis(50),
+        ..partitioned(replica, 2)
+    };
+    const REFERRALS: usize = 12;
+    let mut ids = Vec::new();
+    for n in 0..REFERRALS {
+        let created = create_emergency(&bus, &registry, &format!("psnap-{n}"), at(T0)).await;
+        ids.push(created.record.state.id);
+    }
+    let clock = ManualClock::new(at(T0));
+    let mut first = vec![start_replica(&nats, &registry, &clock, "a", with_snapshots("a")).await];
+    let mut recorded = 0;
+    until(&mut first, &mut recorded, |replicas, _| {
+        replicas[0].held.len() == 2
+    })
+    .await;
+    // Both partitions' snapshots written (a snapshot report per file).
+    let mut written = 0;
+    while written < 2 {
+        let activity = tokio::time::timeout(Duration::from_secs(60), first[0].activity.recv())
+            .await
+            .expect("no snapshot was written")
+            .unwrap();
+        if let Activity::Snapshot { .. } = activity {
+            written += 1;
+        }
+    }
+    let first = first.pop().unwrap();
+    let _ = first.stop.send(());
+    first.task.await.unwrap();
+
+    // A referral arrives while no router runs.
+    let late = create_emergency(&bus, &registry, "psnap-late", at(T0)).await;
+    ids.push(late.record.state.id);
+
+    // Another replica, the same directory: both partitions from their snapshots.
+    let b = start_replica(&nats, &registry, &clock, "b", with_snapshots("b")).await;
+    let mut second = vec![b];
+    let mut from_snapshots = 0;
+    let mut pending = 0;
+    let waiting = async {
+        while from_snapshots < 2 {
+            match second[0].activity.recv().await.unwrap() {
+                Activity::Claimed {
+                    from_snapshot: Some(_),
+                    referrals,
+                    pending: held,
+                    ..
+                } => {
+                    from_snapshots += 1;
+                    pending += held;
+                    // Only the referral created since the snapshots is read again.
+                    assert!(referrals <= 1, "{referrals} referrals read again");
+                }
+                Activity::Claimed { .. } => {
+                    panic!("a partition was rebuilt, not started from its snapshot")
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the partitions were not claimed");
+    assert_eq!(pending, REFERRALS + 1);
+
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    until(&mut second, &mut recorded, |_, recorded| {
+        recorded == (REFERRALS + 1) * 7
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(recorded_on(&bus, id).await.len(), 7, "{id}");
+    }
+    let b = second.pop().unwrap();
+    let _ = b.stop.send(());
+    b.task.await.unwrap();
+}
