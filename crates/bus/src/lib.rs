@@ -40,6 +40,7 @@ pub mod error;
 pub mod headers;
 pub mod idempotency;
 pub mod index;
+pub mod lease;
 pub mod provision;
 pub mod raw;
 pub mod record;
@@ -73,6 +74,7 @@ pub use error::{
     ReadError, ReadErrorKind,
 };
 pub use idempotency::Idempotency;
+pub use lease::{Lease, LeaseError, LeaseErrorKind, Leases};
 pub use provision::StreamSettings;
 pub use raw::{ProofAnswer, ProofRequest, RawMessage};
 pub use record::EventRecord;
@@ -803,11 +805,33 @@ impl Bus {
         filters: Vec<String>,
     ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<>, ReadError>
     {
+        self.latest_checked_where(verifier, filters, |_| true).await
+    }
+
+    /// [`Bus::latest_checked`] for the subjects `keep` accepts only: the others are passed
+    /// over as they arrive, before anything is decoded or checked (a router holding a share of
+    /// the referrals checks only its share).
+    pub async fn latest_checked_where<K: Fn(&str) -> bool + Send + 'static>(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+        keep: K,
+    ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<K>, ReadError>
+    {
         /// Records checked by one task of the blocking pool, at most.
         const CHECK_BATCH: usize = 512;
         /// Referrals whose creation (or history) is being read at once.
         const CONCURRENT_READS: usize = 64;
-        let messages = self.last_per_subject(filters).await?;
+        let messages = self
+            .last_per_subject(filters)
+            .await?
+            .filter(move |message| {
+                std::future::ready(
+                    message
+                        .as_ref()
+                        .map_or(true, |message| keep(message.subject.as_str())),
+                )
+            });
         let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (bus, verifier) = (self.clone(), verifier.clone());
         let checking = verifier.clone();

@@ -158,7 +158,7 @@ impl Snapshot {
     /// whole: a temporary file beside it, flushed to disk, then renamed over it.
     pub(crate) fn write(&self, path: &Path, key: &SigningKey) -> std::io::Result<()> {
         let bytes = self.encode(key);
-        let temporary = path.with_extension("tmp");
+        let temporary = temporary_beside(path);
         {
             let mut file = std::fs::File::create(&temporary)?;
             file.write_all(&bytes)?;
@@ -188,6 +188,17 @@ impl Snapshot {
             Err(err) => Err(err.into()),
         }
     }
+}
+
+/// A temporary file name beside `path` of this writer alone: replicas sharing a directory may
+/// write one partition's snapshot at the same moment (one giving it up, one taking it), and a
+/// shared temporary name would interleave their bytes.
+fn temporary_beside(path: &Path) -> std::path::PathBuf {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
+    path.with_file_name(name)
 }
 
 struct Reader<'a> {
@@ -304,7 +315,8 @@ mod tests {
         later.covers = 99;
         later.write(&path, &key(1)).unwrap();
         assert_eq!(Snapshot::read(&path, &key(1)).unwrap(), Some(later));
-        assert!(!path.with_extension("tmp").exists());
+        // Nothing left beside it.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
