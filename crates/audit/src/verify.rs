@@ -1,8 +1,9 @@
 //! A verification run: read the stream (or a JSONL export) once, in stream order; check each
-//! message with the one record check (`refbus_bus::Replayer`); give every [`Check`] the message
-//! and the verdict; at the end, JetStream's own account of the stream and every referral's
-//! last verified state. Shows a progress bar on a terminal, stops between two messages when
-//! asked (Ctrl-C) and resumes from a small state file.
+//! message with the one record check (`refbus_bus::Replayer`: the part that needs no other
+//! message, decoding and signatures, prepared on every core, the rest in order); give every
+//! [`Check`] the message and the verdict; at the end, JetStream's own account of the stream and
+//! every referral's last verified state. Shows a progress bar on a terminal, stops between two
+//! messages when asked (Ctrl-C) and resumes from a small state file.
 //!
 //! The resume file (JSON, written 0600 beside where the auditor asked) holds the last stream
 //! sequence verified, the counters, the problems found so far, every referral's last
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use refbus_bus::{Bus, Replayed, Replayer, StoredMessage, StreamState, Verifier, subjects};
+use refbus_bus::{Bus, Prepared, Replayed, Replayer, StoredMessage, StreamState, Verifier};
 use refbus_core::format::RecordKind;
 use refbus_core::{Referral, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -143,11 +144,13 @@ impl Run {
         })
     }
 
-    fn feed(&mut self, message: &StoredMessage) {
+    /// Checks `message`, prepared as `prepared` ([`Replayer::prepare_referral`]), in stream
+    /// order.
+    fn feed(&mut self, message: &StoredMessage, prepared: Option<Prepared>) {
         self.messages += 1;
         self.last_seq = self.last_seq.max(message.seq);
-        let verdict = match subjects::parse(&message.subject) {
-            Some(subjects::Parsed::Referral(_)) => match self.replayer.check_after(message) {
+        let verdict = match prepared {
+            Some(prepared) => match self.replayer.check_prepared(prepared) {
                 (Replayed::Record(record), before) => {
                     self.records += 1;
                     Verdict::Record {
@@ -159,7 +162,7 @@ impl Run {
             },
             // A notice or an index entry: its format is checked (a newer writer's is a
             // problem, never passed over); the rest is its readers' concern.
-            _ => match self.replayer.check_format(message) {
+            None => match self.replayer.check_format(message) {
                 Some(failure) => Verdict::Refused(failure),
                 None => Verdict::Other,
             },
@@ -215,6 +218,44 @@ impl Run {
             problems: self.problems,
         }
     }
+}
+
+/// How many threads prepare a batch of an export: one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |cores| cores.get())
+}
+
+/// Messages of an export read and prepared per thread at a time.
+const BATCH: usize = refbus_bus::replay::PREPARE_BATCH;
+
+/// [`Replayer::prepare_referral`] of every message of `batch`, split over `workers` threads (the
+/// way [`Bus::prepared_messages`] prepares a stream), in order.
+fn prepare_in_parallel(
+    verifier: &Verifier,
+    batch: &[StoredMessage],
+    workers: usize,
+) -> Vec<Option<Prepared>> {
+    let size = batch.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(size)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|message| Replayer::prepare_referral(verifier, message))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| match handle.join() {
+                Ok(prepared) => prepared,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
 }
 
 fn read_saved(path: &Path) -> Result<Saved, VerifyError> {
@@ -293,14 +334,17 @@ pub async fn verify_bus(
     // JetStream's account first: everything it counts must be read.
     let stream = bus.stream_state().await?;
     let bar = progress_bar(options.progress, stream.last_seq, run.last_seq);
-    let mut messages = bus.messages(Vec::new(), run.last_seq + 1).await?;
-    while let Some(message) = messages.next().await {
+    // Signatures on every core, the chain in order (see `Bus::prepared_messages`).
+    let mut messages = bus
+        .prepared_messages(verifier, Vec::new(), run.last_seq + 1)
+        .await?;
+    while let Some(item) = messages.next().await {
         if stop.load(Ordering::Relaxed) {
             bar.finish_and_clear();
             return stopped(&run, options);
         }
-        let message = message?;
-        run.feed(&message);
+        let (message, prepared) = item?;
+        run.feed(&message, prepared);
         bar.set_position(message.seq);
     }
     bar.finish_and_clear();
@@ -333,23 +377,32 @@ pub fn verify_export(
     let mut run = Run::start(source, verifier, checks, options.resume.as_deref())?;
     let total = header.stream.map_or(0, |stream| stream.last_seq);
     let bar = progress_bar(options.progress, total, run.last_seq);
-    for (number, line) in lines.enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            bar.finish_and_clear();
-            return stopped(&run, options);
+    let workers = workers();
+    let mut lines = lines.enumerate().peekable();
+    while lines.peek().is_some() {
+        // A batch read, prepared over every core, then checked in order.
+        let mut batch = Vec::with_capacity(BATCH * workers);
+        for (number, line) in lines.by_ref().take(BATCH * workers) {
+            let line = line.map_err(|err| VerifyError::File {
+                path: path.to_owned(),
+                message: err.to_string(),
+            })?;
+            let message = crate::export::parse_line(&line).map_err(|err| {
+                VerifyError::Export(format!("{}:{}: {err}", path.display(), number + 2))
+            })?;
+            if message.seq > run.last_seq {
+                batch.push(message);
+            }
         }
-        let line = line.map_err(|err| VerifyError::File {
-            path: path.to_owned(),
-            message: err.to_string(),
-        })?;
-        let message = crate::export::parse_line(&line).map_err(|err| {
-            VerifyError::Export(format!("{}:{}: {err}", path.display(), number + 2))
-        })?;
-        if message.seq <= run.last_seq {
-            continue;
+        let prepared = prepare_in_parallel(verifier, &batch, workers);
+        for (message, prepared) in batch.iter().zip(prepared) {
+            if stop.load(Ordering::Relaxed) {
+                bar.finish_and_clear();
+                return stopped(&run, options);
+            }
+            run.feed(message, prepared);
+            bar.set_position(message.seq);
         }
-        run.feed(&message);
-        bar.set_position(message.seq);
     }
     bar.finish_and_clear();
     let stream = header.stream.filter(|_| header.whole_stream());

@@ -79,7 +79,7 @@ pub use provision::StreamSettings;
 pub use raw::{ProofAnswer, ProofRequest, RawMessage};
 pub use record::EventRecord;
 pub use refbus_core::Notice;
-pub use replay::{Replayed, Replayer, StoredMessage, StreamState};
+pub use replay::{Prepared, Replayed, Replayer, StoredMessage, StreamState};
 
 /// How long an append waits for JetStream's acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);

@@ -199,9 +199,29 @@ impl Checker<'_> {
     /// `None` for a creation). Returns the referral's state after the event, with whatever
     /// sealed payloads the event carries.
     pub fn check(&self, claim: &Claim<'_>, before: Option<Referral>) -> Result<Referral, Failure> {
+        self.check_presigned(claim, self.presign(claim), before)
+    }
+
+    /// The part of [`Checker::check`] that needs no predecessor ([`Checker::check_signed`]:
+    /// hash and signature, the dominant cost), done ahead, on any thread, for
+    /// [`Checker::check_presigned`]: a reader of a whole stream checks signatures in parallel
+    /// and the chain in order, through this one check.
+    pub fn presign(&self, claim: &Claim<'_>) -> Presigned {
+        Presigned(self.check_signed(claim))
+    }
+
+    /// [`Checker::check`] with its predecessor-free part already done by [`Checker::presign`]
+    /// on this same `claim`. The problems are reported in the same order as by `check`: the
+    /// subject against the predecessor first, then the signature's verdict, then the rest.
+    pub fn check_presigned(
+        &self,
+        claim: &Claim<'_>,
+        presigned: Presigned,
+        before: Option<Referral>,
+    ) -> Result<Referral, Failure> {
         let event = claim.event;
         check_subject(claim, before.as_ref())?;
-        let bytes_hash = self.check_signed(claim)?;
+        let bytes_hash = presigned.0?;
         check_time(self.max_skew, claim, before.as_ref())?;
         let (expected_seq, expected_prev) =
             before.as_ref().map_or((1, EventHash::GENESIS), |before| {
@@ -262,6 +282,11 @@ impl Checker<'_> {
         Ok(bytes_hash)
     }
 }
+
+/// The verdict of [`Checker::presign`] on one claim (its hash if the signature holds): only
+/// `presign` makes one, so [`Checker::check_presigned`] never believes an unchecked signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presigned(Result<EventHash, Failure>);
 
 fn wrong_subject(claim: &Claim<'_>) -> Failure {
     Failure::new(
