@@ -3,12 +3,16 @@
 //! the reroute and the sender's adapter process carries it out. The e2e harness runs the same
 //! `refbus_adapter::run`, but only a process test shows that the command wires it.
 //!
-//! The router runs with a frozen pretend clock a minute ahead (`--clock-start`,
+//! With OpenTelemetry export turned on as a deployment does it, the processes export one trace
+//! from the agency system's `traceparent` through the bus to the recipient's delivery.
+//!
+//! In the reroute test, the router runs with a frozen pretend clock a minute ahead (`--clock-start`,
 //! `--clock-speed 0`), so the demo rule's 30 s delay has passed as soon as it reads the referral,
 //! and its records stay within the two minutes the adapters allow between an event's time and
 //! the bus's.
 
 use refbus_testkit::free_port;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -19,6 +23,7 @@ use refbus_core::Timestamp;
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
 use refbus_testkit::NatsServer;
+use refbus_testkit::otlp::{Collector, Received, descends, of_trace};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -36,10 +41,16 @@ impl Drop for Process {
 
 /// `refbus <args>` from the repository root, and its stdout and stderr lines as they come.
 fn spawn(args: &[&str]) -> (Process, Receiver<String>) {
+    spawn_with(args, &[])
+}
+
+/// [`spawn`] with more environment variables.
+fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> (Process, Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
         .current_dir(repo_root())
         .args(args)
         .env("REFBUS_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -153,19 +164,34 @@ async fn client(
 
 /// Starts `refbus adapter` for `agency` and waits until it serves; its address.
 fn start_adapter(nats: &str, keys: &Path, config: &Path, agency: &str) -> (Process, String) {
+    start_adapter_with(nats, keys, config, agency, &[])
+}
+
+/// [`start_adapter`] with more environment variables.
+fn start_adapter_with(
+    nats: &str,
+    keys: &Path,
+    config: &Path,
+    agency: &str,
+    env: &[(&str, &str)],
+) -> (Process, String) {
     let listen = format!("127.0.0.1:{}", free_port());
     let key = keys.join(format!("{agency}.key"));
     let tls = config.parent().unwrap().join("tls");
-    let (process, lines) = spawn(&[
+    let (cert, tls_key) = (
+        tls.join("server-adapters.pem"),
+        tls.join("server-adapters.key"),
+    );
+    let args = [
         "adapter",
         "--agency",
         agency,
         "--config",
         config.to_str().unwrap(),
         "--tls-cert",
-        tls.join("server-adapters.pem").to_str().unwrap(),
+        cert.to_str().unwrap(),
         "--tls-key",
-        tls.join("server-adapters.key").to_str().unwrap(),
+        tls_key.to_str().unwrap(),
         "--nats",
         nats,
         "--listen",
@@ -174,7 +200,8 @@ fn start_adapter(nats: &str, keys: &Path, config: &Path, agency: &str) -> (Proce
         key.to_str().unwrap(),
         "--public-keys",
         keys.to_str().unwrap(),
-    ]);
+    ];
+    let (process, lines) = spawn_with(&args, env);
     wait_for(&lines, "adapter serving");
     // Its later lines are not needed; reading them keeps its pipes from filling up.
     std::thread::spawn(move || for _ in lines {});
@@ -409,4 +436,219 @@ async fn the_adapter_process_serves_its_metrics_on_metrics_addr() {
         "{}",
         scraped.body
     );
+}
+
+/// The agency system's own trace and span, as it sends them in `traceparent`.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// The one span of `trace` named `name` and matching `filter`.
+fn only<'a>(
+    trace: &HashMap<String, &'a Received>,
+    name: &str,
+    filter: impl Fn(&Received) -> bool,
+) -> &'a Received {
+    let found: Vec<&Received> = trace
+        .values()
+        .copied()
+        .filter(|span| span.name() == name && filter(span))
+        .collect();
+    assert_eq!(found.len(), 1, "spans named {name}: {found:#?}");
+    found[0]
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+/// Tracing as a deployment turns it on: the adapter processes export to the collector named by
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (as the systemd and Kubernetes files set it), the router
+/// process to the one given by `--otlp-endpoint`. A create carrying the agency system's
+/// `traceparent` is traced in the caller's trace across the three processes: the call, its
+/// append, the router's consumption and the recipient's adapter delivering it, each under its
+/// component's service name; nothing exported holds the person's identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processes_export_the_callers_trace_over_otlp_without_identity() {
+    let (collector, addr) = Collector::start().await.unwrap();
+    let otlp = format!("http://{addr}");
+    let nats = NatsServer::start().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    for agency in ["maros-dinsos", "maros-uptd-ppa"] {
+        refbus(&[
+            "keys",
+            "generate",
+            "--agency",
+            agency,
+            "--out",
+            keys.path().to_str().unwrap(),
+        ]);
+    }
+    refbus(&[
+        "keys",
+        "generate-router",
+        "--out",
+        keys.path().to_str().unwrap(),
+    ]);
+    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
+        .await
+        .unwrap();
+    let deployment = tempfile::tempdir().unwrap();
+    let config =
+        deployment_with_certificates(deployment.path(), &["maros-dinsos", "maros-uptd-ppa"]);
+    let env = [("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str())];
+    let (_dinsos_process, dinsos) =
+        start_adapter_with(&nats.url(), keys.path(), &config, "maros-dinsos", &env);
+    let (_uptd_process, uptd) =
+        start_adapter_with(&nats.url(), keys.path(), &config, "maros-uptd-ppa", &env);
+    let (_router, router_lines) = spawn(&[
+        "router",
+        "--config",
+        "deploy/config/demo.toml",
+        "--nats",
+        &nats.url(),
+        "--signing-key",
+        keys.path().join("router.sign.key").to_str().unwrap(),
+        "--public-keys",
+        keys.path().to_str().unwrap(),
+        "--otlp-endpoint",
+        &otlp,
+    ]);
+    std::thread::spawn(move || for _ in router_lines {});
+    let mut dinsos = client(&config, "maros-dinsos", &dinsos).await;
+    let mut uptd = client(&config, "maros-uptd-ppa", &uptd).await;
+    let mut inbox = uptd
+        .watch_inbox(request(
+            v1::WatchInboxRequest::default(),
+            "operator@maros-uptd-ppa",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Dinsos's system sends the person's identity, a note, and its own trace context.
+    let person = v1::ClientIdentity {
+        full_name: "Siti Contoh Korban".into(),
+        nik: "7309014503120001".into(),
+        birth_date: "2012-03-05".into(),
+        sex: v1::Sex::Female.into(),
+        address: "Dusun Bonto Tangnga RT 002/RW 001, Desa Bontoa, Kec. Bontoa".into(),
+        phone: "+62-812-0000-4242".into(),
+        narrative: "Korban kekerasan seksual oleh tetangga; tinggal bersama nenek.".into(),
+        guardian_name: "Nenek korban, Hj. Contoh Wali".into(),
+    };
+    let note = "Anak perlu rumah aman malam ini.";
+    let mut create = request(
+        v1::CreateReferralRequest {
+            request_id: "process-trace-1".into(),
+            recipient: "maros-uptd-ppa".into(),
+            case_id: "MRS-PROC-TRACE".into(),
+            service: "psychological_counselling".into(),
+            priority: v1::Priority::Urgent.into(),
+            child: true,
+            consent: Some(v1::Consent {
+                services: true,
+                disclose_to_agencies: true,
+                override_justification: String::new(),
+                sealed_override_justification: None,
+            }),
+            person: Some(v1::create_referral_request::Person::Identity(
+                person.clone(),
+            )),
+            note: note.into(),
+            ..Default::default()
+        },
+        "operator@maros-dinsos",
+    );
+    create.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let id = dinsos
+        .create_referral(create)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id;
+
+    // UPTD PPA's system receives it (its adapter's delivery is traced too).
+    let delivered = tokio::time::timeout(Duration::from_secs(60), inbox.message())
+        .await
+        .expect("the referral never reached UPTD PPA's inbox")
+        .unwrap()
+        .expect("the inbox stream ended");
+    match delivered.item.and_then(|item| item.item) {
+        Some(v1::inbox_item::Item::Event(event)) => assert_eq!(event.referral_id, id),
+        other => panic!("UPTD PPA expected the creation, got {other:?}"),
+    }
+
+    // Each process sends its ended spans in its exporter's next batch.
+    let spans = collector
+        .wait_for(|spans| {
+            let trace = of_trace(spans, CALLER_TRACE);
+            let named = |name: &str| trace.values().any(|span| span.name() == name);
+            named("refbus.v1.ReferralService/CreateReferral")
+                && named("router.consume")
+                && named("adapter.deliver")
+        })
+        .await
+        .unwrap_or_else(|| {
+            let received: Vec<String> = collector
+                .spans()
+                .iter()
+                .map(|span| format!("{} {} {}", span.service, span.name(), span.trace_id()))
+                .collect();
+            panic!("the expected spans never arrived; received: {received:#?}")
+        });
+    let trace = of_trace(&spans, CALLER_TRACE);
+
+    // Dinsos's adapter: the call, a child of the caller's span, and the append inside it.
+    let call = only(&trace, "refbus.v1.ReferralService/CreateReferral", |_| true);
+    assert_eq!(call.parent_id(), CALLER_SPAN);
+    assert_eq!(call.service, "refbus-adapter");
+    let created = only(&trace, "bus.append", |span| {
+        span.attribute("refbus.change").as_deref() == Some("created")
+    });
+    assert_eq!(created.parent_id(), call.span_id());
+    assert_eq!(created.service, "refbus-adapter");
+    assert_eq!(
+        created.attribute("refbus.referral_id").as_deref(),
+        Some(id.as_str())
+    );
+
+    // The router process consumed the creation: its span's parent came through NATS headers.
+    let consumed = only(&trace, "router.consume", |_| true);
+    assert_eq!(consumed.service, "refbus-router");
+    assert_eq!(consumed.parent_id(), created.span_id());
+
+    // UPTD PPA's adapter process delivered it, in the same trace.
+    let delivery = only(&trace, "adapter.deliver", |_| true);
+    assert_eq!(delivery.service, "refbus-adapter");
+    assert_eq!(delivery.attribute("refbus.item").as_deref(), Some("event"));
+    assert!(descends(&trace, delivery, call));
+
+    // Nothing exported holds the person's identity or the note; the referral id is there, so
+    // the scan reads the spans' attributes.
+    let exported = collector.bytes();
+    assert!(contains(&exported, &id));
+    for secret in [
+        person.full_name.as_str(),
+        person.nik.as_str(),
+        person.birth_date.as_str(),
+        person.address.as_str(),
+        person.phone.as_str(),
+        person.narrative.as_str(),
+        person.guardian_name.as_str(),
+        note,
+    ] {
+        assert!(
+            !contains(&exported, secret),
+            "the exported spans hold {secret:?}"
+        );
+    }
 }
