@@ -74,6 +74,36 @@ async fn a_witness_cosigns_consistent_checkpoints_and_refuses_a_fork_for_good() 
     task.await.unwrap();
     assert_eq!(stats.size.load(Ordering::Relaxed), stored);
     assert_eq!(stats.refused.load(Ordering::Relaxed), 0);
+    // Its metrics, as `refbus witness --metrics-addr` serves them, say so.
+    let endpoint = refbus_metrics::Endpoint::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = refbus_metrics::spawn(
+        refbus_notary::metrics::witness_exposition(stats.clone()),
+        &endpoint,
+    )
+    .unwrap();
+    let scraped = refbus_metrics::scrape(endpoint.address().unwrap())
+        .await
+        .unwrap()
+        .body;
+    let sample = |name| refbus_metrics::sample(&scraped, name, &[]);
+    let cosigned = stats.cosigned.load(Ordering::Relaxed);
+    assert!(cosigned >= 1, "{scraped}");
+    assert_eq!(
+        sample("refbus_witness_cosigned_total"),
+        Some(cosigned as f64),
+        "{scraped}"
+    );
+    assert_eq!(
+        sample("refbus_witness_refused_total"),
+        Some(0.0),
+        "{scraped}"
+    );
+    assert_eq!(
+        sample("refbus_witness_checkpoint_size"),
+        Some(stored as f64),
+        "{scraped}"
+    );
+    server.stop().await;
     let mut with_quorum = trust(&key);
     with_quorum.witnesses = witnesses.to_vec();
     with_quorum.quorum = 1;

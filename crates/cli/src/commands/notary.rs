@@ -34,16 +34,41 @@ pub(crate) struct NotaryArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7480")]
     listen: SocketAddr,
     /// Where to serve Prometheus metrics (`GET /metrics`: refbus_notary_*, see
-    /// docs/OPERATIONS.md). Not served unless given.
-    #[arg(long, value_name = "ADDR", env = "REFBUS_NOTARY_METRICS_ADDR")]
+    /// docs/OPERATIONS.md). Not served unless given. The variable's earlier name,
+    /// REFBUS_NOTARY_METRICS_ADDR, is still read when REFBUS_METRICS_ADDR is not set.
+    #[arg(long, value_name = "ADDR", env = "REFBUS_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
+}
+
+/// The notary's metrics variable before every component read `REFBUS_METRICS_ADDR`.
+const EARLIER_METRICS_VARIABLE: &str = "REFBUS_NOTARY_METRICS_ADDR";
+
+/// The notary's metrics address: `--metrics-addr` (or `REFBUS_METRICS_ADDR`), else the earlier
+/// variable `variable(EARLIER_METRICS_VARIABLE)` names, so settings written for it keep working.
+fn notary_metrics_addr(
+    given: Option<SocketAddr>,
+    variable: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Option<SocketAddr>> {
+    if given.is_some() {
+        return Ok(given);
+    }
+    match variable(EARLIER_METRICS_VARIABLE) {
+        Some(value) if !value.trim().is_empty() => {
+            let addr = value.trim().parse().map_err(|err| {
+                super::UsageError(format!("{EARLIER_METRICS_VARIABLE}={value}: {err}"))
+            })?;
+            Ok(Some(addr))
+        }
+        _ => Ok(None),
+    }
 }
 
 pub(crate) fn run(args: NotaryArgs) -> anyhow::Result<ExitCode> {
     runtime::init_tracing_beside_router_activity();
     let key = NoteKey::read(&args.key, KeyKind::Notary)?;
     let origin = args.origin.clone().unwrap_or_else(|| key.name().to_owned());
-    let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
+    let metrics_addr = notary_metrics_addr(args.metrics_addr, |name| std::env::var(name).ok())?;
+    let metrics = runtime::metrics_endpoint(metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let bus = args.nats.connect(None).await?;
         let listener = tokio::net::TcpListener::bind(args.listen)
@@ -95,6 +120,10 @@ pub(crate) struct WitnessArgs {
     /// notary adds it to the checkpoint it serves.
     #[arg(long)]
     publish: bool,
+    /// Where to serve Prometheus metrics (`GET /metrics`: refbus_witness_*, see
+    /// docs/OPERATIONS.md). Not served unless given.
+    #[arg(long, value_name = "ADDR", env = "REFBUS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     nats: runtime::NatsArgs,
 }
@@ -105,6 +134,7 @@ pub(crate) fn witness(args: WitnessArgs) -> anyhow::Result<ExitCode> {
     let vkey = verifier_key_arg(&args.notary_key);
     let notary = notary_verifier(&vkey)?;
     let origin = args.origin.clone().unwrap_or_else(|| key_name(&vkey));
+    let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let bus = match args.publish {
             true => Some(args.nats.connect(None).await?),
@@ -127,7 +157,20 @@ pub(crate) fn witness(args: WitnessArgs) -> anyhow::Result<ExitCode> {
             bus,
             stats: Arc::default(),
         };
+        let metrics = match metrics {
+            Some(endpoint) => Some(
+                refbus_metrics::spawn(
+                    refbus_notary::metrics::witness_exposition(witness.stats.clone()),
+                    &endpoint,
+                )
+                .context("serving metrics (--metrics-addr)")?,
+            ),
+            None => None,
+        };
         witness.run(runtime::stop_signal()).await;
+        if let Some(metrics) = metrics {
+            metrics.stop().await;
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -143,4 +186,33 @@ pub(crate) fn verifier_key_arg(arg: &str) -> String {
 /// A verifier key's name (its first `+`-separated part): a log's default origin.
 pub(crate) fn key_name(vkey: &str) -> String {
     vkey.split('+').next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_notary_reads_its_earlier_metrics_variable_when_the_common_one_is_unset() {
+        let earlier = |value: &'static str| {
+            move |name: &str| (name == EARLIER_METRICS_VARIABLE).then(|| value.to_owned())
+        };
+        let given: SocketAddr = "10.0.0.7:9472".parse().unwrap();
+        // The flag (or REFBUS_METRICS_ADDR, which clap reads into it) wins.
+        assert_eq!(
+            notary_metrics_addr(Some(given), earlier("10.0.0.8:1")).unwrap(),
+            Some(given)
+        );
+        assert_eq!(
+            notary_metrics_addr(None, earlier("10.0.0.7:9472")).unwrap(),
+            Some(given)
+        );
+        assert_eq!(notary_metrics_addr(None, |_| None).unwrap(), None);
+        assert_eq!(notary_metrics_addr(None, earlier(" ")).unwrap(), None);
+        let refused = notary_metrics_addr(None, earlier("not an address")).unwrap_err();
+        assert!(
+            refused.to_string().contains(EARLIER_METRICS_VARIABLE),
+            "{refused}"
+        );
+    }
 }
