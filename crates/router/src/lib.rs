@@ -295,6 +295,12 @@ impl Router {
     /// again, and timers are rebuilt from the bus. Returns an error if the events stop coming
     /// ([`Error::ConsumerEnded`]): whoever runs the router restarts it.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+        // On the heap: the loop's future is large (its state, feeds and spans), and every
+        // caller would otherwise hold it in its own.
+        Box::pin(self.run_loop(shutdown)).await
+    }
+
+    async fn run_loop(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
         // Served for as long as the router runs, stopped with it (also on an error).
         let _metrics = match &self.options.metrics {
             Some(endpoint) => Some(
