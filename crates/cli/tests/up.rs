@@ -1,7 +1,8 @@
 //! `refbus up` as a newcomer runs it: the process starts nats-server and every adapter, prints
 //! the endpoints, serves a referral, stops cleanly on Ctrl-C (promptly, even with inbox streams
 //! open, and leaving no nats-server behind), keeps its data for the next start, and prints each
-//! router action once, without colour codes when its output is not a terminal.
+//! router action once, without colour codes when its output is not a terminal; with
+//! `--otlp-endpoint` it exports its spans, the last ones as it stops.
 
 mod common;
 
@@ -764,4 +765,83 @@ async fn up_cluster_3_serves_a_referral_and_goes_on_serving_after_a_node_is_kill
             "nats-server {pid} still runs"
         );
     }
+}
+
+/// `refbus up --otlp-endpoint` exports the spans of every component it runs, as one service
+/// (`refbus-up`): a create carrying the caller's `traceparent` is in the caller's trace, and
+/// what was still buffered when Ctrl-C came is exported before the process ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_otlp_endpoint_exports_a_calls_spans_in_the_callers_trace() {
+    use refbus_testkit::otlp::{Collector, of_trace};
+    const CALLER_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+    const CALLER_SPAN: &str = "b7ad6b7169203331";
+
+    let (collector, addr) = Collector::start().await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let (data_dir, otlp) = (data.path().to_owned(), format!("http://{addr}"));
+    let (mut child, lines) = tokio::task::spawn_blocking(move || {
+        common::start_up(&data_dir, &["--otlp-endpoint", &otlp])
+    })
+    .await
+    .unwrap();
+    let dinsos = endpoint(&lines, "maros-dinsos");
+    let mut client = connect(data.path(), "maros-dinsos", &dinsos).await;
+    let mut request = operator(v1::CreateReferralRequest {
+        request_id: "up-trace-1".into(),
+        recipient: "maros-uptd-ppa".into(),
+        case_id: "MRS-UP-TRACE".into(),
+        service: "shelter".into(),
+        priority: v1::Priority::Urgent.into(),
+        consent: Some(v1::Consent {
+            services: true,
+            disclose_to_agencies: true,
+            override_justification: String::new(),
+            sealed_override_justification: None,
+        }),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let id = client
+        .create_referral(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap()
+        .referral_id;
+    // Stopped at once: the call's spans are exported on the way out, if not before.
+    let status = tokio::task::spawn_blocking(move || interrupt(&mut child))
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    let spans = collector.spans();
+    let trace = of_trace(&spans, CALLER_TRACE);
+    let named: Vec<String> = trace
+        .values()
+        .map(|span| format!("{} {}", span.service, span.name()))
+        .collect();
+    let call = trace
+        .values()
+        .find(|span| span.name() == "refbus.v1.ReferralService/CreateReferral")
+        .unwrap_or_else(|| panic!("no call span in the caller's trace: {named:#?}"));
+    assert_eq!(call.parent_id(), CALLER_SPAN);
+    assert_eq!(call.service, "refbus-up");
+    let created = trace
+        .values()
+        .find(|span| {
+            span.name() == "bus.append"
+                && span.attribute("refbus.change").as_deref() == Some("created")
+        })
+        .unwrap_or_else(|| panic!("no append of the creation: {named:#?}"));
+    assert_eq!(created.parent_id(), call.span_id());
+    assert_eq!(
+        created.attribute("refbus.referral_id").as_deref(),
+        Some(id.as_str())
+    );
 }
