@@ -346,7 +346,7 @@ impl Bus {
         verifier: &Verifier,
         subject: &str,
     ) -> Result<Option<Stored<EventRecord>>, ReadError> {
-        let Some((first_seq, first)) = self.unchecked_next(verifier, subject, 1).await? else {
+        let Some((first_seq, first)) = self.first_message_of(verifier, subject).await? else {
             return Ok(None);
         };
         if let Some(record) = first
@@ -368,6 +368,45 @@ impl Bus {
             }
         }
         Ok(None)
+    }
+
+    /// The first message on `subject`, as [`Bus::unchecked_next`] from 1, read again while the
+    /// replica that answered has not caught up with the stream.
+    ///
+    /// On a replicated stream the read's consumer may live on a follower that has not applied
+    /// the newest writes yet (JetStream promises no read-after-write there), and "no message"
+    /// would then silently drop what a referral's creation holds (its sealed identity: a
+    /// rerouted child would be created without it). When the read sees nothing, the subject's
+    /// last message is asked for; if there is one, the read is retried (backing off from 10 ms)
+    /// until [`crate::READ_TIMEOUT`], then the caller hears `Unavailable` ("retry"), never a
+    /// wrong "none".
+    async fn first_message_of(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<Option<(u64, Option<crate::Unchecked>)>, ReadError> {
+        let deadline = tokio::time::Instant::now() + crate::READ_TIMEOUT;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            if let Some(first) = self.unchecked_next(verifier, subject, 1).await? {
+                return Ok(Some(first));
+            }
+            let last = self.last_seq_on(subject).await?;
+            if last == 0 {
+                return Ok(None);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(ReadError::with_source(
+                    crate::ReadErrorKind::Unavailable,
+                    format!(
+                        "{subject} holds stream sequence {last}, but the replica that answered \
+                         the read has not caught up with it yet"
+                    ),
+                ));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
     }
 
     /// The subjects matching `pattern` whose first record is a creation that passes the check,
