@@ -15,7 +15,7 @@
 //! - `refbus audit verify` (records, hash chains, stream sequences, clocks, the notary's
 //!   Merkle log) must exit 0.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -82,6 +82,8 @@ pub struct Check {
     pub max_lateness_ms: i64,
     /// Items due and never recorded (`refbus audit verify`'s clock check).
     pub missing: usize,
+    /// Records `refbus audit verify` refuses (forged, out of their referral's chain...).
+    pub refused_records: usize,
     pub audit_passed: bool,
     pub audit_exit: Option<i32>,
     pub audit_tolerance_s: u64,
@@ -131,11 +133,17 @@ pub async fn check(inputs: &Inputs<'_>, ops: &[Op], faults: &[Fault]) -> anyhow:
         ..Check::default()
     };
 
+    // The audit first: the records it refuses are not part of any referral.
+    let refused = audit(inputs, faults, &mut check).await?;
+    check.refused_records = refused.len();
+
     // Every referral event on the bus: request_ids and router items counted.
     let bus = connect(inputs.urls)
         .await
         .context("connecting the checker")?;
     let mut requests: HashMap<String, usize> = HashMap::new();
+    // Request ids with at least one event the audit believes.
+    let mut believed = HashSet::new();
     let mut items: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
     let mut referrals = std::collections::HashSet::new();
     let mut messages = bus
@@ -152,6 +160,9 @@ pub async fn check(inputs: &Inputs<'_>, ops: &[Op], faults: &[Fault]) -> anyhow:
         referrals.insert(event.referral_id.to_string());
         if let Some(request) = &event.request_id {
             *requests.entry(request.to_string()).or_default() += 1;
+            if !refused.contains(&message.seq) {
+                believed.insert(request.to_string());
+            }
         }
         if let Some((key, due)) = item(&event.change) {
             items
@@ -162,7 +173,7 @@ pub async fn check(inputs: &Inputs<'_>, ops: &[Op], faults: &[Fault]) -> anyhow:
     }
     check.referrals = referrals.len();
 
-    let mut duplicated = compare_ops(ops, &requests, &mut check);
+    let mut duplicated = compare_ops(ops, &requests, &believed, &mut check);
 
     for ((referral, key), records) in &items {
         check.items_recorded += 1;
@@ -190,18 +201,27 @@ pub async fn check(inputs: &Inputs<'_>, ops: &[Op], faults: &[Fault]) -> anyhow:
     duplicated.sort();
     check.duplicated = duplicated;
 
-    audit(inputs, faults, &mut check).await?;
     Ok(check)
 }
 
 /// Compares the operations with the request_ids found on the bus (how many events carry
-/// each): fills `lost`, `wrong_answers` and `unknown_recorded`; returns the request_ids on
-/// more than one event.
-fn compare_ops(ops: &[Op], requests: &HashMap<String, usize>, check: &mut Check) -> Vec<String> {
+/// each, and which have an event the audit believes): fills `lost` (an `ok` operation with no
+/// event, or only events on records the record check refuses: readers never see them),
+/// `wrong_answers` and `unknown_recorded`; returns the request_ids on more than one event.
+fn compare_ops(
+    ops: &[Op],
+    requests: &HashMap<String, usize>,
+    believed: &HashSet<String>,
+    check: &mut Check,
+) -> Vec<String> {
     for op in ops {
         let count = requests.get(&op.request_id).copied().unwrap_or(0);
         match op.outcome {
             Outcome::Ok if count == 0 => check.lost.push(op.request_id.clone()),
+            Outcome::Ok if !believed.contains(&op.request_id) => check.lost.push(format!(
+                "{} ({} {}: stored only on records the audit refuses)",
+                op.request_id, op.kind, op.referral_id
+            )),
             Outcome::Failed if count > 0 => check
                 .wrong_answers
                 .push(format!("{} ({}: {})", op.request_id, op.kind, op.detail)),
@@ -257,8 +277,13 @@ fn allowance(due: i64, stored: i64, slack: Duration, faults: &[Fault]) -> i64 {
     slack + overlapping
 }
 
-/// Runs `refbus audit verify --json` over the stream and the notary's log.
-async fn audit(inputs: &Inputs<'_>, faults: &[Fault], check: &mut Check) -> anyhow::Result<()> {
+/// Runs `refbus audit verify --json` over the stream and the notary's log; returns the stream
+/// sequences of the records it refuses.
+async fn audit(
+    inputs: &Inputs<'_>,
+    faults: &[Fault],
+    check: &mut Check,
+) -> anyhow::Result<HashSet<u64>> {
     let longest = faults.iter().map(Fault::duration).max().unwrap_or_default();
     let tolerance = inputs.slack + longest + inputs.quiet;
     check.audit_tolerance_s = tolerance.as_secs();
@@ -294,7 +319,13 @@ async fn audit(inputs: &Inputs<'_>, faults: &[Fault], check: &mut Check) -> anyh
     check.audit_passed = output.status.success();
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
     let problems = report["problems"].as_array().cloned().unwrap_or_default();
+    let mut refused = HashSet::new();
     for problem in &problems {
+        if problem["check"] == "record"
+            && let Some(seq) = problem["seq"].as_u64()
+        {
+            refused.insert(seq);
+        }
         let mut name = problem["check"].as_str().unwrap_or("unknown").to_owned();
         if let Some(finding) = problem["finding"]["finding"].as_str() {
             if finding == "missing" {
@@ -319,7 +350,7 @@ async fn audit(inputs: &Inputs<'_>, faults: &[Fault], check: &mut Check) -> anyh
                 .join(" / ")
         ));
     }
-    Ok(())
+    Ok(refused)
 }
 
 #[cfg(test)]
@@ -367,13 +398,26 @@ mod tests {
             ("refused-yet-recorded", 1),
             ("unknown-recorded", 1),
             ("unknown-twice", 2),
+            ("forked", 1),
         ]
         .into_iter()
         .map(|(key, count)| (key.to_owned(), count))
         .collect();
+        let believed: HashSet<String> = requests
+            .keys()
+            .filter(|key| *key != "forked")
+            .cloned()
+            .collect();
         let mut check = Check::default();
-        let duplicated = compare_ops(&ops, &requests, &mut check);
-        assert_eq!(check.lost, ["lost"]);
+        let ops = [&ops[..], &[op("forked", Outcome::Ok)]].concat();
+        let duplicated = compare_ops(&ops, &requests, &believed, &mut check);
+        assert_eq!(check.lost.len(), 2);
+        assert_eq!(check.lost[0], "lost");
+        assert!(
+            check.lost[1].starts_with("forked (note"),
+            "{:?}",
+            check.lost
+        );
         assert_eq!(check.wrong_answers.len(), 1);
         assert!(check.wrong_answers[0].starts_with("refused-yet-recorded"));
         assert_eq!(check.unknown_recorded, 2);

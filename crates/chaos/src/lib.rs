@@ -207,7 +207,15 @@ impl Report {
             c.items_recorded,
             c.late.len(),
             c.missing,
-            if c.audit_passed { "passed" } else { "FAILED" },
+            if c.audit_passed {
+                "passed".to_owned()
+            } else {
+                format!(
+                    "FAILED ({} problems, {} records refused)",
+                    c.audit_problems.values().sum::<usize>(),
+                    c.refused_records
+                )
+            },
             if self.passed() { "PASS" } else { "FAIL" },
         )
     }
