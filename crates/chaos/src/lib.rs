@@ -346,16 +346,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
         notary,
         router_base_args,
     }));
-    let result = campaign(
-        &settings,
-        &out,
-        &config,
-        &keys,
-        &urls,
-        endpoints,
-        components.clone(),
-    )
-    .await;
+    // Ctrl-C still removes the namespaces and stops every child (they also die with this
+    // process through their parent-death signal, but namespaces would outlive it).
+    let result = tokio::select! {
+        result = campaign(&settings, &out, &config, &keys, &urls, endpoints, components.clone()) => result,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
     components.lock().await.stop_all().await;
     result
 }
