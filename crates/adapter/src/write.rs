@@ -6,6 +6,13 @@
 //! retry that the life cycle now refuses (because it already happened) is found in the
 //! referral's history; a retry that would be allowed again is recognised by the bus's
 //! deduplication. In every case the answer is the original one and nothing is written twice.
+//!
+//! Riding through an outage: a command that fails for want of the bus (a read that got no
+//! answer, an append whose acknowledgement never came, a connection lost to a NATS node that
+//! died) is run again, whole, with the same request id, until `Options::ride_through` has
+//! passed ([`Adapter::riding_through`]). The request id is the idempotency key, so the retry
+//! sends the same `Nats-Msg-Id` and meets the first attempt if it was stored: the recognition
+//! above answers from it. Only then does the agency hear `UNAVAILABLE`.
 
 use refbus_bus::{Append, AppendErrorKind, EventRecord, Idempotency, Stored, subjects};
 use refbus_core::command::{Command, Request};
@@ -201,8 +208,18 @@ impl Adapter {
         Ok(None)
     }
 
-    /// Runs a command on an existing referral.
+    /// Runs a command on an existing referral, riding through an outage of the bus.
     pub(crate) async fn execute<R: CommandRequest>(
+        &self,
+        operator: Caller,
+        request: &R,
+    ) -> Result<Written, Status> {
+        self.riding_through(|| self.execute_once(operator.clone(), request))
+            .await
+    }
+
+    /// One attempt of [`Adapter::execute`].
+    async fn execute_once<R: CommandRequest>(
         &self,
         operator: Caller,
         request: &R,
@@ -348,9 +365,75 @@ impl Adapter {
         }
     }
 
+    /// Runs `attempt` again while it fails `UNAVAILABLE` (the bus did not answer, or the
+    /// outcome of an append is unknown), until `Options::ride_through` has passed: then its
+    /// last answer. Between attempts it waits for the connection to be up again (a client
+    /// reconnects to another node of a cluster within tens of milliseconds) and backs off a
+    /// little (a stream without a leader answers at once that it has none).
+    ///
+    /// Safe only for attempts that are idempotent by their request id, as every command here
+    /// is: a retry carries the same idempotency key (`Nats-Msg-Id`) and finds an earlier
+    /// attempt that was stored (see the module's documentation).
+    pub(crate) async fn riding_through<T, F, Fut>(&self, mut attempt: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, Status>>,
+    {
+        const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+        const LONGEST_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+        let deadline = tokio::time::Instant::now() + self.inner.options.ride_through;
+        let mut pause = FIRST_PAUSE;
+        let mut retries = 0_u32;
+        loop {
+            // Boxed: the attempts' futures are large, and this loop holds one at a time.
+            let outcome = Box::pin(attempt()).await;
+            match outcome {
+                Err(status) if status::is_bus_unavailable(&status) => {
+                    let now = tokio::time::Instant::now();
+                    if now >= deadline {
+                        if retries > 0 {
+                            tracing::warn!(
+                                retries,
+                                "the bus stayed unavailable for the whole ride-through; answering UNAVAILABLE"
+                            );
+                        }
+                        return Err(status);
+                    }
+                    retries += 1;
+                    let mut connected = self.inner.bus.connection();
+                    let _ = tokio::time::timeout_at(deadline, connected.wait_for(|up| *up)).await;
+                    tokio::time::sleep_until((tokio::time::Instant::now() + pause).min(deadline))
+                        .await;
+                    pause = (pause * 2).min(LONGEST_PAUSE);
+                }
+                outcome => {
+                    if retries > 0 {
+                        tracing::info!(
+                            retries,
+                            ok = outcome.is_ok(),
+                            "rode through an outage of the bus"
+                        );
+                    }
+                    return outcome;
+                }
+            }
+        }
+    }
+
     // === create ===
 
+    /// Creates a referral, riding through an outage of the bus.
     pub(crate) async fn create(
+        &self,
+        operator: Caller,
+        request: &v1::CreateReferralRequest,
+    ) -> Result<Created, Status> {
+        self.riding_through(|| self.create_once(operator.clone(), request))
+            .await
+    }
+
+    /// One attempt of [`Adapter::create`].
+    async fn create_once(
         &self,
         operator: Caller,
         request: &v1::CreateReferralRequest,
@@ -713,6 +796,16 @@ impl Adapter {
     /// (re-sealing the identity for the new recipient) and records the reroute on the original.
     /// A retry with the same request id finishes what an interrupted attempt started.
     pub(crate) async fn reroute(
+        &self,
+        operator: Caller,
+        request: &v1::RerouteReferralRequest,
+    ) -> Result<Rerouted, Status> {
+        self.riding_through(|| self.reroute_once(operator.clone(), request))
+            .await
+    }
+
+    /// One attempt of [`Adapter::reroute`].
+    async fn reroute_once(
         &self,
         operator: Caller,
         request: &v1::RerouteReferralRequest,

@@ -26,7 +26,8 @@ pub enum Verdict {
         before: Option<Box<Referral>>,
         record: Box<refbus_bus::Stored<EventRecord>>,
     },
-    /// A referral record that fails: not part of its referral.
+    /// A referral record that fails: not part of its referral; or a notice or index entry of
+    /// a format this build does not read.
     Refused(Failure),
     /// Not on a referral subject (a notice, an index entry): the record check does not apply.
     Other,

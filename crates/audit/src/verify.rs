@@ -1,8 +1,9 @@
 //! A verification run: read the stream (or a JSONL export) once, in stream order; check each
-//! message with the one record check (`refbus_bus::Replayer`); give every [`Check`] the message
-//! and the verdict; at the end, JetStream's own account of the stream and every referral's
-//! last verified state. Shows a progress bar on a terminal, stops between two messages when
-//! asked (Ctrl-C) and resumes from a small state file.
+//! message with the one record check (`refbus_bus::Replayer`: the part that needs no other
+//! message, decoding and signatures, prepared on every core, the rest in order); give every
+//! [`Check`] the message and the verdict; at the end, JetStream's own account of the stream and
+//! every referral's last verified state. Shows a progress bar on a terminal, stops between two
+//! messages when asked (Ctrl-C) and resumes from a small state file.
 //!
 //! The resume file (JSON, written 0600 beside where the auditor asked) holds the last stream
 //! sequence verified, the counters, the problems found so far, every referral's last
@@ -16,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
-use refbus_bus::{Bus, Replayed, Replayer, StoredMessage, StreamState, Verifier, subjects};
+use refbus_bus::{Bus, Prepared, Replayed, Replayer, StoredMessage, StreamState, Verifier};
+use refbus_core::format::RecordKind;
 use refbus_core::{Referral, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +45,9 @@ pub enum VerifyError {
     File { path: PathBuf, message: String },
     #[error("{0}")]
     Export(String),
+    /// A file of a format this build does not read (the sentence names the file).
+    #[error("{0}")]
+    Format(String),
 }
 
 /// How a run ended.
@@ -57,10 +62,11 @@ pub enum Outcome {
     },
 }
 
-/// The state of a run, as the resume file holds it.
+/// The state of a run, as the resume file holds it. `version` is the file's format
+/// (`refbus_core::format::RecordKind::AuditResume`), written in every file since the first.
 #[derive(Debug, Serialize, Deserialize)]
 struct Saved {
-    version: u32,
+    version: u64,
     source: String,
     last_seq: u64,
     messages: u64,
@@ -70,7 +76,11 @@ struct Saved {
     checks: HashMap<String, serde_json::Value>,
 }
 
-const SAVED_VERSION: u32 = 1;
+/// The resume file's format alone, read before the rest (a newer file may not decode here).
+#[derive(Deserialize)]
+struct SavedVersion {
+    version: u64,
+}
 
 /// One run in progress.
 struct Run {
@@ -134,11 +144,13 @@ impl Run {
         })
     }
 
-    fn feed(&mut self, message: &StoredMessage) {
+    /// Checks `message`, prepared as `prepared` ([`Replayer::prepare_referral`]), in stream
+    /// order.
+    fn feed(&mut self, message: &StoredMessage, prepared: Option<Prepared>) {
         self.messages += 1;
         self.last_seq = self.last_seq.max(message.seq);
-        let verdict = match subjects::parse(&message.subject) {
-            Some(subjects::Parsed::Referral(_)) => match self.replayer.check_after(message) {
+        let verdict = match prepared {
+            Some(prepared) => match self.replayer.check_prepared(prepared) {
                 (Replayed::Record(record), before) => {
                     self.records += 1;
                     Verdict::Record {
@@ -148,7 +160,12 @@ impl Run {
                 }
                 (Replayed::Refused { failure, .. }, _) => Verdict::Refused(failure),
             },
-            _ => Verdict::Other,
+            // A notice or an index entry: its format is checked (a newer writer's is a
+            // problem, never passed over); the rest is its readers' concern.
+            None => match self.replayer.check_format(message) {
+                Some(failure) => Verdict::Refused(failure),
+                None => Verdict::Other,
+            },
         };
         let seen = Seen {
             message,
@@ -161,7 +178,7 @@ impl Run {
 
     fn save(&self, path: &Path) -> Result<(), VerifyError> {
         let saved = Saved {
-            version: SAVED_VERSION,
+            version: RecordKind::AuditResume.written(),
             source: self.source.clone(),
             last_seq: self.last_seq,
             messages: self.messages,
@@ -203,21 +220,60 @@ impl Run {
     }
 }
 
+/// How many threads prepare a batch of an export: one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |cores| cores.get())
+}
+
+/// Messages of an export read and prepared per thread at a time.
+const BATCH: usize = refbus_bus::replay::PREPARE_BATCH;
+
+/// [`Replayer::prepare_referral`] of every message of `batch`, split over `workers` threads (the
+/// way [`Bus::prepared_messages`] prepares a stream), in order.
+fn prepare_in_parallel(
+    verifier: &Verifier,
+    batch: &[StoredMessage],
+    workers: usize,
+) -> Vec<Option<Prepared>> {
+    let size = batch.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = batch
+            .chunks(size)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|message| Replayer::prepare_referral(verifier, message))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|handle| match handle.join() {
+                Ok(prepared) => prepared,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
 fn read_saved(path: &Path) -> Result<Saved, VerifyError> {
     let file_error = |message: String| VerifyError::File {
         path: path.to_owned(),
         message,
     };
     let bytes = std::fs::read(path).map_err(|err| file_error(err.to_string()))?;
-    let saved: Saved = serde_json::from_slice(&bytes)
-        .map_err(|err| file_error(format!("not a resume file of refbus audit: {err}")))?;
-    if saved.version != SAVED_VERSION {
-        return Err(file_error(format!(
-            "resume file version {}, this refbus writes {SAVED_VERSION}",
-            saved.version
-        )));
-    }
-    Ok(saved)
+    let not_a_resume_file =
+        |err: serde_json::Error| file_error(format!("not a resume file of refbus audit: {err}"));
+    let version = serde_json::from_slice::<SavedVersion>(&bytes)
+        .map_err(not_a_resume_file)?
+        .version;
+    refbus_core::format::check(RecordKind::AuditResume, Some(version), || {
+        path.display().to_string()
+    })
+    .map_err(|unknown| VerifyError::Format(unknown.to_string()))?;
+    serde_json::from_slice(&bytes).map_err(not_a_resume_file)
 }
 
 /// Writes `bytes` to `path` readable by its owner only, replacing it atomically.
@@ -278,14 +334,17 @@ pub async fn verify_bus(
     // JetStream's account first: everything it counts must be read.
     let stream = bus.stream_state().await?;
     let bar = progress_bar(options.progress, stream.last_seq, run.last_seq);
-    let mut messages = bus.messages(Vec::new(), run.last_seq + 1).await?;
-    while let Some(message) = messages.next().await {
+    // Signatures on every core, the chain in order (see `Bus::prepared_messages`).
+    let mut messages = bus
+        .prepared_messages(verifier, Vec::new(), run.last_seq + 1)
+        .await?;
+    while let Some(item) = messages.next().await {
         if stop.load(Ordering::Relaxed) {
             bar.finish_and_clear();
             return stopped(&run, options);
         }
-        let message = message?;
-        run.feed(&message);
+        let (message, prepared) = item?;
+        run.feed(&message, prepared);
         bar.set_position(message.seq);
     }
     bar.finish_and_clear();
@@ -318,23 +377,32 @@ pub fn verify_export(
     let mut run = Run::start(source, verifier, checks, options.resume.as_deref())?;
     let total = header.stream.map_or(0, |stream| stream.last_seq);
     let bar = progress_bar(options.progress, total, run.last_seq);
-    for (number, line) in lines.enumerate() {
-        if stop.load(Ordering::Relaxed) {
-            bar.finish_and_clear();
-            return stopped(&run, options);
+    let workers = workers();
+    let mut lines = lines.enumerate().peekable();
+    while lines.peek().is_some() {
+        // A batch read, prepared over every core, then checked in order.
+        let mut batch = Vec::with_capacity(BATCH * workers);
+        for (number, line) in lines.by_ref().take(BATCH * workers) {
+            let line = line.map_err(|err| VerifyError::File {
+                path: path.to_owned(),
+                message: err.to_string(),
+            })?;
+            let message = crate::export::parse_line(&line).map_err(|err| {
+                VerifyError::Export(format!("{}:{}: {err}", path.display(), number + 2))
+            })?;
+            if message.seq > run.last_seq {
+                batch.push(message);
+            }
         }
-        let line = line.map_err(|err| VerifyError::File {
-            path: path.to_owned(),
-            message: err.to_string(),
-        })?;
-        let message = crate::export::parse_line(&line).map_err(|err| {
-            VerifyError::Export(format!("{}:{}: {err}", path.display(), number + 2))
-        })?;
-        if message.seq <= run.last_seq {
-            continue;
+        let prepared = prepare_in_parallel(verifier, &batch, workers);
+        for (message, prepared) in batch.iter().zip(prepared) {
+            if stop.load(Ordering::Relaxed) {
+                bar.finish_and_clear();
+                return stopped(&run, options);
+            }
+            run.feed(message, prepared);
+            bar.set_position(message.seq);
         }
-        run.feed(&message);
-        bar.set_position(message.seq);
     }
     bar.finish_and_clear();
     let stream = header.stream.filter(|_| header.whole_stream());

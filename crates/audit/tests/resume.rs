@@ -125,3 +125,36 @@ async fn a_resume_file_of_another_source_is_refused() {
     .unwrap_err();
     assert!(error.to_string().contains("not a resume file"), "{error}");
 }
+
+#[tokio::test]
+async fn a_resume_file_of_an_unknown_format_is_refused_naming_it() {
+    let nats = NatsServer::start().unwrap();
+    let bus = bus(&nats.url()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("verify.state");
+    // A newer refbus's file: its format first, the rest in a shape this build does not know.
+    std::fs::write(&state, r#"{"version":2,"progress":{"at":7}}"#).unwrap();
+    let options = Options {
+        now: t0_plus(1),
+        resume: Some(state.clone()),
+        progress: false,
+    };
+    let error = verify_bus(
+        &bus,
+        &verifier(),
+        standard(),
+        &options,
+        &AtomicBool::new(false),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}: audit resume file format 2 is unknown; this refbus reads format 1; upgrade \
+             this reader before the writers (docs/ARCHITECTURE.md, \"Record formats and \
+             versions\")",
+            state.display()
+        )
+    );
+}

@@ -424,3 +424,69 @@ async fn a_timely_router_leaves_nothing_to_report_and_items_within_tolerance_are
     let report = verify(&bus, t0_plus(31)).await;
     assert_eq!(report.problems.len(), 2, "{}", report.to_text());
 }
+
+/// Signatures are checked in parallel batches (`Bus::prepared_messages`) and the chain in
+/// order: a stream longer than one batch, with every referral's events spread over both,
+/// verifies clean; one byte altered in the second batch is reported at its sequence, and only
+/// its referral is touched.
+#[tokio::test]
+async fn a_stream_longer_than_one_prepared_batch_verifies_in_order() {
+    let nats = NatsServer::start().unwrap();
+    let bus = bus(&nats.url()).await;
+    let referrals = 150;
+    let mut histories: Vec<Vec<Stored<EventRecord>>> = Vec::new();
+    for index in 0..referrals {
+        let case = format!("MRS-BATCH-{index}");
+        histories.push(vec![
+            create(&bus, &case, &format!("batch-{index}"), t0_plus(0)).await,
+        ]);
+    }
+    for (command, minutes) in [(Command::ConfirmReceipt, 1), (Command::Accept, 5)] {
+        for history in &mut histories {
+            let last = history.last().unwrap().clone();
+            history.push(recipient_does(&bus, &last, command.clone(), t0_plus(minutes)).await);
+        }
+    }
+    let report = verify(&bus, quiet_now()).await;
+    assert!(report.is_clean(), "{}", report.to_text());
+    assert_eq!(report.referrals, referrals as u64);
+    assert_eq!(report.records, 3 * referrals as u64);
+    assert!(report.messages > refbus_bus::replay::PREPARE_BATCH as u64);
+
+    let target = &histories[referrals - 1][2];
+    assert!(target.seq > refbus_bus::replay::PREPARE_BATCH as u64);
+    let copy = NatsServer::start().unwrap();
+    copy_stream(
+        &nats.url(),
+        &copy.url(),
+        |index| index,
+        |message| {
+            if message.sequence != target.seq {
+                return Copy::Keep;
+            }
+            let mut payload = message.payload.to_vec();
+            let text = String::from_utf8(payload.clone()).unwrap();
+            let at = text.find("T01:05").unwrap() + 5;
+            payload[at] = b'6';
+            Copy::Payload(payload)
+        },
+    )
+    .await;
+    let report = verify(&common::bus(&copy.url()).await, quiet_now()).await;
+    let records: Vec<_> = report
+        .problems
+        .iter()
+        .filter(|problem| matches!(problem, Problem::Record { .. }))
+        .collect();
+    assert_eq!(records.len(), 1, "{}", report.to_text());
+    assert!(
+        matches!(
+            records[0],
+            Problem::Record { seq, referral: Some(id), problem: Integrity::Altered, .. }
+                if *seq == target.seq && *id == target.record.state.id
+        ),
+        "{}",
+        report.to_text()
+    );
+    assert_eq!(report.records, 3 * referrals as u64 - 1);
+}

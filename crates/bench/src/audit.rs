@@ -123,7 +123,7 @@ impl std::fmt::Display for AuditReport {
 }
 
 /// The floor: a bare ordered consumer reading every message up to `last`.
-async fn read_all(stream: &stream::Stream, last: u64) -> Result<Duration, BenchError> {
+pub(crate) async fn read_all(stream: &stream::Stream, last: u64) -> Result<Duration, BenchError> {
     let nats = |err: &dyn std::fmt::Display| BenchError::Nats(err.to_string());
     let started = Instant::now();
     let consumer = stream
@@ -154,8 +154,12 @@ pub fn audit(
         .build()?;
     progress("building the referral lives (core decide and evolve, signed, as adapters do)");
     let start = system_now().minus(Duration::from_secs(3600));
-    let messages =
-        Writer::new(registry.clone(), "audit").lives(options.referrals, options.group, start, 1)?;
+    let messages = Writer::new(registry.clone(), "audit").audit_lives(
+        options.referrals,
+        options.group,
+        start,
+        1,
+    )?;
     progress("filling the stream");
     let control = runtime.block_on(async {
         async_nats::connect(&server.url)

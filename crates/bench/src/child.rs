@@ -2,11 +2,12 @@
 //! ready, its memory and CPU time read from `/proc`, and stopped with Ctrl-C. A process of its
 //! own keeps the benchmark's memory (a million prepared messages) out of the router's figures.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal, kill_process};
@@ -18,6 +19,9 @@ use crate::cpu::{self, Process, Resident};
 const READY: &str = "router: ready (";
 /// What `refbus router` prints once it wrote the snapshot of its timers.
 const SNAPSHOT: &str = "router: snapshot of ";
+
+/// What a partitioned `refbus router` prints as it claims or gives up a partition.
+const PARTITION: &str = "router: partition ";
 
 /// The router's report that it is ready.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,9 @@ pub struct RouterProcess {
     /// Ready and INTEGRITY lines; every other line is only counted.
     lines: mpsc::Receiver<String>,
     recorded: Arc<AtomicU64>,
+    /// A partitioned router's partitions held now, each with the referrals with pending clocks
+    /// it held when claimed.
+    held: Arc<Mutex<BTreeMap<u32, usize>>>,
 }
 
 impl RouterProcess {
@@ -54,9 +61,17 @@ impl RouterProcess {
         let (forward, lines) = mpsc::channel();
         let recorded = Arc::new(AtomicU64::new(0));
         let counter = recorded.clone();
+        let held = Arc::new(Mutex::new(BTreeMap::new()));
+        let holding = held.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with(READY)
+                if let Some((partition, pending)) = parse_partition(&line) {
+                    let mut holding = holding.lock().unwrap_or_else(|err| err.into_inner());
+                    match pending {
+                        Some(pending) => holding.insert(partition, pending),
+                        None => holding.remove(&partition),
+                    };
+                } else if line.starts_with(READY)
                     || line.starts_with(SNAPSHOT)
                     || line.contains("INTEGRITY")
                 {
@@ -73,7 +88,23 @@ impl RouterProcess {
             started,
             lines,
             recorded,
+            held,
         })
+    }
+
+    /// A partitioned router's partitions held now, with the referrals with pending clocks in
+    /// each when it was claimed.
+    pub fn held(&self) -> BTreeMap<u32, usize> {
+        self.held
+            .lock()
+            .unwrap_or_else(|err| err.into_inner())
+            .clone()
+    }
+
+    /// `kill -9`: nothing given back, as a crashed machine would leave it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn pid(&self) -> u32 {
@@ -210,6 +241,25 @@ impl Drop for RouterProcess {
     }
 }
 
+/// `router: partition 3 claimed (1000 referrals read, 990 with pending clocks, …)`: the
+/// partition and its pending count; `router: partition 3 given up …`: the partition, `None`.
+fn parse_partition(line: &str) -> Option<(u32, Option<usize>)> {
+    let rest = line.strip_prefix(PARTITION)?;
+    let (partition, rest) = rest.split_once(' ')?;
+    let partition = partition.parse().ok()?;
+    if rest.starts_with("given up") {
+        return Some((partition, None));
+    }
+    let rest = rest.strip_prefix("claimed (")?;
+    let pending = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((partition, Some(pending)))
+}
+
 /// `router: ready (1000000 referrals, 999000 with pending clocks, rebuilt in 9.1s)`.
 fn parse_ready(line: &str, after: Duration) -> Option<Ready> {
     let rest = line.strip_prefix(READY)?;
@@ -241,5 +291,20 @@ mod tests {
             })
         );
         assert_eq!(parse_ready("router: recorded", Duration::ZERO), None);
+    }
+
+    #[test]
+    fn reads_the_partition_lines() {
+        assert_eq!(
+            parse_partition(
+                "router: partition 3 claimed (1000 referrals read, 990 with pending clocks, rebuilt, in 1.2s)"
+            ),
+            Some((3, Some(990)))
+        );
+        assert_eq!(
+            parse_partition("router: partition 12 given up (another replica takes it)"),
+            Some((12, None))
+        );
+        assert_eq!(parse_partition("router: ready (1 referrals"), None);
     }
 }

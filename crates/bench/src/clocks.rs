@@ -45,8 +45,11 @@ use crate::{BenchError, Server};
 pub const REPLICA: &str = "bench";
 /// Resident memory of a router holding a million open referrals.
 pub const MEMORY_LIMIT: u64 = 512 * 1024 * 1024;
-/// From starting a router to its timers rebuilt, with a million open referrals.
-pub const READY_LIMIT: Duration = Duration::from_secs(15);
+/// From starting a router to its timers ready, with a million open referrals (issue 12: a
+/// snapshot of its verified timer table plus the stream's tail).
+pub const READY_LIMIT: Duration = Duration::from_secs(3);
+/// From a partitioned router's death to its partitions taken over by the others (issue 12).
+pub const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
 /// p99 of the time from an item's due time to its event stored in JetStream, in milliseconds,
 /// with every event signed and every record read checked (it was 50 ms before signatures).
 pub const P99_LIMIT_MS: f64 = 20.0;
@@ -169,6 +172,12 @@ pub struct ClocksOptions {
     pub settle: Duration,
     /// `None`: skip the message schedules.
     pub schedules: Option<ScheduleOptions>,
+    /// Then the same with this many partitioned routers sharing the referrals, one run each
+    /// (empty: skip).
+    pub routers: Vec<usize>,
+    /// Partitions the partitioned routers share (divisible by each of `routers`, so each
+    /// holds the same share).
+    pub partitions: u32,
 }
 
 impl Default for ClocksOptions {
@@ -182,6 +191,8 @@ impl Default for ClocksOptions {
             builders: 2,
             settle: Duration::from_secs(3),
             schedules: Some(ScheduleOptions::default()),
+            routers: vec![1, 2, 3],
+            partitions: 6,
         }
     }
 }
@@ -209,6 +220,8 @@ pub struct Restart {
 /// The minute of due clocks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DueMinute {
+    /// When the first item fell due.
+    pub first_due: Timestamp,
     pub referrals: usize,
     pub spread: Duration,
     /// Items expected (every referral's two) and found recorded, and message ids seen twice.
@@ -238,6 +251,8 @@ pub struct ClocksReport {
     pub conditions: Conditions,
     pub restart: Restart,
     pub due: DueMinute,
+    /// The same over 1, 2, 3 … partitioned routers (`--routers`).
+    pub partitioned: Vec<Partitioned>,
     pub schedules: Option<ScheduleFigures>,
 }
 
@@ -307,7 +322,7 @@ pub(crate) fn publish_open(
 pub fn clocks(
     server: &Server,
     registry: Arc<Registry>,
-    router: &dyn Fn(&str) -> Command,
+    router: &dyn Fn(&str, Option<Share<'_>>) -> Command,
     options: &ClocksOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<ClocksReport, BenchError> {
@@ -347,7 +362,7 @@ pub fn clocks(
     progress("1. restarting the router on them");
     let nats_server = cpu::resident(Process::Pid(server.pid))?;
     let server_before = cpu::process_cpu(Process::Pid(server.pid))?;
-    let mut child = RouterProcess::start(router(&server.url))?;
+    let mut child = RouterProcess::start(router(&server.url, None))?;
     let ready = child.wait_ready(Duration::from_secs(300))?;
     let server_cpu = cpu::process_cpu(Process::Pid(server.pid))?.saturating_sub(server_before);
     let router_cpu = child.cpu()?;
@@ -367,7 +382,7 @@ pub fn clocks(
     progress("1. restarting it again, from the snapshot of its timers");
     child.wait_snapshot(Duration::from_secs(300))?;
     child.stop();
-    let mut child = RouterProcess::start(router(&server.url))?;
+    let mut child = RouterProcess::start(router(&server.url, None))?;
     let from_snapshot = child.wait_ready(Duration::from_secs(300))?;
     progress(&format!(
         "1. ready in {} from the snapshot ({} referrals read again)",
@@ -391,10 +406,59 @@ pub fn clocks(
         thousands(options.due as f64),
         options.spread.as_secs()
     ));
+    let mut children = [child];
     let due = due_minute(
-        server, &runtime, &stream, &registry, &mut child, options, fill, sent, progress,
+        server,
+        &runtime,
+        &stream,
+        &registry,
+        &mut children,
+        &[format!("refbus-router-{REPLICA}")],
+        "due",
+        options,
+        fill,
+        sent,
+        progress,
     )?;
+    let [child] = children;
     child.stop();
+
+    let mut partitioned = Vec::new();
+    let mut open_now = sent + due.referrals;
+    let mut previous = due.clone();
+    if !options.routers.is_empty() {
+        // Each partition's consumer where routers that had processed every event would have
+        // left it, as for the single router above.
+        // Nothing is ever deleted from the stream: its count is its last sequence.
+        let last = stream_messages(&runtime, &stream)? as u64;
+        for k in 0..options.partitions {
+            let name = format!("refbus-router-part-{k}-of-{}", options.partitions);
+            runtime.block_on(async {
+                timing::durable(&stream, &name, DeliverPolicy::All).await?;
+                stream
+                    .reset_consumer(&name, Some(last + 1))
+                    .await
+                    .map_err(|err| BenchError::Nats(format!("resetting consumer {name}: {err}")))
+            })?;
+        }
+    }
+    for &routers in &options.routers {
+        let figures = partitioned_run(
+            server,
+            &runtime,
+            &stream,
+            &registry,
+            router,
+            routers,
+            options,
+            (fill, open_now),
+            &previous,
+            progress,
+        )?;
+        open_now += figures.due.referrals;
+        previous = figures.due.clone();
+        partitioned.push(figures);
+    }
 
     let schedules = match &options.schedules {
         Some(schedule_options) => {
@@ -416,6 +480,7 @@ pub fn clocks(
         conditions,
         restart,
         due,
+        partitioned,
         schedules,
     })
 }
@@ -450,7 +515,10 @@ fn due_minute(
     runtime: &Runtime,
     stream: &stream::Stream,
     registry: &Arc<Registry>,
-    child: &mut RouterProcess,
+    children: &mut [RouterProcess],
+    consumers: &[String],
+    // Names this minute's writer: its request ids, hence its referrals, are its own.
+    writer: &str,
     options: &ClocksOptions,
     open_fill: Duration,
     open: usize,
@@ -477,24 +545,29 @@ fn due_minute(
             skew.as_secs()
         )));
     }
+    // Every message stored before this minute's creates (the open referrals, and what was
+    // recorded before: nothing is due meanwhile, see `partitioned_run`).
+    let before = stream_messages(runtime, stream)?;
     let first_due = system_now().plus(lead_time);
     let spread = options.spread;
     let due_at = move |index: usize| first_due.plus(spread.mul_f64(index as f64 / count as f64));
 
-    let writer = Arc::new(Writer::new(registry.clone(), "due"));
+    let writer = Arc::new(Writer::new(registry.clone(), writer));
     let chunks = histories::build_in_background(count, 5_000, options.builders, move |range| {
         writer.creates(range, |_| DUE_KIND, |index| due_at(index).minus(DUE_AFTER))
     });
     let js = stream_context(runtime, &server.url)?;
     let (sent, _) = runtime.block_on(histories::publish_chunks(&js, chunks, options.window))?;
-    let last_create = stored(runtime, stream, open + sent)?;
-    runtime.block_on(timing::acknowledged_through(
-        stream,
-        &format!("refbus-router-{REPLICA}"),
-        last_create,
-        Duration::from_millis(50),
-        Duration::from_secs(600),
-    ))?;
+    let last_create = stored(runtime, stream, before + sent)?;
+    for consumer in consumers {
+        runtime.block_on(timing::acknowledged_through(
+            stream,
+            consumer,
+            last_create,
+            Duration::from_millis(50),
+            Duration::from_secs(600),
+        ))?;
+    }
     let margin_seconds = (first_due.as_millis() - system_now().as_millis()) as f64 / 1000.0;
     progress(&format!(
         "2. the router has taken them in; the first items fall due in {margin_seconds:.1} s"
@@ -504,7 +577,7 @@ fn due_minute(
     std::thread::sleep(Duration::from_millis(
         u64::try_from(first_due.as_millis() - system_now().as_millis()).unwrap_or(0),
     ));
-    let router_before = child.cpu()?;
+    let router_before = total_cpu(children)?;
     let server_before = cpu::process_cpu(Process::Pid(server.pid))?;
     let expected = sent * DUE_ITEMS;
     let target = last_create + expected as u64;
@@ -521,10 +594,20 @@ fn due_minute(
                 .map_err(|err| BenchError::Nats(err.to_string()))
         })?;
     }
-    let router_cpu = child.cpu()?.saturating_sub(router_before);
+    let router_cpu = total_cpu(children)?.saturating_sub(router_before);
     let server_cpu = cpu::process_cpu(Process::Pid(server.pid))?.saturating_sub(server_before);
-    let memory_after = child.resident()?;
-    let integrity = child.integrity_lines();
+    // The largest router's.
+    let mut memory_after = Resident { now: 0, peak: 0 };
+    for child in children.iter() {
+        let resident = child.resident()?;
+        if resident.now >= memory_after.now {
+            memory_after = resident;
+        }
+    }
+    let integrity: Vec<String> = children
+        .iter()
+        .flat_map(RouterProcess::integrity_lines)
+        .collect();
     if !integrity.is_empty() {
         return Err(BenchError::Setup(format!(
             "the router flagged events: {}",
@@ -539,6 +622,7 @@ fn due_minute(
         first_due,
     ))?;
     Ok(DueMinute {
+        first_due,
         referrals: sent,
         spread,
         expected,
@@ -551,6 +635,221 @@ fn due_minute(
         router_cpu,
         server_cpu,
         memory_after,
+    })
+}
+
+/// A partitioned router the bench starts: its replica name and the partition count.
+#[derive(Debug, Clone, Copy)]
+pub struct Share<'a> {
+    pub replica: &'a str,
+    pub partitions: u32,
+}
+
+/// One run of partitioned routers sharing the referrals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Partitioned {
+    pub routers: usize,
+    pub partitions: u32,
+    /// From starting every router to each holding its share of the partitions.
+    pub ready: Duration,
+    /// Each router once ready: resident memory and referrals with pending clocks held.
+    pub memory: Vec<Resident>,
+    pub pending: Vec<usize>,
+    /// The due minute with these routers.
+    pub due: DueMinute,
+    /// From one router's `kill -9` to its partitions claimed by the others (2 routers or more).
+    pub takeover: Option<Duration>,
+    /// From the killed router started again to its share claimed back.
+    pub rejoin: Option<Duration>,
+}
+
+fn total_cpu(children: &[RouterProcess]) -> Result<Duration, BenchError> {
+    children
+        .iter()
+        .try_fold(Duration::ZERO, |sum, child| Ok(sum + child.cpu()?))
+}
+
+/// Waits until `done` holds of what the routers hold (polled every 20 ms), or fails after
+/// `timeout`; returns when it first held.
+fn wait_held(
+    children: &[RouterProcess],
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[BTreeMap<u32, usize>]) -> bool,
+) -> Result<std::time::Instant, BenchError> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let held: Vec<_> = children.iter().map(RouterProcess::held).collect();
+        if done(&held) {
+            return Ok(std::time::Instant::now());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(BenchError::Setup(format!(
+                "{what}: not within {} s (held: {held:?})",
+                timeout.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every partition held once, each router holding `share` of them.
+fn shared_out(held: &[BTreeMap<u32, usize>], partitions: u32, share: usize) -> bool {
+    let mut all: Vec<u32> = held.iter().flat_map(|held| held.keys().copied()).collect();
+    all.sort_unstable();
+    held.iter().all(|held| held.len() == share) && all == (0..partitions).collect::<Vec<_>>()
+}
+
+/// `routers` partitioned routers on the stream: ready, memory, the due minute, then (2 or
+/// more) one killed with `kill -9` and taken over, then started again.
+#[allow(clippy::too_many_arguments)]
+fn partitioned_run(
+    server: &Server,
+    runtime: &Runtime,
+    stream: &stream::Stream,
+    registry: &Arc<Registry>,
+    router: &dyn Fn(&str, Option<Share<'_>>) -> Command,
+    routers: usize,
+    options: &ClocksOptions,
+    (open_fill, open): (Duration, usize),
+    previous: &DueMinute,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Partitioned, BenchError> {
+    let partitions = options.partitions;
+    // The previous minute's referrals breach DUE_AFTER after their items: wait until every
+    // breach is due, so that the routers record them all at their start, before this
+    // minute's creates (its count of messages stays exact, and its lateness its own).
+    let breaches_due = previous
+        .first_due
+        .plus(previous.spread + DUE_AFTER + Duration::from_secs(2));
+    let wait = breaches_due.as_millis() - system_now().as_millis();
+    if wait > 0 {
+        progress(&format!(
+            "4. waiting {:.0} s for the previous minute's breaches to fall due",
+            wait as f64 / 1000.0
+        ));
+        std::thread::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0)));
+    }
+    let breaches_from = stream_messages(runtime, stream)?;
+    let share = partitions as usize / routers.max(1);
+    let names: Vec<String> = (0..routers)
+        .map(|n| format!("bench-{routers}-{n}"))
+        .collect();
+    let command = |name: &str| {
+        router(
+            &server.url,
+            Some(Share {
+                replica: name,
+                partitions,
+            }),
+        )
+    };
+    progress(&format!(
+        "4. {routers} partitioned router(s) sharing {partitions} partitions"
+    ));
+    let started = std::time::Instant::now();
+    let mut children = names
+        .iter()
+        .map(|name| RouterProcess::start(command(name)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ready = wait_held(&children, Duration::from_secs(600), "sharing out", |held| {
+        shared_out(held, partitions, share)
+    })?
+    .duration_since(started);
+    progress(&format!(
+        "4. {routers} router(s) ready (each holding {share} partitions) in {}",
+        seconds(ready)
+    ));
+    // The previous minute's breaches, one per referral, recorded before going on.
+    let breaches = breaches_from + previous.referrals;
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while stream_messages(runtime, stream)? < breaches {
+        if std::time::Instant::now() > deadline {
+            return Err(BenchError::Setup(
+                "the previous minute's breaches were not recorded within 600 s".to_owned(),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(options.settle);
+    let memory = children
+        .iter()
+        .map(RouterProcess::resident)
+        .collect::<Result<Vec<_>, _>>()?;
+    let pending = children
+        .iter()
+        .map(|child| child.held().values().sum())
+        .collect();
+    let consumers: Vec<String> = (0..partitions)
+        .map(|k| format!("refbus-router-part-{k}-of-{partitions}"))
+        .collect();
+    let due = due_minute(
+        server,
+        runtime,
+        stream,
+        registry,
+        &mut children,
+        &consumers,
+        &format!("due-{routers}"),
+        options,
+        open_fill,
+        open,
+        progress,
+    )?;
+    let (mut takeover, mut rejoin) = (None, None);
+    if routers >= 2
+        && let Some(killed) = children.pop()
+    {
+        let orphans: Vec<u32> = killed.held().keys().copied().collect();
+        let name = names[routers - 1].clone();
+        let at = std::time::Instant::now();
+        killed.kill();
+        let taken = wait_held(&children, Duration::from_secs(300), "taking over", |held| {
+            orphans
+                .iter()
+                .all(|k| held.iter().any(|held| held.contains_key(k)))
+        })?;
+        takeover = Some(taken.duration_since(at));
+        progress(&format!(
+            "4. router {name} killed; its {} partitions taken over in {}",
+            orphans.len(),
+            seconds(taken.duration_since(at))
+        ));
+        let at = std::time::Instant::now();
+        children.push(RouterProcess::start(command(&name))?);
+        let back = wait_held(&children, Duration::from_secs(300), "rejoining", |held| {
+            shared_out(held, partitions, share)
+        })?;
+        rejoin = Some(back.duration_since(at));
+        progress(&format!(
+            "4. router {name} started again; shared out again in {}",
+            seconds(back.duration_since(at))
+        ));
+    }
+    for child in children {
+        child.stop();
+    }
+    Ok(Partitioned {
+        routers,
+        partitions,
+        ready,
+        memory,
+        pending,
+        due,
+        takeover,
+        rejoin,
+    })
+}
+
+/// How many messages the stream holds now.
+fn stream_messages(runtime: &Runtime, stream: &stream::Stream) -> Result<usize, BenchError> {
+    let mut stream = stream.clone();
+    runtime.block_on(async move {
+        stream
+            .info()
+            .await
+            .map(|info| usize::try_from(info.state.messages).unwrap_or(usize::MAX))
+            .map_err(|err| BenchError::Nats(err.to_string()))
     })
 }
 
@@ -864,6 +1163,49 @@ impl std::fmt::Display for ClocksReport {
                 "  a restart would rebuild nothing (the schedules persist in the stream): start to ready would be a connection and a consumer, against {} above",
                 seconds(r.ready.after)
             )?;
+            writeln!(f)?;
+        }
+
+        for p in &self.partitioned {
+            writeln!(
+                f,
+                "4. {} partitioned router(s) sharing {} partitions (`--partitions {}`, leases of 6 s), on the same stream",
+                p.routers, p.partitions, p.partitions
+            )?;
+            writeln!(
+                f,
+                "  start to every partition claimed, each router holding its share: {}",
+                seconds(p.ready)
+            )?;
+            for (n, (memory, pending)) in p.memory.iter().zip(&p.pending).enumerate() {
+                writeln!(
+                    f,
+                    "  router {n}: resident memory {} (peak {}), {} referrals with pending clocks held",
+                    mib(memory.now),
+                    mib(memory.peak),
+                    thousands(*pending as f64)
+                )?;
+            }
+            writeln!(
+                f,
+                "  due minute: recorded {} of {} items, {} message ids twice; lateness p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; routers' CPU {}",
+                thousands(p.due.recorded as f64),
+                thousands(p.due.expected as f64),
+                p.due.duplicates,
+                p.due.stored.p50,
+                p.due.stored.p99,
+                p.due.stored.max,
+                seconds(p.due.router_cpu)
+            )?;
+            if let (Some(takeover), Some(rejoin)) = (p.takeover, p.rejoin) {
+                writeln!(
+                    f,
+                    "  one router killed (kill -9): its partitions taken over in {} (goal <= {}); started again, shared out again in {}",
+                    seconds(takeover),
+                    seconds(TAKEOVER_LIMIT),
+                    seconds(rejoin)
+                )?;
+            }
             writeln!(f)?;
         }
 

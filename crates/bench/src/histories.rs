@@ -107,6 +107,21 @@ const LIFE: [&str; 4] = ["received", "accepted", "started", "completed"];
 /// Events per referral in [`Writer::lives`].
 pub const LIFE_EVENTS: usize = LIFE.len() + 1;
 
+/// A longer life, after the create, for the audit benchmarks (the issue's "about 8 events per
+/// referral"): an appointment and a pause on the way.
+pub const AUDIT_LIFE: [&str; 7] = [
+    "received",
+    "accepted",
+    "scheduled",
+    "started",
+    "on_hold",
+    "resumed",
+    "completed",
+];
+
+/// Events per referral in [`Writer::audit_lives`].
+pub const AUDIT_LIFE_EVENTS: usize = AUDIT_LIFE.len() + 1;
+
 /// A message to publish, with the headers, message id and expected subject sequence
 /// `Bus::append` sends.
 #[derive(Debug, Clone)]
@@ -275,7 +290,29 @@ impl Writer {
         start: Timestamp,
         first_seq: u64,
     ) -> Result<Vec<Prepared>, BenchError> {
-        let mut out: Vec<Prepared> = Vec::with_capacity(referrals * LIFE_EVENTS);
+        self.lives_of(&LIFE, referrals, group, start, first_seq)
+    }
+
+    /// [`Writer::lives`] of [`AUDIT_LIFE`]: [`AUDIT_LIFE_EVENTS`] events each.
+    pub fn audit_lives(
+        &self,
+        referrals: usize,
+        group: usize,
+        start: Timestamp,
+        first_seq: u64,
+    ) -> Result<Vec<Prepared>, BenchError> {
+        self.lives_of(&AUDIT_LIFE, referrals, group, start, first_seq)
+    }
+
+    fn lives_of(
+        &self,
+        life: &[&str],
+        referrals: usize,
+        group: usize,
+        start: Timestamp,
+        first_seq: u64,
+    ) -> Result<Vec<Prepared>, BenchError> {
+        let mut out: Vec<Prepared> = Vec::with_capacity(referrals * (life.len() + 1));
         let group = group.max(1);
         for first in (0..referrals).step_by(group) {
             let members = first..(first + group).min(referrals);
@@ -287,13 +324,13 @@ impl Writer {
                 out.push(prepared);
                 current.push((state, first_seq + out.len() as u64 - 1));
             }
-            for (step, change) in LIFE.iter().enumerate() {
+            for (step, change) in life.iter().enumerate() {
                 let minutes = Duration::from_secs(10 * (step as u64 + 1));
                 for (offset, index) in members.clone().enumerate() {
                     let (state, seq) = &current[offset];
                     let recipient = state.recipient().clone();
-                    let command = life_command(change)?;
                     let at = start.plus(minutes + millis(index));
+                    let command = self.life_command(change, at)?;
                     let (prepared, after) =
                         self.decided(Some(state), *seq, command, &recipient, index, at)?;
                     out.push(prepared);
@@ -305,20 +342,40 @@ impl Writer {
     }
 }
 
-fn life_command(change: &str) -> Result<Command, BenchError> {
-    Ok(match change {
-        "received" => Command::ConfirmReceipt,
-        "accepted" => Command::Accept,
-        "started" => Command::Start,
-        _ => Command::Complete {
-            outcome: Outcome {
-                code: "service_provided"
-                    .parse()
-                    .map_err(|err| setup(format!("outcome: {err}")))?,
+impl Writer {
+    /// The command of one step of a life, made at `at`.
+    fn life_command(&self, change: &str, at: Timestamp) -> Result<Command, BenchError> {
+        Ok(match change {
+            "received" => Command::ConfirmReceipt,
+            "accepted" => Command::Accept,
+            "scheduled" => Command::ScheduleAppointment {
+                at: at.plus(Duration::from_secs(24 * 3600)),
                 note: None,
             },
-        },
-    })
+            "started" => Command::Start,
+            "on_hold" => Command::PutOnHold {
+                reason: refbus_core::referral::Reason {
+                    code: self
+                        .registry
+                        .reasons
+                        .keys()
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| setup("the registry has no reason code".to_owned()))?,
+                    note: None,
+                },
+            },
+            "resumed" => Command::Resume,
+            _ => Command::Complete {
+                outcome: Outcome {
+                    code: "service_provided"
+                        .parse()
+                        .map_err(|err| setup(format!("outcome: {err}")))?,
+                    note: None,
+                },
+            },
+        })
+    }
 }
 
 fn millis(index: usize) -> Duration {
@@ -524,6 +581,18 @@ mod tests {
         assert_eq!(lives[0].subject, lives[4].subject);
         let decoded = EventRecord::decode(&lives[19].payload).unwrap();
         assert!(decoded.state.status.is_terminal());
+    }
+
+    #[test]
+    fn audit_lives_have_eight_events_each_and_end_completed() {
+        let writer = Writer::new(maros(), "t");
+        let start = Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap();
+        let lives = writer.audit_lives(3, 2, start, 1).unwrap();
+        assert_eq!(AUDIT_LIFE_EVENTS, 8);
+        assert_eq!(lives.len(), 3 * AUDIT_LIFE_EVENTS);
+        let last = EventRecord::decode(&lives[lives.len() - 1].payload).unwrap();
+        assert_eq!(last.event.seq, 8);
+        assert!(last.state.status.is_terminal());
     }
 
     /// The Maros registry with the bench clock, as `bench clocks` writes it.

@@ -28,7 +28,8 @@ pub fn measure(fixture: &Fixture, iterations: u32) -> Result<SignatureCost, Benc
     let event_bytes = chain::canonical_bytes(&record.event);
     let signature = key.sign(&subject, &event_bytes);
 
-    let stored = CheckedRecord::decode(&payload).map_err(|err| setup(err.to_string()))?;
+    let stored =
+        CheckedRecord::decode(&payload, &subject, 1).map_err(|err| setup(err.to_string()))?;
     let referral_id = fixture.referral_id(&request)?;
     let tokens = SubjectTokens {
         recipient: fixture.recipient.clone(),
@@ -86,7 +87,11 @@ pub fn measure(fixture: &Fixture, iterations: u32) -> Result<SignatureCost, Benc
         let _ = std::hint::black_box(checker.check(std::hint::black_box(&claim), None));
     });
     let decode = time(&mut || {
-        let _ = std::hint::black_box(CheckedRecord::decode(std::hint::black_box(&payload)));
+        let _ = std::hint::black_box(CheckedRecord::decode(
+            std::hint::black_box(&payload),
+            &subject,
+            1,
+        ));
     });
     Ok(SignatureCost {
         event_bytes: event_bytes.len(),

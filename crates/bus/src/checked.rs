@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use refbus_core::integrity::{Checker, Claim, Failure, Problem, SubjectTokens};
+use refbus_core::integrity::{Checker, Claim, Failure, Presigned, Problem, SubjectTokens};
 use refbus_core::signature::Signers;
 use refbus_core::{Referral, Registry, Timestamp};
 
@@ -87,10 +87,31 @@ impl Verifier {
     /// Checks `record`, recorded after `before`; the state after it (with the sealed payloads
     /// its event carries).
     pub fn check(&self, record: &Unchecked, before: Option<Referral>) -> Result<Referral, Failure> {
+        self.check_presigned(record, self.presign(record), before)
+    }
+
+    /// The predecessor-free part of [`Verifier::check`] (hash and signature, see
+    /// [`Checker::presign`]), done ahead on any thread; nothing is reported yet. `None` when
+    /// the subject is not a referral's.
+    pub fn presign(&self, record: &Unchecked) -> Option<Presigned> {
+        record.claim().map(|claim| self.checker().presign(&claim))
+    }
+
+    /// [`Verifier::check`] of `record`, whose [`Verifier::presign`] was `presigned`: the
+    /// stateful rest of the one check, in order, and the report of a refusal.
+    pub fn check_presigned(
+        &self,
+        record: &Unchecked,
+        presigned: Option<Presigned>,
+        before: Option<Referral>,
+    ) -> Result<Referral, Failure> {
         let result = record
             .claim()
+            .zip(presigned)
             .ok_or_else(|| unreadable_subject(&record.subject))
-            .and_then(|claim| self.checker().check(&claim, before));
+            .and_then(|(claim, presigned)| {
+                self.checker().check_presigned(&claim, presigned, before)
+            });
         if let Err(failure) = &result {
             self.report(record.seq, &record.subject, failure);
         }

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use futures::{Stream, StreamExt, TryStreamExt};
 use refbus_core::Referral;
-use refbus_core::integrity::{Failure, Problem};
 
 use crate::replay::Replayed;
 use crate::{Bus, ReadError, Verifier, raw_stream_message, subjects};
@@ -113,12 +112,15 @@ impl Following {
     ) -> Result<Replayed, ReadError> {
         let raw = raw_stream_message(message)?;
         let (seq, subject) = (raw.sequence, raw.subject.clone());
-        let Some(record) = raw.unchecked(&self.verifier) else {
-            return Ok(Replayed::Refused {
-                seq,
-                subject,
-                failure: Failure::new(Problem::Unreadable, "not a refbus record"),
-            });
+        let record = match raw.unchecked(&self.verifier) {
+            Ok(record) => record,
+            Err(failure) => {
+                return Ok(Replayed::Refused {
+                    seq,
+                    subject,
+                    failure,
+                });
+            }
         };
         let before = match self.states.get(&subject) {
             Some(state) => Some(state.clone()),

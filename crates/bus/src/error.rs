@@ -67,7 +67,9 @@ pub type ConnectError = Error<ConnectErrorKind>;
 /// the caller cannot know, and must retry with the same message id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendErrorKind {
-    /// Another event was appended to the referral since it was read.
+    /// Another event was appended to the referral since it was read (after an `Unavailable`
+    /// attempt, possibly that attempt's own event, stored though never acknowledged: read the
+    /// referral again before deciding anything).
     #[error("the referral changed since it was read")]
     Conflict,
     /// JetStream did not acknowledge in time, or cannot be reached.

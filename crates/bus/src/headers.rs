@@ -19,9 +19,24 @@ pub fn event_type(event: &Event) -> String {
     change_type(event.change.kind())
 }
 
-/// The CloudEvents `type` of events of one kind of change (`reroute_requested`).
+/// The CloudEvents `type` of events of one kind of change (`reroute_requested`); its `.v<n>`
+/// suffix is the record's format (`refbus_core::format`).
 pub fn change_type(kind: &str) -> String {
-    format!("org.refbus.referral.{kind}.v1")
+    format!(
+        "org.refbus.referral.{kind}.v{}",
+        refbus_core::format::RecordKind::Event.written()
+    )
+}
+
+/// Whether a CloudEvents `type` says a record of this kind of change, of any format: a reader
+/// that skips other kinds by their type must not skip a format it does not know in silence
+/// (it reads it, and the record check refuses it loudly).
+pub fn is_change_type(value: &str, kind: &str) -> bool {
+    value
+        .strip_prefix("org.refbus.referral.")
+        .and_then(|rest| rest.strip_prefix(kind))
+        .and_then(|rest| rest.strip_prefix(".v"))
+        .is_some_and(|version| !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The CloudEvents `source`: who wrote the event.
@@ -138,6 +153,30 @@ pub fn extract_trace_context(headers: &HeaderMap) -> opentelemetry::Context {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_type_of_any_format_is_the_kind_it_names() {
+        assert!(is_change_type(
+            &change_type("reroute_requested"),
+            "reroute_requested"
+        ));
+        assert!(is_change_type(
+            "org.refbus.referral.reroute_requested.v2",
+            "reroute_requested"
+        ));
+        assert!(!is_change_type(
+            "org.refbus.referral.accepted.v1",
+            "reroute_requested"
+        ));
+        assert!(!is_change_type(
+            "org.refbus.referral.reroute_requested.v",
+            "reroute_requested"
+        ));
+        assert!(!is_change_type(
+            "org.refbus.referral.reroute_requested_x.v1",
+            "reroute_requested"
+        ));
+    }
 
     #[test]
     fn percent_encoding_follows_the_binding() {

@@ -2,7 +2,7 @@
 //!
 //! Each ordered pair of agencies has one index subject, `refbus.v1.idx.<recipient>.<sender>`,
 //! holding one small message per referral the sender made for the recipient:
-//! `{"referral":"<id>","prev":<seq>}`, where `prev` is the stream sequence of the entry before
+//! `{"format":1,"referral":"<id>","prev":<seq>}` (an entry without `format` is format 1), where `prev` is the stream sequence of the entry before
 //! it on the same subject (0 for the first). The bus writes an entry right after each creation
 //! ([`Bus::append`] does it for every creation; [`Bus::index_referral`] again for a retry),
 //! with `Nats-Expected-Last-Subject-Sequence` set to `prev`, so the entries of a pair form an
@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::message::PublishMessage;
+use refbus_core::format::RecordKind;
 use refbus_core::integrity::{Failure, Problem};
 use refbus_core::{AgencyId, Referral, ReferralId};
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,7 @@ impl Bus {
             let mut headers = HeaderMap::new();
             headers.insert(headers::KIND, "index");
             let message = PublishMessage::build()
-                .payload(serde_json::to_vec(&entry).unwrap_or_default().into())
+                .payload(crate::record::encode_versioned(RecordKind::IndexEntry, &entry).into())
                 .headers(headers)
                 .message_id(format!("index:{}", state.id))
                 .expected_last_subject_sequence(prev);
@@ -293,12 +294,20 @@ impl Listing {
                 continue;
             };
             let entry = if message.subject == chain.subject {
-                serde_json::from_slice::<Entry>(&message.payload)
-                    .map_err(|err| format!("not an index entry: {err}"))
+                crate::record::decode_versioned::<Entry>(
+                    RecordKind::IndexEntry,
+                    &message.payload,
+                    &message.subject,
+                    message.sequence,
+                )
+                .map_err(|err| err.failure("not an index entry"))
             } else {
-                Err(format!(
-                    "an index entry of {} names a predecessor on {}",
-                    chain.subject, message.subject
+                Err(Failure::new(
+                    Problem::Unreadable,
+                    format!(
+                        "an index entry of {} names a predecessor on {}",
+                        chain.subject, message.subject
+                    ),
                 ))
             };
             match entry {
@@ -308,10 +317,9 @@ impl Listing {
                         entry,
                     });
                 }
-                Err(detail) => {
+                Err(failure) => {
                     // The chain cannot be followed past this point: said loudly, and the
                     // listing goes on with the other chains.
-                    let failure = Failure::new(Problem::Unreadable, detail);
                     self.verifier
                         .report(message.sequence, &chain.subject, &failure);
                     chain.next = Position::Done;

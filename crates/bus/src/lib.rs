@@ -40,6 +40,7 @@ pub mod error;
 pub mod headers;
 pub mod idempotency;
 pub mod index;
+pub mod lease;
 pub mod provision;
 pub mod raw;
 pub mod record;
@@ -62,6 +63,7 @@ use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
 use futures::{Stream, StreamExt, TryStreamExt};
+use refbus_core::integrity::{Failure, Problem};
 use refbus_core::signature::SigningKey;
 use refbus_core::{Event, Referral};
 
@@ -72,11 +74,12 @@ pub use error::{
     ReadError, ReadErrorKind,
 };
 pub use idempotency::Idempotency;
+pub use lease::{Lease, LeaseError, LeaseErrorKind, Leases};
 pub use provision::StreamSettings;
 pub use raw::{ProofAnswer, ProofRequest, RawMessage};
 pub use record::EventRecord;
 pub use refbus_core::Notice;
-pub use replay::{Replayed, Replayer, StoredMessage, StreamState};
+pub use replay::{Prepared, Replayed, Replayer, StoredMessage, StreamState};
 
 /// How long an append waits for JetStream's acknowledgement.
 pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -217,9 +220,12 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// The record for checking; `None` (reported to `verifier`) if it is not a refbus record.
-    pub fn unchecked(&self, verifier: &Verifier) -> Option<Unchecked> {
-        let raw = raw_stream_message(&self.message).ok()?;
+    /// The record for checking; the failure (reported to `verifier`) if it is not a refbus
+    /// record or of a format this build does not read.
+    pub fn unchecked(&self, verifier: &Verifier) -> Result<Unchecked, Failure> {
+        let raw = raw_stream_message(&self.message).map_err(|err| {
+            Failure::new(Problem::Unreadable, format!("not a stream message: {err}"))
+        })?;
         raw.unchecked(verifier)
     }
 
@@ -584,7 +590,7 @@ impl Bus {
             .await?
             .map(|message| {
                 let raw = Raw::from(message);
-                (raw.sequence, raw.unchecked(verifier))
+                (raw.sequence, raw.unchecked(verifier).ok())
             }))
     }
 
@@ -600,7 +606,7 @@ impl Bus {
         Ok(self
             .first_from(subject, from)
             .await?
-            .map(|raw| (raw.sequence, raw.unchecked(verifier))))
+            .map(|raw| (raw.sequence, raw.unchecked(verifier).ok())))
     }
 
     /// The subject of the last message matching `pattern` (which may hold wildcards): where a
@@ -653,7 +659,7 @@ impl Bus {
             .first_from(subject, seq)
             .await?
             .filter(|raw| raw.sequence == seq)
-            .and_then(|raw| raw.unchecked(verifier)))
+            .and_then(|raw| raw.unchecked(verifier).ok()))
     }
 
     /// Every record on `subject` (which may hold wildcards), oldest first; messages that are
@@ -677,7 +683,7 @@ impl Bus {
             .read_filtered(subject, from, usize::MAX)
             .await?
             .into_iter()
-            .filter_map(|raw| raw.unchecked(verifier))
+            .filter_map(|raw| raw.unchecked(verifier).ok())
             .collect())
     }
 
@@ -724,6 +730,8 @@ impl Bus {
     /// own message, which is then checked like any other, and a message stored by another
     /// writer cannot be changed; a record whose header lies about its kind is one the follower
     /// would not act on anyway, or one that fails the check.
+    /// A type of that kind in any format (`.v2`) is kept, so a record of a format this build
+    /// does not read is refused loudly by the check, not skipped in silence.
     pub async fn watch_changes(
         &self,
         verifier: &Verifier,
@@ -731,7 +739,7 @@ impl Bus {
         after: u64,
         kind: &str,
     ) -> Result<impl Stream<Item = Result<Item, ReadError>> + Send + use<>, ReadError> {
-        let wanted = headers::change_type(kind);
+        let kind = kind.to_owned();
         // One consumer per filter, merged, as `watch` (the adapter's connection is confined).
         let messages = self.merged(filters, after).await?;
         let verifier = verifier.clone();
@@ -741,7 +749,7 @@ impl Bus {
                     if !message.headers.as_ref().is_some_and(|headers| {
                         headers
                             .get("ce-type")
-                            .is_some_and(|value| value.as_str() == wanted)
+                            .is_some_and(|value| headers::is_change_type(value.as_str(), &kind))
                     }) =>
                 {
                     None
@@ -797,11 +805,33 @@ impl Bus {
         filters: Vec<String>,
     ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<>, ReadError>
     {
+        self.latest_checked_where(verifier, filters, |_| true).await
+    }
+
+    /// [`Bus::latest_checked`] for the subjects `keep` accepts only: the others are passed
+    /// over as they arrive, before anything is decoded or checked (a router holding a share of
+    /// the referrals checks only its share).
+    pub async fn latest_checked_where<K: Fn(&str) -> bool + Send + 'static>(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+        keep: K,
+    ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<K>, ReadError>
+    {
         /// Records checked by one task of the blocking pool, at most.
         const CHECK_BATCH: usize = 512;
         /// Referrals whose creation (or history) is being read at once.
         const CONCURRENT_READS: usize = 64;
-        let messages = self.last_per_subject(filters).await?;
+        let messages = self
+            .last_per_subject(filters)
+            .await?
+            .filter(move |message| {
+                std::future::ready(
+                    message
+                        .as_ref()
+                        .map_or(true, |message| keep(message.subject.as_str())),
+                )
+            });
         let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (bus, verifier) = (self.clone(), verifier.clone());
         let checking = verifier.clone();
@@ -869,7 +899,8 @@ impl Bus {
         headers.insert("ce-type", "org.refbus.notice.integrity.v1");
         headers.insert("ce-time", notice.at.to_rfc3339().as_str());
         headers.insert("ce-datacontenttype", "application/json");
-        let payload = serde_json::to_vec(notice).unwrap_or_default();
+        let payload =
+            record::encode_versioned(refbus_core::format::RecordKind::IntegrityNotice, notice);
         let message = PublishMessage::build()
             .payload(payload.into())
             .headers(headers)
@@ -1035,10 +1066,21 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
         PublishErrorKind::TimedOut
         | PublishErrorKind::BrokenPipe
         | PublishErrorKind::StreamNotFound => AppendErrorKind::Unavailable,
+        // In a cluster, JetStream answers 503 while it has no leader for the stream or no
+        // quorum (a node lost, an election under way): nothing was stored, a retry may be.
+        _ if jetstream_code(&err) == Some(503) => AppendErrorKind::Unavailable,
         _ if err.to_string().contains("maximum message size") => AppendErrorKind::TooLarge,
         _ => AppendErrorKind::Refused,
     };
     AppendError::with_source(kind, err)
+}
+
+/// The status code of the JetStream API error behind a refused publish, if that is its cause.
+fn jetstream_code(err: &async_nats::jetstream::context::PublishError) -> Option<usize> {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .map(async_nats::jetstream::Error::code)
 }
 
 /// A stored message, read directly or through a consumer: what decoding needs of it (the
@@ -1064,23 +1106,20 @@ impl From<jetstream::message::StreamMessage> for Raw {
 }
 
 impl Raw {
-    /// The record for checking; `None` (reported to `verifier`) if it is not a refbus record.
-    fn unchecked(self, verifier: &Verifier) -> Option<Unchecked> {
-        match record::CheckedRecord::decode(&self.payload) {
-            Ok(record) => Some(Unchecked::new(
+    /// The record for checking; the failure (reported to `verifier`) if it is not a refbus
+    /// record, or of a format this build does not read.
+    fn unchecked(self, verifier: &Verifier) -> Result<Unchecked, Failure> {
+        match record::CheckedRecord::decode(&self.payload, &self.subject, self.sequence) {
+            Ok(record) => Ok(Unchecked::new(
                 self.sequence,
                 self.subject,
                 self.prev_seq,
                 self.stored_at,
                 record,
             )),
-            Err(err) => {
-                let failure = refbus_core::integrity::Failure::new(
-                    refbus_core::integrity::Problem::Unreadable,
-                    format!("not a refbus record: {err}"),
-                );
+            Err(failure) => {
                 verifier.report(self.sequence, &self.subject, &failure);
-                None
+                Err(failure)
             }
         }
     }
@@ -1104,7 +1143,7 @@ pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, Re
 /// is not a refbus record): then the referral is read again from its history.
 fn check_latest(verifier: &Verifier, raw: Raw) -> Result<Stored<EventRecord>, String> {
     let subject = raw.subject.clone();
-    let Some(record) = raw.unchecked(verifier) else {
+    let Ok(record) = raw.unchecked(verifier) else {
         return Err(subject);
     };
     // A creation needs no predecessor: it is checked in full here.
@@ -1157,31 +1196,40 @@ fn decode_state(message: impl Into<Raw>) -> Result<Stored<Referral>, ReadError> 
 fn checked_item(verifier: &Verifier, raw: Raw) -> Option<Item> {
     if raw.subject.starts_with(subjects::NOTICE_PREFIX) {
         let (seq, subject) = (raw.sequence, raw.subject.clone());
-        return match decode_item_raw(raw) {
+        return match decode_notice_item(raw) {
             Ok(item) => Some(item),
             Err(err) => {
-                let failure = refbus_core::integrity::Failure::new(
-                    refbus_core::integrity::Problem::Unreadable,
-                    format!("not a refbus notice: {err}"),
-                );
+                let failure = err.failure("not a refbus notice");
                 verifier.report(seq, &subject, &failure);
                 None
             }
         };
     }
-    let record = raw.unchecked(verifier)?;
+    let record = raw.unchecked(verifier).ok()?;
     let state = verifier.check_listed(&record)?;
     Some(Item::Event(Box::new(record.into_stored(state))))
 }
 
 fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
+    let seq = message.sequence;
+    decode_notice_item(message)
+        .map_err(|err| ReadError::with_source(ReadErrorKind::Corrupt(seq), err.to_string()))
+}
+
+/// An inbox item: a notice or an integrity notice by its subject (each of its format), else
+/// an event record.
+fn decode_notice_item(message: Raw) -> Result<Item, record::DecodeError> {
+    use refbus_core::format::RecordKind;
     match subjects::parse(&message.subject) {
         _ if message.subject
             == subjects::integrity_notices_for_subject_agency(&message.subject) =>
         {
-            let notice = serde_json::from_slice(&message.payload).map_err(|err| {
-                ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
-            })?;
+            let notice = record::decode_versioned(
+                RecordKind::IntegrityNotice,
+                &message.payload,
+                &message.subject,
+                message.sequence,
+            )?;
             Ok(Item::Integrity(Box::new(Stored {
                 seq: message.sequence,
                 last_seq: message.sequence,
@@ -1191,9 +1239,8 @@ fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
             })))
         }
         Some(subjects::Parsed::Notice { .. }) => {
-            let notice = record::decode_notice(&message.payload).map_err(|err| {
-                ReadError::with_source(ReadErrorKind::Corrupt(message.sequence), err)
-            })?;
+            let notice =
+                record::decode_notice(&message.payload, &message.subject, message.sequence)?;
             Ok(Item::Notice(Box::new(Stored {
                 seq: message.sequence,
                 last_seq: message.sequence,
@@ -1202,6 +1249,49 @@ fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {
                 record: notice,
             })))
         }
-        _ => decode_event(message).map(|stored| Item::Event(Box::new(stored))),
+        _ => {
+            let record = EventRecord::decode(&message.payload)?;
+            Ok(Item::Event(Box::new(Stored {
+                seq: message.sequence,
+                last_seq: message.sequence,
+                subject: message.subject,
+                prev_seq: message.prev_seq,
+                record,
+            })))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+
+    use super::*;
+
+    fn refused_with(code: usize, err_code: u64, description: &str) -> PublishError {
+        let api: async_nats::jetstream::Error = serde_json::from_value(serde_json::json!({
+            "code": code,
+            "err_code": err_code,
+            "description": description,
+        }))
+        .unwrap();
+        PublishError::with_source(PublishErrorKind::Other, api)
+    }
+
+    #[test]
+    fn a_cluster_without_a_leader_is_unavailable_not_a_refusal() {
+        // What JetStream answers while a stream has no leader or no quorum: retry.
+        let no_leader = refused_with(503, 10008, "JetStream system temporarily unavailable");
+        assert_eq!(
+            map_publish_error(no_leader).kind(),
+            AppendErrorKind::Unavailable
+        );
+        // A refusal on its merits stays one.
+        let refused = refused_with(400, 10060, "expected stream does not match");
+        assert_eq!(map_publish_error(refused).kind(), AppendErrorKind::Refused);
+        assert_eq!(
+            map_publish_error(PublishError::new(PublishErrorKind::TimedOut)).kind(),
+            AppendErrorKind::Unavailable
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use async_nats::jetstream::consumer::DeliverPolicy;
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use refbus_core::integrity::{Failure, Problem};
+use refbus_core::integrity::{Failure, Presigned};
 use refbus_core::{Referral, Timestamp};
 
 use crate::record::EventRecord;
@@ -81,6 +81,21 @@ pub struct StreamState {
     pub deleted: u64,
 }
 
+/// Messages prepared by one blocking task of [`Bus::prepared_messages`]: enough that handing
+/// over costs nothing next to the signatures, few enough that a reader stops quickly.
+pub const PREPARE_BATCH: usize = 512;
+
+/// A message with the part of its check that needs no other message done
+/// ([`Replayer::prepare`]).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    seq: u64,
+    subject: String,
+    /// The record as read with its signature's verdict, or why it could not be read (not a
+    /// refbus record, a format this build does not know).
+    record: Result<(crate::Unchecked, Option<Presigned>), Failure>,
+}
+
 /// Checks messages in stream order, holding each referral's last verified state (by subject).
 #[derive(Debug, Clone)]
 pub struct Replayer {
@@ -111,6 +126,33 @@ impl Replayer {
         &self.states
     }
 
+    /// A message that is not a referral record (a notice, an integrity notice, an index entry),
+    /// checked for what its readers check first: its format (`refbus_core::format`). The
+    /// failure (reported) if this build does not read it; `None` otherwise, and for any other
+    /// subject (its content is its readers' concern, as before).
+    pub fn check_format(&self, message: &StoredMessage) -> Option<Failure> {
+        use refbus_core::format::RecordKind;
+        let subject = message.subject.as_str();
+        let kind = if subject.starts_with(crate::subjects::NOTICE_PREFIX) {
+            if crate::subjects::integrity_notices_for_subject_agency(subject).is_empty() {
+                RecordKind::Notice
+            } else {
+                RecordKind::IntegrityNotice
+            }
+        } else if subject
+            .starts_with(&crate::subjects::ALL_INDEXES[..crate::subjects::ALL_INDEXES.len() - 1])
+        {
+            RecordKind::IndexEntry
+        } else {
+            return None;
+        };
+        let found = crate::record::format_of(&message.payload);
+        let failure =
+            refbus_core::integrity::check_format(kind, found, subject, message.seq).err()?;
+        self.verifier.report(message.seq, subject, &failure);
+        Some(failure)
+    }
+
     /// Checks `message` against its referral's last verified state.
     pub fn check(&mut self, message: &StoredMessage) -> Replayed {
         self.check_after(message).0
@@ -120,21 +162,61 @@ impl Replayer {
     /// creation, or when it fails): what an auditor recomputing the clocks needs, at the cost
     /// of one copy of the state.
     pub fn check_after(&mut self, message: &StoredMessage) -> (Replayed, Option<Referral>) {
-        let (seq, subject) = (message.seq, message.subject.clone());
-        let Some(record) = message.raw().unchecked(&self.verifier) else {
-            let failure = Failure::new(Problem::Unreadable, "not a refbus record");
-            return (
+        let prepared = Replayer::prepare(&self.verifier, message);
+        self.check_prepared(prepared)
+    }
+
+    /// The part of checking `message` that needs no other message (decoding, hash and
+    /// signature: most of the cost), for [`Replayer::check_prepared`]. Pure: a reader of a
+    /// long stream prepares many messages in parallel, then checks them in stream order.
+    pub fn prepare(verifier: &Verifier, message: &StoredMessage) -> Prepared {
+        let record = message.raw().unchecked(verifier).map(|record| {
+            let presigned = verifier.presign(&record);
+            (record, presigned)
+        });
+        Prepared {
+            seq: message.seq,
+            subject: message.subject.clone(),
+            record,
+        }
+    }
+
+    /// [`Replayer::prepare`] for a message on a referral subject; `None` for any other (a
+    /// notice, an index entry: the record check does not apply, nothing is decoded).
+    pub fn prepare_referral(verifier: &Verifier, message: &StoredMessage) -> Option<Prepared> {
+        match crate::subjects::parse(&message.subject) {
+            Some(crate::subjects::Parsed::Referral(_)) => {
+                Some(Replayer::prepare(verifier, message))
+            }
+            _ => None,
+        }
+    }
+
+    /// [`Replayer::check_after`] of a message [`Replayer::prepare`]d (with this replayer's
+    /// verifier): the stateful rest of the one record check, against the referral's last
+    /// verified state. Prepared messages must be checked in stream order.
+    pub fn check_prepared(&mut self, prepared: Prepared) -> (Replayed, Option<Referral>) {
+        let Prepared {
+            seq,
+            subject,
+            record,
+        } = prepared;
+        let (record, presigned) = match record {
+            Ok(read) => read,
+            Err(failure) => {
+                return (
                 Replayed::Refused {
                     seq,
                     subject,
                     failure,
                 },
-                None,
-            );
+                    None,
+                );
+            }
         };
         let before = self.states.remove(&subject);
         let kept = before.clone();
-        match self.verifier.check(&record, before) {
+        match self.verifier.check_presigned(&record, presigned, before) {
             Ok(after) => {
                 self.states.insert(subject, after.clone().into_snapshot());
                 (Replayed::Record(Box::new(record.into_stored(after))), kept)
@@ -165,9 +247,60 @@ impl Bus {
         verifier: &Verifier,
         filters: Vec<String>,
     ) -> Result<impl Stream<Item = Result<Replayed, ReadError>> + Send + use<>, ReadError> {
-        let messages = self.messages(filters, 1).await?;
+        let messages = self.prepared_messages(verifier, filters, 1).await?;
         let mut replayer = Replayer::new(verifier);
-        Ok(messages.map(move |message| message.map(|message| replayer.check(&message))))
+        Ok(messages.map(move |item| {
+            item.map(|(message, prepared)| {
+                // Off a referral subject the check refuses it, as it always did.
+                let prepared =
+                    prepared.unwrap_or_else(|| Replayer::prepare(&replayer.verifier, &message));
+                replayer.check_prepared(prepared).0
+            })
+        }))
+    }
+
+    /// [`Bus::messages`], each on a referral subject with the part of its check that needs no
+    /// other message done ([`Replayer::prepare_referral`]: decoding, hash, signature, most of
+    /// the cost) in parallel: batches of [`PREPARE_BATCH`] on tokio's blocking pool, one batch
+    /// per core and one more at a time, the order kept. What a reader of a whole stream feeds
+    /// to [`Replayer::check_prepared`], in order: signatures on every core, the chain in order,
+    /// through the one check.
+    pub async fn prepared_messages(
+        &self,
+        verifier: &Verifier,
+        filters: Vec<String>,
+        from: u64,
+    ) -> Result<
+        impl Stream<Item = Result<(StoredMessage, Option<Prepared>), ReadError>> + Send + use<>,
+        ReadError,
+    > {
+        let verifier = verifier.clone();
+        let workers = std::thread::available_parallelism().map_or(2, |cores| cores.get()) + 1;
+        Ok(self
+            .messages(filters, from)
+            .await?
+            .chunks(PREPARE_BATCH)
+            .map(move |batch| {
+                let verifier = verifier.clone();
+                tokio::task::spawn_blocking(move || {
+                    batch
+                        .into_iter()
+                        .map(|message| {
+                            message.map(|message| {
+                                let prepared = Replayer::prepare_referral(&verifier, &message);
+                                (message, prepared)
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .buffered(workers)
+            .flat_map(|prepared| {
+                futures::stream::iter(match prepared {
+                    Ok(prepared) => prepared,
+                    Err(join) => std::panic::resume_unwind(join.into_panic()),
+                })
+            }))
     }
 
     /// Every message matching `filters` (none: every message of the stream) from stream

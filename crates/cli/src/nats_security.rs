@@ -20,6 +20,11 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// The servers' certificate (client connections).
+const SERVER: &str = "server";
+/// The certificate each node of a cluster presents on its routes.
+const ROUTE: &str = "route";
+
 /// How long the certificates are valid.
 const VALID_DAYS: i64 = 397;
 /// Certificates older than this are made again at start, well before they expire.
@@ -84,8 +89,9 @@ impl NatsSecurity {
     }
 
     fn certificates_usable(&self) -> bool {
-        let names =
-            std::iter::once("server").chain(self.users.iter().map(|(user, _)| user.as_str()));
+        let names = [SERVER, ROUTE]
+            .into_iter()
+            .chain(self.users.iter().map(|(user, _)| user.as_str()));
         let mut files = vec![self.ca_file()];
         for name in names {
             files.push(self.cert_file(name));
@@ -113,26 +119,32 @@ impl NatsSecurity {
         let ca_cert = ca.self_signed(&ca_key)?;
         let issuer = Issuer::new(ca, ca_key);
 
-        let issue = |name: &str, sans: Vec<String>, purpose: ExtendedKeyUsagePurpose| {
+        let issue = |name: &str, sans: Vec<String>, purposes: Vec<ExtendedKeyUsagePurpose>| {
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(sans)?;
             params
                 .distinguished_name
                 .push(DnType::CommonName, name.to_owned());
             params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            params.extended_key_usages = vec![purpose];
+            params.extended_key_usages = purposes;
             validity(&mut params);
             let cert = params.signed_by(&key, &issuer)?;
             write_secret(&self.key_file(name), &key.serialize_pem())?;
             write_public(&self.cert_file(name), &cert.pem())
         };
+        let local = || vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        issue(SERVER, local(), vec![ExtendedKeyUsagePurpose::ServerAuth])?;
+        // A route is a TLS client of the node it dials and a server to the nodes dialling it.
         issue(
-            "server",
-            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            ExtendedKeyUsagePurpose::ServerAuth,
+            ROUTE,
+            local(),
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
         )?;
         for (user, _) in &self.users {
-            issue(user, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)?;
+            issue(user, Vec::new(), vec![ExtendedKeyUsagePurpose::ClientAuth])?;
         }
         // The CA last: its age says when all of the above were made.
         write_public(&self.ca_file(), &ca_cert.pem())
@@ -143,8 +155,8 @@ impl NatsSecurity {
     pub(crate) fn server_config(&self) -> String {
         let mut text = format!(
             "tls {{\n  cert_file: \"{}\"\n  key_file: \"{}\"\n  ca_file: \"{}\"\n  verify: true\n  timeout: 2\n}}\nauthorization {{\n  users = [\n",
-            self.cert_file("server").display(),
-            self.key_file("server").display(),
+            self.cert_file(SERVER).display(),
+            self.key_file(SERVER).display(),
             self.ca_file().display()
         );
         for (user, public) in &self.users {
@@ -154,16 +166,29 @@ impl NatsSecurity {
         text
     }
 
-    /// How component `user` connects to the server at `url`.
+    /// The `tls` block of a cluster's routes: each node presents the route certificate of the
+    /// same CA, and accepts only routes that do (a local process cannot join the cluster, and
+    /// route traffic, every event included, is encrypted like a client's).
+    pub(crate) fn route_tls_config(&self) -> String {
+        format!(
+            "  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    verify: true\n    timeout: 2\n  }}\n",
+            self.cert_file(ROUTE).display(),
+            self.key_file(ROUTE).display(),
+            self.ca_file().display()
+        )
+    }
+
+    /// How component `user` connects to the servers at `urls` (every node of a cluster: the
+    /// client moves to another when the one it uses goes away).
     pub(crate) fn connect_options(
         &self,
-        url: &str,
+        urls: &[String],
         user: &str,
     ) -> anyhow::Result<refbus_bus::ConnectOptions> {
         let seed_file = self.seed_file(user);
         let seed = std::fs::read_to_string(&seed_file)
             .with_context(|| format!("reading {}", seed_file.display()))?;
-        Ok(refbus_bus::ConnectOptions::new([url])
+        Ok(refbus_bus::ConnectOptions::new(urls)
             .with_name(user)
             .with_credentials(refbus_bus::Credentials::Nkey(seed.trim().to_owned()))
             .with_tls(refbus_bus::Tls {

@@ -427,7 +427,7 @@ impl LocalNats {
     /// Connection options for component `user` of this server.
     pub(crate) fn connect_options(&self, user: &str) -> anyhow::Result<refbus_bus::ConnectOptions> {
         match &self.security {
-            Some(security) => security.connect_options(&self.url, user),
+            Some(security) => security.connect_options(std::slice::from_ref(&self.url), user),
             None => Ok(refbus_bus::ConnectOptions::from(&self.url)),
         }
     }
@@ -469,27 +469,7 @@ impl LocalNats {
                 store.display()
             ),
         )?;
-        let log = std::fs::File::create(data_dir.join("nats-server.log"))?;
-        let mut command = match parent_death_signal() {
-            // setpriv sets the signal, then becomes nats-server (same pid).
-            Some(setpriv) => {
-                let mut command = tokio::process::Command::new(setpriv);
-                command.args(["--pdeathsig", "TERM", "--"]).arg(binary);
-                command
-            }
-            None => tokio::process::Command::new(binary),
-        };
-        // kill_on_drop covers every way this process ends that unwinds or returns (errors,
-        // panics, signals handled by `up`); the parent-death signal covers SIGKILL.
-        let child = command
-            .arg("-c")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
+        let child = spawn_nats_server(binary, &config, &data_dir.join("nats-server.log"))?;
         let url = format!("nats://127.0.0.1:{port}");
         let monitor = format!("127.0.0.1:{monitor_port}");
         let mut nats = LocalNats {
@@ -505,28 +485,14 @@ impl LocalNats {
     /// Waits for `/healthz` to answer, or for the child to exit (with its log's end).
     async fn wait_until_ready(&mut self, data_dir: &Path) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        let mut poll = tokio::time::interval(Duration::from_millis(25));
-        loop {
-            poll.tick().await;
-            if let Some(status) = self.child.try_wait()? {
-                let log =
-                    std::fs::read_to_string(data_dir.join("nats-server.log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(8).collect();
-                bail!(
-                    "nats-server exited ({status}) before it was ready:\n{}",
-                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                );
-            }
-            if healthz(&self.monitor).await {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "nats-server was not ready after 30 s; see {}",
-                    data_dir.join("nats-server.log").display()
-                );
-            }
-        }
+        wait_until_healthy(
+            &mut self.child,
+            &self.monitor,
+            JETSTREAM_ENABLED,
+            &data_dir.join("nats-server.log"),
+            deadline,
+        )
+        .await
     }
 
     pub(crate) fn pid(&self) -> Option<u32> {
@@ -538,6 +504,229 @@ impl LocalNats {
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         self.child.start_kill()?;
         self.child.wait().await?;
+        Ok(())
+    }
+}
+
+/// Starts nats-server with `config`, its log in `log`: killed when the handle is dropped and,
+/// where `setpriv` allows, when the thread that started it dies (see [`parent_death_signal`]).
+fn spawn_nats_server(
+    binary: &Path,
+    config: &Path,
+    log: &Path,
+) -> anyhow::Result<tokio::process::Child> {
+    let log = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut command = match parent_death_signal() {
+        // setpriv sets the signal, then becomes nats-server (same pid).
+        Some(setpriv) => {
+            let mut command = tokio::process::Command::new(setpriv);
+            command.args(["--pdeathsig", "TERM", "--"]).arg(binary);
+            command
+        }
+        None => tokio::process::Command::new(binary),
+    };
+    // kill_on_drop covers every way this process ends that unwinds or returns (errors,
+    // panics, signals handled by `up`); the parent-death signal covers SIGKILL.
+    command
+        .arg("-c")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", binary.display()))
+}
+
+/// The health check of a single server: JetStream is up.
+const JETSTREAM_ENABLED: &str = "/healthz?js-enabled-only=true";
+/// The health check of a cluster node: JetStream is up and the node is current with the meta
+/// leader (a stream can be placed on every node only then).
+const CLUSTER_NODE_HEALTHY: &str = "/healthz";
+
+/// Waits until `check` on `monitor` answers 200, or fails when `child` exits (with its log's
+/// end) or `deadline` passes.
+async fn wait_until_healthy(
+    child: &mut tokio::process::Child,
+    monitor: &str,
+    check: &str,
+    log: &Path,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    let mut poll = tokio::time::interval(Duration::from_millis(25));
+    loop {
+        poll.tick().await;
+        if let Some(status) = child.try_wait()? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(8).collect();
+            bail!(
+                "nats-server exited ({status}) before it was ready:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        if healthz(monitor, check).await {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("nats-server was not ready in time; see {}", log.display());
+        }
+    }
+}
+
+// === a local cluster for `refbus up --cluster` ===
+
+/// Where the nodes of a local cluster listen: node `i` (from 0) on each first port plus `i`,
+/// all on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ClusterPorts {
+    pub(crate) client: u16,
+    pub(crate) monitor: u16,
+    pub(crate) route: u16,
+}
+
+impl ClusterPorts {
+    fn of(self, node: usize) -> anyhow::Result<ClusterPorts> {
+        let offset = u16::try_from(node)?;
+        let add = |port: u16| {
+            port.checked_add(offset)
+                .context("the NATS ports leave no room for every node of the cluster")
+        };
+        Ok(ClusterPorts {
+            client: add(self.client)?,
+            monitor: add(self.monitor)?,
+            route: add(self.route)?,
+        })
+    }
+}
+
+/// The name of the local cluster's node `node` (from 0), its store and its files.
+pub(crate) fn cluster_node_name(node: usize) -> String {
+    format!("refbus-local-{}", node + 1)
+}
+
+/// The configuration of node `node` of a local cluster of `size` nodes: its own store under
+/// `store_root`, routes to every other node, fsync before every acknowledgement, and
+/// `security` (clients: TLS with certificates and NKey users; routes: `route_tls`) as a
+/// single local server has it. Pure: the text only.
+pub(crate) fn cluster_node_config(
+    node: usize,
+    size: usize,
+    ports: ClusterPorts,
+    store_root: &Path,
+    security: &str,
+    route_tls: &str,
+) -> anyhow::Result<String> {
+    let own = ports.of(node)?;
+    let routes = (0..size)
+        .filter(|&other| other != node)
+        .map(|other| {
+            ports
+                .of(other)
+                .map(|theirs| format!("\"nats-route://127.0.0.1:{}\"", theirs.route))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let name = cluster_node_name(node);
+    Ok(format!(
+        "# Written by `refbus up --cluster {size}`: node {} of {size} on this machine.\n\
+         # Production uses deploy/nats/cluster/ (one node per machine).\n\
+         server_name: \"{name}\"\n\
+         listen: \"127.0.0.1:{}\"\n\
+         http: \"127.0.0.1:{}\"\n\
+         jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n\
+         cluster {{\n  name: \"refbus-local\"\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n{route_tls}}}\n\
+         {security}",
+        node + 1,
+        own.client,
+        own.monitor,
+        store_root.join(&name).display(),
+        own.route,
+        routes.join(", "),
+    ))
+}
+
+/// Nodes of a local JetStream cluster, each its own nats-server child with its own store
+/// under the data directory, secured as [`LocalNats::start`] secures one server.
+pub(crate) struct LocalCluster {
+    nodes: Vec<tokio::process::Child>,
+    /// Each node's client URL, in node order.
+    pub(crate) urls: Vec<String>,
+    /// Each node's monitoring address.
+    pub(crate) monitors: Vec<String>,
+    pub(crate) security: crate::nats_security::NatsSecurity,
+}
+
+impl LocalCluster {
+    /// Starts `size` nodes and waits until every one is current with a JetStream meta leader.
+    pub(crate) async fn start(
+        binary: &Path,
+        data_dir: &Path,
+        size: usize,
+        ports: ClusterPorts,
+        users: &[String],
+    ) -> anyhow::Result<LocalCluster> {
+        let security = crate::nats_security::NatsSecurity::ensure(data_dir, users)?;
+        let (server, routes) = (security.server_config(), security.route_tls_config());
+        let store_root = data_dir.join("nats-cluster");
+        let mut cluster = LocalCluster {
+            nodes: Vec::with_capacity(size),
+            urls: Vec::with_capacity(size),
+            monitors: Vec::with_capacity(size),
+            security,
+        };
+        // Every node starts before any is waited for: none elects a meta leader alone.
+        for node in 0..size {
+            let name = cluster_node_name(node);
+            std::fs::create_dir_all(store_root.join(&name))
+                .with_context(|| format!("creating {}", store_root.join(&name).display()))?;
+            let config = store_root.join(format!("{name}.conf"));
+            let text = cluster_node_config(node, size, ports, &store_root, &server, &routes)?;
+            std::fs::write(&config, text)
+                .with_context(|| format!("writing {}", config.display()))?;
+            let log = store_root.join(format!("{name}.log"));
+            cluster
+                .nodes
+                .push(spawn_nats_server(binary, &config, &log)?);
+            let own = ports.of(node)?;
+            cluster.urls.push(format!("tls://127.0.0.1:{}", own.client));
+            cluster.monitors.push(format!("127.0.0.1:{}", own.monitor));
+        }
+        // Electing a meta leader takes a second or two; a busy machine needs more.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        for (node, child) in cluster.nodes.iter_mut().enumerate() {
+            let log = store_root.join(format!("{}.log", cluster_node_name(node)));
+            wait_until_healthy(
+                child,
+                &cluster.monitors[node],
+                CLUSTER_NODE_HEALTHY,
+                &log,
+                deadline,
+            )
+            .await?;
+        }
+        Ok(cluster)
+    }
+
+    /// Connection options for component `user`: every node's URL.
+    pub(crate) fn connect_options(&self, user: &str) -> anyhow::Result<refbus_bus::ConnectOptions> {
+        self.security.connect_options(&self.urls, user)
+    }
+
+    /// Each node's process id, in node order (0 for one that is gone).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .map(|node| node.id().unwrap_or(0))
+            .collect()
+    }
+
+    /// Stops every node (each fsyncs every write, so killing loses nothing).
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
+        for node in &mut self.nodes {
+            node.start_kill()?;
+        }
+        for node in &mut self.nodes {
+            node.wait().await?;
+        }
         Ok(())
     }
 }
@@ -587,12 +776,12 @@ pub(crate) fn free_ports(count: u16) -> anyhow::Result<u16> {
 }
 
 /// Whether the monitoring endpoint reports a healthy server with JetStream.
-async fn healthz(monitor: &str) -> bool {
+async fn healthz(monitor: &str, check: &str) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let Ok(mut stream) = tokio::net::TcpStream::connect(monitor).await else {
         return false;
     };
-    let request = format!("GET /healthz?js-enabled-only=true HTTP/1.0\r\nHost: {monitor}\r\n\r\n");
+    let request = format!("GET {check} HTTP/1.0\r\nHost: {monitor}\r\n\r\n");
     if stream.write_all(request.as_bytes()).await.is_err() {
         return false;
     }
@@ -754,4 +943,49 @@ pub(crate) fn clock(
         }
         None => std::sync::Arc::new(refbus_router::SystemClock::new()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_node_routes_to_the_others_keeps_its_own_store_and_fsyncs_every_write() {
+        let ports = ClusterPorts {
+            client: 4222,
+            monitor: 8222,
+            route: 6222,
+        };
+        let text = cluster_node_config(
+            1,
+            3,
+            ports,
+            Path::new("/data/nats-cluster"),
+            "authorization {}\n",
+            "  tls {}\n",
+        )
+        .unwrap();
+        assert!(text.contains("server_name: \"refbus-local-2\""), "{text}");
+        assert!(text.contains("listen: \"127.0.0.1:4223\""), "{text}");
+        assert!(text.contains("http: \"127.0.0.1:8223\""), "{text}");
+        assert!(
+            text.contains("store_dir: \"/data/nats-cluster/refbus-local-2\""),
+            "{text}"
+        );
+        assert!(text.contains("sync_interval: always"), "{text}");
+        assert!(text.contains("listen: \"127.0.0.1:6223\""), "{text}");
+        assert!(
+            text.contains(
+                "routes: [\"nats-route://127.0.0.1:6222\", \"nats-route://127.0.0.1:6224\"]"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  tls {}\n}") && text.ends_with("authorization {}\n"));
+        // Ports past the end of the range are refused, not wrapped around.
+        let high = ClusterPorts {
+            client: u16::MAX - 1,
+            ..ports
+        };
+        assert!(cluster_node_config(2, 3, high, Path::new("/d"), "", "").is_err());
+    }
 }

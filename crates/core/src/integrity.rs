@@ -15,6 +15,10 @@
 //! 6. the event's time is not before its predecessor's, and lies within a tolerance of the time
 //!    JetStream stored it (so nobody back-dates an acceptance to escape a breach).
 //!
+//! Before all of these, the record's format (`crate::format`) must be one this build reads
+//! ([`check_format`]): the bus asks before it decodes a record, and reports a refusal as any
+//! other failure (`Problem::Format`).
+//!
 //! The check is pure: the predecessor's state is passed in by the caller, which knows it (the
 //! router holds the states it checked) or reads it (one read back).
 
@@ -56,10 +60,13 @@ pub enum Problem {
     WrongState,
     /// Its time is before its predecessor's, or too far from when JetStream stored it.
     Time,
+    /// It carries a record format this build does not read (`crate::format`): written by a
+    /// newer refbus, or not by refbus. Never guessed at, never skipped in silence.
+    Format,
 }
 
 impl Problem {
-    pub const ALL: [Problem; 8] = [
+    pub const ALL: [Problem; 9] = [
         Problem::Unreadable,
         Problem::WrongSubject,
         Problem::Signature,
@@ -68,6 +75,7 @@ impl Problem {
         Problem::Refused,
         Problem::WrongState,
         Problem::Time,
+        Problem::Format,
     ];
 
     pub fn parse(text: &str) -> Option<Problem> {
@@ -86,6 +94,7 @@ impl Problem {
             Problem::Refused => "refused",
             Problem::WrongState => "wrong_state",
             Problem::Time => "time",
+            Problem::Format => "format",
         }
     }
 }
@@ -112,6 +121,26 @@ impl Failure {
             detail: detail.into(),
         }
     }
+}
+
+impl From<crate::format::UnknownFormat> for Failure {
+    fn from(unknown: crate::format::UnknownFormat) -> Failure {
+        Failure::new(Problem::Format, unknown.to_string())
+    }
+}
+
+/// The first step of the record check, taken before a record is decoded (a record of another
+/// format may not even decode as this build's): does this build read the format the record
+/// carries (`None`: written before formats were recorded, format 1)? The refusal names the
+/// record by `subject` and `seq`.
+pub fn check_format(
+    kind: crate::format::RecordKind,
+    found: Option<u64>,
+    subject: &str,
+    seq: u64,
+) -> Result<u64, Failure> {
+    crate::format::check(kind, found, || crate::format::on_stream(subject, seq))
+        .map_err(Failure::from)
 }
 
 /// For the coordinator: a record on the bus failed the check. Metadata only.
@@ -170,9 +199,29 @@ impl Checker<'_> {
     /// `None` for a creation). Returns the referral's state after the event, with whatever
     /// sealed payloads the event carries.
     pub fn check(&self, claim: &Claim<'_>, before: Option<Referral>) -> Result<Referral, Failure> {
+        self.check_presigned(claim, self.presign(claim), before)
+    }
+
+    /// The part of [`Checker::check`] that needs no predecessor ([`Checker::check_signed`]:
+    /// hash and signature, the dominant cost), done ahead, on any thread, for
+    /// [`Checker::check_presigned`]: a reader of a whole stream checks signatures in parallel
+    /// and the chain in order, through this one check.
+    pub fn presign(&self, claim: &Claim<'_>) -> Presigned {
+        Presigned(self.check_signed(claim))
+    }
+
+    /// [`Checker::check`] with its predecessor-free part already done by [`Checker::presign`]
+    /// on this same `claim`. The problems are reported in the same order as by `check`: the
+    /// subject against the predecessor first, then the signature's verdict, then the rest.
+    pub fn check_presigned(
+        &self,
+        claim: &Claim<'_>,
+        presigned: Presigned,
+        before: Option<Referral>,
+    ) -> Result<Referral, Failure> {
         let event = claim.event;
         check_subject(claim, before.as_ref())?;
-        let bytes_hash = self.check_signed(claim)?;
+        let bytes_hash = presigned.0?;
         check_time(self.max_skew, claim, before.as_ref())?;
         let (expected_seq, expected_prev) =
             before.as_ref().map_or((1, EventHash::GENESIS), |before| {
@@ -233,6 +282,11 @@ impl Checker<'_> {
         Ok(bytes_hash)
     }
 }
+
+/// The verdict of [`Checker::presign`] on one claim (its hash if the signature holds): only
+/// `presign` makes one, so [`Checker::check_presigned`] never believes an unchecked signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presigned(Result<EventHash, Failure>);
 
 fn wrong_subject(claim: &Claim<'_>) -> Failure {
     Failure::new(

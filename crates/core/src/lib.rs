@@ -19,7 +19,8 @@
 //! - [`audit`]: what an auditor decides from the events alone (clock items owed, late,
 //!   missing; whether a case is fully served).
 //! - [`signature`]: who wrote a record (Ed25519 over subject and event); [`integrity`]: the one
-//!   check every reader runs on a stored record before believing it.
+//!   check every reader runs on a stored record before believing it; [`format`]: the version
+//!   every stored record carries, and whether this build reads it.
 
 pub mod audit;
 pub mod calendar;
@@ -32,6 +33,7 @@ pub mod demographics;
 pub mod escalation;
 pub mod event;
 pub mod evolve;
+pub mod format;
 pub mod ids;
 pub mod indicators;
 pub mod integrity;

@@ -16,13 +16,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use refbus_core::Registry;
+use refbus_core::format::{self, RecordKind, UnknownFormat};
 use refbus_core::signature::{KeyId, Signature, Signer, Signers, SigningKey};
 use sha2::{Digest, Sha256};
 
 use crate::projection::Projection;
 
-/// The first bytes of a snapshot file; a new layout gets a new line.
+/// The first bytes of a snapshot file: its title and format (`refbus_core::format`); a new
+/// layout gets a new format, named in this line and covered by the signature.
 const MAGIC: &[u8] = b"refbus dashboard projection v1\n";
+/// The first line's title, before its ` v<format>`.
+const TITLE: &str = "refbus dashboard projection";
 /// What the signature names instead of a subject: with spaces, so no stream subject can ever
 /// share a signature with a snapshot.
 const SIGNED_AS: &str = "dashboard projection snapshot";
@@ -33,8 +37,10 @@ const SIGNATURE_LEN: usize = 8 + 64;
 pub enum SnapshotError {
     #[error("reading it: {0}")]
     Io(#[from] std::io::Error),
-    #[error("it is not a refbus dashboard snapshot of this version")]
+    #[error("it is not a refbus dashboard snapshot")]
     NotASnapshot,
+    #[error("{0}")]
+    Format(refbus_core::format::UnknownFormat),
     #[error("its signature is not this dashboard's: altered, or written with another key")]
     Signature,
     #[error("its content is not valid: {0}")]
@@ -84,6 +90,12 @@ pub(crate) fn decode(
     key: &SigningKey,
     registry: Arc<Registry>,
 ) -> Result<(Projection, u64), SnapshotError> {
+    // The format first: a newer dashboard's file may be laid out (and signed) otherwise.
+    let found = format::read_first_line(bytes, TITLE).ok_or(SnapshotError::NotASnapshot)?;
+    format::check(RecordKind::DashboardSnapshot, Some(found), || {
+        "this snapshot".to_owned()
+    })
+    .map_err(SnapshotError::Format)?;
     if !bytes.starts_with(MAGIC) || bytes.len() < MAGIC.len() + 8 + SIGNATURE_LEN {
         return Err(SnapshotError::NotASnapshot);
     }
@@ -133,8 +145,52 @@ pub(crate) fn read(
     registry: Arc<Registry>,
 ) -> Result<Option<(Projection, u64)>, SnapshotError> {
     match std::fs::read(path) {
-        Ok(bytes) => decode(&bytes, key, registry).map(Some),
+        Ok(bytes) => decode(&bytes, key, registry)
+            .map(Some)
+            .map_err(|err| match err {
+                // Named by its path, as every refusal of a format names its record.
+                SnapshotError::Format(unknown) => SnapshotError::Format(UnknownFormat {
+                    at: path.display().to_string(),
+                    ..unknown
+                }),
+                err => err,
+            }),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(err) => Err(err.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_of_an_unknown_format_is_refused_by_its_path() {
+        assert_eq!(
+            MAGIC,
+            format::first_line(TITLE, RecordKind::DashboardSnapshot.written()).as_bytes()
+        );
+        let registry = Arc::new(refbus_e2e::demo_registry());
+        let key = SigningKey::from_seed(&[5; 32], Signer::Router);
+        let projection = Projection::new(registry.clone());
+        let mut bytes = encode(&projection, 7, &key);
+        assert!(decode(&bytes, &key, registry.clone()).is_ok());
+        bytes[MAGIC.len() - 2] = b'2';
+        let dir =
+            std::env::temp_dir().join(format!("refbus-dashboard-format-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("dashboard.snapshot");
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read(&path, &key, registry).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: dashboard projection snapshot format 2 is unknown; this refbus reads \
+                 format 1; upgrade this reader before the writers (docs/ARCHITECTURE.md, \
+                 \"Record formats and versions\")",
+                path.display()
+            )
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -807,6 +807,33 @@ async fn an_integrity_alert_is_shown_on_top_and_pushed_live() {
     // The referral itself goes on from its last good record.
     let (_, page) = board.get("/", COORDINATOR).await;
     assert!(row_of(&page, &id).is_some(), "{page}");
+
+    // A record of a format this dashboard does not read (a newer writer's): an alert with the
+    // record check's sentence, never skipped in silence.
+    let seq = refbus_testkit::hostile::publish_raw(
+        &board.system.nats.url(),
+        &subject,
+        br#"{"format":2,"events":[]}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+    let marker = format!("data-seq=\"{seq}\" data-problem=\"format\"");
+    loop {
+        let message = live.next(&mut board.served).await;
+        if message.event == "alerts" && message.data.contains(&marker) {
+            assert!(
+                message.data.contains(&format!(
+                    "{subject} (stream sequence {seq}): event record format 2 is unknown; \
+                     this refbus reads format 1; upgrade this reader before the writers"
+                )),
+                "{}",
+                message.data
+            );
+            break;
+        }
+    }
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(row_of(&page, &id).is_some(), "{page}");
     board.assert_no_identity_served();
 }
 
@@ -974,8 +1001,14 @@ async fn a_restart_from_the_snapshot_reads_again_only_what_changed_and_refuses_a
     let mut altered_bytes = bytes.clone();
     let middle = altered_bytes.len() / 2;
     altered_bytes[middle] ^= 1;
+    // A newer dashboard's snapshot (format 2 in its first line): refused by its format, loudly,
+    // and rebuilt from the bus like the others.
+    let mut newer = bytes.clone();
+    let line_end = newer.iter().position(|&byte| byte == b'\n').unwrap();
+    newer[line_end - 1] = b'2';
     for (name, content, key) in [
         ("altered", altered_bytes, key.clone()),
+        ("newer format", newer, key.clone()),
         (
             "foreign",
             bytes,
@@ -990,7 +1023,8 @@ async fn a_restart_from_the_snapshot_reads_again_only_what_changed_and_refuses_a
         let scraped = refbus_metrics::scrape(board.metrics).await.unwrap().body;
         assert_eq!(applied(&scraped), Some(2.0), "{name}: {scraped}");
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+    // Best effort: the last dashboard still runs and may be writing its snapshot in `dir`.
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The referrals the indicators CSV counts on the senders' side (one category each here).

@@ -15,10 +15,11 @@
 //! entry is small (entry bundles limit an entry to 65535 bytes) and the log does not copy the
 //! stream; an auditor recomputes the digest from the bytes the stream holds.
 
+use refbus_core::format::RecordKind;
 use sha2::{Digest, Sha256};
 use tlog_tiles::Hash;
 
-/// The encoding's version byte.
+/// The encoding's version byte: the format this build writes (`RecordKind::LogEntry`).
 pub const VERSION: u8 = 1;
 const KIND_MESSAGE: u8 = 0;
 const KIND_MISSING: u8 = 1;
@@ -34,10 +35,15 @@ pub struct Leaf {
     pub digest: Option<[u8; 32]>,
 }
 
-/// Why bytes are not a leaf of version 1.
+/// Why bytes are not a leaf this build reads.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("not a refbus log entry: {0}")]
-pub struct LeafError(&'static str);
+pub enum LeafError {
+    #[error("not a refbus log entry: {0}")]
+    Malformed(&'static str),
+    /// A version byte this build does not read (`refbus_core::format`, `RecordKind::LogEntry`).
+    #[error("{}", .0.sentence())]
+    Format(refbus_core::format::UnknownFormat),
+}
 
 impl Leaf {
     /// The leaf of a stored message.
@@ -84,23 +90,35 @@ impl Leaf {
 
     /// Decodes an entry.
     pub fn decode(bytes: &[u8]) -> Result<Leaf, LeafError> {
-        let take = |at: usize, n: usize| bytes.get(at..at + n).ok_or(LeafError("too short"));
-        if take(0, 1)? != [VERSION] {
-            return Err(LeafError("unknown version"));
-        }
+        let take = |at: usize, n: usize| {
+            bytes
+                .get(at..at + n)
+                .ok_or(LeafError::Malformed("too short"))
+        };
+        let version = take(0, 1)?[0];
+        refbus_core::format::check(RecordKind::LogEntry, Some(u64::from(version)), || {
+            "this log entry".to_owned()
+        })
+        .map_err(LeafError::Format)?;
         let kind = take(1, 1)?[0];
-        let seq = u64::from_be_bytes(take(2, 8)?.try_into().map_err(|_| LeafError("seq"))?);
+        let seq = u64::from_be_bytes(
+            take(2, 8)?
+                .try_into()
+                .map_err(|_| LeafError::Malformed("seq"))?,
+        );
         let len = usize::from(u16::from_be_bytes(
-            take(10, 2)?.try_into().map_err(|_| LeafError("length"))?,
+            take(10, 2)?
+                .try_into()
+                .map_err(|_| LeafError::Malformed("length"))?,
         ));
         let subject = std::str::from_utf8(take(12, len)?)
-            .map_err(|_| LeafError("subject is not UTF-8"))?
+            .map_err(|_| LeafError::Malformed("subject is not UTF-8"))?
             .to_owned();
         let digest: [u8; 32] = take(12 + len, 32)?
             .try_into()
-            .map_err(|_| LeafError("digest"))?;
+            .map_err(|_| LeafError::Malformed("digest"))?;
         if bytes.len() != 12 + len + 32 {
-            return Err(LeafError("trailing bytes"));
+            return Err(LeafError::Malformed("trailing bytes"));
         }
         match kind {
             KIND_MESSAGE => Ok(Leaf {
@@ -109,7 +127,7 @@ impl Leaf {
                 digest: Some(digest),
             }),
             KIND_MISSING if subject.is_empty() && digest == [0; 32] => Ok(Leaf::missing(seq)),
-            _ => Err(LeafError("unknown kind")),
+            _ => Err(LeafError::Malformed("unknown kind")),
         }
     }
 
@@ -150,5 +168,16 @@ mod tests {
         let missing = Leaf::missing(9);
         assert_eq!(Leaf::decode(&missing.encode()), Ok(missing));
         assert!(Leaf::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn an_entry_of_an_unknown_version_is_refused_saying_so() {
+        let mut bytes = Leaf::message(7, "refbus.v1.ref.a.b.c", b"payload").encode();
+        bytes[0] = 2;
+        assert_eq!(
+            Leaf::decode(&bytes).unwrap_err().to_string(),
+            "log entry format 2 is unknown; this refbus reads format 1; upgrade this reader \
+             before the writers (docs/ARCHITECTURE.md, \"Record formats and versions\")"
+        );
     }
 }

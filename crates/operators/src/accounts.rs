@@ -8,6 +8,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use refbus_core::format::RecordKind;
 use refbus_core::ids::OperatorId;
 use refbus_core::{AgencyId, Registry};
 use serde::Deserialize;
@@ -243,8 +244,23 @@ pub enum ChangeError {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileForm {
+    /// The file's format (`refbus_core::format`); checked before the rest (`FormatForm`).
+    #[serde(default)]
+    #[allow(
+        dead_code,
+        reason = "read by `FormatForm` first; here so it is not unknown"
+    )]
+    format: Option<u64>,
     #[serde(default)]
     operator: Vec<Spanned<EntryForm>>,
+}
+
+/// The file's format alone, read first: a newer file may not have this build's form. A file
+/// without `format` was written before formats were recorded: format 1.
+#[derive(Deserialize)]
+struct FormatForm {
+    #[serde(default)]
+    format: Option<Spanned<u64>>,
 }
 
 #[derive(Deserialize)]
@@ -296,6 +312,23 @@ impl Accounts {
 
     /// Parses an accounts file's text: every problem found, each at its line. Pure.
     pub fn parse(text: &str) -> Result<Accounts, Vec<Problem>> {
+        if let Ok(FormatForm {
+            format: Some(format),
+        }) = toml::from_str::<FormatForm>(text)
+        {
+            let line = line_of(text, format.span().start);
+            refbus_core::format::check(
+                RecordKind::OperatorAccounts,
+                Some(*format.get_ref()),
+                String::new,
+            )
+            .map_err(|unknown| {
+                vec![Problem {
+                    line,
+                    message: unknown.sentence(),
+                }]
+            })?;
+        }
         let form: FileForm = toml::from_str(text).map_err(|error| {
             vec![Problem {
                 line: error.span().map_or(0, |span| line_of(text, span.start)),
@@ -418,6 +451,10 @@ impl Accounts {
             "# refbus dashboard operators (`refbus dashboard user add|remove|list`).\n\
              # Keep this file readable by its owner only (mode 0600): it holds password hashes.\n",
         );
+        text.push_str(&format!(
+            "\nformat = {}\n",
+            RecordKind::OperatorAccounts.written()
+        ));
         for account in self.accounts.values() {
             // Every value is a slug, a role name or a PHC string: nothing needs escaping, and
             // parsing what is written back is tested.
@@ -587,6 +624,39 @@ mod tests {
         .unwrap();
         accounts.add(account, None).unwrap();
         assert_eq!(Accounts::parse(&accounts.to_toml()).unwrap(), accounts);
+    }
+
+    #[test]
+    fn the_file_names_its_format_and_one_without_is_format_1_an_unknown_one_refused() {
+        let mut accounts = Accounts::new();
+        let account = new_account(
+            Username::new("siti.dp3a").unwrap(),
+            AgencyId::new("maros-dp3a").unwrap(),
+            Role::Head,
+            "correct horse battery",
+        )
+        .unwrap();
+        accounts.add(account, None).unwrap();
+        let written = accounts.to_toml();
+        assert!(written.contains("\nformat = 1\n"), "{written}");
+        // Written before formats were recorded: no `format`, format 1.
+        let legacy = written.replace("format = 1\n", "");
+        assert_eq!(Accounts::parse(&legacy).unwrap(), accounts);
+        // A newer refbus's file: refused at the line of its format, whatever else it holds.
+        let newer = written
+            .replace("format = 1", "format = 2")
+            .replace("password_hash", "password_hashes");
+        let problems = Accounts::parse(&newer).unwrap_err();
+        assert_eq!(
+            problems,
+            vec![Problem {
+                line: 4,
+                message: "operators' accounts file format 2 is unknown; this refbus reads \
+                          format 1; upgrade this reader before the writers \
+                          (docs/ARCHITECTURE.md, \"Record formats and versions\")"
+                    .to_owned(),
+            }]
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use refbus_bus::{
     Append, Bus, Delivery, EventRecord, Idempotency, Pending, ReadError, Unchecked, subjects,
 };
 use refbus_core::command::{Command, Request};
-use refbus_core::integrity::{Failure, IntegrityNotice, Problem};
+use refbus_core::integrity::{Failure, IntegrityNotice};
 use refbus_core::{Actor, Change, Event, Notice, Referral, ReferralId, evaluate, record};
 use tokio::sync::broadcast;
 
@@ -71,15 +71,19 @@ impl Router {
             }
             own::Delivered::Other => {}
         }
-        let Some(record) = delivery.unchecked(&self.verifier) else {
-            let failure = Failure::new(Problem::Unreadable, "not a refbus record");
-            let referral = match subjects::parse(&delivery.subject) {
-                Some(subjects::Parsed::Referral(subject)) => Some(subject.id),
-                _ => None,
-            };
-            self.alert(delivery.seq, &delivery.subject, referral, failure)
-                .await?;
-            return Ok(Vec::new());
+        let record = match delivery.unchecked(&self.verifier) {
+            Ok(record) => record,
+            // Not a refbus record, or of a format this router does not read: loud, as any
+            // failure of the check (the failure says which).
+            Err(failure) => {
+                let referral = match subjects::parse(&delivery.subject) {
+                    Some(subjects::Parsed::Referral(subject)) => Some(subject.id),
+                    _ => None,
+                };
+                self.alert(delivery.seq, &delivery.subject, referral, failure)
+                    .await?;
+                return Ok(Vec::new());
+            }
         };
         let event = &record.record.event;
         let referral = event.referral_id;

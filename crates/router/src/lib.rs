@@ -15,6 +15,8 @@
 //! - `timers`: the in-memory timer table, rebuilt at start from the referrals' states.
 //! - `snapshot`: the timer table written now and then to a signed file, so that a restart
 //!   reads again only the referrals that changed since.
+//! - `share`: routers that partition: which referrals are this replica's ([`Partitions`]),
+//!   and the leases in JetStream that share the partitions out among replicas.
 //! - `metrics`: the router's operations metrics (served by [`Router::run`] on
 //!   `Options::metrics`).
 //! - [`clock`]: where "now" comes from ([`SystemClock`], or [`ManualClock`] in tests), the
@@ -31,8 +33,11 @@ mod fire;
 mod ingest;
 mod metrics;
 mod own;
+mod share;
 mod snapshot;
 mod timers;
+
+pub use share::{BUCKET as LEASE_BUCKET, Partitions};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -40,6 +45,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::{AbortHandle, Abortable, BoxStream, SelectAll};
 use futures::{FutureExt, StreamExt};
 use refbus_bus::{Bus, Delivery, subjects};
 use refbus_core::{ReferralId, Registry, Timestamp, evaluate};
@@ -61,8 +67,13 @@ const MAX_SETTLING: usize = 1_024;
 /// Tunables, each with a safe default.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Names this replica's durable consumer: each replica reads every event.
+    /// Names this replica (its durable consumer when it reads every event, its leases when
+    /// it holds a share).
     pub replica: String,
+    /// `None` (the default): this replica reads every event and holds every timer. `Some`:
+    /// the referrals are cut into partitions shared out among the replicas running, and this
+    /// one holds only the timers of the partitions it claimed (see [`Partitions`]).
+    pub partitions: Option<Partitions>,
     /// How many referrals are being recorded on at once.
     pub max_concurrent_fires: usize,
     /// How many referral states are kept in memory to check the next event against; the rest
@@ -82,6 +93,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             replica: "main".to_owned(),
+            partitions: None,
             max_concurrent_fires: 256,
             state_cache: 100_000,
             metrics: None,
@@ -104,6 +116,21 @@ pub enum Activity {
         /// The stream sequence of the snapshot the timers started from, if one was used.
         from_snapshot: Option<u64>,
     },
+    /// A partition claimed (a partitioned router), its timers set up: this replica now holds
+    /// its share of the referrals.
+    Claimed {
+        partition: u32,
+        /// Referrals of the partition read from the bus (all, or after a snapshot only those
+        /// that changed since it).
+        referrals: usize,
+        /// Referrals of the partition with pending clocks.
+        pending: usize,
+        took: Duration,
+        from_snapshot: Option<u64>,
+    },
+    /// A partition given up (its lease lost, or given back to a replica that joined): its
+    /// timers are dropped here, another replica takes them.
+    Released { partition: u32 },
     /// The timer table was written to its snapshot file, as of a stream sequence.
     Snapshot { covers: u64, entries: usize },
     /// An item was recorded on a referral (`key` names it, e.g. `acknowledge_urgent.breach`).
@@ -162,9 +189,44 @@ struct Loop {
     known: HashMap<ReferralId, Known>,
     /// Referrals being recorded on, taken out of the timers meanwhile (subject, sequence).
     in_flight: HashMap<ReferralId, (Arc<str>, u64)>,
-    /// The highest stream sequence applied: every event up to it is reflected in the timers
-    /// (the consumer delivers in stream order; redeliveries are of events already applied).
-    applied: u64,
+    /// The partitions held (`{0}` for a router that holds every referral), with the highest
+    /// stream sequence applied from each one's consumer: every event up to it is reflected in
+    /// the timers (a consumer delivers in stream order; redeliveries are of events already
+    /// applied).
+    applied: HashMap<u32, u64>,
+    /// Each held partition's consumer, to stop it when the partition is given up.
+    feeds: HashMap<u32, AbortHandle>,
+}
+
+impl Loop {
+    fn holds(&self, partitions: Option<&Partitions>, referral: &ReferralId) -> bool {
+        partitions.is_none_or(|partitions| self.applied.contains_key(&partitions.of(referral)))
+    }
+}
+
+/// What the held partitions' consumers deliver, merged.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every item is a delivery, of this size anyway; a box would cost an \
+              allocation per event"
+)]
+enum Feed {
+    Delivery(u32, Result<Delivery, refbus_bus::ReadError>),
+    /// A consumer's stream of events ended (not stopped by the router).
+    Ended(u32),
+}
+
+/// Stops the lease keeper when the router stops: without giving the leases back if the router
+/// was dropped (aborted, as a killed process would be: others wait for them to expire), after
+/// giving them back on a clean stop ([`Router::run`] awaits that).
+struct KeeperGuard(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for KeeperGuard {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -239,20 +301,45 @@ impl Router {
             timers: timers::Timers::default(),
             known: HashMap::new(),
             in_flight: HashMap::new(),
-            applied: 0,
+            applied: HashMap::new(),
+            feeds: HashMap::new(),
         };
-        // Consume from here on before rebuilding, so nothing recorded meanwhile is missed; the
-        // rebuild and the backlog overlap harmlessly (older states never override newer ones).
-        let mut deliveries = router
-            .bus
-            .durable(&format!("refbus-router-{}", router.options.replica))
-            .await?;
-        router.start(&mut state).await?;
+        let mut feeds: SelectAll<BoxStream<'static, Feed>> = SelectAll::new();
+        let partitions = router.options.partitions.clone();
+        // A partitioned router learns what it holds from its lease keeper, beside the loop (a
+        // long rebuild in the loop must not hold up the renewals).
+        let (changes_tx, mut changes) = mpsc::channel::<share::Change>(64);
+        let mut keeper = KeeperGuard(None);
+        match &partitions {
+            None => {
+                drop(changes_tx);
+                // Consume from here on before rebuilding, so nothing recorded meanwhile is
+                // missed; the rebuild and the backlog overlap harmlessly (older states never
+                // override newer ones).
+                router.open(&mut state, &mut feeds, 0).await?;
+                let started = std::time::Instant::now();
+                if !router
+                    .start_from_snapshot(&mut state, None, started)
+                    .await?
+                {
+                    router.rebuild(&mut state, None, started).await?;
+                }
+            }
+            Some(partitions) => {
+                keeper.0 = Some(tokio::spawn(share::keep(
+                    router.bus.clone(),
+                    router.options.replica.clone(),
+                    partitions.clone(),
+                    changes_tx,
+                )));
+            }
+        }
         // Real time, not the router's clock: how often to save work is not a domain deadline.
         let mut snapshots = tokio::time::interval(router.options.snapshot_every);
         snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Nothing saved yet in this run: the first tick writes what the start found.
-        let mut saved: Option<u64> = None;
+        // What each partition's last snapshot in this run covers (none yet: the first tick
+        // writes what the start found).
+        let mut saved: HashMap<u32, u64> = HashMap::new();
         let mut saving: Option<tokio::task::JoinHandle<()>> = None;
 
         let (fired_tx, mut fired) = mpsc::unbounded_channel::<fire::Fired>();
@@ -291,49 +378,176 @@ impl Router {
             let sleep = router.clock.sleep_until(next_wake);
             tokio::select! {
                 () = &mut shutdown => break,
-                delivery = deliveries.next() => match delivery {
-                    Some(first) => {
+                feed = feeds.next(), if !feeds.is_empty() => match feed {
+                    Some(Feed::Delivery(partition, first)) => {
                         // Events already received are taken together, up to a bound, before
                         // timers are looked at again: the loop's own cost is paid once per batch.
-                        let mut next = Some(first);
+                        let mut next = Some((partition, first));
                         let mut taken = 0;
-                        while let Some(delivery) = next.take() {
-                            if !router.consume(&mut state, delivery, &mut settling, &mut shutdown).await {
+                        while let Some((partition, delivery)) = next.take() {
+                            if !router.take(&mut state, partition, delivery, &mut settling, &mut shutdown).await {
                                 break;
                             }
                             taken += 1;
                             if taken < INGEST_BATCH {
-                                next = deliveries.next().now_or_never().flatten();
+                                next = match feeds.next().now_or_never().flatten() {
+                                    Some(Feed::Delivery(partition, delivery)) => Some((partition, delivery)),
+                                    Some(Feed::Ended(partition)) if state.feeds.contains_key(&partition) => {
+                                        return router.ended(fires, settling, partition).await;
+                                    }
+                                    _ => None,
+                                };
                             }
                         }
                     }
-                    None => {
-                        fires.shutdown().await;
-                        settling.shutdown().await;
-                        return Err(Error::ConsumerEnded {
-                            consumer: format!("refbus-router-{}", router.options.replica),
-                        });
+                    Some(Feed::Ended(partition)) if state.feeds.contains_key(&partition) => {
+                        return router.ended(fires, settling, partition).await;
                     }
+                    _ => {}
                 },
+                Some(change) = changes.recv() => {
+                    // The changes of one round of the keeper together: partitions gained at
+                    // once are rebuilt in one pass over the referrals, not one pass each.
+                    let mut gained = Vec::new();
+                    let mut next = Some(change);
+                    while let Some(change) = next.take() {
+                        match change {
+                            share::Change::Gained(partition) => gained.push(partition),
+                            share::Change::Lost(partition) => {
+                                gained.retain(|gained| *gained != partition);
+                                router.release(&mut state, partition);
+                                saved.remove(&partition);
+                            }
+                        }
+                        next = changes.try_recv().ok();
+                    }
+                    for partition in &gained {
+                        router.open(&mut state, &mut feeds, *partition).await?;
+                    }
+                    router.take_over(&mut state, gained).await?;
+                }
                 Some(outcome) = fired.recv() => {
                     state.in_flight.remove(&outcome.referral);
-                    state.timers.set(outcome.referral, &outcome.subject, outcome.seq, outcome.next_wake);
+                    // A partition given up meanwhile: its new holder has the referral.
+                    if state.holds(partitions.as_ref(), &outcome.referral) {
+                        state.timers.set(outcome.referral, &outcome.subject, outcome.seq, outcome.next_wake);
+                    }
                 }
                 Some(_) = fires.join_next(), if !fires.is_empty() => {}
                 Some(_) = settling.join_next(), if !settling.is_empty() => {}
                 () = sleep, if next_wake < Timestamp::MAX => {}
                 _ = snapshots.tick(), if router.options.snapshot.is_some() => {
                     let idle = saving.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
-                    if idle && saved.is_none_or(|saved| state.applied > saved) {
-                        saved = Some(state.applied);
-                        saving = Some(router.save(&state));
+                    let changed: Vec<u32> = state
+                        .applied
+                        .iter()
+                        .filter(|(partition, applied)| {
+                            saved.get(partition).is_none_or(|saved| *applied > saved)
+                        })
+                        .map(|(partition, _)| *partition)
+                        .collect();
+                    if idle && !changed.is_empty() {
+                        for partition in &changed {
+                            saved.insert(*partition, state.applied[partition]);
+                        }
+                        saving = Some(router.save(&state, changed));
                     }
                 }
             }
         }
         fires.shutdown().await;
         settling.shutdown().await;
+        // A clean stop gives the leases back at once (closing the channel tells the keeper).
+        drop(changes);
+        if let Some(task) = keeper.0.take() {
+            let _ = task.await;
+        }
         Ok(())
+    }
+
+    /// A held partition's consumer stopped delivering: the router stops with an error.
+    async fn ended(
+        &self,
+        mut fires: JoinSet<()>,
+        mut settling: JoinSet<()>,
+        partition: u32,
+    ) -> Result<(), Error> {
+        fires.shutdown().await;
+        settling.shutdown().await;
+        Err(Error::ConsumerEnded {
+            consumer: self.consumer_name(partition),
+        })
+    }
+
+    /// The durable consumer of `partition` (of every event, for a router that holds all).
+    fn consumer_name(&self, partition: u32) -> String {
+        match &self.options.partitions {
+            Some(partitions) => partitions.consumer(partition),
+            None => format!("refbus-router-{}", self.options.replica),
+        }
+    }
+
+    /// Opens `partition`'s durable consumer and adds its events to the loop's.
+    async fn open(
+        &self,
+        state: &mut Loop,
+        feeds: &mut SelectAll<BoxStream<'static, Feed>>,
+        partition: u32,
+    ) -> Result<(), Error> {
+        let deliveries = self.bus.durable(&self.consumer_name(partition)).await?;
+        let (abort, registration) = AbortHandle::new_pair();
+        let feed = deliveries
+            .map(move |delivery| Feed::Delivery(partition, delivery))
+            .chain(futures::stream::once(async move { Feed::Ended(partition) }));
+        feeds.push(Abortable::new(feed, registration).boxed());
+        state.feeds.insert(partition, abort);
+        state.applied.entry(partition).or_insert(0);
+        Ok(())
+    }
+
+    /// Gives `partition` up: its consumer stopped, its timers and cached states dropped (what
+    /// is being recorded on goes on: every item is recorded at most once whoever records it).
+    fn release(&self, state: &mut Loop, partition: u32) {
+        if let Some(abort) = state.feeds.remove(&partition) {
+            abort.abort();
+        }
+        state.applied.remove(&partition);
+        if let Some(partitions) = &self.options.partitions {
+            state
+                .timers
+                .retain(|referral| partitions.of(referral) != partition);
+            state
+                .known
+                .retain(|referral, _| partitions.of(referral) != partition);
+        }
+        self.report(Activity::Released { partition });
+        tracing::info!(partition, "router partition given up");
+    }
+
+    /// One delivery from `partition`'s consumer: applied if it is of the partition (a
+    /// partition's consumer delivers every event; the others are acknowledged unread), passed
+    /// over if the partition was given up meanwhile (its next holder gets it again).
+    async fn take(
+        &self,
+        state: &mut Loop,
+        partition: u32,
+        delivery: Result<Delivery, refbus_bus::ReadError>,
+        settling: &mut JoinSet<()>,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+    ) -> bool {
+        if !state.feeds.contains_key(&partition) {
+            return true;
+        }
+        if let (Some(partitions), Ok(delivery)) = (&self.options.partitions, &delivery)
+            && partitions.of_subject(&delivery.subject) != partition
+        {
+            if let Err(err) = delivery.ack().await {
+                tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+            }
+            return true;
+        }
+        self.consume(state, partition, delivery, settling, shutdown)
+            .await
     }
 
     /// Applies one consumed event, then acknowledges it: only once its effects (timers set,
@@ -343,6 +557,7 @@ impl Router {
     async fn consume(
         &self,
         state: &mut Loop,
+        partition: u32,
         delivery: Result<Delivery, refbus_bus::ReadError>,
         settling: &mut JoinSet<()>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
@@ -371,7 +586,9 @@ impl Router {
                 }
             }
         };
-        state.applied = state.applied.max(delivery.seq);
+        if let Some(applied) = state.applied.get_mut(&partition) {
+            *applied = (*applied).max(delivery.seq);
+        }
         self.metrics.consumed();
         if sent.is_empty() {
             if let Err(err) = delivery.ack().await {
@@ -393,41 +610,72 @@ impl Router {
         true
     }
 
-    /// Sets the timers up: from the snapshot and what changed since, if there is a usable
-    /// snapshot, otherwise from every referral ([`Router::rebuild`]).
-    async fn start(&self, state: &mut Loop) -> Result<(), Error> {
-        let started = std::time::Instant::now();
-        let Some(path) = self.options.snapshot.clone() else {
-            return self.rebuild(state, started).await;
+    /// Sets the timers of the partitions gained up: each from its snapshot if it has a
+    /// usable one, the others together in one rebuild.
+    async fn take_over(&self, state: &mut Loop, gained: Vec<u32>) -> Result<(), Error> {
+        let mut rebuild = Vec::new();
+        for partition in gained {
+            let started = std::time::Instant::now();
+            if !self
+                .start_from_snapshot(state, Some(partition), started)
+                .await?
+            {
+                rebuild.push(partition);
+            }
+        }
+        if !rebuild.is_empty() {
+            self.rebuild(state, Some(rebuild), std::time::Instant::now())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Sets the timers of `partition` (`None`: of every referral) up from its snapshot and
+    /// what changed since: `false` if it has no usable snapshot (the caller rebuilds,
+    /// [`Router::rebuild`]).
+    async fn start_from_snapshot(
+        &self,
+        state: &mut Loop,
+        partition: Option<u32>,
+        started: std::time::Instant,
+    ) -> Result<bool, Error> {
+        let Some(path) = self.snapshot_path(partition) else {
+            return Ok(false);
         };
         let key = self.key.clone();
+        let shown = path.clone();
         let read = tokio::task::spawn_blocking(move || snapshot::Snapshot::read(&path, &key))
             .await
             .unwrap_or_else(|err| Err(std::io::Error::other(err).into()));
         let snapshot = match read {
             Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return self.rebuild(state, started).await,
+            Ok(None) => return Ok(false),
             Err(err) => {
                 // Loud, and harmless: the timers are rebuilt from the bus, as without one.
                 tracing::error!(
-                    path = %self.options.snapshot.as_deref().unwrap_or(std::path::Path::new("")).display(),
+                    path = %shown.display(),
                     "the timers' snapshot is not used, rebuilding from every referral: {err}"
                 );
-                return self.rebuild(state, started).await;
+                return Ok(false);
             }
         };
         let covers = snapshot.covers;
+        let keep = self.keeps(partition.map(|partition| vec![partition]));
         for entry in snapshot.entries {
-            state
-                .timers
-                .set(entry.referral, &entry.subject, entry.seq, Some(entry.wake));
+            // A snapshot names its partition in its file; its entries are checked all the same.
+            if keep(&entry.subject) {
+                state
+                    .timers
+                    .set(entry.referral, &entry.subject, entry.seq, Some(entry.wake));
+            }
         }
-        state.applied = covers;
+        state.applied.insert(partition.unwrap_or(0), covers);
         // Every referral a message reached after the snapshot: its last verified record now.
-        let changed = self
+        let mut changed = self
             .bus
             .subjects_after(covers, vec![subjects::ALL_REFERRALS.to_owned()])
             .await?;
+        changed.retain(|subject| keep(subject));
         let now = self.clock.now();
         let mut reads = futures::stream::iter(changed)
             .map(|subject| async move { self.bus.referral(&self.verifier, &subject).await })
@@ -444,56 +692,89 @@ impl Router {
                 wake_of(referral, &self.registry, now),
             );
         }
-        self.ready(state, referrals, started, Some(covers));
-        Ok(())
+        self.ready(state, partition, referrals, started, Some(covers));
+        Ok(true)
     }
 
-    /// Writes the timer table (with the referrals being recorded on, due now) to the snapshot
-    /// file, beside the loop.
-    fn save(&self, state: &Loop) -> tokio::task::JoinHandle<()> {
+    /// Which subjects are of one of `parts` (every one for `None`).
+    fn keeps(&self, parts: Option<Vec<u32>>) -> impl Fn(&str) -> bool + Send + 'static {
+        let partitions = self.options.partitions.clone();
+        move |subject: &str| match (&partitions, &parts) {
+            (Some(partitions), Some(parts)) => parts.contains(&partitions.of_subject(subject)),
+            _ => true,
+        }
+    }
+
+    /// The snapshot file of `partition`: the configured file for a router that holds every
+    /// referral, one beside it per partition (`router-part-<k>-of-<n>.timers`) otherwise.
+    fn snapshot_path(&self, partition: Option<u32>) -> Option<PathBuf> {
+        let path = self.options.snapshot.as_ref()?;
+        match (&self.options.partitions, partition) {
+            (Some(partitions), Some(partition)) => Some(path.with_file_name(format!(
+                "router-part-{partition}-of-{}.timers",
+                partitions.count
+            ))),
+            _ => Some(path.clone()),
+        }
+    }
+
+    /// Writes the timer table of each partition in `partitions` (with the referrals being
+    /// recorded on, due now) to its snapshot file, beside the loop.
+    fn save(&self, state: &Loop, partitions: Vec<u32>) -> tokio::task::JoinHandle<()> {
         let now = self.clock.now();
-        let mut entries: Vec<snapshot::Entry> = state
-            .timers
-            .iter()
-            .map(|(referral, entry)| snapshot::Entry {
-                referral: *referral,
-                subject: entry.subject.clone(),
-                seq: entry.seq,
-                wake: entry.wake,
-            })
-            .collect();
-        entries.extend(
-            state
-                .in_flight
+        let mut files = Vec::new();
+        for partition in partitions {
+            let part = self.options.partitions.as_ref().map(|_| partition);
+            let Some(path) = self.snapshot_path(part) else {
+                continue;
+            };
+            let of = |referral: &ReferralId| {
+                self.options
+                    .partitions
+                    .as_ref()
+                    .is_none_or(|partitions| partitions.of(referral) == partition)
+            };
+            let mut entries: Vec<snapshot::Entry> = state
+                .timers
                 .iter()
-                .map(|(referral, (subject, seq))| snapshot::Entry {
+                .filter(|(referral, _)| of(referral))
+                .map(|(referral, entry)| snapshot::Entry {
                     referral: *referral,
-                    subject: subject.clone(),
-                    seq: *seq,
-                    wake: now,
-                }),
-        );
-        let snapshot = snapshot::Snapshot {
-            covers: state.applied,
-            entries,
-        };
-        let (path, key, activity) = (
-            self.options.snapshot.clone(),
-            self.key.clone(),
-            self.activity.clone(),
-        );
+                    subject: entry.subject.clone(),
+                    seq: entry.seq,
+                    wake: entry.wake,
+                })
+                .collect();
+            entries.extend(
+                state
+                    .in_flight
+                    .iter()
+                    .filter(|(referral, _)| of(referral))
+                    .map(|(referral, (subject, seq))| snapshot::Entry {
+                        referral: *referral,
+                        subject: subject.clone(),
+                        seq: *seq,
+                        wake: now,
+                    }),
+            );
+            let covers = state.applied.get(&partition).copied().unwrap_or(0);
+            files.push((path, snapshot::Snapshot { covers, entries }));
+        }
+        let (key, activity) = (self.key.clone(), self.activity.clone());
         tokio::task::spawn_blocking(move || {
-            let Some(path) = path else { return };
-            match snapshot.write(&path, &key) {
-                Ok(()) => {
-                    let _ = activity.send(Activity::Snapshot {
-                        covers: snapshot.covers,
-                        entries: snapshot.entries.len(),
-                    });
-                }
-                // A restart then starts from an older snapshot, or rebuilds: slower, not wrong.
-                Err(err) => {
-                    tracing::warn!(path = %path.display(), "writing the timers' snapshot: {err}")
+            for (path, snapshot) in files {
+                match snapshot.write(&path, &key) {
+                    Ok(()) => {
+                        let _ = activity.send(Activity::Snapshot {
+                            covers: snapshot.covers,
+                            entries: snapshot.entries.len(),
+                        });
+                    }
+                    // A restart then starts from an older snapshot, or rebuilds: slower, not
+                    // wrong.
+                    Err(err) => {
+                        tracing::warn!(path = %path.display(), "writing the timers' snapshot: {err}")
+                    }
                 }
             }
         })
@@ -502,40 +783,89 @@ impl Router {
     fn ready(
         &self,
         state: &Loop,
+        partition: Option<u32>,
         referrals: usize,
         started: std::time::Instant,
         from_snapshot: Option<u64>,
     ) {
-        self.report(Activity::Ready {
-            referrals,
-            pending: state.timers.len(),
-            took: started.elapsed(),
-            from_snapshot,
-        });
-        tracing::info!(
-            referrals,
-            pending = state.timers.len(),
-            ?from_snapshot,
-            "router ready"
-        );
+        let took = started.elapsed();
+        match (&self.options.partitions, partition) {
+            (Some(partitions), Some(partition)) => {
+                let pending = state
+                    .timers
+                    .iter()
+                    .filter(|(referral, _)| partitions.of(referral) == partition)
+                    .count();
+                self.report(Activity::Claimed {
+                    partition,
+                    referrals,
+                    pending,
+                    took,
+                    from_snapshot,
+                });
+                tracing::info!(
+                    partition,
+                    referrals,
+                    pending,
+                    ?from_snapshot,
+                    "router partition claimed"
+                );
+            }
+            _ => {
+                self.report(Activity::Ready {
+                    referrals,
+                    pending: state.timers.len(),
+                    took,
+                    from_snapshot,
+                });
+                tracing::info!(
+                    referrals,
+                    pending = state.timers.len(),
+                    ?from_snapshot,
+                    "router ready"
+                );
+            }
+        }
     }
 
-    /// Rebuilds the timers from every referral's current state (its last message).
-    async fn rebuild(&self, state: &mut Loop, started: std::time::Instant) -> Result<(), Error> {
+    /// Rebuilds the timers of the partitions `parts` (`None`: of every referral) from each
+    /// referral's current state (its last message), in one pass.
+    async fn rebuild(
+        &self,
+        state: &mut Loop,
+        parts: Option<Vec<u32>>,
+        started: std::time::Instant,
+    ) -> Result<(), Error> {
         let now = self.clock.now();
-        let mut referrals = 0;
+        // Per partition (0 alone for a router that holds every referral): referrals read, and
+        // the highest sequence among their last records.
+        let mut counts: HashMap<u32, (usize, u64)> = parts
+            .iter()
+            .flatten()
+            .map(|partition| (*partition, (0, 0)))
+            .collect();
         // Each referral's last record, its signature checked; its state was checked against
         // its events when this router consumed it (a record not consumed yet is checked when it
         // is, right after). A last record that fails is replaced by the last one that passes.
+        // Other partitions' records are passed over unchecked.
         let mut latest = self
             .bus
-            .latest_checked(&self.verifier, vec![subjects::ALL_REFERRALS.to_owned()])
+            .latest_checked_where(
+                &self.verifier,
+                vec![subjects::ALL_REFERRALS.to_owned()],
+                self.keeps(parts.clone()),
+            )
             .await?;
         while let Some(stored) = latest.next().await {
             let stored = stored?;
             let (seq, subject, referral) = (stored.seq, stored.subject, stored.record.state);
-            referrals += 1;
-            state.applied = state.applied.max(seq);
+            let partition = match (&self.options.partitions, &parts) {
+                (Some(partitions), Some(_)) => partitions.of_subject(&subject),
+                _ => 0,
+            };
+            let count = counts.entry(partition).or_insert((0, 0));
+            count.0 += 1;
+            count.1 = count.1.max(seq);
             state.timers.set(
                 referral.id,
                 &subject,
@@ -543,7 +873,22 @@ impl Router {
                 wake_of(&referral, &self.registry, now),
             );
         }
-        self.ready(state, referrals, started, None);
+        match parts {
+            None => {
+                let (referrals, highest) = counts.get(&0).copied().unwrap_or((0, 0));
+                let applied = state.applied.entry(0).or_insert(0);
+                *applied = (*applied).max(highest);
+                self.ready(state, None, referrals, started, None);
+            }
+            Some(parts) => {
+                for partition in parts {
+                    let (referrals, highest) = counts.get(&partition).copied().unwrap_or((0, 0));
+                    let applied = state.applied.entry(partition).or_insert(0);
+                    *applied = (*applied).max(highest);
+                    self.ready(state, Some(partition), referrals, started, None);
+                }
+            }
+        }
         Ok(())
     }
 }

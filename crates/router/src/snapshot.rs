@@ -18,12 +18,16 @@
 use std::io::Write;
 use std::path::Path;
 
+use refbus_core::format::{self, RecordKind, UnknownFormat};
 use refbus_core::signature::{KeyId, Signature, Signer, Signers, SigningKey};
 use refbus_core::{ReferralId, Timestamp};
 use sha2::{Digest, Sha256};
 
-/// The first bytes of a snapshot file; a new layout gets a new line.
+/// The first bytes of a snapshot file: its title and format (`refbus_core::format`); a new
+/// layout gets a new format, named in this line and covered by the signature.
 const MAGIC: &[u8] = b"refbus router timers v1\n";
+/// The first line's title, before its ` v<format>`.
+const TITLE: &str = "refbus router timers";
 /// What the signature names instead of a subject: with spaces, so no stream subject (which
 /// cannot contain one) can ever share a signature with a snapshot.
 const SIGNED_AS: &str = "router timers snapshot";
@@ -50,8 +54,10 @@ pub(crate) struct Snapshot {
 pub(crate) enum SnapshotError {
     #[error("reading it: {0}")]
     Io(#[from] std::io::Error),
-    #[error("it is not a refbus router snapshot of this version")]
+    #[error("it is not a refbus router snapshot")]
     NotASnapshot,
+    #[error("{0}")]
+    Format(refbus_core::format::UnknownFormat),
     #[error("it is cut short or has bytes beyond its entries")]
     Truncated,
     #[error("its signature is not this router's: altered, or written with another key")]
@@ -83,6 +89,12 @@ impl Snapshot {
 
     /// The snapshot in `bytes`, if `key` (the router's own) signed it.
     pub(crate) fn decode(bytes: &[u8], key: &SigningKey) -> Result<Snapshot, SnapshotError> {
+        // The format first: a newer router's file may be laid out (and signed) otherwise.
+        let found = format::read_first_line(bytes, TITLE).ok_or(SnapshotError::NotASnapshot)?;
+        format::check(RecordKind::RouterSnapshot, Some(found), || {
+            "this snapshot".to_owned()
+        })
+        .map_err(SnapshotError::Format)?;
         if !bytes.starts_with(MAGIC) {
             return Err(SnapshotError::NotASnapshot);
         }
@@ -146,7 +158,7 @@ impl Snapshot {
     /// whole: a temporary file beside it, flushed to disk, then renamed over it.
     pub(crate) fn write(&self, path: &Path, key: &SigningKey) -> std::io::Result<()> {
         let bytes = self.encode(key);
-        let temporary = path.with_extension("tmp");
+        let temporary = temporary_beside(path);
         {
             let mut file = std::fs::File::create(&temporary)?;
             file.write_all(&bytes)?;
@@ -162,11 +174,31 @@ impl Snapshot {
     /// The snapshot at `path`: `Ok(None)` if there is none yet.
     pub(crate) fn read(path: &Path, key: &SigningKey) -> Result<Option<Snapshot>, SnapshotError> {
         match std::fs::read(path) {
-            Ok(bytes) => Snapshot::decode(&bytes, key).map(Some),
+            Ok(bytes) => Snapshot::decode(&bytes, key)
+                .map(Some)
+                .map_err(|err| match err {
+                    // Named by its path, as every refusal of a format names its record.
+                    SnapshotError::Format(unknown) => SnapshotError::Format(UnknownFormat {
+                        at: path.display().to_string(),
+                        ..unknown
+                    }),
+                    err => err,
+                }),
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(err) => Err(err.into()),
         }
     }
+}
+
+/// A temporary file name beside `path` of this writer alone: replicas sharing a directory may
+/// write one partition's snapshot at the same moment (one giving it up, one taking it), and a
+/// shared temporary name would interleave their bytes.
+fn temporary_beside(path: &Path) -> std::path::PathBuf {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".{}-{n}.tmp", std::process::id()));
+    path.with_file_name(name)
 }
 
 struct Reader<'a> {
@@ -217,6 +249,29 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshot_of_an_unknown_format_is_refused_by_its_path_and_one_of_format_1_read() {
+        assert_eq!(
+            MAGIC,
+            format::first_line(TITLE, RecordKind::RouterSnapshot.written()).as_bytes()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("router-a.timers");
+        let mut bytes = snapshot().encode(&key(1));
+        bytes[MAGIC.len() - 2] = b'2';
+        std::fs::write(&path, &bytes).unwrap();
+        let err = Snapshot::read(&path, &key(1)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: router timers snapshot format 2 is unknown; this refbus reads format 1; \
+                 upgrade this reader before the writers (docs/ARCHITECTURE.md, \"Record \
+                 formats and versions\")",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
     fn a_snapshot_reads_back_as_written() {
         let bytes = snapshot().encode(&key(1));
         assert_eq!(Snapshot::decode(&bytes, &key(1)).unwrap(), snapshot());
@@ -260,7 +315,8 @@ mod tests {
         later.covers = 99;
         later.write(&path, &key(1)).unwrap();
         assert_eq!(Snapshot::read(&path, &key(1)).unwrap(), Some(later));
-        assert!(!path.with_extension("tmp").exists());
+        // Nothing left beside it.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -88,6 +88,12 @@ impl Timers {
         self.entries.len()
     }
 
+    /// Keeps only the referrals `keep` accepts (a partition given up drops its own).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&ReferralId) -> bool) {
+        self.entries.retain(|referral, _| keep(referral));
+        self.by_time.retain(|(_, referral)| keep(referral));
+    }
+
     /// Every referral's wake-up, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&ReferralId, &Entry)> {
         self.entries.iter()

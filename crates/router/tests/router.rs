@@ -875,6 +875,51 @@ async fn garbage_on_a_referral_subject_stops_neither_a_restart_nor_its_clocks() 
     router.stop().await;
 }
 
+#[tokio::test]
+async fn a_record_of_an_unknown_format_reaches_the_coordinator_and_the_clocks_run_on() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "format-1", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    // What a newer refbus might write: a record of a format this router does not read.
+    let seq = refbus_testkit::hostile::publish_raw(
+        &nats.url(),
+        &subject,
+        br#"{"format":2,"events":[{"kind":"accepted"}]}"#.to_vec(),
+    )
+    .await
+    .unwrap();
+
+    // Never skipped in silence: the coordinator is told exactly what and where...
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.problem, refbus_core::integrity::Problem::Format);
+    assert_eq!(notice.stream_seq, seq);
+    assert_eq!(notice.referral_id, Some(state.id));
+    assert_eq!(
+        notice.detail,
+        format!(
+            "{subject} (stream sequence {seq}): event record format 2 is unknown; this refbus \
+             reads format 1; upgrade this reader before the writers (docs/ARCHITECTURE.md, \
+             \"Record formats and versions\")"
+        )
+    );
+    // ...and the referral's clocks run on from its last record this router reads.
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(7).await;
+    let items = recorded_on(&bus, &state.id).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_nats_server_loses_no_clock_and_no_notice() {
     let nats = NatsServer::start().unwrap();
@@ -1033,6 +1078,43 @@ async fn the_router_ends_with_an_error_when_its_consumer_is_deleted() {
 }
 
 #[tokio::test]
+async fn a_timers_snapshot_of_an_unknown_format_is_not_used_and_every_referral_is_read() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "snap-format", at(T0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("router-a.timers");
+    // A newer router's snapshot: its first line names format 2 (whatever follows).
+    std::fs::write(&file, b"refbus router timers v2\n\x00\x01\x02").unwrap();
+    let options = Options {
+        replica: "a".to_owned(),
+        snapshot: Some(file.clone()),
+        snapshot_every: Duration::from_secs(3600),
+        ..Options::default()
+    };
+    let clock = ManualClock::new(at(T0));
+    let (mut router, ready) = start_router_with(&nats, &registry, clock.clone(), options).await;
+    let Activity::Ready {
+        referrals,
+        from_snapshot,
+        ..
+    } = ready
+    else {
+        unreachable!()
+    };
+    // Refused by its format (an ERROR naming the file), and the timers rebuilt from the bus.
+    assert_eq!((referrals, from_snapshot), (1, None));
+    clock.advance_to(at("2026-03-02T09:40:00+08:00"));
+    // Its clock runs: the items due by then (as in the test below), each once.
+    router.recorded(2).await;
+    assert_eq!(recorded_on(&bus, &created.record.state.id).await.len(), 2);
+    router.stop().await;
+}
+
+#[tokio::test]
 async fn a_restart_from_the_timers_snapshot_reads_only_what_changed_and_misses_nothing() {
     let nats = NatsServer::start().unwrap();
     let registry = maros();
@@ -1148,4 +1230,329 @@ async fn a_restart_from_the_timers_snapshot_reads_only_what_changed_and_misses_n
         }
     }
     router.stop().await;
+}
+
+/// A router of a partitioned set, and what it holds as its activity tells.
+struct Replica {
+    name: &'static str,
+    activity: broadcast::Receiver<Activity>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    held: std::collections::BTreeSet<u32>,
+    /// Referrals with pending clocks in each partition when it was claimed.
+    pending: std::collections::BTreeMap<u32, usize>,
+}
+
+fn partitioned(replica: &str, count: u32) -> Options {
+    Options {
+        replica: replica.to_owned(),
+        partitions: Some(refbus_router::Partitions {
+            count,
+            // Short, so that the test's takeover comes quickly (real time: a lease is not a
+            // domain deadline, and the routers' clock is the manual one).
+            lease_ttl: Duration::from_secs(2),
+        }),
+        ..Options::default()
+    }
+}
+
+/// Starts a router with `options` and returns at once (a partitioned router is ready
+/// partition by partition: see [`Replica::settle`]).
+async fn start_replica(
+    nats: &NatsServer,
+    registry: &Arc<Registry>,
+    clock: &ManualClock,
+    name: &'static str,
+    options: Options,
+) -> Replica {
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let router = Router::new(
+        bus,
+        verifier(registry),
+        keys().router(),
+        Arc::new(clock.clone()),
+        options,
+    );
+    let activity = router.activity();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        router
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+    });
+    Replica {
+        name,
+        activity,
+        stop,
+        task,
+        held: Default::default(),
+        pending: Default::default(),
+    }
+}
+
+impl Replica {
+    /// Applies one activity report to what the replica holds; counts recordings.
+    fn note(&mut self, activity: Activity, recorded: &mut usize) {
+        match activity {
+            Activity::Claimed {
+                partition, pending, ..
+            } => {
+                self.held.insert(partition);
+                self.pending.insert(partition, pending);
+            }
+            Activity::Released { partition } => {
+                self.held.remove(&partition);
+                self.pending.remove(&partition);
+            }
+            Activity::Recorded { .. } => *recorded += 1,
+            _ => {}
+        }
+    }
+}
+
+/// Waits until `done` holds of the replicas, reading their activity as it comes (bounded only
+/// so that a replica that never gets there fails the test instead of hanging it).
+async fn until(
+    replicas: &mut [Replica],
+    recorded: &mut usize,
+    done: impl Fn(&[Replica], usize) -> bool,
+) {
+    let waiting = async {
+        while !done(replicas, *recorded) {
+            let next =
+                futures::future::select_all(replicas.iter_mut().enumerate().map(|(n, replica)| {
+                    Box::pin(async move { (n, replica.activity.recv().await) })
+                }))
+                .await
+                .0;
+            let (n, activity) = next;
+            replicas[n].note(activity.unwrap(), recorded);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), waiting)
+        .await
+        .expect("the replicas did not get there");
+}
+
+/// Three routers share six partitions of forty referrals; one is killed (its task aborted:
+/// nothing given back, its leases left to expire, its fires in flight cut) right as every
+/// referral's items fall due. The two survivors take its partitions over and every item is
+/// recorded exactly once: counted on the stream, none missing, none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_partition_taken_over_after_its_router_is_killed_records_each_item_exactly_once() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    const REFERRALS: usize = 40;
+    let mut ids = Vec::new();
+    for n in 0..REFERRALS {
+        let created = create_emergency(&bus, &registry, &format!("part-{n}"), at(T0)).await;
+        ids.push(created.record.state.id);
+    }
+    let clock = ManualClock::new(at(T0));
+    let mut replicas = Vec::new();
+    for name in ["a", "b", "c"] {
+        replicas.push(start_replica(&nats, &registry, &clock, name, partitioned(name, 6)).await);
+    }
+    let mut recorded = 0;
+    // Shared out: two partitions each, none held twice (the first to start claims all six,
+    // then gives back what exceeds its share as the others join).
+    until(&mut replicas, &mut recorded, |replicas, _| {
+        replicas.iter().all(|replica| replica.held.len() == 2)
+    })
+    .await;
+    let mut all: Vec<u32> = replicas
+        .iter()
+        .flat_map(|replica| replica.held.iter().copied())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, [0, 1, 2, 3, 4, 5]);
+    // Each replica holds only its share of the timers: every referral's in exactly one.
+    let pending: usize = replicas
+        .iter()
+        .map(|replica| replica.pending.values().sum::<usize>())
+        .sum();
+    assert_eq!(pending, REFERRALS);
+    assert!(
+        replicas
+            .iter()
+            .all(|replica| replica.pending.values().sum::<usize>() < REFERRALS),
+        "one replica holds every timer"
+    );
+
+    // Half time: two items each, recorded by the three.
+    clock.advance_to(at("2026-03-02T09:30:00+08:00"));
+    until(&mut replicas, &mut recorded, |_, recorded| {
+        recorded == REFERRALS * 2
+    })
+    .await;
+
+    // Everything up to the reroute falls due, and c is killed at that very moment.
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    let killed = replicas.pop().unwrap();
+    assert_eq!(killed.name, "c");
+    let orphans = killed.held.clone();
+    killed.task.abort();
+    assert!(killed.task.await.unwrap_err().is_cancelled());
+    drop(killed.stop);
+
+    // The survivors take c's partitions over once its leases expire: three each.
+    until(&mut replicas, &mut recorded, |replicas, _| {
+        replicas.iter().all(|replica| replica.held.len() == 3)
+    })
+    .await;
+    for partition in &orphans {
+        assert!(
+            replicas
+                .iter()
+                .any(|replica| replica.held.contains(partition)),
+            "partition {partition} of the killed router was not taken over"
+        );
+    }
+
+    // Every item due is on the stream: counted there, not in the routers' reports (c may have
+    // recorded some of its own before it died).
+    let mut events = bus
+        .watch(
+            &verifier(&registry),
+            vec![subjects::ALL_REFERRALS.to_owned()],
+            0,
+        )
+        .await
+        .unwrap();
+    let mut on_stream = 0;
+    let counting = async {
+        while on_stream < REFERRALS * 7 {
+            let item = futures::StreamExt::next(&mut events)
+                .await
+                .unwrap()
+                .unwrap();
+            if let Item::Event(stored) = item
+                && matches!(stored.record.event.actor, Actor::Router)
+            {
+                on_stream += 1;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), counting)
+        .await
+        .expect("items due were not recorded");
+    for id in &ids {
+        assert_eq!(
+            recorded_on(&bus, id).await,
+            [
+                "acknowledge_emergency.warning.500",
+                "acknowledge_emergency.level.1.0",
+                "acknowledge_emergency.warning.750",
+                "acknowledge_emergency.breach",
+                "acknowledge_emergency.level.2.0",
+                "acknowledge_emergency.level.2.1",
+                "reroute.maros-rsud",
+            ],
+            "{id}"
+        );
+    }
+    for replica in replicas {
+        let _ = replica.stop.send(());
+        replica.task.await.unwrap();
+    }
+}
+
+/// A partition's timers are kept in a snapshot file of their own: a replica that takes the
+/// partition over from the same directory starts from it (reading again only the referrals
+/// changed since), and records every item once.
+#[tokio::test]
+async fn a_partition_taken_over_starts_from_its_snapshot_and_misses_nothing() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let with_snapshots = |replica: &str| Options {
+        snapshot: Some(dir.path().join(format!("router-{replica}.timers"))),
+        snapshot_every: Duration::from_millis(50),
+        ..partitioned(replica, 2)
+    };
+    const REFERRALS: usize = 12;
+    let mut ids = Vec::new();
+    for n in 0..REFERRALS {
+        let created = create_emergency(&bus, &registry, &format!("psnap-{n}"), at(T0)).await;
+        ids.push(created.record.state.id);
+    }
+    let clock = ManualClock::new(at(T0));
+    let mut first = vec![start_replica(&nats, &registry, &clock, "a", with_snapshots("a")).await];
+    let mut recorded = 0;
+    until(&mut first, &mut recorded, |replicas, _| {
+        replicas[0].held.len() == 2
+    })
+    .await;
+    // Both partitions' snapshots written (a snapshot report per file).
+    let mut written = 0;
+    while written < 2 {
+        let activity = tokio::time::timeout(Duration::from_secs(60), first[0].activity.recv())
+            .await
+            .expect("no snapshot was written")
+            .unwrap();
+        if let Activity::Snapshot { .. } = activity {
+            written += 1;
+        }
+    }
+    let first = first.pop().unwrap();
+    let _ = first.stop.send(());
+    first.task.await.unwrap();
+
+    // A referral arrives while no router runs.
+    let late = create_emergency(&bus, &registry, "psnap-late", at(T0)).await;
+    ids.push(late.record.state.id);
+
+    // Another replica, the same directory: both partitions from their snapshots.
+    let b = start_replica(&nats, &registry, &clock, "b", with_snapshots("b")).await;
+    let mut second = vec![b];
+    let mut from_snapshots = 0;
+    let mut pending = 0;
+    let waiting = async {
+        while from_snapshots < 2 {
+            match second[0].activity.recv().await.unwrap() {
+                Activity::Claimed {
+                    from_snapshot: Some(_),
+                    referrals,
+                    pending: held,
+                    ..
+                } => {
+                    from_snapshots += 1;
+                    pending += held;
+                    // Only the referral created since the snapshots is read again.
+                    assert!(referrals <= 1, "{referrals} referrals read again");
+                }
+                Activity::Claimed { .. } => {
+                    panic!("a partition was rebuilt, not started from its snapshot")
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), waiting)
+        .await
+        .expect("the partitions were not claimed");
+    assert_eq!(pending, REFERRALS + 1);
+
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    until(&mut second, &mut recorded, |_, recorded| {
+        recorded == (REFERRALS + 1) * 7
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(recorded_on(&bus, id).await.len(), 7, "{id}");
+    }
+    let b = second.pop().unwrap();
+    let _ = b.stop.send(());
+    b.task.await.unwrap();
 }

@@ -69,6 +69,33 @@ impl NatsCluster {
         self.wait_until_healthy_by(Instant::now() + self.ready_timeout)
     }
 
+    /// The index (0-based) of the node leading stream `stream`, as the running nodes report
+    /// it; `None` while no running node names a leader (an election under way) or the stream
+    /// does not exist. For tests that kill the leader in particular.
+    pub fn stream_leader(&self, stream: &str) -> Result<Option<usize>, Error> {
+        for node in self.nodes.iter().filter(|n| n.is_running()) {
+            let body = node.monitor("/jsz?accounts=true&streams=true")?;
+            let report: serde_json::Value =
+                serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+            for account in items(&report["account_details"]) {
+                for detail in items(&account["stream_detail"]) {
+                    if detail["name"].as_str() != Some(stream) {
+                        continue;
+                    }
+                    let leader = detail["cluster"]["leader"].as_str();
+                    let index = self
+                        .nodes
+                        .iter()
+                        .position(|n| n.is_running() && n.name().is_some() && n.name() == leader);
+                    if index.is_some() {
+                        return Ok(index);
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn wait_until_healthy_by(&self, deadline: Instant) -> Result<(), Error> {
         poll_until(
             "the cluster healthy with a JetStream meta leader",

@@ -1,6 +1,10 @@
 //! refbus-e2e: a whole kabupaten in one test: a real nats-server, the Maros registry, one
 //! adapter per agency on its own port, and gRPC clients playing the agencies' IT systems.
 //!
+//! The same system runs on a 3-node JetStream cluster (R3 stream, every component connected
+//! with all three URLs): `System::with_nats(refbus_e2e::cluster())`, so a flow is written once
+//! and run on both.
+//!
 //! ```no_run
 //! # async fn example() {
 //! let mut system = refbus_e2e::System::start().await;
@@ -29,7 +33,7 @@ use refbus_proto::v1::referral_service_client::ReferralServiceClient;
 use refbus_seal::signing::SigningKeys;
 use refbus_seal::{KeyPair, Keyring, PublicKey};
 use refbus_testkit::pki::ClientFiles;
-use refbus_testkit::{NatsServer, Pki};
+use refbus_testkit::{NatsCluster, NatsServer, Pki};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -145,9 +149,99 @@ impl AgencySystem {
     }
 }
 
+/// The NATS a system runs on: one server, or a cluster of nodes with the events stream
+/// replicated on three of them.
+#[derive(Debug)]
+pub enum Nats {
+    /// Boxed: a server's handle is several times a cluster's (a list of them).
+    Single(Box<NatsServer>),
+    Cluster(NatsCluster),
+}
+
+/// A 3-node cluster as production runs it (`sync_interval: always`), for [`System::with_nats`].
+pub fn cluster() -> NatsCluster {
+    NatsCluster::builder().sync_always(true).start().unwrap()
+}
+
+impl Nats {
+    /// Every server's client URL (one for a single server).
+    pub fn urls(&self) -> Vec<String> {
+        match self {
+            Nats::Single(server) => vec![server.url()],
+            Nats::Cluster(cluster) => cluster.urls(),
+        }
+    }
+
+    /// The cluster, if this is one.
+    pub fn cluster(&self) -> Option<&NatsCluster> {
+        match self {
+            Nats::Single(_) => None,
+            Nats::Cluster(cluster) => Some(cluster),
+        }
+    }
+
+    /// The cluster, if this is one, to kill and restart its nodes.
+    pub fn cluster_mut(&mut self) -> Option<&mut NatsCluster> {
+        match self {
+            Nats::Single(_) => None,
+            Nats::Cluster(cluster) => Some(cluster),
+        }
+    }
+
+    /// The events stream as every component of this system provisions and checks it: R3 on a
+    /// cluster.
+    pub fn stream_settings(&self) -> StreamSettings {
+        StreamSettings {
+            replicas: if self.cluster().is_some() { 3 } else { 1 },
+            ..StreamSettings::default()
+        }
+    }
+
+    /// How a component of this system connects: every server's URL.
+    pub fn connect_options(&self) -> refbus_bus::ConnectOptions {
+        refbus_bus::ConnectOptions::new(self.urls())
+    }
+}
+
+impl From<NatsServer> for Nats {
+    fn from(server: NatsServer) -> Nats {
+        Nats::Single(Box::new(server))
+    }
+}
+
+impl From<NatsCluster> for Nats {
+    fn from(cluster: NatsCluster) -> Nats {
+        Nats::Cluster(cluster)
+    }
+}
+
+/// The server, or a cluster's first node: what the single-server tests read (its URL, its
+/// monitoring). Tests that kill or pause "the" server are single-server tests.
+impl std::ops::Deref for Nats {
+    type Target = NatsServer;
+
+    fn deref(&self) -> &NatsServer {
+        match self {
+            Nats::Single(server) => server,
+            Nats::Cluster(cluster) => &cluster.nodes()[0],
+        }
+    }
+}
+
+impl std::ops::DerefMut for Nats {
+    fn deref_mut(&mut self) -> &mut NatsServer {
+        match self {
+            Nats::Single(server) => server,
+            Nats::Cluster(_) => {
+                panic!("a cluster's nodes are killed and restarted through Nats::cluster_mut")
+            }
+        }
+    }
+}
+
 /// nats-server, the registry, every agency's keys, and the adapters started so far.
 pub struct System {
-    pub nats: NatsServer,
+    pub nats: Nats,
     pub registry: Arc<Registry>,
     pub keys: HashMap<AgencyId, KeyPair>,
     /// Keys an agency held before `rotate_key`, newest first: its adapter keeps them.
@@ -173,12 +267,14 @@ impl System {
         System::with_nats(NatsServer::start().unwrap()).await
     }
 
-    pub async fn with_nats(nats: NatsServer) -> System {
+    /// A system on `nats`: a server, or a cluster ([`cluster`]).
+    pub async fn with_nats(nats: impl Into<Nats>) -> System {
         System::with_registry(nats, maros_registry()).await
     }
 
     /// A system running `registry` (e.g. the demonstration policy).
-    pub async fn with_registry(nats: NatsServer, mut registry: Registry) -> System {
+    pub async fn with_registry(nats: impl Into<Nats>, mut registry: Registry) -> System {
+        let nats = nats.into();
         let pki = Arc::new(Pki::generate().unwrap());
         for agency in registry.agencies.values_mut() {
             agency.client_cas.push(pki.ca_der());
@@ -273,7 +369,7 @@ impl System {
 
     /// A bus connection of the test's own, for checking what is stored.
     pub async fn bus(&self) -> Bus {
-        Bus::connect(&self.nats.url(), &StreamSettings::default())
+        Bus::connect(self.nats.connect_options(), &self.nats.stream_settings())
             .await
             .unwrap()
     }

@@ -541,6 +541,9 @@ async fn every_bad_request_gets_its_exact_status_and_writes_nothing() {
 #[tokio::test]
 async fn a_request_while_nats_is_down_is_unavailable_and_writes_nothing() {
     let mut system = System::start().await;
+    // What the agency hears once the bus stays down, at once rather than after the adapter
+    // rode through the outage (tests/e2e/tests/cluster.rs tests the riding through).
+    system.options.ride_through = std::time::Duration::ZERO;
     let dinsos = system.agency("maros-dinsos").await;
     system.nats.kill().unwrap();
     let status = dinsos

@@ -19,6 +19,10 @@ const KILL_AFTER: usize = 60;
 async fn every_acknowledged_create_survives_a_nats_crash_and_retries_make_exactly_one_each() {
     let nats = NatsServer::builder().sync_always(true).start().unwrap();
     let mut system = System::with_nats(nats).await;
+    // The server stays down until every worker is done: the calls caught by the crash answer
+    // UNAVAILABLE at once instead of riding through the outage (tests/e2e/tests/cluster.rs),
+    // and the agency's own retries are what this test checks.
+    system.options.ride_through = std::time::Duration::ZERO;
     let dinsos = system.agency("maros-dinsos").await;
 
     let succeeded = Arc::new(AtomicUsize::new(0));

@@ -4,26 +4,38 @@
 //! moves to the alternate agency by the sender's adapter, even one that was down at the time.
 //!
 //! The adapters and the router share one manual clock, so minutes pass when the test says.
+//! The escalation runs again on a 3-node JetStream cluster.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use refbus_core::Timestamp;
-use refbus_e2e::{AgencySystem, System, create_request, demo_registry, recorded};
+use refbus_e2e::{AgencySystem, Nats, System, create_request, demo_registry, recorded};
 use refbus_proto::v1;
 use refbus_proto::v1::inbox_item::Item;
 use refbus_router::{Activity, ManualClock, Options};
 use refbus_testkit::NatsServer;
 
-/// A demo system whose adapters and router read the same manual clock.
+/// A demo system on one server whose adapters and router read the same manual clock.
 async fn demo_system() -> (
     System,
     ManualClock,
     tokio::sync::broadcast::Receiver<Activity>,
 ) {
+    demo_system_on(NatsServer::start().unwrap().into()).await
+}
+
+/// [`demo_system`] on `nats` (a server or a cluster).
+async fn demo_system_on(
+    nats: Nats,
+) -> (
+    System,
+    ManualClock,
+    tokio::sync::broadcast::Receiver<Activity>,
+) {
     let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap());
-    let mut system = System::with_registry(NatsServer::start().unwrap(), demo_registry()).await;
+    let mut system = System::with_registry(nats, demo_registry()).await;
     system.use_clock(Arc::new(clock.clone()));
     let router = system.router(
         system.bus().await,
@@ -48,7 +60,24 @@ async fn send(dinsos: &AgencySystem, request_id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escalation_reaches_the_coordinator_and_its_acknowledgement_stops_later_levels() {
-    let (mut system, clock, mut activity) = demo_system().await;
+    Box::pin(escalation_and_acknowledgement(demo_system().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_an_escalation_reaches_the_coordinator_and_is_acknowledged() {
+    Box::pin(escalation_and_acknowledgement(
+        demo_system_on(refbus_e2e::cluster().into()).await,
+    ))
+    .await;
+}
+
+async fn escalation_and_acknowledgement(
+    (mut system, clock, mut activity): (
+        System,
+        ManualClock,
+        tokio::sync::broadcast::Receiver<Activity>,
+    ),
+) {
     let dinsos = system.agency("maros-dinsos").await;
     let bappeda = system.agency("maros-bappeda").await;
     let uptd = system.agency("maros-uptd-ppa").await;

@@ -1,6 +1,6 @@
 //! The life cycle through gRPC between agencies' adapters over a real nats-server: a referral
 //! sent, received, accepted, served and completed; a rejection rerouted by the sender; a case
-//! with parallel referrals.
+//! with parallel referrals. The first two run again on a 3-node JetStream cluster.
 
 use futures::StreamExt;
 use refbus_e2e::{AgencySystem, System, create_request, reason};
@@ -46,7 +46,18 @@ async fn inbox(system: &AgencySystem, from: &str, count: usize) -> Vec<v1::Inbox
 
 #[tokio::test]
 async fn a_referral_goes_from_request_to_completion_and_both_sides_see_each_step() {
-    let mut system = System::start().await;
+    Box::pin(request_to_completion(System::start().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_referral_goes_from_request_to_completion() {
+    Box::pin(request_to_completion(
+        System::with_nats(refbus_e2e::cluster()).await,
+    ))
+    .await;
+}
+
+async fn request_to_completion(mut system: System) {
     let dinsos = system.agency("maros-dinsos").await;
     let uptd = system.agency("maros-uptd-ppa").await;
 
@@ -235,7 +246,18 @@ fn prost_types_timestamp(seconds: i64) -> prost_types::Timestamp {
 
 #[tokio::test]
 async fn a_rejected_referral_is_rerouted_by_the_sender_to_a_linked_child() {
-    let mut system = System::start().await;
+    Box::pin(rejected_and_rerouted(System::start().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_rejected_referral_is_rerouted_to_a_linked_child() {
+    Box::pin(rejected_and_rerouted(
+        System::with_nats(refbus_e2e::cluster()).await,
+    ))
+    .await;
+}
+
+async fn rejected_and_rerouted(mut system: System) {
     let dinsos = system.agency("maros-dinsos").await;
     let uptd = system.agency("maros-uptd-ppa").await;
     let hukum = system.agency("maros-bagian-hukum").await;

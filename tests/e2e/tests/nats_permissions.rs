@@ -61,6 +61,10 @@ const TEST_HASHES: &[(&str, &str)] = &[
         "$2b$04$DYD5ilYUBSRPMkA3P3evouzx3gdw/rW6TTEyG3whdMeJH14yUvIKy",
     ),
     (
+        "refbus-dashboard",
+        "$2b$04$KjLo/R/PrjszxOD5.70Dj.rFXRzu3eVCiDObUJ1yheMoelWgmsKB6",
+    ),
+    (
         "refbus-admin",
         "$2b$04$o9YYluOmHbSgOmNKR/vKJOZFc6HFru.v2zJBmqP5PcAI4Rg2d.Nm2",
     ),
@@ -447,6 +451,7 @@ async fn an_agency_writes_only_on_its_own_referrals_and_nobody_deletes_or_purges
         "maros-bappeda",
         "refbus-router",
         "refbus-auditor",
+        "refbus-dashboard",
         "refbus-admin",
     ] {
         let mut session = Session::open(&system.nats, user).await;
@@ -507,8 +512,9 @@ async fn an_agency_writes_only_on_its_own_referrals_and_nobody_deletes_or_purges
     );
 }
 
+/// The auditor and the dashboard have the same rights: every read, no write.
 #[tokio::test]
-async fn the_auditor_reads_every_event_and_writes_none() {
+async fn the_auditor_and_the_dashboard_read_every_event_and_write_none() {
     let mut system = permissioned_system().await;
     let (police_referral, id) = referral_between_others(&mut system).await;
     let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
@@ -516,8 +522,20 @@ async fn the_auditor_reads_every_event_and_writes_none() {
     create(&dinsos, "maros-uptd-ppa", "dinsos-to-uptd").await;
     let before = stored_messages(&system.nats).await;
 
-    // Everything, from the start, as a replay reads it (an ordered consumer)...
-    let auditor = bus_as(&system.nats, "refbus-auditor").await;
+    for user in ["refbus-auditor", "refbus-dashboard"] {
+        reads_every_event_and_writes_none(&system, user, &police_referral, &id, before).await;
+    }
+}
+
+async fn reads_every_event_and_writes_none(
+    system: &System,
+    user: &str,
+    police_referral: &str,
+    id: &ReferralId,
+    before: u64,
+) {
+    // Everything, from the start, as a replay or the dashboard reads it (an ordered consumer)...
+    let auditor = bus_as(&system.nats, user).await;
     let replay: Vec<Item> = auditor
         .watch(&system.verifier(), vec!["refbus.v1.>".to_owned()], 0)
         .await
@@ -534,17 +552,40 @@ async fn the_auditor_reads_every_event_and_writes_none() {
             Item::Integrity(stored) => stored.subject.as_str(),
         })
         .collect();
-    assert_eq!(subjects_read[0], police_referral);
+    assert_eq!(subjects_read[0], police_referral, "{user}");
     assert!(subjects_read[1].starts_with("refbus.v1.ref.maros-uptd-ppa.maros-dinsos."));
     // ... one referral's history (direct gets), and every referral's state.
-    assert_eq!(auditor.history(&police_referral).await.unwrap().len(), 1);
+    assert_eq!(auditor.history(police_referral).await.unwrap().len(), 1);
     let states = auditor
         .latest(vec![subjects::ALL_REFERRALS.to_owned()])
         .await
         .unwrap()
         .count()
         .await;
-    assert_eq!(states, 2);
+    assert_eq!(states, 2, "{user}");
+    // ... the reads of the dashboard's start from a snapshot: the stream's last sequence,
+    // the referrals written since, each one's checked last record and history.
+    assert_eq!(auditor.last_sequence().await.unwrap(), before, "{user}");
+    let changed = auditor
+        .subjects_after(0, vec![subjects::ALL_REFERRALS.to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(changed.len(), 2, "{user}: {changed:?}");
+    assert!(
+        auditor
+            .referral(&system.verifier(), police_referral)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        auditor
+            .checked_history(&system.verifier(), police_referral)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     // ... and `refbus audit verify` in full: every message, JetStream's own figures, clocks.
     let options = refbus_audit::verify::Options {
         now: (system.now)(),
@@ -575,17 +616,18 @@ async fn the_auditor_reads_every_event_and_writes_none() {
 
     // Writing anything is refused: an event, a notice, a change to the stream's settings
     // (which could set limits that drop events), creating the stream.
-    let mut session = Session::open(&system.nats, "refbus-auditor").await;
-    let notice = subjects::notice(&AgencyId::new("maros-bappeda").unwrap(), &id);
+    let mut session = Session::open(&system.nats, user).await;
+    let notice = subjects::notice(&AgencyId::new("maros-bappeda").unwrap(), id);
     for subject in [
-        police_referral.as_str(),
+        police_referral,
         notice.as_str(),
         "$JS.API.STREAM.UPDATE.REFBUS_EVENTS",
         "$JS.API.STREAM.CREATE.REFBUS_EVENTS",
     ] {
         assert_eq!(
             session.refused_publish(subject).await,
-            publish_refused(subject)
+            publish_refused(subject),
+            "{user}"
         );
     }
     assert_eq!(stored_messages(&system.nats).await, before);

@@ -37,6 +37,11 @@ pub(crate) enum BenchCommand {
     /// Audit: `refbus audit verify` over a stream of whole referral lives against a raw
     /// ordered replay of the same stream in the same run.
     Audit(AuditArgs),
+    /// Notary: the notary following the stream filled at the highest ingest, its throughput
+    /// against that ingest, and the time from an event stored to a checkpoint covering it.
+    Notary(NotaryArgs),
+    /// Indicators: `refbus indicators` over a stream of whole referral lives.
+    Indicators(IndicatorsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +181,8 @@ pub(crate) fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
         BenchCommand::Clocks(args) => timers::clocks(args),
         BenchCommand::Dashboard(args) => board::dashboard(args),
         BenchCommand::Audit(args) => audit(args),
+        BenchCommand::Notary(args) => notary(args),
+        BenchCommand::Indicators(args) => indicators(args),
     }
 }
 
@@ -264,7 +271,7 @@ fn up_command(
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
-    /// Referrals in the stream (whole lives of five events each).
+    /// Referrals in the stream (whole lives of eight events each).
     #[arg(long, default_value_t = 1_000_000)]
     referrals: usize,
     /// Rounds of the raw replay and verify, taking turns; the medians count.
@@ -289,6 +296,69 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     let measured = refbus_bench::audit::audit(&scratch.server, registry, &options, &mut |phase| {
         eprintln!("refbus bench: {phase}");
     });
+    scratch.stop()?;
+    println!("{}", measured?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct NotaryArgs {
+    /// Referrals in the stream (whole lives of eight events each).
+    #[arg(long, default_value_t = 100_000)]
+    referrals: usize,
+    /// How often the notary signs a checkpoint when its log grew, in milliseconds (`refbus
+    /// notary`'s default).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    interval_ms: u64,
+    /// Publishes whose acknowledgements may be outstanding while filling the stream.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn notary(args: NotaryArgs) -> anyhow::Result<ExitCode> {
+    let registry = runtime::load_registry(&args.server.config)?;
+    let options = refbus_bench::notary::NotaryOptions {
+        referrals: args.referrals,
+        window: args.window,
+        interval: Duration::from_millis(args.interval_ms.max(1)),
+        ..refbus_bench::notary::NotaryOptions::default()
+    };
+    let scratch = Scratch::start(&args.server, "notary")?;
+    let measured =
+        refbus_bench::notary::notary(&scratch.server, registry, &options, &mut |phase| {
+            eprintln!("refbus bench: {phase}");
+        });
+    scratch.stop()?;
+    println!("{}", measured?);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct IndicatorsArgs {
+    /// Referrals in the stream (whole lives of eight events each).
+    #[arg(long, default_value_t = 1_000_000)]
+    referrals: usize,
+    /// Publishes whose acknowledgements may be outstanding while filling the stream.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+fn indicators(args: IndicatorsArgs) -> anyhow::Result<ExitCode> {
+    let registry = runtime::load_registry(&args.server.config)?;
+    let options = refbus_bench::indicators::IndicatorsOptions {
+        referrals: args.referrals,
+        window: args.window,
+        ..refbus_bench::indicators::IndicatorsOptions::default()
+    };
+    let scratch = Scratch::start(&args.server, "indicators")?;
+    let measured =
+        refbus_bench::indicators::indicators(&scratch.server, registry, &options, &mut |phase| {
+            eprintln!("refbus bench: {phase}");
+        });
     scratch.stop()?;
     println!("{}", measured?);
     Ok(ExitCode::SUCCESS)

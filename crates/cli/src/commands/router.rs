@@ -17,13 +17,28 @@ pub(crate) struct RouterArgs {
     config: PathBuf,
     #[command(flatten)]
     nats: runtime::NatsArgs,
-    /// This replica's name: replicas may run side by side; each reads every event, and every
-    /// item is recorded once whichever records it.
+    /// This replica's name: replicas may run side by side; each reads every event (or, with
+    /// --partitions, its share), and every item is recorded once whichever records it. With
+    /// --partitions each replica needs a name of its own (letters, digits, `-`, `_`).
     #[arg(long, default_value = "main")]
     replica: String,
+    /// Share the referrals among the replicas running with the same count: they are cut into
+    /// this many partitions, each replica claims a fair share of them (leases in JetStream's
+    /// bucket REFBUS_ROUTER_LEASES) and holds only their timers, and a replica's partitions
+    /// are taken over by the others when it stops or dies. Without it, every replica reads
+    /// every event and holds every timer. Every replica of a deployment gets the same count.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    partitions: Option<u32>,
+    /// With --partitions: how long a replica's leases live unless renewed; a dead replica's
+    /// partitions are taken over within about this and a third of it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 6, requires = "partitions",
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    lease_ttl: u64,
     /// Where the router keeps the snapshot of its timers (`router-<replica>.timers`), so that a
-    /// restart reads again only the referrals that changed since it was written. Without it,
-    /// every restart reads every open referral.
+    /// restart reads again only the referrals that changed since it was written (with
+    /// --partitions, one file per partition, `router-part-<k>-of-<n>.timers`, which any replica
+    /// sharing the directory starts a partition it takes from). Without it, every restart
+    /// reads every open referral.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// The router's secret signing key (from `refbus keys generate-router`).
@@ -67,6 +82,10 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
             clock,
             Options {
                 replica: args.replica.clone(),
+                partitions: args.partitions.map(|count| refbus_router::Partitions {
+                    count,
+                    lease_ttl: std::time::Duration::from_secs(args.lease_ttl),
+                }),
                 metrics,
                 snapshot: args
                     .state_dir
@@ -129,6 +148,24 @@ pub(crate) fn describe(activity: &Activity) -> String {
             format!(
                 "router: ready ({referrals} referrals read, {pending} with pending clocks, from the snapshot at stream sequence {covers} and the referrals changed since, in {took:?})"
             )
+        }
+        Activity::Claimed {
+            partition,
+            referrals,
+            pending,
+            took,
+            from_snapshot,
+        } => {
+            let from = from_snapshot.map_or_else(
+                || "rebuilt".to_owned(),
+                |covers| format!("from the snapshot at stream sequence {covers} and the referrals changed since"),
+            );
+            format!(
+                "router: partition {partition} claimed ({referrals} referrals read, {pending} with pending clocks, {from}, in {took:?})"
+            )
+        }
+        Activity::Released { partition } => {
+            format!("router: partition {partition} given up (another replica takes it)")
         }
         Activity::Snapshot { covers, entries } => {
             format!("router: snapshot of {entries} timers written, up to stream sequence {covers}")

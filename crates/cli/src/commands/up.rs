@@ -6,6 +6,11 @@
 //! Ctrl-C. `--demo` runs the demonstration policy (clocks in minutes) and the simulated agency
 //! systems, so that warnings, breaches, escalations and reroutes show within minutes.
 //!
+//! `--cluster 3` runs three nats-server nodes instead of one (a JetStream cluster on this
+//! machine: routes between them, each its own store under the data directory, the events
+//! stream replicated on all three, fsync on every write, the same TLS and NKey users), and
+//! connects every component with all three URLs, so any one node may be killed.
+//!
 //! Stopping (Ctrl-C, SIGTERM or SIGHUP) goes from the outside in: the simulated agency systems
 //! first (so nothing new arrives), then the adapters (open inbox streams end with UNAVAILABLE)
 //! and the router, and nats-server last, so that nothing is left running.
@@ -18,7 +23,7 @@ use clap::Args;
 use refbus_core::AgencyId;
 use tokio::sync::watch;
 
-use crate::runtime::{self, LocalNats};
+use crate::runtime::{self, ClusterPorts, LocalCluster, LocalNats};
 
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
@@ -34,15 +39,24 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value_t = 20)]
     demo_every: u64,
     /// Where nats-server keeps its data and where agency keys are kept (default: .refbus, or
-    /// .refbus-demo with --demo, so demonstration data never mixes with real data).
+    /// .refbus-demo with --demo, so demonstration data never mixes with real data; with
+    /// --cluster, .refbus-cluster or .refbus-demo-cluster).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// The NATS client port (on 127.0.0.1).
+    /// The NATS client port (on 127.0.0.1); with --cluster, the first node's (the others
+    /// follow).
     #[arg(long, default_value_t = 4222)]
     nats_port: u16,
-    /// The NATS monitoring port (on 127.0.0.1).
+    /// The NATS monitoring port (on 127.0.0.1); with --cluster, the first node's.
     #[arg(long, default_value_t = 8222)]
     nats_monitor_port: u16,
+    /// Run a JetStream cluster of this many nats-server nodes on this machine (at least 3;
+    /// the events stream is kept on 3 of them), instead of one server.
+    #[arg(long, value_name = "NODES", value_parser = clap::value_parser!(u16).range(3..=9))]
+    cluster: Option<u16>,
+    /// With --cluster: the first node's route port (on 127.0.0.1); the others follow.
+    #[arg(long, default_value_t = 6222)]
+    nats_cluster_port: u16,
     /// The first adapter's gRPC port; the others follow in registry order.
     #[arg(long, default_value_t = 50051)]
     base_port: u16,
@@ -87,13 +101,18 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     });
     let registry = runtime::load_registry(&config)?;
     let binary = runtime::nats_server_binary(args.nats_server.as_deref())?;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(if args.demo { ".refbus-demo" } else { ".refbus" }));
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        PathBuf::from(match (args.demo, args.cluster.is_some()) {
+            (false, false) => ".refbus",
+            (true, false) => ".refbus-demo",
+            (false, true) => ".refbus-cluster",
+            (true, true) => ".refbus-demo-cluster",
+        })
+    });
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize()?;
+    refuse_the_other_kind(&data_dir, args.cluster.is_some())?;
     let keys_dir = data_dir.join("keys");
     for agency in registry.agencies.keys() {
         if !keys_dir
@@ -158,19 +177,40 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 NOTARY_USER.to_owned(),
             ])
             .collect();
-        let nats = LocalNats::start(
-            &binary,
-            &data_dir,
-            args.nats_port,
-            args.nats_monitor_port,
-            &users,
-        )
-        .await?;
+        let nats = match args.cluster {
+            None => UpNats::Single(
+                LocalNats::start(
+                    &binary,
+                    &data_dir,
+                    args.nats_port,
+                    args.nats_monitor_port,
+                    &users,
+                )
+                .await?,
+            ),
+            Some(size) => UpNats::Cluster(
+                LocalCluster::start(
+                    &binary,
+                    &data_dir,
+                    usize::from(size),
+                    ClusterPorts {
+                        client: args.nats_port,
+                        monitor: args.nats_monitor_port,
+                        route: args.nats_cluster_port,
+                    },
+                    &users,
+                )
+                .await?,
+            ),
+        };
+        // Every component provisions and checks the stream alike: replicated on three nodes
+        // of a cluster.
+        let stream = nats.stream_settings();
         // The router first: it creates the stream, which adapters (confined to their agency,
         // as in a deployment) may not even ask about.
         let router_bus = refbus_bus::Bus::connect(
             &nats.connect_options(ROUTER_USER)?,
-            &refbus_bus::StreamSettings::default(),
+            &stream,
         )
         .await
             .context("connecting the router to the local nats-server")?;
@@ -190,7 +230,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
             let options = nats
                 .connect_options(agency.as_str())?
                 .confined_to(agency.clone());
-            let bus = refbus_bus::Bus::connect(&options, &refbus_bus::StreamSettings::default())
+            let bus = refbus_bus::Bus::connect(&options, &stream)
                 .await
                 .context("connecting to the local nats-server")?;
             let signer = refbus_core::signature::Signer::Agency(agency.clone());
@@ -270,7 +310,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         };
         let notary_bus = refbus_bus::Bus::connect(
             &nats.connect_options(NOTARY_USER)?,
-            &refbus_bus::StreamSettings::default(),
+            &stream,
         )
         .await
         .context("connecting the notary to the local nats-server")?;
@@ -307,7 +347,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         // The dashboard reads the whole stream with a NATS user of its own.
         let dashboard_bus = refbus_bus::Bus::connect(
             &nats.connect_options(DASHBOARD_USER)?,
-            &refbus_bus::StreamSettings::default(),
+            &stream,
         )
         .await
         .context("connecting the dashboard to the local nats-server")?;
@@ -514,7 +554,7 @@ struct ThisRun<'a> {
 fn print_endpoints(
     registry: &refbus_core::Registry,
     endpoints: &[(AgencyId, String)],
-    nats: &LocalNats,
+    nats: &UpNats,
     run: &ThisRun<'_>,
     tls: Option<&refbus_tls::certs::Directory>,
     dashboard: &str,
@@ -523,25 +563,56 @@ fn print_endpoints(
     let data_dir = run.data_dir;
     println!("refbus is up.");
     println!();
-    println!(
-        "  NATS (JetStream)  {}   monitoring http://{}   pid {}",
-        nats.url,
-        nats.monitor,
-        nats.pid().unwrap_or(0)
-    );
-    if let Some(security) = &nats.security {
+    match nats {
+        UpNats::Single(single) => println!(
+            "  NATS (JetStream)  {}   monitoring http://{}   pid {}",
+            single.url,
+            single.monitor,
+            single.pid().unwrap_or(0)
+        ),
+        UpNats::Cluster(cluster) => {
+            println!(
+                "  NATS (JetStream)  a cluster of {} nodes; the events stream on 3 of them (R3), fsync on every write;",
+                cluster.urls.len()
+            );
+            println!(
+                "                    every component connects to all of them, so one may fail:"
+            );
+            for (node, ((url, monitor), pid)) in cluster
+                .urls
+                .iter()
+                .zip(&cluster.monitors)
+                .zip(cluster.pids())
+                .enumerate()
+            {
+                println!(
+                    "    node {}          {url}   monitoring http://{monitor}   pid {pid}   store {}",
+                    node + 1,
+                    data_dir
+                        .join("nats-cluster")
+                        .join(runtime::cluster_node_name(node))
+                        .display()
+                );
+            }
+        }
+    }
+    let nats_flags = nats.flags();
+    if let Some(security) = nats.security() {
         println!(
             "  NATS clients      TLS with a client certificate and an NKey per component; the router connects with"
         );
-        println!("                    {}", security.flags(ROUTER_USER));
+        println!(
+            "                    {nats_flags} {}",
+            security.flags(ROUTER_USER)
+        );
         // Everything the auditor needs to check this run: its credentials, the registry and the
         // keys this run made, the log and the notary's public key (a demonstration's events
         // carry its pretended times, which JetStream's own cannot confirm).
         println!(
-            "  auditor           refbus audit verify --config {} --public-keys {} --nats {} {} --log {} --notary-key {}{}",
+            "  auditor           refbus audit verify --config {} --public-keys {} {} {} --log {} --notary-key {}{}",
             run.config.display(),
             data_dir.join("keys").display(),
-            nats.url,
+            nats_flags,
             security.flags(AUDITOR_USER),
             data_dir.join("log").display(),
             data_dir.join("keys").join("notary.vkey").display(),
@@ -588,4 +659,75 @@ fn metrics_endpoint(base: u16, offset: usize) -> anyhow::Result<refbus_metrics::
     };
     refbus_metrics::Endpoint::bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .with_context(|| format!("serving metrics on 127.0.0.1:{port} (--metrics-port)"))
+}
+
+/// The NATS `up` runs: one server, or a cluster (`--cluster`).
+enum UpNats {
+    Single(LocalNats),
+    Cluster(LocalCluster),
+}
+
+impl UpNats {
+    /// How component `user` connects: to every node of a cluster.
+    fn connect_options(&self, user: &str) -> anyhow::Result<refbus_bus::ConnectOptions> {
+        match self {
+            UpNats::Single(single) => single.connect_options(user),
+            UpNats::Cluster(cluster) => cluster.connect_options(user),
+        }
+    }
+
+    /// The events stream as every component provisions and checks it.
+    fn stream_settings(&self) -> refbus_bus::StreamSettings {
+        refbus_bus::StreamSettings {
+            replicas: match self {
+                UpNats::Single(_) => 1,
+                UpNats::Cluster(_) => 3,
+            },
+            ..refbus_bus::StreamSettings::default()
+        }
+    }
+
+    fn security(&self) -> Option<&crate::nats_security::NatsSecurity> {
+        match self {
+            UpNats::Single(single) => single.security.as_ref(),
+            UpNats::Cluster(cluster) => Some(&cluster.security),
+        }
+    }
+
+    /// The `--nats` flag (and, for a cluster, `--stream-replicas`) a separate component of
+    /// this run is started with.
+    fn flags(&self) -> String {
+        match self {
+            UpNats::Single(single) => format!("--nats {}", single.url),
+            UpNats::Cluster(cluster) => {
+                format!("--nats {} --stream-replicas 3", cluster.urls.join(","))
+            }
+        }
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        match self {
+            UpNats::Single(single) => single.stop().await,
+            UpNats::Cluster(cluster) => cluster.stop().await,
+        }
+    }
+}
+
+/// Refuses a data directory that holds the other kind of run's NATS store: a single server's
+/// stream and a cluster's are different streams, and the router's timer snapshot and the
+/// notary's log in the directory describe one of them only.
+fn refuse_the_other_kind(data_dir: &std::path::Path, cluster: bool) -> anyhow::Result<()> {
+    let (other, this, flag) = if cluster {
+        ("nats", "a cluster", "without --cluster")
+    } else {
+        ("nats-cluster", "one server", "with --cluster")
+    };
+    if data_dir.join(other).exists() {
+        anyhow::bail!(
+            "{} holds the data of a run {flag}; {this} keeps a stream of its own: give another \
+             --data-dir (or run {flag} again)",
+            data_dir.display()
+        );
+    }
+    Ok(())
 }

@@ -23,8 +23,10 @@ pub(crate) fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Child, Ve
             .args(extra)
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--nats-port", &free_port().to_string()])
-            .args(["--nats-monitor-port", &free_port().to_string()])
+            // Room for three nodes of each (`--cluster 3`; one server uses the first).
+            .args(["--nats-port", &free_ports(3).to_string()])
+            .args(["--nats-monitor-port", &free_ports(3).to_string()])
+            .args(["--nats-cluster-port", &free_ports(3).to_string()])
             .args(["--base-port", &free_ports(8).to_string()])
             .args(["--dashboard-port", &free_port().to_string()])
             .args(["--notary-port", &free_port().to_string()])

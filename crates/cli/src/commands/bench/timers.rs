@@ -60,6 +60,13 @@ pub(crate) struct ClocksArgs {
     /// JetStream message schedules due within the spread, for comparison (0: skip).
     #[arg(long, default_value_t = 100_000)]
     schedules: usize,
+    /// Then the same over this many partitioned routers (`refbus router --partitions`), one
+    /// run each, with a router killed and taken over in each run of two or more ("": skip).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    routers: Vec<usize>,
+    /// Partitions the partitioned routers share (divisible by each count of --routers).
+    #[arg(long, default_value_t = 6)]
+    partitions: u32,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -103,8 +110,20 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
             window: args.window,
             ..ScheduleOptions::default()
         }),
+        routers: args.routers.iter().copied().filter(|&n| n > 0).collect(),
+        partitions: args.partitions,
         ..ClocksOptions::default()
     };
+    if let Some(n) = options
+        .routers
+        .iter()
+        .find(|&&n| !(options.partitions as usize).is_multiple_of(n))
+    {
+        anyhow::bail!(
+            "--partitions {} cannot be shared evenly among {n} routers",
+            options.partitions
+        );
+    }
     let scratch = Scratch::start(&args.server, "clocks")?;
     // The deployment's registry plus the due minute's clock, for the writers and the router.
     let config = refbus_bench::clocks::bench_config(
@@ -120,7 +139,9 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
     refbus_bench::signing_keys(&registry).write_files(&keys)?;
     let state = scratch.dir.path().join("router-state");
     std::fs::create_dir_all(&state)?;
-    let router = |url: &str| router_command(&config, url, &log, &keys, &state);
+    let router = |url: &str, share: Option<refbus_bench::clocks::Share<'_>>| {
+        router_command(&config, url, &log, &keys, &state, share)
+    };
     let measured =
         refbus_bench::clocks::clocks(&scratch.server, registry, &router, &options, &mut |phase| {
             eprintln!("refbus bench: {phase}")
@@ -137,6 +158,7 @@ fn router_command(
     log: &Path,
     keys: &Path,
     state: &Path,
+    share: Option<refbus_bench::clocks::Share<'_>>,
 ) -> std::process::Command {
     let mut command = std::process::Command::new(
         std::env::current_exe().unwrap_or_else(|_| PathBuf::from("refbus")),
@@ -148,7 +170,7 @@ fn router_command(
         .arg("--nats")
         .arg(url)
         .arg("--replica")
-        .arg(REPLICA)
+        .arg(share.map_or(REPLICA, |share| share.replica))
         .arg("--signing-key")
         .arg(keys.join("router.sign.key"))
         .arg("--public-keys")
@@ -162,5 +184,10 @@ fn router_command(
                 .open(log)
                 .map_or_else(|_| Stdio::null(), Stdio::from),
         );
+    if let Some(share) = share {
+        command
+            .arg("--partitions")
+            .arg(share.partitions.to_string());
+    }
     command
 }

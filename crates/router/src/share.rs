@@ -1,0 +1,280 @@
+//! Routers that partition: which referrals are this replica's, and the leases that say so.
+//!
+//! The referrals are cut into a fixed number of partitions by their id (FNV-1a of the id's
+//! text, the last token of the referral's subject, modulo the count). Each partition has one
+//! durable consumer shared by whichever replica holds it (`refbus-router-part-<k>-of-<n>`: its
+//! acknowledged position is the partition's, not a replica's) and one lease in the bucket
+//! [`BUCKET`]. A replica claims free partitions up to its fair share (the count divided by the
+//! replicas alive, rounded up; each replica keeps a `member.<replica>` key alive too), keeps
+//! them by renewing their leases, and gives back what exceeds its share when replicas join.
+//! A replica that dies stops renewing; its leases age out after the time to live, and the
+//! survivors, whose fair share grew, claim them. Why leases and not subject-transform
+//! partitions or pinned priority groups: docs/ARCHITECTURE.md, "Routers that partition".
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use refbus_bus::{Bus, Lease, Leases};
+use refbus_core::ReferralId;
+use tokio::sync::mpsc;
+
+/// The lease bucket of the router's partitions.
+pub const BUCKET: &str = "REFBUS_ROUTER_LEASES";
+
+/// How the referrals are shared among replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partitions {
+    /// How many partitions the referrals are cut into: the same for every replica, and never
+    /// changed while any runs (a partition's consumer keeps its place).
+    pub count: u32,
+    /// How long a lease lives without being renewed: a dead replica's partitions are claimed
+    /// by others within this plus a third of it (each replica looks every third of it).
+    pub lease_ttl: Duration,
+}
+
+impl Partitions {
+    /// `count` partitions with leases that live 6 s (taken over within about 8 s).
+    pub fn new(count: u32) -> Partitions {
+        Partitions {
+            count: count.max(1),
+            lease_ttl: Duration::from_secs(6),
+        }
+    }
+
+    /// The partition a referral belongs to.
+    pub fn of(&self, referral: &ReferralId) -> u32 {
+        partition_of_token(&referral.to_string(), self.count)
+    }
+
+    /// The partition of the referral a subject names (its last token): a subject that names no
+    /// valid referral still falls in exactly one partition, so its alert is raised once.
+    pub fn of_subject(&self, subject: &str) -> u32 {
+        partition_of_token(subject.rsplit('.').next().unwrap_or(subject), self.count)
+    }
+
+    /// The durable consumer of partition `k`.
+    pub fn consumer(&self, k: u32) -> String {
+        format!("refbus-router-part-{k}-of-{}", self.count)
+    }
+
+    fn lease_key(&self, k: u32) -> String {
+        format!("partition.{k}-of-{}", self.count)
+    }
+}
+
+/// FNV-1a (64 bits) of `token`, modulo `count`: stable across versions and platforms, which a
+/// partition must be (every replica computes the same).
+fn partition_of_token(token: &str, count: u32) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in token.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    u32::try_from(hash % u64::from(count.max(1))).unwrap_or(0)
+}
+
+/// A change in what this replica holds, for the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    Gained(u32),
+    Lost(u32),
+}
+
+/// Keeps this replica's leases until `changes` is closed (the loop stopped), then gives them
+/// back. Every third of the time to live: renews the member key and each held lease (a lease
+/// not renewed for a whole time to live, because the bucket could not be reached, is counted
+/// lost: another replica may hold it by now), gives back what exceeds the fair share, and
+/// claims free partitions up to it.
+pub(crate) async fn keep(
+    bus: Bus,
+    replica: String,
+    partitions: Partitions,
+    changes: mpsc::Sender<Change>,
+) {
+    let tick = partitions.lease_ttl / 3;
+    let leases = loop {
+        match bus.leases(BUCKET, partitions.lease_ttl, &replica).await {
+            Ok(leases) => break leases,
+            Err(err) => {
+                tracing::warn!("the router's lease bucket: {err}; trying again");
+                tokio::select! {
+                    () = changes.closed() => return,
+                    () = tokio::time::sleep(tick) => {}
+                }
+            }
+        }
+    };
+    let mut keeper = Keeper {
+        leases,
+        member: format!("member.{replica}"),
+        member_lease: None,
+        partitions,
+        held: BTreeMap::new(),
+    };
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = changes.closed() => break,
+            _ = interval.tick() => {}
+        }
+        for change in keeper.round().await {
+            if changes.send(change).await.is_err() {
+                break;
+            }
+        }
+    }
+    keeper.give_back().await;
+}
+
+struct Keeper {
+    leases: Leases,
+    member: String,
+    member_lease: Option<Lease>,
+    partitions: Partitions,
+    /// Partitions held, with their lease and when it was last renewed.
+    held: BTreeMap<u32, (Lease, tokio::time::Instant)>,
+}
+
+impl Keeper {
+    async fn round(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        let ttl = self.partitions.lease_ttl;
+        self.member_lease = match self.member_lease.take() {
+            Some(lease) => match self.leases.renew(&lease).await {
+                Ok(renewed) => renewed,
+                Err(_) => Some(lease),
+            },
+            None => None,
+        };
+        if self.member_lease.is_none() {
+            self.member_lease = self.leases.claim(&self.member).await.ok().flatten();
+        }
+        // Keep what is held: every lease renewed at once, so that a slow server costs one
+        // round trip per round, not one per partition.
+        let held: Vec<(u32, Lease, tokio::time::Instant)> = self
+            .held
+            .iter()
+            .map(|(k, (lease, renewed_at))| (*k, lease.clone(), *renewed_at))
+            .collect();
+        let renewals =
+            futures::future::join_all(held.iter().map(|(_, lease, _)| self.leases.renew(lease)))
+                .await;
+        for ((k, _, renewed_at), renewal) in held.into_iter().zip(renewals) {
+            match renewal {
+                Ok(Some(lease)) => {
+                    self.held.insert(k, (lease, tokio::time::Instant::now()));
+                }
+                Ok(None) => {
+                    tracing::warn!(partition = k, "the router lost its partition's lease");
+                    self.held.remove(&k);
+                    changes.push(Change::Lost(k));
+                }
+                Err(err) if renewed_at.elapsed() >= ttl => {
+                    tracing::warn!(
+                        partition = k,
+                        "the partition's lease could not be renewed for its whole time to live, \
+                         giving the partition up: {err}"
+                    );
+                    self.held.remove(&k);
+                    changes.push(Change::Lost(k));
+                }
+                Err(err) => tracing::warn!(partition = k, "renewing a lease: {err}"),
+            }
+        }
+        // The fair share, from the replicas alive (this one at least).
+        let members = match self.leases.held("member.").await {
+            Ok(members) => members.len().max(1),
+            Err(err) => {
+                tracing::warn!("reading the router replicas alive: {err}");
+                return changes;
+            }
+        };
+        let count = self.partitions.count as usize;
+        let share = count.div_ceil(members);
+        // Replicas joined: give back the highest partitions beyond the share.
+        while self.held.len() > share {
+            let Some((k, (lease, _))) = self.held.pop_last() else {
+                break;
+            };
+            changes.push(Change::Lost(k));
+            if let Err(err) = self.leases.release(lease).await {
+                tracing::warn!(partition = k, "giving a partition back: {err}");
+            }
+        }
+        if self.held.len() >= share {
+            return changes;
+        }
+        // Claim free partitions, starting at a place of this replica's own (so replicas
+        // starting together mostly try different ones first).
+        let start = partition_of_token(&self.member, self.partitions.count);
+        for offset in 0..self.partitions.count {
+            if self.held.len() >= share {
+                break;
+            }
+            let k = (start + offset) % self.partitions.count;
+            if self.held.contains_key(&k) {
+                continue;
+            }
+            match self.leases.claim(&self.partitions.lease_key(k)).await {
+                Ok(Some(lease)) => {
+                    self.held.insert(k, (lease, tokio::time::Instant::now()));
+                    changes.push(Change::Gained(k));
+                }
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(partition = k, "claiming a partition: {err}");
+                    break;
+                }
+            }
+        }
+        changes
+    }
+
+    /// On a clean stop: every lease back at once, so others need not wait for them to expire.
+    async fn give_back(self) {
+        for (_, (lease, _)) in self.held {
+            let _ = self.leases.release(lease).await;
+        }
+        if let Some(lease) = self.member_lease {
+            let _ = self.leases.release(lease).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_referral_falls_in_one_partition_and_they_spread() {
+        let partitions = Partitions::new(3);
+        let mut counts = [0usize; 3];
+        for n in 0..3_000u32 {
+            let mut bytes = [0u8; 16];
+            bytes[..4].copy_from_slice(&n.to_le_bytes());
+            let id = ReferralId::from_bytes(bytes);
+            let k = partitions.of(&id);
+            let subject = format!("refbus.v1.ref.a.b.{id}");
+            assert_eq!(partitions.of_subject(&subject), k);
+            counts[k as usize] += 1;
+        }
+        for count in counts {
+            assert!((800..1_200).contains(&count), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn the_partition_function_does_not_change() {
+        // Stable across versions: partitions' consumers keep their places across upgrades.
+        // FNV-1a's offset basis (the empty input) and its published value for "a".
+        assert_eq!(
+            u64::from(partition_of_token("", 7)),
+            0xcbf2_9ce4_8422_2325_u64 % 7
+        );
+        assert_eq!(
+            u64::from(partition_of_token("a", 1_000)),
+            0xaf63_dc4c_8601_ec8c_u64 % 1_000
+        );
+    }
+}
