@@ -205,11 +205,11 @@ impl Replayer {
             Ok(read) => read,
             Err(failure) => {
                 return (
-                Replayed::Refused {
-                    seq,
-                    subject,
-                    failure,
-                },
+                    Replayed::Refused {
+                        seq,
+                        subject,
+                        failure,
+                    },
                     None,
                 );
             }

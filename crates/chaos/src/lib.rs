@@ -90,6 +90,9 @@ pub struct Settings {
     pub slack: Duration,
     /// Time between two creates of one sending system.
     pub create_every: Duration,
+    /// The routers share the referrals in this many partitions (`refbus router
+    /// --partitions`); `None`: both read every event and hold every timer.
+    pub router_partitions: Option<u32>,
 }
 
 /// Every process of the campaign, and the network they run on.
@@ -171,6 +174,8 @@ pub struct Report {
     pub duration_s: u64,
     pub network: String,
     pub faults_requested: Vec<FaultKind>,
+    /// The routers' `--partitions`, if they shared the referrals.
+    pub router_partitions: Option<u32>,
     pub faults: Vec<nemesis::Fault>,
     /// Processes that exited on their own and were restarted by the campaign's supervisor.
     pub unexpected_exits: Vec<(String, u32)>,
@@ -274,6 +279,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<Report> {
     let mut router_base_args = Vec::new();
     for replica in ["r1", "r2"] {
         let mut args = vec!["router".to_owned(), "--config".into(), config_arg.clone()];
+        if let Some(partitions) = settings.router_partitions {
+            args.extend(["--partitions".to_owned(), partitions.to_string()]);
+        }
         args.extend(nats_flags(&[
             "--replica",
             replica,
@@ -490,6 +498,7 @@ async fn campaign(
         duration_s: settings.duration.as_secs(),
         network: components.lock().await.network.describe(),
         faults_requested: settings.faults.clone(),
+        router_partitions: settings.router_partitions,
         faults,
         unexpected_exits,
         check,

@@ -38,6 +38,11 @@ pub(crate) struct ChaosArgs {
     /// Milliseconds between two referrals of one sending system.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     create_every_ms: u64,
+    /// The two routers share the referrals in this many partitions (`refbus router
+    /// --partitions`, a dead router's share taken over by the other); 0: both read every
+    /// event and hold every timer.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    router_partitions: u32,
     /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
     #[arg(long, value_name = "FILE")]
     nats_server: Option<PathBuf>,
@@ -66,11 +71,13 @@ pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
         slack: args.slack,
         create_every: Duration::from_millis(args.create_every_ms.max(10)),
+        router_partitions: (args.router_partitions > 0).then_some(args.router_partitions),
     };
     println!(
-        "chaos: seed {seed}, {} s of faults ({}), output in {}",
+        "chaos: seed {seed}, {} s of faults ({}), routers in {} partitions, output in {}",
         args.duration.as_secs(),
         args.faults,
+        args.router_partitions,
         out.display()
     );
     let report = tokio::runtime::Runtime::new()?.block_on(refbus_chaos::run(settings))?;
