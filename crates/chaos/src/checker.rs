@@ -7,6 +7,11 @@
 //!   request) recorded more than once for a referral;
 //! - **wrong answers**: an operation answered with a definite refusal whose request_id is
 //!   nevertheless recorded (the API promises a refused call changes nothing);
+//! - **stale answers**: an operation refused NOT_FOUND although its referral's creation was
+//!   stored (JetStream's time) before the operation started: an acknowledged write the
+//!   answering read did not see. Nothing is lost or duplicated by it (the refused operation
+//!   wrote nothing), so it does not fail the verdict, but it is an error reaching an agency
+//!   system and is counted (docs/RELIABILITY.md, "Findings");
 //! - **late**: a router item stored more than `slack` plus the duration of every fault
 //!   overlapping it after it fell due (JetStream's storage time, not the router's claim, so
 //!   that a jumped clock cannot hide lateness);
@@ -73,6 +78,9 @@ pub struct Check {
     pub duplicated: Vec<String>,
     /// request_ids refused with a definite status yet recorded.
     pub wrong_answers: Vec<String>,
+    /// Operations refused NOT_FOUND on a referral whose creation was stored before they
+    /// started: `<request_id> (<kind>, <referral>: created <ms> before)`.
+    pub stale_answers: Vec<String>,
     /// Router items recorded (warnings, breaches, escalations, reroute requests).
     pub items_recorded: usize,
     pub late: Vec<Late>,
@@ -146,6 +154,8 @@ pub async fn check(inputs: &Inputs<'_>, ops: &[Op], faults: &[Fault]) -> anyhow:
     let mut believed = HashSet::new();
     let mut items: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
     let mut referrals = std::collections::HashSet::new();
+    // When each referral's creation was stored (JetStream's clock).
+    let mut created: HashMap<String, i64> = HashMap::new();
     let mut messages = bus
         .messages(vec![subjects::ALL_REFERRALS.to_owned()], 1)
         .await
@@ -158,6 +168,11 @@ pub async fn check(inputs: &Inputs<'_>, ops: &[Op], faults: &[Fault]) -> anyhow:
         };
         let event = record.event;
         referrals.insert(event.referral_id.to_string());
+        if event.seq == 1 {
+            created
+                .entry(event.referral_id.to_string())
+                .or_insert(message.stored_at.as_millis());
+        }
         if let Some(request) = &event.request_id {
             *requests.entry(request.to_string()).or_default() += 1;
             if !refused.contains(&message.seq) {
@@ -174,6 +189,7 @@ pub async fn check(inputs: &Inputs<'_>, ops: &[Op], faults: &[Fault]) -> anyhow:
     check.referrals = referrals.len();
 
     let mut duplicated = compare_ops(ops, &requests, &believed, &mut check);
+    check.stale_answers = stale_answers(ops, &created);
 
     for ((referral, key), records) in &items {
         check.items_recorded += 1;
@@ -233,6 +249,28 @@ fn compare_ops(
         .iter()
         .filter(|(_, count)| **count > 1)
         .map(|(request, count)| format!("{request} x{count}"))
+        .collect()
+}
+
+/// The operations refused NOT_FOUND although their referral's creation was stored before
+/// they started (`created`: referral -> storage time in ms).
+fn stale_answers(ops: &[Op], created: &HashMap<String, i64>) -> Vec<String> {
+    ops.iter()
+        .filter(|op| op.outcome == Outcome::Failed && op.detail.starts_with("NotFound"))
+        .filter_map(|op| {
+            let at = *created.get(&op.referral_id)?;
+            let started = i64::try_from(op.started_ms).unwrap_or(i64::MAX);
+            (at < started).then(|| {
+                format!(
+                    "{} ({} by {}, {}: created {} ms before it started)",
+                    op.request_id,
+                    op.kind,
+                    op.agency,
+                    op.referral_id,
+                    started - at
+                )
+            })
+        })
         .collect()
 }
 
@@ -423,6 +461,26 @@ mod tests {
         assert_eq!(check.unknown_recorded, 2);
         assert_eq!(duplicated, ["unknown-twice x2"]);
         assert!(!check.passed());
+    }
+
+    #[test]
+    fn a_not_found_on_a_referral_created_before_the_call_is_a_stale_answer() {
+        let mut stale = op("note-after", Outcome::Failed);
+        stale.referral_id = "R1".to_owned();
+        stale.detail = "NotFound: referral R1 does not exist".to_owned();
+        stale.started_ms = 5_000;
+        // The same answer before the creation was stored is right, and so is any other
+        // refusal.
+        let mut early = stale.clone();
+        early.request_id = "note-before".to_owned();
+        early.started_ms = 1_000;
+        let mut other = stale.clone();
+        other.request_id = "note-refused".to_owned();
+        other.detail = "FailedPrecondition: closed".to_owned();
+        let created: HashMap<String, i64> = [("R1".to_owned(), 2_000)].into_iter().collect();
+        let found = stale_answers(&[stale, early, other], &created);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("note-after (note"), "{found:?}");
     }
 
     #[test]

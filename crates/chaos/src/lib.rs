@@ -192,9 +192,9 @@ impl Report {
         let c = &self.check;
         let kinds = |kind: FaultKind| self.faults.iter().filter(|f| f.kind == kind).count();
         format!(
-            "| seed | duration | faults (kill/pause/partition/clock) | operations (ok/failed/unknown) | lost | duplicated | wrong answers | clock items (recorded, late, missing) | audit verify | verdict |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n\
-             | {} | {} s | {} ({}/{}/{}/{}) | {} ({}/{}/{}) | {} | {} | {} | {}, {}, {} | {} | **{}** |\n",
+            "| seed | duration | faults (kill/pause/partition/clock) | operations (ok/failed/unknown) | lost | duplicated | wrong answers | stale NOT_FOUND | clock items (recorded, late, missing) | audit verify | verdict |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {} s | {} ({}/{}/{}/{}) | {} ({}/{}/{}) | {} | {} | {} | {} | {}, {}, {} | {} | **{}** |\n",
             self.seed,
             self.duration_s,
             self.faults.len(),
@@ -209,6 +209,7 @@ impl Report {
             c.lost.len(),
             c.duplicated.len(),
             c.wrong_answers.len(),
+            c.stale_answers.len(),
             c.items_recorded,
             c.late.len(),
             c.missing,
