@@ -8,8 +8,10 @@
 //! - **wrong answers**: an operation answered with a definite refusal whose request_id is
 //!   nevertheless recorded (the API promises a refused call changes nothing);
 //! - **stale answers**: an operation refused NOT_FOUND although its referral's creation was
-//!   stored (JetStream's time) before the operation started: an acknowledged write the
-//!   answering read did not see. Nothing is lost or duplicated by it (the refused operation
+//!   stored (JetStream's time) before the operation started, or an acknowledgement refused
+//!   INVALID_ARGUMENT for want of the escalation it acknowledges (the workload acknowledges
+//!   only escalations its inbox delivered, so they were stored): a stored write the answering
+//!   read did not see. Nothing is lost or duplicated by it (the refused operation
 //!   wrote nothing), so it does not fail the verdict, but it is an error reaching an agency
 //!   system and is counted (docs/RELIABILITY.md, "Findings");
 //! - **late**: a router item stored more than `slack` plus the duration of every fault
@@ -79,7 +81,8 @@ pub struct Check {
     /// request_ids refused with a definite status yet recorded.
     pub wrong_answers: Vec<String>,
     /// Operations refused NOT_FOUND on a referral whose creation was stored before they
-    /// started: `<request_id> (<kind>, <referral>: created <ms> before)`.
+    /// started, and acknowledgements refused for want of an escalation their inbox delivered:
+    /// definite answers from a read that did not see a stored write.
     pub stale_answers: Vec<String>,
     /// Router items recorded (warnings, breaches, escalations, reroute requests).
     pub items_recorded: usize,
@@ -255,6 +258,20 @@ fn compare_ops(
 /// The operations refused NOT_FOUND although their referral's creation was stored before
 /// they started (`created`: referral -> storage time in ms).
 fn stale_answers(ops: &[Op], created: &HashMap<String, i64>) -> Vec<String> {
+    let unseen_escalation = ops
+        .iter()
+        .filter(|op| {
+            op.outcome == Outcome::Failed
+                && op.kind == "acknowledge"
+                && op.detail.starts_with("InvalidArgument")
+                && op.detail.contains("has no escalation")
+        })
+        .map(|op| {
+            format!(
+                "{} (acknowledge by {}: {})",
+                op.request_id, op.agency, op.detail
+            )
+        });
     ops.iter()
         .filter(|op| op.outcome == Outcome::Failed && op.detail.starts_with("NotFound"))
         .filter_map(|op| {
@@ -271,6 +288,7 @@ fn stale_answers(ops: &[Op], created: &HashMap<String, i64>) -> Vec<String> {
                 )
             })
         })
+        .chain(unseen_escalation)
         .collect()
 }
 
@@ -477,10 +495,16 @@ mod tests {
         let mut other = stale.clone();
         other.request_id = "note-refused".to_owned();
         other.detail = "FailedPrecondition: closed".to_owned();
+        let mut unseen = op("ack", Outcome::Failed);
+        unseen.kind = "acknowledge";
+        unseen.detail =
+            "InvalidArgument: level: clock c of this referral has no escalation at level 1"
+                .to_owned();
         let created: HashMap<String, i64> = [("R1".to_owned(), 2_000)].into_iter().collect();
-        let found = stale_answers(&[stale, early, other], &created);
-        assert_eq!(found.len(), 1, "{found:?}");
+        let found = stale_answers(&[stale, early, other, unseen], &created);
+        assert_eq!(found.len(), 2, "{found:?}");
         assert!(found[0].starts_with("note-after (note"), "{found:?}");
+        assert!(found[1].starts_with("ack (acknowledge"), "{found:?}");
     }
 
     #[test]

@@ -192,7 +192,7 @@ impl Report {
         let c = &self.check;
         let kinds = |kind: FaultKind| self.faults.iter().filter(|f| f.kind == kind).count();
         format!(
-            "| seed | duration | faults (kill/pause/partition/clock) | operations (ok/failed/unknown) | lost | duplicated | wrong answers | stale NOT_FOUND | clock items (recorded, late, missing) | audit verify | verdict |\n\
+            "| seed | duration | faults (kill/pause/partition/clock) | operations (ok/failed/unknown) | lost | duplicated | wrong answers | stale answers | clock items (recorded, late, missing) | audit verify | verdict |\n\
              |---|---|---|---|---|---|---|---|---|---|---|\n\
              | {} | {} s | {} ({}/{}/{}/{}) | {} ({}/{}/{}) | {} | {} | {} | {} | {}, {}, {} | {} | **{}** |\n",
             self.seed,

@@ -88,7 +88,7 @@ pub(crate) fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
         ("lost", &check.lost),
         ("duplicated", &check.duplicated),
         ("wrong answers", &check.wrong_answers),
-        ("stale NOT_FOUND answers", &check.stale_answers),
+        ("stale answers", &check.stale_answers),
         ("audit problems", &check.audit_first_problems),
     ] {
         if !list.is_empty() {
