@@ -1076,6 +1076,10 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
         _ if jetstream_err_code(&err) == Some(WRONG_LAST_SEQUENCE_IN_FLIGHT) => {
             AppendErrorKind::Conflict
         }
+        // The same message id is in flight at the leader (an earlier attempt of this very
+        // append, not yet replicated): its outcome is not known yet, and a retry with the same
+        // id is answered from it once it is (found by `refbus chaos`).
+        _ if jetstream_err_code(&err) == Some(DUPLICATE_IN_FLIGHT) => AppendErrorKind::Unavailable,
         _ if err.to_string().contains("maximum message size") => AppendErrorKind::TooLarge,
         _ => AppendErrorKind::Refused,
     };
@@ -1087,6 +1091,11 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
 /// 10071, the error that names the sequence, to `WrongLastSequence`).
 const WRONG_LAST_SEQUENCE_IN_FLIGHT: jetstream::ErrorCode =
     jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT;
+
+/// JetStream's `JSStreamDuplicateMessageConflictErr` (409): "duplicate message id is in
+/// process".
+const DUPLICATE_IN_FLIGHT: jetstream::ErrorCode =
+    jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT;
 
 /// The JetStream error code behind a refused publish, if that is its cause.
 fn jetstream_err_code(
@@ -1313,6 +1322,18 @@ mod tests {
         );
         let named = PublishError::new(PublishErrorKind::WrongLastSequence);
         assert_eq!(map_publish_error(named).kind(), AppendErrorKind::Conflict);
+    }
+
+    #[test]
+    fn the_same_message_id_in_flight_is_an_unknown_outcome() {
+        // A retry that reaches the leader while its first attempt awaits its quorum: that
+        // attempt may yet be stored, so the outcome is unknown, and the next retry is answered
+        // as a duplicate of it.
+        let in_flight = refused_with(409, 10158, "duplicate message id is in process");
+        assert_eq!(
+            map_publish_error(in_flight).kind(),
+            AppendErrorKind::Unavailable
+        );
     }
 
     #[test]
