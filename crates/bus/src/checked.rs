@@ -269,11 +269,8 @@ impl Bus {
                 return Ok(Some(last.into_stored(after.into_snapshot())));
             }
         }
-        Ok(self
-            .checked_history(verifier, subject)
-            .await?
-            .pop()
-            .map(|good| Stored { last_seq, ..good }))
+        let (mut history, seen) = self.checked_history_seen(verifier, subject).await?;
+        settle(subject, last_seq, seen, history.pop())
     }
 
     /// The state `record` follows, read from its predecessor (one direct read): `Some(None)`
@@ -319,9 +316,24 @@ impl Bus {
         verifier: &Verifier,
         subject: &str,
     ) -> Result<Vec<Stored<EventRecord>>, ReadError> {
+        Ok(self.checked_history_seen(verifier, subject).await?.0)
+    }
+
+    /// [`Bus::checked_history`], with the sequence of the last message the read saw on the
+    /// subject (a record or not, passing the check or not; 0 if none).
+    async fn checked_history_seen(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<(Vec<Stored<EventRecord>>, u64), ReadError> {
+        let raws = self.read_filtered(subject, 1, usize::MAX).await?;
+        let seen = raws.last().map_or(0, |raw| raw.sequence);
         let mut checked: Vec<Stored<EventRecord>> = Vec::new();
         let mut state: Option<Referral> = None;
-        for record in self.unchecked_history(verifier, subject).await? {
+        for record in raws
+            .into_iter()
+            .filter_map(|raw| raw.unchecked(verifier).ok())
+        {
             match verifier.check(&record, state.clone()) {
                 Ok(after) => {
                     let snapshot = after.into_snapshot();
@@ -331,7 +343,7 @@ impl Bus {
                 Err(_) => continue,
             }
         }
-        Ok(checked)
+        Ok((checked, seen))
     }
 
     /// The first record on `subject` that passes the check, with the state after it including
@@ -431,6 +443,32 @@ impl Bus {
     }
 }
 
+/// What [`Bus::referral`] answers when the subject's last message (at `last_seq`) did not pass
+/// the check against its predecessor and the history was read instead, ending at `seen`:
+/// the last good record, with `last_seq` for a writer's expected last sequence.
+///
+/// Only a history that reached `last_seq` can say that the messages after its last good record
+/// fail the check. On a replicated stream two reads may be answered by different replicas,
+/// and a replica behind the one that gave `last_seq` answers a history that simply ends
+/// earlier: taking its last record for the referral's would let a writer append after records
+/// it never checked (JetStream's expected last sequence is `last_seq`, so it accepts), which
+/// forks the referral's history (found by `refbus chaos` under partitions, docs/RELIABILITY.md).
+/// That read is unavailable, to be made again, not an answer.
+fn settle<T>(
+    subject: &str,
+    last_seq: u64,
+    seen: u64,
+    good: Option<Stored<T>>,
+) -> Result<Option<Stored<T>>, ReadError> {
+    if seen < last_seq {
+        return Err(crate::unavailable(format!(
+            "the history of {subject} was read up to sequence {seen}, but its last message is at \
+             {last_seq} (a replica behind the one that answered first): read again"
+        )));
+    }
+    Ok(good.map(|good| Stored { last_seq, ..good }))
+}
+
 /// The time JetStream stored a message, in refbus's instants.
 pub(crate) fn stored_at(time: &async_nats::jetstream::message::StreamMessage) -> Timestamp {
     from_datetime(time.time)
@@ -439,4 +477,36 @@ pub(crate) fn stored_at(time: &async_nats::jetstream::message::StreamMessage) ->
 pub(crate) fn from_datetime(time: time::OffsetDateTime) -> Timestamp {
     let millis = time.unix_timestamp_nanos() / 1_000_000;
     Timestamp::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(seq: u64) -> Stored<()> {
+        Stored {
+            seq,
+            subject: "refbus.v1.ref.a.b.R".to_owned(),
+            prev_seq: seq.saturating_sub(1),
+            last_seq: seq,
+            record: (),
+        }
+    }
+
+    #[test]
+    fn a_history_that_ends_before_the_last_message_is_no_answer() {
+        // The last message at 16461 did not check against a predecessor read from a replica
+        // behind; the history, from that replica too, ends at 16328. Appending after 16328 with
+        // the expected last sequence 16461 is exactly the fork the chaos campaign found.
+        let stale = settle("s", 16461, 16328, Some(stored(16328)));
+        assert_eq!(stale.unwrap_err().kind(), crate::ReadErrorKind::Unavailable);
+        // A history that saw the last message: the records after the good one really fail the
+        // check, and a writer goes on from the good one, expecting the last.
+        let refused_tail = settle("s", 16461, 16461, Some(stored(16328)))
+            .unwrap()
+            .unwrap();
+        assert_eq!((refused_tail.seq, refused_tail.last_seq), (16328, 16461));
+        // Nothing on the subject passes: no referral.
+        assert!(settle::<()>("s", 5, 5, None).unwrap().is_none());
+    }
 }

@@ -1128,10 +1128,42 @@ fn map_publish_error(err: async_nats::jetstream::context::PublishError) -> Appen
         // In a cluster, JetStream answers 503 while it has no leader for the stream or no
         // quorum (a node lost, an election under way): nothing was stored, a retry may be.
         _ if jetstream_code(&err) == Some(503) => AppendErrorKind::Unavailable,
+        // A clustered stream's leader refuses an expected-last-subject-sequence while another
+        // message for the same subject is still being replicated, with its own error code
+        // (10164, no sequence in it): the referral is moving, exactly a conflict (found by
+        // `refbus chaos`, docs/RELIABILITY.md).
+        _ if jetstream_err_code(&err) == Some(WRONG_LAST_SEQUENCE_IN_FLIGHT) => {
+            AppendErrorKind::Conflict
+        }
+        // The same message id is in flight at the leader (an earlier attempt of this very
+        // append, not yet replicated): its outcome is not known yet, and a retry with the same
+        // id is answered from it once it is (found by `refbus chaos`).
+        _ if jetstream_err_code(&err) == Some(DUPLICATE_IN_FLIGHT) => AppendErrorKind::Unavailable,
         _ if err.to_string().contains("maximum message size") => AppendErrorKind::TooLarge,
         _ => AppendErrorKind::Refused,
     };
     AppendError::with_source(kind, err)
+}
+
+/// JetStream's `JSStreamWrongLastSequenceConstantErr`: "wrong last sequence" while a message
+/// for the same subject is in flight at a clustered stream's leader (async-nats maps only
+/// 10071, the error that names the sequence, to `WrongLastSequence`).
+const WRONG_LAST_SEQUENCE_IN_FLIGHT: jetstream::ErrorCode =
+    jetstream::ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT;
+
+/// JetStream's `JSStreamDuplicateMessageConflictErr` (409): "duplicate message id is in
+/// process".
+const DUPLICATE_IN_FLIGHT: jetstream::ErrorCode =
+    jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT;
+
+/// The JetStream error code behind a refused publish, if that is its cause.
+fn jetstream_err_code(
+    err: &async_nats::jetstream::context::PublishError,
+) -> Option<jetstream::ErrorCode> {
+    use std::error::Error as _;
+    err.source()
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .map(async_nats::jetstream::Error::error_code)
 }
 
 /// The status code of the JetStream API error behind a refused publish, if that is its cause.
@@ -1335,6 +1367,32 @@ mod tests {
         }))
         .unwrap();
         PublishError::with_source(PublishErrorKind::Other, api)
+    }
+
+    #[test]
+    fn a_wrong_last_sequence_while_another_append_is_in_flight_is_a_conflict() {
+        // What a clustered stream's leader answers an expected-last-subject-sequence while a
+        // message for that subject awaits its quorum (seen under `refbus chaos`): the referral
+        // is moving, so the writer reads it again, as after the error that names the sequence.
+        let in_flight = refused_with(400, 10164, "wrong last sequence");
+        assert_eq!(
+            map_publish_error(in_flight).kind(),
+            AppendErrorKind::Conflict
+        );
+        let named = PublishError::new(PublishErrorKind::WrongLastSequence);
+        assert_eq!(map_publish_error(named).kind(), AppendErrorKind::Conflict);
+    }
+
+    #[test]
+    fn the_same_message_id_in_flight_is_an_unknown_outcome() {
+        // A retry that reaches the leader while its first attempt awaits its quorum: that
+        // attempt may yet be stored, so the outcome is unknown, and the next retry is answered
+        // as a duplicate of it.
+        let in_flight = refused_with(409, 10158, "duplicate message id is in process");
+        assert_eq!(
+            map_publish_error(in_flight).kind(),
+            AppendErrorKind::Unavailable
+        );
     }
 
     #[test]

@@ -52,7 +52,15 @@ impl Router {
                         tail = Some(stored.last_seq);
                         (stored.seq, stored.record.state)
                     }
-                    Ok(None) => return done(0, None),
+                    // The router holds a timer for it because it consumed one of its records,
+                    // and records are never deleted: a read that finds nothing was answered by
+                    // a replica that has not got the referral yet (a node restarted or cut off
+                    // and catching up). Dropping the timer there lost every item still due on
+                    // the referral (found by `refbus chaos`, docs/RELIABILITY.md): read again.
+                    Ok(None) => {
+                        tracing::warn!(%referral, "reading the referral to record what is due: not found on the replica that answered; reading again");
+                        return done(last_seq, Some(self.clock.now().plus(RETRY_AFTER)));
+                    }
                     Err(err) => {
                         tracing::warn!(%referral, "reading the referral to record what is due: {err}");
                         return done(last_seq, Some(self.clock.now().plus(RETRY_AFTER)));

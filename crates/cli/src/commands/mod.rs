@@ -5,6 +5,7 @@ pub(crate) mod adapter;
 pub(crate) mod audit;
 pub(crate) mod bench;
 pub(crate) mod certs;
+pub(crate) mod chaos;
 pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod dashboard;
@@ -72,6 +73,9 @@ pub(crate) enum Command {
     /// Measure the bus on this machine (run from a release build).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// A Jepsen-style fault campaign on a local 3-node cluster: a workload, a nemesis and a
+    /// checker (docs/RELIABILITY.md). Exits 1 if the check fails.
+    Chaos(chaos::ChaosArgs),
 }
 
 pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -90,6 +94,7 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => simulate::run(args),
         Command::Audit(command) => audit::run(command),
         Command::Bench(command) => bench::run(command),
+        Command::Chaos(args) => chaos::run(args),
     }
 }
 
