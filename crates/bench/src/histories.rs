@@ -510,6 +510,26 @@ pub async fn publish_planned(
     Ok(started.elapsed())
 }
 
+/// Publishes `messages` in order at a steady `rate` a second (open loop, [`crate::pace::Pacer`]),
+/// with up to `window` acknowledgements outstanding; returns the time from the first publish to
+/// the last acknowledgement.
+pub async fn publish_paced(
+    js: &jetstream::Context,
+    messages: Vec<Prepared>,
+    window: usize,
+    rate: u32,
+) -> Result<Duration, BenchError> {
+    let started = Instant::now();
+    let mut publisher = Publisher::new(js, window, None);
+    let mut pacer = crate::pace::Pacer::new(rate);
+    for prepared in messages {
+        pacer.tick().await;
+        publisher.publish(prepared).await?;
+    }
+    publisher.finish().await?;
+    Ok(started.elapsed())
+}
+
 /// Publishes every chunk [`build_in_background`] builds, as they come; returns how many were
 /// published and the time from the start to the last acknowledgement.
 pub async fn publish_chunks(

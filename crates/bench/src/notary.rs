@@ -7,7 +7,8 @@
 //!    `interval`, 1 s as `refbus notary`'s default); a subscriber records when each announced
 //!    checkpoint arrives and its size.
 //! 3. The lives are published with a window of outstanding acknowledgements: the highest
-//!    ingest the stream takes (the adapters' and the router's together stay below it). The
+//!    ingest the stream takes (the adapters' and the router's together stay below it), or at
+//!    a steady rate when one is given (the router's maximum ingest, say). The
 //!    ingest rate is messages over the time from the first publish to the last
 //!    acknowledgement; the notary's live figure is when its tree held every message.
 //! 4. The notary's own throughput: a second notary, fresh log, over the whole stored stream
@@ -47,6 +48,8 @@ pub struct NotaryOptions {
     pub window: usize,
     /// How often the notary signs a checkpoint when its log grew.
     pub interval: Duration,
+    /// Publishes a second while filling (`None`: as fast as the stream takes them).
+    pub rate: Option<u32>,
 }
 
 impl Default for NotaryOptions {
@@ -56,6 +59,7 @@ impl Default for NotaryOptions {
             group: 100,
             window: 1024,
             interval: Duration::from_secs(1),
+            rate: None,
         }
     }
 }
@@ -66,6 +70,8 @@ pub struct NotaryReport {
     pub referrals: usize,
     pub messages: u64,
     pub interval: Duration,
+    /// The fill's steady rate (`None`: as fast as the stream takes it).
+    pub rate: Option<u32>,
     /// Ingest: first publish to last acknowledgement.
     pub fill: Duration,
     /// The live notary: first publish until its tree held every message.
@@ -100,12 +106,20 @@ impl std::fmt::Display for NotaryReport {
             self.messages,
             self.interval.as_millis()
         )?;
-        writeln!(
-            f,
-            "  ingest (raw publish, window)      {} ({} msg/s)",
-            seconds(self.fill),
-            thousands(self.rate(self.fill))
-        )?;
+        match self.rate {
+            None => writeln!(
+                f,
+                "  ingest (raw publish, window)      {} ({} msg/s)",
+                seconds(self.fill),
+                thousands(self.rate(self.fill))
+            )?,
+            Some(rate) => writeln!(
+                f,
+                "  ingest (paced at {rate}/s)          {} ({} msg/s)",
+                seconds(self.fill),
+                thousands(self.rate(self.fill))
+            )?,
+        }
         writeln!(
             f,
             "  live notary, every leaf appended  {} after the first publish ({} after the last ack)",
@@ -323,7 +337,10 @@ pub fn notary(
         ));
         let live = Running::start(&server.url, scratch.join("live"), options.interval).await?;
         let started = Instant::now();
-        let fill = histories::publish_planned(&js, messages, options.window, None).await?;
+        let fill = match options.rate {
+            None => histories::publish_planned(&js, messages, options.window, None).await?,
+            Some(rate) => histories::publish_paced(&js, messages, options.window, rate).await?,
+        };
         let last = bus
             .last_sequence()
             .await
@@ -356,6 +373,7 @@ pub fn notary(
             referrals: options.referrals,
             messages: last,
             interval: options.interval,
+            rate: options.rate,
             fill,
             live: live_time,
             backlog: backlog_time,

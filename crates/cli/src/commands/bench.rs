@@ -313,6 +313,10 @@ pub(crate) struct NotaryArgs {
     /// Publishes whose acknowledgements may be outstanding while filling the stream.
     #[arg(long, default_value_t = 1024)]
     window: usize,
+    /// Fill the stream at this steady rate a second (e.g. the router's maximum ingest) instead
+    /// of as fast as it takes messages.
+    #[arg(long)]
+    rate: Option<u32>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -323,6 +327,7 @@ fn notary(args: NotaryArgs) -> anyhow::Result<ExitCode> {
         referrals: args.referrals,
         window: args.window,
         interval: Duration::from_millis(args.interval_ms.max(1)),
+        rate: args.rate.filter(|&rate| rate > 0),
         ..refbus_bench::notary::NotaryOptions::default()
     };
     let scratch = Scratch::start(&args.server, "notary")?;
