@@ -175,7 +175,7 @@ impl ReferralService for Adapter {
         operator(&request)?;
         let id = convert::get_referral(request.get_ref()).map_err(|err| status::field(&err))?;
         Ok(Response::new(GetReferralResponse {
-            referral: Some(self.get(&id).await?),
+            referral: Some(self.riding_through(|| self.get(&id)).await?),
         }))
     }
 
@@ -186,6 +186,8 @@ impl ReferralService for Adapter {
         operator(&request)?;
         let (id, event_seq) =
             convert::get_receipt(request.get_ref()).map_err(|err| status::field(&err))?;
+        // Not ridden through: its UNAVAILABLE also means "no checkpoint covers it yet" or
+        // "no notary answers", which retrying for half a minute would only hide.
         Ok(Response::new(self.receipt(&id, event_seq).await?))
     }
 
@@ -196,7 +198,9 @@ impl ReferralService for Adapter {
         operator(&request)?;
         let query =
             convert::list_referrals(request.get_ref()).map_err(|err| status::field(&err))?;
-        Ok(Response::new(self.list(&query).await?))
+        Ok(Response::new(
+            self.riding_through(|| self.list(&query)).await?,
+        ))
     }
 
     type WatchInboxStream = InboxStream;

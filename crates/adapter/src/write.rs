@@ -373,7 +373,8 @@ impl Adapter {
     ///
     /// Safe only for attempts that are idempotent by their request id, as every command here
     /// is: a retry carries the same idempotency key (`Nats-Msg-Id`) and finds an earlier
-    /// attempt that was stored (see the module's documentation).
+    /// attempt that was stored (see the module's documentation). Reads (GetReferral and
+    /// ListReferrals) ride through the same way: reading again is always safe.
     pub(crate) async fn riding_through<T, F, Fut>(&self, mut attempt: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
