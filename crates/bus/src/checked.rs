@@ -319,6 +319,22 @@ impl Bus {
         Ok(self.checked_history_seen(verifier, subject).await?.0)
     }
 
+    /// [`Bus::checked_history`] for a reader that knows the subject holds a message at stream
+    /// sequence `at` (a consumer delivered it): a read that did not reach `at` was answered by
+    /// a replica behind and is `Unavailable`, so that no record is judged against a history
+    /// that merely lacks its predecessor (the router flagged a sound record `out_of_chain`
+    /// that way under `refbus chaos`, docs/RELIABILITY.md).
+    pub async fn checked_history_through(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+        at: u64,
+    ) -> Result<Vec<Stored<EventRecord>>, ReadError> {
+        let (history, seen) = self.checked_history_seen(verifier, subject).await?;
+        reached(subject, seen, at)?;
+        Ok(history)
+    }
+
     /// [`Bus::checked_history`], with the sequence of the last message the read saw on the
     /// subject (a record or not, passing the check or not; 0 if none).
     async fn checked_history_seen(
@@ -460,13 +476,20 @@ fn settle<T>(
     seen: u64,
     good: Option<Stored<T>>,
 ) -> Result<Option<Stored<T>>, ReadError> {
-    if seen < last_seq {
+    reached(subject, seen, last_seq)?;
+    Ok(good.map(|good| Stored { last_seq, ..good }))
+}
+
+/// `Unavailable` unless a read of `subject` that saw messages up to `seen` reached `at`, a
+/// sequence known to hold one of its messages.
+fn reached(subject: &str, seen: u64, at: u64) -> Result<(), ReadError> {
+    if seen < at {
         return Err(crate::unavailable(format!(
-            "the history of {subject} was read up to sequence {seen}, but its last message is at \
-             {last_seq} (a replica behind the one that answered first): read again"
+            "the history of {subject} was read up to sequence {seen}, but it holds a message at \
+             {at} (answered by a replica behind): read again"
         )));
     }
-    Ok(good.map(|good| Stored { last_seq, ..good }))
+    Ok(())
 }
 
 /// The time JetStream stored a message, in refbus's instants.
@@ -508,5 +531,11 @@ mod tests {
         assert_eq!((refused_tail.seq, refused_tail.last_seq), (16328, 16461));
         // Nothing on the subject passes: no referral.
         assert!(settle::<()>("s", 5, 5, None).unwrap().is_none());
+        // A history read for a record delivered at 10712 that ends before it cannot judge it.
+        assert_eq!(
+            reached("s", 10_650, 10_712).unwrap_err().kind(),
+            crate::ReadErrorKind::Unavailable
+        );
+        assert!(reached("s", 10_712, 10_712).is_ok());
     }
 }

@@ -185,9 +185,11 @@ impl Router {
         {
             return Ok(Some(known.state));
         }
+        // The consumer delivered this record, so the subject holds it: a history that does not
+        // reach it is a replica behind, read again (a transient failure), never a verdict.
         let history = self
             .bus
-            .checked_history(&self.verifier, &record.subject)
+            .checked_history_through(&self.verifier, &record.subject, record.seq)
             .await?;
         Ok(history
             .into_iter()
