@@ -75,6 +75,9 @@ pub fn sent_by(agency: &AgencyId) -> String {
     format!("{PREFIX}.ref.*.{agency}.*")
 }
 
+/// What every referral subject begins with ([`ALL_REFERRALS`] without its wildcard).
+pub const REFERRAL_PREFIX: &str = "refbus.v1.ref.";
+
 /// The first tokens of every notice subject.
 pub const NOTICE_PREFIX: &str = "refbus.v1.notice.";
 

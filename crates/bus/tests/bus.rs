@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use refbus_bus::record::snapshot;
-use refbus_bus::{Append, AppendErrorKind, Bus, Item, StreamSettings, subjects};
+use refbus_bus::{Append, AppendErrorKind, Bus, Item, ReadErrorKind, StreamSettings, subjects};
 use refbus_core::event::{Actor, Change};
 use refbus_core::ids::{OperatorId, PolicyVersion, ServiceId};
 use refbus_core::referral::{Consent, Creation, Priority};
@@ -357,6 +357,48 @@ async fn latest_gives_the_current_state_of_each_referral_once() {
         .collect()
         .await;
     assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn what_changed_after_a_point_is_read_to_the_streams_end_or_is_unavailable() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let mut written = Vec::new();
+    for n in 0..3 {
+        let (event, state) = created("maros-dinsos", "maros-uptd-ppa", &format!("req-{n}"));
+        let stored = append(&bus, event, &state, 0, &format!("c{n}"))
+            .await
+            .unwrap();
+        let subject =
+            subjects::referral(&state.creation.recipient, &state.creation.sender, &state.id);
+        written.push((stored.seq, subject));
+    }
+    let all = bus.referral_subjects_after(0).await.unwrap();
+    assert_eq!(
+        all,
+        written
+            .iter()
+            .map(|(_, subject)| subject.clone())
+            .collect::<Vec<_>>()
+    );
+    let after_first = bus.referral_subjects_after(written[0].0).await.unwrap();
+    assert_eq!(
+        after_first,
+        vec![written[1].1.clone(), written[2].1.clone()]
+    );
+    // A read that cannot reach the stream's end as its leader stated it (what a replica behind
+    // answers) is no answer: never a short list, from which a taken-over partition would miss
+    // a referral whose creation another router already acknowledged.
+    let last = bus.last_sequence().await.unwrap();
+    let short = bus
+        .referral_subjects_between(0, last + 2)
+        .await
+        .unwrap_err();
+    assert_eq!(short.kind(), ReadErrorKind::Unavailable, "{short}");
+    assert!(
+        short.to_string().contains(&format!("up to {last}")),
+        "{short}"
+    );
 }
 
 #[tokio::test]

@@ -87,10 +87,7 @@ async fn from_snapshot(
 ) -> Result<(u64, usize), ReadError> {
     let after = shared.bus.last_sequence().await?;
     *shared.write() = projection;
-    let changed = shared
-        .bus
-        .subjects_after(covers, vec![subjects::ALL_REFERRALS.to_owned()])
-        .await?;
+    let changed = shared.bus.referral_subjects_after(covers).await?;
     let mut reads = futures::stream::iter(changed)
         .map(|subject| async move { shared.bus.referral(&shared.verifier, &subject).await })
         .buffer_unordered(64);

@@ -687,10 +687,7 @@ impl Router {
         }
         state.applied.insert(partition.unwrap_or(0), covers);
         // Every referral a message reached after the snapshot: its last verified record now.
-        let mut changed = self
-            .bus
-            .subjects_after(covers, vec![subjects::ALL_REFERRALS.to_owned()])
-            .await?;
+        let mut changed = self.bus.referral_subjects_after(covers).await?;
         changed.retain(|subject| keep(subject));
         let now = self.clock.now();
         let mut reads = futures::stream::iter(changed)

@@ -566,10 +566,7 @@ async fn reads_every_event_and_writes_none(
     // ... the reads of the dashboard's start from a snapshot: the stream's last sequence,
     // the referrals written since, each one's checked last record and history.
     assert_eq!(auditor.last_sequence().await.unwrap(), before, "{user}");
-    let changed = auditor
-        .subjects_after(0, vec![subjects::ALL_REFERRALS.to_owned()])
-        .await
-        .unwrap();
+    let changed = auditor.referral_subjects_after(0).await.unwrap();
     assert_eq!(changed.len(), 2, "{user}: {changed:?}");
     assert!(
         auditor
