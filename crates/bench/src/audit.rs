@@ -143,6 +143,45 @@ pub(crate) async fn read_all(stream: &stream::Stream, last: u64) -> Result<Durat
     Ok(started.elapsed())
 }
 
+/// What the audit, indicators and notary benchmarks start from: `referrals` eight-event lives
+/// signed as adapters sign them (the writer labelled `label`), not yet published, and a fresh
+/// events stream with the bus's connection and the bench's own JetStream one to it.
+pub(crate) struct Lives {
+    pub messages: Vec<histories::Prepared>,
+    pub bus: refbus_bus::Bus,
+    pub js: async_nats::jetstream::Context,
+    pub stream: stream::Stream,
+}
+
+pub(crate) fn lives(
+    runtime: &tokio::runtime::Runtime,
+    server: &Server,
+    registry: Arc<Registry>,
+    label: &str,
+    (referrals, group): (usize, usize),
+    progress: &mut dyn FnMut(&str),
+) -> Result<Lives, BenchError> {
+    progress("building the referral lives (core decide and evolve, signed, as adapters do)");
+    let start = system_now().minus(Duration::from_secs(3600));
+    let messages = Writer::new(registry, label).audit_lives(referrals, group, start, 1)?;
+    let control = runtime.block_on(async {
+        async_nats::connect(&server.url)
+            .await
+            .map(async_nats::jetstream::new)
+            .map_err(|err| BenchError::Nats(err.to_string()))
+    })?;
+    fresh_stream(runtime, &control)?;
+    // The bus creates the stream and checks it, as a component does.
+    let bus = runtime.block_on(connect(&server.url))?;
+    let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
+    Ok(Lives {
+        messages,
+        bus,
+        js,
+        stream,
+    })
+}
+
 pub fn audit(
     server: &Server,
     registry: Arc<Registry>,
@@ -152,25 +191,20 @@ pub fn audit(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    progress("building the referral lives (core decide and evolve, signed, as adapters do)");
-    let start = system_now().minus(Duration::from_secs(3600));
-    let messages = Writer::new(registry.clone(), "audit").audit_lives(
-        options.referrals,
-        options.group,
-        start,
-        1,
+    let Lives {
+        messages,
+        bus,
+        js,
+        stream,
+    } = lives(
+        &runtime,
+        server,
+        registry.clone(),
+        "audit",
+        (options.referrals, options.group),
+        progress,
     )?;
     progress("filling the stream");
-    let control = runtime.block_on(async {
-        async_nats::connect(&server.url)
-            .await
-            .map(async_nats::jetstream::new)
-            .map_err(|err| BenchError::Nats(err.to_string()))
-    })?;
-    fresh_stream(&runtime, &control)?;
-    // The bus creates the stream and checks it, as a component does.
-    let bus = runtime.block_on(connect(&server.url))?;
-    let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
     let fill = runtime.block_on(histories::publish_planned(
         &js,
         messages,

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use refbus_core::Registry;
 use refbus_core::indicators::{self, Dimension, Query};
 
-use crate::histories::{self, Writer};
-use crate::router::{connect, fresh_stream, system_now};
+use crate::histories;
+use crate::router::system_now;
 use crate::timing::{goal_line, seconds, thousands};
 use crate::{BenchError, Server};
 
@@ -136,24 +136,20 @@ pub fn indicators(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    progress("building the referral lives (core decide and evolve, signed, as adapters do)");
-    let start = system_now().minus(Duration::from_secs(3600));
-    let messages = Writer::new(registry.clone(), "indicators").audit_lives(
-        options.referrals,
-        options.group,
-        start,
-        1,
+    let crate::audit::Lives {
+        messages,
+        bus,
+        js,
+        stream,
+    } = crate::audit::lives(
+        &runtime,
+        server,
+        registry.clone(),
+        "indicators",
+        (options.referrals, options.group),
+        progress,
     )?;
     progress("filling the stream");
-    let control = runtime.block_on(async {
-        async_nats::connect(&server.url)
-            .await
-            .map(async_nats::jetstream::new)
-            .map_err(|err| BenchError::Nats(err.to_string()))
-    })?;
-    fresh_stream(&runtime, &control)?;
-    let bus = runtime.block_on(connect(&server.url))?;
-    let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
     let fill = runtime.block_on(histories::publish_planned(
         &js,
         messages,

@@ -28,8 +28,8 @@ use refbus_core::Registry;
 use refbus_notary::note::{KeyKind, NoteKey};
 use refbus_notary::{Notary, Settings, Stats};
 
-use crate::histories::{self, Writer};
-use crate::router::{connect, fresh_stream, system_now};
+use crate::histories;
+use crate::router::connect;
 use crate::timing::{Lateness, goal_line, now_nanos, seconds, thousands, unix_nanos};
 use crate::{BenchError, Server};
 
@@ -283,20 +283,20 @@ pub fn notary(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    progress("building the referral lives (core decide and evolve, signed, as adapters do)");
-    let start = system_now().minus(Duration::from_secs(3600));
-    let messages =
-        Writer::new(registry, "notary").audit_lives(options.referrals, options.group, start, 1)?;
+    let crate::audit::Lives {
+        messages,
+        bus,
+        js,
+        stream,
+    } = crate::audit::lives(
+        &runtime,
+        server,
+        registry,
+        "notary",
+        (options.referrals, options.group),
+        progress,
+    )?;
     let expected = messages.len() as u64;
-    let control = runtime.block_on(async {
-        async_nats::connect(&server.url)
-            .await
-            .map(async_nats::jetstream::new)
-            .map_err(|err| BenchError::Nats(err.to_string()))
-    })?;
-    fresh_stream(&runtime, &control)?;
-    let bus = runtime.block_on(connect(&server.url))?;
-    let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
     let scratch = std::env::temp_dir().join(format!("refbus-bench-notary-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let result: Result<NotaryReport, BenchError> = runtime.block_on(async {
