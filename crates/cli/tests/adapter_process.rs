@@ -12,7 +12,6 @@
 //! the bus's.
 
 use refbus_testkit::free_port;
-use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +22,7 @@ use refbus_core::Timestamp;
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
 use refbus_testkit::NatsServer;
-use refbus_testkit::otlp::{Collector, Received, descends, of_trace};
+use refbus_testkit::otlp::{Collector, contains, descends, of_trace, only};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -441,27 +440,6 @@ async fn the_adapter_process_serves_its_metrics_on_metrics_addr() {
 /// The agency system's own trace and span, as it sends them in `traceparent`.
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-/// The one span of `trace` named `name` and matching `filter`.
-fn only<'a>(
-    trace: &HashMap<String, &'a Received>,
-    name: &str,
-    filter: impl Fn(&Received) -> bool,
-) -> &'a Received {
-    let found: Vec<&Received> = trace
-        .values()
-        .copied()
-        .filter(|span| span.name() == name && filter(span))
-        .collect();
-    assert_eq!(found.len(), 1, "spans named {name}: {found:#?}");
-    found[0]
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle.as_bytes())
-}
 
 /// Tracing as a deployment turns it on: the adapter processes export to the collector named by
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` (as the systemd and Kubernetes files set it), the router

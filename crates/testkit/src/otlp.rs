@@ -182,3 +182,27 @@ pub fn descends(spans: &HashMap<String, &Received>, span: &Received, ancestor: &
     }
     false
 }
+
+/// The one span of `spans` named `name` and matching `filter`; panics (naming what it found)
+/// unless there is exactly one.
+pub fn only<'a>(
+    spans: &HashMap<String, &'a Received>,
+    name: &str,
+    filter: impl Fn(&Received) -> bool,
+) -> &'a Received {
+    let found: Vec<&'a Received> = spans
+        .values()
+        .copied()
+        .filter(|span| span.name() == name && filter(span))
+        .collect();
+    assert_eq!(found.len(), 1, "one {name} span expected, found {found:#?}");
+    found[0]
+}
+
+/// Whether the exported bytes `haystack` hold `needle` anywhere: what the no-identity checks
+/// scan for.
+pub fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}

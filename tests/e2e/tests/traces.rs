@@ -11,7 +11,6 @@
 //! sends the coordinator's notice, whose delivery by Bappeda's adapter closes the trace. No span
 //! carries the person's identity.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,31 +21,11 @@ use refbus_proto::v1;
 use refbus_proto::v1::inbox_item::Item;
 use refbus_router::{Activity, ManualClock, Options};
 use refbus_testkit::NatsServer;
-use refbus_testkit::otlp::{Collector, Received, descends, of_trace};
+use refbus_testkit::otlp::{Collector, Received, contains, descends, of_trace, only};
 
 /// The agency system's own trace and span, as it sends them in `traceparent`.
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
-
-/// The one span of `trace` named `name` (and matching `filter`).
-fn only<'a>(
-    spans: &HashMap<String, &'a Received>,
-    name: &str,
-    filter: impl Fn(&Received) -> bool,
-) -> &'a Received {
-    let found: Vec<&&Received> = spans
-        .values()
-        .filter(|span| span.name() == name && filter(span))
-        .collect();
-    assert_eq!(found.len(), 1, "one {name} span expected, found {found:#?}");
-    found[0]
-}
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle.as_bytes())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_from_an_agency_call_to_the_escalation_notice_in_another_inbox() {
