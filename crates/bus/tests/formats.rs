@@ -5,59 +5,17 @@
 use bytes::Bytes;
 use refbus_bus::replay::{Replayed, StoredMessage};
 use refbus_bus::{EventRecord, Replayer, subjects};
-use refbus_core::event::{Actor, Change};
-use refbus_core::ids::{OperatorId, PolicyVersion, ServiceId};
+use refbus_core::event::Change;
 use refbus_core::integrity::Problem;
-use refbus_core::referral::{Consent, Creation, Priority};
 use refbus_core::signature::Signer;
-use refbus_core::{AgencyId, CaseId, Event, EventHash, Referral, ReferralId, RequestId, Timestamp};
+use refbus_core::{Event, Referral, Timestamp};
 
-fn agency(id: &str) -> AgencyId {
-    AgencyId::new(id).unwrap()
-}
+mod common;
+use common::{actor, agency};
 
-fn actor(id: &str) -> Actor {
-    Actor::Agency {
-        agency: agency(id),
-        system: None,
-        operator: OperatorId::new("op-1").unwrap(),
-    }
-}
-
+/// The referral every test here reads: Dinsos to UPTD PPA.
 fn created() -> (Event, Referral) {
-    let id = ReferralId::derive(&agency("maros-dinsos"), &RequestId::new("f-1").unwrap());
-    let event = Event {
-        referral_id: id,
-        case_id: CaseId::new("MRS-1").unwrap(),
-        seq: 1,
-        at: Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap(),
-        actor: actor("maros-dinsos"),
-        request_id: Some(RequestId::new("f-1").unwrap()),
-        change: Change::Created(Box::new(Creation {
-            case_id: CaseId::new("MRS-1").unwrap(),
-            sender: agency("maros-dinsos"),
-            recipient: agency("maros-uptd-ppa"),
-            service: ServiceId::new("shelter").unwrap(),
-            priority: Priority::Urgent,
-            categories: vec![],
-            child: false,
-            consent: Consent {
-                services: true,
-                disclose_to_agencies: true,
-                override_justification: None,
-            },
-            case_reported_at: None,
-            identity: None,
-            note: None,
-            policy_version: PolicyVersion::new("2026-01").unwrap(),
-            parent: None,
-            sex: Default::default(),
-            age_band: Default::default(),
-        })),
-        prev_hash: EventHash::GENESIS,
-    };
-    let state = refbus_core::evolve(None, &event).unwrap();
-    (event, state)
+    common::created("maros-dinsos", "maros-uptd-ppa", "f-1")
 }
 
 fn keys() -> &'static refbus_seal::signing::SigningKeys {
