@@ -28,12 +28,12 @@ pub struct Partitions {
     /// changed while any runs (a partition's consumer keeps its place).
     pub count: u32,
     /// How long a lease lives without being renewed: a dead replica's partitions are claimed
-    /// by others within this plus a third of it (each replica looks every third of it).
+    /// by others within this plus a twelfth of it (each replica looks every twelfth of it).
     pub lease_ttl: Duration,
 }
 
 impl Partitions {
-    /// `count` partitions with leases that live 6 s (taken over within about 8 s).
+    /// `count` partitions with leases that live 6 s (claimed by others within 6.5 s).
     pub fn new(count: u32) -> Partitions {
         Partitions {
             count: count.max(1),
@@ -81,17 +81,20 @@ pub(crate) enum Change {
 }
 
 /// Keeps this replica's leases until `changes` is closed (the loop stopped), then gives them
-/// back. Every third of the time to live: renews the member key and each held lease (a lease
+/// back. Every third of the time to live it renews the member key and each held lease (a lease
 /// not renewed for a whole time to live, because the bucket could not be reached, is counted
-/// lost: another replica may hold it by now), gives back what exceeds the fair share, and
-/// claims free partitions up to it.
+/// lost: another replica may hold it by now); every twelfth it looks at who is alive, gives
+/// back what exceeds the fair share and claims free partitions up to it. Looking more often
+/// than renewing is what bounds a takeover: a dead replica's lease ages out between two
+/// thirds of the time to live and all of it after its death (when it last renewed), and a
+/// survivor claims it at most a twelfth later, not a third.
 pub(crate) async fn keep(
     bus: Bus,
     replica: String,
     partitions: Partitions,
     changes: mpsc::Sender<Change>,
 ) {
-    let tick = partitions.lease_ttl / 3;
+    let tick = partitions.lease_ttl / LOOKS_PER_TTL;
     let leases = loop {
         match bus.leases(BUCKET, partitions.lease_ttl, &replica).await {
             Ok(leases) => break leases,
@@ -108,6 +111,7 @@ pub(crate) async fn keep(
         leases,
         member: format!("member.{replica}"),
         member_lease: None,
+        member_renewed_at: tokio::time::Instant::now(),
         partitions,
         held: BTreeMap::new(),
     };
@@ -127,10 +131,16 @@ pub(crate) async fn keep(
     keeper.give_back().await;
 }
 
+/// How many times per time to live a replica looks for free partitions (and for replicas
+/// joined or gone); it renews its leases every [`LOOKS_PER_RENEWAL`] looks.
+const LOOKS_PER_TTL: u32 = 12;
+const LOOKS_PER_RENEWAL: u32 = 4;
+
 struct Keeper {
     leases: Leases,
     member: String,
     member_lease: Option<Lease>,
+    member_renewed_at: tokio::time::Instant,
     partitions: Partitions,
     /// Partitions held, with their lease and when it was last renewed.
     held: BTreeMap<u32, (Lease, tokio::time::Instant)>,
@@ -140,21 +150,31 @@ impl Keeper {
     async fn round(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         let ttl = self.partitions.lease_ttl;
-        self.member_lease = match self.member_lease.take() {
-            Some(lease) => match self.leases.renew(&lease).await {
-                Ok(renewed) => renewed,
-                Err(_) => Some(lease),
-            },
-            None => None,
-        };
+        // Renewed a little early rather than a look late: a lease written less than this long
+        // ago is left alone this round.
+        let renew_after = ttl * (LOOKS_PER_RENEWAL - 1) / LOOKS_PER_TTL;
+        if self.member_renewed_at.elapsed() >= renew_after {
+            self.member_lease = match self.member_lease.take() {
+                Some(lease) => match self.leases.renew(&lease).await {
+                    Ok(renewed) => {
+                        self.member_renewed_at = tokio::time::Instant::now();
+                        renewed
+                    }
+                    Err(_) => Some(lease),
+                },
+                None => None,
+            };
+        }
         if self.member_lease.is_none() {
             self.member_lease = self.leases.claim(&self.member).await.ok().flatten();
+            self.member_renewed_at = tokio::time::Instant::now();
         }
-        // Keep what is held: every lease renewed at once, so that a slow server costs one
+        // Keep what is held: every lease due renewed at once, so that a slow server costs one
         // round trip per round, not one per partition.
         let held: Vec<(u32, Lease, tokio::time::Instant)> = self
             .held
             .iter()
+            .filter(|(_, (_, renewed_at))| renewed_at.elapsed() >= renew_after)
             .map(|(k, (lease, renewed_at))| (*k, lease.clone(), *renewed_at))
             .collect();
         let renewals =

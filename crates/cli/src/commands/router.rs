@@ -30,7 +30,7 @@ pub(crate) struct RouterArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     partitions: Option<u32>,
     /// With --partitions: how long a replica's leases live unless renewed; a dead replica's
-    /// partitions are taken over within about this and a third of it.
+    /// partitions are claimed by the others within this and a twelfth of it.
     #[arg(long, value_name = "SECONDS", default_value_t = 6, requires = "partitions",
           value_parser = clap::value_parser!(u64).range(1..=600))]
     lease_ttl: u64,
