@@ -43,6 +43,9 @@ pub struct RouterProcess {
     /// A partitioned router's partitions held now, each with the referrals with pending clocks
     /// it held when claimed.
     held: Arc<Mutex<BTreeMap<u32, usize>>>,
+    /// How long the router took to set each partition up when it last claimed it (its own
+    /// figure, from its "claimed" line).
+    set_up: Arc<Mutex<BTreeMap<u32, Duration>>>,
 }
 
 impl RouterProcess {
@@ -63,9 +66,17 @@ impl RouterProcess {
         let counter = recorded.clone();
         let held = Arc::new(Mutex::new(BTreeMap::new()));
         let holding = held.clone();
+        let set_up = Arc::new(Mutex::new(BTreeMap::new()));
+        let setting_up = set_up.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((partition, pending)) = parse_partition(&line) {
+                    if let Some(took) = parse_took(&line) {
+                        setting_up
+                            .lock()
+                            .unwrap_or_else(|err| err.into_inner())
+                            .insert(partition, took);
+                    }
                     let mut holding = holding.lock().unwrap_or_else(|err| err.into_inner());
                     match pending {
                         Some(pending) => holding.insert(partition, pending),
@@ -89,7 +100,17 @@ impl RouterProcess {
             lines,
             recorded,
             held,
+            set_up,
         })
+    }
+
+    /// How long it took to set each partition it claimed up, by its own clock (the last time
+    /// it claimed each).
+    pub fn set_up_times(&self) -> BTreeMap<u32, Duration> {
+        self.set_up
+            .lock()
+            .unwrap_or_else(|err| err.into_inner())
+            .clone()
     }
 
     /// A partitioned router's partitions held now, with the referrals with pending clocks in
@@ -260,6 +281,22 @@ fn parse_partition(line: &str) -> Option<(u32, Option<usize>)> {
     Some((partition, Some(pending)))
 }
 
+/// The set-up time at the end of a "claimed" line: `…, in 1.234567s)` (a `Duration`'s debug
+/// form: s, ms, µs or ns).
+fn parse_took(line: &str) -> Option<Duration> {
+    let took = line.rsplit_once(", in ")?.1.strip_suffix(')')?;
+    let (number, unit) = took.split_at(took.find(|c: char| c.is_alphabetic() || c == 'µ')?);
+    let number: f64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => number,
+        "ms" => number / 1e3,
+        "µs" => number / 1e6,
+        "ns" => number / 1e9,
+        _ => return None,
+    };
+    Some(Duration::from_secs_f64(seconds))
+}
+
 /// `router: ready (1000000 referrals, 999000 with pending clocks, rebuilt in 9.1s)`.
 fn parse_ready(line: &str, after: Duration) -> Option<Ready> {
     let rest = line.strip_prefix(READY)?;
@@ -306,5 +343,18 @@ mod tests {
             Some((12, None))
         );
         assert_eq!(parse_partition("router: ready (1 referrals"), None);
+    }
+
+    #[test]
+    fn reads_the_set_up_time_of_a_claimed_line() {
+        let claimed = |took: &str| {
+            parse_took(&format!(
+                "router: partition 3 claimed (1000 referrals read, 990 with pending clocks, rebuilt, in {took})"
+            ))
+        };
+        assert_eq!(claimed("1.5s"), Some(Duration::from_millis(1_500)));
+        assert_eq!(claimed("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(claimed("12.5µs"), Some(Duration::from_nanos(12_500)));
+        assert_eq!(claimed("soon"), None);
     }
 }

@@ -810,10 +810,19 @@ fn partitioned_run(
                 .all(|k| held.iter().any(|held| held.contains_key(k)))
         })?;
         takeover = Some(taken.duration_since(at));
+        // Of that, setting the partitions up (the rest is the lease ageing out and the next
+        // look): the survivors' own figures for the orphans.
+        let set_up: Vec<String> = children
+            .iter()
+            .flat_map(|child| child.set_up_times())
+            .filter(|(k, _)| orphans.contains(k))
+            .map(|(k, took)| format!("{k}: {}", seconds(took)))
+            .collect();
         progress(&format!(
-            "4. router {name} killed; its {} partitions taken over in {}",
+            "4. router {name} killed; its {} partitions taken over in {} (set up, by the routers' clocks: {})",
             orphans.len(),
-            seconds(taken.duration_since(at))
+            seconds(taken.duration_since(at)),
+            set_up.join(", ")
         ));
         let at = std::time::Instant::now();
         children.push(RouterProcess::start(command(&name))?);

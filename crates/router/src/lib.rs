@@ -42,7 +42,7 @@ mod trace;
 
 pub use share::{BUCKET as LEASE_BUCKET, Partitions};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -331,8 +331,9 @@ impl Router {
                 router.open(&mut state, &mut feeds, 0).await?;
                 let started = std::time::Instant::now();
                 if !router
-                    .start_from_snapshot(&mut state, None, started)
+                    .start_from_snapshots(&mut state, vec![None], started)
                     .await?
+                    .is_empty()
                 {
                     router.rebuild(&mut state, None, started).await?;
                 }
@@ -626,19 +627,17 @@ impl Router {
         true
     }
 
-    /// Sets the timers of the partitions gained up: each from its snapshot if it has a
-    /// usable one, the others together in one rebuild.
+    /// Sets the timers of the partitions gained up: those with a usable snapshot from it, the
+    /// others together in one rebuild.
     async fn take_over(&self, state: &mut Loop, gained: Vec<u32>) -> Result<(), Error> {
-        let mut rebuild = Vec::new();
-        for partition in gained {
-            let started = std::time::Instant::now();
-            if !self
-                .start_from_snapshot(state, Some(partition), started)
-                .await?
-            {
-                rebuild.push(partition);
-            }
-        }
+        let started = std::time::Instant::now();
+        let parts = gained.into_iter().map(Some).collect();
+        let rebuild: Vec<u32> = self
+            .start_from_snapshots(state, parts, started)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
         if !rebuild.is_empty() {
             self.rebuild(state, Some(rebuild), std::time::Instant::now())
                 .await?;
@@ -646,57 +645,87 @@ impl Router {
         Ok(())
     }
 
-    /// Sets the timers of `partition` (`None`: of every referral) up from its snapshot and
-    /// what changed since: `false` if it has no usable snapshot (the caller rebuilds,
-    /// [`Router::rebuild`]).
-    async fn start_from_snapshot(
+    /// Sets the timers of `parts` (`[None]`: of every referral) up from their snapshots and
+    /// what changed since, all together: the snapshot files read at once, one pass over the
+    /// stream's subjects since the oldest of them, the changed referrals read at once. Which of
+    /// `parts` have no usable snapshot (the caller rebuilds them, [`Router::rebuild`]).
+    ///
+    /// Together because a takeover gains several partitions in one keeper round, and each
+    /// set up alone repeated the pass over the stream and held up the others' due items
+    /// (docs/BENCHMARKS.md, the takeover at a million open referrals).
+    async fn start_from_snapshots(
         &self,
         state: &mut Loop,
-        partition: Option<u32>,
+        parts: Vec<Option<u32>>,
         started: std::time::Instant,
-    ) -> Result<bool, Error> {
-        let Some(path) = self.snapshot_path(partition) else {
-            return Ok(false);
-        };
-        let key = self.key.clone();
-        let shown = path.clone();
-        let read = tokio::task::spawn_blocking(move || snapshot::Snapshot::read(&path, &key))
-            .await
-            .unwrap_or_else(|err| Err(std::io::Error::other(err).into()));
-        let snapshot = match read {
-            Ok(Some(snapshot)) => snapshot,
-            Ok(None) => return Ok(false),
-            Err(err) => {
-                // Loud, and harmless: the timers are rebuilt from the bus, as without one.
-                tracing::error!(
-                    path = %shown.display(),
-                    "the timers' snapshot is not used, rebuilding from every referral: {err}"
-                );
-                return Ok(false);
+    ) -> Result<Vec<Option<u32>>, Error> {
+        let reads = futures::future::join_all(parts.iter().map(|partition| {
+            let (path, key) = (self.snapshot_path(*partition), self.key.clone());
+            async move {
+                let path = path?;
+                let shown = path.clone();
+                let read = tokio::task::spawn_blocking(move || snapshot::Snapshot::read(&path, &key))
+                    .await
+                    .unwrap_or_else(|err| Err(std::io::Error::other(err).into()));
+                match read {
+                    Ok(snapshot) => snapshot,
+                    Err(err) => {
+                        // Loud, and harmless: the timers are rebuilt from the bus, as without one.
+                        tracing::error!(
+                            path = %shown.display(),
+                            "the timers' snapshot is not used, rebuilding from every referral: {err}"
+                        );
+                        None
+                    }
+                }
             }
-        };
-        let covers = snapshot.covers;
-        let keep = self.keeps(partition.map(|partition| vec![partition]));
-        for entry in snapshot.entries {
-            // A snapshot names its partition in its file; its entries are checked all the same.
-            if keep(&entry.subject) {
-                state
-                    .timers
-                    .set(entry.referral, &entry.subject, entry.seq, Some(entry.wake));
+        }))
+        .await;
+        let mut unusable = Vec::new();
+        let mut restored = Vec::new();
+        for (partition, read) in parts.into_iter().zip(reads) {
+            let Some(snapshot) = read else {
+                unusable.push(partition);
+                continue;
+            };
+            let keep = self.keeps(partition.map(|partition| vec![partition]));
+            for entry in snapshot.entries {
+                // A snapshot names its partition in its file; its entries are checked all the same.
+                if keep(&entry.subject) {
+                    state
+                        .timers
+                        .set(entry.referral, &entry.subject, entry.seq, Some(entry.wake));
+                }
             }
+            state
+                .applied
+                .insert(partition.unwrap_or(0), snapshot.covers);
+            restored.push((partition, snapshot.covers));
         }
-        state.applied.insert(partition.unwrap_or(0), covers);
-        // Every referral a message reached after the snapshot: its last verified record now.
-        let mut changed = self.bus.referral_subjects_after(covers).await?;
+        let Some(oldest) = restored.iter().map(|(_, covers)| *covers).min() else {
+            return Ok(unusable);
+        };
+        // Every referral of those parts a message reached after its snapshot (after the oldest
+        // of them: a referral read again is set from its last verified record all the same).
+        let keep = match restored.iter().map(|(partition, _)| *partition).collect() {
+            Some(parts) => self.keeps(Some(parts)),
+            None => self.keeps(None),
+        };
+        let mut changed = self.bus.referral_subjects_after(oldest).await?;
         changed.retain(|subject| keep(subject));
         let now = self.clock.now();
         let mut reads = futures::stream::iter(changed)
             .map(|subject| async move { self.bus.referral(&self.verifier, &subject).await })
             .buffer_unordered(64);
-        let mut referrals = 0;
+        let mut referrals: BTreeMap<u32, usize> = BTreeMap::new();
         while let Some(read) = reads.next().await {
             let Some(stored) = read? else { continue };
-            referrals += 1;
+            let partition = self
+                .options
+                .partitions
+                .as_ref()
+                .map_or(0, |partitions| partitions.of_subject(&stored.subject));
+            *referrals.entry(partition).or_default() += 1;
             let referral = &stored.record.state;
             state.timers.set(
                 referral.id,
@@ -705,8 +734,11 @@ impl Router {
                 wake_of(referral, &self.registry, now),
             );
         }
-        self.ready(state, partition, referrals, started, Some(covers));
-        Ok(true)
+        for (partition, covers) in restored {
+            let read = referrals.get(&partition.unwrap_or(0)).copied().unwrap_or(0);
+            self.ready(state, partition, read, started, Some(covers));
+        }
+        Ok(unusable)
     }
 
     /// Which subjects are of one of `parts` (every one for `None`).

@@ -43,13 +43,16 @@ impl Partitions {
 
     /// The partition a referral belongs to.
     pub fn of(&self, referral: &ReferralId) -> u32 {
-        partition_of_token(&referral.to_string(), self.count)
+        partition_of_token(&referral.text(), self.count)
     }
 
     /// The partition of the referral a subject names (its last token): a subject that names no
     /// valid referral still falls in exactly one partition, so its alert is raised once.
     pub fn of_subject(&self, subject: &str) -> u32 {
-        partition_of_token(subject.rsplit('.').next().unwrap_or(subject), self.count)
+        partition_of_token(
+            subject.rsplit('.').next().unwrap_or(subject).as_bytes(),
+            self.count,
+        )
     }
 
     /// The durable consumer of partition `k`.
@@ -64,9 +67,9 @@ impl Partitions {
 
 /// FNV-1a (64 bits) of `token`, modulo `count`: stable across versions and platforms, which a
 /// partition must be (every replica computes the same).
-fn partition_of_token(token: &str, count: u32) -> u32 {
+fn partition_of_token(token: &[u8], count: u32) -> u32 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in token.bytes() {
+    for &byte in token {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -227,7 +230,7 @@ impl Keeper {
         }
         // Claim free partitions, starting at a place of this replica's own (so replicas
         // starting together mostly try different ones first).
-        let start = partition_of_token(&self.member, self.partitions.count);
+        let start = partition_of_token(self.member.as_bytes(), self.partitions.count);
         for offset in 0..self.partitions.count {
             if self.held.len() >= share {
                 break;
@@ -289,11 +292,11 @@ mod tests {
         // Stable across versions: partitions' consumers keep their places across upgrades.
         // FNV-1a's offset basis (the empty input) and its published value for "a".
         assert_eq!(
-            u64::from(partition_of_token("", 7)),
+            u64::from(partition_of_token(b"", 7)),
             0xcbf2_9ce4_8422_2325_u64 % 7
         );
         assert_eq!(
-            u64::from(partition_of_token("a", 1_000)),
+            u64::from(partition_of_token(b"a", 1_000)),
             0xaf63_dc4c_8601_ec8c_u64 % 1_000
         );
     }
