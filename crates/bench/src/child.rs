@@ -44,8 +44,8 @@ pub struct RouterProcess {
     /// it held when claimed.
     held: Arc<Mutex<BTreeMap<u32, usize>>>,
     /// How long the router took to set each partition up when it last claimed it (its own
-    /// figure, from its "claimed" line).
-    set_up: Arc<Mutex<BTreeMap<u32, Duration>>>,
+    /// figure, from its "claimed" line), and when that line was read.
+    set_up: Arc<Mutex<BTreeMap<u32, (Duration, Instant)>>>,
 }
 
 impl RouterProcess {
@@ -75,7 +75,7 @@ impl RouterProcess {
                         setting_up
                             .lock()
                             .unwrap_or_else(|err| err.into_inner())
-                            .insert(partition, took);
+                            .insert(partition, (took, Instant::now()));
                     }
                     let mut holding = holding.lock().unwrap_or_else(|err| err.into_inner());
                     match pending {
@@ -104,13 +104,15 @@ impl RouterProcess {
         })
     }
 
-    /// How long it took to set each partition it claimed up, by its own clock (the last time
-    /// it claimed each).
-    pub fn set_up_times(&self) -> BTreeMap<u32, Duration> {
+    /// How long it took to set up each partition it claimed after `since`, by its own clock.
+    pub fn set_up_since(&self, since: Instant) -> BTreeMap<u32, Duration> {
         self.set_up
             .lock()
             .unwrap_or_else(|err| err.into_inner())
-            .clone()
+            .iter()
+            .filter(|(_, (_, claimed))| *claimed >= since)
+            .map(|(k, (took, _))| (*k, *took))
+            .collect()
     }
 
     /// A partitioned router's partitions held now, with the referrals with pending clocks in

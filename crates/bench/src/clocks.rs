@@ -814,7 +814,7 @@ fn partitioned_run(
         // look): the survivors' own figures for the orphans.
         let set_up: Vec<String> = children
             .iter()
-            .flat_map(|child| child.set_up_times())
+            .flat_map(|child| child.set_up_since(at))
             .filter(|(k, _)| orphans.contains(k))
             .map(|(k, took)| format!("{k}: {}", seconds(took)))
             .collect();
