@@ -233,6 +233,18 @@ impl ReferralId {
         &self.0
     }
 
+    /// Its 26 characters (what [`fmt::Display`] writes), without allocating: for hot paths
+    /// such as a router's partition of every timer it holds.
+    pub fn text(&self) -> [u8; 26] {
+        let mut value = u128::from_be_bytes(self.0);
+        let mut text = [0u8; 26];
+        for slot in text.iter_mut().rev() {
+            *slot = CROCKFORD[(value & 0x1f) as usize];
+            value >>= 5;
+        }
+        text
+    }
+
     /// The id of the referral that `sender` creates with `request`.
     pub fn derive(sender: &AgencyId, request: &RequestId) -> Self {
         let mut hasher = Sha256::new();
@@ -268,20 +280,6 @@ impl ReferralId {
             value = (value << 5) | digit;
         }
         Ok(ReferralId(value.to_be_bytes()))
-    }
-}
-
-impl ReferralId {
-    /// Its 26 characters (what [`fmt::Display`] writes), without allocating: for hot paths
-    /// such as a router's partition of every timer it holds.
-    pub fn text(&self) -> [u8; 26] {
-        let mut value = u128::from_be_bytes(self.0);
-        let mut text = [0u8; 26];
-        for slot in text.iter_mut().rev() {
-            *slot = CROCKFORD[(value & 0x1f) as usize];
-            value >>= 5;
-        }
-        text
     }
 }
 
