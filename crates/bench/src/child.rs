@@ -45,7 +45,8 @@ pub struct RouterProcess {
     held: Arc<Mutex<BTreeMap<u32, usize>>>,
     /// How long the router took to set each partition up when it last claimed it (its own
     /// figure, from its "claimed" line), and when that line was read.
-    set_up: Arc<Mutex<BTreeMap<u32, (Duration, Instant)>>>,
+    /// Each partition claimed: how long its set-up took, how many referrals it read, and when.
+    set_up: Arc<Mutex<BTreeMap<u32, (Duration, usize, Instant)>>>,
 }
 
 impl RouterProcess {
@@ -72,10 +73,11 @@ impl RouterProcess {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some((partition, pending)) = parse_partition(&line) {
                     if let Some(took) = parse_took(&line) {
+                        let read = parse_read(&line).unwrap_or(0);
                         setting_up
                             .lock()
                             .unwrap_or_else(|err| err.into_inner())
-                            .insert(partition, (took, Instant::now()));
+                            .insert(partition, (took, read, Instant::now()));
                     }
                     let mut holding = holding.lock().unwrap_or_else(|err| err.into_inner());
                     match pending {
@@ -104,14 +106,15 @@ impl RouterProcess {
         })
     }
 
-    /// How long it took to set up each partition it claimed after `since`, by its own clock.
-    pub fn set_up_since(&self, since: Instant) -> BTreeMap<u32, Duration> {
+    /// How long it took to set up each partition it claimed after `since`, by its own clock,
+    /// and how many referrals that set-up read.
+    pub fn set_up_since(&self, since: Instant) -> BTreeMap<u32, (Duration, usize)> {
         self.set_up
             .lock()
             .unwrap_or_else(|err| err.into_inner())
             .iter()
-            .filter(|(_, (_, claimed))| *claimed >= since)
-            .map(|(k, (took, _))| (*k, *took))
+            .filter(|(_, (_, _, claimed))| *claimed >= since)
+            .map(|(k, (took, read, _))| (*k, (*took, *read)))
             .collect()
     }
 
@@ -283,6 +286,12 @@ fn parse_partition(line: &str) -> Option<(u32, Option<usize>)> {
     Some((partition, Some(pending)))
 }
 
+/// The referrals a "claimed" line says were read: `claimed (8000 referrals read, …`.
+fn parse_read(line: &str) -> Option<usize> {
+    let rest = line.split_once(" claimed (")?.1;
+    rest.split_once(' ')?.0.parse().ok()
+}
+
 /// The set-up time at the end of a "claimed" line: `…, in 1.234567s)` (a `Duration`'s debug
 /// form: s, ms, µs or ns).
 fn parse_took(line: &str) -> Option<Duration> {
@@ -358,5 +367,19 @@ mod tests {
         assert_eq!(claimed("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(claimed("12.5µs"), Some(Duration::from_nanos(12_500)));
         assert_eq!(claimed("soon"), None);
+    }
+
+    #[test]
+    fn reads_the_referrals_a_claimed_line_read() {
+        assert_eq!(
+            parse_read(
+                "router: partition 3 claimed (1000 referrals read, 990 with pending clocks, rebuilt, in 1.2s)"
+            ),
+            Some(1_000)
+        );
+        assert_eq!(
+            parse_read("router: partition 12 given up (another replica takes it)"),
+            None
+        );
     }
 }

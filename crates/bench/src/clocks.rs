@@ -816,7 +816,13 @@ fn partitioned_run(
             .iter()
             .flat_map(|child| child.set_up_since(at))
             .filter(|(k, _)| orphans.contains(k))
-            .map(|(k, took)| format!("{k}: {}", seconds(took)))
+            .map(|(k, (took, read))| {
+                format!(
+                    "{k}: {} for {} referrals read",
+                    seconds(took),
+                    thousands(read as f64)
+                )
+            })
             .collect();
         progress(&format!(
             "4. router {name} killed; its {} partitions taken over in {} (set up, by the routers' clocks: {})",

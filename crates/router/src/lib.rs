@@ -67,6 +67,10 @@ const INGEST_BATCH: usize = 64;
 /// At most this many consumed escalations wait at once for their notices to be stored.
 const MAX_SETTLING: usize = 1_024;
 
+/// Referrals changed since a snapshot read again at once when partitions are set up from
+/// their snapshots (each a task: the reads' checks spread over every core).
+const CATCH_UP_READS: usize = 64;
+
 /// Tunables, each with a safe default.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -714,11 +718,26 @@ impl Router {
         let mut changed = self.bus.referral_subjects_after(oldest).await?;
         changed.retain(|subject| keep(subject));
         let now = self.clock.now();
+        // Each read is a task of its own: a read is two round trips and two signature checks,
+        // and polled in place they all ran on the one thread polling this stream (a takeover
+        // of half a million referrals' partitions spent 4.7 s here, docs/BENCHMARKS.md).
         let mut reads = futures::stream::iter(changed)
-            .map(|subject| async move { self.bus.referral(&self.verifier, &subject).await })
-            .buffer_unordered(64);
+            .map(|subject| {
+                let (bus, verifier) = (self.bus.clone(), self.verifier.clone());
+                tokio::spawn(async move { bus.referral(&verifier, &subject).await })
+            })
+            .buffer_unordered(CATCH_UP_READS);
         let mut referrals: BTreeMap<u32, usize> = BTreeMap::new();
         while let Some(read) = reads.next().await {
+            let read = match read {
+                Ok(read) => read,
+                Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+                // Cancelled: the runtime is shutting down, and this start with it.
+                Err(join) => Err(refbus_bus::ReadError::with_source(
+                    refbus_bus::ReadErrorKind::Unavailable,
+                    join,
+                )),
+            };
             let Some(stored) = read? else { continue };
             let partition = self
                 .options
