@@ -680,7 +680,7 @@ impl Bus {
     }
 
     /// The record at stream sequence `seq` on `subject`; `None` if there is none or it is not
-    /// a refbus record (reported). One read, through a consumer on the subject.
+    /// a refbus record (reported). One read ([`Bus::first_from`]).
     pub(crate) async fn unchecked_at(
         &self,
         verifier: &Verifier,

@@ -134,11 +134,27 @@ impl Bus {
     }
 
     /// The first message on `filter` at or after stream sequence `from`.
+    ///
+    /// A confined connection reads it through a consumer with the filter in its API subject
+    /// (three round trips: created, pulled, deleted). Any other reader (the router, the
+    /// dashboard, an auditor, each allowed the body form of the direct read) asks for it in one
+    /// direct read, the sequence and filter in its body: a router taking partitions over reads
+    /// thousands of predecessors this way, and a consumer created and deleted for each cost
+    /// nats-server and the router most of a takeover (docs/BENCHMARKS.md).
     pub(crate) async fn first_from(
         &self,
         filter: &str,
         from: u64,
     ) -> Result<Option<Raw>, ReadError> {
+        if self.confined_to.is_none() {
+            return Ok(self
+                .direct(
+                    self.stream
+                        .direct_get_next_for_subject(filter, Some(from.max(1))),
+                )
+                .await?
+                .map(Raw::from));
+        }
         Ok(self.read_filtered(filter, from, 1).await?.pop())
     }
 
