@@ -33,6 +33,9 @@ pub struct Ready {
     pub pending: usize,
 }
 
+/// A partition claimed: how long its set-up took, how many referrals it read, and when.
+type SetUp = (Duration, usize, Instant);
+
 /// A running `refbus router`.
 pub struct RouterProcess {
     child: Child,
@@ -45,8 +48,7 @@ pub struct RouterProcess {
     held: Arc<Mutex<BTreeMap<u32, usize>>>,
     /// How long the router took to set each partition up when it last claimed it (its own
     /// figure, from its "claimed" line), and when that line was read.
-    /// Each partition claimed: how long its set-up took, how many referrals it read, and when.
-    set_up: Arc<Mutex<BTreeMap<u32, (Duration, usize, Instant)>>>,
+    set_up: Arc<Mutex<BTreeMap<u32, SetUp>>>,
 }
 
 impl RouterProcess {
