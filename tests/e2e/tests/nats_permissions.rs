@@ -392,6 +392,100 @@ async fn every_component_works_on_its_own_user_router_and_coordinator_included()
     assert_eq!(violations(&system.nats), Vec::<String>::new());
 }
 
+/// Partitioned routers on the shipped permissions, as `--partitions 6` (the count whose
+/// consumers the readers' deny list names): two replicas keep their leases in the bucket on the
+/// router's user, share the six partitions out and record a due item, with no permission
+/// refused; no adapter, auditor or dashboard may create, pull from or delete a partition's
+/// consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_routers_share_the_work_on_their_user_and_readers_cannot_touch_their_consumers()
+{
+    let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap());
+    let mut system = System::with_registry(start_nats(), demo_registry()).await;
+    system.use_clock(Arc::new(clock.clone()));
+    let mut activities = Vec::new();
+    for replica in ["a", "b"] {
+        let router = system.router(
+            bus_as(&system.nats, "refbus-router").await,
+            Arc::new(clock.clone()),
+            Options {
+                replica: replica.to_owned(),
+                partitions: Some(refbus_router::Partitions::new(6)),
+                ..Options::default()
+            },
+        );
+        activities.push(router.activity());
+        tokio::spawn(router.run(std::future::pending()));
+    }
+    // Shared out: each replica holds three partitions, every partition held by one.
+    let mut held = [
+        std::collections::BTreeSet::new(),
+        std::collections::BTreeSet::new(),
+    ];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !(held[0].len() == 3 && held[1].len() == 3 && held[0].is_disjoint(&held[1])) {
+        for (n, activity) in activities.iter_mut().enumerate() {
+            while let Ok(next) = activity.try_recv() {
+                match next {
+                    Activity::Claimed { partition, .. } => {
+                        held[n].insert(partition);
+                    }
+                    Activity::Released { partition } => {
+                        held[n].remove(&partition);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the partitions were not shared out: {held:?}; {:?}",
+            violations(&system.nats)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
+    let dinsos = system.agency_on("maros-dinsos", dinsos_bus).await;
+    let id = create(&dinsos, "maros-uptd-ppa", "perm-part-1").await;
+    let id: ReferralId = id.parse().unwrap();
+    let holder = refbus_router::Partitions::new(6).of(&id);
+    let activity = if held[0].contains(&holder) {
+        &mut activities[0]
+    } else {
+        &mut activities[1]
+    };
+    // Nobody acknowledges for two minutes: the replica holding its partition records level 2.
+    clock.advance_by(Duration::from_secs(120));
+    recorded(activity, "acknowledge_emergency.level.2.0").await;
+    assert_eq!(violations(&system.nats), Vec::<String>::new());
+
+    for user in ["maros-dinsos", "refbus-auditor", "refbus-dashboard"] {
+        let mut session = Session::open(&system.nats, user).await;
+        for k in [0, 5] {
+            let name = format!("refbus-router-part-{k}-of-6");
+            for subject in [
+                format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}"),
+                format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}.refbus.v1.ref.>"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.REFBUS_EVENTS.{name}"),
+                format!("$JS.API.CONSUMER.DELETE.REFBUS_EVENTS.{name}"),
+            ] {
+                assert_eq!(
+                    session.refused_request(&subject, "{}").await,
+                    publish_refused(&subject),
+                    "{user} on {subject}"
+                );
+            }
+        }
+        // Nor the leases: nobody but the router writes or reads them.
+        let subject = "$KV.REFBUS_ROUTER_LEASES.partition.0-of-6";
+        assert_eq!(
+            session.refused_publish(subject).await,
+            publish_refused(subject),
+            "{user} on {subject}"
+        );
+    }
+}
+
 /// A referral from UPTD PPA to the police, with nothing of Dinas Sosial in it: its subject.
 async fn referral_between_others(system: &mut System) -> (String, ReferralId) {
     let uptd_bus = bus_as(&system.nats, "maros-uptd-ppa").await;
