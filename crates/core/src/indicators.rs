@@ -81,10 +81,59 @@ impl fmt::Display for Month {
 
 // === what is held per referral ===
 
+/// Each distinct id a summary names, stored once: a summary holds its index. A dashboard holds
+/// a summary of every referral ever seen (a million and more), and an id per field in each,
+/// each its own allocation, made the indicators several times larger than the board itself
+/// (docs/BENCHMARKS.md, "Dashboard memory with the indicators").
+#[derive(Debug)]
+struct Interned<T> {
+    values: Vec<T>,
+    index: HashMap<T, u32>,
+}
+
+impl<T> Default for Interned<T> {
+    fn default() -> Self {
+        Interned {
+            values: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Clone + Eq + std::hash::Hash> Interned<T> {
+    fn intern(&mut self, value: &T) -> u32 {
+        if let Some(&at) = self.index.get(value) {
+            return at;
+        }
+        let at = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
+        self.values.push(value.clone());
+        self.index.insert(value.clone(), at);
+        at
+    }
+
+    fn find(&self, value: &T) -> Option<u32> {
+        self.index.get(value).copied()
+    }
+
+    fn get(&self, at: u32) -> &T {
+        &self.values[at as usize]
+    }
+}
+
+/// The ids the summaries name.
+#[derive(Debug, Default)]
+struct Names {
+    agencies: Interned<AgencyId>,
+    services: Interned<ServiceId>,
+    categories: Interned<CategoryId>,
+    clocks: Interned<ClockId>,
+}
+
 /// One clock of one referral, as far as indicators care.
 #[derive(Debug, Clone, PartialEq)]
 struct ClockSummary {
-    clock: ClockId,
+    /// In [`Names::clocks`].
+    clock: u32,
     responsible: Party,
     /// When the target is (or was) reached if the clock keeps running; `None` while paused
     /// before the target or when it stopped before it.
@@ -93,7 +142,7 @@ struct ClockSummary {
     warnings: u32,
     breaches: u32,
     /// The level of each escalation recorded (repetitions included).
-    escalations: Vec<u16>,
+    escalations: Box<[u16]>,
 }
 
 /// A referral, as far as indicators care: its keys, milestones and clocks. Nothing sealed.
@@ -102,11 +151,12 @@ struct Summary {
     /// The referral's sequence (events applied) this summary was made from.
     seq: u64,
     month: Month,
-    sender: AgencyId,
-    recipient: AgencyId,
-    service: ServiceId,
+    /// The agencies, service and categories: in [`Names`].
+    sender: u32,
+    recipient: u32,
+    service: u32,
     priority: Priority,
-    categories: Vec<CategoryId>,
+    categories: Box<[u32]>,
     sex: Sex,
     age_band: AgeBand,
     /// Milliseconds from creation to the first acceptance or rejection.
@@ -119,11 +169,11 @@ struct Summary {
     completed: bool,
     open: bool,
     /// Clocks that started.
-    clocks: Vec<ClockSummary>,
+    clocks: Box<[ClockSummary]>,
 }
 
 impl Summary {
-    fn of(registry: &Registry, referral: &Referral) -> Summary {
+    fn of(registry: &Registry, referral: &Referral, names: &mut Names) -> Summary {
         let creation = &referral.creation;
         let zone = registry
             .agency(&creation.sender)
@@ -155,24 +205,28 @@ impl Summary {
                     }
                 }
                 ClockSummary {
-                    clock: policy.id.clone(),
+                    clock: names.clocks.intern(&policy.id),
                     responsible: policy.responsible,
                     deadline: view.deadline,
                     stopped: matches!(view.phase, Phase::Stopped(_)),
                     warnings,
                     breaches,
-                    escalations,
+                    escalations: escalations.into_boxed_slice(),
                 }
             })
             .collect();
         Summary {
             seq: referral.seq,
             month: Month::of(referral.created_at, zone),
-            sender: creation.sender.clone(),
-            recipient: creation.recipient.clone(),
-            service: creation.service.clone(),
+            sender: names.agencies.intern(&creation.sender),
+            recipient: names.agencies.intern(&creation.recipient),
+            service: names.services.intern(&creation.service),
             priority: creation.priority,
-            categories: creation.categories.clone(),
+            categories: creation
+                .categories
+                .iter()
+                .map(|category| names.categories.intern(category))
+                .collect(),
             sex: creation.sex,
             age_band: creation.age_band,
             acknowledged_after: after(first(&[Status::Accepted, Status::Rejected])),
@@ -186,10 +240,11 @@ impl Summary {
         }
     }
 
-    fn agency(&self, side: Party) -> &AgencyId {
+    /// The agency on `side`, in [`Names::agencies`].
+    fn agency(&self, side: Party) -> u32 {
         match side {
-            Party::Sender => &self.sender,
-            Party::Recipient => &self.recipient,
+            Party::Sender => self.sender,
+            Party::Recipient => self.recipient,
         }
     }
 }
@@ -200,6 +255,7 @@ impl Summary {
 #[derive(Debug, Default)]
 pub struct Indicators {
     referrals: HashMap<ReferralId, Summary>,
+    names: Names,
 }
 
 impl Indicators {
@@ -220,8 +276,8 @@ impl Indicators {
         {
             return;
         }
-        self.referrals
-            .insert(state.id, Summary::of(registry, state));
+        let summary = Summary::of(registry, state, &mut self.names);
+        self.referrals.insert(state.id, summary);
     }
 
     /// The number of referrals seen.
@@ -237,21 +293,34 @@ impl Indicators {
     pub fn report(&self, now: Timestamp, query: &Query) -> Report {
         let mut referrals: BTreeMap<Key, Tally> = BTreeMap::new();
         let mut clocks: BTreeMap<(Key, ClockId), ClockTally> = BTreeMap::new();
+        // The agency asked for, as the summaries name it: one never seen has no referral.
+        let wanted = match &query.agency {
+            Some(agency) => match self.names.agencies.find(agency) {
+                Some(at) => Some(at),
+                None => return Report::default(),
+            },
+            None => None,
+        };
+        let asked = Asked {
+            query,
+            wanted,
+            names: &self.names,
+        };
         for summary in self.referrals.values() {
-            if !query.admits(summary) {
+            if !asked.admits(summary) {
                 continue;
             }
-            for key in query.keys(summary) {
+            for key in asked.keys(summary) {
                 referrals.entry(key).or_default().add(summary);
             }
             for clock in &summary.clocks {
                 let agency = summary.agency(clock.responsible);
-                if query.agency.as_ref().is_some_and(|wanted| wanted != agency) {
+                if wanted.is_some_and(|wanted| wanted != agency) {
                     continue;
                 }
-                for key in query.clock_keys(summary, clock.responsible) {
+                for key in asked.clock_keys(summary, clock.responsible) {
                     clocks
-                        .entry((key, clock.clock.clone()))
+                        .entry((key, self.names.clocks.get(clock.clock).clone()))
                         .or_default()
                         .add(clock, now);
                 }
@@ -333,18 +402,25 @@ pub struct Query {
     pub agency: Option<AgencyId>,
 }
 
-impl Query {
+/// A query with its agency as the summaries name it, and the names to give rows their ids.
+struct Asked<'a> {
+    query: &'a Query,
+    /// [`Query::agency`] in [`Names::agencies`].
+    wanted: Option<u32>,
+    names: &'a Names,
+}
+
+impl Asked<'_> {
     fn has(&self, dimension: Dimension) -> bool {
-        self.by.contains(&dimension)
+        self.query.by.contains(&dimension)
     }
 
     fn admits(&self, summary: &Summary) -> bool {
-        self.from.is_none_or(|from| summary.month >= from)
-            && self.to.is_none_or(|to| summary.month <= to)
+        self.query.from.is_none_or(|from| summary.month >= from)
+            && self.query.to.is_none_or(|to| summary.month <= to)
             && self
-                .agency
-                .as_ref()
-                .is_none_or(|agency| &summary.sender == agency || &summary.recipient == agency)
+                .wanted
+                .is_none_or(|agency| summary.sender == agency || summary.recipient == agency)
     }
 
     /// The rows a referral counts in.
@@ -353,8 +429,7 @@ impl Query {
             [Party::Sender, Party::Recipient]
                 .into_iter()
                 .filter(|side| {
-                    self.agency
-                        .as_ref()
+                    self.wanted
                         .is_none_or(|agency| summary.agency(*side) == agency)
                 })
                 .map(Some)
@@ -377,10 +452,10 @@ impl Query {
     fn keys_for_side(&self, summary: &Summary, side: Option<Party>) -> Vec<Key> {
         let base = Key {
             month: self.has(Dimension::Month).then_some(summary.month),
-            agency: side.map(|side| (summary.agency(side).clone(), side)),
+            agency: side.map(|side| (self.names.agencies.get(summary.agency(side)).clone(), side)),
             service: self
                 .has(Dimension::Service)
-                .then(|| summary.service.clone()),
+                .then(|| self.names.services.get(summary.service).clone()),
             priority: self.has(Dimension::Priority).then_some(summary.priority),
             category: None,
             sex: self.has(Dimension::Sex).then_some(summary.sex),
@@ -399,7 +474,7 @@ impl Query {
             .categories
             .iter()
             .map(|category| Key {
-                category: Some(Some(category.clone())),
+                category: Some(Some(self.names.categories.get(*category).clone())),
                 ..base.clone()
             })
             .collect()
