@@ -424,25 +424,31 @@ async fn partitioned_routers_share_the_work_on_their_user_and_readers_cannot_tou
     ];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !(held[0].len() == 3 && held[1].len() == 3 && held[0].is_disjoint(&held[1])) {
-        for (n, activity) in activities.iter_mut().enumerate() {
-            while let Ok(next) = activity.try_recv() {
-                match next {
-                    Activity::Claimed { partition, .. } => {
-                        held[n].insert(partition);
-                    }
-                    Activity::Released { partition } => {
-                        held[n].remove(&partition);
-                    }
-                    _ => {}
-                }
+        let [first, second] = &mut activities[..] else {
+            unreachable!("two replicas")
+        };
+        let next = tokio::time::timeout_at(deadline, async {
+            tokio::select! {
+                next = first.recv() => (0, next.unwrap()),
+                next = second.recv() => (1, next.unwrap()),
             }
+        })
+        .await;
+        let Ok((n, next)) = next else {
+            panic!(
+                "the partitions were not shared out: {held:?}; {:?}",
+                violations(&system.nats)
+            );
+        };
+        match next {
+            Activity::Claimed { partition, .. } => {
+                held[n].insert(partition);
+            }
+            Activity::Released { partition } => {
+                held[n].remove(&partition);
+            }
+            _ => {}
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the partitions were not shared out: {held:?}; {:?}",
-            violations(&system.nats)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dinsos_bus = bus_as(&system.nats, "maros-dinsos").await;
     let dinsos = system.agency_on("maros-dinsos", dinsos_bus).await;
