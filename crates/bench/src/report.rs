@@ -14,6 +14,9 @@ pub const MAX_FLOOR_FACTOR: f64 = 1.3;
 pub const FLOOR_P99_MARGIN: Duration = Duration::from_micros(300);
 /// A sealed create costs at most this factor times (sealing alone + an anonymous create).
 pub const MAX_SEALED_FACTOR: f64 = 1.5;
+/// A sealed create (identity and note for the sender, the recipient and the recipient's backup
+/// key) costs the adapter at most this CPU: the authenticated agencies' goal, absolute.
+pub const MAX_SEALED_CPU: Duration = Duration::from_micros(450);
 /// Sealed CreateReferral's p99 at a steady rate stays within raw synchronous publish's p99
 /// plus this (the earlier goal, kept for the sealed path).
 pub const P99_MARGIN: Duration = Duration::from_micros(500);
@@ -306,6 +309,12 @@ impl IngestReport {
                     micros(self.anonymous.per_referral().adapter)
                 ),
                 met: self.sealed.per_referral().adapter <= self.sealed_budget(),
+            },
+            Goal {
+                name: "sealed create, adapter CPU per referral",
+                measured: micros(self.sealed.per_referral().adapter),
+                wanted: format!("<= {} (absolute)", micros(MAX_SEALED_CPU)),
+                met: self.sealed.per_referral().adapter <= MAX_SEALED_CPU,
             },
             Goal {
                 name: "p99 at a steady rate, no identity",
@@ -773,7 +782,7 @@ mod tests {
         assert!((report.floor_factor() - 110.0 / 90.0).abs() < 1e-9);
         assert!((report.steady_floor_factor() - 1.25).abs() < 1e-9);
         let met: Vec<bool> = report.goals().iter().map(|goal| goal.met).collect();
-        assert_eq!(met, [true, true, true, false, true]);
+        assert_eq!(met, [true, true, true, true, false, true]);
 
         report.anonymous.cpu.adapter = Duration::from_micros(120 * 1000); // 130 / 90: 1.44x
         // 310 µs against 1.5 x (50 + 130) = 270.
@@ -781,7 +790,11 @@ mod tests {
         report.anonymous_latency = latency(800);
         report.footprint = None;
         let met: Vec<bool> = report.goals().iter().map(|goal| goal.met).collect();
-        assert_eq!(met, [false, false, false, false]);
+        assert_eq!(met, [false, false, true, false, false]);
+        // Past the absolute 450 µs as well.
+        report.sealed.cpu.adapter = Duration::from_micros(460 * 1000);
+        let met: Vec<bool> = report.goals().iter().map(|goal| goal.met).collect();
+        assert_eq!(met, [false, false, false, false, false]);
     }
 
     #[test]
