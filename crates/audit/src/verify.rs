@@ -228,7 +228,7 @@ fn workers() -> usize {
 /// Messages of an export read and prepared per thread at a time.
 const BATCH: usize = refbus_bus::replay::PREPARE_BATCH;
 
-/// [`Replayer::prepare_referral`] of every message of `batch`, split over `workers` threads (the
+/// [`Replayer::prepare_referrals`] of every message of `batch`, split over `workers` threads (the
 /// way [`Bus::prepared_messages`] prepares a stream), in order.
 fn prepare_in_parallel(
     verifier: &Verifier,
@@ -239,14 +239,7 @@ fn prepare_in_parallel(
     std::thread::scope(|scope| {
         let handles: Vec<_> = batch
             .chunks(size)
-            .map(|chunk| {
-                scope.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|message| Replayer::prepare_referral(verifier, message))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|chunk| scope.spawn(move || Replayer::prepare_referrals(verifier, chunk)))
             .collect();
         handles
             .into_iter()

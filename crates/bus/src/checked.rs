@@ -94,7 +94,23 @@ impl Verifier {
     /// [`Checker::presign`]), done ahead on any thread; nothing is reported yet. `None` when
     /// the subject is not a referral's.
     pub fn presign(&self, record: &Unchecked) -> Option<Presigned> {
-        record.claim().map(|claim| self.checker().presign(&claim))
+        self.presign_all(std::slice::from_ref(record))
+            .pop()
+            .flatten()
+    }
+
+    /// [`Verifier::presign`] of every record, in order, their signatures verified together
+    /// ([`Checker::presign_all`]): what a reader of many records does on each core.
+    pub fn presign_all(&self, records: &[Unchecked]) -> Vec<Option<Presigned>> {
+        let claims: Vec<Option<Claim<'_>>> = records.iter().map(Unchecked::claim).collect();
+        let mut presigned = self
+            .checker()
+            .presign_all(&claims.iter().flatten().copied().collect::<Vec<_>>())
+            .into_iter();
+        claims
+            .iter()
+            .map(|claim| claim.as_ref().and_then(|_| presigned.next()))
+            .collect()
     }
 
     /// [`Verifier::check`] of `record`, whose [`Verifier::presign`] was `presigned`: the
@@ -134,7 +150,22 @@ impl Verifier {
     /// subject, hash and signature checked, and the stored state's parties and id are the
     /// subject's. `None` (reported) if it fails.
     pub fn check_listed(&self, record: &Unchecked) -> Option<Referral> {
-        self.check_signed(record).ok()?;
+        self.check_listed_presigned(record, self.presign(record))
+    }
+
+    /// [`Verifier::check_listed`] of `record`, whose [`Verifier::presign`] was `presigned`.
+    pub fn check_listed_presigned(
+        &self,
+        record: &Unchecked,
+        presigned: Option<Presigned>,
+    ) -> Option<Referral> {
+        let signed = presigned
+            .ok_or_else(|| unreadable_subject(&record.subject))
+            .and_then(Presigned::verdict);
+        if let Err(failure) = &signed {
+            self.report(record.seq, &record.subject, failure);
+            return None;
+        }
         let state = crate::record::decode_state_text(&record.record.state_json).ok();
         let tokens = record.tokens.as_ref()?;
         match state {

@@ -900,19 +900,14 @@ impl Bus {
             .map(move |batch| {
                 let verifier = checking.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || {
-                        batch
-                            .into_iter()
-                            .map(|raw| raw.map(|raw| check_latest(&verifier, raw)))
-                            .collect::<Vec<_>>()
-                    })
-                    .await
-                    .unwrap_or_else(|err| {
-                        vec![Err(ReadError::with_source(
-                            ReadErrorKind::Unavailable,
-                            format!("checking records: {err}"),
-                        ))]
-                    })
+                    tokio::task::spawn_blocking(move || check_latest(&verifier, batch))
+                        .await
+                        .unwrap_or_else(|err| {
+                            vec![Err(ReadError::with_source(
+                                ReadErrorKind::Unavailable,
+                                format!("checking records: {err}"),
+                            ))]
+                        })
                 }
             })
             .buffered(parallel)
@@ -1232,22 +1227,51 @@ pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, Re
 
 /// A referral's last record checked without its predecessor, or its subject if it fails (or
 /// is not a refbus record): then the referral is read again from its history.
-fn check_latest(verifier: &Verifier, raw: Raw) -> Result<Stored<EventRecord>, String> {
-    let subject = raw.subject.clone();
-    let Ok(record) = raw.unchecked(verifier) else {
-        return Err(subject);
-    };
-    // A creation needs no predecessor: it is checked in full here.
-    if record.record.event.seq == 1 {
-        return match verifier.check(&record, None) {
-            Ok(after) => Ok(record.into_stored(after.into_snapshot())),
-            Err(_) => Err(subject),
-        };
-    }
-    match verifier.check_listed(&record) {
-        Some(state) => Ok(record.into_stored(state)),
-        None => Err(subject),
-    }
+/// Checks each record read of a batch of referrals' last records, their signatures verified
+/// together: a creation in full, a later record as listed ([`Verifier::check_listed`]); the
+/// subject of one that fails (its history may still hold a good record).
+fn check_latest(
+    verifier: &Verifier,
+    batch: Vec<Result<Raw, ReadError>>,
+) -> Vec<Result<Result<Stored<EventRecord>, String>, ReadError>> {
+    let mut records = Vec::with_capacity(batch.len());
+    let places: Vec<Result<Result<(), String>, ReadError>> = batch
+        .into_iter()
+        .map(|raw| {
+            raw.map(|raw| {
+                let subject = raw.subject.clone();
+                raw.unchecked(verifier)
+                    .map(|record| records.push(record))
+                    .map_err(|_| subject)
+            })
+        })
+        .collect();
+    let presigned = verifier.presign_all(&records);
+    let mut checked = records
+        .into_iter()
+        .zip(presigned)
+        .map(|(record, presigned)| {
+            let subject = record.subject.clone();
+            // A creation needs no predecessor: it is checked in full here.
+            if record.record.event.seq == 1 {
+                return match verifier.check_presigned(&record, presigned, None) {
+                    Ok(after) => Ok(record.into_stored(after.into_snapshot())),
+                    Err(_) => Err(subject),
+                };
+            }
+            match verifier.check_listed_presigned(&record, presigned) {
+                Some(state) => Ok(record.into_stored(state)),
+                None => Err(subject),
+            }
+        });
+    places
+        .into_iter()
+        .map(|place| {
+            place.map(|decoded| {
+                decoded.and_then(|()| checked.next().expect("one per decoded record"))
+            })
+        })
+        .collect()
 }
 
 fn prev_seq(headers: &HeaderMap) -> u64 {

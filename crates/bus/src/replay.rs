@@ -184,12 +184,59 @@ impl Replayer {
     /// [`Replayer::prepare`] for a message on a referral subject; `None` for any other (a
     /// notice, an index entry: the record check does not apply, nothing is decoded).
     pub fn prepare_referral(verifier: &Verifier, message: &StoredMessage) -> Option<Prepared> {
-        match crate::subjects::parse(&message.subject) {
-            Some(crate::subjects::Parsed::Referral(_)) => {
-                Some(Replayer::prepare(verifier, message))
+        Replayer::prepare_referrals(verifier, std::slice::from_ref(message))
+            .pop()
+            .flatten()
+    }
+
+    /// [`Replayer::prepare_referral`] of every message, in order, their signatures verified
+    /// together ([`Verifier::presign_all`]): what a reader of a whole stream does with each
+    /// batch, on each core.
+    pub fn prepare_referrals(
+        verifier: &Verifier,
+        messages: &[StoredMessage],
+    ) -> Vec<Option<Prepared>> {
+        let on_referral = |message: &StoredMessage| {
+            matches!(
+                crate::subjects::parse(&message.subject),
+                Some(crate::subjects::Parsed::Referral(_))
+            )
+        };
+        let mut decoded = Vec::new();
+        let mut records = Vec::new();
+        for message in messages.iter().filter(|message| on_referral(message)) {
+            match message.raw().unchecked(verifier) {
+                Ok(record) => {
+                    decoded.push(Ok(records.len()));
+                    records.push(record);
+                }
+                Err(failure) => decoded.push(Err(failure)),
             }
-            _ => None,
         }
+        let mut presigned = verifier.presign_all(&records).into_iter();
+        let mut records = records.into_iter();
+        let mut decoded = decoded.into_iter();
+        messages
+            .iter()
+            .map(|message| {
+                if !on_referral(message) {
+                    return None;
+                }
+                let record = match decoded.next().expect("one per referral message") {
+                    Ok(_) => {
+                        let record = records.next().expect("one per decoded record");
+                        let presigned = presigned.next().expect("one per record");
+                        Ok((record, presigned))
+                    }
+                    Err(failure) => Err(failure),
+                };
+                Some(Prepared {
+                    seq: message.seq,
+                    subject: message.subject.clone(),
+                    record,
+                })
+            })
+            .collect()
     }
 
     /// [`Replayer::check_after`] of a message [`Replayer::prepare`]d (with this replayer's
@@ -283,14 +330,18 @@ impl Bus {
             .map(move |batch| {
                 let verifier = verifier.clone();
                 tokio::task::spawn_blocking(move || {
-                    batch
+                    // The messages read, their signatures verified together; a read error
+                    // keeps its place.
+                    let mut read = Vec::with_capacity(batch.len());
+                    let places: Vec<Result<(), ReadError>> = batch
                         .into_iter()
-                        .map(|message| {
-                            message.map(|message| {
-                                let prepared = Replayer::prepare_referral(&verifier, &message);
-                                (message, prepared)
-                            })
-                        })
+                        .map(|message| message.map(|message| read.push(message)))
+                        .collect();
+                    let prepared = Replayer::prepare_referrals(&verifier, &read);
+                    let mut read = read.into_iter().zip(prepared);
+                    places
+                        .into_iter()
+                        .map(|place| place.map(|()| read.next().expect("one per message read")))
                         .collect::<Vec<_>>()
                 })
             })

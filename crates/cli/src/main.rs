@@ -9,6 +9,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// Every component reads the stream on several threads, allocating per message: mimalloc's
+/// per-thread heaps free memory allocated on another thread without glibc's arena locks
+/// (see docs/ARCHITECTURE.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// refbus: the cross-agency referral bus.
 #[derive(Debug, Parser)]
 #[command(name = "refbus", version, about, propagate_version = true)]

@@ -32,7 +32,7 @@ use crate::event::{Change, Event};
 use crate::ids::{AgencyId, ReferralId};
 use crate::referral::Referral;
 use crate::registry::Registry;
-use crate::signature::{Signature, SignatureError, Signer, Signers};
+use crate::signature::{Signature, Signer, Signers, ToVerify};
 use crate::time::Timestamp;
 use crate::verify::{Unfounded, recheck_hashed};
 
@@ -260,26 +260,65 @@ impl Checker<'_> {
     /// the hash of the event's stored bytes. For a reader that trusts the state an earlier full
     /// check established (the router's rebuild of records it consumed and checked).
     pub fn check_signed(&self, claim: &Claim<'_>) -> Result<EventHash, Failure> {
-        let event = claim.event;
-        if claim.tokens.referral != event.referral_id {
-            return Err(wrong_subject(claim));
+        let mut verdicts = self.check_signed_all(std::slice::from_ref(claim));
+        verdicts.pop().expect("one verdict per claim")
+    }
+
+    /// [`Checker::check_signed`] of every claim, the verdicts in order, the signatures verified
+    /// together ([`Signers::verify_all`]): what a reader of many records calls.
+    pub fn check_signed_all(&self, claims: &[Claim<'_>]) -> Vec<Result<EventHash, Failure>> {
+        let mut verdicts: Vec<Result<EventHash, Failure>> = claims
+            .iter()
+            .map(|claim| {
+                if claim.tokens.referral != claim.event.referral_id {
+                    return Err(wrong_subject(claim));
+                }
+                let bytes_hash = EventHash(Sha256::digest(claim.event_bytes).into());
+                if bytes_hash != claim.stored_hash {
+                    return Err(Failure::new(
+                        Problem::Altered,
+                        "the stored hash is not the hash of the stored event",
+                    ));
+                }
+                Ok(bytes_hash)
+            })
+            .collect();
+        let authors: Vec<Signer> = claims
+            .iter()
+            .map(|claim| Signer::of(&claim.event.actor))
+            .collect();
+        // Only what passed the subject and the hash has its signature checked.
+        let to_verify: Vec<(usize, ToVerify<'_>)> = claims
+            .iter()
+            .zip(&authors)
+            .enumerate()
+            .filter(|(i, _)| verdicts[*i].is_ok())
+            .map(|(i, (claim, author))| {
+                let item = ToVerify {
+                    author,
+                    signature: claim.signature,
+                    subject: claim.subject,
+                    event_bytes: claim.event_bytes,
+                };
+                (i, item)
+            })
+            .collect();
+        let items: Vec<ToVerify<'_>> = to_verify.iter().map(|(_, item)| *item).collect();
+        for ((i, _), verdict) in to_verify.iter().zip(self.signers.verify_all(&items)) {
+            if let Err(err) = verdict {
+                verdicts[*i] = Err(Failure::new(Problem::Signature, err.to_string()));
+            }
         }
-        let bytes_hash = EventHash(Sha256::digest(claim.event_bytes).into());
-        if bytes_hash != claim.stored_hash {
-            return Err(Failure::new(
-                Problem::Altered,
-                "the stored hash is not the hash of the stored event",
-            ));
-        }
-        self.signers
-            .verify(
-                &Signer::of(&event.actor),
-                claim.signature,
-                claim.subject,
-                claim.event_bytes,
-            )
-            .map_err(|err: SignatureError| Failure::new(Problem::Signature, err.to_string()))?;
-        Ok(bytes_hash)
+        verdicts
+    }
+
+    /// [`Checker::presign`] of every claim, in order, the signatures verified together: a
+    /// reader of a whole stream presigns a batch of records on each core.
+    pub fn presign_all(&self, claims: &[Claim<'_>]) -> Vec<Presigned> {
+        self.check_signed_all(claims)
+            .into_iter()
+            .map(Presigned)
+            .collect()
     }
 }
 
@@ -287,6 +326,13 @@ impl Checker<'_> {
 /// `presign` makes one, so [`Checker::check_presigned`] never believes an unchecked signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presigned(Result<EventHash, Failure>);
+
+impl Presigned {
+    /// The verdict: the event's hash if subject, hash and signature hold.
+    pub fn verdict(self) -> Result<EventHash, Failure> {
+        self.0
+    }
+}
 
 fn wrong_subject(claim: &Claim<'_>) -> Failure {
     Failure::new(

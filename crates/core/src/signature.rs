@@ -335,6 +335,70 @@ impl Signers {
         subject: &str,
         event_bytes: &[u8],
     ) -> Result<(), SignatureError> {
+        let key = self.key_for(author, signature)?;
+        let signature = signature.ok_or(SignatureError::Missing)?;
+        let value = ed25519_dalek::Signature::from_bytes(&signature.value);
+        key.key
+            .verify(&signed_bytes(subject, event_bytes), &value)
+            .map_err(|_| SignatureError::Invalid)
+    }
+
+    /// [`Signers::verify`] of every item, with the verdicts in order: what a reader of many
+    /// records (a rebuild, a replay, an audit) calls. The signatures whose signer and key are
+    /// known are checked together, [`BATCH`] at a time, with Ed25519 batch verification
+    /// (about 2.5 times less CPU per signature than one at a time); a batch that fails is
+    /// checked again one signature at a time, so each verdict is that of [`Signers::verify`]
+    /// for any signature made by the Ed25519 algorithm. (The one difference, documented in
+    /// docs/ARCHITECTURE.md: a signature its key's holder built on purpose with a small-order
+    /// component may pass a batch; it still proves that holder signed these exact bytes.)
+    pub fn verify_all(&self, items: &[ToVerify<'_>]) -> Vec<Result<(), SignatureError>> {
+        let mut verdicts = Vec::with_capacity(items.len());
+        // Those whose signer and key are known, for the batches: (index, key, signature).
+        let mut known = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let found = self.key_for(item.author, item.signature);
+            if let (Ok(key), Some(signature)) = (&found, item.signature) {
+                known.push((
+                    i,
+                    key.key,
+                    ed25519_dalek::Signature::from_bytes(&signature.value),
+                ));
+            }
+            verdicts.push(found.map(drop));
+        }
+        for chunk in known.chunks(BATCH) {
+            let messages: Vec<Vec<u8>> = chunk
+                .iter()
+                .map(|&(i, _, _)| signed_bytes(items[i].subject, items[i].event_bytes))
+                .collect();
+            let one_at_a_time = |verdicts: &mut Vec<Result<(), SignatureError>>| {
+                for ((i, key, signature), message) in chunk.iter().zip(&messages) {
+                    verdicts[*i] = key
+                        .verify(message, signature)
+                        .map_err(|_| SignatureError::Invalid);
+                }
+            };
+            // One signature alone: the single check is cheaper than a batch of one.
+            if chunk.len() == 1 {
+                one_at_a_time(&mut verdicts);
+                continue;
+            }
+            let slices: Vec<&[u8]> = messages.iter().map(Vec::as_slice).collect();
+            let signatures: Vec<_> = chunk.iter().map(|(_, _, signature)| *signature).collect();
+            let keys: Vec<_> = chunk.iter().map(|(_, key, _)| *key).collect();
+            if ed25519_dalek::verify_batch(&slices, &signatures, &keys).is_err() {
+                one_at_a_time(&mut verdicts);
+            }
+        }
+        verdicts
+    }
+
+    /// The listed key `signature` names, if it is `author`'s signature at all.
+    fn key_for(
+        &self,
+        author: &Signer,
+        signature: Option<&Signature>,
+    ) -> Result<&VerifyingKey, SignatureError> {
         let signature = signature.ok_or(SignatureError::Missing)?;
         if &signature.by != author {
             return Err(SignatureError::WrongSigner {
@@ -350,11 +414,21 @@ impl Signers {
                 signer: author.clone(),
                 key: signature.key,
             })?;
-        let value = ed25519_dalek::Signature::from_bytes(&signature.value);
-        key.key
-            .verify(&signed_bytes(subject, event_bytes), &value)
-            .map_err(|_| SignatureError::Invalid)
+        Ok(key)
     }
+}
+
+/// Signatures verified together by [`Signers::verify_all`], at most: past a few hundred, a
+/// larger batch saves little more per signature, and a failed batch is checked again alone.
+pub const BATCH: usize = 256;
+
+/// One signature for [`Signers::verify_all`]: the arguments of [`Signers::verify`].
+#[derive(Debug, Clone, Copy)]
+pub struct ToVerify<'a> {
+    pub author: &'a Signer,
+    pub signature: Option<&'a Signature>,
+    pub subject: &'a str,
+    pub event_bytes: &'a [u8],
 }
 
 #[cfg(test)]
@@ -418,6 +492,64 @@ mod tests {
             signers.verify(&Signer::Router, Some(&signature), "s", b"e"),
             Err(SignatureError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn verifying_many_gives_each_signature_the_verdict_it_gets_alone() {
+        let dinsos = SigningKey::from_seed(&[4; 32], agency("maros-dinsos"));
+        let dp3a = SigningKey::from_seed(&[5; 32], agency("maros-dp3a"));
+        let unlisted = SigningKey::from_seed(&[6; 32], agency("maros-dinsos"));
+        let signers = Signers::new()
+            .with(agency("maros-dinsos"), dinsos.verifying_key())
+            .with(agency("maros-dp3a"), dp3a.verifying_key());
+        let (dinsos_id, dp3a_id) = (agency("maros-dinsos"), agency("maros-dp3a"));
+        let subjects: Vec<String> = (0..516).map(|i| format!("refbus.v1.ref.a.b.{i}")).collect();
+        let bytes: Vec<Vec<u8>> = (0..516)
+            .map(|i| format!("{{\"x\":{i}}}").into_bytes())
+            .collect();
+        let mut signatures: Vec<Option<Signature>> = (0..516)
+            .map(|i| {
+                let key = if i % 3 == 0 { &dp3a } else { &dinsos };
+                Some(key.sign(&subjects[i], &bytes[i]))
+            })
+            .collect();
+        let authors: Vec<&Signer> = (0..516)
+            .map(|i| if i % 3 == 0 { &dp3a_id } else { &dinsos_id })
+            .collect();
+        // Among the batches: bytes altered, one missing, one by the wrong signer, one with an
+        // unlisted key; the 513 known signatures make two full batches and one alone.
+        signatures[7] = Some(dinsos.sign(&subjects[7], b"{\"x\":\"other\"}"));
+        signatures[300] = None;
+        signatures[301] = Some(dp3a.sign(&subjects[301], &bytes[301]));
+        signatures[302] = Some(unlisted.sign(&subjects[302], &bytes[302]));
+        let items: Vec<ToVerify<'_>> = (0..516)
+            .map(|i| ToVerify {
+                author: authors[i],
+                signature: signatures[i].as_ref(),
+                subject: &subjects[i],
+                event_bytes: &bytes[i],
+            })
+            .collect();
+        let alone: Vec<_> = items
+            .iter()
+            .map(|item| signers.verify(item.author, item.signature, item.subject, item.event_bytes))
+            .collect();
+        assert_eq!(signers.verify_all(&items), alone);
+        assert_eq!(alone[7], Err(SignatureError::Invalid));
+        assert_eq!(alone[300], Err(SignatureError::Missing));
+        assert!(matches!(
+            alone[301],
+            Err(SignatureError::WrongSigner { .. })
+        ));
+        assert!(matches!(alone[302], Err(SignatureError::UnknownKey { .. })));
+        assert_eq!(alone.iter().filter(|verdict| verdict.is_ok()).count(), 512);
+        // A whole batch of good signatures, then the same with one altered in the middle.
+        let good: Vec<ToVerify<'_>> = items[8..264].to_vec();
+        assert!(signers.verify_all(&good).iter().all(Result::is_ok));
+        assert_eq!(
+            signers.verify_all(&items[..8])[7],
+            Err(SignatureError::Invalid)
+        );
     }
 
     #[test]
