@@ -94,15 +94,13 @@ impl Verifier {
     /// [`Checker::presign`]), done ahead on any thread; nothing is reported yet. `None` when
     /// the subject is not a referral's.
     pub fn presign(&self, record: &Unchecked) -> Option<Presigned> {
-        self.presign_all(std::slice::from_ref(record))
-            .pop()
-            .flatten()
+        self.presign_all(&[record]).pop().flatten()
     }
 
     /// [`Verifier::presign`] of every record, in order, their signatures verified together
     /// ([`Checker::presign_all`]): what a reader of many records does on each core.
-    pub fn presign_all(&self, records: &[Unchecked]) -> Vec<Option<Presigned>> {
-        let claims: Vec<Option<Claim<'_>>> = records.iter().map(Unchecked::claim).collect();
+    pub fn presign_all(&self, records: &[&Unchecked]) -> Vec<Option<Presigned>> {
+        let claims: Vec<Option<Claim<'_>>> = records.iter().map(|record| record.claim()).collect();
         let mut presigned = self
             .checker()
             .presign_all(&claims.iter().flatten().copied().collect::<Vec<_>>())

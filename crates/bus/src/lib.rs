@@ -1246,7 +1246,7 @@ fn check_latest(
             })
         })
         .collect();
-    let presigned = verifier.presign_all(&records);
+    let presigned = verifier.presign_all(&records.iter().collect::<Vec<_>>());
     let mut checked = records
         .into_iter()
         .zip(presigned)

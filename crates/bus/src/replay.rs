@@ -196,44 +196,31 @@ impl Replayer {
         verifier: &Verifier,
         messages: &[StoredMessage],
     ) -> Vec<Option<Prepared>> {
-        let on_referral = |message: &StoredMessage| {
-            matches!(
-                crate::subjects::parse(&message.subject),
-                Some(crate::subjects::Parsed::Referral(_))
-            )
-        };
-        let mut decoded = Vec::new();
-        let mut records = Vec::new();
-        for message in messages.iter().filter(|message| on_referral(message)) {
-            match message.raw().unchecked(verifier) {
-                Ok(record) => {
-                    decoded.push(Ok(records.len()));
-                    records.push(record);
-                }
-                Err(failure) => decoded.push(Err(failure)),
-            }
-        }
-        let mut presigned = verifier.presign_all(&records).into_iter();
-        let mut records = records.into_iter();
-        let mut decoded = decoded.into_iter();
-        messages
+        let decoded: Vec<Option<Result<crate::Unchecked, Failure>>> = messages
             .iter()
             .map(|message| {
-                if !on_referral(message) {
-                    return None;
-                }
-                let record = match decoded.next().expect("one per referral message") {
-                    Ok(_) => {
-                        let record = records.next().expect("one per decoded record");
-                        let presigned = presigned.next().expect("one per record");
-                        Ok((record, presigned))
-                    }
-                    Err(failure) => Err(failure),
-                };
-                Some(Prepared {
+                matches!(
+                    crate::subjects::parse(&message.subject),
+                    Some(crate::subjects::Parsed::Referral(_))
+                )
+                .then(|| message.raw().unchecked(verifier))
+            })
+            .collect();
+        let records: Vec<&crate::Unchecked> = decoded
+            .iter()
+            .flatten()
+            .filter_map(|record| record.as_ref().ok())
+            .collect();
+        let mut presigned = verifier.presign_all(&records).into_iter();
+        messages
+            .iter()
+            .zip(decoded)
+            .map(|(message, decoded)| {
+                decoded.map(|record| Prepared {
                     seq: message.seq,
                     subject: message.subject.clone(),
-                    record,
+                    record: record
+                        .map(|record| (record, presigned.next().expect("one verdict per record"))),
                 })
             })
             .collect()
