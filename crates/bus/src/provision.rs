@@ -364,7 +364,7 @@ pub(crate) async fn ensure_stream(
     };
     // Get, then create only if missing: `get_or_create_stream` would hand back an existing
     // stream as it is, and the check below must see it.
-    let stream = match js.get_stream(&settings.name).await {
+    let stream = match get_stream_riding_through(js, &settings.name).await {
         Ok(stream) => stream,
         Err(err) if is_stream_not_found(&err.kind()) => {
             match js.create_stream(settings.config()).await {
@@ -409,6 +409,45 @@ pub(crate) async fn ensure_stream(
         .map_err(|err| provision(Box::new(err)))
 }
 
+/// How many times a component starting asks for the stream when the request times out: a
+/// cluster electing its JetStream meta leader (a node just restarted, a busy machine) answers
+/// nothing for a few seconds, which is no reason to refuse to start.
+const GET_STREAM_ATTEMPTS: u32 = 4;
+
+/// `get_stream`, asked again after a timeout, [`GET_STREAM_ATTEMPTS`] times in all; any other
+/// answer (the stream, "not found", a refusal) at once.
+async fn get_stream_riding_through(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<stream::Stream, jetstream::context::GetStreamError> {
+    let mut attempt = 1;
+    loop {
+        match js.get_stream(name).await {
+            Err(err) if timed_out(&err) && attempt < GET_STREAM_ATTEMPTS => {
+                tracing::warn!(
+                    stream = name,
+                    attempt,
+                    "asking for the stream timed out (a cluster electing its leader?); asking again"
+                );
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Whether the request for the stream went unanswered (not refused, not "no responders").
+fn timed_out(err: &jetstream::context::GetStreamError) -> bool {
+    use jetstream::context::{RequestError, RequestErrorKind};
+    use std::error::Error as _;
+    matches!(err.kind(), GetStreamErrorKind::Request)
+        && err
+            .source()
+            .and_then(|source| source.downcast_ref::<RequestError>())
+            .is_some_and(|request| request.kind() == RequestErrorKind::TimedOut)
+}
+
 fn is_stream_not_found(kind: &GetStreamErrorKind) -> bool {
     matches!(
         kind,
@@ -420,6 +459,21 @@ fn is_stream_not_found(kind: &GetStreamErrorKind) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_unanswered_request_for_the_stream_is_asked_again() {
+        use jetstream::context::{GetStreamError, RequestError, RequestErrorKind};
+        let request = |kind| {
+            GetStreamError::with_source(GetStreamErrorKind::Request, RequestError::new(kind))
+        };
+        assert!(timed_out(&request(RequestErrorKind::TimedOut)));
+        // No JetStream at all, or a refusal: a clear error at once.
+        assert!(!timed_out(&request(RequestErrorKind::NoResponders)));
+        assert!(!timed_out(&request(RequestErrorKind::Other)));
+        assert!(!timed_out(&GetStreamError::new(
+            GetStreamErrorKind::EmptyName
+        )));
+    }
 
     fn fields(found: &[Difference]) -> Vec<(&'static str, Action)> {
         found.iter().map(|d| (d.field, d.action)).collect()
