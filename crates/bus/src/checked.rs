@@ -215,6 +215,9 @@ pub struct Unchecked {
     pub subject: String,
     /// The sequence of the previous record on the same subject, as the writer claimed it.
     pub prev_seq: u64,
+    /// The sequence JetStream verified was the last on the subject when it stored this one
+    /// ([`crate::headers::stored_after`]): JetStream's word, not the writer's.
+    pub stored_after: Option<u64>,
     /// When JetStream stored it.
     pub stored_at: Timestamp,
     pub tokens: Option<SubjectTokens>,
@@ -226,6 +229,7 @@ impl Unchecked {
         seq: u64,
         subject: String,
         prev_seq: u64,
+        stored_after: Option<u64>,
         stored_at: Timestamp,
         record: CheckedRecord,
     ) -> Unchecked {
@@ -241,10 +245,27 @@ impl Unchecked {
             seq,
             subject,
             prev_seq,
+            stored_after,
             stored_at,
             tokens,
             record,
         }
+    }
+
+    /// Whether JetStream proves that nothing lies between this record and the one it names as
+    /// its predecessor on its subject (for a creation: that it was stored first on its subject).
+    /// A record read without its history is checked against that predecessor only if so: a
+    /// writer that publishes, after a referral's newer records, a second creation or a record
+    /// following an older one (each valid on its own) would otherwise rewrite what such readers
+    /// believe, its clocks and marks included. Every refbus append carries the proof; anything
+    /// without it is judged by the referral's whole history.
+    pub fn follows_its_predecessor(&self) -> bool {
+        let predecessor = if self.record.event.seq == 1 {
+            0
+        } else {
+            self.prev_seq
+        };
+        self.stored_after == Some(predecessor)
     }
 
     /// The record's claims, for the core's check; `None` if its subject is not a referral's.
@@ -302,14 +323,47 @@ impl Bus {
         settle(subject, last_seq, seen, history.pop())
     }
 
+    /// What the referral on `record`'s subject was just before `record`, with the stream
+    /// sequence of the record that made it (`None`: nothing, so `record` must be a creation):
+    /// what the check of `record` is made against, by a reader that follows the stream and has
+    /// no state of the referral at hand. Nothing for a creation JetStream proves was stored
+    /// first on its subject; otherwise the last record before `record` in the subject's
+    /// checked history, whatever `record` claims to follow: a record written around the history
+    /// (a second creation, an event following an older record) is then checked against the
+    /// referral as it stands, and refused. Not the stored state of the predecessor `record`
+    /// names: a party could have written that one around the history too. The stream delivered
+    /// `record`, so a history that does not reach it is a replica behind: `Unavailable`, never
+    /// a verdict.
+    pub async fn state_preceding(
+        &self,
+        verifier: &Verifier,
+        record: &Unchecked,
+    ) -> Result<Option<(u64, Referral)>, ReadError> {
+        if record.record.event.seq == 1 && record.follows_its_predecessor() {
+            return Ok(None);
+        }
+        let history = self
+            .checked_history_through(verifier, &record.subject, record.seq)
+            .await?;
+        Ok(history
+            .into_iter()
+            .take_while(|stored| stored.seq < record.seq)
+            .last()
+            .map(|stored| (stored.seq, stored.record.state)))
+    }
+
     /// The state `record` follows, read from its predecessor (one direct read): `Some(None)`
-    /// for a creation, `None` if the predecessor the record names is not the previous record
-    /// of its referral (then only its history can tell).
+    /// for a creation, `None` if JetStream does not prove the record directly follows the
+    /// predecessor it names, or that predecessor is not the previous record of its referral
+    /// (then only its history can tell).
     pub(crate) async fn state_before(
         &self,
         verifier: &Verifier,
         record: &Unchecked,
     ) -> Result<Option<Option<Referral>>, ReadError> {
+        if !record.follows_its_predecessor() {
+            return Ok(None);
+        }
         if record.record.event.seq == 1 {
             return Ok(Some(None));
         }

@@ -126,10 +126,9 @@ impl Following {
             Some(state) => Some(state.clone()),
             None => self
                 .bus
-                .state_before(&self.verifier, &record)
+                .state_preceding(&self.verifier, &record)
                 .await?
-                // A predecessor that cannot be established: the check says why it fails.
-                .unwrap_or_default(),
+                .map(|(_, state)| state),
         };
         Ok(match self.verifier.check(&record, before) {
             Ok(after) => {

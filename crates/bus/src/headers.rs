@@ -13,6 +13,34 @@ use refbus_core::{Actor, Event};
 pub const PREV_SEQ: &str = "Refbus-Prev-Seq";
 /// What a message is: `event` or `notice`.
 pub const KIND: &str = "Refbus-Kind";
+/// JetStream's optimistic concurrency check, set by every refbus writer: the server stores the
+/// message only if the last message on its subject is at this stream sequence (0: none). It
+/// stays on the stored message, so it is JetStream's own proof of what the message followed.
+pub const EXPECTED_LAST_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Makes JetStream run that check on another subject (nats-server 2.11 and later): a message
+/// carrying it proves nothing about its own subject.
+pub const EXPECTED_LAST_SUBJECT_SEQ_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+
+/// The stream sequence JetStream verified was the last on a stored message's own subject when it
+/// stored the message, from its headers (`header` looks one up by name); `None` if its writer
+/// asked for no such check, or for one on another subject.
+///
+/// A writer sets the header, but JetStream refuses a message whose claim is false: a message
+/// with `Some(n)` was stored when `n` was the last on its subject, so nothing lies between them.
+/// This is how a reader of a referral's last record knows that record directly follows the one
+/// it names as its predecessor (a creation: that it was the first on its subject).
+pub fn stored_after<'a>(header: impl Fn(&str) -> Option<&'a str>) -> Option<u64> {
+    if header(EXPECTED_LAST_SUBJECT_SEQ_SUBJECT).is_some() {
+        return None;
+    }
+    header(EXPECTED_LAST_SUBJECT_SEQ)?.trim().parse().ok()
+}
+
+/// [`stored_after`] of a message's header map.
+pub fn stored_after_in(headers: Option<&HeaderMap>) -> Option<u64> {
+    let headers = headers?;
+    stored_after(|name| headers.get(name).map(|value| value.as_str()))
+}
 
 /// The CloudEvents `type` of an event.
 pub fn event_type(event: &Event) -> String {

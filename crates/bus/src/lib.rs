@@ -763,22 +763,31 @@ impl Bus {
         // One consumer per filter, merged, so that each consumer's filter is in its API
         // subject (see [`scoped`]).
         let messages = self.merged(filters, after).await?;
-        let verifier = verifier.clone();
-        Ok(messages.filter_map(move |message| {
-            let item = message.and_then(|message| {
-                let trace = message
-                    .headers
-                    .as_ref()
-                    .map(headers::extract_trace_context)
-                    .unwrap_or_default();
-                raw_stream_message(&message).map(|raw| (raw, trace))
-            });
-            let item = match item {
-                Ok((raw, trace)) => checked_item(&verifier, raw).map(|item| Ok((item, trace))),
-                Err(err) => Some(Err(err)),
-            };
-            std::future::ready(item)
-        }))
+        let (bus, verifier) = (self.clone(), verifier.clone());
+        Ok(messages
+            .then(move |message| {
+                let (bus, verifier) = (bus.clone(), verifier.clone());
+                async move {
+                    let (raw, trace) = match message.and_then(|message| {
+                        let trace = message
+                            .headers
+                            .as_ref()
+                            .map(headers::extract_trace_context)
+                            .unwrap_or_default();
+                        raw_stream_message(&message).map(|raw| (raw, trace))
+                    }) {
+                        Ok(item) => item,
+                        Err(err) => return Some(Err(err)),
+                    };
+                    checked_item(&bus, &verifier, raw)
+                        .await
+                        .transpose()
+                        .map(|item| item.map(|item| (item, trace)))
+                }
+            })
+            .filter_map(std::future::ready)
+            // An item may read the bus: boxed, so callers can poll it in place.
+            .boxed())
     }
 
     /// [`Bus::watch`] of the referral events of one kind of change (`kind`, as
@@ -801,26 +810,30 @@ impl Bus {
         let kind = kind.to_owned();
         // One consumer per filter, merged, as `watch` (the adapter's connection is confined).
         let messages = self.merged(filters, after).await?;
-        let verifier = verifier.clone();
-        Ok(messages.filter_map(move |message| {
-            let item = match message {
-                Ok(message)
-                    if !message.headers.as_ref().is_some_and(|headers| {
+        let (bus, verifier) = (self.clone(), verifier.clone());
+        Ok(messages
+            .filter(move |message| {
+                let of_kind = match message {
+                    Ok(message) => message.headers.as_ref().is_some_and(|headers| {
                         headers
                             .get("ce-type")
                             .is_some_and(|value| headers::is_change_type(value.as_str(), &kind))
-                    }) =>
-                {
-                    None
+                    }),
+                    Err(_) => true,
+                };
+                std::future::ready(of_kind)
+            })
+            .then(move |message| {
+                let (bus, verifier) = (bus.clone(), verifier.clone());
+                async move {
+                    match message.and_then(|message| raw_stream_message(&message)) {
+                        Ok(raw) => checked_item(&bus, &verifier, raw).await.transpose(),
+                        Err(err) => Some(Err(err)),
+                    }
                 }
-                Ok(message) => match raw_stream_message(&message) {
-                    Ok(raw) => checked_item(&verifier, raw).map(Ok),
-                    Err(err) => Some(Err(err)),
-                },
-                Err(err) => Some(Err(err)),
-            };
-            std::future::ready(item)
-        }))
+            })
+            .filter_map(std::future::ready)
+            .boxed())
     }
 
     /// The last event of every referral matching `filters` (the current state of each), then
@@ -1175,6 +1188,8 @@ pub(crate) struct Raw {
     subject: String,
     sequence: u64,
     prev_seq: u64,
+    /// [`headers::stored_after`].
+    stored_after: Option<u64>,
     stored_at: refbus_core::Timestamp,
     payload: bytes::Bytes,
 }
@@ -1185,6 +1200,7 @@ impl From<jetstream::message::StreamMessage> for Raw {
             subject: message.subject.to_string(),
             sequence: message.sequence,
             prev_seq: prev_seq(&message.headers),
+            stored_after: headers::stored_after_in(Some(&message.headers)),
             stored_at: checked::stored_at(&message),
             payload: message.payload,
         }
@@ -1200,6 +1216,7 @@ impl Raw {
                 self.sequence,
                 self.subject,
                 self.prev_seq,
+                self.stored_after,
                 self.stored_at,
                 record,
             )),
@@ -1220,6 +1237,7 @@ pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, Re
         subject: message.subject.to_string(),
         sequence: info.stream_sequence,
         prev_seq: message.headers.as_ref().map_or(0, prev_seq),
+        stored_after: headers::stored_after_in(message.headers.as_ref()),
         stored_at: checked::from_datetime(info.published),
         payload: message.payload.clone(),
     })
@@ -1252,8 +1270,13 @@ fn check_latest(
         .zip(presigned)
         .map(|(record, presigned)| {
             let subject = record.subject.clone();
-            // A creation needs no predecessor: it is checked in full here.
+            // A creation needs no predecessor: it is checked in full here, provided JetStream
+            // stored it first on its subject. A creation stored later (a writer's second one)
+            // is no referral's latest: its history decides.
             if record.record.event.seq == 1 {
+                if !record.follows_its_predecessor() {
+                    return Err(subject);
+                }
                 return match verifier.check_presigned(&record, presigned, None) {
                     Ok(after) => Ok(record.into_stored(after.into_snapshot())),
                     Err(_) => Err(subject),
@@ -1308,21 +1331,41 @@ fn decode_state(message: impl Into<Raw>) -> Result<Stored<Referral>, ReadError> 
 }
 
 /// An inbox item that passes the check, or `None` (reported).
-fn checked_item(verifier: &Verifier, raw: Raw) -> Option<Item> {
+///
+/// An event is checked alone (subject, hash, signature, the state's parties) when JetStream
+/// proves it follows the record it names as its predecessor
+/// ([`Unchecked::follows_its_predecessor`]); otherwise its referral's history, checked from the
+/// creation, decides, and the item is delivered only if that history holds it. One read of the
+/// history, only for a record stored right after a refused message or written around the chain
+/// (a second creation, an event following an older record): such a record never reaches an
+/// inbox as if it were the referral's news.
+async fn checked_item(bus: &Bus, verifier: &Verifier, raw: Raw) -> Result<Option<Item>, ReadError> {
     if raw.subject.starts_with(subjects::NOTICE_PREFIX) {
         let (seq, subject) = (raw.sequence, raw.subject.clone());
-        return match decode_notice_item(raw) {
+        return Ok(match decode_notice_item(raw) {
             Ok(item) => Some(item),
             Err(err) => {
                 let failure = err.failure("not a refbus notice");
                 verifier.report(seq, &subject, &failure);
                 None
             }
-        };
+        });
     }
-    let record = raw.unchecked(verifier).ok()?;
-    let state = verifier.check_listed(&record)?;
-    Some(Item::Event(Box::new(record.into_stored(state))))
+    let Ok(record) = raw.unchecked(verifier) else {
+        return Ok(None);
+    };
+    if !record.follows_its_predecessor() {
+        let history = bus
+            .checked_history_through(verifier, &record.subject, record.seq)
+            .await?;
+        return Ok(history
+            .into_iter()
+            .find(|stored| stored.seq == record.seq)
+            .map(|stored| Item::Event(Box::new(stored))));
+    }
+    Ok(verifier
+        .check_listed(&record)
+        .map(|state| Item::Event(Box::new(record.into_stored(state)))))
 }
 
 fn decode_item_raw(message: Raw) -> Result<Item, ReadError> {

@@ -62,6 +62,12 @@ impl StoredMessage {
             subject: self.subject.clone(),
             sequence: self.seq,
             prev_seq: self.prev_seq(),
+            stored_after: crate::headers::stored_after(|name| {
+                self.headers
+                    .iter()
+                    .find(|(key, _)| key == name)
+                    .map(|(_, value)| value.as_str())
+            }),
             stored_at: self.stored_at,
             payload: self.payload.clone(),
         }

@@ -260,6 +260,87 @@ async fn an_inbox_resumes_from_its_cursor_without_gaps_or_duplicates() {
 }
 
 #[tokio::test]
+async fn an_inbox_delivers_no_record_written_around_its_referrals_history() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let dinsos = agency("maros-dinsos");
+    let (create, created) = created("maros-dinsos", "maros-uptd-ppa", "around-1");
+    let subject = subject_of(&created);
+    let c = append(&bus, create.clone(), &created, 0, "c")
+        .await
+        .unwrap();
+    let (receive, received) = next(&created, Change::Received, "maros-uptd-ppa");
+    let r = append(&bus, receive.clone(), &received, c.seq, "r")
+        .await
+        .unwrap();
+
+    // Around the history: UPTD's second "received" following the creation (stored after its
+    // first, so JetStream's expected sequence is not the one it names), and Dinsos's second
+    // creation, published without the expected sequence at all.
+    let mut again = receive.clone();
+    again.at = again.at.plus(std::time::Duration::from_secs(60));
+    let again_state = evolve(Some(created.clone()), &again).unwrap();
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&again.actor));
+    let request_id = RequestId::new("r-again").unwrap();
+    let writer = agency("maros-uptd-ppa");
+    let around = Append {
+        event: again,
+        state_after: &again_state,
+        expected_last_seq: r.seq,
+        prev_seq: c.seq,
+        key: refbus_bus::Idempotency::Request {
+            agency: &writer,
+            request_id: &request_id,
+        },
+    };
+    let forked = bus.append(&key, around).await.unwrap().0;
+    let mut recreate = create.clone();
+    recreate.at = recreate.at.plus(std::time::Duration::from_secs(600));
+    let recreated = evolve(None, &recreate).unwrap();
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&recreate.actor));
+    let (_, payload) = refbus_bus::EventRecord::signed(recreate, &recreated, &subject, &key);
+    let second = refbus_testkit::hostile::publish_raw(&server.url(), &subject, payload.to_vec())
+        .await
+        .unwrap();
+
+    // The acceptance that follows the real history (after the two, so without JetStream's
+    // proof either) is delivered; the two are not.
+    let (accept, accepted) = next(&received, Change::Accepted, "maros-uptd-ppa");
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&accept.actor));
+    let request_id = RequestId::new("a").unwrap();
+    let following = Append {
+        event: accept,
+        state_after: &accepted,
+        expected_last_seq: second,
+        prev_seq: r.seq,
+        key: refbus_bus::Idempotency::Request {
+            agency: &writer,
+            request_id: &request_id,
+        },
+    };
+    let a = bus.append(&key, following).await.unwrap().0;
+    let mut inbox = bus
+        .watch(&verifier(), subjects::inbox(&dinsos), 0)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let item = tokio::time::timeout(std::time::Duration::from_secs(10), inbox.next())
+            .await
+            .expect("the inbox delivered too little")
+            .unwrap()
+            .unwrap();
+        seen.push(item.seq());
+    }
+    assert_eq!(
+        seen,
+        [c.seq, r.seq, a.seq],
+        "around: {} and {second}",
+        forked.seq
+    );
+}
+
+#[tokio::test]
 async fn latest_gives_the_current_state_of_each_referral_once() {
     let server = NatsServer::start().unwrap();
     let bus = bus(&server).await;

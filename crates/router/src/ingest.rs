@@ -96,19 +96,20 @@ impl Router {
             return Ok(Vec::new());
         }
         let before = self.state_before(state, event, &record).await?;
-        let after = match self.verifier.check(&record, before.clone()) {
+        let after = match self
+            .verifier
+            .check(&record, before.as_ref().map(|(_, state)| state.clone()))
+        {
             // The router keeps only what snapshots hold (never sealed payloads).
             Ok(after) => after.into_snapshot(),
             Err(failure) => {
                 // Nothing changes for the referral's clocks: the cached state (if it was taken
                 // out for the check) goes back, and its timers stay as they were.
-                if let Some(before) = before
-                    && record.prev_seq != 0
-                {
+                if let Some((seq, before)) = before {
                     self.remember(
                         state,
                         Known {
-                            seq: record.prev_seq,
+                            seq,
                             state: before,
                             trace: opentelemetry::trace::SpanContext::empty_context(),
                         },
@@ -163,38 +164,32 @@ impl Router {
         Ok(sent)
     }
 
-    /// The state the event claims to follow: the cached one if it is at the event's claimed
-    /// predecessor (taken out of the cache: the state after the event replaces it), otherwise
-    /// the last verified state of the referral's subject up to that predecessor, read back.
-    /// `None` for a creation, or when no verified predecessor exists (the check then refuses
-    /// the event).
+    /// The state the record is checked against, with the stream sequence of the record that made
+    /// it: what the subject held just before the record. The cached state when JetStream
+    /// proves the record was stored right after the predecessor it names
+    /// (`Unchecked::follows_its_predecessor`) and the cache is at that predecessor (taken out of
+    /// the cache: the state after the event replaces it); otherwise read back
+    /// (`Bus::state_preceding`): a second creation, or a record written after newer ones but
+    /// following an older one, is then checked against the referral as it stands, and refused
+    /// (the check says why), never believed as the referral's new state.
     async fn state_before(
         &self,
         state: &mut Loop,
         event: &Event,
         record: &Unchecked,
-    ) -> Result<Option<Referral>, Transient> {
-        if event.seq == 1 {
-            return Ok(None);
-        }
-        if state
-            .known
-            .get(&event.referral_id)
-            .is_some_and(|known| known.seq == record.prev_seq)
+    ) -> Result<Option<(u64, Referral)>, Transient> {
+        if record.follows_its_predecessor()
+            && event.seq > 1
+            && state
+                .known
+                .get(&event.referral_id)
+                .is_some_and(|known| known.seq == record.prev_seq)
             && let Some(known) = state.known.remove(&event.referral_id)
         {
-            return Ok(Some(known.state));
+            return Ok(Some((known.seq, known.state)));
         }
-        // The consumer delivered this record, so the subject holds it: a history that does not
-        // reach it is a replica behind, read again (a transient failure), never a verdict.
-        let history = self
-            .bus
-            .checked_history_through(&self.verifier, &record.subject, record.seq)
-            .await?;
-        Ok(history
-            .into_iter()
-            .find(|stored| stored.seq == record.prev_seq)
-            .map(|stored| stored.record.state))
+        // A read that fails (a replica behind included) is transient: the delivery comes again.
+        Ok(self.bus.state_preceding(&self.verifier, record).await?)
     }
 
     /// Remembers an append JetStream acknowledged at `seq` (not a duplicate), to recognise it

@@ -843,6 +843,138 @@ async fn a_forged_event_naming_another_referral_does_not_silence_it() {
 }
 
 #[tokio::test]
+async fn a_second_creation_on_a_referrals_subject_restarts_none_of_its_clocks() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "second-1", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    let router = start_router(&nats, &registry, clock.clone(), "a").await;
+
+    // Dinsos, the sender, with its own key and NATS credentials, stores on the referral's own
+    // subject a second creation of it, signed and dated 75 minutes later, without the header
+    // that makes JetStream refuse a creation on a subject that holds one: believed, it would
+    // start the recipient's clocks again and hide their breach.
+    let mut again = created.record.event.clone();
+    again.at = at("2026-03-02T10:15:00+08:00");
+    let restarted = evolve(None, &again).unwrap();
+    let (_, payload) =
+        EventRecord::signed(again.clone(), &restarted, &subject, &key_of(&again.actor));
+    let second = refbus_testkit::hostile::publish_raw(&nats.url(), &subject, payload.to_vec())
+        .await
+        .unwrap();
+
+    // The coordinator hears of it...
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.referral_id, Some(state.id));
+    assert_eq!(notice.subject, subject);
+    // ...the adapter's read of the referral keeps the first creation (its last record is the
+    // creation, or the router's integrity alert once appended)...
+    let read = bus
+        .referral(&verifier(&registry), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(read.seq, second);
+    assert_eq!(read.record.state.created_at, state.created_at);
+    // ...and so does a router started after it (its rebuild reads each subject's last record):
+    // the clocks run from 09:00, every warning, breach and escalation is recorded by 10:30.
+    router.stop().await;
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(7).await;
+    let items = recorded_on(&bus, &state.id).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{items:?}"
+    );
+    assert!(
+        items.contains(&"acknowledge_emergency.level.2.0".to_owned()),
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
+#[tokio::test]
+async fn a_record_following_an_older_one_rewrites_nothing() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "fork-1", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(7).await;
+
+    // UPTD PPA, the recipient, breached its clock; with its own key it writes an acceptance
+    // that follows the creation, stored after the router's seven records: believed, the
+    // referral's breach and escalations would vanish from its state (and from its compliance).
+    let last = bus
+        .referral(&verifier(&registry), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    let fork = acceptance_after(
+        state,
+        "maros-uptd-ppa",
+        at("2026-03-02T10:31:00+08:00"),
+        Some(RequestId::new("fork-accept").unwrap()),
+    );
+    let forked = evolve(Some(state.clone()), &fork).unwrap();
+    let (writer, request_id) = (writer_of(&fork.actor), fork.request_id.clone().unwrap());
+    let append = Append {
+        event: fork.clone(),
+        state_after: &forked,
+        expected_last_seq: last.last_seq,
+        prev_seq: created.seq,
+        key: Idempotency::Request {
+            agency: &writer,
+            request_id: &request_id,
+        },
+    };
+    bus.append(&key_of(&fork.actor), append).await.unwrap();
+
+    // The coordinator hears of it, and the referral stands as its history made it, for the
+    // live router and for a reader of its last record alike.
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.referral_id, Some(state.id));
+    assert_eq!(notice.subject, subject);
+    let read = bus
+        .referral(&verifier(&registry), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(read.record.state.status, forked.status);
+    let breaches = |referral: &refbus_core::Referral| {
+        referral
+            .marks
+            .iter()
+            .filter(|mark| mark.mark == refbus_core::referral::Mark::Breach)
+            .count()
+    };
+    assert_eq!(breaches(&read.record.state), 1);
+    assert_eq!(breaches(&last.record.state), 1);
+    let items = recorded_on(&bus, &state.id).await;
+    assert_eq!(
+        items
+            .iter()
+            .filter(|item| item.as_str() == "acknowledge_emergency.breach")
+            .count(),
+        1,
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
+#[tokio::test]
 async fn garbage_on_a_referral_subject_stops_neither_a_restart_nor_its_clocks() {
     let nats = NatsServer::start().unwrap();
     let registry = maros();
