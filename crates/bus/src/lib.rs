@@ -1243,11 +1243,11 @@ pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, Re
     })
 }
 
-/// A referral's last record checked without its predecessor, or its subject if it fails (or
-/// is not a refbus record): then the referral is read again from its history.
 /// Checks each record read of a batch of referrals' last records, their signatures verified
-/// together: a creation in full, a later record as listed ([`Verifier::check_listed`]); the
-/// subject of one that fails (its history may still hold a good record).
+/// together: a creation in full, a later record as listed ([`Verifier::check_listed`]). The
+/// subject of one that fails, is not a refbus record, or lacks JetStream's proof that it follows
+/// its predecessor ([`Unchecked::follows_its_predecessor`]) comes out instead: that referral is
+/// then read from its history.
 fn check_latest(
     verifier: &Verifier,
     batch: Vec<Result<Raw, ReadError>>,
@@ -1270,13 +1270,14 @@ fn check_latest(
         .zip(presigned)
         .map(|(record, presigned)| {
             let subject = record.subject.clone();
-            // A creation needs no predecessor: it is checked in full here, provided JetStream
-            // stored it first on its subject. A creation stored later (a writer's second one)
-            // is no referral's latest: its history decides.
+            // A record JetStream does not prove follows the predecessor it names (a second
+            // creation, an event following an older record, or the first record after a
+            // refused message) is no referral's latest on its own word: its history decides.
+            if !record.follows_its_predecessor() {
+                return Err(subject);
+            }
+            // A creation needs no predecessor: it is checked in full here.
             if record.record.event.seq == 1 {
-                if !record.follows_its_predecessor() {
-                    return Err(subject);
-                }
                 return match verifier.check_presigned(&record, presigned, None) {
                     Ok(after) => Ok(record.into_stored(after.into_snapshot())),
                     Err(_) => Err(subject),
