@@ -783,6 +783,30 @@ async fn coordinator_integrity_notice(
     }
 }
 
+/// Starts a router and moves the clock to 10:30: every warning, breach and escalation of an
+/// emergency referral created at 09:00 (`referral`) is recorded by then.
+async fn a_restart_records_every_item_by_10_30(
+    nats: &NatsServer,
+    registry: &Arc<Registry>,
+    clock: &ManualClock,
+    bus: &Bus,
+    referral: &refbus_core::ReferralId,
+) {
+    let mut router = start_router(nats, registry, clock.clone(), "a").await;
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    router.recorded(7).await;
+    let items = recorded_on(bus, referral).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{items:?}"
+    );
+    assert!(
+        items.contains(&"acknowledge_emergency.level.2.0".to_owned()),
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
 #[tokio::test]
 async fn a_forged_event_naming_another_referral_does_not_silence_it() {
     let nats = NatsServer::start().unwrap();
@@ -827,19 +851,7 @@ async fn a_forged_event_naming_another_referral_does_not_silence_it() {
     // rebuild reads the look-alike subject's last record too: every warning, breach and
     // escalation is recorded.
     router.stop().await;
-    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
-    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
-    router.recorded(7).await;
-    let items = recorded_on(&bus, &state.id).await;
-    assert!(
-        items.contains(&"acknowledge_emergency.breach".to_owned()),
-        "{items:?}"
-    );
-    assert!(
-        items.contains(&"acknowledge_emergency.level.2.0".to_owned()),
-        "{items:?}"
-    );
-    router.stop().await;
+    a_restart_records_every_item_by_10_30(&nats, &registry, &clock, &bus, &state.id).await;
 }
 
 #[tokio::test]
@@ -884,19 +896,7 @@ async fn a_second_creation_on_a_referrals_subject_restarts_none_of_its_clocks() 
     // ...and so does a router started after it (its rebuild reads each subject's last record):
     // the clocks run from 09:00, every warning, breach and escalation is recorded by 10:30.
     router.stop().await;
-    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
-    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
-    router.recorded(7).await;
-    let items = recorded_on(&bus, &state.id).await;
-    assert!(
-        items.contains(&"acknowledge_emergency.breach".to_owned()),
-        "{items:?}"
-    );
-    assert!(
-        items.contains(&"acknowledge_emergency.level.2.0".to_owned()),
-        "{items:?}"
-    );
-    router.stop().await;
+    a_restart_records_every_item_by_10_30(&nats, &registry, &clock, &bus, &state.id).await;
 }
 
 #[tokio::test]
