@@ -183,6 +183,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_an_expected_sequence_checked_on_the_messages_own_subject_proves_what_it_follows() {
+        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| *value)
+            }
+        };
+        assert_eq!(
+            stored_after(lookup(&[(EXPECTED_LAST_SUBJECT_SEQ, "0")])),
+            Some(0)
+        );
+        assert_eq!(
+            stored_after(lookup(&[(EXPECTED_LAST_SUBJECT_SEQ, "42")])),
+            Some(42)
+        );
+        assert_eq!(stored_after(lookup(&[])), None);
+        assert_eq!(
+            stored_after(lookup(&[(EXPECTED_LAST_SUBJECT_SEQ, "x")])),
+            None
+        );
+        // Checked against another subject: it says nothing about this one.
+        assert_eq!(
+            stored_after(lookup(&[
+                (EXPECTED_LAST_SUBJECT_SEQ, "0"),
+                (EXPECTED_LAST_SUBJECT_SEQ_SUBJECT, "refbus.v1.ref.a.b.empty"),
+            ])),
+            None
+        );
+        assert_eq!(stored_after_in(None), None);
+    }
+
+    #[test]
     fn a_change_type_of_any_format_is_the_kind_it_names() {
         assert!(is_change_type(
             &change_type("reroute_requested"),

@@ -341,6 +341,52 @@ async fn an_inbox_delivers_no_record_written_around_its_referrals_history() {
 }
 
 #[tokio::test]
+async fn a_creation_whose_expected_sequence_was_checked_on_another_subject_is_not_taken_as_first() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let (create, created) = created("maros-dinsos", "maros-uptd-ppa", "elsewhere-1");
+    let subject = subject_of(&created);
+    let c = append(&bus, create.clone(), &created, 0, "c")
+        .await
+        .unwrap();
+
+    // A second creation carrying "the subject's last sequence is 0", checked by JetStream on an
+    // empty subject of the stream rather than its own: JetStream stores it on a subject that
+    // holds the first creation.
+    let mut again = create.clone();
+    again.at = again.at.plus(std::time::Duration::from_secs(600));
+    let recreated = evolve(None, &again).unwrap();
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&again.actor));
+    let (_, payload) = refbus_bus::EventRecord::signed(again, &recreated, &subject, &key);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(refbus_bus::headers::EXPECTED_LAST_SUBJECT_SEQ, "0");
+    headers.insert(
+        refbus_bus::headers::EXPECTED_LAST_SUBJECT_SEQ_SUBJECT,
+        "refbus.v1.ref.maros-uptd-ppa.maros-dinsos.nothing-here",
+    );
+    let second = raw(&server)
+        .await
+        .publish_with_headers(subject.clone(), headers, payload)
+        .await
+        .unwrap()
+        .await
+        .expect("JetStream stores it: the check ran on the other subject")
+        .sequence;
+    assert!(second > c.seq);
+
+    // Every reader keeps the first creation.
+    let read = bus.referral(&verifier(), &subject).await.unwrap().unwrap();
+    assert_eq!(read.seq, c.seq);
+    let mut latest = bus
+        .latest_checked(&verifier(), vec![subject.clone()])
+        .await
+        .unwrap();
+    let only = latest.next().await.unwrap().unwrap();
+    assert_eq!(only.seq, c.seq);
+    assert!(latest.next().await.is_none());
+}
+
+#[tokio::test]
 async fn latest_gives_the_current_state_of_each_referral_once() {
     let server = NatsServer::start().unwrap();
     let bus = bus(&server).await;
@@ -490,6 +536,27 @@ async fn messages_carry_cloudevents_and_trace_context() {
     );
     let extracted = refbus_bus::headers::extract_trace_context(&message.headers);
     assert_eq!(extracted.span().span_context().trace_id(), trace_id);
+
+    // JetStream keeps the expected subject sequence it enforced on the stored message: the
+    // proof readers take for "nothing lies between a record and its predecessor"
+    // (`Unchecked::follows_its_predecessor`). A nats-server that dropped it would send every
+    // rebuild to each referral's history: this is where that would show.
+    let stored_after = |message: &async_nats::jetstream::message::StreamMessage| {
+        refbus_bus::headers::stored_after_in(Some(&message.headers))
+    };
+    assert_eq!(stored_after(&message), Some(0));
+    let (receive, received) = next(&state, Change::Received, "maros-uptd-ppa");
+    let second = append(&bus, receive, &received, appended.seq, "t2")
+        .await
+        .unwrap();
+    let message = raw
+        .get_stream(StreamSettings::default().name)
+        .await
+        .unwrap()
+        .direct_get(second.seq)
+        .await
+        .unwrap();
+    assert_eq!(stored_after(&message), Some(appended.seq));
 }
 
 #[tokio::test]
