@@ -196,7 +196,21 @@ async fn a_clock_due_after_the_stream_leaders_node_died_escalates_once() {
 
     // Two minutes later the emergency acknowledge clock breaches and escalates to level 2.
     clock.advance_by(std::time::Duration::from_secs(120));
+    // Then time goes on, as it does for a real router: one that could not read the referral
+    // on the surviving replicas tries again a second later by its clock (`fire.rs`), which a
+    // manual clock left standing would never reach. A second every 250 ms: the escalation's
+    // repetition is 15 minutes away.
+    let ticking = {
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                clock.advance_by(std::time::Duration::from_secs(1));
+            }
+        })
+    };
     recorded(&mut activity, "acknowledge_emergency.level.2.0").await;
+    ticking.abort();
     let cluster = system.nats.cluster_mut().unwrap();
     tokio::task::block_in_place(|| cluster.restart_node(leader)).unwrap();
 
