@@ -1335,11 +1335,11 @@ fn decode_state(message: impl Into<Raw>) -> Result<Stored<Referral>, ReadError> 
 ///
 /// An event is checked alone (subject, hash, signature, the state's parties) when JetStream
 /// proves it follows the record it names as its predecessor
-/// ([`Unchecked::follows_its_predecessor`]); otherwise its referral's history, checked from the
-/// creation, decides, and the item is delivered only if that history holds it. One read of the
-/// history, only for a record stored right after a refused message or written around the chain
-/// (a second creation, an event following an older record): such a record never reaches an
-/// inbox as if it were the referral's news.
+/// ([`Unchecked::follows_its_predecessor`]); otherwise it is checked in full against what its
+/// subject held just before it ([`Bus::state_preceding`], as the router and `Bus::consume`
+/// check such a record). One read of the history, only for a record stored right after a
+/// refused message or written around the chain (a second creation, an event following an older
+/// record): such a record never reaches an inbox as if it were the referral's news.
 async fn checked_item(bus: &Bus, verifier: &Verifier, raw: Raw) -> Result<Option<Item>, ReadError> {
     if raw.subject.starts_with(subjects::NOTICE_PREFIX) {
         let (seq, subject) = (raw.sequence, raw.subject.clone());
@@ -1356,13 +1356,11 @@ async fn checked_item(bus: &Bus, verifier: &Verifier, raw: Raw) -> Result<Option
         return Ok(None);
     };
     if !record.follows_its_predecessor() {
-        let history = bus
-            .checked_history_through(verifier, &record.subject, record.seq)
-            .await?;
-        return Ok(history
-            .into_iter()
-            .find(|stored| stored.seq == record.seq)
-            .map(|stored| Item::Event(Box::new(stored))));
+        let before = bus.state_preceding(verifier, &record).await?;
+        return Ok(verifier
+            .check(&record, before.map(|(_, state)| state))
+            .ok()
+            .map(|after| Item::Event(Box::new(record.into_stored(after.into_snapshot())))));
     }
     Ok(verifier
         .check_listed(&record)
