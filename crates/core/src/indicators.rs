@@ -38,15 +38,31 @@ use crate::time::Timestamp;
 // === months ===
 
 /// A calendar month, `YYYY-MM`.
+///
+/// Held as months since January of year 0 (`year * 12 + month - 1`), whose order is the
+/// calendar's: four bytes in each of the million summaries a dashboard holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Month {
-    year: i32,
-    month: u32,
+    index: u32,
 }
 
 impl Month {
     pub fn new(year: i32, month: u32) -> Option<Month> {
-        ((1..=12).contains(&month) && (1..=9999).contains(&year)).then_some(Month { year, month })
+        let year = u32::try_from(year)
+            .ok()
+            .filter(|year| (1..=9999).contains(year))?;
+        (1..=12).contains(&month).then_some(Month {
+            index: year * 12 + month - 1,
+        })
+    }
+
+    pub fn year(self) -> i32 {
+        i32::try_from(self.index / 12).unwrap_or(i32::MAX)
+    }
+
+    /// 1 to 12.
+    pub fn month(self) -> u32 {
+        self.index % 12 + 1
     }
 
     /// `YYYY-MM`, exactly.
@@ -66,16 +82,17 @@ impl Month {
     /// The month `at` falls in, in `zone`.
     pub fn of(at: Timestamp, zone: chrono_tz::Tz) -> Month {
         let local = at.to_chrono().with_timezone(&zone);
+        // Instants refbus handles lie within years 1 to 9999; outside, the nearest month.
+        let year = u32::try_from(local.year().clamp(1, 9999)).unwrap_or(1);
         Month {
-            year: local.year(),
-            month: local.month(),
+            index: year * 12 + local.month0(),
         }
     }
 }
 
 impl fmt::Display for Month {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}", self.year, self.month)
+        write!(f, "{:04}-{:02}", self.year(), self.month())
     }
 }
 
@@ -130,29 +147,68 @@ struct Names {
     /// summary holds the index of its set rather than a set of its own.
     category_sets: Interned<Box<[u32]>>,
     clocks: Interned<ClockId>,
+    /// The lists of escalation levels clocks recorded, as for categories.
+    escalation_lists: Interned<Box<[u16]>>,
 }
 
-/// One clock of one referral, as far as indicators care.
+impl Names {
+    /// The levels a clock escalated at, in order.
+    fn escalations(&self, at: u32) -> &[u16] {
+        if at == NO_ESCALATIONS {
+            &[]
+        } else {
+            self.escalation_lists.get(at)
+        }
+    }
+}
+
+/// Milliseconds (a duration, or an instant since the epoch), or none, in eight bytes where
+/// `Option<i64>` takes sixteen: a dashboard holds a few of them for each of a million
+/// referrals. `i64::MIN`, which no duration or instant refbus handles reaches, is none.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MaybeMillis(i64);
+
+impl MaybeMillis {
+    const NONE: MaybeMillis = MaybeMillis(i64::MIN);
+
+    fn new(millis: Option<i64>) -> MaybeMillis {
+        millis.map_or(MaybeMillis::NONE, |millis| {
+            MaybeMillis(millis.max(i64::MIN + 1))
+        })
+    }
+
+    fn get(self) -> Option<i64> {
+        (self != MaybeMillis::NONE).then_some(self.0)
+    }
+}
+
+/// One clock of one referral, as far as indicators care (32 bytes).
 #[derive(Debug, Clone, PartialEq)]
 struct ClockSummary {
+    /// When the target is (or was) reached if the clock keeps running, in milliseconds since
+    /// the epoch; none while paused before the target or when it stopped before it.
+    deadline: MaybeMillis,
     /// In [`Names::clocks`].
     clock: u32,
-    responsible: Party,
-    /// When the target is (or was) reached if the clock keeps running; `None` while paused
-    /// before the target or when it stopped before it.
-    deadline: Option<Timestamp>,
-    stopped: bool,
     warnings: u32,
     breaches: u32,
-    /// The level of each escalation recorded (repetitions included).
-    escalations: Box<[u16]>,
+    /// The level of each escalation recorded (repetitions included), in
+    /// [`Names::escalation_lists`]; [`NO_ESCALATIONS`] when there is none (most clocks).
+    escalations: u32,
+    responsible: Party,
+    stopped: bool,
 }
 
+/// [`ClockSummary::escalations`] of a clock that escalated at no level.
+const NO_ESCALATIONS: u32 = u32::MAX;
+
 /// A referral, as far as indicators care: its keys, milestones and clocks. Nothing sealed.
+/// 64 bytes, plus its clocks: a dashboard holds one for every referral it ever saw.
 #[derive(Debug, Clone, PartialEq)]
 struct Summary {
-    /// The referral's sequence (events applied) this summary was made from.
-    seq: u64,
+    /// The referral's sequence (events applied) this summary was made from; a referral's
+    /// four billionth event and later would all count as that one.
+    seq: u32,
     month: Month,
     /// The agencies, service and categories: in [`Names`].
     sender: u32,
@@ -164,9 +220,9 @@ struct Summary {
     sex: Sex,
     age_band: AgeBand,
     /// Milliseconds from creation to the first acceptance or rejection.
-    acknowledged_after: Option<i64>,
+    acknowledged_after: MaybeMillis,
     /// Milliseconds from creation to completion.
-    completed_after: Option<i64>,
+    completed_after: MaybeMillis,
     accepted: bool,
     rejected: bool,
     rerouted: bool,
@@ -209,18 +265,24 @@ impl Summary {
                     }
                 }
                 ClockSummary {
+                    deadline: MaybeMillis::new(view.deadline.map(Timestamp::as_millis)),
                     clock: names.clocks.intern(&policy.id),
-                    responsible: policy.responsible,
-                    deadline: view.deadline,
-                    stopped: matches!(view.phase, Phase::Stopped(_)),
                     warnings,
                     breaches,
-                    escalations: escalations.into_boxed_slice(),
+                    escalations: if escalations.is_empty() {
+                        NO_ESCALATIONS
+                    } else {
+                        names
+                            .escalation_lists
+                            .intern(&escalations.into_boxed_slice())
+                    },
+                    responsible: policy.responsible,
+                    stopped: matches!(view.phase, Phase::Stopped(_)),
                 }
             })
             .collect();
         Summary {
-            seq: referral.seq,
+            seq: u32::try_from(referral.seq).unwrap_or(u32::MAX),
             month: Month::of(referral.created_at, zone),
             sender: names.agencies.intern(&creation.sender),
             recipient: names.agencies.intern(&creation.recipient),
@@ -236,8 +298,11 @@ impl Summary {
             },
             sex: creation.sex,
             age_band: creation.age_band,
-            acknowledged_after: after(first(&[Status::Accepted, Status::Rejected])),
-            completed_after: after(first(&[Status::Completed])),
+            acknowledged_after: MaybeMillis::new(after(first(&[
+                Status::Accepted,
+                Status::Rejected,
+            ]))),
+            completed_after: MaybeMillis::new(after(first(&[Status::Completed]))),
             accepted: first(&[Status::Accepted]).is_some(),
             rejected: first(&[Status::Rejected]).is_some(),
             rerouted: referral.status == Status::Rerouted || !referral.children.is_empty(),
@@ -285,7 +350,7 @@ impl Indicators {
         match self.places.get(&state.id) {
             Some(&at) => {
                 let seen = &mut self.summaries[at as usize];
-                if seen.seq < state.seq {
+                if u64::from(seen.seq) < state.seq {
                     *seen = Summary::of(registry, state, &mut self.names);
                 }
             }
@@ -341,7 +406,7 @@ impl Indicators {
                     clocks
                         .entry((key, self.names.clocks.get(clock.clock).clone()))
                         .or_default()
-                        .add(clock, now);
+                        .add(clock, now, &self.names);
                 }
             }
         }
@@ -598,8 +663,8 @@ impl Tally {
         figures.rerouted += u64::from(summary.rerouted);
         figures.completed += u64::from(summary.completed);
         figures.open += u64::from(summary.open);
-        self.acknowledge.extend(summary.acknowledged_after);
-        self.complete.extend(summary.completed_after);
+        self.acknowledge.extend(summary.acknowledged_after.get());
+        self.complete.extend(summary.completed_after.get());
     }
 
     fn figures(self) -> ReferralFigures {
@@ -617,10 +682,14 @@ struct ClockTally {
 }
 
 impl ClockTally {
-    fn add(&mut self, clock: &ClockSummary, now: Timestamp) {
+    fn add(&mut self, clock: &ClockSummary, now: Timestamp, names: &Names) {
         let figures = &mut self.figures;
         figures.instances += 1;
-        if clock.deadline.is_some_and(|deadline| deadline <= now) {
+        if clock
+            .deadline
+            .get()
+            .is_some_and(|deadline| deadline <= now.as_millis())
+        {
             figures.missed += 1;
         } else if clock.stopped {
             figures.met += 1;
@@ -629,7 +698,7 @@ impl ClockTally {
         }
         figures.warnings += u64::from(clock.warnings);
         figures.breaches += u64::from(clock.breaches);
-        for level in &clock.escalations {
+        for level in names.escalations(clock.escalations) {
             *figures.escalations.entry(*level).or_default() += 1;
         }
     }
@@ -887,5 +956,35 @@ mod tests {
             Month::of(at, chrono_tz::Asia::Makassar).to_string(),
             "2026-04"
         );
+    }
+
+    #[test]
+    fn months_order_as_the_calendar_and_keep_their_year_and_month() {
+        let (december, january) = (Month::new(2026, 12).unwrap(), Month::new(2027, 1).unwrap());
+        assert!(december < january);
+        assert!(Month::new(2026, 2).unwrap() < december);
+        assert_eq!((january.year(), january.month()), (2027, 1));
+        assert_eq!(december.to_string(), "2026-12");
+        assert_eq!(Month::new(9999, 12).unwrap().to_string(), "9999-12");
+        assert_eq!(Month::new(0, 1), None);
+        assert_eq!(Month::new(-1, 1), None);
+    }
+
+    #[test]
+    fn a_missing_time_is_none_and_every_other_stays_itself() {
+        for millis in [0, 1, -1, 86_400_000, i64::MAX, i64::MIN + 1] {
+            assert_eq!(MaybeMillis::new(Some(millis)).get(), Some(millis));
+        }
+        assert_eq!(MaybeMillis::new(None).get(), None);
+        // The one value taken for "none" is moved by a millisecond, never lost.
+        assert_eq!(MaybeMillis::new(Some(i64::MIN)).get(), Some(i64::MIN + 1));
+    }
+
+    /// A dashboard holds a summary of every referral it ever saw, a million and more: these
+    /// sizes are its memory (docs/BENCHMARKS.md, "Dashboard memory").
+    #[test]
+    fn a_referrals_summary_takes_64_bytes_and_each_clock_32() {
+        assert_eq!(std::mem::size_of::<Summary>(), 64);
+        assert_eq!(std::mem::size_of::<ClockSummary>(), 32);
     }
 }
