@@ -14,7 +14,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -221,6 +221,67 @@ impl<T: Hash + Eq + Clone> Interner<T> {
     }
 }
 
+/// Which slot holds each referral: a hash table of slot numbers alone, hashed and compared by
+/// the id in the slot, where a map from id to slot would hold each id a second time (a million
+/// referrals: 2^21 buckets of 4 bytes here, 10 MB, against 20-byte entries, 44 MB). Hashed with
+/// the standard library's keyed hasher: referral ids are derived from what agencies send, and a
+/// table an agency could fill with colliding ids would slow every lookup.
+#[derive(Debug, Default)]
+struct SlotsById {
+    table: hashbrown::HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl SlotsById {
+    fn hash(&self, id: &ReferralId) -> u64 {
+        self.hasher.hash_one(id)
+    }
+
+    /// The id in slot `index` (every slot the table names holds a referral).
+    fn id_at(slots: &[Option<Slot>], index: u32) -> Option<&ReferralId> {
+        slots
+            .get(index as usize)
+            .and_then(Option::as_ref)
+            .map(|slot| &slot.id)
+    }
+
+    fn get(&self, slots: &[Option<Slot>], id: &ReferralId) -> Option<u32> {
+        self.table
+            .find(self.hash(id), |&index| {
+                Self::id_at(slots, index) == Some(id)
+            })
+            .copied()
+    }
+
+    /// Adds `id` at `index`, which no entry names yet; the other entries' slots must hold
+    /// their referrals (the table may grow and hash them again).
+    fn insert(&mut self, slots: &[Option<Slot>], id: &ReferralId, index: u32) {
+        let hasher = &self.hasher;
+        self.table.insert_unique(self.hash(id), index, |&at| {
+            Self::id_at(slots, at).map_or(0, |id| hasher.hash_one(id))
+        });
+    }
+
+    /// Removes `id`, whose slot still holds it.
+    fn remove(&mut self, slots: &[Option<Slot>], id: &ReferralId) {
+        if let Ok(entry) = self.table.find_entry(self.hash(id), |&index| {
+            Self::id_at(slots, index) == Some(id)
+        }) {
+            entry.remove();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    fn shrink_to_fit(&mut self, slots: &[Option<Slot>]) {
+        let hasher = &self.hasher;
+        self.table
+            .shrink_to_fit(|&at| Self::id_at(slots, at).map_or(0, |id| hasher.hash_one(id)));
+    }
+}
+
 /// Sentinel instants in a [`ClockSlot`] (milliseconds since the epoch).
 const NO_DEADLINE: i64 = i64::MIN;
 const NEVER: i64 = i64::MAX;
@@ -336,7 +397,7 @@ pub struct Projection {
     registry: Arc<Registry>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
-    by_id: HashMap<ReferralId, u32>,
+    by_id: SlotsById,
     /// Board rows by (time to breach, slot), per service and priority and per agency: a page
     /// walks these in order until it has its rows, never the whole projection.
     index: HashMap<IndexKey, BTreeSet<(i64, u32)>>,
@@ -359,7 +420,7 @@ impl Projection {
             registry,
             slots: Vec::new(),
             free: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: SlotsById::default(),
             index: HashMap::new(),
             agencies: Interner::new(),
             services: Interner::new(),
@@ -396,7 +457,7 @@ impl Projection {
     /// Whether it changed anything. Of its clocks only the instants the core's views give are
     /// kept (see `ClockSlot`), which do not depend on when the record is applied.
     pub fn apply(&mut self, seq: u64, state: &Referral) -> bool {
-        let held = self.by_id.get(&state.id).copied();
+        let held = self.by_id.get(&self.slots, &state.id);
         if let Some(index) = held
             && self.slots[index as usize]
                 .as_ref()
@@ -420,7 +481,7 @@ impl Projection {
                         u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
                     }
                 };
-                self.by_id.insert(state.id, index);
+                self.by_id.insert(&self.slots, &state.id, index);
                 index
             }
         };
@@ -435,7 +496,7 @@ impl Projection {
     /// index is built again from its sorted entries, which fills them.
     pub fn shrink(&mut self) {
         self.slots.shrink_to_fit();
-        self.by_id.shrink_to_fit();
+        self.by_id.shrink_to_fit(&self.slots);
         self.free.shrink_to_fit();
         for set in self.index.values_mut() {
             *set = std::mem::take(set).into_iter().collect();
@@ -615,17 +676,17 @@ impl Projection {
     pub fn prune(&mut self, now: Timestamp) {
         let horizon = now.minus(CLOSED_KEPT);
         let gone: Vec<(ReferralId, u32)> = self
-            .by_id
+            .slots
             .iter()
-            .filter(|(_, index)| {
-                self.slots[**index as usize]
-                    .as_ref()
-                    .is_some_and(|slot| slot.status.is_terminal() && slot.updated_at < horizon)
+            .zip(0_u32..)
+            .filter_map(|(slot, index)| {
+                slot.as_ref()
+                    .filter(|slot| slot.status.is_terminal() && slot.updated_at < horizon)
+                    .map(|slot| (slot.id, index))
             })
-            .map(|(id, index)| (*id, *index))
             .collect();
         for (id, index) in gone {
-            self.by_id.remove(&id);
+            self.by_id.remove(&self.slots, &id);
             if let Some(slot) = self.slots[index as usize].take() {
                 self.unindex(&slot, index);
             }
@@ -638,16 +699,16 @@ impl Projection {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.by_id.len() == 0
     }
 
     /// Whether the referral is held.
     pub fn holds(&self, id: &ReferralId) -> bool {
-        self.by_id.contains_key(id)
+        self.by_id.get(&self.slots, id).is_some()
     }
 
     fn slot(&self, id: &ReferralId) -> Option<&Slot> {
-        self.slots[*self.by_id.get(id)? as usize].as_ref()
+        self.slots[self.by_id.get(&self.slots, id)? as usize].as_ref()
     }
 
     fn agency(&self, index: u32) -> &AgencyId {
@@ -702,9 +763,10 @@ impl Projection {
 
     /// Every held referral's next change after `now` (see [`next_change`](Self::next_change)).
     pub fn next_changes(&self, now: Timestamp) -> Vec<(Timestamp, ReferralId)> {
-        self.by_id
-            .keys()
-            .filter_map(|id| self.next_change(id, now).map(|at| (at, *id)))
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|slot| self.next_change(&slot.id, now).map(|at| (at, slot.id)))
             .collect()
     }
 
@@ -1150,9 +1212,10 @@ impl Projection {
         for (index, slot) in slots.iter().enumerate() {
             let Some(slot) = slot else { continue };
             let index = u32::try_from(index).map_err(|_| bad("count"))?;
-            if projection.by_id.insert(slot.id, index).is_some() {
+            if projection.by_id.get(&slots, &slot.id).is_some() {
                 return Err(bad("duplicate referral"));
             }
+            projection.by_id.insert(&slots, &slot.id, index);
             let sort = slot.sort_key();
             for key in projection.keys(slot) {
                 entries.entry(key).or_default().push((sort, index));
@@ -1688,6 +1751,52 @@ mod tests {
             own.keys().collect::<Vec<_>>(),
             vec![&agency("maros-dinsos")]
         );
+    }
+
+    #[test]
+    fn every_referral_is_found_by_its_id_through_growth_pruning_and_reuse_of_slots() {
+        let registry = registry();
+        let mut projection = Projection::new(registry.clone());
+        // Enough referrals for the table of slots by id to grow many times.
+        let referrals: Vec<Referral> = (0..3000)
+            .map(|n| created(&registry, &format!("r{n}"), Priority::Urgent))
+            .collect();
+        for (seq, referral) in (1..).zip(&referrals) {
+            assert!(projection.apply(seq, referral));
+        }
+        assert_eq!(projection.len(), 3000);
+        assert!(referrals.iter().all(|r| projection.holds(&r.id)));
+        // Every third one completes at T0; nine days later those have left the projection.
+        for (seq, referral) in (5000..).zip(referrals.iter().step_by(3)) {
+            let mut closed = referral.clone();
+            closed.status = Status::Completed;
+            closed.seq += 1;
+            assert!(projection.apply(seq, &closed));
+        }
+        projection.prune(at(T0).plus(Duration::from_secs(9 * 24 * 3600)));
+        for (n, referral) in referrals.iter().enumerate() {
+            assert_eq!(projection.holds(&referral.id), n % 3 != 0, "referral {n}");
+        }
+        assert_eq!(projection.len(), 2000);
+        // New referrals take the freed slots and are found; the others still are.
+        let later: Vec<Referral> = (0..1500)
+            .map(|n| created(&registry, &format!("later{n}"), Priority::Routine))
+            .collect();
+        for (seq, referral) in (9000..).zip(&later) {
+            assert!(projection.apply(seq, referral));
+        }
+        projection.shrink();
+        assert_eq!(projection.len(), 3500);
+        assert!(later.iter().all(|r| projection.holds(&r.id)));
+        assert!(
+            referrals
+                .iter()
+                .enumerate()
+                .all(|(n, r)| projection.holds(&r.id) == (n % 3 != 0))
+        );
+        // An older record of a held referral is still recognised as held, not added again.
+        assert!(!projection.apply(1, &later[0]));
+        assert_eq!(projection.len(), 3500);
     }
 
     #[test]
