@@ -171,6 +171,10 @@ pub struct Restart {
     pub held: usize,
     /// Once ready and idle.
     pub memory: Resident,
+    /// Referrals the indicators counted when the memory was read: after a start from the
+    /// snapshot they are read again in the background, and a figure taken before that read
+    /// ended (or after it failed) holds fewer than every referral.
+    pub indicators: usize,
 }
 
 /// A `refbus dashboard` process, interrupted when dropped.
@@ -245,7 +249,7 @@ pub fn dashboard(
     // memory and the pages are measured once it is idle.
     let idle_after = settle(pid, options.settle, Duration::from_secs(600))?;
     let memory = cpu::resident(Process::Pid(pid))?;
-    let held = runtime.block_on(referrals_held(metrics))?;
+    let held = runtime.block_on(gauge(metrics, "refbus_dashboard_referrals_held"))?;
     progress(&format!(
         "2. ready in {} ({} referrals held), idle {} later, resident {}",
         seconds(ready),
@@ -309,7 +313,8 @@ pub fn dashboard(
         ready,
         cpu: restart_cpu,
         memory: cpu::resident(Process::Pid(pid))?,
-        held: runtime.block_on(referrals_held(metrics))?,
+        held: runtime.block_on(gauge(metrics, "refbus_dashboard_referrals_held"))?,
+        indicators: runtime.block_on(gauge(metrics, "refbus_dashboard_indicators_referrals"))?,
     };
     drop(child);
     progress(&format!(
@@ -391,15 +396,16 @@ async fn first_answer(addr: SocketAddr, timeout: Duration) -> Result<http::Respo
 }
 
 /// `refbus_dashboard_referrals_held` from the dashboard's metrics.
-async fn referrals_held(metrics: SocketAddr) -> Result<usize, BenchError> {
+/// The dashboard's gauge `name`, read from its metrics.
+async fn gauge(metrics: SocketAddr, name: &str) -> Result<usize, BenchError> {
     let text = http::request(metrics, "GET", "/metrics", &[], b"")
         .await?
         .text();
     text.lines()
-        .find_map(|line| line.strip_prefix("refbus_dashboard_referrals_held "))
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse::<f64>().ok())
         .map(|value| value as usize)
-        .ok_or_else(|| BenchError::Setup("no referrals_held in the metrics".to_owned()))
+        .ok_or_else(|| BenchError::Setup(format!("no {name} in the metrics")))
 }
 
 /// Logs in as a browser does; the session's `Cookie` header.
@@ -797,12 +803,13 @@ impl std::fmt::Display for DashboardReport {
         let s = &self.restart;
         writeln!(
             f,
-            "5. restart from its snapshot (written by the first start once ready; the feeds' referrals read again): ready in {} ({} referrals held; dashboard CPU {}); resident memory once idle {} (peak {})",
+            "5. restart from its snapshot (written by the first start once ready; the feeds' referrals read again): ready in {} ({} referrals held; dashboard CPU {}); resident memory once idle {} (peak {}), the indicators then counting {} referrals",
             seconds(s.ready),
             thousands(s.held as f64),
             seconds(s.cpu),
             mib(s.memory.now),
-            mib(s.memory.peak)
+            mib(s.memory.peak),
+            thousands(s.indicators as f64)
         )?;
         writeln!(f)?;
         writeln!(f, "Goals")?;

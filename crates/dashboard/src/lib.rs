@@ -125,6 +125,14 @@ impl Shared {
             .observe(self.verifier.registry(), state);
     }
 
+    /// How many referrals the indicators count.
+    fn indicators_len(&self) -> usize {
+        self.indicators
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
     fn acting(&self) -> Option<&act::Acting> {
         self.acting.get()
     }

@@ -11,6 +11,7 @@ use refbus_metrics::prometheus_client::registry::Registry;
 pub(crate) struct Metrics {
     boards: Gauge<i64>,
     referrals: Gauge<i64>,
+    indicators: Gauge<i64>,
     alerts: Gauge<i64>,
     records: Counter,
 }
@@ -38,6 +39,12 @@ impl Metrics {
             self.referrals.clone(),
         );
         registry.register(
+            "indicators_referrals",
+            "Referrals the planning indicators count (every referral ever seen, closed ones included); \
+             below the stream's count while the indicators are read after a start from the snapshot",
+            self.indicators.clone(),
+        );
+        registry.register(
             "integrity_alerts_held",
             "Integrity alerts shown on top of every board",
             self.alerts.clone(),
@@ -60,10 +67,11 @@ impl Metrics {
     }
 
     /// Brought up to date before each scrape.
-    pub(crate) fn held(&self, referrals: usize, alerts: usize) {
-        self.referrals
-            .set(i64::try_from(referrals).unwrap_or(i64::MAX));
-        self.alerts.set(i64::try_from(alerts).unwrap_or(i64::MAX));
+    pub(crate) fn held(&self, referrals: usize, indicators: usize, alerts: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.referrals.set(gauge(referrals));
+        self.indicators.set(gauge(indicators));
+        self.alerts.set(gauge(alerts));
     }
 }
 
@@ -75,7 +83,8 @@ pub(crate) fn exposition(shared: &Arc<crate::Shared>) -> refbus_metrics::Exposit
         async move {
             if let Some(shared) = weak.upgrade() {
                 let (referrals, alerts) = shared.read().sizes();
-                shared.metrics.held(referrals, alerts);
+                let indicators = shared.indicators_len();
+                shared.metrics.held(referrals, indicators, alerts);
             }
         }
     })

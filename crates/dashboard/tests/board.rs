@@ -918,6 +918,10 @@ async fn the_dashboard_counts_connected_boards_and_held_referrals_in_its_metrics
         Some(0.0)
     );
     assert_eq!(gauge(&before, "refbus_dashboard_referrals_held"), Some(1.0));
+    assert_eq!(
+        gauge(&before, "refbus_dashboard_indicators_referrals"),
+        Some(1.0)
+    );
 
     let mut live = board.live("/events", COORDINATOR, &[]).await;
     live.next(&mut board.served).await;
@@ -946,6 +950,10 @@ async fn the_dashboard_counts_connected_boards_and_held_referrals_in_its_metrics
     );
     assert_eq!(
         gauge(&scraped, "refbus_dashboard_referrals_held"),
+        Some(2.0)
+    );
+    assert_eq!(
+        gauge(&scraped, "refbus_dashboard_indicators_referrals"),
         Some(2.0)
     );
     assert!(gauge(&scraped, "refbus_dashboard_records_applied_total").is_some_and(|n| n >= 2.0));
@@ -996,6 +1004,13 @@ async fn a_restart_from_the_snapshot_reads_again_only_what_changed_and_refuses_a
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(counted, 2, "the indicators after a start from the snapshot");
+    // And the metric an operator watches for that read says so too.
+    let scraped = refbus_metrics::scrape(board.metrics).await.unwrap().body;
+    assert_eq!(
+        refbus_metrics::sample(&scraped, "refbus_dashboard_indicators_referrals", &[]),
+        Some(2.0),
+        "{scraped}"
+    );
 
     // An altered snapshot, or one signed with another key: not used, every referral read.
     let mut altered_bytes = bytes.clone();
