@@ -31,6 +31,7 @@ use chrono::Datelike;
 use crate::clock::{self, Phase};
 use crate::demographics::{AgeBand, Sex};
 use crate::ids::{AgencyId, CategoryId, ClockId, ReferralId, ServiceId};
+use crate::places::Places;
 use crate::referral::{Mark, Milestone, Party, Priority, Referral, Status};
 use crate::registry::Registry;
 use crate::time::Timestamp;
@@ -326,41 +327,9 @@ impl Summary {
 
 // === the accumulator ===
 
-/// Where each referral's summary lies in [`Indicators::summaries`]: a hash table of places
-/// alone, hashed and compared by the id in the summary. A map holding the summaries themselves
-/// keeps twice as many slots as entries once past a power of two (a million summaries: about
-/// 240 MB), and a map from id to place holds every id a second time (2^21 entries of 20 bytes,
-/// 44 MB, against 4 bytes here). Hashed with the standard library's keyed hasher: referral ids
-/// derive from what agencies send, and ids chosen to collide would slow every lookup.
-#[derive(Debug, Default)]
-struct Places {
-    table: hashbrown::HashTable<u32>,
-    hasher: std::hash::RandomState,
-}
-
-impl Places {
-    fn find(&self, summaries: &[Summary], id: &ReferralId) -> Option<u32> {
-        use std::hash::BuildHasher;
-        self.table
-            .find(self.hasher.hash_one(id), |&at| {
-                summaries[at as usize].id == *id
-            })
-            .copied()
-    }
-
-    /// Adds `at`, the place of a summary already in `summaries` whose id no entry names yet.
-    fn insert(&mut self, summaries: &[Summary], at: u32) {
-        use std::hash::BuildHasher;
-        let hasher = &self.hasher;
-        let hash = hasher.hash_one(summaries[at as usize].id);
-        self.table.insert_unique(hash, at, |&other| {
-            hasher.hash_one(summaries[other as usize].id)
-        });
-    }
-}
-
 /// The fold: one summary per referral seen, replaced at each of its events. The summaries lie
-/// in one vector, found through [`Places`].
+/// in one vector (a map holding the summaries themselves keeps twice as many slots as entries
+/// once past a power of two), found by their referral's id through [`Places`].
 #[derive(Debug, Default)]
 pub struct Indicators {
     places: Places,
@@ -379,7 +348,11 @@ impl Indicators {
     /// changes nothing, so readers feeding the same fold from two places (a rebuild and the
     /// live feed) may do so in any order.
     pub fn observe(&mut self, registry: &Registry, state: &Referral) {
-        match self.places.find(&self.summaries, &state.id) {
+        let summaries = &self.summaries;
+        match self
+            .places
+            .find(&state.id, |at| Some(summaries[at as usize].id))
+        {
             Some(at) => {
                 let seen = &mut self.summaries[at as usize];
                 if u64::from(seen.seq) < state.seq {
@@ -391,7 +364,9 @@ impl Indicators {
                     .expect("fewer than 4 billion referrals in one fold");
                 self.summaries
                     .push(Summary::of(registry, state, &mut self.names));
-                self.places.insert(&self.summaries, at);
+                let summaries = &self.summaries;
+                self.places
+                    .insert(&state.id, at, |at| Some(summaries[at as usize].id));
             }
         }
     }
@@ -1010,46 +985,6 @@ mod tests {
         assert_eq!(MaybeMillis::new(None).get(), None);
         // The one value taken for "none" is moved by a millisecond, never lost.
         assert_eq!(MaybeMillis::new(Some(i64::MIN)).get(), Some(i64::MIN + 1));
-    }
-
-    #[test]
-    fn every_summary_is_found_by_its_referral_as_the_places_grow() {
-        let summary = |n: u32| Summary {
-            id: ReferralId::from_bytes(
-                u128::from(n)
-                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                    .to_be_bytes(),
-            ),
-            seq: 1,
-            month: Month::new(2026, 12).unwrap(),
-            sender: 0,
-            recipient: 1,
-            service: 0,
-            priority: Priority::Urgent,
-            categories: 0,
-            sex: Sex::default(),
-            age_band: AgeBand::default(),
-            acknowledged_after: MaybeMillis::NONE,
-            completed_after: MaybeMillis::NONE,
-            accepted: false,
-            rejected: false,
-            rerouted: false,
-            completed: false,
-            open: true,
-            clocks: Box::new([]),
-        };
-        let (mut places, mut summaries) = (Places::default(), Vec::new());
-        for n in 0..5000 {
-            let id = summary(n).id;
-            assert_eq!(places.find(&summaries, &id), None);
-            summaries.push(summary(n));
-            places.insert(&summaries, n);
-            assert_eq!(places.find(&summaries, &id), Some(n));
-        }
-        for n in 0..5000 {
-            assert_eq!(places.find(&summaries, &summary(n).id), Some(n));
-        }
-        assert_eq!(places.find(&summaries, &summary(5000).id), None);
     }
 
     /// A dashboard holds a summary of every referral it ever saw, a million and more: these

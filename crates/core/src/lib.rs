@@ -37,6 +37,7 @@ pub mod format;
 pub mod ids;
 pub mod indicators;
 pub mod integrity;
+pub mod places;
 pub mod referral;
 pub mod registry;
 pub mod signature;

@@ -14,13 +14,14 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
 use refbus_core::clock::{Phase, Track, fraction, views};
 use refbus_core::ids::{ClockId, ServiceId};
 use refbus_core::integrity::IntegrityNotice;
+use refbus_core::places::Places;
 use refbus_core::referral::{Mark, Party, Priority};
 use refbus_core::{AgencyId, Referral, ReferralId, Registry, Status, Timestamp};
 use refbus_operators::Parties;
@@ -221,65 +222,12 @@ impl<T: Hash + Eq + Clone> Interner<T> {
     }
 }
 
-/// Which slot holds each referral: a hash table of slot numbers alone, hashed and compared by
-/// the id in the slot, where a map from id to slot would hold each id a second time (a million
-/// referrals: 2^21 buckets of 4 bytes here, 10 MB, against 20-byte entries, 44 MB). Hashed with
-/// the standard library's keyed hasher: referral ids are derived from what agencies send, and a
-/// table an agency could fill with colliding ids would slow every lookup.
-#[derive(Debug, Default)]
-struct SlotsById {
-    table: hashbrown::HashTable<u32>,
-    hasher: RandomState,
-}
-
-impl SlotsById {
-    fn hash(&self, id: &ReferralId) -> u64 {
-        self.hasher.hash_one(id)
-    }
-
-    /// The id in slot `index` (every slot the table names holds a referral).
-    fn id_at(slots: &[Option<Slot>], index: u32) -> Option<&ReferralId> {
-        slots
-            .get(index as usize)
-            .and_then(Option::as_ref)
-            .map(|slot| &slot.id)
-    }
-
-    fn get(&self, slots: &[Option<Slot>], id: &ReferralId) -> Option<u32> {
-        self.table
-            .find(self.hash(id), |&index| {
-                Self::id_at(slots, index) == Some(id)
-            })
-            .copied()
-    }
-
-    /// Adds `id` at `index`, which no entry names yet; the other entries' slots must hold
-    /// their referrals (the table may grow and hash them again).
-    fn insert(&mut self, slots: &[Option<Slot>], id: &ReferralId, index: u32) {
-        let hasher = &self.hasher;
-        self.table.insert_unique(self.hash(id), index, |&at| {
-            Self::id_at(slots, at).map_or(0, |id| hasher.hash_one(id))
-        });
-    }
-
-    /// Removes `id`, whose slot still holds it.
-    fn remove(&mut self, slots: &[Option<Slot>], id: &ReferralId) {
-        if let Ok(entry) = self.table.find_entry(self.hash(id), |&index| {
-            Self::id_at(slots, index) == Some(id)
-        }) {
-            entry.remove();
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.table.len()
-    }
-
-    fn shrink_to_fit(&mut self, slots: &[Option<Slot>]) {
-        let hasher = &self.hasher;
-        self.table
-            .shrink_to_fit(|&at| Self::id_at(slots, at).map_or(0, |id| hasher.hash_one(id)));
-    }
+/// The id held in slot `index`, if it holds a referral: how [`Places`] finds a slot.
+fn id_in(slots: &[Option<Slot>], index: u32) -> Option<ReferralId> {
+    slots
+        .get(index as usize)
+        .and_then(Option::as_ref)
+        .map(|slot| slot.id)
 }
 
 /// Sentinel instants in a [`ClockSlot`] (milliseconds since the epoch).
@@ -397,7 +345,8 @@ pub struct Projection {
     registry: Arc<Registry>,
     slots: Vec<Option<Slot>>,
     free: Vec<u32>,
-    by_id: SlotsById,
+    /// Which slot holds each referral (ids are held once, in the slots).
+    by_id: Places,
     /// Board rows by (time to breach, slot), per service and priority and per agency: a page
     /// walks these in order until it has its rows, never the whole projection.
     index: HashMap<IndexKey, BTreeSet<(i64, u32)>>,
@@ -420,7 +369,7 @@ impl Projection {
             registry,
             slots: Vec::new(),
             free: Vec::new(),
-            by_id: SlotsById::default(),
+            by_id: Places::default(),
             index: HashMap::new(),
             agencies: Interner::new(),
             services: Interner::new(),
@@ -457,7 +406,7 @@ impl Projection {
     /// Whether it changed anything. Of its clocks only the instants the core's views give are
     /// kept (see `ClockSlot`), which do not depend on when the record is applied.
     pub fn apply(&mut self, seq: u64, state: &Referral) -> bool {
-        let held = self.by_id.get(&self.slots, &state.id);
+        let held = self.by_id.find(&state.id, |at| id_in(&self.slots, at));
         if let Some(index) = held
             && self.slots[index as usize]
                 .as_ref()
@@ -481,7 +430,8 @@ impl Projection {
                         u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
                     }
                 };
-                self.by_id.insert(&self.slots, &state.id, index);
+                self.by_id
+                    .insert(&state.id, index, |at| id_in(&self.slots, at));
                 index
             }
         };
@@ -496,7 +446,7 @@ impl Projection {
     /// index is built again from its sorted entries, which fills them.
     pub fn shrink(&mut self) {
         self.slots.shrink_to_fit();
-        self.by_id.shrink_to_fit(&self.slots);
+        self.by_id.shrink_to_fit(|at| id_in(&self.slots, at));
         self.free.shrink_to_fit();
         for set in self.index.values_mut() {
             *set = std::mem::take(set).into_iter().collect();
@@ -686,7 +636,7 @@ impl Projection {
             })
             .collect();
         for (id, index) in gone {
-            self.by_id.remove(&self.slots, &id);
+            self.by_id.remove(&id, |at| id_in(&self.slots, at));
             if let Some(slot) = self.slots[index as usize].take() {
                 self.unindex(&slot, index);
             }
@@ -699,16 +649,17 @@ impl Projection {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.len() == 0
+        self.by_id.is_empty()
     }
 
     /// Whether the referral is held.
     pub fn holds(&self, id: &ReferralId) -> bool {
-        self.by_id.get(&self.slots, id).is_some()
+        self.by_id.find(id, |at| id_in(&self.slots, at)).is_some()
     }
 
     fn slot(&self, id: &ReferralId) -> Option<&Slot> {
-        self.slots[self.by_id.get(&self.slots, id)? as usize].as_ref()
+        let index = self.by_id.find(id, |at| id_in(&self.slots, at))?;
+        self.slots[index as usize].as_ref()
     }
 
     fn agency(&self, index: u32) -> &AgencyId {
@@ -1212,10 +1163,11 @@ impl Projection {
         for (index, slot) in slots.iter().enumerate() {
             let Some(slot) = slot else { continue };
             let index = u32::try_from(index).map_err(|_| bad("count"))?;
-            if projection.by_id.get(&slots, &slot.id).is_some() {
+            let id_at = |at| id_in(&slots, at);
+            if projection.by_id.find(&slot.id, id_at).is_some() {
                 return Err(bad("duplicate referral"));
             }
-            projection.by_id.insert(&slots, &slot.id, index);
+            projection.by_id.insert(&slot.id, index, id_at);
             let sort = slot.sort_key();
             for key in projection.keys(slot) {
                 entries.entry(key).or_default().push((sort, index));
