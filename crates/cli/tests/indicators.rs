@@ -227,7 +227,7 @@ async fn the_table_and_the_csv_hold_the_hand_worked_figures() {
     // The CSV on standard output, every dimension: one referral row per referral here.
     let out = indicators(&url, keys_dir.path(), &["--at", &at, "--csv", "-"]);
     assert!(out.status.success());
-    let csv = String::from_utf8(out.stdout).unwrap();
+    let csv = String::from_utf8(out.stdout.clone()).unwrap();
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert!(lines[0].starts_with(
         "table,month,agency,side,service,priority,category,sex,age_band,clock,referrals"
@@ -245,6 +245,59 @@ async fn the_table_and_the_csv_hold_the_hand_worked_figures() {
     assert!(lines.contains(
         &"clock,2026-03,maros-uptd-ppa,recipient,psychological_counselling,emergency,domestic_violence,male,25-59,acknowledge_emergency,,,,,,,,,,,,,1,0,1,0,0.0,0,0"
     ), "{csv}");
+
+    // Each referral's last record (three), or every record checked against its predecessor
+    // (four): the same figures.
+    let said = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        said(&out).contains("3 referrals from 3 checked records (the last of each referral) at"),
+        "{}",
+        said(&out)
+    );
+    let every = || {
+        indicators(
+            &url,
+            keys_dir.path(),
+            &["--at", &at, "--csv", "-", "--every-record"],
+        )
+    };
+    let out = every();
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(String::from_utf8(out.stdout.clone()).unwrap(), csv);
+    assert!(
+        said(&out).contains("3 referrals from 4 checked records at"),
+        "{}",
+        said(&out)
+    );
+
+    // A message that is no record, stored last on A's subject: the last-record read goes back
+    // to A's last record that passes and counts the same; every record checked counts the same
+    // figures, says one record failed, and exits 1.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    async_nats::jetstream::new(client)
+        .publish(
+            refbus_bus::subjects::referral(
+                &agency("maros-uptd-ppa"),
+                &agency("maros-dinsos"),
+                &a.id,
+            ),
+            "not a record".into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let out = indicators(&url, keys_dir.path(), &["--at", &at, "--csv", "-"]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(String::from_utf8(out.stdout.clone()).unwrap(), csv);
+    let out = every();
+    assert_eq!(out.status.code(), Some(1), "{}", said(&out));
+    assert_eq!(String::from_utf8(out.stdout.clone()).unwrap(), csv);
+    assert!(
+        said(&out).contains("1 records failed the record check and are not counted"),
+        "{}",
+        said(&out)
+    );
 
     // To a file, filtered to a period with nothing: the header alone.
     let file = keys_dir.path().join("out.csv");

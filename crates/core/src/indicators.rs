@@ -342,11 +342,11 @@ impl Indicators {
         Indicators::default()
     }
 
-    /// Takes the state of a referral after one of its checked events. States of one referral
-    /// must come in its order (a stream replay's order); a later state replaces the earlier.
-    /// Takes a referral's state into account; an older state than the one already seen
-    /// changes nothing, so readers feeding the same fold from two places (a rebuild and the
-    /// live feed) may do so in any order.
+    /// Takes a referral's state after one of its checked events into account: its summary is
+    /// a function of that state alone, so a later state replaces the earlier, and the last
+    /// state of each referral gives the figures a replay of every state gives. An older state
+    /// than the one already seen changes nothing, so readers feeding the same fold from two
+    /// places (a rebuild and the live feed) may do so in any order.
     pub fn observe(&mut self, registry: &Registry, state: &Referral) {
         let summaries = &self.summaries;
         match self

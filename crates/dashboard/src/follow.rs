@@ -113,22 +113,28 @@ async fn from_snapshot(
 /// state of each referral, so the two may interleave). The indicators page counts fewer
 /// referrals until it ends.
 pub(crate) async fn observe_all(shared: Arc<Shared>) {
-    let read = async {
-        let mut latest = shared
-            .bus
-            .latest_checked(&shared.verifier, vec![subjects::ALL_REFERRALS.to_owned()])
-            .await?;
-        let mut count = 0u64;
-        while let Some(stored) = latest.next().await {
-            shared.observe(&stored?.record.state);
-            count += 1;
+    /// The first wait before reading again after a failed read, doubled up to [`MAX_WAIT`].
+    const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let mut wait = FIRST_WAIT;
+    loop {
+        let read = crate::indicators::read_latest(&shared.bus, &shared.verifier, |state| {
+            shared.observe(state);
+        });
+        match read.await {
+            Ok(count) => {
+                tracing::info!(count, "dashboard: indicators read every referral");
+                return;
+            }
+            // Loud: the page's figures are partial until a read ends. Reading again from the
+            // start is safe: the fold keeps the newest state of each referral.
+            Err(err) => tracing::error!(
+                "dashboard: reading every referral for the indicators: {err}; reading again in {} s",
+                wait.as_secs()
+            ),
         }
-        Ok::<u64, ReadError>(count)
-    };
-    match read.await {
-        Ok(count) => tracing::info!(count, "dashboard: indicators read every referral"),
-        // Loud: the page's figures stay partial until the next start.
-        Err(err) => tracing::error!("dashboard: reading every referral for the indicators: {err}"),
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_WAIT);
     }
 }
 

@@ -38,22 +38,58 @@ use crate::{Shared, Viewer};
 
 // === reading the stream ===
 
-/// The indicators of a whole stream, read through the one record check.
+/// Folds the last checked record of every referral the stream holds now into `observe`
+/// (`Bus::latest_checked`: the read of the dashboard's and the router's rebuilds); how many
+/// referrals it read. A summary is a function of its referral's state alone
+/// ([`Indicators::observe`]), so this gives the figures [`replay`] gives, for one read per
+/// referral instead of one per event: what `refbus indicators` does unless asked to check every
+/// record, and what the dashboard does after a start from its snapshot.
+pub async fn read_latest(
+    bus: &Bus,
+    verifier: &Verifier,
+    mut observe: impl FnMut(&refbus_core::Referral),
+) -> Result<u64, ReadError> {
+    let mut latest = bus
+        .latest_checked(verifier, vec![subjects::ALL_REFERRALS.to_owned()])
+        .await?;
+    let mut count = 0u64;
+    while let Some(stored) = latest.next().await {
+        observe(&stored?.record.state);
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The indicators of a whole stream, and how many records the read took in.
 #[derive(Debug, Default)]
-pub struct Replay {
+pub struct Read {
     pub indicators: Indicators,
-    /// Records that passed the check.
+    /// Records that passed the check (one per referral for [`latest`]).
     pub records: u64,
-    /// Messages that failed it (named in the log; never counted in the figures).
+    /// Messages that failed it (named in the log; never counted in the figures). Counted by
+    /// [`replay`] only: [`latest`] reads past a referral's failing last record to the last that
+    /// passes, as every reader of the current state does.
     pub refused: u64,
 }
 
-/// Reads every referral record the stream holds now through `Bus::replay` (every record checked
-/// against its predecessor), folding each verified state into the indicators: what
-/// `refbus indicators` reports and what tests compare with hand-worked figures.
-pub async fn replay(bus: &Bus, verifier: &Verifier) -> Result<Replay, ReadError> {
+/// [`read_latest`] into indicators of their own: what `refbus indicators` reports.
+pub async fn latest(bus: &Bus, verifier: &Verifier) -> Result<Read, ReadError> {
     let registry = verifier.registry().clone();
-    let mut replay = Replay::default();
+    let mut indicators = Indicators::default();
+    let records = read_latest(bus, verifier, |state| indicators.observe(&registry, state)).await?;
+    Ok(Read {
+        indicators,
+        records,
+        refused: 0,
+    })
+}
+
+/// The indicators of a whole stream, every record read through `Bus::replay` (checked against
+/// its predecessor), folding each verified state: `refbus indicators --every-record`, slower
+/// than [`latest`] by the number of events per referral, and counting the records that fail.
+pub async fn replay(bus: &Bus, verifier: &Verifier) -> Result<Read, ReadError> {
+    let registry = verifier.registry().clone();
+    let mut replay = Read::default();
     let mut records = bus
         .replay(verifier, vec![subjects::ALL_REFERRALS.to_owned()])
         .await?

@@ -306,6 +306,17 @@ async fn indicators_match_the_figures_worked_out_by_hand() {
     assert_eq!(replay.refused, 0);
     assert_eq!(replay.indicators.len(), 5);
     let ind = &replay.indicators;
+    // Each referral's last checked record alone (what `refbus indicators` reads by default, and
+    // the dashboard after a start from its snapshot): the same figures, by every dimension.
+    let latest = refbus_dashboard::indicators::latest(&system.bus().await, &system.verifier())
+        .await
+        .unwrap();
+    assert_eq!(latest.records, 5);
+    assert!(replay.records > 10, "{} records", replay.records);
+    assert_eq!(
+        report(&latest.indicators, now, &Dimension::ALL),
+        report(ind, now, &Dimension::ALL)
+    );
 
     // Totals: 5 referrals; accepted R1, R2; rejected R3; rerouted R4; completed R1; open R2, R5.
     // Times to acknowledge 60, 160, 170 s: median rank ceil(1.5) = 2 -> 160 s, p90 rank
