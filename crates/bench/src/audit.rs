@@ -143,9 +143,9 @@ pub(crate) async fn read_all(stream: &stream::Stream, last: u64) -> Result<Durat
     Ok(started.elapsed())
 }
 
-/// What the audit, indicators and notary benchmarks start from: `referrals` eight-event lives
-/// signed as adapters sign them (the writer labelled `label`), not yet published, and a fresh
-/// events stream with the bus's connection and the bench's own JetStream one to it.
+/// What the notary benchmark starts from: `referrals` eight-event lives signed as adapters sign
+/// them (the writer labelled `label`), not yet published (its fill is what it measures), and a
+/// fresh events stream with the bus's connection and the bench's own JetStream one to it.
 pub(crate) struct Lives {
     pub messages: Vec<histories::Prepared>,
     pub bus: refbus_bus::Bus,
@@ -164,6 +164,64 @@ pub(crate) fn lives(
     progress("building the referral lives (core decide and evolve, signed, as adapters do)");
     let start = system_now().minus(Duration::from_secs(3600));
     let messages = Writer::new(registry, label).audit_lives(referrals, group, start, 1)?;
+    let (bus, js, stream) = fresh(runtime, server)?;
+    Ok(Lives {
+        messages,
+        bus,
+        js,
+        stream,
+    })
+}
+
+/// What the audit and indicators benchmarks read: a fresh events stream filled with
+/// `referrals` eight-event lives as [`lives`] builds them, built in the background while
+/// earlier ones are published (a million lives would not fit in memory), and how long that took.
+pub(crate) struct Filled {
+    pub fill: Duration,
+    pub bus: refbus_bus::Bus,
+    pub stream: stream::Stream,
+}
+
+pub(crate) fn filled(
+    runtime: &tokio::runtime::Runtime,
+    server: &Server,
+    registry: Arc<Registry>,
+    label: &str,
+    (referrals, group, window): (usize, usize, usize),
+    progress: &mut dyn FnMut(&str),
+) -> Result<Filled, BenchError> {
+    let (bus, js, stream) = fresh(runtime, server)?;
+    progress(
+        "filling the stream with referral lives (core decide and evolve, signed, as adapters do; \
+         built as they are published)",
+    );
+    let start = system_now().minus(Duration::from_secs(3600));
+    let builders = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let chunks = Arc::new(Writer::new(registry, label))
+        .audit_lives_in_background(referrals, group, start, builders);
+    let (sent, fill) = runtime.block_on(histories::publish_chunks(&js, chunks, window))?;
+    if sent != referrals * histories::AUDIT_LIFE_EVENTS {
+        return Err(BenchError::Nats(format!(
+            "{sent} messages published instead of {}",
+            referrals * histories::AUDIT_LIFE_EVENTS
+        )));
+    }
+    Ok(Filled { fill, bus, stream })
+}
+
+/// A fresh events stream, created and checked by the bus as a component does, with the bus's
+/// connection and the bench's own JetStream one to it.
+fn fresh(
+    runtime: &tokio::runtime::Runtime,
+    server: &Server,
+) -> Result<
+    (
+        refbus_bus::Bus,
+        async_nats::jetstream::Context,
+        stream::Stream,
+    ),
+    BenchError,
+> {
     let control = runtime.block_on(async {
         async_nats::connect(&server.url)
             .await
@@ -171,15 +229,9 @@ pub(crate) fn lives(
             .map_err(|err| BenchError::Nats(err.to_string()))
     })?;
     fresh_stream(runtime, &control)?;
-    // The bus creates the stream and checks it, as a component does.
     let bus = runtime.block_on(connect(&server.url))?;
     let (js, stream) = runtime.block_on(crate::raw::jetstream(&server.url))?;
-    Ok(Lives {
-        messages,
-        bus,
-        js,
-        stream,
-    })
+    Ok((bus, js, stream))
 }
 
 pub fn audit(
@@ -191,26 +243,14 @@ pub fn audit(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let Lives {
-        messages,
-        bus,
-        js,
-        stream,
-    } = lives(
+    let Filled { fill, bus, stream } = filled(
         &runtime,
         server,
         registry.clone(),
         "audit",
-        (options.referrals, options.group),
+        (options.referrals, options.group, options.window),
         progress,
     )?;
-    progress("filling the stream");
-    let fill = runtime.block_on(histories::publish_planned(
-        &js,
-        messages,
-        options.window,
-        None,
-    ))?;
     let last = runtime
         .block_on(bus.last_sequence())
         .map_err(|err| BenchError::Nats(err.to_string()))?;

@@ -290,7 +290,7 @@ impl Writer {
         start: Timestamp,
         first_seq: u64,
     ) -> Result<Vec<Prepared>, BenchError> {
-        self.lives_of(&LIFE, referrals, group, start, first_seq)
+        self.lives_of(&LIFE, 0..referrals, group, start, first_seq)
     }
 
     /// [`Writer::lives`] of [`AUDIT_LIFE`]: [`AUDIT_LIFE_EVENTS`] events each.
@@ -301,21 +301,41 @@ impl Writer {
         start: Timestamp,
         first_seq: u64,
     ) -> Result<Vec<Prepared>, BenchError> {
-        self.lives_of(&AUDIT_LIFE, referrals, group, start, first_seq)
+        self.lives_of(&AUDIT_LIFE, 0..referrals, group, start, first_seq)
     }
 
+    /// [`Writer::audit_lives`] of `referrals`, built in the background on `threads` threads a
+    /// hundred groups at a time and delivered in stream order ([`build_in_background`]), for a
+    /// stream too large to hold in memory (a million lives are about 40 GB).
+    pub fn audit_lives_in_background(
+        self: Arc<Writer>,
+        referrals: usize,
+        group: usize,
+        start: Timestamp,
+        threads: usize,
+    ) -> tokio::sync::mpsc::Receiver<Result<Vec<Prepared>, BenchError>> {
+        let group = group.max(1);
+        // Whole groups per chunk, so each chunk's lives are those of the one-piece build.
+        build_in_background(referrals, 100 * group, threads, move |range| {
+            let first_seq = 1 + (range.start * AUDIT_LIFE_EVENTS) as u64;
+            self.lives_of(&AUDIT_LIFE, range, group, start, first_seq)
+        })
+    }
+
+    /// The lives of the referrals numbered `referrals` (its start a multiple of `group`), the
+    /// first of their messages landing at `first_seq`.
     fn lives_of(
         &self,
         life: &[&str],
-        referrals: usize,
+        referrals: std::ops::Range<usize>,
         group: usize,
         start: Timestamp,
         first_seq: u64,
     ) -> Result<Vec<Prepared>, BenchError> {
-        let mut out: Vec<Prepared> = Vec::with_capacity(referrals * (life.len() + 1));
+        let mut out: Vec<Prepared> = Vec::with_capacity(referrals.len() * (life.len() + 1));
         let group = group.max(1);
-        for first in (0..referrals).step_by(group) {
-            let members = first..(first + group).min(referrals);
+        for first in referrals.clone().step_by(group) {
+            let members = first..(first + group).min(referrals.end);
             // Each member's current state and the stream sequence it is at.
             let mut current = Vec::with_capacity(members.len());
             for index in members.clone() {
@@ -412,7 +432,9 @@ fn message(
 }
 
 /// Builds messages in the background, `chunk` at a time, on `threads` threads, while the caller
-/// publishes the chunks already built; `build(range)` builds the messages for `range`.
+/// publishes the chunks already built; `build(range)` builds the messages for `range`. Chunks
+/// arrive in order (lives name their predecessors' planned sequences), at most two per thread
+/// built ahead.
 pub fn build_in_background<F>(
     total: usize,
     chunk: usize,
@@ -424,24 +446,41 @@ where
 {
     let threads = threads.max(1);
     let chunk = chunk.max(1);
-    // Each thread takes every `threads`-th chunk; chunks arrive in any order, which is fine for
-    // creates (they name no predecessor).
     let (chunks, received) = tokio::sync::mpsc::channel(threads * 2);
     let build = Arc::new(build);
+    // Thread `t` builds chunks t, t + threads, t + 2 threads...; the merger takes chunk k from
+    // thread k % threads, so they come out in order.
+    let mut built = Vec::with_capacity(threads);
     for thread in 0..threads {
-        let (chunks, build) = (chunks.clone(), build.clone());
+        let (sender, receiver) = std::sync::mpsc::sync_channel(2);
+        built.push(receiver);
+        let build = build.clone();
         std::thread::spawn(move || {
             let mut start = thread * chunk;
             while start < total {
-                let built = build(start..(start + chunk).min(total));
-                let failed = built.is_err();
-                if chunks.blocking_send(built).is_err() || failed {
+                let messages = build(start..(start + chunk).min(total));
+                let failed = messages.is_err();
+                if sender.send(messages).is_err() || failed {
                     return;
                 }
                 start += threads * chunk;
             }
         });
     }
+    std::thread::spawn(move || {
+        for k in 0.. {
+            if k * chunk >= total {
+                return;
+            }
+            let Ok(messages) = built[k % threads].recv() else {
+                return;
+            };
+            let failed = messages.is_err();
+            if chunks.blocking_send(messages).is_err() || failed {
+                return;
+            }
+        }
+    });
     received
 }
 
@@ -613,6 +652,30 @@ mod tests {
         let last = EventRecord::decode(&lives[lives.len() - 1].payload).unwrap();
         assert_eq!(last.event.seq, 8);
         assert!(last.state.status.is_terminal());
+    }
+
+    #[test]
+    fn lives_built_in_the_background_are_the_one_piece_build_in_order() {
+        let start = Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap();
+        let whole = Writer::new(maros(), "t")
+            .audit_lives(450, 2, start, 1)
+            .unwrap();
+        // Chunks of 200 referrals on three threads: 200, 200 and 50.
+        let mut chunks =
+            Arc::new(Writer::new(maros(), "t")).audit_lives_in_background(450, 2, start, 3);
+        let mut built = Vec::new();
+        while let Some(chunk) = chunks.blocking_recv() {
+            built.extend(chunk.unwrap());
+        }
+        assert_eq!(built.len(), whole.len());
+        for (built, whole) in built.iter().zip(&whole) {
+            assert_eq!(built.subject, whole.subject);
+            assert_eq!(
+                built.expected_last_subject_seq,
+                whole.expected_last_subject_seq
+            );
+            assert_eq!(built.payload, whole.payload);
+        }
     }
 
     /// The Maros registry with the bench clock, as `bench clocks` writes it.

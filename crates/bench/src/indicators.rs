@@ -1,7 +1,9 @@
-//! `refbus bench indicators`: `refbus indicators` (every referral record read through the one
-//! record check, `refbus_dashboard::indicators::replay`, signatures on every core; the core's
-//! fold, `refbus_core::indicators`; the report by every dimension and its CSV) over a stream
-//! of whole referral lives, beside a raw ordered replay of the same stream in the same run.
+//! `refbus bench indicators`: `refbus indicators` (each referral's last checked record,
+//! `refbus_dashboard::indicators::latest`, signatures on every core; the core's fold,
+//! `refbus_core::indicators`; the report by every dimension and its CSV) over a stream of whole
+//! referral lives, beside a raw ordered replay of the same stream in the same run; with
+//! `every_record`, also `refbus indicators --every-record` (every record checked against its
+//! predecessor, `refbus_dashboard::indicators::replay`), whose figures must be the same.
 //!
 //! The record check's time-against-storage part is off, as in `bench audit` (the lives are
 //! stamped before they are stored).
@@ -12,7 +14,6 @@ use std::time::{Duration, Instant};
 use refbus_core::Registry;
 use refbus_core::indicators::{self, Dimension, Query};
 
-use crate::histories;
 use crate::router::system_now;
 use crate::timing::{goal_line, seconds, thousands};
 use crate::{BenchError, Server};
@@ -28,6 +29,8 @@ pub struct IndicatorsOptions {
     pub group: usize,
     /// Publishes whose acknowledgements may be outstanding while filling.
     pub window: usize,
+    /// Also time the replay of every record (about eight times the reads).
+    pub every_record: bool,
 }
 
 impl Default for IndicatorsOptions {
@@ -36,6 +39,7 @@ impl Default for IndicatorsOptions {
             referrals: 1_000_000,
             group: 100,
             window: 1024,
+            every_record: false,
         }
     }
 }
@@ -48,21 +52,33 @@ pub struct IndicatorsReport {
     pub fill: Duration,
     /// The floor: a bare ordered consumer over the stream.
     pub raw: Duration,
-    /// Reading and checking every record, folding each state.
-    pub replay: Duration,
+    /// Reading and checking each referral's last record, folding its state.
+    pub latest: Duration,
     /// The report by every dimension, and its CSV.
     pub report: Duration,
-    /// Referrals the indicators hold, records checked, records refused.
+    /// Referrals the indicators hold, records checked.
     pub counted: usize,
     pub records: u64,
-    pub refused: u64,
     pub rows: usize,
     pub csv_bytes: usize,
+    /// The replay of every record, if asked for.
+    pub every_record: Option<EveryRecord>,
+}
+
+/// `refbus indicators --every-record` in the same run.
+#[derive(Debug, Clone)]
+pub struct EveryRecord {
+    /// Reading and checking every record against its predecessor, folding each state.
+    pub replay: Duration,
+    pub records: u64,
+    pub refused: u64,
+    /// Whether its report by every dimension equals the last records' one.
+    pub same_figures: bool,
 }
 
 impl IndicatorsReport {
     pub fn total(&self) -> Duration {
-        self.replay + self.report
+        self.latest + self.report
     }
 
     /// The total scaled linearly to a million referrals (exact when the run had a million).
@@ -90,13 +106,27 @@ impl std::fmt::Display for IndicatorsReport {
         )?;
         writeln!(
             f,
-            "  replay, record check, fold       {} ({} msg/s): {} records, {} refused, {} referrals",
-            seconds(self.replay),
-            thousands(rate(self.replay)),
+            "  last records, record check, fold {} ({} referrals/s): {} records, {} referrals",
+            seconds(self.latest),
+            thousands(self.referrals as f64 / self.latest.as_secs_f64().max(1e-9)),
             self.records,
-            self.refused,
             self.counted
         )?;
+        if let Some(every) = &self.every_record {
+            writeln!(
+                f,
+                "  every record (--every-record)    {} ({} msg/s): {} records, {} refused, {} figures",
+                seconds(every.replay),
+                thousands(rate(every.replay)),
+                every.records,
+                every.refused,
+                if every.same_figures {
+                    "the same"
+                } else {
+                    "DIFFERENT"
+                }
+            )?;
+        }
         writeln!(
             f,
             "  report by every dimension, CSV   {} ({} rows, {} bytes)",
@@ -136,26 +166,14 @@ pub fn indicators(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let crate::audit::Lives {
-        messages,
-        bus,
-        js,
-        stream,
-    } = crate::audit::lives(
+    let crate::audit::Filled { fill, bus, stream } = crate::audit::filled(
         &runtime,
         server,
         registry.clone(),
         "indicators",
-        (options.referrals, options.group),
+        (options.referrals, options.group, options.window),
         progress,
     )?;
-    progress("filling the stream");
-    let fill = runtime.block_on(histories::publish_planned(
-        &js,
-        messages,
-        options.window,
-        None,
-    ))?;
     let last = runtime
         .block_on(bus.last_sequence())
         .map_err(|err| BenchError::Nats(err.to_string()))?;
@@ -167,34 +185,49 @@ pub fn indicators(
         Arc::new(crate::signing_keys(&registry).signers()),
         None,
     );
+    let nats = |err: refbus_bus::ReadError| BenchError::Nats(err.to_string());
     let started = Instant::now();
-    let replay = runtime
-        .block_on(refbus_dashboard::indicators::replay(&bus, &verifier))
-        .map_err(|err| BenchError::Nats(err.to_string()))?;
-    let replay_time = started.elapsed();
+    let read = runtime
+        .block_on(refbus_dashboard::indicators::latest(&bus, &verifier))
+        .map_err(nats)?;
+    let latest = started.elapsed();
+    let now = system_now();
+    let query = Query {
+        by: Dimension::ALL.to_vec(),
+        from: None,
+        to: None,
+        agency: None,
+    };
     let started = Instant::now();
-    let report = replay.indicators.report(
-        system_now(),
-        &Query {
-            by: Dimension::ALL.to_vec(),
-            from: None,
-            to: None,
-            agency: None,
-        },
-    );
+    let report = read.indicators.report(now, &query);
     let csv = indicators::csv(&report);
     let report_time = started.elapsed();
+    let every_record = if options.every_record {
+        progress("refbus indicators --every-record");
+        let started = Instant::now();
+        let replay = runtime
+            .block_on(refbus_dashboard::indicators::replay(&bus, &verifier))
+            .map_err(nats)?;
+        Some(EveryRecord {
+            replay: started.elapsed(),
+            records: replay.records,
+            refused: replay.refused,
+            same_figures: replay.indicators.report(now, &query) == report,
+        })
+    } else {
+        None
+    };
     Ok(IndicatorsReport {
         referrals: options.referrals,
         messages: last,
         fill,
         raw,
-        replay: replay_time,
+        latest,
         report: report_time,
-        counted: replay.indicators.len(),
-        records: replay.records,
-        refused: replay.refused,
+        counted: read.indicators.len(),
+        records: read.records,
         rows: report.referrals.len() + report.clocks.len(),
         csv_bytes: csv.len(),
+        every_record,
     })
 }

@@ -348,6 +348,10 @@ pub(crate) struct IndicatorsArgs {
     /// Publishes whose acknowledgements may be outstanding while filling the stream.
     #[arg(long, default_value_t = 1024)]
     window: usize,
+    /// Also time `refbus indicators --every-record` (every record checked against its
+    /// predecessor) and compare its figures.
+    #[arg(long)]
+    every_record: bool,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -357,6 +361,7 @@ fn indicators(args: IndicatorsArgs) -> anyhow::Result<ExitCode> {
     let options = refbus_bench::indicators::IndicatorsOptions {
         referrals: args.referrals,
         window: args.window,
+        every_record: args.every_record,
         ..refbus_bench::indicators::IndicatorsOptions::default()
     };
     let scratch = Scratch::start(&args.server, "indicators")?;
