@@ -5,36 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command};
-
 use refbus_testkit::browser::Browser;
-
-/// `refbus up --demo`, stopped with Ctrl-C (SIGINT) when dropped, so it takes its nats-server
-/// down with it even if the test fails.
-struct Up(Child);
-
-impl Drop for Up {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        // It stops within seconds (tests/up.rs holds it to that); if it ever does not, it is
-        // killed rather than left to hang the test run.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Starts `refbus up --demo` (a referral a second, pretended time 60 times as fast) and
 /// returns it with the dashboard's URL.
-fn start_demo(data_dir: &std::path::Path) -> (Up, String) {
+fn start_demo(data_dir: &std::path::Path) -> (common::Up, String) {
     let (child, lines) = common::start_up(
         data_dir,
         &["--demo", "--demo-every", "1", "--clock-speed", "60"],
@@ -45,7 +20,7 @@ fn start_demo(data_dir: &std::path::Path) -> (Up, String) {
         .and_then(|rest| rest.split_whitespace().next())
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no dashboard URL in {lines:?}"));
-    (Up(child), url)
+    (child, url)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

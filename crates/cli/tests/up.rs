@@ -379,7 +379,7 @@ async fn up_admits_to_nats_only_tls_clients_with_its_certificate_and_a_known_nke
 fn start_merged(
     data_dir: &std::path::Path,
     args: &[&str],
-) -> (Child, std::sync::mpsc::Receiver<String>, Vec<String>) {
+) -> (common::Up, std::sync::mpsc::Receiver<String>, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
         .current_dir(repo_root())
         .arg("up")
@@ -420,7 +420,7 @@ fn start_merged(
         let done = line.contains("Press Ctrl-C");
         seen.push(line);
         if done {
-            return (child, lines, seen);
+            return (common::Up(child), lines, seen);
         }
     }
 }
