@@ -467,8 +467,20 @@ impl Bus {
             return Ok(Some(record.into_stored(after)));
         }
         // The first message was checked (and reported) already: scan what follows it.
+        self.checked_creation_after(verifier, subject, first_seq)
+            .await
+    }
+
+    /// The first creation on `subject` after stream sequence `after` that passes the check:
+    /// [`Bus::checked_creation`] once the first message failed it.
+    pub(crate) async fn checked_creation_after(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+        after: u64,
+    ) -> Result<Option<Stored<EventRecord>>, ReadError> {
         for record in self
-            .unchecked_history_from(verifier, subject, first_seq + 1)
+            .unchecked_history_from(verifier, subject, after + 1)
             .await?
         {
             if record.record.event.seq != 1 {
@@ -491,7 +503,7 @@ impl Bus {
     /// last message is asked for; if there is one, the read is retried (backing off from 10 ms)
     /// until [`crate::READ_TIMEOUT`], then the caller hears `Unavailable` ("retry"), never a
     /// wrong "none".
-    async fn first_message_of(
+    pub(crate) async fn first_message_of(
         &self,
         verifier: &Verifier,
         subject: &str,

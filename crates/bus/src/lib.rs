@@ -870,7 +870,9 @@ impl Bus {
     /// a rebuild) run on tokio's blocking pool, in batches of the records already received, as
     /// many batches at once as there are CPUs, while the connection goes on receiving; items
     /// come out in stream order all the same. The reads a record may need (its subject's
-    /// creation, or the history after a refused record) run several at once, also in order.
+    /// creation, or the history after a refused record) run several at once, also in order;
+    /// the creations read are checked in batches on the blocking pool too (one creation per
+    /// referral past its first event: half the signatures of a rebuild).
     pub async fn latest_checked(
         &self,
         verifier: &Verifier,
@@ -906,7 +908,8 @@ impl Bus {
             });
         let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (bus, verifier) = (self.clone(), verifier.clone());
-        let checking = verifier.clone();
+        let (checking, creations) = (verifier.clone(), verifier.clone());
+        let (scanning, scanning_verifier) = (self.clone(), verifier.clone());
         Ok(messages
             .map(|message| raw_stream_message(&message?))
             .ready_chunks(CHECK_BATCH)
@@ -925,25 +928,59 @@ impl Bus {
             })
             .buffered(parallel)
             .flat_map(futures::stream::iter)
+            // A later record checked alone proves only its author and subject; the subject must
+            // also hold a valid creation of that very referral, or it is a look-alike that
+            // another agency wrote: its first message is read (round trips, several at once,
+            // items still in order), then checked in batches like the records themselves.
             .map(move |item| {
                 let (bus, verifier) = (bus.clone(), verifier.clone());
                 async move {
                     match item? {
-                        // A later record checked alone proves only its author and subject; the
-                        // subject must also hold a valid creation of that very referral, or it
-                        // is a look-alike that another agency wrote (one more read).
-                        Ok(stored) if stored.record.event.seq > 1 => {
-                            let creation = bus.checked_creation(&verifier, &stored.subject).await?;
-                            Ok(creation
-                                .filter(|created| created.record.state.id == stored.record.state.id)
-                                .map(|_| stored))
-                        }
-                        Ok(stored) => Ok(Some(stored)),
-                        Err(subject) => bus.referral(&verifier, &subject).await,
+                        Ok(stored) if stored.record.event.seq > 1 => Ok(
+                            match bus.first_message_of(&verifier, &stored.subject).await? {
+                                Some((first_seq, first)) => {
+                                    Latest::Creation(stored, first_seq, first.map(Box::new))
+                                }
+                                None => Latest::Done(None),
+                            },
+                        ),
+                        Ok(stored) => Ok(Latest::Done(Some(stored))),
+                        Err(subject) => bus.referral(&verifier, &subject).await.map(Latest::Done),
                     }
                 }
             })
-            // Those reads are round trips: several in flight at once, items still in order.
+            .buffered(CONCURRENT_READS)
+            .ready_chunks(CHECK_BATCH)
+            .map(move |batch| {
+                let verifier = creations.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || check_creations(&verifier, batch))
+                        .await
+                        .unwrap_or_else(|err| {
+                            vec![Err(ReadError::with_source(
+                                ReadErrorKind::Unavailable,
+                                format!("checking creations: {err}"),
+                            ))]
+                        })
+                }
+            })
+            .buffered(parallel)
+            .flat_map(futures::stream::iter)
+            // A first message that fails (only a hostile writer's) sends the read on through
+            // the subject's later messages, as `Bus::checked_creation` does.
+            .map(move |item| {
+                let (bus, verifier) = (scanning.clone(), scanning_verifier.clone());
+                async move {
+                    match item? {
+                        Decided::Scan(stored, first_seq) => Ok(bus
+                            .checked_creation_after(&verifier, &stored.subject, first_seq)
+                            .await?
+                            .filter(|created| created.record.state.id == stored.record.state.id)
+                            .map(|_| stored)),
+                        Decided::Done(done) => Ok(done),
+                    }
+                }
+            })
             .buffered(CONCURRENT_READS)
             .filter_map(|item| std::future::ready(item.transpose()))
             // Each item may read the bus again: boxed, so callers can poll it in place.
@@ -1293,6 +1330,62 @@ fn check_latest(
         .map(|place| {
             place.map(|decoded| {
                 decoded.and_then(|()| checked.next().expect("one per decoded record"))
+            })
+        })
+        .collect()
+}
+
+/// One referral in [`Bus::latest_checked_where`], between its stages.
+enum Latest {
+    /// Decided: its last record that passed, or nothing to yield.
+    Done(Option<Stored<EventRecord>>),
+    /// A later record that passed alone, and the first message on its subject (sequence, and
+    /// the record if it is one), not yet checked.
+    Creation(Stored<EventRecord>, u64, Option<Box<Unchecked>>),
+}
+
+/// One referral in [`Bus::latest_checked_where`] once its creation's first message was checked.
+enum Decided {
+    /// Its last record that passed, or nothing to yield.
+    Done(Option<Stored<EventRecord>>),
+    /// A later record whose subject's first message failed the check (reported): the
+    /// subject's messages after that sequence hold its creation, if anything does.
+    Scan(Stored<EventRecord>, u64),
+}
+
+/// Decides every [`Latest::Creation`] of `batch` (on a thread of the blocking pool): the first
+/// message, checked as a creation with the signatures of the batch verified together, is a
+/// creation of the same referral (the record is yielded) or of another (nothing is); one that
+/// fails the check is scanned past.
+fn check_creations(
+    verifier: &Verifier,
+    batch: Vec<Result<Latest, ReadError>>,
+) -> Vec<Result<Decided, ReadError>> {
+    let firsts: Vec<&Unchecked> = batch
+        .iter()
+        .filter_map(|item| match item {
+            Ok(Latest::Creation(_, _, Some(first))) if first.record.event.seq == 1 => {
+                Some(&**first)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut presigned = verifier.presign_all(&firsts).into_iter();
+    batch
+        .into_iter()
+        .map(|item| {
+            item.map(|latest| match latest {
+                Latest::Creation(stored, first_seq, Some(first)) if first.record.event.seq == 1 => {
+                    let presigned = presigned.next().expect("one per first message");
+                    match verifier.check_presigned(&first, presigned, None) {
+                        Ok(created) => {
+                            Decided::Done((created.id == stored.record.state.id).then_some(stored))
+                        }
+                        Err(_) => Decided::Scan(stored, first_seq),
+                    }
+                }
+                Latest::Creation(stored, first_seq, _) => Decided::Scan(stored, first_seq),
+                Latest::Done(done) => Decided::Done(done),
             })
         })
         .collect()

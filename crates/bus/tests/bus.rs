@@ -386,6 +386,83 @@ async fn a_creation_whose_expected_sequence_was_checked_on_another_subject_is_no
     assert!(latest.next().await.is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_checked_yields_a_later_record_only_where_its_referrals_creation_passes() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    // More referrals past their creation than one batch of creation checks holds (512), some
+    // only created: each comes out once, in stream order, with its last state.
+    let mut expected = Vec::new();
+    for n in 0..600 {
+        let (event, state) = created("maros-dinsos", "maros-uptd-ppa", &format!("many-{n}"));
+        let first = append(&bus, event, &state, 0, &format!("m{n}"))
+            .await
+            .unwrap();
+        if n % 5 == 0 {
+            expected.push((subject_of(&state), state));
+            continue;
+        }
+        let (accept, accepted) = next(&state, Change::Accepted, "maros-uptd-ppa");
+        append(&bus, accept, &accepted, first.seq, &format!("ma{n}"))
+            .await
+            .unwrap();
+        expected.push((subject_of(&accepted), accepted));
+    }
+    // The recipient's acceptance of a referral the sender never created: signed, on a subject
+    // naming both parties, and no creation before it.
+    let (_, never_created) = created("maros-dinsos", "maros-uptd-ppa", "never-created");
+    let (forged, forged_state) = next(&never_created, Change::Accepted, "maros-uptd-ppa");
+    append(&bus, forged, &forged_state, 0, "forged")
+        .await
+        .unwrap();
+    // A referral whose subject starts with a message that is no record (the creation and the
+    // acceptance after it, stored without the creation's expected sequence): found past it.
+    let (create, late) = created("maros-dinsos", "maros-uptd-ppa", "after-garbage");
+    let subject = subject_of(&late);
+    raw(&server)
+        .await
+        .publish(subject.clone(), "no record".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let key = test_keys().key(&refbus_core::signature::Signer::of(&create.actor));
+    let (_, payload) = refbus_bus::EventRecord::signed(create, &late, &subject, &key);
+    let c = raw(&server)
+        .await
+        .publish(subject.clone(), payload)
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let (accept, accepted) = next(&late, Change::Accepted, "maros-uptd-ppa");
+    append(&bus, accept, &accepted, c, "late-accept")
+        .await
+        .unwrap();
+    expected.push((subject.clone(), accepted));
+
+    let read: Vec<_> = bus
+        .latest_checked(
+            &verifier(),
+            vec![subjects::received_by(&agency("maros-uptd-ppa"))],
+        )
+        .await
+        .unwrap()
+        .map(|stored| {
+            let stored = stored.unwrap();
+            (stored.subject, stored.record.state)
+        })
+        .collect()
+        .await;
+    assert_eq!(read.len(), expected.len());
+    for (read, expected) in read.iter().zip(&expected) {
+        assert_eq!(read.0, expected.0);
+        assert_eq!(snapshot(&read.1), snapshot(&expected.1), "{}", read.0);
+    }
+    assert!(!read.iter().any(|(_, state)| state.id == forged_state.id));
+}
+
 #[tokio::test]
 async fn latest_gives_the_current_state_of_each_referral_once() {
     let server = NatsServer::start().unwrap();
