@@ -143,6 +143,48 @@ pub(crate) async fn read_all(stream: &stream::Stream, last: u64) -> Result<Durat
     Ok(started.elapsed())
 }
 
+/// The floor of a read of every referral's current state: a bare ordered consumer delivering
+/// the last message of each subject, then one direct read of each subject's first message
+/// (`concurrent` at once), nothing decoded or checked. Returns both times and the subjects.
+pub(crate) async fn read_last_and_first(
+    stream: &stream::Stream,
+    subjects: usize,
+    concurrent: usize,
+) -> Result<(Duration, Duration), BenchError> {
+    let nats = |err: &dyn std::fmt::Display| BenchError::Nats(err.to_string());
+    let started = Instant::now();
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            filter_subject: refbus_bus::subjects::ALL_REFERRALS.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(&e))?;
+    let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
+    let mut names = Vec::with_capacity(subjects);
+    while names.len() < subjects {
+        let Some(message) = messages.next().await else {
+            break;
+        };
+        names.push(message.map_err(|e| nats(&e))?.subject.to_string());
+    }
+    let last = started.elapsed();
+    let started = Instant::now();
+    let mut firsts = futures::stream::iter(names)
+        .map(|subject| async move {
+            stream
+                .direct_get_next_for_subject(subject, Some(1))
+                .await
+                .map_err(|e| nats(&e))
+        })
+        .buffered(concurrent.max(1));
+    while let Some(first) = firsts.next().await {
+        first?;
+    }
+    Ok((last, started.elapsed()))
+}
+
 /// What the notary benchmark starts from: `referrals` eight-event lives signed as adapters sign
 /// them (the writer labelled `label`), not yet published (its fill is what it measures), and a
 /// fresh events stream with the bus's connection and the bench's own JetStream one to it.

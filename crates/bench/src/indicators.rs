@@ -52,6 +52,10 @@ pub struct IndicatorsReport {
     pub fill: Duration,
     /// The floor: a bare ordered consumer over the stream.
     pub raw: Duration,
+    /// The floor of the last records' read: a bare consumer of each subject's last message,
+    /// then a bare direct read of each subject's first (64 at once, as the read does).
+    pub bare_last: Duration,
+    pub bare_first: Duration,
     /// Reading and checking each referral's last record, folding its state.
     pub latest: Duration,
     /// The report by every dimension, and its CSV.
@@ -103,6 +107,14 @@ impl std::fmt::Display for IndicatorsReport {
             "  raw ordered replay               {} ({} msg/s)",
             seconds(self.raw),
             thousands(rate(self.raw))
+        )?;
+        writeln!(
+            f,
+            "  bare last message per subject    {} ({} subjects/s), then first by direct read {} ({}/s)",
+            seconds(self.bare_last),
+            thousands(self.referrals as f64 / self.bare_last.as_secs_f64().max(1e-9)),
+            seconds(self.bare_first),
+            thousands(self.referrals as f64 / self.bare_first.as_secs_f64().max(1e-9)),
         )?;
         writeln!(
             f,
@@ -179,6 +191,12 @@ pub fn indicators(
         .map_err(|err| BenchError::Nats(err.to_string()))?;
     progress("raw ordered replay");
     let raw = runtime.block_on(crate::audit::read_all(&stream, last))?;
+    progress("bare last and first message of each referral's subject");
+    let (bare_last, bare_first) = runtime.block_on(crate::audit::read_last_and_first(
+        &stream,
+        options.referrals,
+        64,
+    ))?;
     progress("refbus indicators");
     let verifier = refbus_bus::Verifier::new(
         registry.clone(),
@@ -222,6 +240,8 @@ pub fn indicators(
         messages: last,
         fill,
         raw,
+        bare_last,
+        bare_first,
         latest,
         report: report_time,
         counted: read.indicators.len(),
