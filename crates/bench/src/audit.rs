@@ -147,18 +147,26 @@ pub(crate) async fn read_all(stream: &stream::Stream, last: u64) -> Result<Durat
 /// the last message of each subject, then one direct read of each subject's first message
 /// (`concurrent` at once), nothing decoded or checked. Returns both times and the subjects.
 pub(crate) async fn read_last_and_first(
+    js: &async_nats::jetstream::Context,
     stream: &stream::Stream,
     subjects: usize,
     concurrent: usize,
 ) -> Result<(Duration, Duration), BenchError> {
     let nats = |err: &dyn std::fmt::Display| BenchError::Nats(err.to_string());
     let started = Instant::now();
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            filter_subject: refbus_bus::subjects::ALL_REFERRALS.to_owned(),
-            ..Default::default()
-        })
+    // nats-server answers only once it has found every subject's last message: over a
+    // million subjects that takes longer than a request's usual bound (the bus waits as long).
+    let mut js = js.clone();
+    js.set_timeout(refbus_bus::SCAN_TIMEOUT);
+    let consumer = js
+        .create_consumer_on_stream(
+            OrderedConfig {
+                deliver_policy: DeliverPolicy::LastPerSubject,
+                filter_subject: refbus_bus::subjects::ALL_REFERRALS.to_owned(),
+                ..Default::default()
+            },
+            refbus_bus::StreamSettings::default().name,
+        )
         .await
         .map_err(|e| nats(&e))?;
     let mut messages = consumer.messages().await.map_err(|e| nats(&e))?;
@@ -221,6 +229,7 @@ pub(crate) fn lives(
 pub(crate) struct Filled {
     pub fill: Duration,
     pub bus: refbus_bus::Bus,
+    pub js: async_nats::jetstream::Context,
     pub stream: stream::Stream,
 }
 
@@ -248,7 +257,12 @@ pub(crate) fn filled(
             referrals * histories::AUDIT_LIFE_EVENTS
         )));
     }
-    Ok(Filled { fill, bus, stream })
+    Ok(Filled {
+        fill,
+        bus,
+        js,
+        stream,
+    })
 }
 
 /// A fresh events stream, created and checked by the bus as a component does, with the bus's
@@ -285,7 +299,9 @@ pub fn audit(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let Filled { fill, bus, stream } = filled(
+    let Filled {
+        fill, bus, stream, ..
+    } = filled(
         &runtime,
         server,
         registry.clone(),

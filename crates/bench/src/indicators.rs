@@ -178,7 +178,12 @@ pub fn indicators(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let crate::audit::Filled { fill, bus, stream } = crate::audit::filled(
+    let crate::audit::Filled {
+        fill,
+        bus,
+        js,
+        stream,
+    } = crate::audit::filled(
         &runtime,
         server,
         registry.clone(),
@@ -193,6 +198,7 @@ pub fn indicators(
     let raw = runtime.block_on(crate::audit::read_all(&stream, last))?;
     progress("bare last and first message of each referral's subject");
     let (bare_last, bare_first) = runtime.block_on(crate::audit::read_last_and_first(
+        &js,
         &stream,
         options.referrals,
         64,

@@ -94,7 +94,7 @@ pub const READ_TIMEOUT: Duration = ACK_TIMEOUT;
 
 /// How long the creation of a consumer over every referral's last message may take (a
 /// rebuild's start, see `Bus::latest_checked`).
-const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const SCAN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A handle to the refbus events stream. Cloning is cheap; all clones share one connection.
 #[derive(Clone, Debug)]
