@@ -913,19 +913,7 @@ impl Bus {
         Ok(messages
             .map(|message| raw_stream_message(&message?))
             .ready_chunks(CHECK_BATCH)
-            .map(move |batch| {
-                let verifier = checking.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || check_latest(&verifier, batch))
-                        .await
-                        .unwrap_or_else(|err| {
-                            vec![Err(ReadError::with_source(
-                                ReadErrorKind::Unavailable,
-                                format!("checking records: {err}"),
-                            ))]
-                        })
-                }
-            })
+            .map(move |batch| on_blocking_pool(&checking, batch, check_latest))
             .buffered(parallel)
             .flat_map(futures::stream::iter)
             // A later record checked alone proves only its author and subject; the subject must
@@ -951,19 +939,7 @@ impl Bus {
             })
             .buffered(CONCURRENT_READS)
             .ready_chunks(CHECK_BATCH)
-            .map(move |batch| {
-                let verifier = creations.clone();
-                async move {
-                    tokio::task::spawn_blocking(move || check_creations(&verifier, batch))
-                        .await
-                        .unwrap_or_else(|err| {
-                            vec![Err(ReadError::with_source(
-                                ReadErrorKind::Unavailable,
-                                format!("checking creations: {err}"),
-                            ))]
-                        })
-                }
-            })
+            .map(move |batch| on_blocking_pool(&creations, batch, check_creations))
             .buffered(parallel)
             .flat_map(futures::stream::iter)
             // A first message that fails (only a hostile writer's) sends the read on through
@@ -1333,6 +1309,29 @@ fn check_latest(
             })
         })
         .collect()
+}
+
+/// A check of a batch of records, item for item (see [`check_latest`], [`check_creations`]).
+type BatchCheck<T, U> = fn(&Verifier, Vec<T>) -> Vec<Result<U, ReadError>>;
+
+/// `check(verifier, batch)` on a thread of tokio's blocking pool; a task that did not finish
+/// (a panic, a runtime shutting down) is one `Unavailable` item.
+fn on_blocking_pool<T: Send + 'static, U: Send + 'static>(
+    verifier: &Verifier,
+    batch: Vec<T>,
+    check: BatchCheck<T, U>,
+) -> impl Future<Output = Vec<Result<U, ReadError>>> + use<T, U> {
+    let verifier = verifier.clone();
+    async move {
+        tokio::task::spawn_blocking(move || check(&verifier, batch))
+            .await
+            .unwrap_or_else(|err| {
+                vec![Err(ReadError::with_source(
+                    ReadErrorKind::Unavailable,
+                    format!("checking records: {err}"),
+                ))]
+            })
+    }
 }
 
 /// One referral in [`Bus::latest_checked_where`], between its stages.
