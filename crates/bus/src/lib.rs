@@ -1375,6 +1375,8 @@ fn check_creations(
         .map(|item| {
             item.map(|latest| match latest {
                 Latest::Creation(stored, first_seq, Some(first)) if first.record.event.seq == 1 => {
+                    // `firsts` took exactly the first messages this arm matches, in order, and
+                    // `presign_all` gives one verdict per record it is given.
                     let presigned = presigned.next().expect("one per first message");
                     match verifier.check_presigned(&first, presigned, None) {
                         Ok(created) => {
