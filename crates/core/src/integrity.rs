@@ -239,15 +239,15 @@ impl Checker<'_> {
                 ),
             ));
         }
-        let after = recheck_hashed(self.registry, before, event, bytes_hash).map_err(|err| {
-            let problem = match err {
-                Unfounded::OutOfChain(_) => Problem::OutOfChain,
-                Unfounded::Refused(_) | Unfounded::Different => Problem::Refused,
-            };
-            Failure::new(problem, format!("{} event: {err}", event.change.kind()))
-        })?;
-        let snapshot = after.clone().into_snapshot();
-        if !serde_json::to_string(&snapshot).is_ok_and(|json| json == claim.state_json) {
+        let mut after =
+            recheck_hashed(self.registry, before, event, bytes_hash).map_err(|err| {
+                let problem = match err {
+                    Unfounded::OutOfChain(_) => Problem::OutOfChain,
+                    Unfounded::Refused(_) | Unfounded::Different => Problem::Refused,
+                };
+                Failure::new(problem, format!("{} event: {err}", event.change.kind()))
+            })?;
+        if !after.as_snapshot(|snapshot| encodes_as(snapshot, claim.state_json)) {
             return Err(Failure::new(
                 Problem::WrongState,
                 "the stored state is not the state its events make",
@@ -320,6 +320,35 @@ impl Checker<'_> {
             .map(Presigned)
             .collect()
     }
+}
+
+/// Whether `value` encodes as exactly `text` in JSON, compared as it is encoded: nothing is
+/// built, and the comparison stops at the first byte that differs. The same bytes as
+/// `serde_json::to_string` (which writes the same way into a string).
+fn encodes_as<T: Serialize>(value: &T, text: &str) -> bool {
+    struct Compare<'a> {
+        rest: &'a [u8],
+    }
+    impl std::io::Write for Compare<'_> {
+        fn write(&mut self, written: &[u8]) -> std::io::Result<usize> {
+            match self.rest.strip_prefix(written) {
+                Some(rest) => {
+                    self.rest = rest;
+                    Ok(written.len())
+                }
+                // Ends the encoding: the rest cannot make it equal.
+                None => Err(std::io::ErrorKind::InvalidData.into()),
+            }
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut compare = Compare {
+        rest: text.as_bytes(),
+    };
+    serde_json::to_writer(&mut compare, value).is_ok() && compare.rest.is_empty()
 }
 
 /// The verdict of [`Checker::presign`] on one claim (its hash if the signature holds): only

@@ -355,6 +355,18 @@ impl Referral {
         self
     }
 
+    /// `look` at the state as [`Referral::into_snapshot`] makes it, without a copy: the sealed
+    /// identity and note are set aside meanwhile (a record's check compares every state it
+    /// makes with the stored one).
+    pub fn as_snapshot<R>(&mut self, look: impl FnOnce(&Referral) -> R) -> R {
+        let identity = self.creation.identity.take();
+        let note = self.creation.note.take();
+        let seen = look(self);
+        self.creation.identity = identity;
+        self.creation.note = note;
+        seen
+    }
+
     /// The creation of the child referral that moves this one to `to`: the same case, sender,
     /// service, priority, categories and consent, linked to this referral, under the policy in
     /// force now, with the identity and note sealed anew for the new recipient.

@@ -262,9 +262,24 @@ fn an_event_out_of_its_chain_is_refused() {
 #[test]
 fn a_stored_state_that_its_events_do_not_make_is_refused() {
     let world = world();
-    let (mut created, _) = creation(&world);
-    created.state_json = created.state_json.replace("\"requested\"", "\"completed\"");
+    let (mut created, made) = creation(&world);
+    let stored = created.state_json.clone();
+    created.state_json = stored.replace("\"requested\"", "\"completed\"");
     assert_eq!(problem(&world, &created, None), Problem::WrongState);
+    // The stored bytes must be the state's encoding exactly: not cut short, not longer, not
+    // the same state spaced differently.
+    let cut_short = stored[..stored.len() - 1].to_owned();
+    let longer = format!("{stored} ");
+    let spaced = stored.replacen(':', ": ", 1);
+    for state_json in [cut_short, longer, spaced] {
+        created.state_json = state_json;
+        assert_eq!(problem(&world, &created, None), Problem::WrongState);
+    }
+    created.state_json = stored;
+    let after = checker(&world).check(&created.claim(), None).unwrap();
+    // The state the check gives back keeps what the stored state leaves to the creation.
+    assert!(after.creation.identity.is_some());
+    assert_eq!(after, made);
 }
 
 #[test]
