@@ -113,21 +113,32 @@ async fn from_snapshot(
 /// state of each referral, so the two may interleave). The indicators page counts fewer
 /// referrals until it ends.
 pub(crate) async fn observe_all(shared: Arc<Shared>) {
-    /// The first wait before reading again after a failed read, doubled up to [`MAX_WAIT`].
-    const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-    const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+    let count = until_read(|| {
+        crate::indicators::read_latest(&shared.bus, &shared.verifier, |state| {
+            shared.observe(state);
+        })
+    })
+    .await;
+    tracing::info!(count, "dashboard: indicators read every referral");
+}
+
+/// The first wait before reading again after a failed read, doubled up to [`MAX_WAIT`].
+const FIRST_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What `read` counts once a read succeeds: after each failure, logged as an ERROR, it reads
+/// again from the start after [`FIRST_WAIT`], doubling up to [`MAX_WAIT`]. Loud: the page's
+/// figures are partial until a read ends; and safe to read again, as the fold keeps the newest
+/// state of each referral.
+async fn until_read<Read, Reading>(mut read: Read) -> u64
+where
+    Read: FnMut() -> Reading,
+    Reading: std::future::Future<Output = Result<u64, ReadError>>,
+{
     let mut wait = FIRST_WAIT;
     loop {
-        let read = crate::indicators::read_latest(&shared.bus, &shared.verifier, |state| {
-            shared.observe(state);
-        });
-        match read.await {
-            Ok(count) => {
-                tracing::info!(count, "dashboard: indicators read every referral");
-                return;
-            }
-            // Loud: the page's figures are partial until a read ends. Reading again from the
-            // start is safe: the fold keeps the newest state of each referral.
+        match read().await {
+            Ok(count) => return count,
             Err(err) => tracing::error!(
                 "dashboard: reading every referral for the indicators: {err}; reading again in {} s",
                 wait.as_secs()
@@ -294,5 +305,47 @@ fn alert(shared: &Shared, notice: IntegrityNotice) {
     };
     if let Some(version) = version {
         shared.send(Update::Alerts { version });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use refbus_bus::{ReadError, ReadErrorKind};
+    use tokio::time::Instant;
+
+    use super::until_read;
+
+    /// A read failing eight times, then counting 42: read again after 1, 2, 4 ... 60 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_read_is_read_again_backing_off_to_a_minute() {
+        let started = Instant::now();
+        let reads: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+        let count = until_read(|| {
+            let mut reads = reads.lock().unwrap();
+            reads.push(started.elapsed());
+            let failed = reads.len() <= 8;
+            async move {
+                if failed {
+                    Err(ReadError::with_source(
+                        ReadErrorKind::Unavailable,
+                        "no server",
+                    ))
+                } else {
+                    Ok(42)
+                }
+            }
+        })
+        .await;
+        assert_eq!(count, 42);
+        let waits: Vec<u64> = reads
+            .into_inner()
+            .unwrap()
+            .windows(2)
+            .map(|pair| (pair[1] - pair[0]).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
     }
 }
