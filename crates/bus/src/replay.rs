@@ -42,8 +42,9 @@ pub struct StoredMessage {
     pub subject: String,
     /// When JetStream stored it (its own metadata, not the writer's claim).
     pub stored_at: Timestamp,
-    /// Every header, in the order stored (not signed: CloudEvents, trace context, refbus's
-    /// predecessor sequence, the message id).
+    /// Every header, by name (not signed: CloudEvents, trace context, refbus's predecessor
+    /// sequence, the message id). By name, not as stored: NATS's client does not keep the
+    /// order, and a read, an export and its hash must be the same each time.
     pub headers: Vec<(String, String)>,
     pub payload: Bytes,
 }
@@ -423,7 +424,7 @@ fn stored(message: jetstream::Message) -> Result<StoredMessage, ReadError> {
     let info = message
         .info()
         .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err.to_string()))?;
-    let headers = message
+    let mut headers: Vec<(String, String)> = message
         .headers
         .as_ref()
         .map(|headers| {
@@ -437,6 +438,9 @@ fn stored(message: jetstream::Message) -> Result<StoredMessage, ReadError> {
                 .collect()
         })
         .unwrap_or_default();
+    // The client hands them over in no set order (a hash map's, different in every read);
+    // by name, the values of one name in their order, every read of a message is the same.
+    headers.sort_by(|(one, _), (other, _)| one.cmp(other));
     Ok(StoredMessage {
         seq: info.stream_sequence,
         subject: message.subject.to_string(),
