@@ -350,8 +350,7 @@ impl Referral {
     /// The state as every record stores it: without the sealed identity and creation note,
     /// which stay in the `created` event alone so they are stored once.
     pub fn into_snapshot(mut self) -> Referral {
-        self.creation.identity = None;
-        self.creation.note = None;
+        self.take_sealed();
         self
     }
 
@@ -359,12 +358,15 @@ impl Referral {
     /// identity and note are set aside meanwhile (a record's check compares every state it
     /// makes with the stored one).
     pub fn as_snapshot<R>(&mut self, look: impl FnOnce(&Referral) -> R) -> R {
-        let identity = self.creation.identity.take();
-        let note = self.creation.note.take();
+        let (identity, note) = self.take_sealed();
         let seen = look(self);
-        self.creation.identity = identity;
-        self.creation.note = note;
+        (self.creation.identity, self.creation.note) = (identity, note);
         seen
+    }
+
+    /// What a snapshot leaves out (to the `created` event): the sealed identity and note.
+    fn take_sealed(&mut self) -> (Option<SealedPayload>, Option<SealedPayload>) {
+        (self.creation.identity.take(), self.creation.note.take())
     }
 
     /// The creation of the child referral that moves this one to `to`: the same case, sender,
