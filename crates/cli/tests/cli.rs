@@ -489,3 +489,14 @@ fn the_dashboard_needs_an_accounts_file_and_plaintext_cookies_only_on_loopback()
     assert_eq!(public.status.code(), Some(2), "{}", stderr(&public));
     assert!(stderr(&public).contains("loopback"), "{}", stderr(&public));
 }
+
+#[test]
+fn a_router_refuses_more_partitions_than_the_permissions_protect() {
+    // Refused before anything starts (no NATS is named): the shipped permissions keep readers
+    // from the consumers of 1 to 12 partitions only.
+    for count in ["0", "13"] {
+        let output = refbus(&["router", "--partitions", count]);
+        assert_eq!(output.status.code(), Some(2), "{count}");
+        line_with(&stderr(&output), &["--partitions", count, "not in 1..=12"]);
+    }
+}

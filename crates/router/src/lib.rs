@@ -40,7 +40,7 @@ mod snapshot;
 mod timers;
 mod trace;
 
-pub use share::{BUCKET as LEASE_BUCKET, Partitions};
+pub use share::{BUCKET as LEASE_BUCKET, MAX_PARTITIONS, Partitions};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

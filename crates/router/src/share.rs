@@ -21,6 +21,15 @@ use tokio::sync::mpsc;
 /// The lease bucket of the router's partitions.
 pub const BUCKET: &str = "REFBUS_ROUTER_LEASES";
 
+/// The most partitions `refbus router --partitions` cuts the referrals into. The shipped NATS
+/// permissions (deploy/nats/permissions.conf, `READERS_NEVER`) deny adapters, auditors and the
+/// dashboard every partitioned router's consumer of every count up to it, by name: a consumer
+/// name is one subject token, so no wildcard can cover them, and a count the file does not list
+/// would leave its consumers open to any reader (pulled from, its events hide from the routers;
+/// deleted, a partition starts over). Twelve shares out evenly among 1, 2, 3, 4, 6 or 12
+/// replicas.
+pub const MAX_PARTITIONS: u32 = 12;
+
 /// How the referrals are shared among replicas.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Partitions {

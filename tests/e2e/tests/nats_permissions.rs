@@ -112,6 +112,34 @@ fn start_nats() -> NatsServer {
         .unwrap()
 }
 
+/// The readers' deny list names the consumers of every partition count `refbus router`
+/// accepts: a consumer name is one subject token, so a count it missed would leave its
+/// consumers open to every reader.
+#[test]
+fn the_readers_deny_list_names_every_partitioned_routers_consumer() {
+    let permissions = std::fs::read_to_string(deploy_nats().join("permissions.conf")).unwrap();
+    let start = permissions.find("READERS_NEVER: [").unwrap();
+    let end = start + permissions[start..].find("\n]").unwrap();
+    let denied: std::collections::BTreeSet<&str> = permissions[start..end]
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix('"')?.strip_suffix('"'))
+        .collect();
+    for count in 1..=refbus_router::MAX_PARTITIONS {
+        let partitions = refbus_router::Partitions::new(count);
+        for k in 0..count {
+            let name = partitions.consumer(k);
+            for subject in [
+                format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}"),
+                format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}.>"),
+                format!("$JS.API.CONSUMER.MSG.NEXT.REFBUS_EVENTS.{name}"),
+                format!("$JS.API.CONSUMER.DELETE.REFBUS_EVENTS.{name}"),
+            ] {
+                assert!(denied.contains(subject.as_str()), "{subject} is not denied");
+            }
+        }
+    }
+}
+
 /// Whether `user` is an agency's (its adapter's) user rather than one of refbus's own.
 fn is_agency(user: &str) -> bool {
     !user.starts_with("refbus-")
@@ -392,11 +420,10 @@ async fn every_component_works_on_its_own_user_router_and_coordinator_included()
     assert_eq!(violations(&system.nats), Vec::<String>::new());
 }
 
-/// Partitioned routers on the shipped permissions, as `--partitions 6` (the count whose
-/// consumers the readers' deny list names): two replicas keep their leases in the bucket on the
-/// router's user, share the six partitions out and record a due item, with no permission
-/// refused; no adapter, auditor or dashboard may create, pull from or delete a partition's
-/// consumer.
+/// Partitioned routers on the shipped permissions, as `--partitions 6`: two replicas keep their
+/// leases in the bucket on the router's user, share the six partitions out and record a due
+/// item, with no permission refused; no adapter, auditor or dashboard may create, pull from or
+/// delete a partition's consumer, of that count or of any other `refbus router` accepts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_routers_share_the_work_on_their_user_and_readers_cannot_touch_their_consumers()
 {
@@ -467,8 +494,9 @@ async fn partitioned_routers_share_the_work_on_their_user_and_readers_cannot_tou
 
     for user in ["maros-dinsos", "refbus-auditor", "refbus-dashboard"] {
         let mut session = Session::open(&system.nats, user).await;
-        for k in [0, 5] {
-            let name = format!("refbus-router-part-{k}-of-6");
+        let consumers = [(0, 6), (5, 6), (0, 1), (3, 4), (11, 12)];
+        for (k, count) in consumers {
+            let name = refbus_router::Partitions::new(count).consumer(k);
             for subject in [
                 format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}"),
                 format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}.refbus.v1.ref.>"),

@@ -26,8 +26,10 @@ pub(crate) struct RouterArgs {
     /// this many partitions, each replica claims a fair share of them (leases in JetStream's
     /// bucket REFBUS_ROUTER_LEASES) and holds only their timers, and a replica's partitions
     /// are taken over by the others when it stops or dies. Without it, every replica reads
-    /// every event and holds every timer. Every replica of a deployment gets the same count.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// every event and holds every timer. Every replica of a deployment gets the same count,
+    /// at most 12 (the counts whose consumers the shipped NATS permissions keep from readers).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(refbus_router::MAX_PARTITIONS)))]
     partitions: Option<u32>,
     /// With --partitions: how long a replica's leases live unless renewed; a dead replica's
     /// partitions are claimed by the others within this and a twelfth of it.
