@@ -41,7 +41,8 @@ pub(crate) struct ChaosArgs {
     /// The two routers share the referrals in this many partitions (`refbus router
     /// --partitions`, a dead router's share taken over by the other); 0: both read every
     /// event and hold every timer.
-    #[arg(long, value_name = "N", default_value_t = 4)]
+    #[arg(long, value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(refbus_router::MAX_PARTITIONS)))]
     router_partitions: u32,
     /// The nats-server binary (default: $REFBUS_NATS_SERVER, .tools/bin/nats-server, PATH).
     #[arg(long, value_name = "FILE")]
