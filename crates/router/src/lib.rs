@@ -208,6 +208,13 @@ struct Loop {
     feeds: HashMap<u32, AbortHandle>,
 }
 
+/// The durable consumer of a router replica that holds every referral (run without
+/// `--partitions`): `refbus-router-<replica>`. The shipped NATS permissions deny it to readers
+/// for the replica names the shipped deployment files use (deploy/nats/permissions.conf).
+pub fn replica_consumer(replica: &str) -> String {
+    format!("refbus-router-{replica}")
+}
+
 impl Loop {
     fn holds(&self, partitions: Option<&Partitions>, referral: &ReferralId) -> bool {
         partitions.is_none_or(|partitions| self.applied.contains_key(&partitions.of(referral)))
@@ -266,11 +273,8 @@ impl Router {
         options: Options,
     ) -> Router {
         let (metrics, registry) = metrics::Metrics::new(verifier.registry());
-        let exposition = metrics.exposition(
-            registry,
-            bus.clone(),
-            format!("refbus-router-{}", options.replica),
-        );
+        let exposition =
+            metrics.exposition(registry, bus.clone(), replica_consumer(&options.replica));
         Router {
             bus,
             registry: verifier.registry().clone(),
@@ -504,7 +508,7 @@ impl Router {
     fn consumer_name(&self, partition: u32) -> String {
         match &self.options.partitions {
             Some(partitions) => partitions.consumer(partition),
-            None => format!("refbus-router-{}", self.options.replica),
+            None => replica_consumer(&self.options.replica),
         }
     }
 

@@ -112,11 +112,11 @@ fn start_nats() -> NatsServer {
         .unwrap()
 }
 
-/// The readers' deny list names the consumers of every partition count `refbus router`
-/// accepts: a consumer name is one subject token, so a count it missed would leave its
-/// consumers open to every reader.
+/// The readers' deny list names the consumer of every router the deployment files run (their
+/// replicas, unpartitioned) and of every partition count `refbus router` accepts: a consumer
+/// name is one subject token, so one it missed would be open to every reader.
 #[test]
-fn the_readers_deny_list_names_every_partitioned_routers_consumer() {
+fn the_readers_deny_list_names_every_routers_consumer_the_deployment_runs() {
     let permissions = std::fs::read_to_string(deploy_nats().join("permissions.conf")).unwrap();
     let start = permissions.find("READERS_NEVER: [").unwrap();
     let end = start + permissions[start..].find("\n]").unwrap();
@@ -124,19 +124,48 @@ fn the_readers_deny_list_names_every_partitioned_routers_consumer() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix('"')?.strip_suffix('"'))
         .collect();
+    let assert_denied = |name: &str| {
+        for subject in [
+            format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}"),
+            format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}.>"),
+            format!("$JS.API.CONSUMER.MSG.NEXT.REFBUS_EVENTS.{name}"),
+            format!("$JS.API.CONSUMER.DELETE.REFBUS_EVENTS.{name}"),
+        ] {
+            assert!(denied.contains(subject.as_str()), "{subject} is not denied");
+        }
+    };
     for count in 1..=refbus_router::MAX_PARTITIONS {
         let partitions = refbus_router::Partitions::new(count);
         for k in 0..count {
-            let name = partitions.consumer(k);
-            for subject in [
-                format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}"),
-                format!("$JS.API.CONSUMER.CREATE.REFBUS_EVENTS.{name}.>"),
-                format!("$JS.API.CONSUMER.MSG.NEXT.REFBUS_EVENTS.{name}"),
-                format!("$JS.API.CONSUMER.DELETE.REFBUS_EVENTS.{name}"),
-            ] {
-                assert!(denied.contains(subject.as_str()), "{subject} is not denied");
-            }
+            assert_denied(&partitions.consumer(k));
         }
+    }
+    // The replicas the deployment files name: systemd's (its environment file's, and the
+    // second replica its unit describes), and the Kubernetes StatefulSet's pods, scaled up to
+    // three.
+    let deploy = deploy_nats().join("..");
+    let read = |path: &str| std::fs::read_to_string(deploy.join(path)).unwrap();
+    let env = read("systemd/router.env");
+    let main = env
+        .lines()
+        .find_map(|line| line.strip_prefix("REFBUS_ROUTER_REPLICA="))
+        .unwrap();
+    assert!(read("systemd/refbus-router.service").contains("REFBUS_ROUTER_REPLICA=b"));
+    let manifest = read("k8s/router.yaml");
+    // Pods of the StatefulSet refbus-router are refbus-router-0, -1, ...
+    assert!(manifest.contains("kind: StatefulSet\nmetadata:\n  name: refbus-router\n"));
+    assert!(manifest.contains("--replica=$(POD_NAME)"));
+    let pods: u32 = manifest
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("replicas: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(pods <= 3, "the StatefulSet runs {pods} pods");
+    let mut replicas = vec![main.to_owned(), "b".to_owned()];
+    replicas.extend((0..3).map(|pod| format!("refbus-router-{pod}")));
+    for replica in replicas {
+        assert_denied(&refbus_router::replica_consumer(&replica));
     }
 }
 
