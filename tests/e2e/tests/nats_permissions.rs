@@ -169,6 +169,60 @@ fn the_readers_deny_list_names_every_routers_consumer_the_deployment_runs() {
     }
 }
 
+/// The user block of `user` in the permissions file: from its `user:` line to the block's end.
+fn user_block<'f>(permissions: &'f str, user: &str) -> Option<&'f str> {
+    let start = permissions.find(&format!("user: \"{user}\"\n"))?;
+    let end = start + permissions[start..].find("\n      }\n")?;
+    Some(&permissions[start..end])
+}
+
+/// Every agency of the shipped registry has its NATS user, and each is the same rules with its
+/// own id: Dinas Sosial's for an agency that only sends and receives, the coordinator's for the
+/// coordinator and any agency an escalation names (which acknowledges on referrals between
+/// others). A block copied for a new agency with one id left unchanged would let that agency
+/// read another's referrals; a missing one would stop its adapter; a named escalation target
+/// with the narrower rules could not acknowledge.
+#[test]
+fn every_agency_of_the_registry_has_its_own_user_with_the_rules_of_its_kind() {
+    let permissions = std::fs::read_to_string(deploy_nats().join("permissions.conf")).unwrap();
+    let registry = maros_registry();
+    let coordinator = registry.coordinator.to_string();
+    let mut acknowledging: std::collections::BTreeSet<String> = registry
+        .policies
+        .iter()
+        .flat_map(|policy| policy.escalations.values())
+        .flat_map(|escalation| &escalation.levels)
+        .flat_map(|level| &level.targets)
+        .filter_map(|target| match target {
+            refbus_core::escalation::Target::Agency { agency, .. } => Some(agency.to_string()),
+            _ => None,
+        })
+        .collect();
+    acknowledging.insert(coordinator.clone());
+    let variable = |agency: &str| agency.to_uppercase().replace('-', "_");
+    // `template`'s block with `agency` in place of its id (and of its password's variable).
+    let rendered = |template: &str, agency: &str| {
+        user_block(&permissions, template)
+            .unwrap_or_else(|| panic!("no user {template}"))
+            .replace(template, agency)
+            .replace(&variable(template), &variable(agency))
+    };
+    for agency in registry.agencies.keys().map(ToString::to_string) {
+        let template = if acknowledging.contains(&agency) {
+            coordinator.as_str()
+        } else {
+            "maros-dinsos"
+        };
+        let block = user_block(&permissions, &agency)
+            .unwrap_or_else(|| panic!("{agency} has no user in permissions.conf"));
+        assert_eq!(
+            block,
+            rendered(template, &agency),
+            "{agency}'s user is not {template}'s rules with its own id"
+        );
+    }
+}
+
 /// Whether `user` is an agency's (its adapter's) user rather than one of refbus's own.
 fn is_agency(user: &str) -> bool {
     !user.starts_with("refbus-")
