@@ -167,6 +167,26 @@ fn the_readers_deny_list_names_every_routers_consumer_the_deployment_runs() {
     for replica in replicas {
         assert_denied(&refbus_router::replica_consumer(&replica));
     }
+    // And every user that may pull from a consumer, but the router's own, is denied the list.
+    let users: Vec<&str> = permissions
+        .match_indices("user: \"")
+        .map(|(at, found)| {
+            let name = &permissions[at + found.len()..];
+            &name[..name.find('"').unwrap()]
+        })
+        .collect();
+    let mut pullers = 0;
+    for user in users {
+        let block = user_block(&permissions, user).unwrap();
+        if user != "refbus-router" && block.contains("$JS.API.CONSUMER.MSG.NEXT.") {
+            assert!(
+                block.contains("deny: $READERS_NEVER"),
+                "{user} may pull from the routers' consumers"
+            );
+            pullers += 1;
+        }
+    }
+    assert!(pullers >= 10, "{pullers}");
 }
 
 /// The user block of `user` in the permissions file: from its `user:` line to the block's end.
