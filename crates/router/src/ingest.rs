@@ -262,8 +262,17 @@ impl Router {
         if referral.is_none() {
             return Ok(());
         }
-        // The referral's last verified record on this very subject, if it has one.
-        let Some(good) = self.bus.referral(&self.verifier, subject).await? else {
+        // The referral's last verified record on this very subject, if it has one, from its
+        // whole checked history: not from the last record checked against its predecessor's
+        // stored state (`Bus::referral`), which a party can make believed by storing two
+        // records in a row, the first claiming a state its event does not make. The alert
+        // would then go on from that claimed state, and every reader with it. A history that
+        // does not reach the refused record was read from a replica behind: read again later.
+        let history = self
+            .bus
+            .checked_history_through(&self.verifier, subject, seq)
+            .await?;
+        let Some(good) = history.into_iter().last() else {
             return Ok(());
         };
         if good.seq > seq {

@@ -242,11 +242,13 @@ async fn start_router_with(
 }
 
 impl Running {
-    /// Waits for `count` recordings; returns their keys in order.
+    /// Waits for `count` recordings, 30 s at most in all (other activity does not extend
+    /// the wait); returns their keys in order.
     async fn recorded(&mut self, count: usize) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         let mut keys = Vec::new();
         while keys.len() < count {
-            let activity = tokio::time::timeout(Duration::from_secs(20), self.activity.recv())
+            let activity = tokio::time::timeout_at(deadline, self.activity.recv())
                 .await
                 .expect("the router recorded too little")
                 .unwrap();
@@ -969,6 +971,104 @@ async fn a_record_following_an_older_one_rewrites_nothing() {
             .filter(|item| item.as_str() == "acknowledge_emergency.breach")
             .count(),
         1,
+        "{items:?}"
+    );
+    router.stop().await;
+}
+
+/// Appends `event` with `state_after` as its stored state right after `previous` (JetStream
+/// proves them adjacent), signed by the event's author: what a party writing straight onto
+/// the bus can store, whatever state it claims.
+async fn append_claiming(
+    bus: &Bus,
+    previous: &Stored<EventRecord>,
+    event: refbus_core::Event,
+    state_after: &refbus_core::Referral,
+    request: &str,
+) -> Stored<EventRecord> {
+    let (writer, request_id) = (writer_of(&event.actor), RequestId::new(request).unwrap());
+    let key = key_of(&event.actor);
+    let append = Append {
+        event,
+        state_after,
+        expected_last_seq: previous.seq,
+        prev_seq: previous.seq,
+        key: Idempotency::Request {
+            agency: &writer,
+            request_id: &request_id,
+        },
+    };
+    let (appended, _) = bus.append(&key, append).await.unwrap();
+    bus.event_at(appended.seq).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn two_records_in_a_row_the_first_claiming_a_state_its_event_does_not_make_silence_nothing() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "claim-1", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    start_router(&nats, &registry, clock.clone(), "a")
+        .await
+        .stop()
+        .await;
+
+    // UPTD PPA, the recipient, has not answered by 09:40. With its own key, straight onto the
+    // bus while no router runs, it stores a receipt whose stored state claims an acceptance at
+    // 09:40 (no acceptance event exists), then a start of the service that follows that
+    // claimed state: a reader that believed the first record's state would see the
+    // acknowledge clock stopped in time, and never record its breach at 10:00.
+    let when = at("2026-03-02T09:40:00+08:00");
+    clock.advance_to(when);
+    let decided = |current: &refbus_core::Referral, command: Command| {
+        let request = Request {
+            command,
+            actor: operator("maros-uptd-ppa"),
+            request_id: None,
+        };
+        decide(&registry, Some(current), &request, when)
+            .unwrap()
+            .events
+            .remove(0)
+    };
+    let received = decided(state, Command::ConfirmReceipt);
+    let made = evolve(Some(state.clone()), &received).unwrap();
+    let accepted = evolve(Some(made.clone()), &decided(&made, Command::Accept)).unwrap();
+    let mut claimed = accepted;
+    claimed.seq = made.seq;
+    claimed.last_hash = made.last_hash;
+    let first = append_claiming(&bus, &created, received, &claimed, "claim-receipt").await;
+    let started = decided(&claimed, Command::Start);
+    let after = evolve(Some(claimed.clone()), &started).unwrap();
+    append_claiming(&bus, &first, started, &after, "claim-start").await;
+
+    // A router started now rebuilds from each referral's last record, then its consumer
+    // checks both records against the referral's history: the coordinator hears of them,
+    // and the acknowledge clock runs on from 09:00 (its breach and escalations are recorded).
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.referral_id, Some(state.id));
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    let recorded = router.recorded(5).await;
+    assert!(
+        recorded.contains(&"acknowledge_emergency.breach".to_owned()),
+        "{recorded:?}"
+    );
+    // Every reader, the one that reads only the last records included, sees no acceptance.
+    let read = bus
+        .referral(&verifier(&registry), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read.record.state.status, state.status);
+    let items = recorded_on(&bus, &state.id).await;
+    assert!(
+        items.contains(&"acknowledge_emergency.level.2.0".to_owned()),
         "{items:?}"
     );
     router.stop().await;
