@@ -323,6 +323,24 @@ impl Bus {
         settle(subject, last_seq, seen, history.pop())
     }
 
+    /// [`Bus::referral`] without trusting any stored state: the referral's whole history is
+    /// checked from its creation and its last good record returned. For a writer that must
+    /// not go on from a record nobody checked in full yet (the router, before its consumer
+    /// reached the referral's last record): a party that stores two records in a row, the
+    /// first claiming a state its event does not make, has the second believed by
+    /// [`Bus::referral`] until then.
+    pub async fn referral_in_full(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+    ) -> Result<Option<Stored<EventRecord>>, ReadError> {
+        let Some((last_seq, _)) = self.unchecked_last(verifier, subject).await? else {
+            return Ok(None);
+        };
+        let (mut history, seen) = self.checked_history_seen(verifier, subject).await?;
+        settle(subject, last_seq, seen, history.pop())
+    }
+
     /// What the referral on `record`'s subject was just before `record`, with the stream
     /// sequence of the record that made it (`None`: nothing, so `record` must be a creation):
     /// what the check of `record` is made against, by a reader that follows the stream and has

@@ -560,6 +560,21 @@ impl Bus {
             .saturating_add(u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX)))
     }
 
+    /// How far the durable consumer `name` has been acknowledged: every message of the stream
+    /// up to this sequence was acknowledged by whoever consumed it (0 for a consumer not
+    /// created yet).
+    pub async fn durable_acknowledged(&self, name: &str) -> Result<u64, ReadError> {
+        use async_nats::jetstream::context::ConsumerInfoErrorKind;
+        match timed(self.stream.consumer_info(name))
+            .await
+            .map_err(unavailable)?
+        {
+            Ok(info) => Ok(info.ack_floor.stream_sequence),
+            Err(err) if err.kind() == ConsumerInfoErrorKind::NotFound => Ok(0),
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
     /// The last event on `subject` (which may hold wildcards), or `None` if there is none.
     pub async fn last(&self, subject: &str) -> Result<Option<Stored<EventRecord>>, ReadError> {
         self.direct(self.stream.direct_get_last_for_subject(subject))

@@ -27,12 +27,14 @@ impl Router {
     /// Records what is due on `referral`. `cached` is its state at a stream sequence, if the
     /// router holds the state its wake-up was computed from: the first attempt starts from it
     /// instead of reading it back (every append names that sequence, so if the referral moved
-    /// meanwhile the append is refused and the referral is read again).
+    /// meanwhile the append is refused and the referral is read again). `checked`: how far the
+    /// router's consumer of the referral's partition has checked the stream (see `current`).
     pub(crate) async fn fire(
         &self,
         referral: ReferralId,
         subject: &str,
         mut cached: Option<(u64, Referral)>,
+        checked: u64,
     ) -> Fired {
         let done = |seq, next_wake| Fired {
             referral,
@@ -47,7 +49,7 @@ impl Router {
             let mut tail = None;
             let (mut seq, mut current) = match cached.take() {
                 Some(known) => known,
-                None => match self.bus.referral(&self.verifier, subject).await {
+                None => match self.current(subject, checked).await {
                     Ok(Some(stored)) => {
                         tail = Some(stored.last_seq);
                         (stored.seq, stored.record.state)
@@ -148,5 +150,32 @@ impl Router {
         }
         // The referral kept changing under us: look again shortly.
         done(last_seq, Some(self.clock.now().plus(RETRY_AFTER)))
+    }
+
+    /// The referral's state to record on. Its last record checked against its predecessor's
+    /// stored state (`Bus::referral`, a few direct reads) if the router's consumer has checked
+    /// the stream that far: the router then believed or refused that record itself, and a
+    /// refused one is followed by the router's integrity alert. Past that point the stored
+    /// state is the writer's word: a party that stores two records in a row, the first
+    /// claiming a state its event does not make, has the second pass that check, and an item
+    /// recorded after it would go on from the claimed state (a breach recorded early or never,
+    /// its alert written nowhere). The history is then read and checked in full.
+    async fn current(
+        &self,
+        subject: &str,
+        checked: u64,
+    ) -> Result<Option<refbus_bus::Stored<refbus_bus::EventRecord>>, refbus_bus::ReadError> {
+        match self.bus.referral(&self.verifier, subject).await? {
+            Some(stored) if stored.seq > checked => {
+                tracing::debug!(
+                    %subject,
+                    seq = stored.seq,
+                    checked,
+                    "a record the consumer has not checked yet: reading the referral's history"
+                );
+                self.bus.referral_in_full(&self.verifier, subject).await
+            }
+            read => Ok(read),
+        }
     }
 }

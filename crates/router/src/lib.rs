@@ -206,6 +206,12 @@ struct Loop {
     applied: HashMap<u32, u64>,
     /// Each held partition's consumer, to stop it when the partition is given up.
     feeds: HashMap<u32, AbortHandle>,
+    /// How far each held partition's consumer has checked the stream: every message up to it
+    /// was delivered to this router and applied or refused by the record check, or was
+    /// acknowledged before the consumer was opened here. Unlike `applied`, never moved by a
+    /// rebuild or a snapshot, which take referrals' last records on a lighter check: a fire
+    /// goes on from a record past it only after reading the referral's history in full.
+    checked: HashMap<u32, u64>,
 }
 
 /// The durable consumer of a router replica that holds every referral (run without
@@ -323,6 +329,7 @@ impl Router {
             in_flight: HashMap::new(),
             applied: HashMap::new(),
             feeds: HashMap::new(),
+            checked: HashMap::new(),
         };
         let mut feeds: SelectAll<BoxStream<'static, Feed>> = SelectAll::new();
         let partitions = router.options.partitions.clone();
@@ -389,11 +396,15 @@ impl Router {
                     .filter(|known| known.seq == entry.seq);
                 let span = trace::fire(referral, known.map(|known| &known.trace));
                 let cached = known.map(|known| (known.seq, known.state.clone()));
+                let partition = partitions
+                    .as_ref()
+                    .map_or(0, |partitions| partitions.of(&referral));
+                let checked = state.checked.get(&partition).copied().unwrap_or(0);
                 let router = router.clone();
                 let fired_tx = fired_tx.clone();
                 fires.spawn(tracing::Instrument::instrument(
                     async move {
-                        let outcome = router.fire(referral, &entry.subject, cached).await;
+                        let outcome = router.fire(referral, &entry.subject, cached, checked).await;
                         let _ = fired_tx.send(outcome);
                     },
                     span,
@@ -519,7 +530,10 @@ impl Router {
         feeds: &mut SelectAll<BoxStream<'static, Feed>>,
         partition: u32,
     ) -> Result<(), Error> {
-        let deliveries = self.bus.durable(&self.consumer_name(partition)).await?;
+        let name = self.consumer_name(partition);
+        let deliveries = self.bus.durable(&name).await?;
+        // Read after opening it: whatever was acknowledged by then was checked by a router.
+        let acknowledged = self.bus.durable_acknowledged(&name).await?;
         let (abort, registration) = AbortHandle::new_pair();
         let feed = deliveries
             .map(move |delivery| Feed::Delivery(partition, delivery))
@@ -527,6 +541,8 @@ impl Router {
         feeds.push(Abortable::new(feed, registration).boxed());
         state.feeds.insert(partition, abort);
         state.applied.entry(partition).or_insert(0);
+        let checked = state.checked.entry(partition).or_insert(0);
+        *checked = (*checked).max(acknowledged);
         Ok(())
     }
 
@@ -537,6 +553,7 @@ impl Router {
             abort.abort();
         }
         state.applied.remove(&partition);
+        state.checked.remove(&partition);
         if let Some(partitions) = &self.options.partitions {
             state
                 .timers
@@ -563,16 +580,25 @@ impl Router {
         if !state.feeds.contains_key(&partition) {
             return true;
         }
+        let seq = delivery.as_ref().map_or(0, |delivery| delivery.seq);
         if let (Some(partitions), Ok(delivery)) = (&self.options.partitions, &delivery)
             && partitions.of_subject(&delivery.subject) != partition
         {
             if let Err(err) = delivery.ack().await {
                 tracing::warn!("acknowledging event {}: {err}", delivery.seq);
             }
-            return true;
-        }
-        self.consume(state, partition, delivery, settling, shutdown)
+        } else if !self
+            .consume(state, partition, delivery, settling, shutdown)
             .await
+        {
+            return false;
+        }
+        // The consumer delivers every event in stream order: the partition's records up to
+        // this one are checked.
+        if let Some(checked) = state.checked.get_mut(&partition) {
+            *checked = (*checked).max(seq);
+        }
+        true
     }
 
     /// Applies one consumed event, then acknowledges it: only once its effects (timers set,

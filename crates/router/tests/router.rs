@@ -1074,6 +1074,126 @@ async fn two_records_in_a_row_the_first_claiming_a_state_its_event_does_not_make
     router.stop().await;
 }
 
+/// Waits until the router has recorded `wanted` on any referral (30 s at most); returns what
+/// it recorded meanwhile, with when each item was due.
+async fn until_recorded(router: &mut Running, wanted: &str) -> Vec<(String, Timestamp)> {
+    let mut recorded = Vec::new();
+    let waiting = async {
+        loop {
+            if let Activity::Recorded { key, due_at, .. } = router.activity.recv().await.unwrap() {
+                let done = key == wanted;
+                recorded.push((key, due_at));
+                if done {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .unwrap_or_else(|_| panic!("the router never recorded {wanted}"));
+    recorded
+}
+
+#[tokio::test]
+async fn a_timer_due_before_the_consumer_checked_a_claimed_state_records_from_the_history() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "claim-2", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    let when = at("2026-03-02T09:50:00+08:00");
+    clock.advance_to(when);
+    until_recorded(&mut router, "acknowledge_emergency.warning.750").await;
+    router.stop().await;
+
+    // While no router runs, UPTD PPA stores a note whose stored state claims the referral was
+    // requested at 08:45 (its acknowledge clock breached at 09:45), then a second note
+    // following that claimed state.
+    let last = bus
+        .referral(&verifier(&registry), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    let note = || refbus_core::referral::SealedPayload {
+        recipients: vec![agency("maros-dinsos"), agency("maros-uptd-ppa")],
+        envelope: vec![7; 48],
+    };
+    let decided = |current: &refbus_core::Referral| {
+        let request = Request {
+            command: Command::AddNote { note: note() },
+            actor: operator("maros-uptd-ppa"),
+            request_id: None,
+        };
+        decide(&registry, Some(current), &request, when)
+            .unwrap()
+            .events
+            .remove(0)
+    };
+    let first_note = decided(&last.record.state);
+    let mut claimed = evolve(Some(last.record.state.clone()), &first_note).unwrap();
+    let requested = &mut claimed.steps[0];
+    assert_eq!(
+        requested.milestone,
+        refbus_core::referral::Milestone::Entered(refbus_core::referral::Status::Requested)
+    );
+    requested.at = at("2026-03-02T08:45:00+08:00");
+    let first = append_claiming(&bus, &last, first_note, &claimed, "claim-note-1").await;
+    let second_note = decided(&claimed);
+    let after = evolve(Some(claimed.clone()), &second_note).unwrap();
+    append_claiming(&bus, &first, second_note, &after, "claim-note-2").await;
+
+    // A router started now rebuilds from the last record, finds the breach due by the claimed
+    // state, and fires at once, before its consumer has checked the two notes. A record its
+    // consumer has not checked is not gone on from: the referral is read in full, nothing is
+    // due at 09:50, nothing is chained after the claimed state, and the breach is recorded at
+    // 10:00, once, on the referral as its history makes it.
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    let notice = coordinator_integrity_notice(&bus, &registry).await;
+    assert_eq!(notice.referral_id, Some(state.id));
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    let recorded = until_recorded(&mut router, "acknowledge_emergency.level.2.0").await;
+    let breach = (
+        "acknowledge_emergency.breach".to_owned(),
+        at("2026-03-02T10:00:00+08:00"),
+    );
+    assert_eq!(
+        recorded
+            .iter()
+            .filter(|item| item.0 == breach.0)
+            .collect::<Vec<_>>(),
+        [&breach]
+    );
+    let items = recorded_on(&bus, &state.id).await;
+    for item in [
+        "acknowledge_emergency.warning.750",
+        "acknowledge_emergency.breach",
+        "acknowledge_emergency.level.2.0",
+    ] {
+        assert_eq!(
+            items.iter().filter(|recorded| *recorded == item).count(),
+            1,
+            "{item}: {items:?}"
+        );
+    }
+    let read = bus
+        .referral(&verifier(&registry), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    let history = bus
+        .checked_history(&verifier(&registry), &subject)
+        .await
+        .unwrap();
+    assert_eq!(read.seq, history.last().unwrap().seq);
+    router.stop().await;
+}
+
 #[tokio::test]
 async fn garbage_on_a_referral_subject_stops_neither_a_restart_nor_its_clocks() {
     let nats = NatsServer::start().unwrap();
