@@ -319,8 +319,7 @@ impl Bus {
                 return Ok(Some(last.into_stored(after.into_snapshot())));
             }
         }
-        let (mut history, seen) = self.checked_history_seen(verifier, subject).await?;
-        settle(subject, last_seq, seen, history.pop())
+        self.last_of_history(verifier, subject, last_seq).await
     }
 
     /// [`Bus::referral`] without trusting any stored state: the referral's whole history is
@@ -337,6 +336,17 @@ impl Bus {
         let Some((last_seq, _)) = self.unchecked_last(verifier, subject).await? else {
             return Ok(None);
         };
+        self.last_of_history(verifier, subject, last_seq).await
+    }
+
+    /// The last good record of the referral on `subject`, whose last message is at `last_seq`,
+    /// from its whole history checked in order.
+    async fn last_of_history(
+        &self,
+        verifier: &Verifier,
+        subject: &str,
+        last_seq: u64,
+    ) -> Result<Option<Stored<EventRecord>>, ReadError> {
         let (mut history, seen) = self.checked_history_seen(verifier, subject).await?;
         settle(subject, last_seq, seen, history.pop())
     }

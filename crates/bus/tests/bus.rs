@@ -1244,3 +1244,49 @@ async fn a_durables_backlog_counts_the_referral_events_it_has_not_acknowledged()
     assert_eq!(bus.durable_backlog(name).await.unwrap(), 2);
     assert!(bus.durable_backlog("no-such-consumer").await.is_err());
 }
+
+/// How far a router's durable consumer was acknowledged: where a router opening it counts its
+/// consumer's checks from (nothing for a consumer not created yet).
+#[tokio::test]
+async fn a_durables_acknowledged_position_is_what_was_acknowledged_in_order() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let name = "refbus-router-main";
+    assert_eq!(bus.durable_acknowledged(name).await.unwrap(), 0);
+    let (event, state) = created("maros-dinsos", "maros-uptd-ppa", "floor-1");
+    let first = append(&bus, event, &state, 0, "f1").await.unwrap();
+    let (accept, accepted) = next(&state, Change::Accepted, "maros-uptd-ppa");
+    let second = append(&bus, accept, &accepted, first.seq, "f2")
+        .await
+        .unwrap();
+    let mut deliveries = bus.durable(name).await.unwrap();
+    assert_eq!(bus.durable_acknowledged(name).await.unwrap(), 0);
+    let delivery = deliveries.next().await.unwrap().unwrap();
+    assert_eq!(delivery.seq, first.seq);
+    delivery.ack().await.unwrap();
+    // An acknowledgement is sent without waiting for the server's word: looked at until seen.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while bus.durable_acknowledged(name).await.unwrap() < first.seq {
+        assert!(tokio::time::Instant::now() < deadline, "never acknowledged");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // Past the creation's index entry that follows it, which is not the consumer's to
+    // deliver: every message up to the position is acknowledged or not the consumer's.
+    let acknowledged = bus.durable_acknowledged(name).await.unwrap();
+    assert!(
+        (first.seq..second.seq).contains(&acknowledged),
+        "{acknowledged}"
+    );
+    drop(deliveries);
+    // Moved past every event, as `refbus bench clocks` leaves a consumer that processed them.
+    let stream = raw(&server)
+        .await
+        .get_stream(StreamSettings::default().name)
+        .await
+        .unwrap();
+    stream
+        .reset_consumer(name, Some(second.seq + 1))
+        .await
+        .unwrap();
+    assert!(bus.durable_acknowledged(name).await.unwrap() >= second.seq);
+}

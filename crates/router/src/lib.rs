@@ -252,6 +252,11 @@ impl Drop for KeeperGuard {
     }
 }
 
+/// How many times the router tries to open a durable consumer while JetStream does not answer
+/// in time (half a second before the second, doubling: about 7.5 s of waits, plus each
+/// attempt's own time out).
+const OPEN_ATTEMPTS: u32 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the bus failed: {0}")]
@@ -266,6 +271,17 @@ pub enum Error {
     ConsumerEnded { consumer: String },
     #[error("serving metrics: {0}")]
     Metrics(std::io::Error),
+}
+
+impl Error {
+    /// Whether JetStream merely did not answer (in time, or at all): worth trying again.
+    fn is_transient(&self) -> bool {
+        match self {
+            Error::Bus(err) => err.kind() == refbus_bus::ReadErrorKind::Unavailable,
+            Error::Consumer(err) => err.kind() == refbus_bus::ConsumerErrorKind::Unavailable,
+            Error::ConsumerEnded { .. } | Error::Metrics(_) => false,
+        }
+    }
 }
 
 impl Router {
@@ -523,7 +539,11 @@ impl Router {
         }
     }
 
-    /// Opens `partition`'s durable consumer and adds its events to the loop's.
+    /// Opens `partition`'s durable consumer and adds its events to the loop's. JetStream not
+    /// answering in time is tried again, [`OPEN_ATTEMPTS`] times in all: a partitioned router
+    /// that gains a partition while nats-server is busy (another replica reading a million
+    /// referrals to set its own up) timed out once in `bench clocks`, and stopping dropped
+    /// every partition it held. A consumer configured otherwise is refused at once.
     async fn open(
         &self,
         state: &mut Loop,
@@ -531,9 +551,23 @@ impl Router {
         partition: u32,
     ) -> Result<(), Error> {
         let name = self.consumer_name(partition);
-        let deliveries = self.bus.durable(&name).await?;
-        // Read after opening it: whatever was acknowledged by then was checked by a router.
-        let acknowledged = self.bus.durable_acknowledged(&name).await?;
+        let mut backoff = Duration::from_millis(500);
+        let mut attempt = 1;
+        let (deliveries, acknowledged) = loop {
+            match self.open_durable(&name).await {
+                Ok(opened) => break opened,
+                Err(err) if attempt < OPEN_ATTEMPTS && err.is_transient() => {
+                    tracing::warn!(
+                        consumer = %name,
+                        "opening the router's consumer failed for now, trying again in {backoff:?}: {err}"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        };
         let (abort, registration) = AbortHandle::new_pair();
         let feed = deliveries
             .map(move |delivery| Feed::Delivery(partition, delivery))
@@ -544,6 +578,23 @@ impl Router {
         let checked = state.checked.entry(partition).or_insert(0);
         *checked = (*checked).max(acknowledged);
         Ok(())
+    }
+
+    /// The durable consumer `name`'s events, and how far it was acknowledged (read after
+    /// opening it: whatever was acknowledged by then was checked by a router).
+    async fn open_durable(
+        &self,
+        name: &str,
+    ) -> Result<
+        (
+            impl futures::Stream<Item = Result<Delivery, refbus_bus::ReadError>> + Send + 'static,
+            u64,
+        ),
+        Error,
+    > {
+        let deliveries = self.bus.durable(name).await?;
+        let acknowledged = self.bus.durable_acknowledged(name).await?;
+        Ok((deliveries, acknowledged))
     }
 
     /// Gives `partition` up: its consumer stopped, its timers and cached states dropped (what

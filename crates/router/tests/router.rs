@@ -977,8 +977,7 @@ async fn a_record_following_an_older_one_rewrites_nothing() {
 }
 
 /// Appends `event` with `state_after` as its stored state right after `previous` (JetStream
-/// proves them adjacent), signed by the event's author: what a party writing straight onto
-/// the bus can store, whatever state it claims.
+/// proves them adjacent), signed by the event's author.
 async fn append_claiming(
     bus: &Bus,
     previous: &Stored<EventRecord>,
@@ -1000,6 +999,22 @@ async fn append_claiming(
     };
     let (appended, _) = bus.append(&key, append).await.unwrap();
     bus.event_at(appended.seq).await.unwrap().unwrap()
+}
+
+/// What a party writing straight onto the bus can store: `first` right after `previous`,
+/// with `claimed` as its stored state (a state `first` does not make), then `second`, which
+/// follows that claimed state. A reader checking the last record against its predecessor's
+/// stored state believes the pair.
+async fn store_claimed_pair(
+    bus: &Bus,
+    previous: &Stored<EventRecord>,
+    first: refbus_core::Event,
+    claimed: &refbus_core::Referral,
+    second: refbus_core::Event,
+) {
+    let after = evolve(Some(claimed.clone()), &second).unwrap();
+    let stored = append_claiming(bus, previous, first, claimed, "claimed-first").await;
+    append_claiming(bus, &stored, second, &after, "claimed-second").await;
 }
 
 #[tokio::test]
@@ -1042,10 +1057,8 @@ async fn two_records_in_a_row_the_first_claiming_a_state_its_event_does_not_make
     let mut claimed = accepted;
     claimed.seq = made.seq;
     claimed.last_hash = made.last_hash;
-    let first = append_claiming(&bus, &created, received, &claimed, "claim-receipt").await;
     let started = decided(&claimed, Command::Start);
-    let after = evolve(Some(claimed.clone()), &started).unwrap();
-    append_claiming(&bus, &first, started, &after, "claim-start").await;
+    store_claimed_pair(&bus, &created, received, &claimed, started).await;
 
     // A router started now rebuilds from each referral's last record, then its consumer
     // checks both records against the referral's history: the coordinator hears of them,
@@ -1143,10 +1156,8 @@ async fn a_timer_due_before_the_consumer_checked_a_claimed_state_records_from_th
         refbus_core::referral::Milestone::Entered(refbus_core::referral::Status::Requested)
     );
     requested.at = at("2026-03-02T08:45:00+08:00");
-    let first = append_claiming(&bus, &last, first_note, &claimed, "claim-note-1").await;
     let second_note = decided(&claimed);
-    let after = evolve(Some(claimed.clone()), &second_note).unwrap();
-    append_claiming(&bus, &first, second_note, &after, "claim-note-2").await;
+    store_claimed_pair(&bus, &last, first_note, &claimed, second_note).await;
 
     // A router started now rebuilds from the last record, finds the breach due by the claimed
     // state, and fires at once, before its consumer has checked the two notes. A record its
@@ -1324,6 +1335,70 @@ async fn a_paused_nats_server_loses_no_clock_and_no_notice() {
             .any(|stored| matches!(stored.record.event.change, Change::IntegrityAlert { .. }))
     );
     router.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_opening_its_consumer_while_nats_server_is_frozen_waits_for_it() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "frozen-1", at(T0)).await;
+    let clock = ManualClock::new(at("2026-03-02T10:30:00+08:00"));
+    let router = Router::new(
+        Bus::connect(&nats.url(), &StreamSettings::default())
+            .await
+            .unwrap(),
+        verifier(&registry),
+        keys().router(),
+        Arc::new(clock),
+        Options {
+            replica: "a".to_owned(),
+            ..Options::default()
+        },
+    );
+    let mut activity = router.activity();
+
+    // Connected, the router opens its consumer while nats-server is frozen for longer than an
+    // answer is waited for: it must try again, not stop (a partitioned router gaining a
+    // partition from a busy server stopped that way, dropping every partition it held).
+    nats.pause().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut task = tokio::spawn(router.run(async {
+        let _ = stopped.await;
+    }));
+    // The fault's duration, not a wait for an event.
+    tokio::time::sleep(refbus_bus::READ_TIMEOUT + Duration::from_secs(2)).await;
+    nats.resume().unwrap();
+    let ready = async {
+        loop {
+            match activity.recv().await {
+                Ok(Activity::Ready { .. }) => return,
+                Ok(_) => {}
+                // The router stopped: its task says why.
+                Err(_) => std::future::pending().await,
+            }
+        }
+    };
+    tokio::select! {
+        ended = &mut task => panic!("the router stopped: {ended:?}"),
+        ready = tokio::time::timeout(Duration::from_secs(60), ready) => ready.expect("the router was never ready"),
+    }
+    let mut recorded = 0;
+    while recorded < 7 {
+        if let Activity::Recorded { .. } =
+            tokio::time::timeout(Duration::from_secs(30), activity.recv())
+                .await
+                .expect("the router recorded too little")
+                .unwrap()
+        {
+            recorded += 1;
+        }
+    }
+    assert_eq!(recorded_on(&bus, &created.record.state.id).await.len(), 7);
+    let _ = stop.send(());
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test]
