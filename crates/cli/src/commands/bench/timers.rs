@@ -146,9 +146,33 @@ pub(crate) fn clocks(args: ClocksArgs) -> anyhow::Result<ExitCode> {
         refbus_bench::clocks::clocks(&scratch.server, registry, &router, &options, &mut |phase| {
             eprintln!("refbus bench: {phase}")
         });
+    if measured.is_err() {
+        // The scratch directory goes with the bench: what the routers said of a failure is
+        // shown before it does.
+        show_tail(&log, ROUTER_LOG_TAIL);
+    }
     scratch.stop()?;
     println!("{}", measured?);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Lines of the routers' log shown when `bench clocks` fails.
+const ROUTER_LOG_TAIL: usize = 40;
+
+/// The last `lines` lines of the log at `path` on standard error, if it can be read.
+fn show_tail(path: &Path, lines: usize) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let all: Vec<&str> = text.lines().collect();
+    eprintln!(
+        "refbus bench: the routers' log ({}), its last {} lines:",
+        path.display(),
+        lines.min(all.len())
+    );
+    for line in &all[all.len().saturating_sub(lines)..] {
+        eprintln!("  {line}");
+    }
 }
 
 /// `refbus router` (this very binary) for the server at `url`, logging to `log`.
