@@ -61,7 +61,7 @@ pub(crate) struct ClocksArgs {
     #[arg(long, default_value_t = 100_000)]
     schedules: usize,
     /// Then the same over this many partitioned routers (`refbus router --partitions`), one
-    /// run each, with a router killed and taken over in each run of two or more ("": skip).
+    /// run each, with a router killed and taken over in each run of two or more (0: skip).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     routers: Vec<usize>,
     /// Partitions the partitioned routers share (divisible by each count of --routers).
