@@ -185,10 +185,13 @@ impl Adapter {
         ));
         let (metrics, registry) = metrics::Metrics::new(agency.as_str());
         let exposition = metrics::exposition(registry, &metrics, &inbox_streams, &options);
-        // The adapter counts the records it refuses itself, apart from other components.
+        // The adapter counts the records it refuses itself, apart from other components; its
+        // agency's own records vouch for the states they follow (`Bus::referral`).
         let verifier = {
             let metrics = metrics.clone();
-            verifier.observed(move |problem| metrics.integrity_failure(problem))
+            verifier
+                .writing_as(&agency)
+                .observed(move |problem| metrics.integrity_failure(problem))
         };
         Adapter {
             inner: Arc::new(Inner {

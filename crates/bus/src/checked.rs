@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use refbus_core::integrity::{Checker, Claim, Failure, Presigned, Problem, SubjectTokens};
-use refbus_core::signature::Signers;
-use refbus_core::{Referral, Registry, Timestamp};
+use refbus_core::signature::{Signer, Signers};
+use refbus_core::{AgencyId, Referral, Registry, Timestamp};
 
 use crate::record::{CheckedRecord, EventRecord};
 use crate::subjects;
@@ -28,6 +28,31 @@ pub struct Verifier {
     refused: Arc<AtomicU64>,
     /// Told of every refusal by this verifier (a component's metrics), beside the count.
     observer: Option<Observer>,
+    /// Whose records vouch for the stored state they follow, in [`Bus::referral`].
+    builders: Builders,
+}
+
+/// The writers whose record proves that the stored state it follows was checked: a writer
+/// that only ever writes on a state it checked itself. [`Bus::referral`] walks back from a
+/// referral's last record to the nearest record by one of them and checks forward from the
+/// state that record followed (docs/ARCHITECTURE.md, "A reader goes on only from a state a
+/// checked writer built on").
+#[derive(Clone, Debug)]
+enum Builders {
+    /// The router, and the agencies listed: an adapter lists its own.
+    Only(Vec<Signer>),
+    /// Every writer: for a reader that reads in full whatever it has not checked itself (the
+    /// router, past its consumer's checked position).
+    Every,
+}
+
+impl Builders {
+    fn include(&self, signer: &Signer) -> bool {
+        match self {
+            Builders::Only(signers) => signers.contains(signer),
+            Builders::Every => true,
+        }
+    }
 }
 
 /// What [`Verifier::observed`] calls with each refused record's problem.
@@ -54,6 +79,35 @@ impl Verifier {
             max_skew,
             refused: Arc::new(AtomicU64::new(0)),
             observer: None,
+            builders: Builders::Only(vec![Signer::Router]),
+        }
+    }
+
+    /// This verifier for a reader that writes as `agency` (its adapter): its agency's own
+    /// records vouch for the state they follow, since it wrote each on a state read through
+    /// [`Bus::referral`], like the router's. Clones share the count of refusals.
+    pub fn writing_as(&self, agency: &AgencyId) -> Verifier {
+        let signer = Signer::Agency(agency.clone());
+        let builders = match &self.builders {
+            Builders::Only(signers) if !signers.contains(&signer) => {
+                Builders::Only(signers.iter().cloned().chain([signer]).collect())
+            }
+            other => other.clone(),
+        };
+        Verifier {
+            builders,
+            ..self.clone()
+        }
+    }
+
+    /// This verifier for a reader whose one-step reads may take any predecessor's stored state
+    /// (after its signature), because it reads a referral in full ([`Bus::referral_in_full`])
+    /// wherever its own consumer has not checked the records yet: the router. Any other reader
+    /// would believe two records in a row whose first claims a state its event does not make.
+    pub fn believing_every_writer(&self) -> Verifier {
+        Verifier {
+            builders: Builders::Every,
+            ..self.clone()
         }
     }
 
@@ -299,10 +353,24 @@ impl Unchecked {
     }
 }
 
+/// How many records [`Bus::referral`] walks back from a referral's last record, at most, to one
+/// written by a builder; past it the referral's history is read in full (one read, however
+/// long). A party writing many records in a row makes the other party's reads of that
+/// referral a full read, nothing worse.
+pub const WALK_BACK: usize = 16;
+
 impl Bus {
-    /// The current, checked state of the referral on `subject` (one referral's exact subject):
-    /// its last record, checked against its predecessor. If the last record fails, the
-    /// referral's history is checked from the start and its last good record is returned.
+    /// The current, checked state of the referral on `subject` (one referral's exact subject),
+    /// in a few reads: from its last record back to the nearest record written by one of the
+    /// verifier's builders (the router; an adapter's own agency; see [`Verifier::writing_as`]),
+    /// or to the creation, at most [`WALK_BACK`] records, then checked forward from the stored
+    /// state that record followed, which its writer had checked. If the walk does not reach
+    /// such a record, a link is not proven, or a record fails, the referral's history is
+    /// checked from the start and its last good record is returned.
+    ///
+    /// Why not the last record against its predecessor's stored state alone: a party that
+    /// stores two records in a row, the first claiming a state its event does not make, has the
+    /// second pass that check. Its own records vouch for nothing here, however many it writes.
     pub async fn referral(
         &self,
         verifier: &Verifier,
@@ -311,15 +379,65 @@ impl Bus {
         let Some((last_seq, last)) = self.unchecked_last(verifier, subject).await? else {
             return Ok(None);
         };
-        if let Some(last) = last {
-            let before = self.state_before(verifier, &last).await?;
-            if let Some(before) = before
-                && let Ok(after) = verifier.check(&last, before)
-            {
-                return Ok(Some(last.into_stored(after.into_snapshot())));
-            }
+        if let Some(last) = last
+            && let Some(checked) = self.checked_from_builder(verifier, last).await?
+        {
+            return Ok(Some(checked));
         }
         self.last_of_history(verifier, subject, last_seq).await
+    }
+
+    /// `last` and the records before it back to the nearest one a builder wrote (or the
+    /// creation), checked in order from the state that record followed; `None` when that
+    /// takes more than [`WALK_BACK`] records, a record does not provably follow its
+    /// predecessor, or one fails the check (reported): then only the history can tell.
+    async fn checked_from_builder(
+        &self,
+        verifier: &Verifier,
+        last: Unchecked,
+    ) -> Result<Option<Stored<EventRecord>>, ReadError> {
+        // Newest first.
+        let mut walked = vec![last];
+        let start = loop {
+            let earliest = walked.last().expect("the walk holds the last record");
+            if !earliest.follows_its_predecessor() {
+                return Ok(None);
+            }
+            if earliest.record.event.seq == 1 {
+                break None;
+            }
+            let Some(previous) = self.predecessor_of(verifier, earliest).await? else {
+                return Ok(None);
+            };
+            if verifier
+                .builders
+                .include(&Signer::of(&earliest.record.event.actor))
+            {
+                // The builder checked this stored state before writing on it: its signature
+                // at least is checked again here.
+                match verifier.check_signed(&previous).ok().and_then(|()| {
+                    crate::record::decode_state_text(&previous.record.state_json).ok()
+                }) {
+                    Some(state) => break Some(state),
+                    None => return Ok(None),
+                }
+            }
+            if walked.len() >= WALK_BACK {
+                return Ok(None);
+            }
+            walked.push(previous);
+        };
+        let mut state = start;
+        let mut newest = None;
+        for record in walked.into_iter().rev() {
+            let Ok(after) = verifier.check(&record, state.take()) else {
+                return Ok(None);
+            };
+            let snapshot = after.into_snapshot();
+            state = Some(snapshot.clone());
+            newest = Some(record.into_stored(snapshot));
+        }
+        Ok(newest)
     }
 
     /// [`Bus::referral`] without trusting any stored state: the referral's whole history is
@@ -380,43 +498,20 @@ impl Bus {
             .map(|stored| (stored.seq, stored.record.state)))
     }
 
-    /// The state `record` follows, read from its predecessor (one direct read): `Some(None)`
-    /// for a creation, `None` if JetStream does not prove the record directly follows the
-    /// predecessor it names, or that predecessor is not the previous record of its referral
-    /// (then only its history can tell).
-    pub(crate) async fn state_before(
+    /// The record `record` names as its predecessor (one direct read), if it is the previous
+    /// record of the same subject with the hash `record` names (`record` is not a creation).
+    async fn predecessor_of(
         &self,
         verifier: &Verifier,
         record: &Unchecked,
-    ) -> Result<Option<Option<Referral>>, ReadError> {
-        if !record.follows_its_predecessor() {
-            return Ok(None);
-        }
-        if record.record.event.seq == 1 {
-            return Ok(Some(None));
-        }
-        Ok(
-            match self
-                .unchecked_at(verifier, &record.subject, record.prev_seq)
-                .await?
-            {
-                Some(previous)
-                    if previous.subject == record.subject
-                        && previous.record.bytes_hash == record.record.event.prev_hash =>
-                {
-                    // The predecessor's stored state, checked when it was written: its signature
-                    // at least is checked again here.
-                    verifier
-                        .check_signed(&previous)
-                        .ok()
-                        .and_then(|()| {
-                            crate::record::decode_state_text(&previous.record.state_json).ok()
-                        })
-                        .map(Some)
-                }
-                _ => None,
-            },
-        )
+    ) -> Result<Option<Unchecked>, ReadError> {
+        Ok(self
+            .unchecked_at(verifier, &record.subject, record.prev_seq)
+            .await?
+            .filter(|previous| {
+                previous.subject == record.subject
+                    && previous.record.bytes_hash == record.record.event.prev_hash
+            }))
     }
 
     /// Every record on `subject` (one referral) that passes the check, oldest first, each with

@@ -67,7 +67,7 @@ use refbus_core::integrity::{Failure, Problem};
 use refbus_core::signature::SigningKey;
 use refbus_core::{Event, Referral};
 
-pub use checked::{Unchecked, Verifier};
+pub use checked::{Unchecked, Verifier, WALK_BACK};
 pub use connect::{ClientCert, ConnectOptions, Credentials, Tls};
 pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ConsumerError, ConsumerErrorKind,

@@ -1290,3 +1290,110 @@ async fn a_durables_acknowledged_position_is_what_was_acknowledged_in_order() {
         .unwrap();
     assert!(bus.durable_acknowledged(name).await.unwrap() >= second.seq);
 }
+
+/// `state` with `change` by `by`, appended right after `previous` (the subject's last record).
+async fn appended_next(
+    bus: &Bus,
+    previous: &refbus_bus::Appended,
+    state: &Referral,
+    change: Change,
+    by: &str,
+) -> (refbus_bus::Appended, Referral) {
+    let (event, after) = next(state, change, by);
+    let id = format!("{by}-{}", after.seq);
+    let appended = append(bus, event, &after, previous.seq, &id).await.unwrap();
+    (appended, after)
+}
+
+fn on_hold() -> Change {
+    Change::PutOnHold {
+        reason: refbus_core::referral::Reason {
+            code: refbus_core::ids::ReasonCode::new("no_capacity").unwrap(),
+            note: None,
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_reader_goes_on_only_from_a_state_a_checked_writer_built_on() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let (create, created) = created("maros-dinsos", "maros-uptd-ppa", "claimed-1");
+    let subject = subject_of(&created);
+    let c = append(&bus, create, &created, 0, "c").await.unwrap();
+
+    // UPTD PPA, the recipient, with its own key and straight onto the bus: a receipt whose
+    // stored state claims an acceptance (no acceptance event exists), then a start of the
+    // service that follows that claimed state. Each record is valid against the one before it.
+    let (received, made) = next(&created, Change::Received, "maros-uptd-ppa");
+    let (_, accepted) = next(&made, Change::Accepted, "maros-uptd-ppa");
+    let mut claimed = accepted;
+    claimed.seq = made.seq;
+    claimed.last_hash = made.last_hash;
+    let r = append(&bus, received, &claimed, c.seq, "r").await.unwrap();
+    let (started, after) = next(&claimed, Change::Started, "maros-uptd-ppa");
+    append(&bus, started, &after, r.seq, "s").await.unwrap();
+
+    // Dinas Sosial's adapter, the router and the dashboard read the referral as the sender
+    // created it: the pair is refused (reported) and nothing it claims is believed.
+    let dinsos = verifier().writing_as(&agency("maros-dinsos"));
+    for reader in [verifier(), dinsos.clone()] {
+        let read = bus.referral(&reader, &subject).await.unwrap().unwrap();
+        assert_eq!(read.seq, c.seq, "the last verified record is the creation");
+        assert_eq!(read.record.state.status, refbus_core::Status::Requested);
+        assert!(reader.refused() > 0, "the refusal is reported");
+    }
+    // What a one-step read that takes any predecessor's stored state believes (the router's,
+    // which reads in full whatever its consumer has not checked): the claimed pair.
+    let believed = bus
+        .referral(&verifier().believing_every_writer(), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        believed.record.state.status,
+        refbus_core::Status::InProgress
+    );
+}
+
+#[tokio::test]
+async fn a_read_walks_back_a_few_records_to_one_a_checked_writer_built_on() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let (create, created) = created("maros-dinsos", "maros-uptd-ppa", "walk-1");
+    let subject = subject_of(&created);
+    let c = append(&bus, create, &created, 0, "c").await.unwrap();
+    let uptd = "maros-uptd-ppa";
+    let (r, received) = appended_next(&bus, &c, &created, Change::Received, uptd).await;
+    let (a, accepted) = appended_next(&bus, &r, &received, Change::Accepted, uptd).await;
+    let (mut last, mut state) = appended_next(&bus, &a, &accepted, Change::Started, uptd).await;
+
+    // The sender's adapter: three records by the recipient, then its own creation. One read of
+    // the last record and one per record back to the creation.
+    let dinsos = verifier().writing_as(&agency("maros-dinsos"));
+    let before = bus.direct_reads();
+    let read = bus.referral(&dinsos, &subject).await.unwrap().unwrap();
+    assert_eq!((read.seq, read.record.state.seq), (last.seq, 4));
+    assert_eq!(bus.direct_reads() - before, 4);
+    // The recipient's adapter: its own last record vouches for the state before it.
+    let own = verifier().writing_as(&agency(uptd));
+    let before = bus.direct_reads();
+    let read = bus.referral(&own, &subject).await.unwrap().unwrap();
+    assert_eq!(read.seq, last.seq);
+    assert_eq!(bus.direct_reads() - before, 2);
+
+    // A longer run by the recipient than a walk goes back: the history, read in full, gives
+    // the same state, and nothing is refused.
+    for n in 0..refbus_bus::WALK_BACK {
+        let change = if n % 2 == 0 {
+            on_hold()
+        } else {
+            Change::Resumed
+        };
+        (last, state) = appended_next(&bus, &last, &state, change, uptd).await;
+    }
+    let read = bus.referral(&dinsos, &subject).await.unwrap().unwrap();
+    assert_eq!(read.seq, last.seq);
+    assert_eq!(read.record.state, state.into_snapshot());
+    assert_eq!(dinsos.refused(), 0);
+}

@@ -278,6 +278,96 @@ async fn unsigned_misattributed_and_back_dated_records_are_not_believed() {
 }
 
 #[tokio::test]
+async fn two_records_in_a_row_claiming_an_acceptance_are_not_believed_by_the_other_agency() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let id = dinsos
+        .create(create_request("claimed-1", "maros-uptd-ppa", "shelter"))
+        .await;
+    let created = stored(&system, &id).await.remove(0);
+    let state = created.record.state.clone();
+    let uptd = agency("maros-uptd-ppa");
+    let event = |seq: u64, change: Change, prev_hash| refbus_core::Event {
+        referral_id: state.id,
+        case_id: state.creation.case_id.clone(),
+        seq,
+        at: (system.now)(),
+        actor: Actor::Agency {
+            agency: uptd.clone(),
+            system: None,
+            operator: OperatorId::new("op").unwrap(),
+        },
+        request_id: None,
+        change,
+        prev_hash,
+    };
+
+    // UPTD PPA, with its own signing key and no router running, straight onto the bus: a
+    // receipt whose stored state claims an acceptance (no acceptance event exists), then a
+    // start of the service following that claimed state. Each record passes a check against
+    // the stored state of the record before it.
+    let received = event(2, Change::Received, state.last_hash);
+    let made = evolve(Some(state.clone()), &received).unwrap();
+    let mut claimed = evolve(
+        Some(made.clone()),
+        &event(3, Change::Accepted, made.last_hash),
+    )
+    .unwrap();
+    claimed.seq = made.seq;
+    claimed.last_hash = made.last_hash;
+    let started = event(3, Change::Started, claimed.last_hash);
+    let after = evolve(Some(claimed.clone()), &started).unwrap();
+    let (bus, key) = (system.bus().await, system.signing.agency(&uptd));
+    let mut previous = created.seq;
+    for (n, (event, stored_state)) in [(received, &claimed), (started, &after)]
+        .into_iter()
+        .enumerate()
+    {
+        let request_id = refbus_core::RequestId::new(format!("claimed-{n}")).unwrap();
+        let append = Append {
+            event,
+            state_after: stored_state,
+            expected_last_seq: previous,
+            prev_seq: previous,
+            key: refbus_bus::Idempotency::Request {
+                agency: &uptd,
+                request_id: &request_id,
+            },
+        };
+        previous = bus.append(&key, append).await.unwrap().0.seq;
+    }
+
+    // Dinas Sosial's adapter believes neither: the referral is still only requested, so its
+    // sender may cancel it outright, and the cancellation follows the creation.
+    assert_eq!(
+        get(&dinsos, &id).await.status,
+        i32::from(v1::ReferralStatus::Requested)
+    );
+    let cancelled = dinsos
+        .client()
+        .cancel_referral(dinsos.request(v1::CancelReferralRequest {
+            request_id: "cancel-claimed".into(),
+            referral_id: id.clone(),
+            reason: refbus_e2e::reason("duplicate", ""),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .referral
+        .unwrap();
+    assert_eq!(cancelled.status, i32::from(v1::ReferralStatus::Cancelled));
+    let records = stored(&system, &id).await;
+    let last = records.last().unwrap();
+    assert_eq!((last.record.event.seq, last.prev_seq), (2, created.seq));
+    // UPTD PPA's own adapter reads the same now.
+    let uptd_system = system.agency("maros-uptd-ppa").await;
+    assert_eq!(
+        get(&uptd_system, &id).await.status,
+        i32::from(v1::ReferralStatus::Cancelled)
+    );
+}
+
+#[tokio::test]
 async fn garbage_on_an_agencys_subject_does_not_end_its_inbox() {
     let mut system = System::start().await;
     let dinsos = system.agency("maros-dinsos").await;
