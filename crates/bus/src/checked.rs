@@ -274,6 +274,8 @@ pub struct Unchecked {
     pub stored_after: Option<u64>,
     /// When JetStream stored it.
     pub stored_at: Timestamp,
+    /// The `Nats-Msg-Id` JetStream stored it under.
+    pub message_id: Option<String>,
     pub tokens: Option<SubjectTokens>,
     pub record: CheckedRecord,
 }
@@ -285,6 +287,7 @@ impl Unchecked {
         prev_seq: u64,
         stored_after: Option<u64>,
         stored_at: Timestamp,
+        message_id: Option<String>,
         record: CheckedRecord,
     ) -> Unchecked {
         let tokens = match subjects::parse(&subject) {
@@ -301,6 +304,7 @@ impl Unchecked {
             prev_seq,
             stored_after,
             stored_at,
+            message_id,
             tokens,
             record,
         }
@@ -320,6 +324,16 @@ impl Unchecked {
             self.prev_seq
         };
         self.stored_after == Some(predecessor)
+    }
+
+    /// Whether JetStream stored this record under the message id its writer gives it
+    /// (`Nats-Msg-Id`, [`crate::idempotency::message_id_of`]): then it is the record its writer
+    /// appended where it appended it, not a byte copy stored later in the referral's history.
+    /// JetStream stores nothing twice under one id within the stream's duplicate window (seven
+    /// days), and a copy stored after that fails the time check.
+    pub fn stored_as_written(&self) -> bool {
+        self.message_id.is_some()
+            && self.message_id == crate::idempotency::message_id_of(&self.record.event)
     }
 
     /// The record's claims, for the core's check; `None` if its subject is not a referral's.
@@ -362,9 +376,10 @@ pub const WALK_BACK: usize = 16;
 impl Bus {
     /// The current, checked state of the referral on `subject` (one referral's exact subject),
     /// in a few reads: from its last record back to the nearest record written by one of the
-    /// verifier's builders (the router; an adapter's own agency; see [`Verifier::writing_as`]),
-    /// or to the creation, at most [`WALK_BACK`] records, then checked forward from the stored
-    /// state that record followed, which its writer had checked. If the walk does not reach
+    /// verifier's builders (the router; an adapter's own agency; see [`Verifier::writing_as`])
+    /// and stored where it was written ([`Unchecked::stored_as_written`]), or to the creation,
+    /// at most [`WALK_BACK`] records, then checked forward from the stored state that record
+    /// followed, which its writer had checked. If the walk does not reach
     /// such a record, a link is not proven, or a record fails, the referral's history is
     /// checked from the start and its last good record is returned.
     ///
@@ -412,6 +427,7 @@ impl Bus {
             if verifier
                 .builders
                 .include(&Signer::of(&earliest.record.event.actor))
+                && earliest.stored_as_written()
             {
                 // The builder checked this stored state before writing on it: its signature
                 // at least is checked again here.

@@ -42,6 +42,13 @@ pub fn stored_after_in(headers: Option<&HeaderMap>) -> Option<u64> {
     stored_after(|name| headers.get(name).map(|value| value.as_str()))
 }
 
+/// The `Nats-Msg-Id` a message was stored under, if any.
+pub fn message_id_in(headers: Option<&HeaderMap>) -> Option<String> {
+    headers?
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .map(|value| value.as_str().to_owned())
+}
+
 /// The CloudEvents `type` of an event.
 pub fn event_type(event: &Event) -> String {
     change_type(event.change.kind())

@@ -3,7 +3,9 @@
 //! component formats NATS message ids, and the ids of one kind of writer can never collide with
 //! another's.
 
-use refbus_core::{AgencyId, ReferralId, RequestId};
+use refbus_core::escalation::Due;
+use refbus_core::event::{Actor, Change};
+use refbus_core::{AgencyId, Event, ReferralId, RequestId};
 
 /// Why an append may repeat an earlier one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,35 @@ impl Idempotency<'_> {
     }
 }
 
+/// The message id refbus's writer of `event` gives it: an agency's request (or the link a
+/// reroute records on the original), a clock item or an integrity alert the router records.
+/// `None` for an event no refbus writer makes (an agency's event without a request id). A
+/// reader compares it with the id a record was stored under: JetStream stores nothing twice
+/// under one id within its duplicate window, so a record stored under its writer's id is the
+/// one its writer appended, not a copy of it placed elsewhere in the referral's history.
+pub(crate) fn message_id_of(event: &Event) -> Option<String> {
+    Some(match &event.actor {
+        Actor::Agency { agency, .. } => {
+            let request_id = event.request_id.as_ref()?;
+            if matches!(event.change, Change::Rerouted { .. }) {
+                Idempotency::RequestLink { agency, request_id }.message_id()
+            } else {
+                Idempotency::Request { agency, request_id }.message_id()
+            }
+        }
+        Actor::Router => match &event.change {
+            Change::IntegrityAlert { stream_seq, .. } => {
+                Idempotency::IntegrityAlert { seq: *stream_seq }.message_id()
+            }
+            change => Idempotency::ClockItem {
+                referral: event.referral_id,
+                key: &Due::recorded_as(change)?.key(),
+            }
+            .message_id(),
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +138,74 @@ mod tests {
                 refbus_core::escalation::Role::Head
             )
         );
+    }
+
+    #[test]
+    fn a_records_message_id_is_the_one_its_writer_gives_it() {
+        use refbus_core::ids::{CaseId, ClockId, OperatorId};
+        let agency = AgencyId::new("maros-dinsos").unwrap();
+        let referral = ReferralId::from_bytes([2; 16]);
+        let at = refbus_core::Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap();
+        let event = |actor: Actor, request: Option<&str>, change: Change| Event {
+            referral_id: referral,
+            case_id: CaseId::new("MRS-1").unwrap(),
+            seq: 2,
+            at,
+            actor,
+            request_id: request.map(|id| RequestId::new(id).unwrap()),
+            change,
+            prev_hash: refbus_core::EventHash::GENESIS,
+        };
+        let operator = Actor::Agency {
+            agency: agency.clone(),
+            system: None,
+            operator: OperatorId::new("op").unwrap(),
+        };
+        let breach = Due::Breach {
+            clock: ClockId::new("acknowledge").unwrap(),
+            deadline: at,
+        };
+        let cases = [
+            (
+                event(operator.clone(), Some("req-1"), Change::Accepted),
+                Some("maros-dinsos:req-1".to_owned()),
+            ),
+            (
+                event(
+                    operator.clone(),
+                    Some("req-2"),
+                    Change::Rerouted {
+                        child: ReferralId::from_bytes([3; 16]),
+                        to: AgencyId::new("maros-dp3a").unwrap(),
+                    },
+                ),
+                Some("maros-dinsos:req-2:link".to_owned()),
+            ),
+            (event(operator, None, Change::Accepted), None),
+            (
+                event(Actor::Router, None, breach.change()),
+                Some(
+                    Idempotency::ClockItem {
+                        referral,
+                        key: &breach.key(),
+                    }
+                    .message_id(),
+                ),
+            ),
+            (
+                event(
+                    Actor::Router,
+                    None,
+                    Change::IntegrityAlert {
+                        stream_seq: 9,
+                        problem: refbus_core::integrity::Problem::Signature,
+                    },
+                ),
+                Some("router:integrity:9".to_owned()),
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(message_id_of(&event), expected, "{:?}", event.change);
+        }
     }
 }

@@ -1219,6 +1219,8 @@ pub(crate) struct Raw {
     /// [`headers::stored_after`].
     stored_after: Option<u64>,
     stored_at: refbus_core::Timestamp,
+    /// The `Nats-Msg-Id` it was stored under.
+    message_id: Option<String>,
     payload: bytes::Bytes,
 }
 
@@ -1230,6 +1232,7 @@ impl From<jetstream::message::StreamMessage> for Raw {
             prev_seq: prev_seq(&message.headers),
             stored_after: headers::stored_after_in(Some(&message.headers)),
             stored_at: checked::stored_at(&message),
+            message_id: headers::message_id_in(Some(&message.headers)),
             payload: message.payload,
         }
     }
@@ -1246,6 +1249,7 @@ impl Raw {
                 self.prev_seq,
                 self.stored_after,
                 self.stored_at,
+                self.message_id,
                 record,
             )),
             Err(failure) => {
@@ -1267,6 +1271,7 @@ pub(crate) fn raw_stream_message(message: &jetstream::Message) -> Result<Raw, Re
         prev_seq: message.headers.as_ref().map_or(0, prev_seq),
         stored_after: headers::stored_after_in(message.headers.as_ref()),
         stored_at: checked::from_datetime(info.published),
+        message_id: headers::message_id_in(message.headers.as_ref()),
         payload: message.payload.clone(),
     })
 }

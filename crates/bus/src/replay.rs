@@ -60,17 +60,19 @@ impl StoredMessage {
     }
 
     fn raw(&self) -> crate::Raw {
+        let header = |name: &str| {
+            self.headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        };
         crate::Raw {
             subject: self.subject.clone(),
             sequence: self.seq,
             prev_seq: self.prev_seq(),
-            stored_after: crate::headers::stored_after(|name| {
-                self.headers
-                    .iter()
-                    .find(|(key, _)| key == name)
-                    .map(|(_, value)| value.as_str())
-            }),
+            stored_after: crate::headers::stored_after(header),
             stored_at: self.stored_at,
+            message_id: header(async_nats::header::NATS_MESSAGE_ID.as_ref()).map(str::to_owned),
             payload: self.payload.clone(),
         }
     }

@@ -1299,8 +1299,11 @@ async fn appended_next(
     change: Change,
     by: &str,
 ) -> (refbus_bus::Appended, Referral) {
-    let (event, after) = next(state, change, by);
-    let id = format!("{by}-{}", after.seq);
+    let (mut event, _) = next(state, change, by);
+    // As an adapter writes it: the request id in the event, and its message id.
+    let id = format!("{by}-{}", event.seq);
+    event.request_id = Some(RequestId::new(&id).unwrap());
+    let after = evolve(Some(state.clone()), &event).unwrap();
     let appended = append(bus, event, &after, previous.seq, &id).await.unwrap();
     (appended, after)
 }
@@ -1324,14 +1327,28 @@ async fn a_reader_goes_on_only_from_a_state_a_checked_writer_built_on() {
 
     // UPTD PPA, the recipient, with its own key and straight onto the bus: a receipt whose
     // stored state claims an acceptance (no acceptance event exists), then a start of the
-    // service that follows that claimed state. Each record is valid against the one before it.
-    let (received, made) = next(&created, Change::Received, "maros-uptd-ppa");
+    // service that follows that claimed state. Each record is valid against the one before it,
+    // and each is stored under the message id its adapter would give it.
+    let requested = |(mut event, _): (Event, Referral), id: &str, before: &Referral| {
+        event.request_id = Some(RequestId::new(id).unwrap());
+        let after = evolve(Some(before.clone()), &event).unwrap();
+        (event, after)
+    };
+    let (received, made) = requested(
+        next(&created, Change::Received, "maros-uptd-ppa"),
+        "r",
+        &created,
+    );
     let (_, accepted) = next(&made, Change::Accepted, "maros-uptd-ppa");
     let mut claimed = accepted;
     claimed.seq = made.seq;
     claimed.last_hash = made.last_hash;
     let r = append(&bus, received, &claimed, c.seq, "r").await.unwrap();
-    let (started, after) = next(&claimed, Change::Started, "maros-uptd-ppa");
+    let (started, after) = requested(
+        next(&claimed, Change::Started, "maros-uptd-ppa"),
+        "s",
+        &claimed,
+    );
     append(&bus, started, &after, r.seq, "s").await.unwrap();
 
     // Dinas Sosial's adapter, the router and the dashboard read the referral as the sender
@@ -1396,4 +1413,107 @@ async fn a_read_walks_back_a_few_records_to_one_a_checked_writer_built_on() {
     assert_eq!(read.seq, last.seq);
     assert_eq!(read.record.state, state.into_snapshot());
     assert_eq!(dinsos.refused(), 0);
+}
+
+/// `message`'s stored bytes published again at the end of its subject, as a party can: after
+/// the subject's last message `last`, claiming to follow `follows`, under `message_id`.
+async fn copy_onto_the_end(
+    server: &NatsServer,
+    message: &async_nats::jetstream::message::StreamMessage,
+    last: u64,
+    follows: u64,
+    message_id: &str,
+) -> async_nats::jetstream::publish::PublishAck {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(
+        refbus_bus::headers::EXPECTED_LAST_SUBJECT_SEQ,
+        last.to_string().as_str(),
+    );
+    headers.insert(refbus_bus::headers::PREV_SEQ, follows.to_string().as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+    raw(server)
+        .await
+        .publish_with_headers(
+            message.subject.to_string(),
+            headers,
+            message.payload.clone(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_copy_of_a_checked_writers_record_placed_later_vouches_for_nothing() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let (create, created) = created("maros-dinsos", "maros-uptd-ppa", "copied-1");
+    let subject = subject_of(&created);
+    let c = append(&bus, create, &created, 0, "c").await.unwrap();
+    let (dinsos, uptd) = ("maros-dinsos", "maros-uptd-ppa");
+    let (r, state) = appended_next(&bus, &c, &created, Change::Received, uptd).await;
+    let (a, state) = appended_next(&bus, &r, &state, Change::Accepted, uptd).await;
+    let (started, state) = appended_next(&bus, &a, &state, Change::Started, uptd).await;
+    // Dinas Sosial puts the service on hold; UPTD PPA resumes it, then holds it again.
+    let (held, state) = appended_next(&bus, &started, &state, on_hold(), dinsos).await;
+    let (resumed, state) = appended_next(&bus, &held, &state, Change::Resumed, uptd).await;
+    let (last, state) = appended_next(&bus, &resumed, &state, on_hold(), uptd).await;
+    let truth = state.into_snapshot();
+    assert_eq!(truth.status, refbus_core::Status::OnHold);
+
+    // UPTD PPA copies its start and Dinas Sosial's hold, bytes and signatures, onto the end of
+    // the subject, each claiming to follow the message before it (JetStream agrees), then
+    // resumes the copied hold with its own key: a reader that took the copied hold as Dinas
+    // Sosial's would go on from the copied start, as if the last hold never happened.
+    let stream = raw(&server)
+        .await
+        .get_stream("REFBUS_EVENTS")
+        .await
+        .unwrap();
+    let original_start = stream.get_raw_message(started.seq).await.unwrap();
+    let original_hold = stream.get_raw_message(held.seq).await.unwrap();
+    let start_copy =
+        copy_onto_the_end(&server, &original_start, last.seq, last.seq, "copy-1").await;
+    // Under its writer's message id, JetStream stores nothing: the id was used.
+    let original_id = format!("{dinsos}:{dinsos}-{}", 5);
+    let refused = copy_onto_the_end(
+        &server,
+        &original_hold,
+        start_copy.sequence,
+        start_copy.sequence,
+        &original_id,
+    )
+    .await;
+    assert!(
+        refused.duplicate,
+        "JetStream stores nothing twice under one id"
+    );
+    let hold_copy = copy_onto_the_end(
+        &server,
+        &original_hold,
+        start_copy.sequence,
+        start_copy.sequence,
+        "copy-2",
+    )
+    .await;
+    let copied_state = {
+        let read = bus.event_at(hold_copy.sequence).await.unwrap().unwrap();
+        read.record.state
+    };
+    let (mut resume, _) = next(&copied_state, Change::Resumed, uptd);
+    resume.request_id = Some(RequestId::new("uptd-resume-copy").unwrap());
+    let after = evolve(Some(copied_state), &resume).unwrap();
+    append(&bus, resume, &after, hold_copy.sequence, "uptd-resume-copy")
+        .await
+        .unwrap();
+
+    // Dinas Sosial's adapter, the dashboard and the router's full reads keep the truth.
+    let reader = verifier().writing_as(&agency(dinsos));
+    let read = bus.referral(&reader, &subject).await.unwrap().unwrap();
+    assert_eq!((read.seq, &read.record.state), (last.seq, &truth));
+    assert!(
+        reader.refused() > 0,
+        "the copies and what follows them are reported"
+    );
 }

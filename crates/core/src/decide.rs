@@ -833,41 +833,7 @@ fn decide_on(
                     format!("{} is not due on this referral at {now}", due.key()),
                 ));
             }
-            Ok((record_change(due), current))
+            Ok((due.change(), current))
         }
-    }
-}
-
-fn record_change(due: &crate::escalation::Due) -> Change {
-    use crate::escalation::Due;
-    match due.clone() {
-        Due::Warning {
-            clock,
-            permille,
-            due_at,
-            deadline,
-        } => Change::ClockWarning {
-            clock,
-            permille,
-            due_at,
-            deadline,
-        },
-        Due::Breach { clock, deadline } => Change::ClockBreached { clock, deadline },
-        Due::Escalation {
-            clock,
-            level,
-            repetition,
-            due_at,
-            action,
-            notified,
-        } => Change::Escalated {
-            clock,
-            level,
-            repetition,
-            due_at,
-            action,
-            notified,
-        },
-        Due::Reroute { to, cause, due_at } => Change::RerouteRequested { to, cause, due_at },
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::{ClockPolicy, Phase, Track, fraction};
-use crate::event::{Notified, RerouteCause};
+use crate::event::{Change, Notified, RerouteCause};
 use crate::ids::{AgencyId, ClockId, EscalationPolicyId};
 use crate::referral::{Mark, Party, Referral};
 use crate::registry::{PolicySet, Registry};
@@ -150,6 +150,76 @@ impl Due {
             | Due::Reroute { due_at, .. } => *due_at,
             Due::Breach { deadline, .. } => *deadline,
         }
+    }
+
+    /// The change the router records for this item.
+    pub fn change(&self) -> Change {
+        match self.clone() {
+            Due::Warning {
+                clock,
+                permille,
+                due_at,
+                deadline,
+            } => Change::ClockWarning {
+                clock,
+                permille,
+                due_at,
+                deadline,
+            },
+            Due::Breach { clock, deadline } => Change::ClockBreached { clock, deadline },
+            Due::Escalation {
+                clock,
+                level,
+                repetition,
+                due_at,
+                action,
+                notified,
+            } => Change::Escalated {
+                clock,
+                level,
+                repetition,
+                due_at,
+                action,
+                notified,
+            },
+            Due::Reroute { to, cause, due_at } => Change::RerouteRequested { to, cause, due_at },
+        }
+    }
+
+    /// The item a recorded `change` is ([`Due::change`] read back); `None` for a change that
+    /// is not a clock item.
+    pub fn recorded_as(change: &Change) -> Option<Due> {
+        Some(match change.clone() {
+            Change::ClockWarning {
+                clock,
+                permille,
+                due_at,
+                deadline,
+            } => Due::Warning {
+                clock,
+                permille,
+                due_at,
+                deadline,
+            },
+            Change::ClockBreached { clock, deadline } => Due::Breach { clock, deadline },
+            Change::Escalated {
+                clock,
+                level,
+                repetition,
+                due_at,
+                action,
+                notified,
+            } => Due::Escalation {
+                clock,
+                level,
+                repetition,
+                due_at,
+                action,
+                notified,
+            },
+            Change::RerouteRequested { to, cause, due_at } => Due::Reroute { to, cause, due_at },
+            _ => return None,
+        })
     }
 
     /// A stable key naming this item of this referral: the same item always has the same key,
