@@ -52,37 +52,11 @@ pub fn command_of(change: &Change) -> Command {
             Command::AcknowledgeEscalation { clock, level }
         }
         Change::Rerouted { child, to } => Command::RecordReroute { child, to },
-        Change::ClockWarning {
-            clock,
-            permille,
-            due_at,
-            deadline,
-        } => Command::Record(Due::Warning {
-            clock,
-            permille,
-            due_at,
-            deadline,
-        }),
-        Change::ClockBreached { clock, deadline } => {
-            Command::Record(Due::Breach { clock, deadline })
-        }
-        Change::Escalated {
-            clock,
-            level,
-            repetition,
-            due_at,
-            action,
-            notified,
-        } => Command::Record(Due::Escalation {
-            clock,
-            level,
-            repetition,
-            due_at,
-            action,
-            notified,
-        }),
-        Change::RerouteRequested { to, cause, due_at } => {
-            Command::Record(Due::Reroute { to, cause, due_at })
+        Change::ClockWarning { .. }
+        | Change::ClockBreached { .. }
+        | Change::Escalated { .. }
+        | Change::RerouteRequested { .. } => {
+            Command::Record(Due::recorded_as(change).expect("a clock item's change is one"))
         }
         Change::IntegrityAlert {
             stream_seq,
