@@ -379,9 +379,9 @@ impl Bus {
     /// verifier's builders (the router; an adapter's own agency; see [`Verifier::writing_as`])
     /// and stored where it was written ([`Unchecked::stored_as_written`]), or to the creation,
     /// at most [`WALK_BACK`] records, then checked forward from the stored state that record
-    /// followed, which its writer had checked. If the walk does not reach
-    /// such a record, a link is not proven, or a record fails, the referral's history is
-    /// checked from the start and its last good record is returned.
+    /// followed, which its writer had checked. If the walk does not reach such a record, a
+    /// link is not proven, or a record fails, the referral's history is checked from the start
+    /// and its last good record is returned.
     ///
     /// Why not the last record against its predecessor's stored state alone: a party that
     /// stores two records in a row, the first claiming a state its event does not make, has the
