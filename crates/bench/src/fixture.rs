@@ -229,9 +229,9 @@ impl Fixture {
     }
 }
 
-/// The adapter's message id for a create (`<agency>:<request id>`).
+/// The adapter's message id for a create.
 fn message_id(agency: &AgencyId, request_id: &RequestId) -> String {
-    format!("{agency}:{request_id}")
+    refbus_bus::Idempotency::Request { agency, request_id }.message_id()
 }
 
 /// A note of a typical length.

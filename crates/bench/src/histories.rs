@@ -261,7 +261,11 @@ impl Writer {
             subject,
             &record,
             current_seq,
-            format!("{agency}:{request_id}"),
+            refbus_bus::Idempotency::Request {
+                agency,
+                request_id: &request_id,
+            }
+            .message_id(),
         );
         Ok((prepared, after))
     }

@@ -40,8 +40,9 @@ pub enum Idempotency<'a> {
 }
 
 impl Idempotency<'_> {
-    /// The message id JetStream deduplicates by.
-    pub(crate) fn message_id(&self) -> String {
+    /// The message id JetStream deduplicates by (a writer outside the bus, such as the bench's
+    /// fixture publishing in bulk, names its messages with it too).
+    pub fn message_id(&self) -> String {
         match self {
             Idempotency::Request { agency, request_id } => format!("{agency}:{request_id}"),
             Idempotency::RequestLink { agency, request_id } => {
