@@ -75,7 +75,7 @@ impl Bus {
             let prev = match *last {
                 Some(seq) => seq,
                 None => self
-                    .direct(self.stream.direct_get_last_for_subject(&chain))
+                    .direct_last(&chain)
                     .await
                     .map_err(|err| AppendError::with_source(AppendErrorKind::Unavailable, err))?
                     .map_or(0, |message| message.sequence),
@@ -274,11 +274,7 @@ impl Listing {
                 Position::Done => continue,
                 Position::Newest => self
                     .bus
-                    .direct(
-                        self.bus
-                            .stream
-                            .direct_get_last_for_subject(chain.subject.clone()),
-                    )
+                    .direct_last(&chain.subject)
                     .await?
                     .map(crate::Raw::from),
                 // By sequence through a consumer on the chain's own subject: the one form NATS

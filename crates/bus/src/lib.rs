@@ -46,6 +46,7 @@ pub mod raw;
 pub mod record;
 pub mod replay;
 mod scoped;
+mod seen;
 pub mod subjects;
 mod tail;
 
@@ -113,6 +114,9 @@ pub struct Bus {
     direct_reads: Arc<AtomicU64>,
     /// The index chains this process appends to (see [`index`](mod@index)).
     index_chains: Arc<index::Chains>,
+    /// The highest sequence this process has seen per referral, so that a replica behind does
+    /// not answer it with less (see [`seen`](mod@seen)).
+    seen: Arc<seen::Seen>,
     /// How long JetStream remembers a message id: the stream's, as configured (and checked at
     /// start by every component that may ask for the stream's information).
     duplicate_window: Duration,
@@ -376,6 +380,7 @@ impl Bus {
             connected,
             direct_reads: Arc::new(AtomicU64::new(0)),
             index_chains: Arc::default(),
+            seen: Arc::default(),
             duplicate_window: settings.duplicate_window,
         })
     }
@@ -518,7 +523,12 @@ impl Bus {
         subject: String,
         message: PublishMessage,
     ) -> Result<Appended, AppendError> {
-        self.send(subject, message).await?.stored().await
+        let appended = self.send(subject.clone(), message).await?.stored().await?;
+        // A duplicate's sequence is its original's, which may lie on another subject.
+        if !appended.duplicate {
+            self.seen.record(&subject, appended.seq);
+        }
+        Ok(appended)
     }
 
     async fn send(&self, subject: String, message: PublishMessage) -> Result<Pending, AppendError> {
@@ -577,7 +587,7 @@ impl Bus {
 
     /// The last event on `subject` (which may hold wildcards), or `None` if there is none.
     pub async fn last(&self, subject: &str) -> Result<Option<Stored<EventRecord>>, ReadError> {
-        self.direct(self.stream.direct_get_last_for_subject(subject))
+        self.direct_last(subject)
             .await?
             .map(decode_event)
             .transpose()
@@ -586,7 +596,7 @@ impl Bus {
     /// The current state of the referral on `subject` (which may hold wildcards), decoding only
     /// the state of its last message, with that message's place; `None` if there is none.
     pub async fn last_state(&self, subject: &str) -> Result<Option<Stored<Referral>>, ReadError> {
-        self.direct(self.stream.direct_get_last_for_subject(subject))
+        self.direct_last(subject)
             .await?
             .map(decode_state)
             .transpose()
@@ -594,10 +604,7 @@ impl Bus {
 
     /// The last notice on `subject`, or `None` if there is none.
     pub async fn last_notice(&self, subject: &str) -> Result<Option<Stored<Notice>>, ReadError> {
-        let Some(message) = self
-            .direct(self.stream.direct_get_last_for_subject(subject))
-            .await?
-        else {
+        let Some(message) = self.direct_last(subject).await? else {
             return Ok(None);
         };
         match decode_item_raw(message.into())? {
@@ -635,13 +642,10 @@ impl Bus {
         verifier: &Verifier,
         subject: &str,
     ) -> Result<Option<(u64, Option<Unchecked>)>, ReadError> {
-        Ok(self
-            .direct(self.stream.direct_get_last_for_subject(subject))
-            .await?
-            .map(|message| {
-                let raw = Raw::from(message);
-                (raw.sequence, raw.unchecked(verifier).ok())
-            }))
+        Ok(self.direct_last(subject).await?.map(|message| {
+            let raw = Raw::from(message);
+            (raw.sequence, raw.unchecked(verifier).ok())
+        }))
     }
 
     /// The first record on `subject` at or after stream sequence `from`, with its sequence:
@@ -663,7 +667,7 @@ impl Bus {
     /// checked read starts looking.
     pub async fn last_subject(&self, pattern: &str) -> Result<Option<String>, ReadError> {
         Ok(self
-            .direct(self.stream.direct_get_last_for_subject(pattern))
+            .direct_last(pattern)
             .await?
             .map(|message| message.subject.to_string()))
     }
@@ -677,6 +681,36 @@ impl Bus {
             Ok(())
         } else {
             Err(unavailable("not connected to NATS"))
+        }
+    }
+
+    /// The last message on `subject` (which may hold wildcards), or `None`: a direct read that
+    /// a replica behind this process's knowledge does not answer. A message older than the
+    /// last this process saw there, or none where it saw one, is asked for again a few times,
+    /// then the read is `Unavailable` (see [`seen`](mod@seen)).
+    pub(crate) async fn direct_last(
+        &self,
+        subject: &str,
+    ) -> Result<Option<StreamMessage>, ReadError> {
+        let floor = self.seen.floor(subject);
+        let mut attempt = 0;
+        loop {
+            let message = self
+                .direct(self.stream.direct_get_last_for_subject(subject))
+                .await?;
+            match &message {
+                Some(found) if found.sequence >= floor => {
+                    self.seen.record(&found.subject, found.sequence);
+                    return Ok(message);
+                }
+                None if floor == 0 => return Ok(None),
+                _ => {}
+            }
+            attempt += 1;
+            if attempt >= seen::ATTEMPTS {
+                return Err(behind(subject, floor, message.map(|m| m.sequence)));
+            }
+            tokio::time::sleep(seen::pause_before(attempt)).await;
         }
     }
 
@@ -794,6 +828,8 @@ impl Bus {
                         Ok(item) => item,
                         Err(err) => return Some(Err(err)),
                     };
+                    // What an inbox delivered, a later read of the referral does not undo.
+                    bus.seen.record(&raw.subject, raw.sequence);
                     checked_item(&bus, &verifier, raw)
                         .await
                         .transpose()
@@ -842,7 +878,10 @@ impl Bus {
                 let (bus, verifier) = (bus.clone(), verifier.clone());
                 async move {
                     match message.and_then(|message| raw_stream_message(&message)) {
-                        Ok(raw) => checked_item(&bus, &verifier, raw).await.transpose(),
+                        Ok(raw) => {
+                            bus.seen.record(&raw.subject, raw.sequence);
+                            checked_item(&bus, &verifier, raw).await.transpose()
+                        }
                         Err(err) => Some(Err(err)),
                     }
                 }
@@ -1133,6 +1172,19 @@ async fn timed<T>(request: impl Future<Output = T>) -> Result<T, TimedOut> {
 /// A read that failed for want of the bus (no answer, no connection, a refusal to serve).
 fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ReadError {
     ReadError::with_source(ReadErrorKind::Unavailable, err)
+}
+
+/// The read of `subject` was answered, each time it was made, by a replica that has not stored
+/// what this process already saw there (sequence `floor`).
+fn behind(subject: &str, floor: u64, answered: Option<u64>) -> ReadError {
+    let answered = answered.map_or_else(
+        || "nothing".to_owned(),
+        |seq| format!("stream sequence {seq}"),
+    );
+    unavailable(format!(
+        "a replica of the stream is behind: asked for {subject}, it answered {answered} where \
+         stream sequence {floor} is already stored; retry"
+    ))
 }
 
 pub(crate) fn ordered_config(

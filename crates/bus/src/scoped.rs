@@ -141,11 +141,36 @@ impl Bus {
     /// direct read, the sequence and filter in its body: a router taking partitions over reads
     /// thousands of predecessors this way, and a consumer created and deleted for each cost
     /// nats-server and the router most of a takeover (docs/BENCHMARKS.md).
+    ///
+    /// Where this process already saw a message on `filter` at or after `from`, an answer of
+    /// none comes from a replica behind: asked again, then `Unavailable` (see
+    /// [`Bus::direct_last`]).
     pub(crate) async fn first_from(
         &self,
         filter: &str,
         from: u64,
     ) -> Result<Option<Raw>, ReadError> {
+        let floor = self.seen.floor(filter);
+        let mut attempt = 0;
+        loop {
+            let found = self.first_from_once(filter, from).await?;
+            match &found {
+                Some(raw) => {
+                    self.seen.record(&raw.subject, raw.sequence);
+                    return Ok(found);
+                }
+                None if floor < from.max(1) => return Ok(None),
+                None => {}
+            }
+            attempt += 1;
+            if attempt >= crate::seen::ATTEMPTS {
+                return Err(crate::behind(filter, floor, None));
+            }
+            tokio::time::sleep(crate::seen::pause_before(attempt)).await;
+        }
+    }
+
+    async fn first_from_once(&self, filter: &str, from: u64) -> Result<Option<Raw>, ReadError> {
         if self.confined_to.is_none() {
             return Ok(self
                 .direct(
@@ -162,7 +187,7 @@ impl Bus {
     /// direct read, subject form.
     pub(crate) async fn last_seq_on(&self, filter: &str) -> Result<u64, ReadError> {
         Ok(self
-            .direct(self.stream.direct_get_last_for_subject(filter))
+            .direct_last(filter)
             .await?
             .map_or(0, |message| message.sequence))
     }

@@ -1517,3 +1517,80 @@ async fn a_copy_of_a_checked_writers_record_placed_later_vouches_for_nothing() {
         "the copies and what follows them are reported"
     );
 }
+
+#[tokio::test]
+async fn a_replica_behind_never_answers_less_than_this_process_saw() {
+    let server = NatsServer::start().unwrap();
+    let writer = bus(&server).await;
+    let (create, created) = created("maros-dinsos", "maros-uptd-ppa", "behind-1");
+    let subject = subject_of(&created);
+    let c = append(&writer, create, &created, 0, "c").await.unwrap();
+    let (received, _) =
+        appended_next(&writer, &c, &created, Change::Received, "maros-uptd-ppa").await;
+    refbus_testkit::hostile::replica_behind(
+        &server.url(),
+        &StreamSettings::default().name,
+        &subject,
+    )
+    .await
+    .unwrap();
+
+    // A process that never saw the referral hears "none" from the replica behind about every
+    // other time (until one of its reads found it): what the process that wrote it must never
+    // answer.
+    let dinsos = verifier().writing_as(&agency("maros-dinsos"));
+    let mut told_none = 0;
+    for _ in 0..12 {
+        let stranger = bus(&server).await;
+        if let Ok(None) = stranger.referral(&dinsos, &subject).await {
+            told_none += 1;
+        }
+    }
+    assert!(told_none > 0, "the replica behind answered no read");
+
+    // The writer: its reads, by subject or by the pattern a GetReferral uses, give the last
+    // record it wrote, or UNAVAILABLE when the replica behind answered every attempt: never
+    // none.
+    let pattern = subjects::referral_sent_pattern(&agency("maros-dinsos"), &created.id);
+    let (mut found, mut unavailable) = (0, 0);
+    let before = writer.direct_reads();
+    for _ in 0..20 {
+        match writer.referral(&dinsos, &subject).await {
+            Ok(Some(read)) => {
+                assert_eq!(read.seq, received.seq);
+                found += 1;
+            }
+            Ok(None) => panic!("a referral this process wrote was read as unknown"),
+            Err(err) => {
+                assert_eq!(err.kind(), ReadErrorKind::Unavailable, "{err}");
+                assert!(err.to_string().contains("behind"), "{err}");
+                unavailable += 1;
+            }
+        }
+        match writer.last_subject(&pattern).await {
+            Ok(found) => assert_eq!(found.as_deref(), Some(subject.as_str())),
+            Err(err) => assert_eq!(err.kind(), ReadErrorKind::Unavailable, "{err}"),
+        }
+    }
+    assert!(found > 0, "{unavailable} reads unavailable, none found");
+    // Three direct reads a round (the last record, its predecessor, the pattern) where no
+    // replica is behind; each read answered by the replica behind was made again.
+    assert!(writer.direct_reads() - before > 3 * 20);
+
+    // What an inbox delivered counts as seen: a process whose watch delivered the receipt
+    // reads it too.
+    let stranger = bus(&server).await;
+    let mut inbox = stranger
+        .watch(&verifier(), vec![subject.clone()], 0)
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        inbox.next().await.unwrap().unwrap();
+    }
+    for _ in 0..10 {
+        match stranger.referral(&dinsos, &subject).await {
+            Ok(found) => assert_eq!(found.map(|read| read.seq), Some(received.seq)),
+            Err(err) => assert_eq!(err.kind(), ReadErrorKind::Unavailable, "{err}"),
+        }
+    }
+}

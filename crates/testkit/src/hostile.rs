@@ -48,3 +48,67 @@ pub async fn delete_stream(url: &str, stream: &str) -> Result<(), String> {
         .map_err(|err| format!("deleting stream {stream}: {err}"))?;
     Ok(())
 }
+
+/// The one message a replica made by [`replica_behind`] holds.
+const PROBE: &str = "refbus.v1.notice.replica-behind.probe";
+
+/// Adds to `stream` a replica that is behind by everything it holds: a mirror that keeps none
+/// of its referral messages but answers its direct reads. JetStream lets a mirror of a stream
+/// that allows direct reads answer them, in one queue group with the stream itself, so about
+/// every other read is answered from nothing, as reads answered by a replica of a clustered
+/// stream that is cut off from its leader or catching up are answered from less than was
+/// stored. Returns once such a read of `stored_subject` (where a message is stored) answered
+/// nothing.
+///
+/// The mirror keeps one message only, which this publishes on a notice subject of an agency no
+/// registry lists (`refbus.v1.notice.replica-behind.probe`): a mirror joins the readers once
+/// it has copied a message.
+pub async fn replica_behind(url: &str, stream: &str, stored_subject: &str) -> Result<(), String> {
+    use async_nats::jetstream::stream::{Config, Source, StorageType};
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|err| format!("connecting to {url}: {err}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    jetstream
+        .create_stream(Config {
+            name: format!("{stream}-behind"),
+            storage: StorageType::Memory,
+            mirror: Some(Source {
+                name: stream.to_owned(),
+                filter_subject: Some(PROBE.to_owned()),
+                ..Source::default()
+            }),
+            mirror_direct: true,
+            ..Config::default()
+        })
+        .await
+        .map_err(|err| format!("creating a mirror of {stream}: {err}"))?;
+    jetstream
+        .publish(PROBE, "a replica behind".into())
+        .await
+        .map_err(|err| format!("publishing on {PROBE}: {err}"))?
+        .await
+        .map_err(|err| format!("storing on {PROBE}: {err}"))?;
+    let origin = jetstream
+        .get_stream_no_info(stream)
+        .await
+        .map_err(|err| format!("finding stream {stream}: {err}"))?;
+    // The mirror joins the readers once it copied the probe: within a second or two.
+    for _ in 0..1_000 {
+        match origin
+            .direct_get_last_for_subject(stored_subject.to_owned())
+            .await
+        {
+            Err(err)
+                if err.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound =>
+            {
+                return Ok(());
+            }
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
+            Err(err) => return Err(format!("reading {stored_subject}: {err}")),
+        }
+    }
+    Err(format!(
+        "no read of {stored_subject} was answered by the mirror of {stream} in 10 s"
+    ))
+}

@@ -380,3 +380,111 @@ async fn listing_thousands_of_referrals_page_by_page_sees_each_once_while_more_a
     // 2,001 referrals, at most 500 examined per call.
     assert_eq!(calls, 5);
 }
+
+/// Finding 4 of docs/RELIABILITY.md: on a replicated stream a replica that is behind answers
+/// reads from what it has. An agency's adapter never answers NOT_FOUND for a referral it wrote
+/// or its inbox delivered, nor an older state than one it saw: UNAVAILABLE ("retry") at worst.
+#[tokio::test]
+async fn a_replica_behind_never_makes_a_referral_look_unknown_to_the_adapters_that_saw_it() {
+    let mut system = System::start().await;
+    let dinsos = system.agency("maros-dinsos").await;
+    let uptd = system.agency("maros-uptd-ppa").await;
+    let mut inbox = uptd
+        .client()
+        .watch_inbox(uptd.request(v1::WatchInboxRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    let id = dinsos
+        .create(create_request("behind-1", "maros-uptd-ppa", "shelter"))
+        .await;
+    let subject = format!("refbus.v1.ref.maros-uptd-ppa.maros-dinsos.{id}");
+    refbus_testkit::hostile::replica_behind(
+        &system.nats.url(),
+        &system.nats.stream_settings().name,
+        &subject,
+    )
+    .await
+    .unwrap();
+    // UPTD PPA's inbox delivers the new referral.
+    let delivered = inbox.next().await.unwrap().unwrap().item.unwrap();
+    match delivered.item {
+        Some(v1::inbox_item::Item::Event(event)) => assert_eq!(event.referral_id, id),
+        other => panic!("{other:?}"),
+    }
+
+    let get = |agency: &refbus_e2e::AgencySystem| {
+        let (client, request) = (
+            agency.client(),
+            agency.request(v1::GetReferralRequest {
+                referral_id: id.clone(),
+            }),
+        );
+        async move { client.clone().get_referral(request).await }
+    };
+    let mut answered = 0;
+    for _ in 0..10 {
+        for agency in [&dinsos, &uptd] {
+            match get(agency).await {
+                Ok(found) => {
+                    assert_eq!(found.into_inner().referral.unwrap().referral_id, id);
+                    answered += 1;
+                }
+                Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+            }
+        }
+    }
+    assert!(answered > 0, "every read was unavailable");
+
+    // UPTD PPA accepts, retrying an UNAVAILABLE with the same request id as the contract says;
+    // then neither party reads the referral as it was before.
+    let accept = v1::AcceptReferralRequest {
+        request_id: "uptd-behind-1".into(),
+        referral_id: id.clone(),
+    };
+    let mut accepted = None;
+    for _ in 0..20 {
+        match uptd
+            .client()
+            .accept_referral(uptd.request(accept.clone()))
+            .await
+        {
+            Ok(answer) => {
+                accepted = Some(answer.into_inner());
+                break;
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+        }
+    }
+    let accepted = accepted.expect("twenty attempts unavailable");
+    assert_eq!(
+        accepted.referral.unwrap().status(),
+        v1::ReferralStatus::Accepted
+    );
+    let acceptance = accepted.event.unwrap().event_id;
+    // Dinsos's inbox delivers the acceptance; from then on its reads show it.
+    let mut sender_inbox = dinsos
+        .client()
+        .watch_inbox(dinsos.request(v1::WatchInboxRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    loop {
+        let item = sender_inbox.next().await.unwrap().unwrap().item.unwrap();
+        if matches!(item.item, Some(v1::inbox_item::Item::Event(event)) if event.event_id == acceptance)
+        {
+            break;
+        }
+    }
+    for _ in 0..10 {
+        for agency in [&dinsos, &uptd] {
+            match get(agency).await {
+                Ok(found) => assert_eq!(
+                    found.into_inner().referral.unwrap().status(),
+                    v1::ReferralStatus::Accepted
+                ),
+                Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}"),
+            }
+        }
+    }
+}
