@@ -693,25 +693,18 @@ impl Bus {
         subject: &str,
     ) -> Result<Option<StreamMessage>, ReadError> {
         let floor = self.seen.floor(subject);
-        let mut attempt = 0;
-        loop {
-            let message = self
-                .direct(self.stream.direct_get_last_for_subject(subject))
-                .await?;
-            match &message {
-                Some(found) if found.sequence >= floor => {
-                    self.seen.record(&found.subject, found.sequence);
-                    return Ok(message);
-                }
-                None if floor == 0 => return Ok(None),
-                _ => {}
-            }
-            attempt += 1;
-            if attempt >= seen::ATTEMPTS {
-                return Err(behind(subject, floor, message.map(|m| m.sequence)));
-            }
-            tokio::time::sleep(seen::pause_before(attempt)).await;
+        let found = seen::not_behind(
+            subject,
+            floor,
+            || self.direct(self.stream.direct_get_last_for_subject(subject)),
+            |message| message.sequence,
+            |answered| answered.map_or(floor == 0, |seq| seq >= floor),
+        )
+        .await?;
+        if let Some(message) = &found {
+            self.seen.record(&message.subject, message.sequence);
         }
+        Ok(found)
     }
 
     /// One direct read, counted and bounded by [`READ_TIMEOUT`]; `None` if no message matches.
@@ -1172,19 +1165,6 @@ async fn timed<T>(request: impl Future<Output = T>) -> Result<T, TimedOut> {
 /// A read that failed for want of the bus (no answer, no connection, a refusal to serve).
 fn unavailable(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ReadError {
     ReadError::with_source(ReadErrorKind::Unavailable, err)
-}
-
-/// The read of `subject` was answered, each time it was made, by a replica that has not stored
-/// what this process already saw there (sequence `floor`).
-fn behind(subject: &str, floor: u64, answered: Option<u64>) -> ReadError {
-    let answered = answered.map_or_else(
-        || "nothing".to_owned(),
-        |seq| format!("stream sequence {seq}"),
-    );
-    unavailable(format!(
-        "a replica of the stream is behind: asked for {subject}, it answered {answered} where \
-         stream sequence {floor} is already stored; retry"
-    ))
 }
 
 pub(crate) fn ordered_config(

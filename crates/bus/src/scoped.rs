@@ -151,23 +151,18 @@ impl Bus {
         from: u64,
     ) -> Result<Option<Raw>, ReadError> {
         let floor = self.seen.floor(filter);
-        let mut attempt = 0;
-        loop {
-            let found = self.first_from_once(filter, from).await?;
-            match &found {
-                Some(raw) => {
-                    self.seen.record(&raw.subject, raw.sequence);
-                    return Ok(found);
-                }
-                None if floor < from.max(1) => return Ok(None),
-                None => {}
-            }
-            attempt += 1;
-            if attempt >= crate::seen::ATTEMPTS {
-                return Err(crate::behind(filter, floor, None));
-            }
-            tokio::time::sleep(crate::seen::pause_before(attempt)).await;
+        let found = crate::seen::not_behind(
+            filter,
+            floor,
+            || self.first_from_once(filter, from),
+            |raw| raw.sequence,
+            |answered| answered.is_some() || floor < from.max(1),
+        )
+        .await?;
+        if let Some(raw) = &found {
+            self.seen.record(&raw.subject, raw.sequence);
         }
+        Ok(found)
     }
 
     async fn first_from_once(&self, filter: &str, from: u64) -> Result<Option<Raw>, ReadError> {

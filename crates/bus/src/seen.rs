@@ -23,6 +23,7 @@ use std::time::Duration;
 use refbus_core::ReferralId;
 
 use crate::subjects::REFERRAL_PREFIX;
+use crate::{ReadError, ReadErrorKind};
 
 /// How many keys one generation holds before it becomes the previous one: the sequences seen
 /// are kept for the 65,536 to 131,072 referrals touched most recently (a few MB), which covers
@@ -36,6 +37,44 @@ pub(crate) const ATTEMPTS: u32 = 6;
 /// The pause before attempt `attempt` (1-based) of a read answered by a replica behind.
 pub(crate) fn pause_before(attempt: u32) -> Duration {
     Duration::from_millis(25u64 << attempt.saturating_sub(1).min(5))
+}
+
+/// `read`'s answer once `fresh` takes it (given the sequence it answered, if any): a read
+/// answered by a replica behind this process's knowledge of `subject` (sequence `floor`) is
+/// made again after a pause, and after [`ATTEMPTS`] reads is `Unavailable`.
+pub(crate) async fn not_behind<T, Read>(
+    subject: &str,
+    floor: u64,
+    mut read: impl FnMut() -> Read,
+    sequence: impl Fn(&T) -> u64,
+    fresh: impl Fn(Option<u64>) -> bool,
+) -> Result<Option<T>, ReadError>
+where
+    Read: Future<Output = Result<Option<T>, ReadError>>,
+{
+    let mut attempt = 0;
+    loop {
+        let found = read().await?;
+        let answered = found.as_ref().map(&sequence);
+        if fresh(answered) {
+            return Ok(found);
+        }
+        attempt += 1;
+        if attempt >= ATTEMPTS {
+            let answered = answered.map_or_else(
+                || "nothing".to_owned(),
+                |seq| format!("stream sequence {seq}"),
+            );
+            return Err(ReadError::with_source(
+                ReadErrorKind::Unavailable,
+                format!(
+                    "a replica of the stream is behind: asked for {subject}, it answered {answered} \
+                 where stream sequence {floor} is already stored; retry"
+                ),
+            ));
+        }
+        tokio::time::sleep(pause_before(attempt)).await;
+    }
 }
 
 /// The highest stream sequence seen per referral subject or other subject.
