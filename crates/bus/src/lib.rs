@@ -63,6 +63,7 @@ use async_nats::jetstream::message::StreamMessage;
 use async_nats::jetstream::stream::{DirectGetError, DirectGetErrorKind};
 use async_nats::jetstream::{self, stream};
 use async_nats::{Client, HeaderMap};
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use refbus_core::integrity::{Failure, Problem};
 use refbus_core::signature::SigningKey;
@@ -891,7 +892,7 @@ impl Bus {
     ) -> Result<impl Stream<Item = Result<Stored<EventRecord>, ReadError>> + Send + use<>, ReadError>
     {
         let messages = self.last_per_subject(filters).await?;
-        Ok(messages.map(|message| decode_event(raw_stream_message(&message?)?)))
+        Ok(messages.map(|raw| decode_event(raw?)))
     }
 
     /// The current state of every referral matching `filters`, decoding only the state of each
@@ -903,11 +904,13 @@ impl Bus {
     ) -> Result<impl Stream<Item = Result<Stored<Referral>, ReadError>> + Send + use<>, ReadError>
     {
         let messages = self.last_per_subject(filters).await?;
-        Ok(messages.map(|message| decode_state(raw_stream_message(&message?)?)))
+        Ok(messages.map(|raw| decode_state(raw?)))
     }
 
-    /// The current, checked state of every referral matching `filters` (once each), then the
-    /// stream ends: for listings and rebuilds. Each referral's last record is checked without
+    /// The current, checked state of every referral matching `filters`, then the stream ends:
+    /// for listings and rebuilds. Once each, but for the referrals a replica behind its leader
+    /// left out of the scan or showed older: those come again after the others, newer (see
+    /// [`Bus::last_per_subject`]; every reader keeps a referral's newer state). Each referral's last record is checked without
     /// its predecessor (subject, hash, signature, the state's parties: see
     /// [`Verifier::check_listed`]); a subject whose last message fails, or is not a refbus
     /// record at all, is read again through [`Bus::referral`], which goes on from its last
@@ -943,22 +946,14 @@ impl Bus {
         const CHECK_BATCH: usize = 512;
         /// Referrals whose creation (or history) is being read at once.
         const CONCURRENT_READS: usize = 64;
-        let messages = self
-            .last_per_subject(filters)
-            .await?
-            .filter(move |message| {
-                std::future::ready(
-                    message
-                        .as_ref()
-                        .map_or(true, |message| keep(message.subject.as_str())),
-                )
-            });
+        let messages = self.last_per_subject(filters).await?.filter(move |raw| {
+            std::future::ready(raw.as_ref().map_or(true, |raw| keep(raw.subject.as_str())))
+        });
         let parallel = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
         let (bus, verifier) = (self.clone(), verifier.clone());
         let (checking, creations) = (verifier.clone(), verifier.clone());
         let (scanning, scanning_verifier) = (self.clone(), verifier.clone());
         Ok(messages
-            .map(|message| raw_stream_message(&message?))
             .ready_chunks(CHECK_BATCH)
             .map(move |batch| on_blocking_pool(&checking, batch, check_latest))
             .buffered(parallel)
@@ -1037,41 +1032,131 @@ impl Bus {
 
     /// The last message of every subject matching `filters`, filter after filter (one
     /// consumer each, its filter in its API subject), then the stream ends.
+    ///
+    /// Never short (for a bus that may ask the stream's leader, not an agency's): the consumer
+    /// may live on a replica that has not applied the newest writes yet (a node back from a
+    /// partition), whose scan leaves out the referrals created since and shows older last
+    /// messages of those changed since. So the stream's last sequence is asked first (its
+    /// leader answers), and after each filter's messages, the subjects of the filter with
+    /// messages stored past the last one delivered, up to there, are listed
+    /// ([`Bus::referral_subjects_between`], which reaches it) and their last messages read
+    /// (guarded by what the listing saw, [`Bus::direct_last`]): those subjects come again,
+    /// after the others, with their newer message (docs/RELIABILITY.md, finding 5). On a
+    /// healthy stream that listing is of the few messages after the last referral message.
+    /// An agency's bus may not ask (its reads are confined to its own subjects): its scans are
+    /// as the replica answering holds them.
     async fn last_per_subject(
         &self,
         filters: Vec<String>,
-    ) -> Result<impl Stream<Item = Result<jetstream::Message, ReadError>> + Send + use<>, ReadError>
-    {
+    ) -> Result<impl Stream<Item = Result<Raw, ReadError>> + Send + use<>, ReadError> {
+        let through = match self.confined_to {
+            None => Some(self.last_sequence().await?),
+            Some(_) => None,
+        };
         let mut all = Vec::with_capacity(filters.len());
+        for filter in filters {
+            let scan = self.scan_last_per_subject(&filter).await?;
+            all.push(self.with_missed(scan, filter, through));
+        }
+        Ok(futures::stream::iter(all).flatten())
+    }
+
+    /// The last message of every subject matching `filter`, as the replica that answers holds
+    /// them when asked, and how far it held them (the highest stream sequence delivered, so
+    /// far).
+    async fn scan_last_per_subject(&self, filter: &str) -> Result<Scan, ReadError> {
         // nats-server answers the creation of a last-per-subject consumer only once it has
         // counted what it will deliver: over a million subjects on a busy machine that took
         // longer than a request's usual bound, and the router's start failed (docs/BENCHMARKS.md).
         // A start is not a call anyone waits on: it gets its own, longer bound.
         let mut js = self.js.clone();
         js.set_timeout(SCAN_TIMEOUT);
-        for filter in filters {
-            let consumer = Box::pin(tokio::time::timeout(
-                SCAN_TIMEOUT,
-                js.create_consumer_on_stream(
-                    ordered_config(vec![filter], DeliverPolicy::LastPerSubject),
-                    &*self.stream_name,
-                ),
-            ))
+        let consumer = Box::pin(tokio::time::timeout(
+            SCAN_TIMEOUT,
+            js.create_consumer_on_stream(
+                ordered_config(vec![filter.to_owned()], DeliverPolicy::LastPerSubject),
+                &*self.stream_name,
+            ),
+        ))
+        .await
+        .map_err(|_| unavailable(format!("JetStream did not answer within {SCAN_TIMEOUT:?}")))?
+        .map_err(unavailable)?;
+        let total = consumer.cached_info().num_pending;
+        let messages = timed(consumer.messages())
             .await
-            .map_err(|_| unavailable(format!("JetStream did not answer within {SCAN_TIMEOUT:?}")))?
+            .map_err(unavailable)?
             .map_err(unavailable)?;
-            let total = consumer.cached_info().num_pending;
-            let messages = timed(consumer.messages())
-                .await
-                .map_err(unavailable)?
-                .map_err(unavailable)?;
-            all.push(
-                messages
-                    .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))
-                    .take(usize::try_from(total).unwrap_or(usize::MAX)),
-            );
+        let reached = Arc::new(AtomicU64::new(0));
+        let delivered = reached.clone();
+        let messages = messages
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))
+            .take(usize::try_from(total).unwrap_or(usize::MAX))
+            .map(move |message| {
+                let raw = raw_stream_message(&message?)?;
+                delivered.fetch_max(raw.sequence, Ordering::Relaxed);
+                Ok(raw)
+            })
+            .boxed();
+        Ok(Scan { messages, reached })
+    }
+
+    /// `scan` of `filter`, then the last messages of what it left out or showed older of
+    /// what was stored up to `through` ([`Bus::missed_by_scan`]; nothing for `None`).
+    fn with_missed(
+        &self,
+        scan: Scan,
+        filter: String,
+        through: Option<u64>,
+    ) -> BoxStream<'static, Result<Raw, ReadError>> {
+        let (bus, reached) = (self.clone(), scan.reached);
+        let missed = futures::stream::once(async move {
+            match through {
+                Some(through) => {
+                    let reached = reached.load(Ordering::Relaxed);
+                    bus.missed_by_scan(&filter, reached, through).await
+                }
+                None => Ok(Vec::new()),
+            }
+        })
+        .flat_map(|missed| {
+            futures::stream::iter(match missed {
+                Ok(missed) => missed.into_iter().map(Ok).collect(),
+                Err(err) => vec![Err(err)],
+            })
+        });
+        scan.messages.chain(missed).boxed()
+    }
+
+    /// The last messages of the subjects of `filter` with messages stored after `reached` up
+    /// to `through`: what a scan of `filter` that delivered up to `reached` left out or showed
+    /// older, of what was stored before it began (`through`, read first). Normally none.
+    async fn missed_by_scan(
+        &self,
+        filter: &str,
+        reached: u64,
+        through: u64,
+    ) -> Result<Vec<Raw>, ReadError> {
+        let mut missed = self.referral_subjects_between(reached, through).await?;
+        missed.retain(|subject| subjects::matches(filter, subject));
+        if missed.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(futures::stream::iter(all).flatten())
+        // Loud: a replica behind answered the scan (its caller still gets every referral).
+        tracing::warn!(
+            filter,
+            reached,
+            through,
+            missed = missed.len(),
+            "a replica of the stream behind its leader answered a scan of every referral's last \
+             record; reading the referrals it left out or showed older again"
+        );
+        let mut found = Vec::with_capacity(missed.len());
+        for subject in missed {
+            if let Some(message) = self.direct_last(&subject).await? {
+                found.push(Raw::from(message));
+            }
+        }
+        Ok(found)
     }
 
     /// A durable consumer of every referral event, for a component that must process each
@@ -1240,6 +1325,13 @@ fn jetstream_code(err: &async_nats::jetstream::context::PublishError) -> Option<
     err.source()
         .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
         .map(async_nats::jetstream::Error::code)
+}
+
+/// A scan of every subject's last message ([`Bus::scan_last_per_subject`]).
+struct Scan {
+    messages: BoxStream<'static, Result<Raw, ReadError>>,
+    /// The highest stream sequence delivered so far: how far the answering replica held them.
+    reached: Arc<AtomicU64>,
 }
 
 /// A stored message, read directly or through a consumer: what decoding needs of it (the
@@ -1622,5 +1714,93 @@ mod tests {
             map_publish_error(PublishError::new(PublishErrorKind::TimedOut)).kind(),
             AppendErrorKind::Unavailable
         );
+    }
+}
+
+/// The scan of every referral's last message, answered by a replica behind its leader.
+#[cfg(test)]
+mod scan_tests {
+    use refbus_core::{AgencyId, ReferralId, RequestId};
+
+    use super::*;
+
+    fn subject(n: u32) -> String {
+        let sender = AgencyId::new("maros-dinsos").unwrap();
+        let recipient = AgencyId::new("maros-uptd-ppa").unwrap();
+        let id = ReferralId::derive(&sender, &RequestId::new(format!("request-{n}")).unwrap());
+        subjects::referral(&recipient, &sender, &id)
+    }
+
+    async fn store(bus: &Bus, subject: String) -> u64 {
+        bus.js
+            .publish(subject, "a record".into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence
+    }
+
+    /// A consumer opened before the last writes sees the stream as a replica that has not
+    /// applied them yet answers: the stream's leader (its last sequence, read after) has them.
+    /// The scan still ends with the newer last message of the referral changed meanwhile and
+    /// the referral created meanwhile, and with nothing the replica had.
+    #[tokio::test]
+    async fn a_scan_answered_by_a_replica_behind_still_ends_with_every_referrals_last_message() {
+        let server = refbus_testkit::NatsServer::start().unwrap();
+        let bus = Bus::connect(&server.url(), &StreamSettings::default())
+            .await
+            .unwrap();
+        let (changed, unchanged, created) = (subject(1), subject(2), subject(3));
+        let first = store(&bus, changed.clone()).await;
+        let kept = store(&bus, unchanged.clone()).await;
+        // Not a referral, and past the others: never read again.
+        let dp3a = AgencyId::new("maros-dp3a").unwrap();
+        store(
+            &bus,
+            subjects::notice(
+                &dp3a,
+                &ReferralId::derive(&dp3a, &RequestId::new("n").unwrap()),
+            ),
+        )
+        .await;
+
+        let scan = bus
+            .scan_last_per_subject(subjects::ALL_REFERRALS)
+            .await
+            .unwrap();
+        let newer = store(&bus, changed.clone()).await;
+        let new = store(&bus, created.clone()).await;
+        let through = bus.last_sequence().await.unwrap();
+
+        let read: Vec<(String, u64)> = bus
+            .with_missed(scan, subjects::ALL_REFERRALS.to_owned(), Some(through))
+            .map(|raw| raw.map(|raw| (raw.subject, raw.sequence)))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            read,
+            vec![
+                (changed.clone(), first),
+                (unchanged, kept),
+                (changed, newer),
+                (created, new),
+            ]
+        );
+
+        // A healthy scan (nothing stored after it began) reads nothing again.
+        let through = bus.last_sequence().await.unwrap();
+        let scan = bus
+            .scan_last_per_subject(subjects::ALL_REFERRALS)
+            .await
+            .unwrap();
+        let reads = bus.direct_reads.load(Ordering::Relaxed);
+        let read = bus
+            .with_missed(scan, subjects::ALL_REFERRALS.to_owned(), Some(through))
+            .count()
+            .await;
+        assert_eq!(read, 3);
+        assert_eq!(bus.direct_reads.load(Ordering::Relaxed), reads);
     }
 }

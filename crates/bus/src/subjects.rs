@@ -104,6 +104,21 @@ pub fn inbox(agency: &AgencyId) -> Vec<String> {
     vec![received_by(agency), sent_by(agency), notices_for(agency)]
 }
 
+/// Whether `subject` (no wildcards) is one that `pattern` (a NATS filter: `*` one token, `>`
+/// the rest, at least one) names, as nats-server matches a consumer's filter.
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut tokens = subject.split('.');
+    for wanted in pattern.split('.') {
+        match (wanted, tokens.next()) {
+            (">", Some(_)) => return true,
+            ("*", Some(_)) => {}
+            (wanted, Some(token)) if wanted == token => {}
+            _ => return false,
+        }
+    }
+    tokens.next().is_none()
+}
+
 /// The parts of a referral subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferralSubject {
@@ -140,6 +155,28 @@ pub fn parse(subject: &str) -> Option<Parsed> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_as_nats_server_matches_filters() {
+        let subject = "refbus.v1.ref.maros-uptd-ppa.maros-dinsos.01J";
+        for pattern in [
+            ALL_REFERRALS,
+            "refbus.v1.ref.*.maros-dinsos.*",
+            subject,
+            "refbus.>",
+        ] {
+            assert!(matches(pattern, subject), "{pattern}");
+        }
+        for pattern in [
+            ALL_NOTICES,
+            "refbus.v1.ref.*.maros-dp3a.*",
+            "refbus.v1.ref.*.*",
+            "refbus.v1.ref.maros-uptd-ppa.maros-dinsos.01J.x",
+            "refbus.v1.ref.maros-uptd-ppa.maros-dinsos.01J.>",
+        ] {
+            assert!(!matches(pattern, subject), "{pattern}");
+        }
+    }
 
     #[test]
     fn subjects_round_trip() {

@@ -76,20 +76,26 @@ impl Bus {
             .await
             .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?
             .take(total);
-        let mut seen = HashSet::new();
+        let mut listed = HashSet::new();
         let mut found = Vec::new();
         let mut reached = after;
         while let Some(message) = messages.next().await {
             let message =
                 message.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+            let subject = message.subject.as_str();
+            let is_referral = subject.starts_with(subjects::REFERRAL_PREFIX);
             if let Ok(info) = message.info() {
                 reached = reached.max(info.stream_sequence);
+                // The reads of these referrals that follow (a router's catch-up) must not be
+                // answered from less by a replica behind (see `seen`).
+                if is_referral {
+                    self.seen.record(subject, info.stream_sequence);
+                }
             }
-            let subject = message.subject.as_str();
             // Every referral subject (`refbus.v1.ref.>`), malformed ones included: the reader
             // checks each one it reads.
-            if subject.starts_with(subjects::REFERRAL_PREFIX) && !seen.contains(subject) {
-                seen.insert(subject.to_owned());
+            if is_referral && !listed.contains(subject) {
+                listed.insert(subject.to_owned());
                 found.push(subject.to_owned());
             }
         }

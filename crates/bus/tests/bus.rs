@@ -1595,4 +1595,17 @@ async fn a_replica_behind_never_answers_less_than_this_process_saw() {
             Err(err) => assert_eq!(err.kind(), ReadErrorKind::Unavailable, "{err}"),
         }
     }
+
+    // So does what a listing of the referrals changed since a point named: a router catching
+    // up from its snapshot reads each of them next, never "none" (unguarded, sixteen such
+    // first reads all answered by the stream itself would be a one in 65,536 chance).
+    for _ in 0..16 {
+        let router = bus(&server).await;
+        let changed = router.referral_subjects_after(0).await.unwrap();
+        assert_eq!(changed, vec![subject.clone()]);
+        match router.referral(&dinsos, &subject).await {
+            Ok(found) => assert_eq!(found.map(|read| read.seq), Some(received.seq)),
+            Err(err) => assert_eq!(err.kind(), ReadErrorKind::Unavailable, "{err}"),
+        }
+    }
 }
