@@ -262,6 +262,15 @@ impl Delivery {
             .await
             .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err.to_string()))
     }
+
+    /// Tells JetStream the event is not processed here: it is delivered again after `delay`,
+    /// to whichever consumer of the durable asks next, not after the acknowledgement timeout.
+    pub async fn hand_back(&self, delay: Duration) -> Result<(), ReadError> {
+        self.message
+            .ack_with(jetstream::AckKind::Nak(Some(delay)))
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err.to_string()))
+    }
 }
 
 /// One item of an agency's inbox.

@@ -332,15 +332,15 @@ pub(crate) struct Sent {
 }
 
 /// Waits until every notice of a consumed escalation is stored (sending again, with the same
-/// message id, any that failed), then acknowledges the escalation. Runs beside the event loop:
-/// a round trip per notice there would hold up every timer behind it. If the router stops
-/// first the escalation is not acknowledged, is delivered again, and its notices are sent
-/// again: their message ids make the second sending write nothing.
+/// message id, any that failed); the caller then acknowledges the escalation. Runs beside the
+/// event loop: a round trip per notice there would hold up every timer behind it. If the
+/// router stops first the escalation is not acknowledged, is delivered again, and its notices
+/// are sent again: their message ids make the second sending write nothing.
 pub(crate) async fn settle(
     bus: Bus,
     activity: broadcast::Sender<Activity>,
     sent: Vec<Sent>,
-    delivery: Delivery,
+    delivery: &Delivery,
 ) {
     for Sent { notice, pending } in sent {
         let mut stored = pending.stored().await;
@@ -363,9 +363,5 @@ pub(crate) async fn settle(
                 notice.clock, notice.level, notice.repetition
             ),
         });
-    }
-    if let Err(err) = delivery.ack().await {
-        // Delivered again later, and recognised as applied.
-        tracing::warn!("acknowledging event {}: {err}", delivery.seq);
     }
 }

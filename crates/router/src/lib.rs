@@ -212,6 +212,8 @@ struct Loop {
     /// rebuild or a snapshot, which take referrals' last records on a lighter check: a fire
     /// goes on from a record past it only after reading the referral's history in full.
     checked: HashMap<u32, u64>,
+    /// For a partitioned router, until when its leases let it act on each partition.
+    tenure: Option<share::Tenure>,
 }
 
 /// The durable consumer of a router replica that holds every referral (run without
@@ -224,6 +226,13 @@ pub fn replica_consumer(replica: &str) -> String {
 impl Loop {
     fn holds(&self, partitions: Option<&Partitions>, referral: &ReferralId) -> bool {
         partitions.is_none_or(|partitions| self.applied.contains_key(&partitions.of(referral)))
+    }
+
+    /// Whether this router may still act on `partition`'s events (always, unpartitioned).
+    fn in_tenure(&self, partition: u32) -> bool {
+        self.tenure
+            .as_ref()
+            .is_none_or(|tenure| tenure.holds(partition))
     }
 }
 
@@ -348,6 +357,11 @@ impl Router {
             applied: HashMap::new(),
             feeds: HashMap::new(),
             checked: HashMap::new(),
+            tenure: router
+                .options
+                .partitions
+                .as_ref()
+                .map(|_| share::Tenure::default()),
         };
         let mut feeds: SelectAll<BoxStream<'static, Feed>> = SelectAll::new();
         let partitions = router.options.partitions.clone();
@@ -376,6 +390,7 @@ impl Router {
                     router.bus.clone(),
                     router.options.replica.clone(),
                     partitions.clone(),
+                    state.tenure.clone().unwrap_or_default(),
                     changes_tx,
                 )));
             }
@@ -620,8 +635,9 @@ impl Router {
     }
 
     /// One delivery from `partition`'s consumer: applied if it is of the partition (a
-    /// partition's consumer delivers every event; the others are acknowledged unread), passed
-    /// over if the partition was given up meanwhile (its next holder gets it again).
+    /// partition's consumer delivers every event; the others are acknowledged unread), handed
+    /// back if the partition was given up meanwhile or its lease may have passed to another
+    /// replica (its holder gets it at once, see [`share::Tenure`]).
     async fn take(
         &self,
         state: &mut Loop,
@@ -630,16 +646,17 @@ impl Router {
         settling: &mut JoinSet<()>,
         shutdown: &mut (impl Future<Output = ()> + Unpin),
     ) -> bool {
-        if !state.feeds.contains_key(&partition) {
+        if !state.feeds.contains_key(&partition) || !state.in_tenure(partition) {
+            if let Ok(delivery) = &delivery {
+                hand_back(partition, delivery).await;
+            }
             return true;
         }
         let seq = delivery.as_ref().map_or(0, |delivery| delivery.seq);
         if let (Some(partitions), Ok(delivery)) = (&self.options.partitions, &delivery)
             && partitions.of_subject(&delivery.subject) != partition
         {
-            if let Err(err) = delivery.ack().await {
-                tracing::warn!("acknowledging event {}: {err}", delivery.seq);
-            }
+            acknowledge(state.tenure.as_ref(), partition, delivery).await;
         } else if !self
             .consume(state, partition, delivery, settling, shutdown)
             .await
@@ -697,17 +714,22 @@ impl Router {
         }
         self.metrics.consumed();
         if sent.is_empty() {
-            if let Err(err) = delivery.ack().await {
-                // Delivered again later, and recognised as applied.
-                tracing::warn!("acknowledging event {}: {err}", delivery.seq);
-            }
+            acknowledge(state.tenure.as_ref(), partition, &delivery).await;
         } else {
             // Bounded: past the bound, the loop waits for the oldest notices to be stored.
             while settling.len() >= MAX_SETTLING {
                 settling.join_next().await;
             }
+            let (bus, activity, tenure) = (
+                self.bus.clone(),
+                self.activity.clone(),
+                state.tenure.clone(),
+            );
             settling.spawn(tracing::Instrument::instrument(
-                ingest::settle(self.bus.clone(), self.activity.clone(), sent, delivery),
+                async move {
+                    ingest::settle(bus, activity, sent, &delivery).await;
+                    acknowledge(tenure.as_ref(), partition, &delivery).await;
+                },
                 span,
             ));
         }
@@ -1037,6 +1059,38 @@ impl Router {
             }
         }
         Ok(())
+    }
+}
+
+/// How long an event handed back waits before JetStream delivers it again: long enough not to
+/// come straight back to this replica before its loop gives the partition up, short beside the
+/// acknowledgement timeout (a minute) the partition's holder would otherwise wait for it.
+const HAND_BACK_AFTER: Duration = Duration::from_millis(500);
+
+/// Acknowledges an applied event of `partition`'s consumer while this router holds the
+/// partition; hands it back otherwise: the replica holding it now must apply it too, or the
+/// referral has no clock there ([`share::Tenure`]).
+async fn acknowledge(tenure: Option<&share::Tenure>, partition: u32, delivery: &Delivery) {
+    if tenure.is_some_and(|tenure| !tenure.holds(partition)) {
+        hand_back(partition, delivery).await;
+    } else if let Err(err) = delivery.ack().await {
+        // Delivered again later, and recognised as applied.
+        tracing::warn!("acknowledging event {}: {err}", delivery.seq);
+    }
+}
+
+/// Leaves an event of `partition`'s consumer unapplied here, for whichever router replica
+/// holds the partition now.
+async fn hand_back(partition: u32, delivery: &Delivery) {
+    tracing::warn!(
+        partition,
+        seq = delivery.seq,
+        "the partition is given up or its lease may be another router replica's: event handed \
+         back to its consumer, not acknowledged here"
+    );
+    if let Err(err) = delivery.hand_back(HAND_BACK_AFTER).await {
+        // Delivered again after the acknowledgement timeout.
+        tracing::warn!("handing event {} back: {err}", delivery.seq);
     }
 }
 

@@ -11,12 +11,14 @@
 //! survivors, whose fair share grew, claim them. Why leases and not subject-transform
 //! partitions or pinned priority groups: docs/ARCHITECTURE.md, "Routers that partition".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use refbus_bus::{Bus, Lease, Leases};
 use refbus_core::ReferralId;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// The lease bucket of the router's partitions.
 pub const BUCKET: &str = "REFBUS_ROUTER_LEASES";
@@ -92,6 +94,45 @@ pub(crate) enum Change {
     Lost(u32),
 }
 
+/// Until when this replica may act on each partition it holds, on this process's monotonic
+/// clock: when its lease was last written (the request sent, before the server wrote it) plus
+/// the time to live. The server lets another replica claim the lease only once that write has
+/// aged out, so past this instant the partition may be another's, whatever this replica's
+/// keeper has yet to find out.
+///
+/// Why the event loop asks it before acknowledging an event: a replica paused (SIGSTOP, a
+/// frozen VM) while holding a partition resumes with deliveries of the partition's durable
+/// consumer in hand, received into its open pull requests meanwhile. Applied and acknowledged
+/// there, they never reach the replica that holds the partition now, and the paused one drops
+/// their timers when its keeper reports the loss a moment later: the referral created then has
+/// no clock anywhere (docs/RELIABILITY.md, finding 6). Handed back instead, they go to the
+/// holder at once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tenure(Arc<Mutex<HashMap<u32, Instant>>>);
+
+impl Tenure {
+    /// Whether partition `k` is still this replica's, as far as its lease says.
+    pub(crate) fn holds(&self, k: u32) -> bool {
+        self.lock()
+            .get(&k)
+            .is_some_and(|until| Instant::now() < *until)
+    }
+
+    fn hold(&self, k: u32, until: Instant) {
+        self.lock().insert(k, until);
+    }
+
+    fn end(&self, k: u32) {
+        self.lock().remove(&k);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, Instant>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Keeps this replica's leases until `changes` is closed (the loop stopped), then gives them
 /// back. Every third of the time to live it renews the member key and each held lease (a lease
 /// not renewed for a whole time to live, because the bucket could not be reached, is counted
@@ -104,6 +145,7 @@ pub(crate) async fn keep(
     bus: Bus,
     replica: String,
     partitions: Partitions,
+    tenure: Tenure,
     changes: mpsc::Sender<Change>,
 ) {
     let tick = partitions.lease_ttl / LOOKS_PER_TTL;
@@ -126,6 +168,7 @@ pub(crate) async fn keep(
         member_renewed_at: tokio::time::Instant::now(),
         partitions,
         held: BTreeMap::new(),
+        tenure,
     };
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -156,6 +199,8 @@ struct Keeper {
     partitions: Partitions,
     /// Partitions held, with their lease and when it was last renewed.
     held: BTreeMap<u32, (Lease, tokio::time::Instant)>,
+    /// What the event loop may still act on, as of the leases' last writes.
+    tenure: Tenure,
 }
 
 impl Keeper {
@@ -189,6 +234,7 @@ impl Keeper {
             .filter(|(_, (_, renewed_at))| renewed_at.elapsed() >= renew_after)
             .map(|(k, (lease, renewed_at))| (*k, lease.clone(), *renewed_at))
             .collect();
+        let sent = Instant::now();
         let renewals =
             futures::future::join_all(held.iter().map(|(_, lease, _)| self.leases.renew(lease)))
                 .await;
@@ -196,10 +242,12 @@ impl Keeper {
             match renewal {
                 Ok(Some(lease)) => {
                     self.held.insert(k, (lease, tokio::time::Instant::now()));
+                    self.tenure.hold(k, sent + ttl);
                 }
                 Ok(None) => {
                     tracing::warn!(partition = k, "the router lost its partition's lease");
                     self.held.remove(&k);
+                    self.tenure.end(k);
                     changes.push(Change::Lost(k));
                 }
                 Err(err) if renewed_at.elapsed() >= ttl => {
@@ -209,6 +257,7 @@ impl Keeper {
                          giving the partition up: {err}"
                     );
                     self.held.remove(&k);
+                    self.tenure.end(k);
                     changes.push(Change::Lost(k));
                 }
                 Err(err) => tracing::warn!(partition = k, "renewing a lease: {err}"),
@@ -229,6 +278,7 @@ impl Keeper {
             let Some((k, (lease, _))) = self.held.pop_last() else {
                 break;
             };
+            self.tenure.end(k);
             changes.push(Change::Lost(k));
             if let Err(err) = self.leases.release(lease).await {
                 tracing::warn!(partition = k, "giving a partition back: {err}");
@@ -248,9 +298,11 @@ impl Keeper {
             if self.held.contains_key(&k) {
                 continue;
             }
+            let sent = Instant::now();
             match self.leases.claim(&self.partitions.lease_key(k)).await {
                 Ok(Some(lease)) => {
                     self.held.insert(k, (lease, tokio::time::Instant::now()));
+                    self.tenure.hold(k, sent + ttl);
                     changes.push(Change::Gained(k));
                 }
                 Ok(None) => {}
@@ -265,7 +317,8 @@ impl Keeper {
 
     /// On a clean stop: every lease back at once, so others need not wait for them to expire.
     async fn give_back(self) {
-        for (_, (lease, _)) in self.held {
+        for (k, (lease, _)) in self.held {
+            self.tenure.end(k);
             let _ = self.leases.release(lease).await;
         }
         if let Some(lease) = self.member_lease {

@@ -1892,6 +1892,119 @@ async fn a_router_partition_taken_over_after_its_router_is_killed_records_each_i
     }
 }
 
+/// A router paused past its lease (SIGSTOP, a frozen VM: here its runtime's one thread
+/// blocked) holds pull requests of its partition's consumer that go on receiving the events
+/// stored meanwhile, and sees them first when it resumes, before its keeper learns that the
+/// partition is another's. Applied and acknowledged there, they never reached the replica that
+/// took the partition over, and were dropped with the partition a moment later: those
+/// referrals had no clock anywhere. Handed back, every item is recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_paused_past_its_lease_hands_the_events_it_finds_back_to_the_new_holder() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let clock = ManualClock::new(at(T0));
+
+    // Router a on a runtime of its own, driven by one thread: blocking that thread stops the
+    // router, its keeper and its connection's reading at once, as a paused process.
+    let (ready, a_ready) = tokio::sync::oneshot::channel();
+    let (stop_a, a_stopped) = tokio::sync::oneshot::channel::<()>();
+    let a = {
+        let (url, registry, clock) = (nats.url(), registry.clone(), clock.clone());
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let bus = Bus::connect(&url, &StreamSettings::default())
+                    .await
+                    .unwrap();
+                let router = Router::new(
+                    bus,
+                    verifier(&registry),
+                    keys().router(),
+                    Arc::new(clock),
+                    partitioned("a", 1),
+                );
+                let _ = ready.send((tokio::runtime::Handle::current(), router.activity()));
+                // Its consumer may end with an error after the pause: not what is tested.
+                let _ = router
+                    .run(async {
+                        let _ = a_stopped.await;
+                    })
+                    .await;
+            });
+        })
+    };
+    let (a_runtime, mut a_activity) = a_ready.await.unwrap();
+    let bounded = Duration::from_secs(30);
+    tokio::time::timeout(bounded, async {
+        while !matches!(a_activity.recv().await.unwrap(), Activity::Claimed { .. }) {}
+    })
+    .await
+    .expect("router a never claimed the partition");
+    let mut b = start_replica(&nats, &registry, &clock, "b", partitioned("b", 1)).await;
+
+    // a stops for 5 s, its lease lives 2 s: b claims the partition meanwhile.
+    a_runtime.spawn(async { std::thread::sleep(Duration::from_secs(5)) });
+    tokio::time::timeout(bounded, async {
+        while !matches!(b.activity.recv().await.unwrap(), Activity::Claimed { .. }) {}
+    })
+    .await
+    .expect("router b never took the partition over");
+    const REFERRALS: usize = 8;
+    let mut ids = Vec::new();
+    for n in 0..REFERRALS {
+        let created = create_emergency(&bus, &registry, &format!("paused-{n}"), at(T0)).await;
+        ids.push(created.record.state.id);
+    }
+    // a resumes, finds the events its pull requests received, and gives the partition up.
+    tokio::time::timeout(bounded, async {
+        while !matches!(a_activity.recv().await.unwrap(), Activity::Released { .. }) {}
+    })
+    .await
+    .expect("router a never gave the partition up");
+
+    // Half time: the warning and the first escalation of every referral, by b.
+    clock.advance_to(at("2026-03-02T09:30:00+08:00"));
+    let mut recorded = std::collections::HashSet::new();
+    let waiting = async {
+        while recorded.len() < REFERRALS * 2 {
+            if let Activity::Recorded { referral, key, .. } = b.activity.recv().await.unwrap() {
+                recorded.insert((referral, key));
+            }
+        }
+    };
+    if tokio::time::timeout(bounded, waiting).await.is_err() {
+        let without: Vec<_> = ids
+            .iter()
+            .filter(|id| !recorded.iter().any(|(referral, _)| referral == *id))
+            .map(ToString::to_string)
+            .collect();
+        panic!(
+            "referrals without their items: {without:?} ({} items recorded)",
+            recorded.len()
+        );
+    }
+    for id in &ids {
+        assert_eq!(
+            recorded_on(&bus, id).await,
+            [
+                "acknowledge_emergency.warning.500",
+                "acknowledge_emergency.level.1.0"
+            ],
+            "{id}"
+        );
+    }
+    let _ = stop_a.send(());
+    a.join().unwrap();
+    let _ = b.stop.send(());
+    b.task.await.unwrap();
+}
+
 /// A partition's timers are kept in a snapshot file of their own: a replica that takes the
 /// partition over from the same directory starts from it (reading again only the referrals
 /// changed since), and records every item once.
