@@ -11,7 +11,9 @@
 //! A lease shares out work; it is not what makes that work correct. Two replicas that both
 //! believe they hold a lease for a moment (one paused past its expiry) each do the work, and
 //! whatever makes the work safe for two writers (for the router: message ids and expected
-//! sequences) still holds.
+//! sequences) still holds. What is not safe for two is taking something only one may have (a
+//! durable consumer's acknowledgement): the holder checks its lease's age first (the router's
+//! `share::Tenure`).
 
 use std::time::Duration;
 
