@@ -118,6 +118,11 @@ impl Tenure {
             .is_some_and(|until| Instant::now() < *until)
     }
 
+    /// Until when partition `k` is this replica's, if it holds it.
+    fn until(&self, k: u32) -> Option<Instant> {
+        self.lock().get(&k).copied()
+    }
+
     fn hold(&self, k: u32, until: Instant) {
         self.lock().insert(k, until);
     }
@@ -207,6 +212,25 @@ impl Keeper {
     async fn round(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         let ttl = self.partitions.lease_ttl;
+        // A lease not renewed within its time to live (this replica paused, or cut off) may be
+        // another's already: given up at once, before any round trip, so that the loop stops
+        // working the partition (it hands its events back meanwhile, see `Tenure`).
+        let outlived: Vec<u32> = self
+            .held
+            .keys()
+            .copied()
+            .filter(|k| !self.tenure.holds(*k))
+            .collect();
+        for k in outlived {
+            tracing::warn!(
+                partition = k,
+                "the partition's lease outlived its time to live unrenewed (this router was \
+                 paused or cut off): giving the partition up"
+            );
+            self.held.remove(&k);
+            self.tenure.end(k);
+            changes.push(Change::Lost(k));
+        }
         // Renewed a little early rather than a look late: a lease written less than this long
         // ago is left alone this round.
         let renew_after = ttl * (LOOKS_PER_RENEWAL - 1) / LOOKS_PER_TTL;
@@ -235,9 +259,18 @@ impl Keeper {
             .map(|(k, (lease, renewed_at))| (*k, lease.clone(), *renewed_at))
             .collect();
         let sent = Instant::now();
-        let renewals =
-            futures::future::join_all(held.iter().map(|(_, lease, _)| self.leases.renew(lease)))
-                .await;
+        // Each renewal waits no longer than its lease's tenure: past it the partition is given
+        // up whatever the answer would have been.
+        let (leases, tenure) = (&self.leases, &self.tenure);
+        let renewals = futures::future::join_all(held.iter().map(|(k, lease, _)| {
+            let until = tenure.until(*k).unwrap_or(sent);
+            async move {
+                tokio::time::timeout_at(until, leases.renew(lease))
+                    .await
+                    .unwrap_or(Ok(None))
+            }
+        }))
+        .await;
         for ((k, _, renewed_at), renewal) in held.into_iter().zip(renewals) {
             match renewal {
                 Ok(Some(lease)) => {
