@@ -555,15 +555,40 @@ impl Bus {
     /// The stream sequence of the last message stored (0 if none): where a watch that must
     /// see only what comes next starts. Nothing is ever deleted from the stream, so this is
     /// also how many messages it holds.
+    ///
+    /// The leader's word: on a cluster only the stream's leader answers, but while the stream
+    /// has no leader (an election, too few nodes up) each replica answers from what it holds,
+    /// which may be behind, and the scans and catch-ups that must reach this sequence would
+    /// then stop short of it (docs/RELIABILITY.md, finding 7). Such an answer is asked again
+    /// (backing off from 50 ms) until [`READ_TIMEOUT`], then the read is `Unavailable`.
     pub async fn last_sequence(&self) -> Result<u64, ReadError> {
         if let Some(agency) = &self.confined_to {
             return self.last_sequence_confined(agency).await;
         }
-        let info = timed(self.stream.get_info())
-            .await
-            .map_err(unavailable)?
-            .map_err(unavailable)?;
-        Ok(info.state.last_sequence)
+        let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let info = timed(self.stream.get_info())
+                .await
+                .map_err(unavailable)?
+                .map_err(unavailable)?;
+            let leaderless = info
+                .cluster
+                .as_ref()
+                .is_some_and(|cluster| cluster.leader.as_deref().is_none_or(str::is_empty));
+            if !leaderless {
+                return Ok(info.state.last_sequence);
+            }
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(unavailable(format!(
+                    "the stream has no leader now (an election, or too few nodes up): a replica \
+                     answered with its last sequence {}, which may be behind; retry",
+                    info.state.last_sequence
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
     }
 
     /// How far the durable consumer `name` is behind the stream: the events stored for it that
