@@ -944,11 +944,11 @@ impl Bus {
     /// The current, checked state of every referral matching `filters`, then the stream ends:
     /// for listings and rebuilds. Once each, but for the referrals a replica behind its leader
     /// left out of the scan or showed older: those come again after the others, newer (see
-    /// [`Bus::last_per_subject`]; every reader keeps a referral's newer state). Each referral's last record is checked without
-    /// its predecessor (subject, hash, signature, the state's parties: see
-    /// [`Verifier::check_listed`]); a subject whose last message fails, or is not a refbus
-    /// record at all, is read again through [`Bus::referral`], which goes on from its last
-    /// record that passes. A subject with no such record yields nothing.
+    /// [`Bus::last_per_subject`]; every reader keeps a referral's newer state). Each
+    /// referral's last record is checked without its predecessor (subject, hash, signature,
+    /// the state's parties: see [`Verifier::check_listed`]); a subject whose last message
+    /// fails, or is not a refbus record at all, is read again through [`Bus::referral`], which
+    /// goes on from its last record that passes. A subject with no such record yields nothing.
     ///
     /// Decoding and checking (an Ed25519 verification per record, the bulk of the CPU time of
     /// a rebuild) run on tokio's blocking pool, in batches of the records already received, as
