@@ -1,5 +1,6 @@
-//! The router's durable consumer: the configuration refbus creates it with, and the check of an
-//! existing one at every start.
+//! The router's durable consumer: the configuration refbus creates it with, the check of an
+//! existing one at every start, and its deliveries ([`Durable`]), which a router giving a
+//! partition up stops at once.
 //!
 //! An existing durable that differs is refused, not recreated. The consumer decides which events
 //! the router sees and how often they come back: a narrower filter, a `max_deliver`, an ack
@@ -9,11 +10,17 @@
 //! first event and reads everything again, which it tolerates (every item is recorded at most
 //! once).
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{self, AckPolicy, DeliverPolicy, ReplayPolicy, pull};
+use futures::stream::BoxStream;
+use futures::task::AtomicWaker;
+use futures::{FutureExt, Stream, StreamExt};
 
-use crate::subjects;
+use crate::{Delivery, ReadError, subjects};
 
 /// How long an event may stay unacknowledged before it is delivered again (a stuck router).
 const ACK_WAIT: Duration = Duration::from_secs(60);
@@ -339,5 +346,107 @@ mod tests {
         assert!(found[0].starts_with("durable_name is none"));
         assert!(found[1].starts_with("deliver_subject is deliver.here"));
         assert!(found[2].starts_with("filter is none (every message)"));
+    }
+}
+
+/// A durable consumer's deliveries as they come, which a [`DurableStop`] stops at once from
+/// outside the task that polls them.
+///
+/// Why a stop of its own: the client pulls events ahead of its reader (a pull request of a
+/// batch), so deliveries wait in its buffer. Dropping the consumer drops them unacknowledged,
+/// and JetStream delivers them again only after [`ACK_WAIT`]: a minute during which nobody
+/// acts on them. A router giving a partition up (its lease lost) hands every such delivery back
+/// instead, so the partition's new holder gets them at once.
+pub struct Durable {
+    shared: Arc<Shared>,
+}
+
+/// Stops a [`Durable`]: see [`DurableStop::stop`].
+#[derive(Clone)]
+pub struct DurableStop {
+    shared: Arc<Shared>,
+}
+
+type Deliveries = BoxStream<'static, Result<Delivery, ReadError>>;
+
+struct Shared {
+    /// `None` once stopped (or ended).
+    deliveries: Mutex<Option<Deliveries>>,
+    /// Whoever waits on the deliveries, woken when they are stopped.
+    waker: AtomicWaker,
+}
+
+/// At most this many deliveries taken out of a stopped consumer's buffer (a bound, not a
+/// figure to reach: the buffer holds one pull request's batch).
+const MOST_DRAINED: usize = 100_000;
+
+impl Durable {
+    pub(crate) fn new(deliveries: Deliveries) -> Durable {
+        Durable {
+            shared: Arc::new(Shared {
+                deliveries: Mutex::new(Some(deliveries)),
+                waker: AtomicWaker::new(),
+            }),
+        }
+    }
+
+    /// What stops these deliveries from elsewhere.
+    pub fn stopper(&self) -> DurableStop {
+        DurableStop {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Stream for Durable {
+    type Item = Result<Delivery, ReadError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.shared.waker.register(cx.waker());
+        let mut deliveries = self.shared.lock();
+        let Some(stream) = deliveries.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let next = stream.poll_next_unpin(cx);
+        if let Poll::Ready(None) = next {
+            *deliveries = None;
+        }
+        next
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Deliveries>> {
+        // A panic while polling leaves nothing half-changed worth refusing over.
+        self.deliveries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl DurableStop {
+    /// Stops the consumer now: its pull request is withdrawn (JetStream sends to a reader that
+    /// no longer listens to nothing more), the [`Durable`] ends, and the deliveries it had
+    /// received and not yet yielded are returned, for the caller to hand back (or process).
+    /// Deliveries still on the wire when it stops are lost to [`ACK_WAIT`]: milliseconds'
+    /// worth, where the buffer is a batch. Stopping a stopped consumer returns nothing.
+    pub fn stop(&self) -> Vec<Delivery> {
+        let Some(mut stream) = self.shared.lock().take() else {
+            return Vec::new();
+        };
+        self.shared.waker.wake();
+        let mut buffered = Vec::new();
+        // Only what is already received: polling never waits here. A poll may ask JetStream
+        // for the next batch; the request is dropped with the reader just after, and JetStream
+        // sends nothing to a reader that is gone.
+        for _ in 0..MOST_DRAINED {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(delivery))) => buffered.push(delivery),
+                // An error the reader would have logged and skipped (a missed heartbeat).
+                Some(Some(Err(_))) => {}
+                Some(None) | None => break,
+            }
+        }
+        buffered
     }
 }

@@ -71,6 +71,7 @@ use refbus_core::{Event, Referral};
 
 pub use checked::{Unchecked, Verifier, WALK_BACK};
 pub use connect::{ClientCert, ConnectOptions, Credentials, Tls};
+pub use durable::{Durable, DurableStop};
 pub use error::{
     AppendError, AppendErrorKind, ConnectError, ConnectErrorKind, ConsumerError, ConsumerErrorKind,
     ReadError, ReadErrorKind,
@@ -1199,10 +1200,7 @@ impl Bus {
     /// event. An existing one whose configuration differs from what refbus creates is refused
     /// ([`ConsumerErrorKind::Misconfigured`], naming each difference and the fix), never
     /// changed or recreated: see [`durable`](mod@durable) for why.
-    pub async fn durable(
-        &self,
-        name: &str,
-    ) -> Result<impl Stream<Item = Result<Delivery, ReadError>> + Send + use<>, ConsumerError> {
+    pub async fn durable(&self, name: &str) -> Result<durable::Durable, ConsumerError> {
         use async_nats::jetstream::consumer::{Consumer, pull};
         use async_nats::jetstream::context::ConsumerInfoErrorKind;
         let unavailable = |err: Box<dyn std::error::Error + Send + Sync>| {
@@ -1248,21 +1246,25 @@ impl Bus {
             .await
             .map_err(timed_out)?
             .map_err(|err| unavailable(Box::new(err)))?;
-        Ok(messages.map(|message| {
-            let message =
-                message.map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-            let info = message.info().map_err(|err| {
-                ReadError::with_source(ReadErrorKind::Unavailable, err.to_string())
-            })?;
-            let seq = info.stream_sequence;
-            let prev_seq = message.headers.as_ref().map_or(0, prev_seq);
-            Ok(Delivery {
-                seq,
-                subject: message.subject.to_string(),
-                prev_seq,
-                message,
-            })
-        }))
+        Ok(durable::Durable::new(
+            messages
+                .map(|message| {
+                    let message = message
+                        .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+                    let info = message.info().map_err(|err| {
+                        ReadError::with_source(ReadErrorKind::Unavailable, err.to_string())
+                    })?;
+                    let seq = info.stream_sequence;
+                    let prev_seq = message.headers.as_ref().map_or(0, prev_seq);
+                    Ok(Delivery {
+                        seq,
+                        subject: message.subject.to_string(),
+                        prev_seq,
+                        message,
+                    })
+                })
+                .boxed(),
+        ))
     }
 }
 

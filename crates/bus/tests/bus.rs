@@ -1291,6 +1291,74 @@ async fn a_durables_acknowledged_position_is_what_was_acknowledged_in_order() {
     assert!(bus.durable_acknowledged(name).await.unwrap() >= second.seq);
 }
 
+/// A router giving a partition up stops its consumer at once: the events the client had
+/// pulled ahead of the router come back out (for the router to hand back), the deliveries end,
+/// and a new reader of the consumer gets them handed back at once, not after the minute's
+/// acknowledgement timeout they would wait for if dropped unacknowledged.
+#[tokio::test]
+async fn a_stopped_durable_returns_what_it_had_buffered_and_ends() {
+    let server = NatsServer::start().unwrap();
+    let bus = bus(&server).await;
+    let name = "refbus-router-stopped";
+    let mut seqs = Vec::new();
+    for n in 0..6 {
+        let (event, state) = created("maros-dinsos", "maros-uptd-ppa", &format!("stop-{n}"));
+        seqs.push(
+            append(&bus, event, &state, 0, &format!("s{n}"))
+                .await
+                .unwrap()
+                .seq,
+        );
+    }
+    let mut deliveries = bus.durable(name).await.unwrap();
+    let stop = deliveries.stopper();
+    let first = deliveries.next().await.unwrap().unwrap();
+    assert_eq!(first.seq, seqs[0]);
+    first.ack().await.unwrap();
+    // Every event sent to this reader (delivered, not acknowledged), then received by its
+    // client: the five others wait in its buffer, the router not having taken them.
+    let stream = raw(&server)
+        .await
+        .get_stream(StreamSettings::default().name)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while stream.consumer_info(name).await.unwrap().num_ack_pending < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "never delivered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let buffered = stop.stop();
+    let buffered_seqs: Vec<u64> = buffered.iter().map(|delivery| delivery.seq).collect();
+    assert_eq!(
+        buffered_seqs,
+        seqs[1..],
+        "the buffered deliveries, in order"
+    );
+    assert!(deliveries.next().await.is_none(), "stopped deliveries end");
+    assert!(stop.stop().is_empty(), "stopping again returns nothing");
+    for delivery in &buffered {
+        delivery
+            .hand_back(std::time::Duration::from_millis(0))
+            .await
+            .unwrap();
+    }
+
+    // Half the acknowledgement timeout: without the hand-backs, nothing would come before it.
+    let mut resumed = bus.durable(name).await.unwrap();
+    let mut again = Vec::new();
+    while again.len() < 5 {
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(30), resumed.next())
+            .await
+            .expect("handed-back events delivered again at once")
+            .unwrap()
+            .unwrap();
+        again.push(delivery.seq);
+    }
+    assert_eq!(again, seqs[1..]);
+}
+
 /// `state` with `change` by `by`, appended right after `previous` (the subject's last record).
 async fn appended_next(
     bus: &Bus,

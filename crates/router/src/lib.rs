@@ -200,12 +200,14 @@ struct Loop {
     /// Referrals being recorded on, taken out of the timers meanwhile (subject, sequence).
     in_flight: HashMap<ReferralId, (Arc<str>, u64)>,
     /// The partitions held (`{0}` for a router that holds every referral), with the highest
-    /// stream sequence applied from each one's consumer: every event up to it is reflected in
-    /// the timers (a consumer delivers in stream order; redeliveries are of events already
-    /// applied).
+    /// stream sequence applied from each one's consumer (or read by a rebuild). Not a promise
+    /// that every event up to it is in the timers: an event given to another reader of the
+    /// consumer and not acknowledged there (a previous holder's) comes here later, out of
+    /// order. A snapshot covers no further than the consumer's acknowledged position for that
+    /// reason ([`Router::acknowledged`]).
     applied: HashMap<u32, u64>,
     /// Each held partition's consumer, to stop it when the partition is given up.
-    feeds: HashMap<u32, AbortHandle>,
+    feeds: HashMap<u32, HeldFeed>,
     /// How far each held partition's consumer has checked the stream: every message up to it
     /// was delivered to this router and applied or refused by the record check, or was
     /// acknowledged before the consumer was opened here. Unlike `applied`, never moved by a
@@ -233,6 +235,43 @@ impl Loop {
         self.tenure
             .as_ref()
             .is_none_or(|tenure| tenure.holds(partition))
+    }
+}
+
+/// How the loop stops a held partition's consumer.
+struct HeldFeed {
+    /// Takes the consumer's feed out of the loop's merged feeds (without its end being
+    /// reported as the consumer's failure).
+    abort: AbortHandle,
+    /// Stops the consumer itself at once, returning what it had buffered.
+    stop: refbus_bus::DurableStop,
+}
+
+impl HeldFeed {
+    /// Stops `partition`'s consumer and hands back the deliveries it had received and the loop
+    /// had not taken yet: they are the partition's new holder's, at once rather than after the
+    /// acknowledgement timeout (a consumer dropped with them would leave them a minute
+    /// unacknowledged, nobody acting on them). Returns the hand-backs' task.
+    fn stop(self, partition: u32) -> tokio::task::JoinHandle<()> {
+        self.abort.abort();
+        let buffered = self.stop.stop();
+        tokio::spawn(async move {
+            if buffered.is_empty() {
+                return;
+            }
+            tracing::warn!(
+                partition,
+                events = buffered.len(),
+                "the partition's consumer is stopped with events received and not taken yet: \
+                 each handed back to the consumer, for the partition's holder"
+            );
+            for delivery in &buffered {
+                if let Err(err) = delivery.hand_back(HAND_BACK_AFTER).await {
+                    // Delivered again after the acknowledgement timeout.
+                    tracing::warn!("handing event {} back: {err}", delivery.seq);
+                }
+            }
+        })
     }
 }
 
@@ -399,9 +438,13 @@ impl Router {
         let mut snapshots = tokio::time::interval(router.options.snapshot_every);
         snapshots.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // What each partition's last snapshot in this run covers (none yet: the first tick
-        // writes what the start found).
+        // writes what the start found). A partition applied past it is saved again at a tick
+        // once its consumer's acknowledged position lets the snapshot cover more.
         let mut saved: HashMap<u32, u64> = HashMap::new();
         let mut saving: Option<tokio::task::JoinHandle<()>> = None;
+        // The consumers' acknowledged positions a snapshot waits for (`Router::acknowledged`).
+        let (positions_tx, mut positions) = mpsc::unbounded_channel::<Vec<(u32, u64)>>();
+        let mut reading_positions = false;
 
         let (fired_tx, mut fired) = mpsc::unbounded_channel::<fire::Fired>();
         let mut fires = JoinSet::new();
@@ -506,7 +549,8 @@ impl Router {
                 Some(_) = settling.join_next(), if !settling.is_empty() => {}
                 () = sleep, if next_wake < Timestamp::MAX => {}
                 _ = snapshots.tick(), if router.options.snapshot.is_some() => {
-                    let idle = saving.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
+                    let idle = !reading_positions
+                        && saving.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
                     let changed: Vec<u32> = state
                         .applied
                         .iter()
@@ -516,16 +560,37 @@ impl Router {
                         .map(|(partition, _)| *partition)
                         .collect();
                     if idle && !changed.is_empty() {
-                        for partition in &changed {
-                            saved.insert(*partition, state.applied[partition]);
+                        reading_positions = true;
+                        router.acknowledged(changed, positions_tx.clone());
+                    }
+                }
+                Some(read) = positions.recv() => {
+                    reading_positions = false;
+                    let mut due = Vec::new();
+                    for (partition, acknowledged) in read {
+                        // A partition given up meanwhile is its new holder's to save.
+                        let Some(applied) = state.applied.get(&partition) else {
+                            continue;
+                        };
+                        let covers = (*applied).min(acknowledged);
+                        if saved.get(&partition).is_none_or(|saved| covers > *saved) {
+                            saved.insert(partition, covers);
+                            due.push((partition, covers));
                         }
-                        saving = Some(router.save(&state, changed));
+                    }
+                    if !due.is_empty() {
+                        saving = Some(router.save(&state, due));
                     }
                 }
             }
         }
         fires.shutdown().await;
         settling.shutdown().await;
+        // What the consumers had buffered goes back to them before the leases do: the next
+        // holders get it at once.
+        for (partition, feed) in state.feeds.drain() {
+            let _ = feed.stop(partition).await;
+        }
         // A clean stop gives the leases back at once (closing the channel tells the keeper).
         drop(changes);
         if let Some(task) = keeper.0.take() {
@@ -570,7 +635,7 @@ impl Router {
         let name = self.consumer_name(partition);
         let mut backoff = Duration::from_millis(500);
         let mut attempt = 1;
-        let (deliveries, acknowledged) = loop {
+        let (durable, acknowledged) = loop {
             match self.open_durable(&name).await {
                 Ok(opened) => break opened,
                 Err(err) if attempt < OPEN_ATTEMPTS && err.is_transient() => {
@@ -586,11 +651,12 @@ impl Router {
             }
         };
         let (abort, registration) = AbortHandle::new_pair();
-        let feed = deliveries
+        let stop = durable.stopper();
+        let feed = durable
             .map(move |delivery| Feed::Delivery(partition, delivery))
             .chain(futures::stream::once(async move { Feed::Ended(partition) }));
         feeds.push(Abortable::new(feed, registration).boxed());
-        state.feeds.insert(partition, abort);
+        state.feeds.insert(partition, HeldFeed { abort, stop });
         state.applied.entry(partition).or_insert(0);
         let checked = state.checked.entry(partition).or_insert(0);
         *checked = (*checked).max(acknowledged);
@@ -599,26 +665,18 @@ impl Router {
 
     /// The durable consumer `name`'s events, and how far it was acknowledged (read after
     /// opening it: whatever was acknowledged by then was checked by a router).
-    async fn open_durable(
-        &self,
-        name: &str,
-    ) -> Result<
-        (
-            impl futures::Stream<Item = Result<Delivery, refbus_bus::ReadError>> + Send + 'static,
-            u64,
-        ),
-        Error,
-    > {
+    async fn open_durable(&self, name: &str) -> Result<(refbus_bus::Durable, u64), Error> {
         let deliveries = self.bus.durable(name).await?;
         let acknowledged = self.bus.durable_acknowledged(name).await?;
         Ok((deliveries, acknowledged))
     }
 
-    /// Gives `partition` up: its consumer stopped, its timers and cached states dropped (what
-    /// is being recorded on goes on: every item is recorded at most once whoever records it).
+    /// Gives `partition` up: its consumer stopped (what it had buffered handed back), its
+    /// timers and cached states dropped (what is being recorded on goes on: every item is
+    /// recorded at most once whoever records it).
     fn release(&self, state: &mut Loop, partition: u32) {
-        if let Some(abort) = state.feeds.remove(&partition) {
-            abort.abort();
+        if let Some(feed) = state.feeds.remove(&partition) {
+            drop(feed.stop(partition));
         }
         state.applied.remove(&partition);
         state.checked.remove(&partition);
@@ -887,12 +945,50 @@ impl Router {
         }
     }
 
+    /// Reads how far each of `partitions`' consumers was acknowledged, for their snapshots
+    /// (sent to `positions`; a partition whose consumer does not answer is left out, its
+    /// snapshot taken at a later tick).
+    ///
+    /// A snapshot covers no further than that: every event up to it was applied by a router
+    /// holding the partition and acknowledged, so this router's timers or the catch-up of its
+    /// claim reflect it. `applied` alone may pass an event this router never saw: one handed
+    /// back by the partition's previous holder, or lost with a feed stopped or killed, comes
+    /// again only later, after events past it (long run #5, docs/RELIABILITY.md finding 8),
+    /// and a holder starting from a snapshot past it would not read its referral.
+    fn acknowledged(
+        &self,
+        partitions: Vec<u32>,
+        positions: mpsc::UnboundedSender<Vec<(u32, u64)>>,
+    ) {
+        let consumers: Vec<(u32, String)> = partitions
+            .into_iter()
+            .map(|partition| (partition, self.consumer_name(partition)))
+            .collect();
+        let bus = self.bus.clone();
+        tokio::spawn(async move {
+            let mut read = Vec::with_capacity(consumers.len());
+            for (partition, consumer) in consumers {
+                match bus.durable_acknowledged(&consumer).await {
+                    Ok(position) => read.push((partition, position)),
+                    Err(err) => tracing::warn!(
+                        partition,
+                        "reading how far the partition's consumer was acknowledged, for its \
+                         snapshot (taken at a later tick): {err}"
+                    ),
+                }
+            }
+            let _ = positions.send(read);
+        });
+    }
+
     /// Writes the timer table of each partition in `partitions` (with the referrals being
-    /// recorded on, due now) to its snapshot file, beside the loop.
-    fn save(&self, state: &Loop, partitions: Vec<u32>) -> tokio::task::JoinHandle<()> {
+    /// recorded on, due now) to its snapshot file, beside the loop, covering up to the stream
+    /// sequence given with it: the lower of what this router applied and its consumer's
+    /// acknowledged position, read before (see [`Router::acknowledged`]).
+    fn save(&self, state: &Loop, partitions: Vec<(u32, u64)>) -> tokio::task::JoinHandle<()> {
         let now = self.clock.now();
         let mut files = Vec::new();
-        for partition in partitions {
+        for (partition, covers) in partitions {
             let part = self.options.partitions.as_ref().map(|_| partition);
             let Some(path) = self.snapshot_path(part) else {
                 continue;
@@ -926,7 +1022,6 @@ impl Router {
                         wake: now,
                     }),
             );
-            let covers = state.applied.get(&partition).copied().unwrap_or(0);
             files.push((path, snapshot::Snapshot { covers, entries }));
         }
         let (key, activity) = (self.key.clone(), self.activity.clone());
