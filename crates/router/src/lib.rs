@@ -208,9 +208,11 @@ struct Loop {
     applied: HashMap<u32, u64>,
     /// Each held partition's consumer, to stop it when the partition is given up.
     feeds: HashMap<u32, HeldFeed>,
-    /// How far each held partition's consumer has checked the stream: every message up to it
-    /// was delivered to this router and applied or refused by the record check, or was
-    /// acknowledged before the consumer was opened here. Unlike `applied`, never moved by a
+    /// How far each held partition's consumer has checked the stream: its acknowledged
+    /// position, read when it is opened and every [`POSITIONS_EVERY`]: every message up to it
+    /// was checked by a router holding the partition (applied or refused by the record check)
+    /// before it was acknowledged. Not moved by the events delivered here (one another reader
+    /// did not acknowledge comes after later ones, see [`Router::acknowledged`]), nor by a
     /// rebuild or a snapshot, which take referrals' last records on a lighter check: a fire
     /// goes on from a record past it only after reading the referral's history in full.
     checked: HashMap<u32, u64>,
@@ -442,7 +444,11 @@ impl Router {
         // once its consumer's acknowledged position lets the snapshot cover more.
         let mut saved: HashMap<u32, u64> = HashMap::new();
         let mut saving: Option<tokio::task::JoinHandle<()>> = None;
-        // The consumers' acknowledged positions a snapshot waits for (`Router::acknowledged`).
+        let mut snapshot_due = false;
+        // How far each held partition's consumer was acknowledged, read beside the loop every
+        // POSITIONS_EVERY: `checked` and the snapshots go by it (`Router::acknowledged`).
+        let mut positions_every = tokio::time::interval(POSITIONS_EVERY);
+        positions_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (positions_tx, mut positions) = mpsc::unbounded_channel::<Vec<(u32, u64)>>();
         let mut reading_positions = false;
 
@@ -548,38 +554,35 @@ impl Router {
                 Some(_) = fires.join_next(), if !fires.is_empty() => {}
                 Some(_) = settling.join_next(), if !settling.is_empty() => {}
                 () = sleep, if next_wake < Timestamp::MAX => {}
-                _ = snapshots.tick(), if router.options.snapshot.is_some() => {
-                    let idle = !reading_positions
-                        && saving.as_ref().is_none_or(tokio::task::JoinHandle::is_finished);
-                    let changed: Vec<u32> = state
-                        .applied
-                        .iter()
-                        .filter(|(partition, applied)| {
-                            saved.get(partition).is_none_or(|saved| *applied > saved)
-                        })
-                        .map(|(partition, _)| *partition)
-                        .collect();
-                    if idle && !changed.is_empty() {
-                        reading_positions = true;
-                        router.acknowledged(changed, positions_tx.clone());
-                    }
+                _ = snapshots.tick(), if router.options.snapshot.is_some() => snapshot_due = true,
+                _ = positions_every.tick(), if !reading_positions && !state.feeds.is_empty() => {
+                    reading_positions = true;
+                    router.acknowledged(state.feeds.keys().copied().collect(), positions_tx.clone());
                 }
                 Some(read) = positions.recv() => {
                     reading_positions = false;
-                    let mut due = Vec::new();
-                    for (partition, acknowledged) in read {
-                        // A partition given up meanwhile is its new holder's to save.
-                        let Some(applied) = state.applied.get(&partition) else {
-                            continue;
-                        };
-                        let covers = (*applied).min(acknowledged);
-                        if saved.get(&partition).is_none_or(|saved| covers > *saved) {
-                            saved.insert(partition, covers);
-                            due.push((partition, covers));
+                    // A partition given up meanwhile is its new holder's (to check, to save).
+                    for (partition, acknowledged) in &read {
+                        if let Some(checked) = state.checked.get_mut(partition) {
+                            *checked = (*checked).max(*acknowledged);
                         }
                     }
-                    if !due.is_empty() {
-                        saving = Some(router.save(&state, due));
+                    if snapshot_due && saving.as_ref().is_none_or(tokio::task::JoinHandle::is_finished) {
+                        snapshot_due = false;
+                        let mut due = Vec::new();
+                        for (partition, acknowledged) in read {
+                            let Some(applied) = state.applied.get(&partition) else {
+                                continue;
+                            };
+                            let covers = (*applied).min(acknowledged);
+                            if saved.get(&partition).is_none_or(|saved| covers > *saved) {
+                                saved.insert(partition, covers);
+                                due.push((partition, covers));
+                            }
+                        }
+                        if !due.is_empty() {
+                            saving = Some(router.save(&state, due));
+                        }
                     }
                 }
             }
@@ -710,21 +713,20 @@ impl Router {
             }
             return true;
         }
-        let seq = delivery.as_ref().map_or(0, |delivery| delivery.seq);
         if let (Some(partitions), Ok(delivery)) = (&self.options.partitions, &delivery)
             && partitions.of_subject(&delivery.subject) != partition
         {
             acknowledge(state.tenure.as_ref(), partition, delivery).await;
+            // Nothing of the partition to apply: what it applied reaches this far as well, and
+            // its snapshot may cover this event too.
+            if let Some(applied) = state.applied.get_mut(&partition) {
+                *applied = (*applied).max(delivery.seq);
+            }
         } else if !self
             .consume(state, partition, delivery, settling, shutdown)
             .await
         {
             return false;
-        }
-        // The consumer delivers every event in stream order: the partition's records up to
-        // this one are checked.
-        if let Some(checked) = state.checked.get_mut(&partition) {
-            *checked = (*checked).max(seq);
         }
         true
     }
@@ -945,16 +947,17 @@ impl Router {
         }
     }
 
-    /// Reads how far each of `partitions`' consumers was acknowledged, for their snapshots
-    /// (sent to `positions`; a partition whose consumer does not answer is left out, its
-    /// snapshot taken at a later tick).
+    /// Reads how far each of `partitions`' consumers was acknowledged (sent to `positions`; a
+    /// partition whose consumer does not answer is left out, read again at the next look).
     ///
-    /// A snapshot covers no further than that: every event up to it was applied by a router
-    /// holding the partition and acknowledged, so this router's timers or the catch-up of its
-    /// claim reflect it. `applied` alone may pass an event this router never saw: one handed
-    /// back by the partition's previous holder, or lost with a feed stopped or killed, comes
-    /// again only later, after events past it (long run #5, docs/RELIABILITY.md finding 8),
-    /// and a holder starting from a snapshot past it would not read its referral.
+    /// Every event up to that position was checked and applied (or refused) by a router holding
+    /// the partition, then acknowledged, so this router's timers or the catch-up of its claim
+    /// reflect it. Where this router's `checked` goes, and no snapshot covers further: the
+    /// highest event it was delivered is no such bound. JetStream gives an event another reader
+    /// of the consumer did not acknowledge (a previous holder's, handed back, or lost with a
+    /// feed stopped or a process killed) to this router only after events past it (long run
+    /// #5, docs/RELIABILITY.md finding 8): a holder starting from a snapshot past it did not
+    /// read its referral, and a fire believed its record on the lighter check.
     fn acknowledged(
         &self,
         partitions: Vec<u32>,
@@ -966,14 +969,19 @@ impl Router {
             .collect();
         let bus = self.bus.clone();
         tokio::spawn(async move {
-            let mut read = Vec::with_capacity(consumers.len());
-            for (partition, consumer) in consumers {
-                match bus.durable_acknowledged(&consumer).await {
+            let reads = consumers.into_iter().map(|(partition, consumer)| {
+                let bus = bus.clone();
+                async move { (partition, bus.durable_acknowledged(&consumer).await) }
+            });
+            let mut read = Vec::new();
+            for (partition, position) in futures::future::join_all(reads).await {
+                match position {
                     Ok(position) => read.push((partition, position)),
-                    Err(err) => tracing::warn!(
+                    // Every second while JetStream is away: the consequence is a fire reading a
+                    // history in full, or a snapshot written a minute later.
+                    Err(err) => tracing::debug!(
                         partition,
-                        "reading how far the partition's consumer was acknowledged, for its \
-                         snapshot (taken at a later tick): {err}"
+                        "reading how far the partition's consumer was acknowledged: {err}"
                     ),
                 }
             }
@@ -1156,6 +1164,11 @@ impl Router {
         Ok(())
     }
 }
+
+/// How often a router reads how far its partitions' consumers were acknowledged
+/// ([`Router::acknowledged`]): a fire on a referral changed since the last look reads its
+/// history in full.
+const POSITIONS_EVERY: Duration = Duration::from_secs(1);
 
 /// How long an event handed back waits before JetStream delivers it again: long enough not to
 /// come straight back to this replica before its loop gives the partition up, short beside the

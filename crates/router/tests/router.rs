@@ -1541,6 +1541,120 @@ async fn a_timers_snapshot_of_an_unknown_format_is_not_used_and_every_referral_i
     router.stop().await;
 }
 
+/// A fire never goes on from a record its router has not checked, however far its consumer
+/// has delivered: an event JetStream gave another reader of the consumer (a partition's
+/// previous holder, killed with it in hand) and nobody acknowledged comes to this router only
+/// after later ones, and a claimed state stored then was believed on the lighter check, its
+/// breach recorded early (docs/RELIABILITY.md finding 8).
+#[tokio::test]
+async fn a_fire_reads_in_full_a_record_delivered_elsewhere_and_not_acknowledged() {
+    use futures::StreamExt;
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "elsewhere-claim", at(T0)).await;
+    let state = &created.record.state;
+    let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    let when = at("2026-03-02T09:50:00+08:00");
+    clock.advance_to(when);
+    until_recorded(&mut router, "acknowledge_emergency.warning.750").await;
+    router.stop().await;
+
+    // Another reader of the router's consumer, alone on it now, takes what it is given.
+    let consumer = refbus_router::replica_consumer("a");
+    let mut other = bus.durable(&consumer).await.unwrap();
+    let stop_other = other.stopper();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let reader = tokio::spawn({
+        let held = held.clone();
+        async move {
+            while let Some(delivery) = other.next().await {
+                held.lock().unwrap().push(delivery.unwrap().seq);
+            }
+        }
+    });
+
+    // UPTD PPA stores a note whose stored state claims the referral was requested at 08:55
+    // (its acknowledge clock breached at 09:55, not 10:00), then a note following that state.
+    let last = bus
+        .referral(&verifier(&registry), &subject)
+        .await
+        .unwrap()
+        .unwrap();
+    let note = || refbus_core::referral::SealedPayload {
+        recipients: vec![agency("maros-dinsos"), agency("maros-uptd-ppa")],
+        envelope: vec![7; 48],
+    };
+    // Each with the request id it is stored under, as UPTD PPA's adapter would write it: each
+    // record is then stored as written, and a one-step read walking back from the last record
+    // stops at the first one, believing its stored state.
+    let decided = |current: &refbus_core::Referral, request_id: &str| {
+        let request = Request {
+            command: Command::AddNote { note: note() },
+            actor: operator("maros-uptd-ppa"),
+            request_id: Some(RequestId::new(request_id).unwrap()),
+        };
+        decide(&registry, Some(current), &request, when)
+            .unwrap()
+            .events
+            .remove(0)
+    };
+    let first_note = decided(&last.record.state, "claimed-first");
+    let mut claimed = evolve(Some(last.record.state.clone()), &first_note).unwrap();
+    claimed.steps[0].at = at("2026-03-02T08:55:00+08:00");
+    let second_note = decided(&claimed, "claimed-second");
+    store_claimed_pair(&bus, &last, first_note, &claimed, second_note).await;
+    let second = bus.last(&subject).await.unwrap().unwrap().seq;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !held.lock().unwrap().contains(&second) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notes never reached the reader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Killed with both notes in hand: they stay unacknowledged for the minute's ack_wait.
+    drop(stop_other.stop());
+    reader.await.unwrap();
+    let unacknowledged = u64::try_from(held.lock().unwrap().len()).unwrap();
+
+    // A referral after them, which the router's consumer delivers, and the router checks,
+    // before the notes come back.
+    create_emergency(&bus, &registry, "elsewhere-after", when).await;
+    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while bus.durable_backlog(&consumer).await.unwrap() > unacknowledged {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the later referral was never consumed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Its rebuild set the timer from the claimed state (due at 09:55). At 09:56 the fire reads
+    // the referral in full: nothing is due by its history, and the breach comes at 10:00.
+    clock.advance_to(at("2026-03-02T09:56:00+08:00"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    let recorded = until_recorded(&mut router, "acknowledge_emergency.level.2.0").await;
+    let breaches: Vec<_> = recorded
+        .iter()
+        .filter(|item| item.0 == "acknowledge_emergency.breach")
+        .collect();
+    assert_eq!(
+        breaches,
+        [&(
+            "acknowledge_emergency.breach".to_owned(),
+            at("2026-03-02T10:00:00+08:00")
+        )]
+    );
+    router.stop().await;
+}
+
 /// A snapshot never covers an event its router has not seen: one delivered to another reader
 /// of the consumer (a partition's previous holder, paused or killed with it in its buffer) and
 /// not acknowledged comes again only after events past it, which the router applies first. A
@@ -2113,10 +2227,11 @@ async fn a_partition_taken_over_starts_from_its_snapshot_and_misses_nothing() {
         ..partitioned(replica, 2)
     };
     const REFERRALS: usize = 12;
-    let mut ids = Vec::new();
+    let (mut ids, mut last) = (Vec::new(), 0);
     for n in 0..REFERRALS {
         let created = create_emergency(&bus, &registry, &format!("psnap-{n}"), at(T0)).await;
         ids.push(created.record.state.id);
+        last = created.seq;
     }
     let clock = ManualClock::new(at(T0));
     let mut first = vec![start_replica(&nats, &registry, &clock, "a", with_snapshots("a")).await];
@@ -2125,14 +2240,17 @@ async fn a_partition_taken_over_starts_from_its_snapshot_and_misses_nothing() {
         replicas[0].held.len() == 2
     })
     .await;
-    // Both partitions' snapshots written (a snapshot report per file).
+    // Both partitions' snapshots written covering every referral (a snapshot report per file;
+    // one covering less may come first, before the consumers' acknowledgements).
     let mut written = 0;
     while written < 2 {
         let activity = tokio::time::timeout(Duration::from_secs(60), first[0].activity.recv())
             .await
             .expect("no snapshot was written")
             .unwrap();
-        if let Activity::Snapshot { .. } = activity {
+        if let Activity::Snapshot { covers, .. } = activity
+            && covers >= last
+        {
             written += 1;
         }
     }
