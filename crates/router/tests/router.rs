@@ -1541,6 +1541,42 @@ async fn a_timers_snapshot_of_an_unknown_format_is_not_used_and_every_referral_i
     router.stop().await;
 }
 
+/// Options of router `replica` keeping its timers' snapshot in `file`, written every 50 ms.
+fn snapshotting(replica: &str, file: &Path) -> Options {
+    Options {
+        replica: replica.to_owned(),
+        snapshot: Some(file.to_owned()),
+        snapshot_every: Duration::from_millis(50),
+        ..Options::default()
+    }
+}
+
+/// A reader of the durable `consumer` beside its router (a partition's previous holder, as
+/// JetStream sees it): it takes what it is given and acknowledges nothing. Returns what stops
+/// it, the stream sequences it was given, and its task.
+async fn other_reader(
+    bus: &Bus,
+    consumer: &str,
+) -> (
+    refbus_bus::DurableStop,
+    Arc<std::sync::Mutex<Vec<u64>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use futures::StreamExt;
+    let mut deliveries = bus.durable(consumer).await.unwrap();
+    let stop = deliveries.stopper();
+    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let task = tokio::spawn({
+        let held = held.clone();
+        async move {
+            while let Some(delivery) = deliveries.next().await {
+                held.lock().unwrap().push(delivery.unwrap().seq);
+            }
+        }
+    });
+    (stop, held, task)
+}
+
 /// A fire never goes on from a record its router has not checked, however far its consumer
 /// has delivered: an event JetStream gave another reader of the consumer (a partition's
 /// previous holder, killed with it in hand) and nobody acknowledged comes to this router only
@@ -1548,7 +1584,6 @@ async fn a_timers_snapshot_of_an_unknown_format_is_not_used_and_every_referral_i
 /// breach recorded early (docs/RELIABILITY.md finding 8).
 #[tokio::test]
 async fn a_fire_reads_in_full_a_record_delivered_elsewhere_and_not_acknowledged() {
-    use futures::StreamExt;
     let nats = NatsServer::start().unwrap();
     let registry = maros();
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
@@ -1566,17 +1601,7 @@ async fn a_fire_reads_in_full_a_record_delivered_elsewhere_and_not_acknowledged(
 
     // Another reader of the router's consumer, alone on it now, takes what it is given.
     let consumer = refbus_router::replica_consumer("a");
-    let mut other = bus.durable(&consumer).await.unwrap();
-    let stop_other = other.stopper();
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reader = tokio::spawn({
-        let held = held.clone();
-        async move {
-            while let Some(delivery) = other.next().await {
-                held.lock().unwrap().push(delivery.unwrap().seq);
-            }
-        }
-    });
+    let (stop_other, held, reader) = other_reader(&bus, &consumer).await;
 
     // UPTD PPA stores a note whose stored state claims the referral was requested at 08:55
     // (its acknowledge clock breached at 09:55, not 10:00), then a note following that state.
@@ -1662,7 +1687,6 @@ async fn a_fire_reads_in_full_a_record_delivered_elsewhere_and_not_acknowledged(
 /// 8: an emergency referral's timer missing for a minute).
 #[tokio::test]
 async fn a_snapshot_never_covers_an_event_delivered_elsewhere_and_not_acknowledged() {
-    use futures::StreamExt;
     let nats = NatsServer::start().unwrap();
     let registry = maros();
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
@@ -1670,30 +1694,13 @@ async fn a_snapshot_never_covers_an_event_delivered_elsewhere_and_not_acknowledg
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("router-a.timers");
-    let options = || Options {
-        replica: "a".to_owned(),
-        snapshot: Some(file.clone()),
-        snapshot_every: Duration::from_millis(50),
-        ..Options::default()
-    };
+    let options = || snapshotting("a", &file);
     let (mut router, _) =
         start_router_with(&nats, &registry, ManualClock::new(at(T0)), options()).await;
     // The other reader takes what JetStream gives it and acknowledges nothing: JetStream shares
     // the consumer's events between the two.
-    let mut other = bus
-        .durable(&refbus_router::replica_consumer("a"))
-        .await
-        .unwrap();
-    let stop_other = other.stopper();
-    let held = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let reader = tokio::spawn({
-        let held = held.clone();
-        async move {
-            while let Some(delivery) = other.next().await {
-                held.lock().unwrap().push(delivery.unwrap().seq);
-            }
-        }
-    });
+    let (stop_other, held, reader) =
+        other_reader(&bus, &refbus_router::replica_consumer("a")).await;
     let mut created = Vec::new();
     for n in 0..10 {
         let referral = create_emergency(&bus, &registry, &format!("elsewhere-{n}"), at(T0)).await;
@@ -1755,12 +1762,7 @@ async fn a_restart_from_the_timers_snapshot_reads_only_what_changed_and_misses_n
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("router-a.timers");
-    let options = || Options {
-        replica: "a".to_owned(),
-        snapshot: Some(file.clone()),
-        snapshot_every: Duration::from_millis(50),
-        ..Options::default()
-    };
+    let options = || snapshotting("a", &file);
     let (mut ids, mut last) = (Vec::new(), 0);
     for n in 0..3 {
         let created = create_emergency(&bus, &registry, &format!("snap-{n}"), at(T0)).await;
