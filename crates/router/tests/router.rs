@@ -1108,6 +1108,47 @@ async fn until_recorded(router: &mut Running, wanted: &str) -> Vec<(String, Time
     recorded
 }
 
+/// An emergency referral created at 09:00 whose clocks router "a" ran to 09:50 (its 75 %
+/// warning recorded), the router then stopped; returns its creation and the clock at 09:50.
+async fn emergency_run_to_ten_to_ten(
+    nats: &NatsServer,
+    registry: &Arc<Registry>,
+    bus: &Bus,
+    request: &str,
+) -> (Stored<EventRecord>, ManualClock) {
+    let created = create_emergency(bus, registry, request, at(T0)).await;
+    let clock = ManualClock::new(at(T0));
+    let mut router = start_router(nats, registry, clock.clone(), "a").await;
+    clock.advance_to(at("2026-03-02T09:50:00+08:00"));
+    until_recorded(&mut router, "acknowledge_emergency.warning.750").await;
+    router.stop().await;
+    (created, clock)
+}
+
+/// UPTD PPA's note on `current` at `when`, made with `request_id` (the one it is stored under)
+/// or none.
+fn uptd_note(
+    registry: &Registry,
+    current: &refbus_core::Referral,
+    when: Timestamp,
+    request_id: Option<&str>,
+) -> refbus_core::Event {
+    let request = Request {
+        command: Command::AddNote {
+            note: refbus_core::referral::SealedPayload {
+                recipients: vec![agency("maros-dinsos"), agency("maros-uptd-ppa")],
+                envelope: vec![7; 48],
+            },
+        },
+        actor: operator("maros-uptd-ppa"),
+        request_id: request_id.map(|id| RequestId::new(id).unwrap()),
+    };
+    decide(registry, Some(current), &request, when)
+        .unwrap()
+        .events
+        .remove(0)
+}
+
 #[tokio::test]
 async fn a_timer_due_before_the_consumer_checked_a_claimed_state_records_from_the_history() {
     let nats = NatsServer::start().unwrap();
@@ -1115,15 +1156,10 @@ async fn a_timer_due_before_the_consumer_checked_a_claimed_state_records_from_th
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let created = create_emergency(&bus, &registry, "claim-2", at(T0)).await;
+    let (created, clock) = emergency_run_to_ten_to_ten(&nats, &registry, &bus, "claim-2").await;
     let state = &created.record.state;
     let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-    let clock = ManualClock::new(at(T0));
-    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
     let when = at("2026-03-02T09:50:00+08:00");
-    clock.advance_to(when);
-    until_recorded(&mut router, "acknowledge_emergency.warning.750").await;
-    router.stop().await;
 
     // While no router runs, UPTD PPA stores a note whose stored state claims the referral was
     // requested at 08:45 (its acknowledge clock breached at 09:45), then a second note
@@ -1133,22 +1169,7 @@ async fn a_timer_due_before_the_consumer_checked_a_claimed_state_records_from_th
         .await
         .unwrap()
         .unwrap();
-    let note = || refbus_core::referral::SealedPayload {
-        recipients: vec![agency("maros-dinsos"), agency("maros-uptd-ppa")],
-        envelope: vec![7; 48],
-    };
-    let decided = |current: &refbus_core::Referral| {
-        let request = Request {
-            command: Command::AddNote { note: note() },
-            actor: operator("maros-uptd-ppa"),
-            request_id: None,
-        };
-        decide(&registry, Some(current), &request, when)
-            .unwrap()
-            .events
-            .remove(0)
-    };
-    let first_note = decided(&last.record.state);
+    let first_note = uptd_note(&registry, &last.record.state, when, None);
     let mut claimed = evolve(Some(last.record.state.clone()), &first_note).unwrap();
     let requested = &mut claimed.steps[0];
     assert_eq!(
@@ -1156,7 +1177,7 @@ async fn a_timer_due_before_the_consumer_checked_a_claimed_state_records_from_th
         refbus_core::referral::Milestone::Entered(refbus_core::referral::Status::Requested)
     );
     requested.at = at("2026-03-02T08:45:00+08:00");
-    let second_note = decided(&claimed);
+    let second_note = uptd_note(&registry, &claimed, when, None);
     store_claimed_pair(&bus, &last, first_note, &claimed, second_note).await;
 
     // A router started now rebuilds from the last record, finds the breach due by the claimed
@@ -1589,15 +1610,11 @@ async fn a_fire_reads_in_full_a_record_delivered_elsewhere_and_not_acknowledged(
     let bus = Bus::connect(&nats.url(), &StreamSettings::default())
         .await
         .unwrap();
-    let created = create_emergency(&bus, &registry, "elsewhere-claim", at(T0)).await;
+    let (created, clock) =
+        emergency_run_to_ten_to_ten(&nats, &registry, &bus, "elsewhere-claim").await;
     let state = &created.record.state;
     let subject = subjects::referral(state.recipient(), state.sender(), &state.id);
-    let clock = ManualClock::new(at(T0));
-    let mut router = start_router(&nats, &registry, clock.clone(), "a").await;
     let when = at("2026-03-02T09:50:00+08:00");
-    clock.advance_to(when);
-    until_recorded(&mut router, "acknowledge_emergency.warning.750").await;
-    router.stop().await;
 
     // Another reader of the router's consumer, alone on it now, takes what it is given.
     let consumer = refbus_router::replica_consumer("a");
@@ -1610,28 +1627,13 @@ async fn a_fire_reads_in_full_a_record_delivered_elsewhere_and_not_acknowledged(
         .await
         .unwrap()
         .unwrap();
-    let note = || refbus_core::referral::SealedPayload {
-        recipients: vec![agency("maros-dinsos"), agency("maros-uptd-ppa")],
-        envelope: vec![7; 48],
-    };
     // Each with the request id it is stored under, as UPTD PPA's adapter would write it: each
     // record is then stored as written, and a one-step read walking back from the last record
     // stops at the first one, believing its stored state.
-    let decided = |current: &refbus_core::Referral, request_id: &str| {
-        let request = Request {
-            command: Command::AddNote { note: note() },
-            actor: operator("maros-uptd-ppa"),
-            request_id: Some(RequestId::new(request_id).unwrap()),
-        };
-        decide(&registry, Some(current), &request, when)
-            .unwrap()
-            .events
-            .remove(0)
-    };
-    let first_note = decided(&last.record.state, "claimed-first");
+    let first_note = uptd_note(&registry, &last.record.state, when, Some("claimed-first"));
     let mut claimed = evolve(Some(last.record.state.clone()), &first_note).unwrap();
     claimed.steps[0].at = at("2026-03-02T08:55:00+08:00");
-    let second_note = decided(&claimed, "claimed-second");
+    let second_note = uptd_note(&registry, &claimed, when, Some("claimed-second"));
     store_claimed_pair(&bus, &last, first_note, &claimed, second_note).await;
     let second = bus.last(&subject).await.unwrap().unwrap().seq;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
