@@ -1662,10 +1662,8 @@ async fn a_fire_reads_in_full_a_record_delivered_elsewhere_and_not_acknowledged(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Its rebuild set the timer from the claimed state (due at 09:55). At 09:56 the fire reads
-    // the referral in full: nothing is due by its history, and the breach comes at 10:00.
-    clock.advance_to(at("2026-03-02T09:56:00+08:00"));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Its rebuild set the timer from the claimed state (its breach due at 09:55). The fire
+    // reads the referral in full: the breach is recorded as due at 10:00, by its history.
     clock.advance_to(at("2026-03-02T10:30:00+08:00"));
     let recorded = until_recorded(&mut router, "acknowledge_emergency.level.2.0").await;
     let breaches: Vec<_> = recorded
@@ -1701,14 +1699,27 @@ async fn a_snapshot_never_covers_an_event_delivered_elsewhere_and_not_acknowledg
         start_router_with(&nats, &registry, ManualClock::new(at(T0)), options()).await;
     // The other reader takes what JetStream gives it and acknowledges nothing: JetStream shares
     // the consumer's events between the two.
-    let (stop_other, held, reader) =
-        other_reader(&bus, &refbus_router::replica_consumer("a")).await;
+    let consumer = refbus_router::replica_consumer("a");
+    let (stop_other, held, reader) = other_reader(&bus, &consumer).await;
     let mut created = Vec::new();
     for n in 0..10 {
         let referral = create_emergency(&bus, &registry, &format!("elsewhere-{n}"), at(T0)).await;
         created.push(referral.seq);
     }
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Every creation delivered, the router's acknowledged: what is left unacknowledged is what
+    // the other reader holds.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let backlog = bus.durable_backlog(&consumer).await.unwrap();
+        if backlog == u64::try_from(held.lock().unwrap().len()).unwrap() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the creations never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let held: Vec<u64> = held.lock().unwrap().clone();
     let first_held = *held.first().expect("the other reader was given no event");
     assert!(
