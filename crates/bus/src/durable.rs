@@ -425,8 +425,8 @@ impl Shared {
 }
 
 impl DurableStop {
-    /// Stops the consumer now: its pull request is withdrawn (JetStream sends to a reader that
-    /// no longer listens to nothing more), the [`Durable`] ends, and the deliveries it had
+    /// Stops the consumer now: its pull request is withdrawn (JetStream sends nothing more to a
+    /// reader no longer listening), the [`Durable`] ends, and the deliveries it had
     /// received and not yet yielded are returned, for the caller to hand back (or process).
     /// Deliveries still on the wire when it stops are lost to [`ACK_WAIT`]: milliseconds'
     /// worth, where the buffer is a batch. Stopping a stopped consumer returns nothing.
