@@ -409,6 +409,8 @@ impl Router {
         // A partitioned router learns what it holds from its lease keeper, beside the loop (a
         // long rebuild in the loop must not hold up the renewals).
         let (changes_tx, mut changes) = mpsc::channel::<share::Change>(64);
+        // Partitions the loop could not take over, back to the keeper (`Router::gain`).
+        let (returned, returned_rx) = mpsc::unbounded_channel::<u32>();
         let mut keeper = KeeperGuard(None);
         match &partitions {
             None => {
@@ -433,6 +435,7 @@ impl Router {
                     partitions.clone(),
                     state.tenure.clone().unwrap_or_default(),
                     changes_tx,
+                    returned_rx,
                 )));
             }
         }
@@ -539,10 +542,10 @@ impl Router {
                         }
                         next = changes.try_recv().ok();
                     }
-                    for partition in &gained {
-                        router.open(&mut state, &mut feeds, *partition).await?;
+                    for partition in router.gain(&mut state, &mut feeds, gained).await? {
+                        saved.remove(&partition);
+                        let _ = returned.send(partition);
                     }
-                    router.take_over(&mut state, gained).await?;
                 }
                 Some(outcome) = fired.recv() => {
                     state.in_flight.remove(&outcome.referral);
@@ -794,6 +797,51 @@ impl Router {
             ));
         }
         true
+    }
+
+    /// Takes the partitions `gained` over: their consumers opened, their timers set up. Returns
+    /// those it could not take over because JetStream did not answer (in time, or at all), for
+    /// the keeper to give back: any replica may claim them at its next look, this one too.
+    ///
+    /// Given back, not the router stopped: a stop dropped every partition it held, the ones
+    /// working too, and a restart took them all over again, against the same unsettled
+    /// JetStream (docs/RELIABILITY.md, finding 9: a router stopped four times in 70 s).
+    async fn gain(
+        &self,
+        state: &mut Loop,
+        feeds: &mut SelectAll<BoxStream<'static, Feed>>,
+        gained: Vec<u32>,
+    ) -> Result<Vec<u32>, Error> {
+        let mut opened = Vec::new();
+        let mut back = Vec::new();
+        for partition in gained {
+            match self.open(state, feeds, partition).await {
+                Ok(()) => opened.push(partition),
+                Err(err) if err.is_transient() => {
+                    tracing::warn!(
+                        partition,
+                        "taking the partition over failed for now, giving it back: {err}"
+                    );
+                    back.push(partition);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        match self.take_over(state, opened.clone()).await {
+            Ok(()) => {}
+            Err(err) if err.is_transient() => {
+                for partition in opened {
+                    tracing::warn!(
+                        partition,
+                        "taking the partition over failed for now, giving it back: {err}"
+                    );
+                    self.release(state, partition);
+                    back.push(partition);
+                }
+            }
+            Err(err) => return Err(err),
+        }
+        Ok(back)
     }
 
     /// Sets the timers of the partitions gained up: those with a usable snapshot from it, the

@@ -146,12 +146,21 @@ impl Tenure {
 /// than renewing is what bounds a takeover: a dead replica's lease ages out between two
 /// thirds of the time to live and all of it after its death (when it last renewed), and a
 /// survivor claims it at most a twelfth later, not a third.
+///
+/// A partition the loop could not take over (the bus failed meanwhile) comes back on
+/// `returned`: its lease is given up, for whichever replica claims it next (this one too).
+///
+/// Nothing slow holds up a renewal: the replicas alive are counted beside the rounds
+/// ([`count_replicas`]), and every other request of a round is abandoned before the first
+/// held lease is due (docs/RELIABILITY.md, finding 9: a count that took 5 to 27 s to fail
+/// cost both routers their leases, round after round).
 pub(crate) async fn keep(
     bus: Bus,
     replica: String,
     partitions: Partitions,
     tenure: Tenure,
     changes: mpsc::Sender<Change>,
+    mut returned: mpsc::UnboundedReceiver<u32>,
 ) {
     let tick = partitions.lease_ttl / LOOKS_PER_TTL;
     let leases = loop {
@@ -166,6 +175,13 @@ pub(crate) async fn keep(
             }
         }
     };
+    let (replicas_tx, replicas) = tokio::sync::watch::channel(None);
+    let counting = tokio::spawn(count_replicas(
+        leases.clone(),
+        tick,
+        partitions.lease_ttl,
+        replicas_tx,
+    ));
     let mut keeper = Keeper {
         leases,
         member: format!("member.{replica}"),
@@ -174,12 +190,19 @@ pub(crate) async fn keep(
         partitions,
         held: BTreeMap::new(),
         tenure,
+        replicas,
     };
+    // The first round claims only once the replicas are counted: waited for a look at most.
+    let _ = tokio::time::timeout(tick, keeper.replicas.changed()).await;
     let mut interval = tokio::time::interval(tick);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = changes.closed() => break,
+            Some(k) = returned.recv() => {
+                keeper.give_back_one(k).await;
+                continue;
+            }
             _ = interval.tick() => {}
         }
         for change in keeper.round().await {
@@ -188,7 +211,36 @@ pub(crate) async fn keep(
             }
         }
     }
+    counting.abort();
     keeper.give_back().await;
+}
+
+/// Counts the replicas alive (their `member.` keys) every `every`, for the keeper's rounds.
+/// Apart from them because listing a bucket's keys is the slowest request a round makes, and
+/// while JetStream is unsettled it fails only after seconds (a time out, or a missed heartbeat
+/// of its consumer after 27 s): awaited in a round, it held the renewals up past the leases'
+/// time to live. A count not answered within `ttl` is abandoned and asked again; meanwhile the
+/// rounds go by the last one.
+async fn count_replicas(
+    leases: Leases,
+    every: Duration,
+    ttl: Duration,
+    count: tokio::sync::watch::Sender<Option<usize>>,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match tokio::time::timeout(ttl, leases.held("member.")).await {
+            Ok(Ok(members)) => {
+                count.send_replace(Some(members.len().max(1)));
+            }
+            Ok(Err(err)) => tracing::warn!("reading the router replicas alive: {err}"),
+            Err(_) => tracing::warn!(
+                "reading the router replicas alive: no answer within {ttl:?}, asking again"
+            ),
+        }
+    }
 }
 
 /// How many times per time to live a replica looks for free partitions (and for replicas
@@ -206,6 +258,9 @@ struct Keeper {
     held: BTreeMap<u32, (Lease, tokio::time::Instant)>,
     /// What the event loop may still act on, as of the leases' last writes.
     tenure: Tenure,
+    /// How many replicas are alive, as last counted ([`count_replicas`]); `None` before the
+    /// first count.
+    replicas: tokio::sync::watch::Receiver<Option<usize>>,
 }
 
 impl Keeper {
@@ -234,24 +289,8 @@ impl Keeper {
         // Renewed a little early rather than a look late: a lease written less than this long
         // ago is left alone this round.
         let renew_after = ttl * (LOOKS_PER_RENEWAL - 1) / LOOKS_PER_TTL;
-        if self.member_renewed_at.elapsed() >= renew_after {
-            self.member_lease = match self.member_lease.take() {
-                Some(lease) => match self.leases.renew(&lease).await {
-                    Ok(renewed) => {
-                        self.member_renewed_at = tokio::time::Instant::now();
-                        renewed
-                    }
-                    Err(_) => Some(lease),
-                },
-                None => None,
-            };
-        }
-        if self.member_lease.is_none() {
-            self.member_lease = self.leases.claim(&self.member).await.ok().flatten();
-            self.member_renewed_at = tokio::time::Instant::now();
-        }
-        // Keep what is held: every lease due renewed at once, so that a slow server costs one
-        // round trip per round, not one per partition.
+        // Keep what is held first: every lease due renewed at once, so that a slow server
+        // costs one round trip per round, not one per partition.
         let held: Vec<(u32, Lease, tokio::time::Instant)> = self
             .held
             .iter()
@@ -296,13 +335,31 @@ impl Keeper {
                 Err(err) => tracing::warn!(partition = k, "renewing a lease: {err}"),
             }
         }
-        // The fair share, from the replicas alive (this one at least).
-        let members = match self.leases.held("member.").await {
-            Ok(members) => members.len().max(1),
-            Err(err) => {
-                tracing::warn!("reading the router replicas alive: {err}");
-                return changes;
-            }
+        // Everything else this round waits no longer than this: the leases held come first.
+        let deadline = self.look_deadline();
+        if self.member_renewed_at.elapsed() >= renew_after
+            && let Some(lease) = self.member_lease.take()
+        {
+            self.member_lease =
+                match tokio::time::timeout_at(deadline, self.leases.renew(&lease)).await {
+                    Ok(Ok(renewed)) => {
+                        self.member_renewed_at = tokio::time::Instant::now();
+                        renewed
+                    }
+                    Ok(Err(_)) | Err(_) => Some(lease),
+                };
+        }
+        if self.member_lease.is_none() {
+            self.member_lease = tokio::time::timeout_at(deadline, self.leases.claim(&self.member))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten();
+            self.member_renewed_at = tokio::time::Instant::now();
+        }
+        // The fair share, from the replicas alive (this one at least) as last counted.
+        let Some(members) = *self.replicas.borrow() else {
+            return changes;
         };
         let count = self.partitions.count as usize;
         let share = count.div_ceil(members);
@@ -313,8 +370,11 @@ impl Keeper {
             };
             self.tenure.end(k);
             changes.push(Change::Lost(k));
-            if let Err(err) = self.leases.release(lease).await {
-                tracing::warn!(partition = k, "giving a partition back: {err}");
+            match tokio::time::timeout_at(deadline, self.leases.release(lease)).await {
+                Ok(Ok(())) => {}
+                // Ages out within the time to live instead.
+                Ok(Err(err)) => tracing::warn!(partition = k, "giving a partition back: {err}"),
+                Err(_) => tracing::warn!(partition = k, "giving a partition back: no answer"),
             }
         }
         if self.held.len() >= share {
@@ -332,20 +392,66 @@ impl Keeper {
                 continue;
             }
             let sent = Instant::now();
-            match self.leases.claim(&self.partitions.lease_key(k)).await {
-                Ok(Some(lease)) => {
+            match tokio::time::timeout_at(
+                deadline,
+                self.leases.claim(&self.partitions.lease_key(k)),
+            )
+            .await
+            {
+                Ok(Ok(Some(lease))) => {
                     self.held.insert(k, (lease, tokio::time::Instant::now()));
                     self.tenure.hold(k, sent + ttl);
                     changes.push(Change::Gained(k));
                 }
-                Ok(None) => {}
-                Err(err) => {
+                Ok(Ok(None)) => {}
+                Ok(Err(err)) => {
                     tracing::warn!(partition = k, "claiming a partition: {err}");
+                    break;
+                }
+                // Abandoned for the renewals: if the server did write it meanwhile, the lease
+                // ages out unrenewed within its time to live and is claimed then.
+                Err(_) => {
+                    tracing::warn!(
+                        partition = k,
+                        "claiming a partition: no answer before the leases held fall due"
+                    );
                     break;
                 }
             }
         }
         changes
+    }
+
+    /// Until when a round's requests other than the renewals may wait: half the time to live
+    /// before the first lease held runs out unrenewed (the other half is its next renewal's),
+    /// and at least a look from now; with none held, a time to live (nothing to keep, and a
+    /// claim answered slowly is still a claim).
+    fn look_deadline(&self) -> Instant {
+        let ttl = self.partitions.lease_ttl;
+        let now = Instant::now();
+        let first_end = self.held.keys().filter_map(|k| self.tenure.until(*k)).min();
+        match first_end {
+            Some(end) => end
+                .checked_sub(ttl / 2)
+                .unwrap_or(now)
+                .max(now + ttl / LOOKS_PER_TTL),
+            None => now + ttl,
+        }
+    }
+
+    /// Gives partition `k` up at the loop's request (it could not take it over): its lease
+    /// released, for whichever replica claims it next. One not released ages out instead.
+    async fn give_back_one(&mut self, k: u32) {
+        let Some((lease, _)) = self.held.remove(&k) else {
+            return;
+        };
+        self.tenure.end(k);
+        let wait = self.partitions.lease_ttl / LOOKS_PER_TTL;
+        match tokio::time::timeout(wait, self.leases.release(lease)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(partition = k, "giving a partition back: {err}"),
+            Err(_) => tracing::warn!(partition = k, "giving a partition back: no answer"),
+        }
     }
 
     /// On a clean stop: every lease back at once, so others need not wait for them to expire.

@@ -2226,6 +2226,76 @@ async fn a_router_paused_past_its_lease_hands_the_events_it_finds_back_to_the_ne
     b.task.await.unwrap();
 }
 
+/// A partition whose takeover JetStream does not answer is given back and taken over again
+/// once it answers: the router does not stop (a stop dropped every partition it held, and the
+/// restart took them all over again against the same unsettled JetStream; docs/RELIABILITY.md,
+/// finding 9). Here nats-server is paused while the router reads the partition's snapshot, a
+/// pipe the test holds open, so that the rest of the takeover finds the bus frozen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_the_bus_fails_gives_the_partition_back_and_takes_it_over_again() {
+    let nats = NatsServer::start().unwrap();
+    let registry = maros();
+    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
+        .await
+        .unwrap();
+    let created = create_emergency(&bus, &registry, "giveback-1", at(T0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("router-part-0-of-1.timers");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let clock = ManualClock::new(at(T0));
+    let options = Options {
+        snapshot: Some(dir.path().join("router-a.timers")),
+        ..partitioned("a", 1)
+    };
+    let mut a = vec![start_replica(&nats, &registry, &clock, "a", options).await];
+
+    // Opening the pipe to write waits for the router to open it to read: its takeover has
+    // begun. The server is paused, the pipe removed (the next takeover finds no snapshot) and
+    // closed: the snapshot read is empty, unusable, and the rebuild from the bus gets no answer.
+    let opening = {
+        let pipe = pipe.clone();
+        tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(pipe))
+    };
+    let writer = tokio::time::timeout(Duration::from_secs(30), opening)
+        .await
+        .expect("the router never read the partition's snapshot")
+        .unwrap()
+        .unwrap();
+    nats.pause().unwrap();
+    std::fs::remove_file(&pipe).unwrap();
+    drop(writer);
+    let given_back = async {
+        loop {
+            match a[0].activity.recv().await {
+                Ok(Activity::Released { partition: 0 }) => return "given back",
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return "the router stopped",
+            }
+        }
+    };
+    let given_back = tokio::time::timeout(refbus_bus::READ_TIMEOUT * 4, given_back).await;
+    nats.resume().unwrap();
+    assert_eq!(given_back, Ok("given back"));
+    assert!(!a[0].task.is_finished(), "the router stopped");
+
+    // Claimed again once the server answers, rebuilt from the bus, and its clocks run.
+    let mut recorded = 0;
+    until(&mut a, &mut recorded, |replicas, _| {
+        replicas[0].pending.get(&0) == Some(&1)
+    })
+    .await;
+    clock.advance_to(at("2026-03-02T10:30:00+08:00"));
+    until(&mut a, &mut recorded, |_, recorded| recorded == 7).await;
+    assert_eq!(recorded_on(&bus, &created.record.state.id).await.len(), 7);
+    let a = a.pop().unwrap();
+    let _ = a.stop.send(());
+    a.task.await.unwrap();
+}
+
 /// A partition's timers are kept in a snapshot file of their own: a replica that takes the
 /// partition over from the same directory starts from it (reading again only the referrals
 /// changed since), and records every item once.
