@@ -181,6 +181,8 @@ pub struct Router {
     exposition: refbus_metrics::Exposition,
     /// What the router appended and JetStream acknowledged, until delivered back (`own`).
     own: std::sync::Mutex<own::OwnAppends>,
+    /// The events handed back, counted for the log ([`HandBacks`]).
+    hand_backs: Arc<HandBacks>,
 }
 
 /// A referral's last state the router checked, to check its next event against.
@@ -360,6 +362,7 @@ impl Router {
             metrics,
             exposition,
             own: std::sync::Mutex::default(),
+            hand_backs: Arc::default(),
         }
     }
 
@@ -712,14 +715,14 @@ impl Router {
     ) -> bool {
         if !state.feeds.contains_key(&partition) || !state.in_tenure(partition) {
             if let Ok(delivery) = &delivery {
-                hand_back(partition, delivery).await;
+                hand_back(&self.hand_backs, partition, delivery).await;
             }
             return true;
         }
         if let (Some(partitions), Ok(delivery)) = (&self.options.partitions, &delivery)
             && partitions.of_subject(&delivery.subject) != partition
         {
-            acknowledge(state.tenure.as_ref(), partition, delivery).await;
+            acknowledge(&self.hand_backs, state.tenure.as_ref(), partition, delivery).await;
             // Nothing of the partition to apply: what it applied reaches this far as well, and
             // its snapshot may cover this event too.
             if let Some(applied) = state.applied.get_mut(&partition) {
@@ -777,21 +780,28 @@ impl Router {
         }
         self.metrics.consumed();
         if sent.is_empty() {
-            acknowledge(state.tenure.as_ref(), partition, &delivery).await;
+            acknowledge(
+                &self.hand_backs,
+                state.tenure.as_ref(),
+                partition,
+                &delivery,
+            )
+            .await;
         } else {
             // Bounded: past the bound, the loop waits for the oldest notices to be stored.
             while settling.len() >= MAX_SETTLING {
                 settling.join_next().await;
             }
-            let (bus, activity, tenure) = (
+            let (bus, activity, tenure, hand_backs) = (
                 self.bus.clone(),
                 self.activity.clone(),
                 state.tenure.clone(),
+                self.hand_backs.clone(),
             );
             settling.spawn(tracing::Instrument::instrument(
                 async move {
                     ingest::settle(bus, activity, sent, &delivery).await;
-                    acknowledge(tenure.as_ref(), partition, &delivery).await;
+                    acknowledge(&hand_backs, tenure.as_ref(), partition, &delivery).await;
                 },
                 span,
             ));
@@ -1226,9 +1236,14 @@ const HAND_BACK_AFTER: Duration = Duration::from_millis(500);
 /// Acknowledges an applied event of `partition`'s consumer while this router holds the
 /// partition; hands it back otherwise: the replica holding it now must apply it too, or the
 /// referral has no clock there ([`share::Tenure`]).
-async fn acknowledge(tenure: Option<&share::Tenure>, partition: u32, delivery: &Delivery) {
+async fn acknowledge(
+    hand_backs: &HandBacks,
+    tenure: Option<&share::Tenure>,
+    partition: u32,
+    delivery: &Delivery,
+) {
     if tenure.is_some_and(|tenure| !tenure.holds(partition)) {
-        hand_back(partition, delivery).await;
+        hand_back(hand_backs, partition, delivery).await;
     } else if let Err(err) = delivery.ack().await {
         // Delivered again later, and recognised as applied.
         tracing::warn!("acknowledging event {}: {err}", delivery.seq);
@@ -1237,16 +1252,54 @@ async fn acknowledge(tenure: Option<&share::Tenure>, partition: u32, delivery: &
 
 /// Leaves an event of `partition`'s consumer unapplied here, for whichever router replica
 /// holds the partition now.
-async fn hand_back(partition: u32, delivery: &Delivery) {
-    tracing::warn!(
-        partition,
-        seq = delivery.seq,
-        "the partition is given up or its lease may be another router replica's: event handed \
-         back to its consumer, not acknowledged here"
-    );
+async fn hand_back(hand_backs: &HandBacks, partition: u32, delivery: &Delivery) {
+    if let Some(events) = hand_backs.count(partition, std::time::Instant::now()) {
+        tracing::warn!(
+            partition,
+            events,
+            last_seq = delivery.seq,
+            "the partition is given up or its lease may be another router replica's: events \
+             handed back to its consumer, not acknowledged here (counted since this line last \
+             came)"
+        );
+    }
     if let Err(err) = delivery.hand_back(HAND_BACK_AFTER).await {
         // Delivered again after the acknowledgement timeout.
         tracing::warn!("handing event {} back: {err}", delivery.seq);
+    }
+}
+
+/// The events handed back per partition, for one log line per partition a second at most: a
+/// partition in doubt hands back every event delivered to it, each coming again half a second
+/// later, and a line per event made thousands of warnings in a fault campaign's router log.
+#[derive(Debug, Default)]
+struct HandBacks(std::sync::Mutex<HashMap<u32, (std::time::Instant, u64)>>);
+
+impl HandBacks {
+    /// Counts one event of `partition` handed back at `now`; returns how many to report now:
+    /// the first since the partition's last line a second or more ago, with those counted
+    /// meanwhile.
+    fn count(&self, partition: u32, now: std::time::Instant) -> Option<u64> {
+        let mut counts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match counts.get_mut(&partition) {
+            None => {
+                counts.insert(partition, (now, 0));
+                Some(1)
+            }
+            Some((since, counted)) => {
+                *counted += 1;
+                if now.duration_since(*since) < Duration::from_secs(1) {
+                    return None;
+                }
+                let events = *counted;
+                *since = now;
+                *counted = 0;
+                Some(events)
+            }
+        }
     }
 }
 
@@ -1261,5 +1314,29 @@ fn wake_of(
         evaluation.next_wake
     } else {
         Some(now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_handed_back_make_one_line_per_partition_a_second_and_none_is_left_uncounted() {
+        let hand_backs = HandBacks::default();
+        let start = std::time::Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        // The first of a burst is reported at once; the rest of its second only counted.
+        assert_eq!(hand_backs.count(2, at(0)), Some(1));
+        assert_eq!(hand_backs.count(2, at(300)), None);
+        assert_eq!(hand_backs.count(2, at(999)), None);
+        // Another partition has lines of its own.
+        assert_eq!(hand_backs.count(1, at(500)), Some(1));
+        // A second later, one line for the second's events (this one included).
+        assert_eq!(hand_backs.count(2, at(1000)), Some(3));
+        assert_eq!(hand_backs.count(2, at(1500)), None);
+        // A burst long after: what was counted since the last line comes with it.
+        assert_eq!(hand_backs.count(2, at(60_000)), Some(2));
+        assert_eq!(hand_backs.count(1, at(60_000)), Some(1));
     }
 }
