@@ -370,12 +370,7 @@ impl Keeper {
             };
             self.tenure.end(k);
             changes.push(Change::Lost(k));
-            match tokio::time::timeout_at(deadline, self.leases.release(lease)).await {
-                Ok(Ok(())) => {}
-                // Ages out within the time to live instead.
-                Ok(Err(err)) => tracing::warn!(partition = k, "giving a partition back: {err}"),
-                Err(_) => tracing::warn!(partition = k, "giving a partition back: no answer"),
-            }
+            self.release_by(k, lease, deadline).await;
         }
         if self.held.len() >= share {
             return changes;
@@ -447,7 +442,13 @@ impl Keeper {
         };
         self.tenure.end(k);
         let wait = self.partitions.lease_ttl / LOOKS_PER_TTL;
-        match tokio::time::timeout(wait, self.leases.release(lease)).await {
+        self.release_by(k, lease, Instant::now() + wait).await;
+    }
+
+    /// Releases partition `k`'s lease, waiting no later than `deadline`: a lease not released
+    /// ages out within its time to live instead.
+    async fn release_by(&self, k: u32, lease: Lease, deadline: Instant) {
+        match tokio::time::timeout_at(deadline, self.leases.release(lease)).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => tracing::warn!(partition = k, "giving a partition back: {err}"),
             Err(_) => tracing::warn!(partition = k, "giving a partition back: no answer"),
