@@ -256,7 +256,7 @@ impl HeldFeed {
     /// had not taken yet: they are the partition's new holder's, at once rather than after the
     /// acknowledgement timeout (a consumer dropped with them would leave them a minute
     /// unacknowledged, nobody acting on them). Returns the hand-backs' task.
-    fn stop(self, partition: u32) -> tokio::task::JoinHandle<()> {
+    fn stop(self, partition: u32, hand_backs: Arc<HandBacks>) -> tokio::task::JoinHandle<()> {
         self.abort.abort();
         let buffered = self.stop.stop();
         tokio::spawn(async move {
@@ -270,10 +270,7 @@ impl HeldFeed {
                  each handed back to the consumer, for the partition's holder"
             );
             for delivery in &buffered {
-                if let Err(err) = delivery.hand_back(HAND_BACK_AFTER).await {
-                    // Delivered again after the acknowledgement timeout.
-                    tracing::warn!("handing event {} back: {err}", delivery.seq);
-                }
+                send_back(&hand_backs, partition, delivery).await;
             }
         })
     }
@@ -412,8 +409,9 @@ impl Router {
         // A partitioned router learns what it holds from its lease keeper, beside the loop (a
         // long rebuild in the loop must not hold up the renewals).
         let (changes_tx, mut changes) = mpsc::channel::<share::Change>(64);
-        // Partitions the loop could not take over, back to the keeper (`Router::gain`).
-        let (returned, returned_rx) = mpsc::unbounded_channel::<u32>();
+        // What came of each partition's takeover, for the keeper: one that failed is given
+        // back (`Router::gain`).
+        let (takeovers, takeovers_rx) = mpsc::unbounded_channel::<share::Takeover>();
         let mut keeper = KeeperGuard(None);
         match &partitions {
             None => {
@@ -438,7 +436,7 @@ impl Router {
                     partitions.clone(),
                     state.tenure.clone().unwrap_or_default(),
                     changes_tx,
-                    returned_rx,
+                    takeovers_rx,
                 )));
             }
         }
@@ -545,9 +543,11 @@ impl Router {
                         }
                         next = changes.try_recv().ok();
                     }
-                    for partition in router.gain(&mut state, &mut feeds, gained).await? {
-                        saved.remove(&partition);
-                        let _ = returned.send(partition);
+                    for outcome in router.gain(&mut state, &mut feeds, gained).await? {
+                        if let share::Takeover::Failed(partition) = outcome {
+                            saved.remove(&partition);
+                        }
+                        let _ = takeovers.send(outcome);
                     }
                 }
                 Some(outcome) = fired.recv() => {
@@ -598,7 +598,7 @@ impl Router {
         // What the consumers had buffered goes back to them before the leases do: the next
         // holders get it at once.
         for (partition, feed) in state.feeds.drain() {
-            let _ = feed.stop(partition).await;
+            let _ = feed.stop(partition, router.hand_backs.clone()).await;
         }
         // A clean stop gives the leases back at once (closing the channel tells the keeper).
         drop(changes);
@@ -685,7 +685,7 @@ impl Router {
     /// recorded at most once whoever records it).
     fn release(&self, state: &mut Loop, partition: u32) {
         if let Some(feed) = state.feeds.remove(&partition) {
-            drop(feed.stop(partition));
+            drop(feed.stop(partition, self.hand_backs.clone()));
         }
         state.applied.remove(&partition);
         state.checked.remove(&partition);
@@ -810,8 +810,9 @@ impl Router {
     }
 
     /// Takes the partitions `gained` over: their consumers opened, their timers set up. Returns
-    /// those it could not take over because JetStream did not answer (in time, or at all), for
-    /// the keeper to give back: any replica may claim them at its next look, this one too.
+    /// what came of each, for the keeper: those it could not take over because JetStream did
+    /// not answer (in time, or at all) are given back, for any replica to claim (this one
+    /// too, after a wait: [`share::Takeover`]).
     ///
     /// Given back, not the router stopped: a stop dropped every partition it held, the ones
     /// working too, and a restart took them all over again, against the same unsettled
@@ -821,9 +822,9 @@ impl Router {
         state: &mut Loop,
         feeds: &mut SelectAll<BoxStream<'static, Feed>>,
         gained: Vec<u32>,
-    ) -> Result<Vec<u32>, Error> {
+    ) -> Result<Vec<share::Takeover>, Error> {
         let mut opened = Vec::new();
-        let mut back = Vec::new();
+        let mut outcomes = Vec::new();
         for partition in gained {
             match self.open(state, feeds, partition).await {
                 Ok(()) => opened.push(partition),
@@ -832,13 +833,13 @@ impl Router {
                         partition,
                         "taking the partition over failed for now, giving it back: {err}"
                     );
-                    back.push(partition);
+                    outcomes.push(share::Takeover::Failed(partition));
                 }
                 Err(err) => return Err(err),
             }
         }
         match self.take_over(state, opened.clone()).await {
-            Ok(()) => {}
+            Ok(()) => outcomes.extend(opened.into_iter().map(share::Takeover::Done)),
             Err(err) if err.is_transient() => {
                 for partition in opened {
                     tracing::warn!(
@@ -846,12 +847,12 @@ impl Router {
                         "taking the partition over failed for now, giving it back: {err}"
                     );
                     self.release(state, partition);
-                    back.push(partition);
+                    outcomes.push(share::Takeover::Failed(partition));
                 }
             }
             Err(err) => return Err(err),
         }
-        Ok(back)
+        Ok(outcomes)
     }
 
     /// Sets the timers of the partitions gained up: those with a usable snapshot from it, the
@@ -1253,7 +1254,10 @@ async fn acknowledge(
 /// Leaves an event of `partition`'s consumer unapplied here, for whichever router replica
 /// holds the partition now.
 async fn hand_back(hand_backs: &HandBacks, partition: u32, delivery: &Delivery) {
-    if let Some(events) = hand_backs.count(partition, std::time::Instant::now()) {
+    if let Some(events) = hand_backs
+        .handed
+        .count(partition, std::time::Instant::now())
+    {
         tracing::warn!(
             partition,
             events,
@@ -1263,22 +1267,46 @@ async fn hand_back(hand_backs: &HandBacks, partition: u32, delivery: &Delivery) 
              came)"
         );
     }
-    if let Err(err) = delivery.hand_back(HAND_BACK_AFTER).await {
-        // Delivered again after the acknowledgement timeout.
-        tracing::warn!("handing event {} back: {err}", delivery.seq);
+    send_back(hand_backs, partition, delivery).await;
+}
+
+/// Hands an event of `partition`'s consumer back to JetStream, for delivery again after
+/// [`HAND_BACK_AFTER`]. One JetStream does not take back is delivered again after the
+/// acknowledgement timeout instead: reported, as the hand-backs are, in one line per partition
+/// a second (they fail together, while the bus does not answer).
+async fn send_back(hand_backs: &HandBacks, partition: u32, delivery: &Delivery) {
+    if let Err(err) = delivery.hand_back(HAND_BACK_AFTER).await
+        && let Some(events) = hand_backs
+            .failed
+            .count(partition, std::time::Instant::now())
+    {
+        tracing::warn!(
+            partition,
+            events,
+            last_seq = delivery.seq,
+            "events could not be handed back, each is delivered again after the acknowledgement \
+             timeout (counted since this line last came): {err}"
+        );
     }
 }
 
-/// The events handed back per partition, for one log line per partition a second at most: a
-/// partition in doubt hands back every event delivered to it, each coming again half a second
-/// later, and a line per event made thousands of warnings in a fault campaign's router log.
+/// The events handed back per partition, and the hand-backs that failed, for one log line of
+/// each per partition a second at most: a partition in doubt hands back every event delivered
+/// to it, each coming again half a second later, and a line per event made thousands of
+/// warnings in a fault campaign's router log.
 #[derive(Debug, Default)]
-struct HandBacks(std::sync::Mutex<HashMap<u32, (std::time::Instant, u64)>>);
+struct HandBacks {
+    handed: PerSecond,
+    failed: PerSecond,
+}
 
-impl HandBacks {
-    /// Counts one event of `partition` handed back at `now`; returns how many to report now:
-    /// the first since the partition's last line a second or more ago, with those counted
-    /// meanwhile.
+/// Events counted per partition, reported at most once a second each.
+#[derive(Debug, Default)]
+struct PerSecond(std::sync::Mutex<HashMap<u32, (std::time::Instant, u64)>>);
+
+impl PerSecond {
+    /// Counts one event of `partition` at `now`; returns how many to report now: the first
+    /// since the partition's last line a second or more ago, with those counted meanwhile.
     fn count(&self, partition: u32, now: std::time::Instant) -> Option<u64> {
         let mut counts = self
             .0
@@ -1323,7 +1351,7 @@ mod tests {
 
     #[test]
     fn events_handed_back_make_one_line_per_partition_a_second_and_none_is_left_uncounted() {
-        let hand_backs = HandBacks::default();
+        let hand_backs = PerSecond::default();
         let start = std::time::Instant::now();
         let at = |millis: u64| start + Duration::from_millis(millis);
         // The first of a burst is reported at once; the rest of its second only counted.

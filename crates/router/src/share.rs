@@ -94,6 +94,64 @@ pub(crate) enum Change {
     Lost(u32),
 }
 
+/// What came of the loop's takeover of a partition the keeper gained, for the keeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Takeover {
+    /// The partition's consumer is open and its timers are set up.
+    Done(u32),
+    /// JetStream did not answer: the partition is to be given back ([`Retakes`]).
+    Failed(u32),
+}
+
+/// When this replica may claim again a partition it could not take over. A failed takeover
+/// gives the partition back at once, for any replica to claim, and this one waits before
+/// claiming it itself: a look after the first failure, twice as long after each failure in a
+/// row, at most a time to live; a takeover done ends the row. Why: while JetStream does not
+/// answer, every takeover fails, and claiming the partition again at the next look made a
+/// give-back with its warnings every few seconds (docs/RELIABILITY.md, finding 9: 23 and 60 in
+/// a 30-minute campaign). Capped at the time to live, the wait delays a partition's clocks no
+/// more than a dead replica's lease aging out does.
+#[derive(Debug)]
+struct Retakes {
+    first: Duration,
+    most: Duration,
+    /// Per partition in a row of failures: not claimed by this replica before the instant;
+    /// the wait that led to it.
+    waiting: HashMap<u32, (Instant, Duration)>,
+}
+
+impl Retakes {
+    fn new(ttl: Duration) -> Retakes {
+        Retakes {
+            first: ttl / LOOKS_PER_TTL,
+            most: ttl,
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// Partition `k`'s takeover failed at `now`: returns how long this replica leaves it.
+    fn failed(&mut self, k: u32, now: Instant) -> Duration {
+        let wait = match self.waiting.get(&k) {
+            Some((_, last)) => (*last * 2).min(self.most),
+            None => self.first,
+        };
+        self.waiting.insert(k, (now + wait, wait));
+        wait
+    }
+
+    /// Partition `k` was taken over: its next failure waits the least again.
+    fn done(&mut self, k: u32) {
+        self.waiting.remove(&k);
+    }
+
+    /// Whether this replica may claim partition `k` at `now`.
+    fn may_claim(&self, k: u32, now: Instant) -> bool {
+        self.waiting
+            .get(&k)
+            .is_none_or(|(not_before, _)| now >= *not_before)
+    }
+}
+
 /// Until when this replica may act on each partition it holds, on this process's monotonic
 /// clock: when its lease was last written (the request sent, before the server wrote it) plus
 /// the time to live. The server lets another replica claim the lease only once that write has
@@ -147,8 +205,9 @@ impl Tenure {
 /// thirds of the time to live and all of it after its death (when it last renewed), and a
 /// survivor claims it at most a twelfth later, not a third.
 ///
-/// A partition the loop could not take over (the bus failed meanwhile) comes back on
-/// `returned`: its lease is given up, for whichever replica claims it next (this one too).
+/// What came of each partition's takeover comes on `takeovers`: one the loop could not take
+/// over (the bus failed meanwhile) is given up, for whichever replica claims it next (this
+/// one too, after a wait: [`Retakes`]).
 ///
 /// Nothing slow holds up a renewal: the replicas alive are counted beside the rounds
 /// ([`count_replicas`]), and every other request of a round is abandoned before the first
@@ -160,7 +219,7 @@ pub(crate) async fn keep(
     partitions: Partitions,
     tenure: Tenure,
     changes: mpsc::Sender<Change>,
-    mut returned: mpsc::UnboundedReceiver<u32>,
+    mut takeovers: mpsc::UnboundedReceiver<Takeover>,
 ) {
     let tick = partitions.lease_ttl / LOOKS_PER_TTL;
     let leases = loop {
@@ -187,8 +246,9 @@ pub(crate) async fn keep(
         member: format!("member.{replica}"),
         member_lease: None,
         member_renewed_at: tokio::time::Instant::now(),
-        partitions,
         held: BTreeMap::new(),
+        retakes: Retakes::new(partitions.lease_ttl),
+        partitions,
         tenure,
         replicas,
     };
@@ -199,8 +259,11 @@ pub(crate) async fn keep(
     loop {
         tokio::select! {
             () = changes.closed() => break,
-            Some(k) = returned.recv() => {
-                keeper.give_back_one(k).await;
+            Some(takeover) = takeovers.recv() => {
+                match takeover {
+                    Takeover::Done(k) => keeper.retakes.done(k),
+                    Takeover::Failed(k) => keeper.give_back_one(k).await,
+                }
                 continue;
             }
             _ = interval.tick() => {}
@@ -261,6 +324,8 @@ struct Keeper {
     /// How many replicas are alive, as last counted ([`count_replicas`]); `None` before the
     /// first count.
     replicas: tokio::sync::watch::Receiver<Option<usize>>,
+    /// Partitions this replica could not take over, left a while before it claims them again.
+    retakes: Retakes,
 }
 
 impl Keeper {
@@ -383,7 +448,7 @@ impl Keeper {
                 break;
             }
             let k = (start + offset) % self.partitions.count;
-            if self.held.contains_key(&k) {
+            if self.held.contains_key(&k) || !self.retakes.may_claim(k, Instant::now()) {
                 continue;
             }
             let sent = Instant::now();
@@ -435,12 +500,19 @@ impl Keeper {
     }
 
     /// Gives partition `k` up at the loop's request (it could not take it over): its lease
-    /// released, for whichever replica claims it next. One not released ages out instead.
+    /// released, for whichever replica claims it next, this one after a wait ([`Retakes`]).
+    /// One not released ages out instead.
     async fn give_back_one(&mut self, k: u32) {
         let Some((lease, _)) = self.held.remove(&k) else {
             return;
         };
         self.tenure.end(k);
+        let wait = self.retakes.failed(k, Instant::now());
+        tracing::info!(
+            partition = k,
+            "the partition is given back; this router claims it again in {wait:?} at the \
+             earliest"
+        );
         let wait = self.partitions.lease_ttl / LOOKS_PER_TTL;
         self.release_by(k, lease, Instant::now() + wait).await;
     }
@@ -487,6 +559,34 @@ mod tests {
         for count in counts {
             assert!((800..1_200).contains(&count), "{counts:?}");
         }
+    }
+
+    #[test]
+    fn a_partition_not_taken_over_waits_longer_after_each_failure_in_a_row_up_to_a_ttl() {
+        let ttl = Duration::from_secs(6);
+        let mut retakes = Retakes::new(ttl);
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        assert!(retakes.may_claim(3, at(0)));
+        // The first failure: a look (half a second).
+        assert_eq!(retakes.failed(3, at(0)), Duration::from_millis(500));
+        assert!(!retakes.may_claim(3, at(499)));
+        assert!(retakes.may_claim(3, at(500)));
+        // Another partition is claimed meanwhile as ever.
+        assert!(retakes.may_claim(4, at(100)));
+        // Failures in a row double the wait, up to the time to live.
+        assert_eq!(retakes.failed(3, at(600)), Duration::from_secs(1));
+        assert!(!retakes.may_claim(3, at(1_599)));
+        assert_eq!(retakes.failed(3, at(2_000)), Duration::from_secs(2));
+        assert_eq!(retakes.failed(3, at(5_000)), Duration::from_secs(4));
+        assert_eq!(retakes.failed(3, at(10_000)), ttl);
+        assert_eq!(retakes.failed(3, at(20_000)), ttl);
+        assert!(!retakes.may_claim(3, at(25_999)));
+        assert!(retakes.may_claim(3, at(26_000)));
+        // A takeover done ends the row: the next failure waits a look again.
+        retakes.done(3);
+        assert!(retakes.may_claim(3, at(20_001)));
+        assert_eq!(retakes.failed(3, at(30_000)), Duration::from_millis(500));
     }
 
     #[test]
