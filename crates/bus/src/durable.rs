@@ -369,6 +369,133 @@ pub struct DurableStop {
 
 type Deliveries = BoxStream<'static, Result<Delivery, ReadError>>;
 
+/// How long each pull request of the router's consumer waits at JetStream before it expires and
+/// the client asks again (a third of the client's default), and how often JetStream signals a
+/// waiting pull is alive (under half of it, as the server requires). Shorter than the defaults
+/// so that a pull lost in silence (its consumer's leader killed or cut off while it waited) is
+/// asked again within [`PULL_EXPIRES`] and the client's five seconds, not 35 s.
+pub(crate) const PULL_EXPIRES: Duration = Duration::from_secs(10);
+pub(crate) const PULL_HEARTBEAT: Duration = Duration::from_secs(4);
+/// The wait before asking again after a pull JetStream answered "no responders", doubled while
+/// it keeps answering so, up to the most.
+const PULL_AGAIN_FIRST: Duration = Duration::from_millis(250);
+const PULL_AGAIN_MOST: Duration = Duration::from_secs(5);
+
+/// Opens a pull of `consumer`'s messages, configured as [`pulled`] needs.
+pub(crate) async fn open_pull(
+    consumer: &consumer::Consumer<pull::Config>,
+) -> Result<pull::Stream, consumer::StreamError> {
+    consumer
+        .stream()
+        .expires(PULL_EXPIRES)
+        .heartbeat(PULL_HEARTBEAT)
+        .messages()
+        .await
+}
+
+/// `consumer`'s messages from `first` on, pulled again whenever JetStream loses the pull.
+///
+/// Why: the client's pull stream sends its next pull request only once the one outstanding is
+/// answered or has expired (plus five seconds). A pull request JetStream answered "no
+/// responders" (the consumer without a leader, or its leader not known yet where the request
+/// arrived) is counted outstanding all the same, and the router's partition received nothing
+/// until it would have expired: 70 s without an event in a fault campaign, and the referrals
+/// created meanwhile had their clocks fired a minute late (docs/RELIABILITY.md, finding 10).
+/// Here such a pull is dropped, what its stream had already received is passed on first, and a
+/// new pull is opened after a short wait; the error is passed on too, for the log.
+pub(crate) fn pulled(
+    consumer: consumer::Consumer<pull::Config>,
+    first: pull::Stream,
+) -> BoxStream<'static, Result<async_nats::jetstream::Message, ReadError>> {
+    let puller = Puller {
+        consumer,
+        messages: Some(first),
+        received: std::collections::VecDeque::new(),
+        again_in: PULL_AGAIN_FIRST,
+        opened_at: tokio::time::Instant::now(),
+    };
+    futures::stream::unfold(puller, |mut puller| async move {
+        let next = puller.next().await?;
+        Some((next, puller))
+    })
+    .boxed()
+}
+
+struct Puller {
+    consumer: consumer::Consumer<pull::Config>,
+    /// The pull open; `None` once JetStream lost it, until the next is opened.
+    messages: Option<pull::Stream>,
+    /// What a lost pull's stream had received, passed on before anything else.
+    received: std::collections::VecDeque<async_nats::jetstream::Message>,
+    /// The wait before the next pull is opened once one is lost.
+    again_in: Duration,
+    opened_at: tokio::time::Instant,
+}
+
+impl Puller {
+    async fn next(&mut self) -> Option<Result<async_nats::jetstream::Message, ReadError>> {
+        let unavailable = |err: String| {
+            Some(Err(ReadError::with_source(
+                crate::ReadErrorKind::Unavailable,
+                err,
+            )))
+        };
+        if let Some(message) = self.received.pop_front() {
+            return Some(Ok(message));
+        }
+        let messages = match self.messages.as_mut() {
+            Some(messages) => messages,
+            None => {
+                tokio::time::sleep(self.again_in).await;
+                self.again_in = (self.again_in * 2).min(PULL_AGAIN_MOST);
+                let opened =
+                    tokio::time::timeout(crate::READ_TIMEOUT, open_pull(&self.consumer)).await;
+                match opened {
+                    Ok(Ok(messages)) => {
+                        self.opened_at = tokio::time::Instant::now();
+                        self.messages.insert(messages)
+                    }
+                    Ok(Err(err)) => return unavailable(format!("pulling again: {err}")),
+                    Err(_) => {
+                        return unavailable(format!(
+                            "pulling again: JetStream did not answer within {:?}",
+                            crate::READ_TIMEOUT
+                        ));
+                    }
+                }
+            }
+        };
+        match messages.next().await {
+            None => None,
+            Some(Ok(message)) => {
+                self.again_in = PULL_AGAIN_FIRST;
+                Some(Ok(message))
+            }
+            // Not on a missed heartbeat: a replica paused or starved past two heartbeats misses
+            // them too, with its pull alive and events on their way to it, and a pull dropped
+            // drops those until the acknowledgement timeout (a minute). A pull lost in silence
+            // (its leader killed) is asked again when it expires: [`PULL_EXPIRES`] and five
+            // seconds.
+            Some(Err(err)) if err.kind() == pull::MessagesErrorKind::NoResponders => {
+                let mut lost = self.messages.take()?;
+                // Only what is already received: polling never waits here.
+                while let Some(Some(Ok(message))) = lost.next().now_or_never() {
+                    self.received.push_back(message);
+                }
+                // A pull that had served a while: its loss starts the waits over.
+                if self.opened_at.elapsed() > PULL_AGAIN_MOST * 2 {
+                    self.again_in = PULL_AGAIN_FIRST;
+                }
+                unavailable(format!(
+                    "{err}: the pull is lost, asking again in {:?}",
+                    self.again_in
+                ))
+            }
+            Some(Err(err)) => unavailable(err.to_string()),
+        }
+    }
+}
+
 struct Shared {
     /// `None` once stopped (or ended).
     deliveries: Mutex<Option<Deliveries>>,

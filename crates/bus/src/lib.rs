@@ -1242,15 +1242,14 @@ impl Bus {
             }
             Err(err) => return Err(unavailable(Box::new(err))),
         };
-        let messages = timed(consumer.messages())
+        let first = timed(durable::open_pull(&consumer))
             .await
             .map_err(timed_out)?
             .map_err(|err| unavailable(Box::new(err)))?;
         Ok(durable::Durable::new(
-            messages
+            durable::pulled(consumer, first)
                 .map(|message| {
-                    let message = message
-                        .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+                    let message = message?;
                     let info = message.info().map_err(|err| {
                         ReadError::with_source(ReadErrorKind::Unavailable, err.to_string())
                     })?;

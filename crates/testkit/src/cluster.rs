@@ -73,15 +73,35 @@ impl NatsCluster {
     /// it; `None` while no running node names a leader (an election under way) or the stream
     /// does not exist. For tests that kill the leader in particular.
     pub fn stream_leader(&self, stream: &str) -> Result<Option<usize>, Error> {
+        self.group_leader(stream, None)
+    }
+
+    /// The index (0-based) of the node leading consumer `consumer` of stream `stream`, as
+    /// [`NatsCluster::stream_leader`] reports a stream's.
+    pub fn consumer_leader(&self, stream: &str, consumer: &str) -> Result<Option<usize>, Error> {
+        self.group_leader(stream, Some(consumer))
+    }
+
+    fn group_leader(&self, stream: &str, consumer: Option<&str>) -> Result<Option<usize>, Error> {
         for node in self.nodes.iter().filter(|n| n.is_running()) {
-            let body = node.monitor("/jsz?accounts=true&streams=true")?;
+            let body = node.monitor("/jsz?accounts=true&streams=true&consumers=true")?;
             let report: serde_json::Value =
                 serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
             for account in items(&report["account_details"]) {
-                for detail in items(&account["stream_detail"]) {
-                    if detail["name"].as_str() != Some(stream) {
+                for stream_detail in items(&account["stream_detail"]) {
+                    if stream_detail["name"].as_str() != Some(stream) {
                         continue;
                     }
+                    let detail = match consumer {
+                        None => stream_detail,
+                        Some(consumer) => match items(&stream_detail["consumer_detail"])
+                            .iter()
+                            .find(|detail| detail["name"].as_str() == Some(consumer))
+                        {
+                            Some(detail) => detail,
+                            None => continue,
+                        },
+                    };
                     let leader = detail["cluster"]["leader"].as_str();
                     let index = self
                         .nodes
