@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use refbus_bus::{Bus, StreamSettings};
 use refbus_testkit::{NatsServer, free_port};
@@ -34,19 +34,16 @@ fn refbus(args: &[&str], stdin: &str) -> Output {
         .expect("the refbus binary runs");
     // A refusal may come before the input is read: a closed pipe is not the test's failure.
     let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    let started = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "refbus {args:?} still ran after a minute on an altered stream:\n{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+    let pid = child.id();
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output().unwrap()));
+    match ended.recv_timeout(Duration::from_secs(60)) {
+        Ok(output) => output,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("refbus {args:?} still ran after a minute on an altered stream");
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().unwrap()
 }
 
 fn succeeded(output: &Output) {
