@@ -166,6 +166,10 @@ pub enum Error {
     Listener(#[from] std::io::Error),
     #[error("serving metrics: {0}")]
     Metrics(std::io::Error),
+    /// The router's statement on the events stream refuses the start (see
+    /// `refbus_bus::statement`): none yet, not the router's, or the stream misconfigured.
+    #[error("the events stream: {0}")]
+    Stream(refbus_bus::ConnectError),
 }
 
 impl Adapter {
@@ -245,6 +249,7 @@ pub async fn run(
     if let Transport::MutualTls { tls, .. } = &transport {
         check_expiry(tls)?;
     }
+    check_stream(&adapter).await?;
     // Served for as long as the adapter runs, stopped with it.
     let metrics = match &adapter.inner.options.metrics {
         Some(endpoint) => Some(
@@ -274,6 +279,36 @@ pub async fn run(
         metrics.stop().await;
     }
     served
+}
+
+/// Refuses to start unless the router has checked the events stream and found it as
+/// configured: an adapter may not read the stream's settings itself (the answer can list every
+/// referral's subject), so it reads the router's signed statement of its last check
+/// (`refbus_bus::statement`). A statement older than `STALE_AFTER` (no router checked since)
+/// is warned about, not refused: a router down must not also keep the agency from referring.
+async fn check_stream(adapter: &Adapter) -> Result<(), Error> {
+    let (statement, age) = adapter
+        .inner
+        .bus
+        .router_statement(&adapter.inner.verifier)
+        .await
+        .map_err(Error::Stream)?;
+    if age > refbus_bus::statement::STALE_AFTER {
+        tracing::warn!(
+            stream = %statement.stream,
+            checked_at = %statement.checked_at,
+            age_seconds = age.as_secs(),
+            "the router's last check of the events stream is old: is a router running? Starting \
+             on it; a stream altered since is not known here"
+        );
+    } else {
+        tracing::info!(
+            stream = %statement.stream,
+            checked_at = %statement.checked_at,
+            "the router checked the events stream: as configured"
+        );
+    }
+    Ok(())
 }
 
 /// Serves `adapter` over gRPC on `listener` (with health checking and reflection) until

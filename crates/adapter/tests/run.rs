@@ -45,11 +45,13 @@ async fn start() -> Running {
         [(agency.clone(), pair.public().clone())],
     )
     .unwrap();
-    let bus = Bus::connect(&nats.url(), &StreamSettings::default())
-        .await
-        .unwrap();
     let registry = Arc::new(registry);
     let signing = refbus_seal::signing::SigningKeys::generate(&registry);
+    // Connected as the router's start connects: the stream checked and the router's statement
+    // of it stored, without which an adapter does not start.
+    let bus = Bus::connect_attesting(&nats.url(), &StreamSettings::default(), &signing.router())
+        .await
+        .unwrap();
     let verifier = refbus_bus::Verifier::new(
         registry.clone(),
         Arc::new(signing.signers()),

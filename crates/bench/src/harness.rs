@@ -66,8 +66,14 @@ impl Runtimes {
             Layout::Measured => &self.nats_io,
             Layout::AsDeployed => &self.adapter,
         };
+        // As the router's start connects: the stream checked and the router's statement of
+        // it stored, without which an adapter does not start.
         let bus = nats_runtime
-            .block_on(Bus::connect(nats_url, &StreamSettings::default()))
+            .block_on(Bus::connect_attesting(
+                nats_url,
+                &StreamSettings::default(),
+                &crate::signing_keys(&fixture.registry).router(),
+            ))
             .map_err(|err| BenchError::Nats(err.to_string()))?;
         let stages = Arc::new(StageTimes::new(cpu::thread_cpu));
         let options = Options {

@@ -125,6 +125,11 @@ impl Verifier {
         &self.registry
     }
 
+    /// The signing keys records are checked against (the registry's, and any added).
+    pub fn signers(&self) -> &Signers {
+        &self.signers
+    }
+
     pub fn checker(&self) -> Checker<'_> {
         Checker {
             registry: &self.registry,

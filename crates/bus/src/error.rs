@@ -60,6 +60,10 @@ pub enum ConnectErrorKind {
     Provision,
     #[error("the existing stream is configured in a way refbus cannot use safely")]
     Misconfigured,
+    /// The router's statement on the stream, which an adapter starts on, is missing or cannot
+    /// be believed ([`statement`](crate::statement)).
+    #[error("the router's word on the stream is missing or cannot be believed")]
+    Unvouched,
 }
 pub type ConnectError = Error<ConnectErrorKind>;
 

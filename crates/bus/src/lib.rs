@@ -6,6 +6,8 @@
 //! - [`connect`]: where NATS is and who connects, in refbus's own types: no async-nats type
 //!   crosses this crate's API.
 //! - [`provision`]: the events stream, created if missing, checked in full at every start.
+//! - [`statement`]: the router's signed word on the stream it checked, which adapters (that may
+//!   not read the stream's settings) check at start instead.
 //! - [`durable`]: the router's durable consumer, created if missing, checked at every start.
 //! - [`record`]: what a message holds (an event, its hash and the state after it; or a notice).
 //! - [`headers`]: CloudEvents binary-mode headers and W3C trace context.
@@ -47,6 +49,7 @@ pub mod record;
 pub mod replay;
 mod scoped;
 mod seen;
+pub mod statement;
 pub mod subjects;
 mod tail;
 
@@ -122,6 +125,8 @@ pub struct Bus {
     /// How long JetStream remembers a message id: the stream's, as configured (and checked at
     /// start by every component that may ask for the stream's information).
     duplicate_window: Duration,
+    /// The stream's settings as this component is configured.
+    settings: Arc<StreamSettings>,
 }
 
 /// An event to append: the bus stores it on its referral's subject, signed.
@@ -303,7 +308,16 @@ impl Bus {
         options: impl Into<ConnectOptions>,
         settings: &StreamSettings,
     ) -> Result<Bus, ConnectError> {
-        let options = options.into();
+        Bus::open(options.into(), settings, None).await
+    }
+
+    /// [`Bus::connect`], and with `attest` (the router's key, [`Bus::connect_attesting`]) the
+    /// signed statement of the stream's check stored for the adapters.
+    async fn open(
+        options: ConnectOptions,
+        settings: &StreamSettings,
+        attest: Option<&SigningKey>,
+    ) -> Result<Bus, ConnectError> {
         let confined_to = options.confined_to.clone();
         let (options, servers) = options.to_async_nats().await?;
         let (connected_tx, connected) = tokio::sync::watch::channel(true);
@@ -351,7 +365,7 @@ impl Bus {
             Some(agency) => scoped::confined_stream(&js, &settings.name, agency)
                 .await
                 .map(|stream| (stream, None)),
-            None => match provision::ensure_stream(&js, settings).await {
+            None => match provision::ensure_stream(&js, settings, attest).await {
                 Ok(stream) => {
                     let info = Arc::new(stream.cached_info().clone());
                     js.get_stream_no_info(&settings.name)
@@ -393,7 +407,13 @@ impl Bus {
             index_chains: Arc::default(),
             seen: Arc::default(),
             duplicate_window: settings.duplicate_window,
+            settings: Arc::new(settings.clone()),
         })
+    }
+
+    /// The stream's settings as this component is configured.
+    pub fn settings(&self) -> &StreamSettings {
+        &self.settings
     }
 
     /// Whether the connection is up, as it changes: for health checks.

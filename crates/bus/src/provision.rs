@@ -15,6 +15,8 @@ use std::time::Duration;
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::{self, stream};
 
+use refbus_core::signature::SigningKey;
+
 use crate::error::{ConnectError, ConnectErrorKind};
 use crate::subjects;
 
@@ -336,11 +338,7 @@ pub(crate) fn differences(existing: &stream::Config, settings: &StreamSettings) 
 
 /// The refusal for `found`'s refused differences, or `None` if there are none.
 fn refusal(name: &str, found: &[Difference]) -> Option<String> {
-    let refused: Vec<String> = found
-        .iter()
-        .filter(|difference| difference.action == Action::Refuse)
-        .map(ToString::to_string)
-        .collect();
+    let refused = refused_texts(found);
     if refused.is_empty() {
         return None;
     }
@@ -352,12 +350,28 @@ fn refusal(name: &str, found: &[Difference]) -> Option<String> {
     ))
 }
 
+/// Each difference between `existing` and `settings` that refuses a start, as its refusal
+/// names it (what the router's statement for the adapters lists).
+pub(crate) fn refused(existing: &stream::Config, settings: &StreamSettings) -> Vec<String> {
+    refused_texts(&differences(existing, settings))
+}
+
+fn refused_texts(found: &[Difference]) -> Vec<String> {
+    found
+        .iter()
+        .filter(|difference| difference.action == Action::Refuse)
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Creates the events stream if it is missing, or checks every setting of the existing one:
 /// refuses to run on a stream that could lose events, and updates the settings that are safe to
-/// change.
+/// change. With `attest` (the router's key), the verdict is also stored, signed, for the
+/// adapters ([`statement`](crate::statement)), a refusal included.
 pub(crate) async fn ensure_stream(
     js: &jetstream::Context,
     settings: &StreamSettings,
+    attest: Option<&SigningKey>,
 ) -> Result<stream::Stream, ConnectError> {
     let provision = |err: Box<dyn std::error::Error + Send + Sync>| {
         ConnectError::with_source(ConnectErrorKind::Provision, err)
@@ -381,6 +395,26 @@ pub(crate) async fn ensure_stream(
     };
     let existing = &stream.cached_info().config;
     let found = differences(existing, settings);
+    if let Some(key) = attest {
+        // Before anything else is done about the verdict: an adapter starting next reads it.
+        // Boxed: only the router takes this path, and every other caller's start-up future
+        // would otherwise carry its size.
+        let recorded = Box::pin(crate::statement::record(
+            js,
+            settings,
+            key,
+            refused_texts(&found),
+        ));
+        if let Err(err) = recorded.await {
+            tracing::error!(
+                stream = %settings.name,
+                error = %err,
+                "could not store the router's statement on the stream for the adapters: adapters \
+                 starting now see an older one, or none and refuse; the router tries again at \
+                 its next check"
+            );
+        }
+    }
     if let Some(message) = refusal(&settings.name, &found) {
         return Err(ConnectError::with_source(
             ConnectErrorKind::Misconfigured,

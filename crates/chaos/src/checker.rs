@@ -117,6 +117,25 @@ impl Check {
 /// Connects to the cluster as the campaign's reader (no credentials: the campaign's nodes
 /// run without authentication), creating the R3 stream if it is not there yet.
 pub async fn connect(urls: &str) -> anyhow::Result<Bus> {
+    let (options, settings) = cluster(urls);
+    Ok(Bus::connect(&options, &settings).await?)
+}
+
+/// [`connect`] as the routers' start connects: the stream checked and the router's signed
+/// statement of it stored with the key in `router_key_file`, so that adapters started beside
+/// the routers do not race them to it (an adapter refuses to start without one).
+pub async fn connect_as_router(urls: &str, router_key_file: &Path) -> anyhow::Result<Bus> {
+    let key = refbus_seal::signing::read_signing_key(
+        router_key_file,
+        refbus_core::signature::Signer::Router,
+    )?;
+    let (options, settings) = cluster(urls);
+    Ok(Bus::connect_attesting(&options, &settings, &key).await?)
+}
+
+/// The campaign's connection (no credentials: its nodes run without authentication) and its
+/// R3 stream.
+fn cluster(urls: &str) -> (ConnectOptions, StreamSettings) {
     let options = ConnectOptions::new(urls.split(',').map(str::trim))
         .with_insecure_plaintext(true)
         .with_name("refbus-chaos");
@@ -124,7 +143,7 @@ pub async fn connect(urls: &str) -> anyhow::Result<Bus> {
         replicas: 3,
         ..StreamSettings::default()
     };
-    Ok(Bus::connect(&options, &settings).await?)
+    (options, settings)
 }
 
 /// Checks the campaign.

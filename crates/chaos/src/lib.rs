@@ -384,8 +384,10 @@ async fn campaign(
     wait_healthy(&components, Duration::from_secs(90))
         .await
         .context("the 3-node cluster did not become healthy")?;
-    // The stream, R3, made once before any component races to make it.
-    let bus = checker::connect(urls)
+    // The stream, R3, made once before any component races to make it, and checked as a
+    // router's start checks it: adapters start only on the router's word that it is as
+    // configured.
+    let bus = checker::connect_as_router(urls, &keys.join("router.sign.key"))
         .await
         .context("creating the R3 stream")?;
     drop(bus);

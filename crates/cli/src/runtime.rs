@@ -904,6 +904,23 @@ impl NatsArgs {
         &self,
         confined_to: Option<refbus_core::AgencyId>,
     ) -> anyhow::Result<refbus_bus::Bus> {
+        self.open(confined_to, None).await
+    }
+
+    /// Connects the router: its verdict on the stream is stored, signed with `key`, for the
+    /// adapters ([`refbus_bus::Bus::connect_attesting`]).
+    pub(crate) async fn connect_attesting(
+        &self,
+        key: &refbus_core::signature::SigningKey,
+    ) -> anyhow::Result<refbus_bus::Bus> {
+        self.open(None, Some(key)).await
+    }
+
+    async fn open(
+        &self,
+        confined_to: Option<refbus_core::AgencyId>,
+        attest: Option<&refbus_core::signature::SigningKey>,
+    ) -> anyhow::Result<refbus_bus::Bus> {
         let credentials = match (&self.nats_creds, &self.nats_user, &self.nats_password_file) {
             _ if let Some(file) = &self.nats_nkey_file => {
                 let seed = std::fs::read_to_string(file)
@@ -941,9 +958,11 @@ impl NatsArgs {
             replicas: self.stream_replicas,
             ..refbus_bus::StreamSettings::default()
         };
-        refbus_bus::Bus::connect(&options, &settings)
-            .await
-            .with_context(|| format!("connecting to NATS at {}", self.url))
+        let connected = match attest {
+            Some(key) => refbus_bus::Bus::connect_attesting(&options, &settings, key).await,
+            None => refbus_bus::Bus::connect(&options, &settings).await,
+        };
+        connected.with_context(|| format!("connecting to NATS at {}", self.url))
     }
 }
 

@@ -11,6 +11,8 @@
 //! and its records stay within the two minutes the adapters allow between an event's time and
 //! the bus's.
 
+mod router_start;
+
 use refbus_testkit::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -233,11 +235,9 @@ async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for()
         .output()
         .unwrap();
     assert!(generated.status.success(), "{generated:?}");
-    // The stream exists before the adapters start, as the router makes it in a deployment: an
-    // adapter is confined to its agency's subjects and may not create it.
-    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
-        .await
-        .unwrap();
+    // The stream made and checked before the adapters start, as the router's start does in a
+    // deployment: an adapter may neither create it nor read its settings.
+    router_start::check_stream_as_the_router(&nats.url(), keys.path()).await;
     let deployment = tempfile::tempdir().unwrap();
     let config =
         deployment_with_certificates(deployment.path(), &["maros-dinsos", "maros-uptd-ppa"]);
@@ -373,9 +373,9 @@ async fn the_adapter_process_serves_its_metrics_on_metrics_addr() {
         "--out",
         keys.path().to_str().unwrap(),
     ]);
-    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
-        .await
-        .unwrap();
+    // The stream made and checked before the adapters start, as the router's start does in a
+    // deployment: an adapter may neither create it nor read its settings.
+    router_start::check_stream_as_the_router(&nats.url(), keys.path()).await;
     let deployment = tempfile::tempdir().unwrap();
     let config = deployment_with_certificates(deployment.path(), &["maros-dinsos"]);
     let listen = format!("127.0.0.1:{}", free_port());
@@ -469,9 +469,9 @@ async fn the_processes_export_the_callers_trace_over_otlp_without_identity() {
         "--out",
         keys.path().to_str().unwrap(),
     ]);
-    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
-        .await
-        .unwrap();
+    // The stream made and checked before the adapters start, as the router's start does in a
+    // deployment: an adapter may neither create it nor read its settings.
+    router_start::check_stream_as_the_router(&nats.url(), keys.path()).await;
     let deployment = tempfile::tempdir().unwrap();
     let config =
         deployment_with_certificates(deployment.path(), &["maros-dinsos", "maros-uptd-ppa"]);

@@ -2,6 +2,8 @@
 //! `config check` verifies, rotation keeps the old key, and a secret key file others may read
 //! stops every component at start.
 
+mod router_start;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -341,11 +343,9 @@ async fn recover_opens_a_referral_with_the_backup_key_alone() {
     )
     .unwrap();
 
-    // The stream exists before the adapter starts, as the router makes it in a deployment: an
-    // adapter is confined to its agency's subjects and may not create it.
-    refbus_bus::Bus::connect(&nats.url(), &refbus_bus::StreamSettings::default())
-        .await
-        .unwrap();
+    // The stream made and checked before the adapters start, as the router's start does in a
+    // deployment: an adapter may neither create it nor read its settings.
+    router_start::check_stream_as_the_router(&nats.url(), keys.path()).await;
     let (_dinsos_process, dinsos) = start_adapter(&nats.url(), keys.path(), "maros-dinsos");
     let mut client =
         v1::referral_service_client::ReferralServiceClient::connect(format!("http://{dinsos}"))

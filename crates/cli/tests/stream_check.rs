@@ -1,11 +1,12 @@
 //! The events stream as configured, or nothing, through the production commands: a stream an
-//! administrator altered so that it would lose events stops every component that may read its
-//! settings, each with the same precise message, and none of them changes it or writes to it.
+//! administrator altered so that it would lose events stops every component, each with the
+//! same precise message, and none of them changes it or writes to it.
 //!
-//! The adapters are not among them: an adapter's NATS user may not ask for the stream's
-//! information, since that answer can list every subject, that is every referral's parties
-//! (docs/ARCHITECTURE.md, "Reads an agency's permissions can confine"); the router's refusal is
-//! what stops the clocks loudly for them.
+//! The adapters learn of it from the router: an adapter's NATS user may not ask for the
+//! stream's information, since that answer can list every subject, that is every referral's
+//! parties (docs/ARCHITECTURE.md, "Reads an agency's permissions can confine"). The router
+//! stores its signed statement of every check, a refusal included, and `refbus adapter`
+//! refuses to start on a statement that lists differences, or on none.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -110,7 +111,46 @@ async fn a_stream_altered_to_keep_one_event_per_referral_stops_every_component_t
     let (log, notary_key, accounts) = (path("log"), path("notary.key"), path("operators.toml"));
     let notary_listen = format!("127.0.0.1:{}", free_port());
     let dashboard_listen = format!("127.0.0.1:{}", free_port());
-    let components: [(&str, Vec<&str>); 5] = [
+    // An adapter, as an agency deploys it (keys of its own, plaintext on loopback for the
+    // test): started before any router has checked the stream, it refuses and says why.
+    succeeded(&refbus(
+        &[
+            "keys",
+            "generate",
+            "--agency",
+            "maros-dinsos",
+            "--out",
+            &keys,
+        ],
+        "",
+    ));
+    let adapter_listen = format!("127.0.0.1:{}", free_port());
+    let adapter_key = format!("{keys}/maros-dinsos.key");
+    let adapter: Vec<&str> = vec![
+        "adapter",
+        "--agency",
+        "maros-dinsos",
+        "--insecure-plaintext",
+        "--listen",
+        &adapter_listen,
+        "--key",
+        &adapter_key,
+        "--public-keys",
+        &keys,
+    ];
+    let mut first = adapter.clone();
+    first.extend(["--nats", &url]);
+    let output = refbus(&first, "");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("no router has checked the stream REFBUS_EVENTS yet")
+            && said.contains("start the router first"),
+        "{said}"
+    );
+
+    // The router runs first, as in a deployment; the adapter after it, on its statement.
+    let components: [(&str, Vec<&str>); 6] = [
         (
             "router",
             vec![
@@ -148,12 +188,10 @@ async fn a_stream_altered_to_keep_one_event_per_referral_stops_every_component_t
         ),
         ("audit verify", vec!["audit", "verify"]),
         ("indicators", vec!["indicators", "--public-keys", &keys]),
+        ("adapter", adapter),
     ];
-    let expected = format!(
-        "stream {}: max_msgs_per_subject is 1, refbus needs -1 (unlimited: every event of a \
-         referral is kept)",
-        settings.name
-    );
+    let expected = "max_msgs_per_subject is 1, refbus needs -1 (unlimited: every event of a \
+                    referral is kept)";
     for (component, args) in components {
         let mut args = args;
         args.extend(["--nats", &url]);
@@ -165,10 +203,17 @@ async fn a_stream_altered_to_keep_one_event_per_referral_stops_every_component_t
             "{component} must refuse to run:\n{said}"
         );
         assert!(
-            said.contains(&expected),
-            "{component} must name the difference:\n{said}"
+            said.contains(&settings.name) && said.contains(expected),
+            "{component} must name the stream and the difference:\n{said}"
         );
     }
+
+    // The adapter said it on the router's word, which only the router can sign.
+    let said = String::from_utf8_lossy(&refbus(&first, "").stderr).into_owned();
+    assert!(
+        said.contains("the router found the stream REFBUS_EVENTS configured in a way refbus"),
+        "{said}"
+    );
 
     // Nobody "repaired" the stream (that would hide what was done to it), nor wrote to it.
     let mut stream = js.get_stream(&settings.name).await.unwrap();

@@ -94,6 +94,9 @@ pub struct Options {
     pub snapshot: Option<PathBuf>,
     /// How often the snapshot is written, when anything changed.
     pub snapshot_every: Duration,
+    /// How often the events stream is checked again, and the router's signed statement of it
+    /// renewed for the adapters ([`refbus_bus::statement`]).
+    pub stream_recheck_every: Duration,
 }
 
 impl Default for Options {
@@ -106,6 +109,7 @@ impl Default for Options {
             metrics: None,
             snapshot: None,
             snapshot_every: Duration::from_secs(60),
+            stream_recheck_every: refbus_bus::statement::RECHECK_EVERY,
         }
     }
 }
@@ -155,6 +159,11 @@ pub enum Activity {
         agency: String,
         key: String,
     },
+    /// The events stream checked again ([`Options::stream_recheck_every`]) and the router's
+    /// statement of it stored: `differences` names each setting that can lose events (empty:
+    /// as configured). Differences are logged at ERROR at every check; the clocks keep
+    /// running, and adapters starting from now on refuse to.
+    StreamChecked { differences: Vec<String> },
     /// A record that fails the integrity check: it is not applied, the referral's clocks keep
     /// running from its last verified state, and the coordinator is told.
     Flagged {
@@ -301,6 +310,41 @@ impl Drop for KeeperGuard {
     }
 }
 
+impl Router {
+    /// Every [`Options::stream_recheck_every`], checks the events stream as at start and stores
+    /// the router's signed statement of it (`refbus_bus::statement`): an adapter starting reads
+    /// it, since it may not read the stream's settings itself. A stream altered under a running
+    /// router is logged at ERROR at every check until it is put right; the router goes on (its
+    /// clocks matter more than its refusal: the start-up check refuses it at its next start).
+    async fn recheck_stream(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.options.stream_recheck_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is now: the start-up check has just been made.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            match self.bus.recheck_stream(&self.key).await {
+                Ok(differences) => {
+                    if !differences.is_empty() {
+                        tracing::error!(
+                            stream = %self.bus.settings().name,
+                            differences = %differences.join("; "),
+                            "the events stream no longer is as configured: it can lose or alter \
+                             events. Adapters starting now refuse to; this router goes on and \
+                             refuses at its next start. Find out why it differs, then correct it"
+                        );
+                    }
+                    self.report(Activity::StreamChecked { differences });
+                }
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "could not check the events stream again; trying at the next check"
+                ),
+            }
+        }
+    }
+}
+
 /// How many times the router tries to open a durable consumer while JetStream does not answer
 /// in time (half a second before the second, doubling: about 7.5 s of waits, plus each
 /// attempt's own time out).
@@ -391,6 +435,8 @@ impl Router {
             None => None,
         };
         let router = Arc::new(self);
+        // Beside the loop, stopped with it: the stream checked again, the adapters told.
+        let _recheck = KeeperGuard(Some(tokio::spawn(router.clone().recheck_stream())));
         let mut state = Loop {
             timers: timers::Timers::default(),
             known: HashMap::new(),

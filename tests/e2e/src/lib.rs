@@ -374,6 +374,18 @@ impl System {
             .unwrap()
     }
 
+    /// What a router's start does before any adapter may start: checks the stream and stores
+    /// its signed statement of what it found (`refbus_bus::statement`); a stream that differs
+    /// is refused here, and the statement says so, so the adapter refuses in turn.
+    pub async fn check_stream_as_the_router(&self) {
+        let _ = Bus::connect_attesting(
+            self.nats.connect_options(),
+            &self.nats.stream_settings(),
+            &self.signing.router(),
+        )
+        .await;
+    }
+
     /// How many messages the bus holds: a refused request must not change it.
     pub async fn stored_messages(&self) -> u64 {
         // Nothing is ever deleted from the stream: its last sequence is its message count.
@@ -393,6 +405,7 @@ impl System {
     /// own NATS credentials), replacing a running one.
     pub async fn start_adapter_on(&mut self, agency: &AgencyId, bus: Bus) -> SocketAddr {
         self.stop_adapter(agency).await;
+        self.check_stream_as_the_router().await;
         let adapter = Adapter::new(
             agency.clone(),
             self.verifier(),

@@ -281,6 +281,18 @@ async fn bus_as(nats: &NatsServer, user: &str) -> Bus {
         .unwrap_or_else(|err| panic!("{user} could not connect to the bus: {err}"))
 }
 
+/// The router's bus connection on its own user, as `refbus router` connects: the stream
+/// checked and its signed statement stored for the adapters, which refuse to start without it.
+async fn router_bus(system: &System) -> Bus {
+    Bus::connect_attesting(
+        &bus_options(&system.nats, "refbus-router"),
+        &StreamSettings::default(),
+        &system.signing.router(),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("the router could not connect to the bus: {err}"))
+}
+
 /// The server's permission refusals logged so far, one line each.
 fn violations(nats: &NatsServer) -> Vec<String> {
     nats.log()
@@ -369,7 +381,7 @@ async fn start_router(
     clock: &ManualClock,
 ) -> tokio::sync::broadcast::Receiver<Activity> {
     let router = system.router(
-        bus_as(&system.nats, "refbus-router").await,
+        router_bus(system).await,
         Arc::new(clock.clone()),
         Options::default(),
     );
@@ -536,7 +548,7 @@ async fn partitioned_routers_share_the_work_on_their_user_and_readers_cannot_tou
     let mut activities = Vec::new();
     for replica in ["a", "b"] {
         let router = system.router(
-            bus_as(&system.nats, "refbus-router").await,
+            router_bus(&system).await,
             Arc::new(clock.clone()),
             Options {
                 replica: replica.to_owned(),
@@ -641,7 +653,7 @@ async fn referral_between_others(system: &mut System) -> (String, ReferralId) {
 /// A system on the shipped permissions whose stream the router's user created.
 async fn permissioned_system() -> System {
     let system = System::with_registry(start_nats(), maros_registry()).await;
-    bus_as(&system.nats, "refbus-router").await;
+    router_bus(&system).await;
     system
 }
 
@@ -1236,8 +1248,21 @@ async fn the_router_creates_the_stream_and_an_adapter_cannot() {
         publish_refused(create)
     );
 
-    bus_as(&nats, "refbus-router").await;
+    let registry = Arc::new(maros_registry());
+    let signing = refbus_seal::signing::SigningKeys::generate(&registry);
+    Bus::connect_attesting(
+        &bus_options(&nats, "refbus-router"),
+        &StreamSettings::default(),
+        &signing.router(),
+    )
+    .await
+    .unwrap();
     let adapter = bus_as(&nats, "maros-dinsos").await;
+    // The adapter's user reads the router's signed statement on the stream it checked, which
+    // stands in for the settings it may not read itself.
+    let verifier = refbus_bus::Verifier::new(registry, Arc::new(signing.signers()), None);
+    let (statement, _) = adapter.router_statement(&verifier).await.unwrap();
+    assert!(statement.differences.is_empty(), "{statement:?}");
     // The adapter found the router's stream and reads its end through its own subjects (the
     // router and the auditor check the stream's settings; an agency may not read them).
     assert_eq!(adapter.last_sequence().await.unwrap(), 0);

@@ -76,7 +76,7 @@ pub(crate) fn run(args: RouterArgs) -> anyhow::Result<ExitCode> {
     let metrics = runtime::metrics_endpoint(args.metrics_addr)?;
     tokio::runtime::Runtime::new()?.block_on(async move {
         let clock = runtime::clock(args.clock_start.as_deref(), args.clock_speed)?;
-        let bus = args.nats.connect(None).await?;
+        let bus = args.nats.connect_attesting(&key).await?;
         let router = Router::new(
             bus,
             verifier,
@@ -120,6 +120,8 @@ pub(crate) fn snapshot_file(dir: &std::path::Path, replica: &str) -> PathBuf {
 pub(crate) async fn print_activity(mut activity: tokio::sync::broadcast::Receiver<Activity>) {
     loop {
         match activity.recv().await {
+            // A check that found the stream as configured is not news.
+            Ok(Activity::StreamChecked { differences }) if differences.is_empty() => {}
             Ok(activity) => println!("{}", describe(&activity)),
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                 println!("router: ({missed} more not shown)");
@@ -192,6 +194,15 @@ pub(crate) fn describe(activity: &Activity) -> String {
             key,
         } => {
             format!("router: notice             {key:<40} to {agency} about referral {referral}")
+        }
+        Activity::StreamChecked { differences } if differences.is_empty() => {
+            "router: the events stream checked again: as configured".to_owned()
+        }
+        Activity::StreamChecked { differences } => {
+            format!(
+                "router: STREAM the events stream no longer is as configured, adapters starting now refuse to, clocks keep running: {}",
+                differences.join("; ")
+            )
         }
         Activity::Flagged {
             referral,

@@ -208,9 +208,10 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         let stream = nats.stream_settings();
         // The router first: it creates the stream, which adapters (confined to their agency,
         // as in a deployment) may not even ask about.
-        let router_bus = refbus_bus::Bus::connect(
+        let router_bus = refbus_bus::Bus::connect_attesting(
             &nats.connect_options(ROUTER_USER)?,
             &stream,
+            &router_key,
         )
         .await
             .context("connecting the router to the local nats-server")?;

@@ -1,0 +1,215 @@
+//! The router's signed word on the events stream, which adapters start on since they may not
+//! read the stream's settings: a stream altered under a running router is reported at its next
+//! check while its clocks keep running, an adapter starting then refuses, and one started on a
+//! statement the router did not sign refuses too. (The refusal at a start of `refbus router` and
+//! `refbus adapter` as processes: crates/cli/tests/stream_check.rs.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use refbus_adapter::Adapter;
+use refbus_bus::statement::{SIGNATURE_HEADER, StreamStatement, subject};
+use refbus_core::{AgencyId, Timestamp};
+use refbus_e2e::System;
+use refbus_router::{Activity, ManualClock};
+
+fn agency(id: &str) -> AgencyId {
+    AgencyId::new(id).unwrap()
+}
+
+/// `refbus_adapter::run` for `agency` on its own confined connection, as `refbus adapter`
+/// runs it, without the harness's stand-in for the router's start: what its start says.
+async fn start_adapter(system: &System, id: &str) -> Result<(), refbus_adapter::Error> {
+    let agency = agency(id);
+    let bus = refbus_bus::Bus::connect(
+        system.nats.connect_options().confined_to(agency.clone()),
+        &system.nats.stream_settings(),
+    )
+    .await
+    .unwrap();
+    let adapter = Adapter::new(
+        agency.clone(),
+        system.verifier(),
+        bus,
+        system.keyring(&agency),
+        system.signing.agency(&agency),
+        refbus_adapter::system_now(),
+        refbus_adapter::Options::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Stopped as soon as it serves: only whether it starts matters here.
+    refbus_adapter::run(
+        adapter,
+        listener,
+        refbus_adapter::Transport::InsecurePlaintext,
+        std::future::ready(()),
+    )
+    .await
+}
+
+/// The stream's configuration changed by hand, as an administrator with JetStream's rights
+/// would: `alter` edits it.
+async fn alter_stream(
+    system: &System,
+    alter: impl FnOnce(&mut async_nats::jetstream::stream::Config),
+) {
+    let js = async_nats::jetstream::new(
+        async_nats::connect(system.nats.urls()[0].as_str())
+            .await
+            .unwrap(),
+    );
+    let name = system.nats.stream_settings().name;
+    let mut config = js
+        .get_stream(&name)
+        .await
+        .unwrap()
+        .cached_info()
+        .config
+        .clone();
+    alter(&mut config);
+    js.update_stream(config).await.unwrap();
+}
+
+/// The next check of the stream the router reports.
+async fn next_check(activity: &mut tokio::sync::broadcast::Receiver<Activity>) -> Vec<String> {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Activity::StreamChecked { differences } = activity.recv().await.unwrap() {
+                return differences;
+            }
+        }
+    })
+    .await
+    .expect("the router checks the stream again within 30 s")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapters_from_starting()
+{
+    let system = System::start().await;
+    let clock = ManualClock::new(Timestamp::parse_rfc3339("2026-03-02T09:00:00+08:00").unwrap());
+    // The router's start: the stream checked, its statement stored (as `refbus router` does).
+    let bus = refbus_bus::Bus::connect_attesting(
+        system.nats.connect_options(),
+        &system.nats.stream_settings(),
+        &system.signing.router(),
+    )
+    .await
+    .unwrap();
+    let router = system.router(
+        bus,
+        Arc::new(clock.clone()),
+        refbus_router::Options {
+            stream_recheck_every: Duration::from_millis(200),
+            ..refbus_router::Options::default()
+        },
+    );
+    let mut activity = router.activity();
+    let running = tokio::spawn(router.run(std::future::pending()));
+    start_adapter(&system, "maros-dinsos")
+        .await
+        .expect("an adapter starts on the router's word that the stream is as configured");
+    assert_eq!(next_check(&mut activity).await, Vec::<String>::new());
+
+    // An administrator adds an age limit to save disk: events older than 30 days would go.
+    alter_stream(&system, |config| {
+        config.max_age = Duration::from_secs(30 * 24 * 3600)
+    })
+    .await;
+    let differences = loop {
+        let differences = next_check(&mut activity).await;
+        if !differences.is_empty() {
+            break differences;
+        }
+    };
+    assert!(
+        differences
+            .iter()
+            .any(|text| text.starts_with("max_age is 2592000s")),
+        "{differences:?}"
+    );
+    // The router goes on (its clocks matter more than its refusal)...
+    assert!(!running.is_finished(), "the router keeps running");
+    // ...and an adapter starting now refuses, naming the difference.
+    let refused = start_adapter(&system, "maros-uptd-ppa").await.unwrap_err();
+    let said = refused.to_string();
+    assert!(
+        said.contains("the router found the stream REFBUS_EVENTS configured in a way")
+            && said.contains("max_age is 2592000s"),
+        "{said}"
+    );
+
+    // Put right, the next check says so and adapters start again.
+    alter_stream(&system, |config| config.max_age = Duration::ZERO).await;
+    while !next_check(&mut activity).await.is_empty() {}
+    start_adapter(&system, "maros-uptd-ppa")
+        .await
+        .expect("an adapter starts once the stream is as configured again");
+    running.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_does_not_start_on_a_statement_the_router_did_not_sign() {
+    let system = System::start().await;
+    let settings = system.nats.stream_settings();
+    // No router has started: nothing says the stream was checked.
+    refbus_bus::Bus::connect(system.nats.connect_options(), &settings)
+        .await
+        .unwrap();
+    let said = start_adapter(&system, "maros-dinsos")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(said.contains("start the router first"), "{said}");
+
+    // Someone with the right to write the bucket but without the router's key (an
+    // administrator, a stolen router password) states the stream is fine, signing with an
+    // agency's key the registry lists, then with no signature at all.
+    refbus_bus::Bus::connect_attesting(
+        system.nats.connect_options(),
+        &settings,
+        &system.signing.router(),
+    )
+    .await
+    .unwrap();
+    let statement = StreamStatement {
+        stream: settings.name.clone(),
+        replicas: settings.replicas,
+        checked_at: refbus_core::Timestamp::from_millis(
+            i64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap(),
+        ),
+        differences: Vec::new(),
+    };
+    let payload = serde_json::to_vec(&statement).unwrap();
+    let forger = system.signing.agency(&agency("polres-maros"));
+    let forged = forger.sign(&subject(&settings.name), &payload);
+    let client = async_nats::connect(system.nats.urls()[0].as_str())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(client);
+    for signature in [Some(serde_json::to_string(&forged).unwrap()), None] {
+        let mut headers = async_nats::HeaderMap::new();
+        if let Some(signature) = &signature {
+            headers.insert(SIGNATURE_HEADER, signature.as_str());
+        }
+        js.publish_with_headers(subject(&settings.name), headers, payload.clone().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        let said = start_adapter(&system, "maros-dinsos")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            said.contains("is not the router's"),
+            "{signature:?}: {said}"
+        );
+    }
+}
