@@ -32,7 +32,8 @@
 //! - A component runs only on the stream as configured ([`Bus::connect`]) and the router only
 //!   on its consumer as refbus creates it ([`Bus::durable`]): a difference that could lose,
 //!   age out or skip events is refused with a message naming each one, never corrected
-//!   silently.
+//!   silently. An adapter, which may not read the stream's settings, starts only on the
+//!   router's signed statement that it found them as configured ([`Bus::router_statement`]).
 
 pub mod checked;
 pub mod connect;
