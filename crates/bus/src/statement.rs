@@ -320,16 +320,26 @@ impl Bus {
     /// configured). The router calls it every [`RECHECK_EVERY`]; what it returns is for its
     /// log, its metrics and its operators.
     pub async fn recheck_stream(&self, key: &SigningKey) -> Result<Vec<String>, ReadError> {
+        let differences = self.stream_differences().await?;
+        record(&self.js, self.settings(), key, differences.clone())
+            .await
+            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
+        Ok(differences)
+    }
+
+    /// Checks the events stream again, as at start: each setting that differs from this
+    /// component's configuration in a way that can lose events (empty: as configured). For the
+    /// components that may read the stream's settings (not an adapter's confined connection,
+    /// which is refused); the dashboard shows what it finds to its operators.
+    pub async fn stream_differences(&self) -> Result<Vec<String>, ReadError> {
         let info = timed(self.js.get_stream(&*self.stream_name))
             .await
             .map_err(|_| ReadError::new(ReadErrorKind::Unavailable))?
             .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-        let settings = self.settings();
-        let differences = crate::provision::refused(&info.cached_info().config, settings);
-        record(&self.js, settings, key, differences.clone())
-            .await
-            .map_err(|err| ReadError::with_source(ReadErrorKind::Unavailable, err))?;
-        Ok(differences)
+        Ok(crate::provision::refused(
+            &info.cached_info().config,
+            self.settings(),
+        ))
     }
 
     /// The router's statement on this bus's stream, judged against the router keys `verifier`

@@ -94,6 +94,11 @@ pub(crate) struct Shared {
     metrics_endpoint: std::sync::OnceLock<refbus_metrics::Endpoint>,
     /// Where the projection's snapshot is kept and with which key, if anywhere.
     snapshot: std::sync::OnceLock<Snapshots>,
+    /// Each way the events stream differs from the configuration at its last check (empty:
+    /// as configured), shown above every page: the stream can lose events.
+    stream: RwLock<Vec<String>>,
+    /// How often the stream is checked again while the dashboard runs.
+    stream_recheck_every: std::sync::OnceLock<std::time::Duration>,
 }
 
 /// The projection's snapshot file and the dashboard's key for it (see [`snapshot`]).
@@ -140,6 +145,61 @@ impl Shared {
     fn send(&self, update: Update) {
         let _ = self.updates.send(update);
     }
+
+    /// What the last check of the stream found (empty: as configured).
+    fn stream_differences(&self) -> Vec<String> {
+        self.stream
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Checks the events stream again every [`Shared::stream_recheck_every`] (a minute unless
+    /// set): the start-up check refuses to start on a stream that can lose events, and this
+    /// one puts a stream altered under a running dashboard above every page (and logs it at
+    /// ERROR at every check) until it is put right. The board goes on: what it shows is still
+    /// what was recorded.
+    async fn recheck_stream(self: Arc<Self>) {
+        let every = self
+            .stream_recheck_every
+            .get()
+            .copied()
+            .unwrap_or(refbus_bus::statement::RECHECK_EVERY);
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is now: the start-up check has just been made.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let differences = match self.bus.stream_differences().await {
+                Ok(differences) => differences,
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not check the events stream again");
+                    continue;
+                }
+            };
+            if !differences.is_empty() {
+                tracing::error!(
+                    differences = %differences.join("; "),
+                    "the events stream no longer is as configured: it can lose or alter events; \
+                     shown on every page of the dashboard until it is put right"
+                );
+            }
+            let changed = {
+                let mut shown = self
+                    .stream
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let changed = *shown != differences;
+                *shown = differences;
+                changed
+            };
+            if changed {
+                let version = self.read().version();
+                self.send(Update::Alerts { version });
+            }
+        }
+    }
 }
 
 /// The dashboard. Build it, subscribe to its [`updates`](Dashboard::updates), then [`run`] it.
@@ -173,6 +233,8 @@ impl Dashboard {
                 metrics: metrics::Metrics::default(),
                 metrics_endpoint: std::sync::OnceLock::new(),
                 snapshot: std::sync::OnceLock::new(),
+                stream: RwLock::new(Vec::new()),
+                stream_recheck_every: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -202,6 +264,13 @@ impl Dashboard {
         every: std::time::Duration,
     ) -> Dashboard {
         let _ = self.shared.snapshot.set(Snapshots { path, key, every });
+        self
+    }
+
+    /// The dashboard checking the events stream again every `every` rather than every
+    /// minute (tests); set once, before [`run`].
+    pub fn with_stream_recheck_every(self, every: std::time::Duration) -> Dashboard {
+        let _ = self.shared.stream_recheck_every.set(every);
         self
     }
 
@@ -239,6 +308,7 @@ pub async fn run(
     tracing::info!(referrals, "dashboard ready");
     let indicators = from_snapshot.then(|| tokio::spawn(follow::observe_all(shared.clone())));
     let _indicators = indicators.map(|task| AbortOnDrop(task.abort_handle()));
+    let _recheck = AbortOnDrop(tokio::spawn(shared.clone().recheck_stream()).abort_handle());
     let mut follower = tokio::spawn(follow::follow(shared.clone(), after));
     let app = wrap(dashboard.routes());
     let closing = shared.clone();

@@ -202,6 +202,8 @@ pub(crate) struct Page {
     pub(crate) lang_id_url: String,
     pub(crate) lang_en_url: String,
     pub(crate) alerts: Vec<AlertView>,
+    /// Each way the events stream differs from its configuration (empty: as configured).
+    pub(crate) stream: Vec<String>,
     pub(crate) server_now: i64,
     pub(crate) event_id: String,
     pub(crate) csrf: String,
@@ -407,6 +409,7 @@ impl<'a> Context<'a> {
                 .into_iter()
                 .map(|alert| alert_view(alert, self.tz))
                 .collect(),
+            stream: self.shared.stream_differences(),
             server_now: self.now.as_millis(),
             event_id: event_id(self.shared, projection.version()),
             csrf: self.csrf.clone(),
@@ -980,6 +983,7 @@ impl Feed<'_> {
             lang_id_url: String::new(),
             lang_en_url: String::new(),
             alerts,
+            stream: self.shared.stream_differences(),
             server_now: 0,
             event_id: String::new(),
             csrf: String::new(),

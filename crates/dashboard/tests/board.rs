@@ -124,7 +124,9 @@ impl Board {
             system.verifier(),
             Arc::new(clock.clone()),
         )
-        .with_acting(acting);
+        .with_acting(acting)
+        // Often, so that a stream altered by a test shows within the test's patience.
+        .with_stream_recheck_every(Duration::from_millis(250));
         let metrics =
             refbus_metrics::Endpoint::bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         self.metrics = metrics.address().unwrap();
@@ -834,6 +836,79 @@ async fn an_integrity_alert_is_shown_on_top_and_pushed_live() {
     }
     let (_, page) = board.get("/", COORDINATOR).await;
     assert!(row_of(&page, &id).is_some(), "{page}");
+    board.assert_no_identity_served();
+}
+
+/// The events stream's configuration changed by hand, as an administrator would.
+async fn alter_stream(board: &Board, max_age: Duration) {
+    let name = board.system.nats.stream_settings().name;
+    refbus_testkit::hostile::alter_stream(&board.system.nats.url(), &name, |config| {
+        config.max_age = max_age;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_altered_under_the_dashboard_is_shown_above_every_page_until_put_right() {
+    let mut board = Board::start().await;
+    let dinsos = board.system.agency("maros-dinsos").await;
+    let id = send(&dinsos, "stream-1", v1::Priority::Urgent).await;
+    board.applied(&id).await;
+    let mut live = board.live("/events", "maros-dinsos:head", &[]).await;
+    assert_eq!(live.next(&mut board.served).await.event, "board");
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(!page.contains("stream-alert"), "as configured: no warning");
+
+    // An administrator adds an age limit to save disk: events older than 30 days would go.
+    alter_stream(&board, Duration::from_secs(30 * 24 * 3600)).await;
+    let difference = "max_age is 2592000s, refbus needs 0";
+    let pushed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let message = live.next(&mut board.served).await;
+            if message.event == "alerts" && message.data.contains("stream-alert") {
+                return message.data;
+            }
+        }
+    })
+    .await
+    .expect("the warning is pushed to open boards within 30 s");
+    assert!(pushed.contains(difference), "{pushed}");
+    // Every viewer, on every page, above the rest; the board goes on.
+    for (path, viewer) in [
+        ("/", COORDINATOR),
+        ("/", "polres-maros:head"),
+        ("/agencies", "maros-dinsos:head"),
+        (format!("/referrals/{id}").as_str(), COORDINATOR),
+    ] {
+        let (status, page) = board.get(path, viewer).await;
+        assert_eq!(status, 200);
+        let warning = page
+            .find("class=\"stream-alert\"")
+            .unwrap_or_else(|| panic!("{path}: {page}"));
+        assert!(page[warning..].contains(difference), "{path}");
+        assert!(
+            warning < page.find("<main>").unwrap(),
+            "{path}: above the page"
+        );
+    }
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(row_of(&page, &id).is_some(), "the board goes on: {page}");
+
+    // Put right: the warning goes, live and on the pages.
+    alter_stream(&board, Duration::ZERO).await;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let message = live.next(&mut board.served).await;
+            if message.event == "alerts" && !message.data.contains("stream-alert") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("the warning's end is pushed within 30 s");
+    let (_, page) = board.get("/", COORDINATOR).await;
+    assert!(!page.contains("stream-alert"), "{page}");
     board.assert_no_identity_served();
 }
 

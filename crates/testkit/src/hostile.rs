@@ -49,6 +49,33 @@ pub async fn delete_stream(url: &str, stream: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Changes the configuration of `stream` with `alter`, as an administrator with JetStream's
+/// rights might (an age limit to save disk, a per-subject limit): for tests that components
+/// refuse or report a stream that can lose events.
+pub async fn alter_stream(
+    url: &str,
+    stream: &str,
+    alter: impl FnOnce(&mut async_nats::jetstream::stream::Config),
+) -> Result<(), String> {
+    let client = async_nats::connect(url)
+        .await
+        .map_err(|err| format!("connecting to {url}: {err}"))?;
+    let jetstream = async_nats::jetstream::new(client);
+    let mut config = jetstream
+        .get_stream(stream)
+        .await
+        .map_err(|err| format!("finding stream {stream}: {err}"))?
+        .cached_info()
+        .config
+        .clone();
+    alter(&mut config);
+    jetstream
+        .update_stream(config)
+        .await
+        .map_err(|err| format!("updating stream {stream}: {err}"))?;
+    Ok(())
+}
+
 /// The one message a replica made by [`replica_behind`] holds.
 const PROBE: &str = "refbus.v1.notice.replica-behind.probe";
 

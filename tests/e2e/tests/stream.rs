@@ -47,27 +47,14 @@ async fn start_adapter(system: &System, id: &str) -> Result<(), refbus_adapter::
     .await
 }
 
-/// The stream's configuration changed by hand, as an administrator with JetStream's rights
-/// would: `alter` edits it.
-async fn alter_stream(
-    system: &System,
-    alter: impl FnOnce(&mut async_nats::jetstream::stream::Config),
-) {
-    let js = async_nats::jetstream::new(
-        async_nats::connect(system.nats.urls()[0].as_str())
-            .await
-            .unwrap(),
-    );
+/// The stream's age limit changed by hand, as an administrator with JetStream's rights would.
+async fn alter_stream(system: &System, max_age: Duration) {
     let name = system.nats.stream_settings().name;
-    let mut config = js
-        .get_stream(&name)
-        .await
-        .unwrap()
-        .cached_info()
-        .config
-        .clone();
-    alter(&mut config);
-    js.update_stream(config).await.unwrap();
+    refbus_testkit::hostile::alter_stream(&system.nats.urls()[0], &name, |config| {
+        config.max_age = max_age;
+    })
+    .await
+    .unwrap();
 }
 
 /// The next check of the stream the router reports.
@@ -112,10 +99,7 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
     assert_eq!(next_check(&mut activity).await, Vec::<String>::new());
 
     // An administrator adds an age limit to save disk: events older than 30 days would go.
-    alter_stream(&system, |config| {
-        config.max_age = Duration::from_secs(30 * 24 * 3600)
-    })
-    .await;
+    alter_stream(&system, Duration::from_secs(30 * 24 * 3600)).await;
     let differences = loop {
         let differences = next_check(&mut activity).await;
         if !differences.is_empty() {
@@ -140,7 +124,7 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
     );
 
     // Put right, the next check says so and adapters start again.
-    alter_stream(&system, |config| config.max_age = Duration::ZERO).await;
+    alter_stream(&system, Duration::ZERO).await;
     while !next_check(&mut activity).await.is_empty() {}
     start_adapter(&system, "maros-uptd-ppa")
         .await
