@@ -325,6 +325,7 @@ impl Router {
             ticks.tick().await;
             match self.bus.recheck_stream(&self.key).await {
                 Ok(differences) => {
+                    self.metrics.set_stream_differences(differences.len());
                     if !differences.is_empty() {
                         tracing::error!(
                             stream = %self.bus.settings().name,

@@ -63,6 +63,7 @@ pub(crate) struct Metrics {
     timers_pending: Gauge,
     recorded: Family<Item, Counter>,
     integrity_failures: Family<Integrity, Counter>,
+    stream_differences: Gauge,
 }
 
 impl Metrics {
@@ -77,6 +78,7 @@ impl Metrics {
             timers_pending: Gauge::default(),
             recorded: Family::default(),
             integrity_failures: Family::default(),
+            stream_differences: Gauge::default(),
         };
         registry.register(
             "events_consumed",
@@ -107,6 +109,11 @@ impl Metrics {
             "integrity_failures",
             "Records consumed that failed refbus's record check and were flagged, by problem",
             metrics.integrity_failures.clone(),
+        );
+        registry.register(
+            "stream_differences",
+            "Settings of the events stream that differ from the configuration in a way that can lose events, at the router's last check (0: as configured)",
+            metrics.stream_differences.clone(),
         );
         for problem in Problem::ALL {
             let _ = metrics.integrity_failures.get_or_create(&Integrity {
@@ -150,6 +157,12 @@ impl Metrics {
     /// An item the router recorded (not a duplicate another replica recorded first).
     pub(crate) fn recorded(&self, item: &Item) {
         self.recorded.get_or_create(item).inc();
+    }
+
+    /// What the last check of the events stream found.
+    pub(crate) fn set_stream_differences(&self, differences: usize) {
+        self.stream_differences
+            .set(i64::try_from(differences).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn integrity_failure(&self, problem: Problem) {

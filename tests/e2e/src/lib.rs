@@ -374,13 +374,14 @@ impl System {
             .unwrap()
     }
 
-    /// What a router's start does before any adapter may start: checks the stream and stores
-    /// its signed statement of what it found (`refbus_bus::statement`); a stream that differs
-    /// is refused here, and the statement says so, so the adapter refuses in turn.
-    pub async fn check_stream_as_the_router(&self) {
+    /// What a router's start does before any adapter may start: checks the stream against
+    /// `settings` (the adapter's: a router configured alike) and stores its signed statement of
+    /// what it found (`refbus_bus::statement`); a stream that differs is refused here, and the
+    /// statement says so, so the adapter refuses in turn.
+    pub async fn check_stream_as_the_router(&self, settings: &StreamSettings) {
         let _ = Bus::connect_attesting(
             self.nats.connect_options(),
-            &self.nats.stream_settings(),
+            settings,
             &self.signing.router(),
         )
         .await;
@@ -405,7 +406,7 @@ impl System {
     /// own NATS credentials), replacing a running one.
     pub async fn start_adapter_on(&mut self, agency: &AgencyId, bus: Bus) -> SocketAddr {
         self.stop_adapter(agency).await;
-        self.check_stream_as_the_router().await;
+        self.check_stream_as_the_router(bus.settings()).await;
         let adapter = Adapter::new(
             agency.clone(),
             self.verifier(),

@@ -83,11 +83,14 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
     )
     .await
     .unwrap();
+    let metrics = refbus_metrics::Endpoint::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let scraped = metrics.address().unwrap();
     let router = system.router(
         bus,
         Arc::new(clock.clone()),
         refbus_router::Options {
             stream_recheck_every: Duration::from_millis(200),
+            metrics: Some(metrics),
             ..refbus_router::Options::default()
         },
     );
@@ -111,6 +114,12 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
             .iter()
             .any(|text| text.starts_with("max_age is 2592000s")),
         "{differences:?}"
+    );
+    // Counted for the operators' alerts (docs/OPERATIONS.md, RefbusStreamAltered).
+    let exposed = refbus_metrics::scrape(scraped).await.unwrap().body;
+    assert!(
+        exposed.contains("refbus_router_stream_differences 1\n"),
+        "{exposed}"
     );
     // The router goes on (its clocks matter more than its refusal)...
     assert!(!running.is_finished(), "the router keeps running");
