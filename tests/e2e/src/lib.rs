@@ -374,6 +374,20 @@ impl System {
             .unwrap()
     }
 
+    /// The agency's adapter on `bus`, as this system builds each (its keys, the system's
+    /// clock and options), not yet running: for tests of `refbus_adapter::run` itself.
+    pub fn adapter(&self, agency: &AgencyId, bus: Bus) -> Adapter {
+        Adapter::new(
+            agency.clone(),
+            self.verifier(),
+            bus,
+            self.keyring(agency),
+            self.signing.agency(agency),
+            self.now.clone(),
+            self.options.clone(),
+        )
+    }
+
     /// What a router's start does before any adapter may start: checks the stream against
     /// `settings` (the adapter's: a router configured alike) and stores its signed statement of
     /// what it found (`refbus_bus::statement`); a stream that differs is refused here, and the
@@ -407,15 +421,7 @@ impl System {
     pub async fn start_adapter_on(&mut self, agency: &AgencyId, bus: Bus) -> SocketAddr {
         self.stop_adapter(agency).await;
         self.check_stream_as_the_router(bus.settings()).await;
-        let adapter = Adapter::new(
-            agency.clone(),
-            self.verifier(),
-            bus,
-            self.keyring(agency),
-            self.signing.agency(agency),
-            self.now.clone(),
-            self.options.clone(),
-        );
+        let adapter = self.adapter(agency, bus);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = oneshot::channel::<()>();

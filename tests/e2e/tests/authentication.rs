@@ -217,17 +217,7 @@ async fn the_reroute_followers_operator_cannot_be_claimed() {
 async fn plaintext_is_refused_off_loopback_and_an_expired_server_certificate_at_start() {
     let system = System::start().await;
     let agency = AgencyId::new(DINSOS).unwrap();
-    let adapter = |bus| {
-        refbus_adapter::Adapter::new(
-            agency.clone(),
-            system.verifier(),
-            bus,
-            system.keyring(&agency),
-            system.signing.agency(&agency),
-            refbus_adapter::system_now(),
-            refbus_adapter::Options::default(),
-        )
-    };
+    let adapter = |bus| system.adapter(&agency, bus);
     let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
     let refused = refbus_adapter::run(
         adapter(system.bus().await),

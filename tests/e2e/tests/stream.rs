@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use refbus_adapter::Adapter;
 use refbus_bus::statement::{SIGNATURE_HEADER, StreamStatement, subject};
 use refbus_core::{AgencyId, Timestamp};
 use refbus_e2e::System;
@@ -27,24 +26,23 @@ async fn start_adapter(system: &System, id: &str) -> Result<(), refbus_adapter::
     )
     .await
     .unwrap();
-    let adapter = Adapter::new(
-        agency.clone(),
-        system.verifier(),
-        bus,
-        system.keyring(&agency),
-        system.signing.agency(&agency),
-        refbus_adapter::system_now(),
-        refbus_adapter::Options::default(),
-    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // Stopped as soon as it serves: only whether it starts matters here.
     refbus_adapter::run(
-        adapter,
+        system.adapter(&agency, bus),
         listener,
         refbus_adapter::Transport::InsecurePlaintext,
         std::future::ready(()),
     )
     .await
+}
+
+/// Why the agency's adapter refuses to start.
+async fn refusal(system: &System, id: &str) -> String {
+    start_adapter(system, id)
+        .await
+        .expect_err("the adapter must refuse to start")
+        .to_string()
 }
 
 /// The stream's age limit changed by hand, as an administrator with JetStream's rights would.
@@ -124,8 +122,7 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
     // The router goes on (its clocks matter more than its refusal)...
     assert!(!running.is_finished(), "the router keeps running");
     // ...and an adapter starting now refuses, naming the difference.
-    let refused = start_adapter(&system, "maros-uptd-ppa").await.unwrap_err();
-    let said = refused.to_string();
+    let said = refusal(&system, "maros-uptd-ppa").await;
     assert!(
         said.contains("the router found the stream REFBUS_EVENTS configured in a way")
             && said.contains("max_age is 2592000s"),
@@ -149,10 +146,7 @@ async fn an_adapter_does_not_start_on_a_statement_the_router_did_not_sign() {
     refbus_bus::Bus::connect(system.nats.connect_options(), &settings)
         .await
         .unwrap();
-    let said = start_adapter(&system, "maros-dinsos")
-        .await
-        .unwrap_err()
-        .to_string();
+    let said = refusal(&system, "maros-dinsos").await;
     assert!(said.contains("start the router first"), "{said}");
 
     // Someone with the right to write the bucket but without the router's key (an
@@ -168,14 +162,9 @@ async fn an_adapter_does_not_start_on_a_statement_the_router_did_not_sign() {
     let statement = StreamStatement {
         stream: settings.name.clone(),
         replicas: settings.replicas,
+        // Now: the statement is not refused for its age or as a replay, only for its signature.
         checked_at: refbus_core::Timestamp::from_millis(
-            i64::try_from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis(),
-            )
-            .unwrap(),
+            i64::try_from(std::time::UNIX_EPOCH.elapsed().unwrap().as_millis()).unwrap(),
         ),
         differences: Vec::new(),
     };
@@ -196,10 +185,7 @@ async fn an_adapter_does_not_start_on_a_statement_the_router_did_not_sign() {
             .unwrap()
             .await
             .unwrap();
-        let said = start_adapter(&system, "maros-dinsos")
-            .await
-            .unwrap_err()
-            .to_string();
+        let said = refusal(&system, "maros-dinsos").await;
         assert!(
             said.contains("is not the router's"),
             "{signature:?}: {said}"
