@@ -101,6 +101,9 @@ pub struct Options {
     /// Where [`run`] serves the adapter's Prometheus metrics (`GET /metrics`); `None` (the
     /// default): not served.
     pub metrics: Option<refbus_metrics::Endpoint>,
+    /// How often a running adapter reads the router's statement on the events stream again
+    /// (see [`run`]).
+    pub stream_recheck_every: Duration,
 }
 
 impl Default for Options {
@@ -116,6 +119,7 @@ impl Default for Options {
             max_inbox_streams: 64,
             stage_times: None,
             metrics: None,
+            stream_recheck_every: refbus_bus::statement::RECHECK_EVERY,
         }
     }
 }
@@ -266,6 +270,12 @@ pub async fn run(
             let _ = stopped.wait_for(|stop| *stop).await;
         }))
     };
+    let stream_watch = {
+        let mut stopped = stopping.subscribe();
+        tokio::spawn(watch_stream(adapter.clone(), async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        }))
+    };
     let served = serve(adapter, listener, transport, async move {
         shutdown.await;
         tracing::info!("adapter stopping: ending inbox streams");
@@ -275,6 +285,7 @@ pub async fn run(
     // Also when serving failed: nothing of the adapter may outlive `run`.
     adapter_stopped.send_replace(true);
     let _ = reroutes.await;
+    let _ = stream_watch.await;
     if let Some(metrics) = metrics {
         metrics.stop().await;
     }
@@ -309,6 +320,60 @@ async fn check_stream(adapter: &Adapter) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// While the adapter runs, reads the router's statement on the events stream again every
+/// `Options::stream_recheck_every`, until `stop`: a stream altered under a running adapter is
+/// logged at ERROR at every reading and shown in `refbus_adapter_stream_unvouched`, for the
+/// agency's IT staff. The adapter goes on serving: what it writes is stored all the same, and
+/// refusing the agency's referrals would lose more than it protects.
+async fn watch_stream(adapter: Adapter, stop: impl Future<Output = ()>) {
+    let mut ticks = tokio::time::interval(adapter.inner.options.stream_recheck_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: `check_stream` has just read it.
+    ticks.tick().await;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            _ = ticks.tick() => {}
+        }
+        let read = adapter
+            .inner
+            .bus
+            .router_statement(&adapter.inner.verifier)
+            .await;
+        match read {
+            Ok((statement, age)) => {
+                adapter.inner.metrics.set_stream_unvouched(false);
+                if age > refbus_bus::statement::STALE_AFTER {
+                    tracing::warn!(
+                        stream = %statement.stream,
+                        checked_at = %statement.checked_at,
+                        age_seconds = age.as_secs(),
+                        "the router's last check of the events stream is old: is a router running?"
+                    );
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    refbus_bus::ConnectErrorKind::Misconfigured
+                        | refbus_bus::ConnectErrorKind::Unvouched
+                ) =>
+            {
+                adapter.inner.metrics.set_stream_unvouched(true);
+                tracing::error!(
+                    "{err}. This adapter goes on serving (what it writes is stored), but referral \
+                     events can be lost: tell the refbus administrator; a restart of this adapter \
+                     refuses until the stream is put right"
+                );
+            }
+            Err(err) => tracing::warn!(
+                "could not read the router's statement on the events stream again: {err}"
+            ),
+        }
+    }
 }
 
 /// Serves `adapter` over gRPC on `listener` (with health checking and reflection) until

@@ -51,6 +51,7 @@ pub(crate) struct Metrics {
     append_seconds: Histogram,
     inbox_streams: Gauge,
     integrity_failures: Family<Integrity, Counter>,
+    stream_unvouched: Gauge,
     /// `/service/method` paths the contract names, for bounded labels.
     known: Arc<HashSet<String>>,
 }
@@ -67,6 +68,7 @@ impl Metrics {
             append_seconds: refbus_metrics::latency_histogram(),
             inbox_streams: Gauge::default(),
             integrity_failures: Family::default(),
+            stream_unvouched: Gauge::default(),
             known: Arc::new(known_methods()),
         };
         registry.register(
@@ -90,6 +92,11 @@ impl Metrics {
             "Records read from the bus that failed refbus's record check, by problem",
             metrics.integrity_failures.clone(),
         );
+        registry.register(
+            "stream_unvouched",
+            "1 while the router's last statement on the events stream refuses it (the stream altered so that it can lose events, or no statement the adapter can believe), 0 otherwise; the adapter goes on serving",
+            metrics.stream_unvouched.clone(),
+        );
         // A zero series for each problem, so that an alert on `increase` sees the first one.
         for problem in Problem::ALL {
             let _ = metrics.integrity_failures.get_or_create(&Integrity {
@@ -106,6 +113,11 @@ impl Metrics {
                 problem: problem.as_str(),
             })
             .inc();
+    }
+
+    /// What the adapter's last reading of the router's statement on the stream found.
+    pub(crate) fn set_stream_unvouched(&self, unvouched: bool) {
+        self.stream_unvouched.set(i64::from(unvouched));
     }
 
     /// Sets the open inbox streams (read from the adapter's permits before each scrape).

@@ -1,6 +1,7 @@
 //! The router's signed word on the events stream, which adapters start on since they may not
 //! read the stream's settings: a stream altered under a running router is reported at its next
-//! check while its clocks keep running, an adapter starting then refuses, and one started on a
+//! check while its clocks keep running, a running adapter reports it and goes on serving, an
+//! adapter starting then refuses, and one started on a
 //! statement the router did not sign refuses too. (The refusal at a start of `refbus router` and
 //! `refbus adapter` as processes: crates/cli/tests/stream_check.rs.)
 
@@ -55,6 +56,21 @@ async fn alter_stream(system: &System, max_age: Duration) {
     .unwrap();
 }
 
+/// Whether the metrics served at `address` come to hold `line` within 30 s (scraped every 50 ms).
+async fn scrape_until(address: std::net::SocketAddr, line: &str) -> bool {
+    let mut every = tokio::time::interval(Duration::from_millis(50));
+    for _ in 0..600 {
+        every.tick().await;
+        if refbus_metrics::scrape(address)
+            .await
+            .is_ok_and(|scraped| scraped.body.contains(line))
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// The next check of the stream the router reports.
 async fn next_check(activity: &mut tokio::sync::broadcast::Receiver<Activity>) -> Vec<String> {
     tokio::time::timeout(Duration::from_secs(30), async {
@@ -97,6 +113,41 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
     start_adapter(&system, "maros-dinsos")
         .await
         .expect("an adapter starts on the router's word that the stream is as configured");
+    // An adapter that keeps running (reading the router's statement often) and shows what it
+    // reads in its metrics.
+    let dinsos = agency("maros-dinsos");
+    let adapter_metrics = refbus_metrics::Endpoint::bind(([127, 0, 0, 1], 0).into()).unwrap();
+    let adapter_scraped = adapter_metrics.address().unwrap();
+    let adapter = refbus_adapter::Adapter::new(
+        dinsos.clone(),
+        system.verifier(),
+        refbus_bus::Bus::connect(
+            system.nats.connect_options().confined_to(dinsos.clone()),
+            &system.nats.stream_settings(),
+        )
+        .await
+        .unwrap(),
+        system.keyring(&dinsos),
+        system.signing.agency(&dinsos),
+        refbus_adapter::system_now(),
+        refbus_adapter::Options {
+            metrics: Some(adapter_metrics),
+            stream_recheck_every: Duration::from_millis(200),
+            ..refbus_adapter::Options::default()
+        },
+    );
+    let (stop_adapter, adapter_stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(refbus_adapter::run(
+        adapter,
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        refbus_adapter::Transport::InsecurePlaintext,
+        async {
+            let _ = adapter_stopped.await;
+        },
+    ));
+    let unvouched =
+        |value: u8| format!("refbus_adapter_stream_unvouched{{agency=\"maros-dinsos\"}} {value}\n");
+    assert!(scrape_until(adapter_scraped, &unvouched(0)).await);
     assert_eq!(next_check(&mut activity).await, Vec::<String>::new());
 
     // An administrator adds an age limit to save disk: events older than 30 days would go.
@@ -119,6 +170,12 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
         exposed.contains("refbus_router_stream_differences 1\n"),
         "{exposed}"
     );
+    // The running adapter goes on serving, and says so to the agency's IT staff.
+    assert!(scrape_until(adapter_scraped, &unvouched(1)).await);
+    assert!(
+        !serving.is_finished(),
+        "the running adapter goes on serving"
+    );
     // The router goes on (its clocks matter more than its refusal)...
     assert!(!running.is_finished(), "the router keeps running");
     // ...and an adapter starting now refuses, naming the difference.
@@ -135,6 +192,9 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
     start_adapter(&system, "maros-uptd-ppa")
         .await
         .expect("an adapter starts once the stream is as configured again");
+    assert!(scrape_until(adapter_scraped, &unvouched(0)).await);
+    let _ = stop_adapter.send(());
+    serving.await.unwrap().unwrap();
     running.abort();
 }
 
