@@ -151,9 +151,9 @@ impl fmt::Display for StatementProblem {
                 differences,
             } => write!(
                 f,
-                "the router found the stream {stream} configured in a way refbus cannot use \
-                 safely (checked at {checked_at}): {}. The router refuses to run on it, and so \
-                 does this component: find out why the stream differs, then correct it",
+                "the router's check of the stream {stream} at {checked_at} found: {}. The \
+                 router refuses to run on it, and so does this component: find out why the \
+                 stream differs, then correct it",
                 differences.join("; ")
             ),
         }

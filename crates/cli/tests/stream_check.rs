@@ -211,7 +211,7 @@ async fn a_stream_altered_to_keep_one_event_per_referral_stops_every_component_t
     // The adapter said it on the router's word, which only the router can sign.
     let said = String::from_utf8_lossy(&refbus(&first, "").stderr).into_owned();
     assert!(
-        said.contains("the router found the stream REFBUS_EVENTS configured in a way refbus"),
+        said.contains("the router's check of the stream REFBUS_EVENTS at "),
         "{said}"
     );
 

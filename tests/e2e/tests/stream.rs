@@ -181,7 +181,7 @@ async fn a_stream_altered_under_a_running_router_is_reported_and_keeps_new_adapt
     // ...and an adapter starting now refuses, naming the difference.
     let said = refusal(&system, "maros-uptd-ppa").await;
     assert!(
-        said.contains("the router found the stream REFBUS_EVENTS configured in a way")
+        said.contains("the router's check of the stream REFBUS_EVENTS at ")
             && said.contains("max_age is 2592000s"),
         "{said}"
     );
