@@ -189,6 +189,7 @@ impl Running {
                 origin: "bench.refbus.notary".to_owned(),
                 interval,
                 metrics: None,
+                stream_recheck_every: refbus_bus::statement::RECHECK_EVERY,
             },
             stats: stats.clone(),
         };

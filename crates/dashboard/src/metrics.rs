@@ -13,6 +13,7 @@ pub(crate) struct Metrics {
     referrals: Gauge<i64>,
     indicators: Gauge<i64>,
     alerts: Gauge<i64>,
+    stream_differences: Gauge<i64>,
     records: Counter,
 }
 
@@ -50,6 +51,12 @@ impl Metrics {
             self.alerts.clone(),
         );
         registry.register(
+            "stream_differences",
+            "Differences from the configured settings the dashboard's last check of the events \
+             stream found, shown above every page (0: as configured; above 0 it can lose events)",
+            self.stream_differences.clone(),
+        );
+        registry.register(
             "records_applied",
             "Checked records applied to the projection since start",
             self.records.clone(),
@@ -67,12 +74,21 @@ impl Metrics {
     }
 
     /// Brought up to date before each scrape.
-    pub(crate) fn held(&self, referrals: usize, indicators: usize, alerts: usize) {
+    pub(crate) fn held(&self, held: Held) {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.referrals.set(gauge(referrals));
-        self.indicators.set(gauge(indicators));
-        self.alerts.set(gauge(alerts));
+        self.referrals.set(gauge(held.referrals));
+        self.indicators.set(gauge(held.indicators));
+        self.alerts.set(gauge(held.alerts));
+        self.stream_differences.set(gauge(held.stream_differences));
     }
+}
+
+/// What the dashboard holds and shows at a scrape.
+pub(crate) struct Held {
+    pub(crate) referrals: usize,
+    pub(crate) indicators: usize,
+    pub(crate) alerts: usize,
+    pub(crate) stream_differences: usize,
 }
 
 /// What [`crate::run`] serves.
@@ -83,8 +99,12 @@ pub(crate) fn exposition(shared: &Arc<crate::Shared>) -> refbus_metrics::Exposit
         async move {
             if let Some(shared) = weak.upgrade() {
                 let (referrals, alerts) = shared.read().sizes();
-                let indicators = shared.indicators_len();
-                shared.metrics.held(referrals, indicators, alerts);
+                shared.metrics.held(Held {
+                    referrals,
+                    indicators: shared.indicators_len(),
+                    alerts,
+                    stream_differences: shared.stream_differences().len(),
+                });
             }
         }
     })

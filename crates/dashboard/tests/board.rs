@@ -874,6 +874,7 @@ async fn a_stream_altered_under_the_dashboard_is_shown_above_every_page_until_pu
     .await
     .expect("the warning is pushed to open boards within 30 s");
     assert!(pushed.contains(difference), "{pushed}");
+    assert_eq!(stream_differences(&board).await, Some(1.0));
     // Every viewer, on every page, above the rest; the board goes on.
     for (path, viewer) in [
         ("/", COORDINATOR),
@@ -909,7 +910,14 @@ async fn a_stream_altered_under_the_dashboard_is_shown_above_every_page_until_pu
     .expect("the warning's end is pushed within 30 s");
     let (_, page) = board.get("/", COORDINATOR).await;
     assert!(!page.contains("stream-alert"), "{page}");
+    assert_eq!(stream_differences(&board).await, Some(0.0));
     board.assert_no_identity_served();
+}
+
+/// The dashboard's `refbus_dashboard_stream_differences` as its metrics serve it now.
+async fn stream_differences(board: &Board) -> Option<f64> {
+    let scraped = refbus_metrics::scrape(board.metrics).await.unwrap().body;
+    refbus_metrics::sample(&scraped, "refbus_dashboard_stream_differences", &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

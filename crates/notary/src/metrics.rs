@@ -21,6 +21,7 @@ pub fn exposition(stats: Arc<Stats>) -> Exposition {
     let checkpointed = Gauge::<i64>::default();
     let gaps = Counter::<u64>::default();
     let mismatches = Counter::<u64>::default();
+    let stream_differences = Gauge::<i64>::default();
     registry.register(
         "refbus_notary_log_size",
         "Leaves in the notary's log (stream messages read)",
@@ -41,9 +42,16 @@ pub fn exposition(stats: Arc<Stats>) -> Exposition {
         "Problems found comparing the stream with the signed log at start (tampering)",
         mismatches.clone(),
     );
+    registry.register(
+        "refbus_notary_stream_differences",
+        "Differences from the configured settings the notary's last check of the events stream \
+         found (0: as configured; above 0 the stream can lose events)",
+        stream_differences.clone(),
+    );
     Exposition::new(registry).refreshed_by(move || {
         let as_i64 = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         size.set(as_i64(stats.size.load(Ordering::Relaxed)));
+        stream_differences.set(as_i64(stats.stream_differences.load(Ordering::Relaxed)));
         checkpointed.set(as_i64(stats.checkpointed.load(Ordering::Relaxed)));
         for (counter, total) in [
             (&gaps, stats.gaps.load(Ordering::Relaxed)),

@@ -30,6 +30,9 @@ pub struct Settings {
     pub interval: Duration,
     /// Where to serve Prometheus metrics (`refbus_notary_*`), if anywhere.
     pub metrics: Option<refbus_metrics::Endpoint>,
+    /// How often the events stream's settings are checked again while the notary runs
+    /// ([`refbus_bus::statement::RECHECK_EVERY`] unless a test needs it sooner).
+    pub stream_recheck_every: Duration,
 }
 
 /// What the notary has done, for tests and metrics.
@@ -43,6 +46,9 @@ pub struct Stats {
     pub gaps: AtomicU64,
     /// Problems found when the stream was compared with the log at start.
     pub mismatches: AtomicU64,
+    /// Differences from the configured settings the last check of the events stream found
+    /// (0: as configured).
+    pub stream_differences: AtomicU64,
 }
 
 /// A notary ready to run.
@@ -120,7 +126,13 @@ impl Notary {
             )?),
             None => None,
         };
+        let recheck = tokio::spawn(recheck_stream(
+            self.bus.clone(),
+            self.stats.clone(),
+            self.settings.stream_recheck_every,
+        ));
         let result = self.follow(shutdown).await;
+        recheck.abort();
         if let Some(metrics) = metrics {
             metrics.stop().await;
         }
@@ -287,6 +299,38 @@ impl Notary {
             warn!("publishing checkpoint {size}: {err}");
         }
         Ok(())
+    }
+}
+
+/// Checks the events stream's settings again every `every` while the notary runs: the start-up
+/// check (`Bus::connect`) refuses a stream that can lose events, and this one reports a stream
+/// altered under a running notary, at ERROR at every check and in
+/// `refbus_notary_stream_differences`, until it is put right. The notary goes on logging: what
+/// it has logged stays provable, and a message lost from now on shows in its log as a missing
+/// leaf (`LOG GAP`) and to an auditor's `audit verify`.
+async fn recheck_stream(bus: Bus, stats: Arc<Stats>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is now: the start-up check has just been made.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        match bus.stream_differences().await {
+            Ok(differences) => {
+                if !differences.is_empty() {
+                    error!(
+                        differences = %differences.join("; "),
+                        "the events stream no longer is as configured: it can lose or alter \
+                         events before the notary logs them; tell the refbus administrator \
+                         (the notary goes on logging)"
+                    );
+                }
+                stats
+                    .stream_differences
+                    .store(differences.len() as u64, Ordering::Relaxed);
+            }
+            Err(err) => warn!(error = %err, "could not check the events stream again"),
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The notary against a real nats-server and a running system: it logs every event, signs a
-//! checkpoint covering them, resumes after a restart without appending anything twice, and
-//! refuses to extend its log over a stream that no longer holds what it signed (a byte altered
-//! in the store, a stale backup restored).
+//! checkpoint covering them, resumes after a restart without appending anything twice, refuses
+//! to extend its log over a stream that no longer holds what it signed (a byte altered in the
+//! store, a stale backup restored), and reports a stream altered under it while it logs on.
 
 mod common;
 
@@ -269,4 +269,67 @@ async fn a_stream_rebuilt_without_a_message_is_named_at_the_first_message_that_m
     for problem in &problems {
         println!("{problem}");
     }
+}
+
+/// The notary's `refbus_notary_stream_differences` as its metrics serve it now.
+async fn stream_differences(metrics: std::net::SocketAddr) -> Option<f64> {
+    let scraped = refbus_metrics::scrape(metrics).await.ok()?.body;
+    refbus_metrics::sample(&scraped, "refbus_notary_stream_differences", &[])
+}
+
+/// Waits up to 30 s for the notary's metrics to report `expected` stream differences.
+async fn until_stream_differences(metrics: std::net::SocketAddr, expected: f64) {
+    for _ in 0..600 {
+        if stream_differences(metrics).await == Some(expected) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "the notary reports {:?} stream differences, not {expected}",
+        stream_differences(metrics).await
+    );
+}
+
+#[tokio::test]
+async fn a_stream_altered_under_a_running_notary_is_reported_and_the_log_goes_on() {
+    let mut system = System::start().await;
+    create(&mut system, 0..2).await;
+    let stored = system.stored_messages().await;
+    let key = NoteKey::generate(ORIGIN, KeyKind::Notary).unwrap();
+    let (_temp, dir) = log_dir();
+    let notary = common::start_rechecking(
+        system.bus().await,
+        &key,
+        &dir,
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_millis(250),
+    )
+    .await;
+    notary.covers(stored).await;
+    until_stream_differences(notary.metrics, 0.0).await;
+    // Connected before the stream is altered: a connection made after refuses it.
+    let bus = system.bus().await;
+
+    // An age limit set by hand under the running notary, as `nats stream edit` would.
+    let url = system.nats.url();
+    let alter = |max_age| {
+        refbus_testkit::hostile::alter_stream(&url, "REFBUS_EVENTS", move |config| {
+            config.max_age = max_age;
+        })
+    };
+    alter(std::time::Duration::from_secs(30 * 24 * 3600))
+        .await
+        .unwrap();
+    until_stream_differences(notary.metrics, 1.0).await;
+
+    // It goes on logging what is written meanwhile.
+    create(&mut system, 2..4).await;
+    let stored = bus.last_sequence().await.unwrap();
+    notary.covers(stored).await;
+
+    // Put right, the next check says so.
+    alter(std::time::Duration::ZERO).await.unwrap();
+    until_stream_differences(notary.metrics, 0.0).await;
+    notary.stop().await.unwrap();
 }

@@ -83,6 +83,7 @@ pub(crate) fn run(args: NotaryArgs) -> anyhow::Result<ExitCode> {
                 origin,
                 interval: Duration::from_millis(args.interval_ms.max(1)),
                 metrics,
+                stream_recheck_every: refbus_bus::statement::RECHECK_EVERY,
             },
             stats: Arc::default(),
         };

@@ -327,6 +327,7 @@ pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
                 origin: NOTARY_ORIGIN.to_owned(),
                 interval: std::time::Duration::from_secs(1),
                 metrics: None,
+                stream_recheck_every: refbus_bus::statement::RECHECK_EVERY,
             },
             stats: std::sync::Arc::default(),
         };

@@ -52,6 +52,25 @@ pub async fn start(bus: Bus, key: &NoteKey, dir: &Path) -> Running {
 
 /// A notary signing a checkpoint every `interval` when its log grew.
 pub async fn start_every(bus: Bus, key: &NoteKey, dir: &Path, interval: Duration) -> Running {
+    start_rechecking(
+        bus,
+        key,
+        dir,
+        interval,
+        refbus_bus::statement::RECHECK_EVERY,
+    )
+    .await
+}
+
+/// A notary signing a checkpoint every `interval` when its log grew and checking the events
+/// stream's settings again every `stream_recheck_every`.
+pub async fn start_rechecking(
+    bus: Bus,
+    key: &NoteKey,
+    dir: &Path,
+    interval: Duration,
+    stream_recheck_every: Duration,
+) -> Running {
     let key = NoteKey::from_secret_text(&key.secret_text(), KeyKind::Notary).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -66,6 +85,7 @@ pub async fn start_every(bus: Bus, key: &NoteKey, dir: &Path, interval: Duration
             origin: ORIGIN.to_owned(),
             interval,
             metrics: Some(endpoint),
+            stream_recheck_every,
         },
         stats: stats.clone(),
     };
