@@ -11,34 +11,21 @@
 //! and its records stay within the two minutes the adapters allow between an event's time and
 //! the bus's.
 
-mod router_start;
+mod common;
 
-use refbus_testkit::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
+use common::{Process, refbus_ok, repo_root, router_start};
 use refbus_core::Timestamp;
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
 use refbus_testkit::NatsServer;
+use refbus_testkit::free_port;
 use refbus_testkit::otlp::{Collector, contains, descends, of_trace, only};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A child that is killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `refbus <args>` from the repository root, and its stdout and stderr lines as they come.
 fn spawn(args: &[&str]) -> (Process, Receiver<String>) {
@@ -47,9 +34,7 @@ fn spawn(args: &[&str]) -> (Process, Receiver<String>) {
 
 /// [`spawn`] with more environment variables.
 fn spawn_with(args: &[&str], env: &[(&str, &str)]) -> (Process, Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
-        .args(args)
+    let mut child = common::command(args)
         .env("REFBUS_LOG", "info")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
@@ -86,15 +71,6 @@ fn wait_for(lines: &Receiver<String>, text: &str) {
     }
 }
 
-/// Runs `refbus <args>`, which must succeed.
-fn refbus(args: &[&str]) {
-    let ran = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(ran.status.success(), "refbus {args:?}: {ran:?}");
-}
-
 /// The demonstration registry copied into `dir`, trusting the CA that `refbus certs` made in
 /// `dir/tls` for every agency's systems, with server and client certificates made the same
 /// way; the main file's path.
@@ -113,8 +89,8 @@ fn deployment_with_certificates(dir: &Path, agencies: &[&str]) -> PathBuf {
     copy(&repo_root().join("deploy/config"), dir);
     let tls = dir.join("tls");
     let tls = tls.to_str().unwrap();
-    refbus(&["certs", "ca", "--dir", tls]);
-    refbus(&[
+    refbus_ok(&["certs", "ca", "--dir", tls]);
+    refbus_ok(&[
         "certs",
         "server",
         "--dir",
@@ -125,7 +101,7 @@ fn deployment_with_certificates(dir: &Path, agencies: &[&str]) -> PathBuf {
         "localhost",
     ]);
     for agency in agencies {
-        refbus(&[
+        refbus_ok(&[
             "certs", "client", "--dir", tls, "--agency", agency, "--system", "sikasus",
         ]);
     }
@@ -221,20 +197,11 @@ fn request<T>(message: T, operator: &str) -> tonic::Request<T> {
 async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for() {
     let nats = NatsServer::start().unwrap();
     let keys = tempfile::tempdir().unwrap();
+    let out = keys.path().display().to_string();
     for agency in ["maros-dinsos", "maros-uptd-ppa", "maros-rsud"] {
-        let generated = Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .args(["keys", "generate", "--agency", agency, "--out"])
-            .arg(keys.path())
-            .output()
-            .unwrap();
-        assert!(generated.status.success(), "{generated:?}");
+        refbus_ok(&["keys", "generate", "--agency", agency, "--out", &out]);
     }
-    let generated = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .args(["keys", "generate-router", "--out"])
-        .arg(keys.path())
-        .output()
-        .unwrap();
-    assert!(generated.status.success(), "{generated:?}");
+    refbus_ok(&["keys", "generate-router", "--out", &out]);
     // The stream made and checked before the adapters start, as the router's start does in a
     // deployment: an adapter may neither create it nor read its settings.
     router_start::check_stream_as_the_router(&nats.url(), keys.path()).await;
@@ -365,7 +332,7 @@ async fn the_adapter_process_carries_out_a_reroute_the_router_process_asks_for()
 async fn the_adapter_process_serves_its_metrics_on_metrics_addr() {
     let nats = NatsServer::start().unwrap();
     let keys = tempfile::tempdir().unwrap();
-    refbus(&[
+    refbus_ok(&[
         "keys",
         "generate",
         "--agency",
@@ -454,7 +421,7 @@ async fn the_processes_export_the_callers_trace_over_otlp_without_identity() {
     let nats = NatsServer::start().unwrap();
     let keys = tempfile::tempdir().unwrap();
     for agency in ["maros-dinsos", "maros-uptd-ppa"] {
-        refbus(&[
+        refbus_ok(&[
             "keys",
             "generate",
             "--agency",
@@ -463,7 +430,7 @@ async fn the_processes_export_the_callers_trace_over_otlp_without_identity() {
             keys.path().to_str().unwrap(),
         ]);
     }
-    refbus(&[
+    refbus_ok(&[
         "keys",
         "generate-router",
         "--out",

@@ -1,26 +1,12 @@
 //! `refbus audit` as an auditor runs it: exit codes (0 clean, 3 problems found, 2 a bad command
 //! line, 1 could not run) and messages, and nothing written on bad input.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
+use common::{refbus, text};
 use refbus_testkit::NatsServer;
-
-fn refbus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .args(args)
-        .env_remove("REFBUS_NATS_URL")
-        .output()
-        .expect("the refbus binary runs")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn config() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

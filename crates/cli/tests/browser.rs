@@ -9,8 +9,8 @@ use refbus_testkit::browser::Browser;
 
 /// Starts `refbus up --demo` (a referral a second, pretended time 60 times as fast) and
 /// returns it with the dashboard's URL.
-fn start_demo(data_dir: &std::path::Path) -> (common::Up, String) {
-    let (child, lines) = common::start_up(
+fn start_demo(data_dir: &std::path::Path) -> (common::up::Up, String) {
+    let (child, lines) = common::up::start_up(
         data_dir,
         &["--demo", "--demo-every", "1", "--clock-speed", "60"],
     );

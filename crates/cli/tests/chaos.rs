@@ -7,14 +7,14 @@
 //! which CI may not grant, and both lengthen recovery beyond a minute's run. The long
 //! documented campaign injects every kind (docs/RELIABILITY.md, with its "Findings").
 
-use std::process::Command;
+mod common;
 
 #[test]
 fn a_short_campaign_of_kills_and_pauses_loses_and_duplicates_nothing() {
     let out = tempfile::tempdir().expect("a temporary directory");
     let nats_server =
         refbus_testkit::nats_server_binary().expect("nats-server (scripts/install-tools.sh)");
-    let output = Command::new(env!("CARGO_BIN_EXE_refbus"))
+    let output = common::command(&[])
         .args([
             "chaos",
             "--duration",

@@ -1,22 +1,10 @@
 //! The `refbus` binary as administrators run it: exit codes and what it prints.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn refbus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .args(args)
-        .output()
-        .expect("the refbus binary runs")
-}
-
-fn stdout(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use common::{refbus, stderr, stdout};
 
 fn deploy(file: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -2,30 +2,15 @@
 //! standard input (never the command line), the file is written readable by its owner only,
 //! bad input is refused with its exit status and message, and a refusal writes nothing.
 
-use std::io::Write as _;
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
+
+use common::{refbus_with_input, repo_root};
 
 const PASSWORD: &str = "correct horse battery";
-
-fn refbus(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the refbus binary runs");
-    // A refusal may exit before reading: a closed pipe is not the test's failure.
-    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
-    child.wait_with_output().unwrap()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn registry() -> String {
     repo_root()
@@ -43,7 +28,7 @@ fn stdout(output: &Output) -> String {
 }
 
 fn add(file: &Path, username: &str, agency: &str, role: &str, stdin: &str) -> Output {
-    refbus(
+    refbus_with_input(
         &[
             "dashboard",
             "user",
@@ -97,7 +82,7 @@ fn an_added_operator_is_written_0600_and_listed_without_her_hash() {
     assert!(siti.password_hash.verify(PASSWORD));
     assert!(!siti.password_hash.verify("wrong password"));
 
-    let list = refbus(
+    let list = refbus_with_input(
         &[
             "dashboard",
             "user",
@@ -247,7 +232,7 @@ fn an_accounts_file_others_may_read_is_refused_and_left_alone() {
         0o644,
         "refbus does not quietly fix it: the operator must know"
     );
-    let list = refbus(
+    let list = refbus_with_input(
         &[
             "dashboard",
             "user",
@@ -275,7 +260,7 @@ fn removing_an_operator_rewrites_the_file() {
             .status
             .success()
     );
-    let output = refbus(
+    let output = refbus_with_input(
         &[
             "dashboard",
             "user",
@@ -291,7 +276,7 @@ fn removing_an_operator_rewrites_the_file() {
     assert!(stdout(&output).contains("removed budi; 1 operator(s)"));
     assert_eq!(mode(&file), 0o600);
     let before = std::fs::read(&file).unwrap();
-    let again = refbus(
+    let again = refbus_with_input(
         &[
             "dashboard",
             "user",
@@ -339,7 +324,7 @@ fn a_change_while_another_is_under_way_is_refused_and_writes_nothing() {
 
 #[test]
 fn the_password_is_never_an_argument() {
-    let output = refbus(&["dashboard", "user", "add", "--help"], "");
+    let output = refbus_with_input(&["dashboard", "user", "add", "--help"], "");
     let help = stdout(&output);
     assert!(!help.contains("--password"), "{help}");
 }

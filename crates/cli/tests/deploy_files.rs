@@ -7,6 +7,10 @@
 //! the command's own `--help`. Nothing is started: a unit that verifies can still fail on a
 //! real machine for what only a real machine has (users, files in /etc/refbus).
 
+mod common;
+
+use common::repo_root;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -37,10 +41,6 @@ const ENV_FILES: [(&str, &str); 6] = [
     ("refbus-witness.service", "witness.env"),
     ("refbus-dashboard.service", "dashboard.env"),
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn systemd_dir() -> PathBuf {
     repo_root().join("deploy/systemd")
@@ -93,7 +93,7 @@ fn exec_commands(unit: &str) -> Vec<Vec<String>> {
 
 /// The long options `refbus <command> --help` lists.
 fn help_flags(command: &str) -> (BTreeSet<String>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_refbus"))
+    let output = common::command(&[])
         .args([command, "--help"])
         .output()
         .expect("the refbus binary runs");
@@ -520,11 +520,7 @@ fn the_kubernetes_nats_configuration_is_valid_for_the_pinned_nats_server() {
             "--dir",
         ],
     ] {
-        let made = Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .args(&args)
-            .arg(&pki)
-            .output()
-            .unwrap();
+        let made = common::command(&[]).args(&args).arg(&pki).output().unwrap();
         assert!(made.status.success(), "{made:?}");
     }
     std::fs::create_dir(dir.join("tls")).unwrap();

@@ -8,8 +8,11 @@
     reason = "a test: a broken setup must fail loudly"
 )]
 
+mod common;
+
+use common::repo_root;
+
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use refbus_bus::{Append, Bus, Idempotency, StreamSettings};
@@ -23,10 +26,6 @@ use refbus_testkit::NatsServer;
 
 /// 09:00 WITA on Monday 2 March 2026.
 const T0: &str = "2026-03-02T09:00:00+08:00";
-
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 fn agency(text: &str) -> AgencyId {
     AgencyId::new(text).unwrap()
@@ -103,8 +102,7 @@ fn creation(sex: Sex, age_band: AgeBand, child: bool) -> CoreCommand {
 }
 
 fn indicators(nats: &str, keys: &Path, extra: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
+    common::command(&[])
         .args(["indicators", "--nats", nats, "--pretended-time"])
         .arg("--public-keys")
         .arg(keys)

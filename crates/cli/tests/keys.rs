@@ -2,31 +2,12 @@
 //! `config check` verifies, rotation keeps the old key, and a secret key file others may read
 //! stops every component at start.
 
-mod router_start;
+mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn refbus(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
-        .args(args)
-        .output()
-        .expect("the refbus binary runs")
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use common::{Process, refbus, repo_root, router_start, text};
 
 /// The printed line that starts with `key = `.
 fn printed<'t>(output: &'t str, key: &str) -> &'t str {
@@ -249,16 +230,6 @@ fn rotation_keeps_the_old_keys_and_an_exposed_key_stops_the_adapter_and_the_rout
     assert!(text(&router).contains("chmod 600"), "{}", text(&router));
 }
 
-/// A child process killed when the test ends, however it ends.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `refbus adapter` for `agency` with the keys in `keys`; its address once it serves.
 fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
     use std::io::BufRead as _;
@@ -267,32 +238,30 @@ fn start_adapter(nats: &str, keys: &Path, agency: &str) -> (Process, String) {
         .local_addr()
         .unwrap()
         .to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
-        .args([
-            "adapter",
-            "--agency",
-            agency,
-            "--config",
-            "deploy/config/demo.toml",
-        ])
-        // Plaintext on loopback: this test is about keys, not transport.
-        .args([
-            "--nats",
-            nats,
-            "--listen",
-            &listen,
-            "--insecure-plaintext",
-            "--key",
-        ])
-        .arg(keys.join(format!("{agency}.key")))
-        .arg("--public-keys")
-        .arg(keys)
-        .env("REFBUS_LOG", "info")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::command(&[
+        "adapter",
+        "--agency",
+        agency,
+        "--config",
+        "deploy/config/demo.toml",
+    ])
+    // Plaintext on loopback: this test is about keys, not transport.
+    .args([
+        "--nats",
+        nats,
+        "--listen",
+        &listen,
+        "--insecure-plaintext",
+        "--key",
+    ])
+    .arg(keys.join(format!("{agency}.key")))
+    .arg("--public-keys")
+    .arg(keys)
+    .env("REFBUS_LOG", "info")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

@@ -5,9 +5,13 @@
 //! test decides what "now" is for each run instead of waiting: the first run sees 35 minutes
 //! pass, the later runs 100 minutes, with the time in between spent with no router at all.
 
+mod common;
+
+use common::repo_root;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -25,18 +29,13 @@ const REFERRALS: usize = 10;
 /// and the reroute request 30 minutes after the breach.
 const ITEMS_EACH: usize = 7;
 
-fn repo_root() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn start_router(
     nats: &str,
     keys: &Path,
     replica: &str,
     now: Timestamp,
 ) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
+    let mut child = common::command(&[])
         .args(["router", "--nats", nats, "--replica", replica])
         .arg("--signing-key")
         .arg(keys.join("router.sign.key"))
@@ -243,8 +242,7 @@ fn the_router_logs_in_with_a_user_and_a_password_file() {
     let run = |password: &str| {
         let file = dir.path().join("password");
         std::fs::write(&file, format!("{password}\n")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .current_dir(repo_root())
+        let mut child = common::command(&[])
             .args([
                 "router",
                 "--nats",
@@ -296,8 +294,7 @@ async fn the_router_process_serves_its_metrics_on_metrics_addr() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
+    let mut child = common::command(&[])
         .args(["router", "--nats", &nats.url(), "--replica", "metrics"])
         .arg("--signing-key")
         .arg(keys_dir.path().join("router.sign.key"))

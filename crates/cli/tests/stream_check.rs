@@ -8,25 +8,20 @@
 //! stores its signed statement of every check, a refusal included, and `refbus adapter`
 //! refuses to start on a statement that lists differences, or on none.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use refbus_bus::{Bus, StreamSettings};
 use refbus_testkit::{NatsServer, free_port};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// Runs `refbus args` in the repository's root with `stdin`, and returns what it did once it
 /// ended; a command still running after a minute is killed and fails the test (a component
 /// that does not refuse would serve for ever).
 fn refbus(args: &[&str], stdin: &str) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
-        .args(args)
+    let mut child = common::command(args)
         .env("REFBUS_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

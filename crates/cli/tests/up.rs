@@ -107,7 +107,7 @@ fn interrupt(child: &mut Child) -> std::process::ExitStatus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, lines) = common::start_up(data.path(), &[]);
+    let (mut child, lines) = common::up::start_up(data.path(), &[]);
     let output = lines.concat();
     assert!(output.contains("refbus is up."), "{output}");
     // The dashboard is up too, on loopback, and serves the board.
@@ -252,11 +252,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     assert!(audit_args.contains(&"--log") && audit_args.contains(&"--public-keys"));
     let mut verified = None;
     for _ in 0..40 {
-        let ran = Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .current_dir(repo_root())
-            .args(&audit_args)
-            .output()
-            .unwrap();
+        let ran = common::command(&[]).args(&audit_args).output().unwrap();
         let report = String::from_utf8_lossy(&ran.stdout).into_owned();
         if ran.status.success() {
             verified = Some(report);
@@ -281,7 +277,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
     assert!(data.path().join("keys/maros-dinsos.key").exists());
 
     // Started again on the same data, the referral is still there.
-    let (mut child, lines) = common::start_up(data.path(), &[]);
+    let (mut child, lines) = common::up::start_up(data.path(), &[]);
     let dinsos_line = lines
         .iter()
         .find(|line| line.contains(" maros-dinsos "))
@@ -302,7 +298,7 @@ async fn up_serves_every_agency_stops_on_ctrl_c_and_keeps_its_data() {
 #[tokio::test]
 async fn up_admits_to_nats_only_tls_clients_with_its_certificate_and_a_known_nkey() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, lines) = common::start_up(data.path(), &[]);
+    let (mut child, lines) = common::up::start_up(data.path(), &[]);
     let output = lines.concat();
     let url = lines
         .iter()
@@ -379,9 +375,12 @@ async fn up_admits_to_nats_only_tls_clients_with_its_certificate_and_a_known_nke
 fn start_merged(
     data_dir: &std::path::Path,
     args: &[&str],
-) -> (common::Up, std::sync::mpsc::Receiver<String>, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .current_dir(repo_root())
+) -> (
+    common::up::Up,
+    std::sync::mpsc::Receiver<String>,
+    Vec<String>,
+) {
+    let mut child = common::command(&[])
         .arg("up")
         .args(args)
         .arg("--data-dir")
@@ -420,7 +419,7 @@ fn start_merged(
         let done = line.contains("Press Ctrl-C");
         seen.push(line);
         if done {
-            return (common::Up(child), lines, seen);
+            return (common::up::Up(child), lines, seen);
         }
     }
 }
@@ -574,7 +573,7 @@ async fn up_prints_each_router_action_once_and_no_colour_codes_into_a_pipe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_each_components_metrics_and_prints_where() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, lines) = common::start_up(data.path(), &[]);
+    let (mut child, lines) = common::up::start_up(data.path(), &[]);
     let output = lines.concat();
     // One URL per component: the router, each of the eight adapters, the dashboard.
     let urls: Vec<(&str, &str)> = lines
@@ -655,7 +654,7 @@ async fn create(data_dir: &std::path::Path, endpoint: &str, request_id: &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_cluster_3_serves_a_referral_and_goes_on_serving_after_a_node_is_killed() {
     let data = tempfile::tempdir().unwrap();
-    let (mut child, lines) = common::start_up(data.path(), &["--cluster", "3"]);
+    let (mut child, lines) = common::up::start_up(data.path(), &["--cluster", "3"]);
     let output = lines.concat();
     // Three nodes, each with its own store under the data directory and its process id.
     let nodes: Vec<(String, u32)> = lines
@@ -772,7 +771,7 @@ async fn up_with_otlp_endpoint_exports_a_calls_spans_in_the_callers_trace() {
     let data = tempfile::tempdir().unwrap();
     let (data_dir, otlp) = (data.path().to_owned(), format!("http://{addr}"));
     let (mut child, lines) = tokio::task::spawn_blocking(move || {
-        common::start_up(&data_dir, &["--otlp-endpoint", &otlp])
+        common::up::start_up(&data_dir, &["--otlp-endpoint", &otlp])
     })
     .await
     .unwrap();

@@ -1,34 +1,19 @@
 //! `refbus witness` as another office runs it: its metrics are served where
 //! `REFBUS_METRICS_ADDR` (the variable every component reads) says, while it follows a log.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
+use common::{Process, refbus_ok};
 use refbus_testkit::free_port;
-
-/// A child that is killed when the test ends, however it ends.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn refbus(args: &[&str]) {
-    let ran = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(ran.status.success(), "refbus {args:?}: {ran:?}");
-}
 
 #[tokio::test]
 async fn the_witness_serves_its_metrics_on_refbus_metrics_addr() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    refbus(&[
+    refbus_ok(&[
         "keys",
         "generate-notary",
         "--name",
@@ -36,7 +21,7 @@ async fn the_witness_serves_its_metrics_on_refbus_metrics_addr() {
         "--out",
         &path("notary.key"),
     ]);
-    refbus(&[
+    refbus_ok(&[
         "keys",
         "generate-witness",
         "--name",
@@ -47,23 +32,22 @@ async fn the_witness_serves_its_metrics_on_refbus_metrics_addr() {
     std::fs::create_dir(dir.path().join("state")).unwrap();
     let metrics = format!("127.0.0.1:{}", free_port());
     // No notary serves this log yet: the witness keeps trying, and serves its metrics.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-        .args([
-            "witness",
-            "--log-url",
-            &format!("http://127.0.0.1:{}", free_port()),
-            "--notary-key",
-            &path("notary.vkey"),
-            "--key",
-            &path("witness.key"),
-            "--dir",
-            &path("state"),
-        ])
-        .env("REFBUS_METRICS_ADDR", &metrics)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = common::command(&[
+        "witness",
+        "--log-url",
+        &format!("http://127.0.0.1:{}", free_port()),
+        "--notary-key",
+        &path("notary.vkey"),
+        "--key",
+        &path("witness.key"),
+        "--dir",
+        &path("state"),
+    ])
+    .env("REFBUS_METRICS_ADDR", &metrics)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let _process = Process(child);
     let mut line = String::new();

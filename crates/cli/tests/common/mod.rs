@@ -1,107 +1,81 @@
-//! What the process tests of `refbus up` share: starting it on free ports.
+//! What the tests of the `refbus` binary share: running it as an administrator would, from the
+//! repository's root, and the processes they start (`refbus up`, a router's start).
+// Each test file uses some of these, not all.
+#![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::ops::{Deref, DerefMut};
-use std::process::{Child, Command, Stdio};
+pub(crate) mod router_start;
+pub(crate) mod up;
 
-use refbus_testkit::{free_port, free_ports};
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
 
-/// The repository's root: `refbus up` finds deploy/config there.
-pub(crate) fn repo_root() -> std::path::PathBuf {
+/// The repository's root: where an administrator runs `refbus`, with deploy/config beside it.
+pub(crate) fn repo_root() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Starts `refbus up` on free ports and reads its output until it says it is up; returns the
-/// what it printed until then. `extra` are more arguments (e.g. `--demo`). Other tests run beside this one and start servers on ports of their own: if one
-/// took a port between choosing it and `up` binding it, `up` ends early, and it is started
-/// again on other ports; three early ends in a row fail the test, with what `up` said.
-pub(crate) fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Up, Vec<String>) {
-    let mut attempts = Vec::new();
-    for _ in 0..3 {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .current_dir(repo_root())
-            .arg("up")
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir)
-            // Room for three nodes of each (`--cluster 3`; one server uses the first).
-            .args(["--nats-port", &free_ports(3).to_string()])
-            .args(["--nats-monitor-port", &free_ports(3).to_string()])
-            .args(["--nats-cluster-port", &free_ports(3).to_string()])
-            .args(["--base-port", &free_ports(8).to_string()])
-            .args(["--dashboard-port", &free_port().to_string()])
-            .args(["--notary-port", &free_port().to_string()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
-        let up = loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 {
-                break false;
-            }
-            let done = line.contains("Press Ctrl-C");
-            lines.push(line);
-            if done {
-                break true;
-            }
-        };
-        if up {
-            // What it prints from here on (the router's actions, its log) is not needed;
-            // reading it keeps its pipes from filling up.
-            let stderr = child.stderr.take().unwrap();
-            std::thread::spawn(move || for _ in reader.lines() {});
-            std::thread::spawn(move || for _ in BufReader::new(stderr).lines() {});
-            return (Up(child), lines);
-        }
-        let mut said = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut said).unwrap();
-        let _ = child.wait();
-        attempts.push(format!("{lines:?}\n{said}"));
-    }
-    panic!(
-        "refbus up ended early three times:\n{}",
-        attempts.join("\n---\n")
-    );
+/// The `refbus` binary under test with `args`, run from the repository's root and without the
+/// caller's `REFBUS_NATS_URL` (a developer's own server never stands in for the test's).
+pub(crate) fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_refbus"));
+    command
+        .current_dir(repo_root())
+        .args(args)
+        .env_remove("REFBUS_NATS_URL");
+    command
 }
 
-/// A running `refbus up`: stopped with Ctrl-C (SIGINT) when dropped while it still runs, so a
-/// failing test takes it and its nats-server down rather than leaving them running.
-pub(crate) struct Up(pub(crate) Child);
-
-impl Deref for Up {
-    type Target = Child;
-
-    fn deref(&self) -> &Child {
-        &self.0
-    }
+/// Runs `refbus` with `args` to its end, nothing on its standard input.
+pub(crate) fn refbus(args: &[&str]) -> Output {
+    command(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the refbus binary runs")
 }
 
-impl DerefMut for Up {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
+/// Runs `refbus` with `args` to its end, `input` on its standard input (a password, a note).
+pub(crate) fn refbus_with_input(args: &[&str], input: &str) -> Output {
+    let mut child = command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the refbus binary runs");
+    // A refusal may come before the input is read: a closed pipe is not the test's failure.
+    let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    child.wait_with_output().unwrap()
 }
 
-impl Drop for Up {
+/// Runs `refbus` with `args`, which must succeed.
+pub(crate) fn refbus_ok(args: &[&str]) -> Output {
+    let output = refbus(args);
+    assert!(output.status.success(), "refbus {args:?}: {output:?}");
+    output
+}
+
+/// What it printed, standard output then standard error.
+pub(crate) fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+pub(crate) fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub(crate) fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A `refbus` process that is killed when the test ends, however it ends.
+pub(crate) struct Process(pub(crate) Child);
+
+impl Drop for Process {
     fn drop(&mut self) {
-        if !matches!(self.0.try_wait(), Ok(None)) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        // It stops within seconds (tests/up.rs holds it to that); if it ever does not, it is
-        // killed rather than left to hang the test run.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

@@ -1,4 +1,4 @@
-//! What the tests that run `refbus adapter` before any `refbus router` share: the one thing a
+//! For the tests that run `refbus adapter` without a `refbus router` process: the one thing a
 //! router's start does that an adapter's start needs.
 
 use std::path::Path;
@@ -10,12 +10,12 @@ use std::path::Path;
 pub(crate) async fn check_stream_as_the_router(nats_url: &str, keys: &Path) {
     let key_file = keys.join("router.sign.key");
     if !key_file.exists() {
-        let made = std::process::Command::new(env!("CARGO_BIN_EXE_refbus"))
-            .args(["keys", "generate-router", "--out"])
-            .arg(keys)
-            .output()
-            .unwrap();
-        assert!(made.status.success(), "{made:?}");
+        super::refbus_ok(&[
+            "keys",
+            "generate-router",
+            "--out",
+            &keys.display().to_string(),
+        ]);
     }
     let key =
         refbus_seal::signing::read_signing_key(&key_file, refbus_core::signature::Signer::Router)
