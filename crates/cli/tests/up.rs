@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use common::repo_root;
-use refbus_testkit::{free_port, free_ports};
 
 use refbus_proto::v1;
 use refbus_proto::v1::referral_service_client::ReferralServiceClient;
@@ -380,16 +379,7 @@ fn start_merged(
     std::sync::mpsc::Receiver<String>,
     Vec<String>,
 ) {
-    let mut child = common::command(&[])
-        .arg("up")
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--nats-port", &free_port().to_string()])
-        .args(["--nats-monitor-port", &free_port().to_string()])
-        .args(["--base-port", &free_ports(8).to_string()])
-        .args(["--dashboard-port", &free_port().to_string()])
-        .args(["--notary-port", &free_port().to_string()])
+    let mut child = common::up::command(data_dir, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -6,6 +6,23 @@ use std::process::{Child, Command, Stdio};
 
 use refbus_testkit::{free_port, free_ports};
 
+/// `refbus up` with `extra` arguments, keeping its data in `data_dir`, on free ports.
+pub(crate) fn command(data_dir: &std::path::Path, extra: &[&str]) -> Command {
+    let mut command = super::command(&["up"]);
+    command
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        // Room for three nodes of each (`--cluster 3`; one server uses the first).
+        .args(["--nats-port", &free_ports(3).to_string()])
+        .args(["--nats-monitor-port", &free_ports(3).to_string()])
+        .args(["--nats-cluster-port", &free_ports(3).to_string()])
+        .args(["--base-port", &free_ports(8).to_string()])
+        .args(["--dashboard-port", &free_port().to_string()])
+        .args(["--notary-port", &free_port().to_string()]);
+    command
+}
+
 /// Starts `refbus up` on free ports and reads its output until it says it is up; returns
 /// what it printed until then. `extra` are more arguments (e.g. `--demo`). Other tests run beside this one and start servers on ports of their own: if one
 /// took a port between choosing it and `up` binding it, `up` ends early, and it is started
@@ -13,17 +30,7 @@ use refbus_testkit::{free_port, free_ports};
 pub(crate) fn start_up(data_dir: &std::path::Path, extra: &[&str]) -> (Up, Vec<String>) {
     let mut attempts = Vec::new();
     for _ in 0..3 {
-        let mut child = super::command(&["up"])
-            .args(extra)
-            .arg("--data-dir")
-            .arg(data_dir)
-            // Room for three nodes of each (`--cluster 3`; one server uses the first).
-            .args(["--nats-port", &free_ports(3).to_string()])
-            .args(["--nats-monitor-port", &free_ports(3).to_string()])
-            .args(["--nats-cluster-port", &free_ports(3).to_string()])
-            .args(["--base-port", &free_ports(8).to_string()])
-            .args(["--dashboard-port", &free_port().to_string()])
-            .args(["--notary-port", &free_port().to_string()])
+        let mut child = command(data_dir, extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
