@@ -378,8 +378,16 @@ impl Bus {
                         None
                     }
                     Ok(Err(err)) => {
+                        // A request that timed out or was not sent is the bus out of reach
+                        // for now, not a stream that cannot be provisioned.
+                        let kind = match err.kind() {
+                            DirectGetErrorKind::TimedOut | DirectGetErrorKind::Request => {
+                                ConnectErrorKind::Connect
+                            }
+                            _ => ConnectErrorKind::Provision,
+                        };
                         return Err(ConnectError::with_source(
-                            ConnectErrorKind::Provision,
+                            kind,
                             format!(
                                 "reading the router's statement on the stream {} ({}): {err}",
                                 settings.name,
@@ -389,7 +397,7 @@ impl Bus {
                     }
                     Err(_) => {
                         return Err(ConnectError::with_source(
-                            ConnectErrorKind::Provision,
+                            ConnectErrorKind::Connect,
                             format!(
                                 "reading the router's statement on the stream {} timed out",
                                 settings.name

@@ -182,10 +182,9 @@ pub(crate) fn describe(activity: &Activity) -> String {
             recorded_at,
             ..
         } => {
-            let late = recorded_at.since(*due_at);
+            let late = lateness(recorded_at.since(*due_at));
             format!(
-                "router: {change:<18} {key:<40} referral {referral} (due {due_at}, {} ms later)",
-                late.as_millis()
+                "router: {change:<18} {key:<40} referral {referral} (due {due_at}, recorded {late} later)"
             )
         }
         Activity::Noticed {
@@ -215,5 +214,40 @@ pub(crate) fn describe(activity: &Activity) -> String {
                 "router: INTEGRITY {problem:<12} referral {referral}, record at stream sequence {seq} refused, clocks keep running: {why}"
             )
         }
+    }
+}
+
+/// How long after its due time an item was recorded, as an operator reads it: milliseconds
+/// while it is about timeliness (under a minute), hours, minutes and seconds once a router
+/// catches up after being down.
+fn lateness(late: std::time::Duration) -> String {
+    let millis = late.as_millis();
+    if millis < 60_000 {
+        return format!("{millis} ms");
+    }
+    let seconds = late.as_secs();
+    let (hours, minutes, seconds) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    if hours > 0 {
+        format!("{hours} h {minutes} min {seconds} s")
+    } else {
+        format!("{minutes} min {seconds} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::lateness;
+
+    #[test]
+    fn lateness_is_in_milliseconds_under_a_minute_and_in_hours_and_minutes_after() {
+        assert_eq!(lateness(Duration::from_millis(0)), "0 ms");
+        assert_eq!(lateness(Duration::from_millis(59_999)), "59999 ms");
+        assert_eq!(lateness(Duration::from_millis(60_000)), "1 min 0 s");
+        assert_eq!(
+            lateness(Duration::from_millis(16_502_075)),
+            "4 h 35 min 2 s"
+        );
     }
 }
