@@ -6,7 +6,7 @@
 //! process of the real `refbus` binary (the production entry points, with their own command
 //! lines); runs a workload of simulated agency systems over gRPC ([`workload`]) while a
 //! nemesis injects faults on a schedule drawn from the seed ([`nemesis`]): kill -9 and
-//! SIGSTOP/SIGCONT of nodes, routers and adapters, partitions between nodes (network
+//! SIGSTOP/SIGCONT of nodes, routers, adapters and the notary, partitions between nodes (network
 //! namespaces, [`net`]) and router clock jumps; then heals everything, waits a quiet period,
 //! and checks ([`checker`]) from the bus and with `refbus audit verify`.
 //!

@@ -1,5 +1,5 @@
 //! The short fault campaign CI runs: `refbus chaos` for a minute with kill -9 and
-//! SIGSTOP/SIGCONT of nats-server nodes, routers and adapters, then its checker. The command's
+//! SIGSTOP/SIGCONT of nats-server nodes, routers, adapters and the notary, then its checker. The command's
 //! exit status is its verdict; the results file says what was injected and checked, so that a
 //! campaign that injected nothing or did nothing cannot pass.
 //!
