@@ -32,6 +32,7 @@ async fn notarise(url: &str, key: &NoteKey, dir: &Path) {
             origin: ORIGIN.to_owned(),
             interval: std::time::Duration::from_millis(50),
             metrics: None,
+            stream_recheck_every: refbus_bus::statement::RECHECK_EVERY,
         },
         stats: stats.clone(),
     };

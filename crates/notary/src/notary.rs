@@ -49,6 +49,8 @@ pub struct Stats {
     /// Differences from the configured settings the last check of the events stream found
     /// (0: as configured).
     pub stream_differences: AtomicU64,
+    /// Checks of the events stream made while running (those JetStream answered).
+    pub stream_checks: AtomicU64,
 }
 
 /// A notary ready to run.
@@ -328,6 +330,7 @@ async fn recheck_stream(bus: Bus, stats: Arc<Stats>, every: Duration) {
                 stats
                     .stream_differences
                     .store(differences.len() as u64, Ordering::Relaxed);
+                stats.stream_checks.fetch_add(1, Ordering::Relaxed);
             }
             Err(err) => warn!(error = %err, "could not check the events stream again"),
         }

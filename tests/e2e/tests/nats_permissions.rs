@@ -10,6 +10,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -1295,6 +1296,8 @@ async fn the_notary_and_a_witness_work_on_their_own_users_and_adapters_get_recei
             origin: "refbus.test/log".to_owned(),
             interval: Duration::from_millis(100),
             metrics: None,
+            // Soon, so that its check of the stream while running is made with its own user.
+            stream_recheck_every: Duration::from_millis(100),
         },
         stats: stats.clone(),
     };
@@ -1348,6 +1351,16 @@ async fn the_notary_and_a_witness_work_on_their_own_users_and_adapters_get_recei
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(cosigned, "no cosigned checkpoint covers {stored} messages");
+    // Its check of the stream while running is answered on its own user, and finds the stream
+    // as configured.
+    for _ in 0..400 {
+        if stats.stream_checks.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(stats.stream_checks.load(Ordering::Relaxed) > 0);
+    assert_eq!(stats.stream_differences.load(Ordering::Relaxed), 0);
 
     // The adapter, on its agency's user, gets a receipt from the notary.
     let receipt = dinsos
