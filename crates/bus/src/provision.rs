@@ -381,7 +381,7 @@ pub(crate) async fn ensure_stream(
     let stream = match get_stream_riding_through(js, &settings.name).await {
         Ok(stream) => stream,
         Err(err) if is_stream_not_found(&err.kind()) => {
-            match js.create_stream(settings.config()).await {
+            match create_stream_riding_through(js, settings).await {
                 Ok(stream) => stream,
                 // Another component may have created it meanwhile (with other settings, or the
                 // server would have answered as for an identical create): check that one.
@@ -469,6 +469,45 @@ async fn get_stream_riding_through(
             answer => return answer,
         }
     }
+}
+
+/// How many times the stream's creation is asked for while the cluster has too few peers
+/// online to place its replicas: a cluster starting, or a node restarting, places nothing for
+/// a few seconds (JetStream error 10005, "no suitable peers for placement").
+const CREATE_STREAM_ATTEMPTS: u32 = 12;
+
+/// `create_stream`, asked again while the cluster has too few peers online to place the
+/// stream's replicas, [`CREATE_STREAM_ATTEMPTS`] times in all (about 20 s); any other answer
+/// at once.
+async fn create_stream_riding_through(
+    js: &jetstream::Context,
+    settings: &StreamSettings,
+) -> Result<stream::Stream, jetstream::context::CreateStreamError> {
+    let mut attempt = 1;
+    loop {
+        match js.create_stream(settings.config()).await {
+            Err(err) if too_few_peers(&err) && attempt < CREATE_STREAM_ATTEMPTS => {
+                tracing::warn!(
+                    stream = %settings.name,
+                    replicas = settings.replicas,
+                    attempt,
+                    "the cluster has too few peers online to place the stream's replicas (a \
+                     node starting?); asking again"
+                );
+                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(4)))).await;
+                attempt += 1;
+            }
+            answer => return answer,
+        }
+    }
+}
+
+fn too_few_peers(err: &jetstream::context::CreateStreamError) -> bool {
+    matches!(
+        err.kind(),
+        jetstream::context::CreateStreamErrorKind::JetStream(error)
+            if error.error_code() == jetstream::ErrorCode::CLUSTER_NO_PEERS
+    )
 }
 
 /// Whether the request for the stream went unanswered (not refused, not "no responders").
