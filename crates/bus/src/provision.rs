@@ -454,21 +454,14 @@ async fn get_stream_riding_through(
     js: &jetstream::Context,
     name: &str,
 ) -> Result<stream::Stream, jetstream::context::GetStreamError> {
-    let mut attempt = 1;
-    loop {
-        match js.get_stream(name).await {
-            Err(err) if timed_out(&err) && attempt < GET_STREAM_ATTEMPTS => {
-                tracing::warn!(
-                    stream = name,
-                    attempt,
-                    "asking for the stream timed out (a cluster electing its leader?); asking again"
-                );
-                tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            answer => return answer,
-        }
-    }
+    asked_again(
+        name,
+        GET_STREAM_ATTEMPTS,
+        timed_out,
+        "asking for the stream timed out (a cluster electing its leader?); asking again",
+        || js.get_stream(name),
+    )
+    .await
 }
 
 /// How many times the stream's creation is asked for while the cluster has too few peers
@@ -483,17 +476,34 @@ async fn create_stream_riding_through(
     js: &jetstream::Context,
     settings: &StreamSettings,
 ) -> Result<stream::Stream, jetstream::context::CreateStreamError> {
+    asked_again(
+        &settings.name,
+        CREATE_STREAM_ATTEMPTS,
+        too_few_peers,
+        "the cluster has too few peers online to place the stream's replicas (a node \
+         starting?); asking again",
+        || js.create_stream(settings.config()),
+    )
+    .await
+}
+
+/// `request`, made again while its error is one a settling cluster gives (`settling`), up to
+/// `attempts` requests in all, each wait logged with `why`: 0.5, 1 and 1.5 s, then 2 s each.
+async fn asked_again<T, E, F>(
+    stream: &str,
+    attempts: u32,
+    settling: fn(&E) -> bool,
+    why: &str,
+    mut request: impl FnMut() -> F,
+) -> Result<T, E>
+where
+    F: std::future::Future<Output = Result<T, E>>,
+{
     let mut attempt = 1;
     loop {
-        match js.create_stream(settings.config()).await {
-            Err(err) if too_few_peers(&err) && attempt < CREATE_STREAM_ATTEMPTS => {
-                tracing::warn!(
-                    stream = %settings.name,
-                    replicas = settings.replicas,
-                    attempt,
-                    "the cluster has too few peers online to place the stream's replicas (a \
-                     node starting?); asking again"
-                );
+        match request().await {
+            Err(err) if settling(&err) && attempt < attempts => {
+                tracing::warn!(stream, attempt, "{why}");
                 tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt.min(4)))).await;
                 attempt += 1;
             }
