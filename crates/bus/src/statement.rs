@@ -37,6 +37,9 @@ pub const BUCKET: &str = "REFBUS_STREAM_CHECKS";
 /// [`Signature`](refbus_core::signature::Signature)).
 pub const SIGNATURE_HEADER: &str = "Refbus-Signature";
 
+/// How many times an adapter reads the statement before it takes "none" for an answer.
+const MISSING_READS: u32 = 6;
+
 /// How often a running router checks the stream again and renews its statement.
 pub const RECHECK_EVERY: Duration = Duration::from_secs(60);
 
@@ -351,6 +354,32 @@ impl Bus {
     ) -> Result<(StreamStatement, Duration), ConnectError> {
         let signers = verifier.signers();
         let settings = self.settings();
+        // On a cluster a replica behind may answer "none" for a statement the router stored
+        // a moment ago (direct reads do not promise read-after-write): asked again a few
+        // times before an adapter is told to start the router first.
+        let mut stored = self.stored_statement().await?;
+        for _ in 1..MISSING_READS {
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            stored = self.stored_statement().await?;
+        }
+        let statement = judge(stored.as_ref(), signers, settings).map_err(|problem| {
+            let kind = match problem {
+                StatementProblem::Differs { .. } => ConnectErrorKind::Misconfigured,
+                _ => ConnectErrorKind::Unvouched,
+            };
+            ConnectError::with_source(kind, problem)
+        })?;
+        let age = stored.map_or(Duration::ZERO, |stored| age(stored.stored_at, real_now()));
+        Ok((statement, age))
+    }
+
+    /// The router's statement on this bus's stream as stored, unjudged: `None` when there is
+    /// none (or no bucket).
+    async fn stored_statement(&self) -> Result<Option<StoredStatement>, ConnectError> {
+        let settings = self.settings();
         let stream = self.js.get_stream_no_info(bucket_stream()).await.ok();
         let stored = match stream {
             None => None,
@@ -407,15 +436,7 @@ impl Bus {
                 }
             }
         };
-        let statement = judge(stored.as_ref(), signers, settings).map_err(|problem| {
-            let kind = match problem {
-                StatementProblem::Differs { .. } => ConnectErrorKind::Misconfigured,
-                _ => ConnectErrorKind::Unvouched,
-            };
-            ConnectError::with_source(kind, problem)
-        })?;
-        let age = stored.map_or(Duration::ZERO, |stored| age(stored.stored_at, real_now()));
-        Ok((statement, age))
+        Ok(stored)
     }
 }
 
