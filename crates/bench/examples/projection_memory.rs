@@ -5,8 +5,11 @@
 //!
 //! `cargo run --release -p refbus-bench --example projection_memory [-- N]`: builds the states
 //! of `N` referrals of the bench's mix (kept, so they count in neither figure), then the
-//! projection, then the indicators, and prints the growth of the resident size of each step
-//! (the system allocator, which returns nothing meanwhile: each step only allocates).
+//! projection, then the indicators, and prints the growth of the resident size at each step.
+//! The allocator is mimalloc, as in the `refbus` binary, told to give freed pages back at once
+//! (`MIMALLOC_PURGE_DELAY=0`; the example starts itself again with it): what each step frees, as
+//! the projection's B-trees rebuilt full in `shrink`, then leaves the resident size, so its
+//! growth is what the step holds, with mimalloc's rounding to size classes (at most an eighth).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -15,6 +18,9 @@ use refbus_bench::histories::{MIX, Writer};
 use refbus_core::Timestamp;
 use refbus_core::indicators::Indicators;
 use refbus_dashboard::Projection;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// This process's resident size, in bytes (`/proc/self/statm`, pages of 4 KiB).
 fn resident() -> f64 {
@@ -32,6 +38,15 @@ fn mib(bytes: f64) -> String {
 }
 
 fn main() {
+    // mimalloc reads its options when it starts, before `main`.
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        let status = std::process::Command::new(std::env::current_exe().expect("this example"))
+            .args(std::env::args_os().skip(1))
+            .env("MIMALLOC_PURGE_DELAY", "0")
+            .status()
+            .expect("this example, started again");
+        std::process::exit(status.code().unwrap_or(1));
+    }
     let count: usize = std::env::args().nth(1).map_or(1_000_100, |arg| {
         arg.parse().expect("N, a number of referrals")
     });
@@ -61,15 +76,15 @@ fn main() {
     for state in &states {
         indicators.observe(&registry, state);
     }
+    indicators.shrink();
     let with_both = resident();
     let per = |bytes: f64| bytes / f64::from(u32::try_from(count).unwrap_or(u32::MAX));
-    println!(
-        "{count} open referrals: projection {} ({:.0} B each), indicators {} ({:.0} B each), together {}",
-        mib(with_projection - before),
-        per(with_projection - before),
-        mib(with_both - with_projection),
-        per(with_both - with_projection),
-        mib(with_both - before),
-    );
+    let line = |what: &str, grown: f64| {
+        println!("{what:<11} {:>10} ({:>3.0} B each)", mib(grown), per(grown));
+    };
+    println!("{count} open referrals of the bench's mix, resident size grown by:");
+    line("projection", with_projection - before);
+    line("indicators", with_both - with_projection);
+    line("together", with_both - before);
     assert_eq!((projection.len(), indicators.len()), (count, count));
 }

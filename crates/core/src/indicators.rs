@@ -183,7 +183,31 @@ impl MaybeMillis {
     }
 }
 
-/// One clock of one referral, as far as indicators care (32 bytes).
+/// Whole seconds, or none, in four bytes: how long a referral took to be acknowledged or
+/// completed, which the definitions count in whole seconds (the figures are the same as from
+/// milliseconds: rounding down keeps the order, so the nearest-rank median and p90 of the
+/// rounded times are the rounded median and p90). `i32::MIN` is none; 68 years saturate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MaybeSeconds(i32);
+
+impl MaybeSeconds {
+    const NONE: MaybeSeconds = MaybeSeconds(i32::MIN);
+
+    fn of_millis(millis: Option<i64>) -> MaybeSeconds {
+        millis.map_or(MaybeSeconds::NONE, |millis| {
+            let seconds = millis
+                .div_euclid(1000)
+                .clamp(i64::from(i32::MIN + 1), i64::from(i32::MAX));
+            MaybeSeconds(i32::try_from(seconds).unwrap_or(i32::MAX))
+        })
+    }
+
+    fn get(self) -> Option<i32> {
+        (self != MaybeSeconds::NONE).then_some(self.0)
+    }
+}
+
+/// One clock of one referral, as far as indicators care (24 bytes).
 #[derive(Debug, Clone, PartialEq)]
 struct ClockSummary {
     /// When the target is (or was) reached if the clock keeps running, in milliseconds since
@@ -191,8 +215,9 @@ struct ClockSummary {
     deadline: MaybeMillis,
     /// In [`Names::clocks`].
     clock: u32,
-    warnings: u32,
-    breaches: u32,
+    /// Warnings and breaches recorded, counted up to 65,535 (a clock marks a handful).
+    warnings: u16,
+    breaches: u16,
     /// The level of each escalation recorded (repetitions included), in
     /// [`Names::escalation_lists`]; [`NO_ESCALATIONS`] when there is none (most clocks).
     escalations: u32,
@@ -204,7 +229,7 @@ struct ClockSummary {
 const NO_ESCALATIONS: u32 = u32::MAX;
 
 /// A referral, as far as indicators care: its keys, milestones and clocks. Nothing sealed.
-/// 80 bytes, plus its clocks: a dashboard holds one for every referral it ever saw.
+/// 72 bytes, plus its clocks: a dashboard holds one for every referral it ever saw.
 #[derive(Debug, Clone, PartialEq)]
 struct Summary {
     /// Which referral: what [`Places`] finds it by.
@@ -222,10 +247,10 @@ struct Summary {
     categories: u32,
     sex: Sex,
     age_band: AgeBand,
-    /// Milliseconds from creation to the first acceptance or rejection.
-    acknowledged_after: MaybeMillis,
-    /// Milliseconds from creation to completion.
-    completed_after: MaybeMillis,
+    /// Seconds from creation to the first acceptance or rejection.
+    acknowledged_after: MaybeSeconds,
+    /// Seconds from creation to completion.
+    completed_after: MaybeSeconds,
     accepted: bool,
     rejected: bool,
     rerouted: bool,
@@ -258,11 +283,11 @@ impl Summary {
             .filter(|(view, _)| view.started_at.is_some())
             .map(|(view, policy)| {
                 let marks = referral.marks.iter().filter(|m| m.clock == policy.id);
-                let (mut warnings, mut breaches, mut escalations) = (0, 0, Vec::new());
+                let (mut warnings, mut breaches, mut escalations) = (0u16, 0u16, Vec::new());
                 for mark in marks {
                     match mark.mark {
-                        Mark::Warning { .. } => warnings += 1,
-                        Mark::Breach => breaches += 1,
+                        Mark::Warning { .. } => warnings = warnings.saturating_add(1),
+                        Mark::Breach => breaches = breaches.saturating_add(1),
                         Mark::Escalation { level, .. } => escalations.push(level),
                         _ => {}
                     }
@@ -302,11 +327,11 @@ impl Summary {
             },
             sex: creation.sex,
             age_band: creation.age_band,
-            acknowledged_after: MaybeMillis::new(after(first(&[
+            acknowledged_after: MaybeSeconds::of_millis(after(first(&[
                 Status::Accepted,
                 Status::Rejected,
             ]))),
-            completed_after: MaybeMillis::new(after(first(&[Status::Completed]))),
+            completed_after: MaybeSeconds::of_millis(after(first(&[Status::Completed]))),
             accepted: first(&[Status::Accepted]).is_some(),
             rejected: first(&[Status::Rejected]).is_some(),
             rerouted: referral.status == Status::Rerouted || !referral.children.is_empty(),
@@ -369,6 +394,14 @@ impl Indicators {
                     .insert(&state.id, at, |at| Some(summaries[at as usize].id));
             }
         }
+    }
+
+    /// Gives back what the growth of a rebuild left unused (up to half the summaries' vector).
+    pub fn shrink(&mut self) {
+        self.summaries.shrink_to_fit();
+        let summaries = &self.summaries;
+        self.places
+            .shrink_to_fit(|at| summaries.get(at as usize).map(|summary| summary.id));
     }
 
     /// The number of referrals seen.
@@ -613,17 +646,17 @@ pub struct Times {
 }
 
 impl Times {
-    fn of(mut millis: Vec<i64>) -> Times {
-        millis.sort_unstable();
+    fn of(mut seconds: Vec<i32>) -> Times {
+        seconds.sort_unstable();
         let at = |percent: usize| {
             // Nearest rank: the ceil(p * n / 100)-th smallest value.
-            let rank = (percent * millis.len()).div_ceil(100);
-            millis
+            let rank = (percent * seconds.len()).div_ceil(100);
+            seconds
                 .get(rank.checked_sub(1)?)
-                .map(|&ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
+                .map(|&s| Duration::from_secs(u64::try_from(s).unwrap_or(0)))
         };
         Times {
-            count: millis.len() as u64,
+            count: seconds.len() as u64,
             median: at(50),
             p90: at(90),
         }
@@ -657,8 +690,8 @@ impl ClockFigures {
 #[derive(Debug, Default)]
 struct Tally {
     figures: ReferralFigures,
-    acknowledge: Vec<i64>,
-    complete: Vec<i64>,
+    acknowledge: Vec<i32>,
+    complete: Vec<i32>,
 }
 
 impl Tally {
@@ -905,11 +938,8 @@ fn push_line(out: &mut String, cells: &[String]) {
 mod tests {
     use super::*;
 
-    fn secs(values: &[u64]) -> Vec<i64> {
-        values
-            .iter()
-            .map(|s| i64::try_from(s * 1000).unwrap())
-            .collect()
+    fn secs(values: &[u64]) -> Vec<i32> {
+        values.iter().map(|s| i32::try_from(*s).unwrap()).collect()
     }
 
     #[test]
@@ -987,11 +1017,27 @@ mod tests {
         assert_eq!(MaybeMillis::new(Some(i64::MIN)).get(), Some(i64::MIN + 1));
     }
 
+    #[test]
+    fn a_time_taken_is_its_whole_seconds_rounded_down_and_saturates_far_out() {
+        for (millis, seconds) in [(0, 0), (999, 0), (1_000, 1), (61_999, 61), (-1, -1)] {
+            assert_eq!(MaybeSeconds::of_millis(Some(millis)).get(), Some(seconds));
+        }
+        assert_eq!(MaybeSeconds::of_millis(None).get(), None);
+        assert_eq!(
+            MaybeSeconds::of_millis(Some(i64::MAX)).get(),
+            Some(i32::MAX)
+        );
+        assert_eq!(
+            MaybeSeconds::of_millis(Some(i64::MIN)).get(),
+            Some(i32::MIN + 1)
+        );
+    }
+
     /// A dashboard holds a summary of every referral it ever saw, a million and more: these
     /// sizes are its memory (docs/BENCHMARKS.md, "Dashboard memory").
     #[test]
-    fn a_referrals_summary_takes_80_bytes_and_each_clock_32() {
-        assert_eq!(std::mem::size_of::<Summary>(), 80);
-        assert_eq!(std::mem::size_of::<ClockSummary>(), 32);
+    fn a_referrals_summary_takes_72_bytes_and_each_clock_24() {
+        assert_eq!(std::mem::size_of::<Summary>(), 72);
+        assert_eq!(std::mem::size_of::<ClockSummary>(), 24);
     }
 }

@@ -119,6 +119,7 @@ pub(crate) async fn observe_all(shared: Arc<Shared>) {
         })
     })
     .await;
+    shared.shrink_indicators();
     tracing::info!(count, "dashboard: indicators read every referral");
 }
 
@@ -186,6 +187,7 @@ pub(crate) async fn rebuild(shared: &Shared) -> Result<(u64, usize), ReadError> 
     projection.prune(shared.clock.now());
     projection.shrink();
     drop(projection);
+    shared.shrink_indicators();
     Ok((after, count))
 }
 

@@ -237,6 +237,8 @@ const NEVER: i64 = i64::MAX;
 /// What the projection keeps of one clock of a referral: the instants the core's clock view
 /// gave when the record was applied. Running, paused, or stopped after reaching its target
 /// (the load page counts that breach); clocks not started, or stopped in time, are not kept.
+/// 32 bytes: its responsible agency is the slot's sender or recipient, and its escalation level
+/// the highest in its list, so neither is held again.
 #[derive(Debug, Clone)]
 struct ClockSlot {
     /// The view's deadline, or [`NO_DEADLINE`].
@@ -246,12 +248,14 @@ struct ClockSlot {
     warn_at: i64,
     /// Index of (clock id, title).
     clock: u32,
-    responsible: u32,
     /// Index of the escalation levels with the agency sets they notified.
     levels: u32,
     /// Index of the set of agencies its marks notified.
     notified: u32,
-    level: Option<u16>,
+    /// The party whose agency is responsible for it.
+    responsible: Party,
+    /// Whether an escalation was recorded (its levels are in `levels`).
+    escalated: bool,
     /// Whether it is running or paused (a board clock) rather than stopped.
     on_board: bool,
     acknowledged: bool,
@@ -265,7 +269,7 @@ impl ClockSlot {
     /// Its state at `now`: exactly the comparisons the core's view makes (`breached` is the
     /// deadline reached; at risk is the elapsed time past a warning point).
     fn state(&self, now: i64) -> RowState {
-        if self.level.is_some() && !self.acknowledged {
+        if self.escalated && !self.acknowledged {
             RowState::Escalated
         } else if self.deadline != NO_DEADLINE && self.deadline <= now {
             RowState::Breached
@@ -321,11 +325,45 @@ impl Slot {
         self.clocks.first().map_or(i64::MAX, ClockSlot::sort_key)
     }
 
+    /// The agency responsible for `clock`, one of its own.
+    fn responsible(&self, clock: &ClockSlot) -> u32 {
+        match clock.responsible {
+            Party::Sender => self.sender,
+            Party::Recipient => self.recipient,
+        }
+    }
+
     fn state(&self, now: i64) -> RowState {
         self.board_clocks()
             .map(|clock| clock.state(now))
             .max()
             .unwrap_or(RowState::OnTrack)
+    }
+}
+
+/// A board row in an index: its place in the board's order (its sort key, then its slot), in
+/// 12 bytes where `(i64, u32)` takes 16 with its padding. A million rows are in three or more
+/// indexes each, so a B-tree leaf holding 11 of them shrinks from 192 to 144 bytes. The derived
+/// order (the key's signed high half, its unsigned low half, then the slot) is the pair's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    high: i32,
+    low: u32,
+    slot: u32,
+}
+
+impl Entry {
+    fn new(sort: i64, slot: u32) -> Entry {
+        #[allow(clippy::cast_possible_truncation)] // the two halves, taken apart on purpose
+        Entry {
+            high: (sort >> 32) as i32,
+            low: sort as u32,
+            slot,
+        }
+    }
+
+    fn sort(self) -> i64 {
+        (i64::from(self.high) << 32) | i64::from(self.low)
     }
 }
 
@@ -349,7 +387,7 @@ pub struct Projection {
     by_id: Places,
     /// Board rows by (time to breach, slot), per service and priority and per agency: a page
     /// walks these in order until it has its rows, never the whole projection.
-    index: HashMap<IndexKey, BTreeSet<(i64, u32)>>,
+    index: HashMap<IndexKey, BTreeSet<Entry>>,
     agencies: Interner<AgencyId>,
     services: Interner<ServiceId>,
     clocks: Interner<(ClockId, String)>,
@@ -442,15 +480,36 @@ impl Projection {
     }
 
     /// Gives back memory the rebuild's growth left unused. Rows arrive roughly in deadline
-    /// order, and a B-tree filled in ascending order leaves its nodes about half full: each
-    /// index is built again from its sorted entries, which fills them.
+    /// order, and a B-tree filled in ascending order leaves its nodes about half full: the
+    /// indexes are built again from the slots (see [`Projection::index_all`]).
     pub fn shrink(&mut self) {
         self.slots.shrink_to_fit();
         self.by_id.shrink_to_fit(|at| id_in(&self.slots, at));
         self.free.shrink_to_fit();
-        for set in self.index.values_mut() {
-            *set = std::mem::take(set).into_iter().collect();
+        self.index_all();
+    }
+
+    /// Builds every index from the slots, each B-tree from its sorted entries, which fills its
+    /// nodes. The old indexes are dropped first: nodes freed while new ones are allocated among
+    /// them leave the allocator's pages part used, and the process holds them (about 70 bytes a
+    /// referral after a rebuild, measured with `projection_memory`).
+    fn index_all(&mut self) {
+        self.index = HashMap::new();
+        let mut entries: HashMap<IndexKey, Vec<Entry>> = HashMap::new();
+        for (index, slot) in (0..).zip(&self.slots) {
+            let Some(slot) = slot else { continue };
+            let sort = slot.sort_key();
+            for key in self.keys(slot) {
+                entries
+                    .entry(key)
+                    .or_default()
+                    .push(Entry::new(sort, index));
+            }
         }
+        self.index = entries
+            .into_iter()
+            .map(|(key, entries)| (key, entries.into_iter().collect()))
+            .collect();
     }
 
     /// The compact row of `referral`: its clocks from the core's views, interned ids.
@@ -470,13 +529,6 @@ impl Projection {
                 .iter()
                 .filter(|mark| mark.clock == view.clock)
                 .collect();
-            let level = marks
-                .iter()
-                .filter_map(|mark| match mark.mark {
-                    Mark::Escalation { level, .. } => Some(level),
-                    _ => None,
-                })
-                .max();
             let mut notified: Vec<u32> = marks
                 .iter()
                 .flat_map(|mark| mark.notified.iter())
@@ -518,20 +570,16 @@ impl Projection {
                     .min()
                     .unwrap_or(NEVER)
             };
-            let responsible = match policy.responsible {
-                Party::Sender => referral.sender(),
-                Party::Recipient => referral.recipient(),
-            };
             let clock_id = view.clock.to_string();
             clocks.push((
                 ClockSlot {
                     deadline: view.deadline.map_or(NO_DEADLINE, Timestamp::as_millis),
                     warn_at,
                     clock: self.clocks.intern((view.clock, view.title)),
-                    responsible: self.agencies.intern(responsible.clone()),
+                    escalated: !levels.is_empty(),
                     levels: self.level_lists.intern(levels),
                     notified: self.agency_sets.intern(notified),
-                    level,
+                    responsible: policy.responsible,
                     on_board,
                     acknowledged: referral.is_acknowledged(&policy.id),
                 },
@@ -599,7 +647,10 @@ impl Projection {
     fn reindex(&mut self, slot: &Slot, index: u32) {
         let sort = slot.sort_key();
         for key in self.keys(slot) {
-            self.index.entry(key).or_default().insert((sort, index));
+            self.index
+                .entry(key)
+                .or_default()
+                .insert(Entry::new(sort, index));
         }
     }
 
@@ -607,7 +658,7 @@ impl Projection {
         let sort = slot.sort_key();
         for key in self.keys(slot) {
             if let Some(set) = self.index.get_mut(&key) {
-                set.remove(&(sort, index));
+                set.remove(&Entry::new(sort, index));
             }
         }
     }
@@ -660,6 +711,15 @@ impl Projection {
     fn slot(&self, id: &ReferralId) -> Option<&Slot> {
         let index = self.by_id.find(id, |at| id_in(&self.slots, at))?;
         self.slots[index as usize].as_ref()
+    }
+
+    /// The highest escalation level `clock` recorded.
+    fn level_of(&self, clock: &ClockSlot) -> Option<u16> {
+        self.level_lists
+            .get(clock.levels)
+            .iter()
+            .map(|&(level, _)| level)
+            .max()
     }
 
     fn agency(&self, index: u32) -> &AgencyId {
@@ -779,7 +839,7 @@ impl Projection {
                     title: title.clone(),
                     deadline: clock.deadline(),
                     state: clock.state(now),
-                    level: clock.level,
+                    level: self.level_of(clock),
                     acknowledged: clock.acknowledged,
                     notified,
                     levels: self
@@ -788,7 +848,7 @@ impl Projection {
                         .iter()
                         .map(|&(level, set)| (level, agencies(set)))
                         .collect(),
-                    responsible: self.agency(clock.responsible).clone(),
+                    responsible: self.agency(slot.responsible(clock)).clone(),
                 }
             })
             .collect();
@@ -833,7 +893,7 @@ impl Projection {
     /// The indexes a board request walks: an agency's (the filter's, or the viewer's own if she
     /// sees only hers), or the service and priority ones the filters allow, whichever holds
     /// fewer rows.
-    fn candidates(&self, viewer: &Viewer, filters: &Filters) -> Vec<&BTreeSet<(i64, u32)>> {
+    fn candidates(&self, viewer: &Viewer, filters: &Filters) -> Vec<&BTreeSet<Entry>> {
         let agency = filters
             .agency
             .as_ref()
@@ -858,7 +918,7 @@ impl Projection {
             })
             .map(|(_, set)| set)
             .collect();
-        let size = |sets: &Vec<&BTreeSet<(i64, u32)>>| sets.iter().map(|s| s.len()).sum::<usize>();
+        let size = |sets: &Vec<&BTreeSet<Entry>>| sets.iter().map(|s| s.len()).sum::<usize>();
         match by_agency {
             Some(by_agency) if size(&by_agency) <= size(&by_kind) => by_agency,
             _ => by_kind,
@@ -889,7 +949,8 @@ impl Projection {
         let wanted = skip.saturating_add(limit);
         let mut found: Vec<(i64, ReferralId, u32)> = Vec::new();
         let mut more = false;
-        while let Some(Reverse(((sort, index), walk))) = heads.pop() {
+        while let Some(Reverse((entry, walk))) = heads.pop() {
+            let (sort, index) = (entry.sort(), entry.slot);
             if let Some(&next) = walks[walk].next() {
                 heads.push(Reverse((next, walk)));
             }
@@ -992,10 +1053,16 @@ impl Projection {
             for clock in slot.clocks.iter().take(usize::from(u8::MAX)) {
                 out.extend_from_slice(&clock.deadline.to_le_bytes());
                 out.extend_from_slice(&clock.warn_at.to_le_bytes());
-                for n in [clock.clock, clock.responsible, clock.levels, clock.notified] {
+                for n in [
+                    clock.clock,
+                    slot.responsible(clock),
+                    clock.levels,
+                    clock.notified,
+                ] {
                     put_u32(out, n);
                 }
-                out.extend_from_slice(&clock.level.map_or(u32::MAX, u32::from).to_le_bytes());
+                let level = self.level_of(clock);
+                out.extend_from_slice(&level.map_or(u32::MAX, u32::from).to_le_bytes());
                 out.push(u8::from(clock.on_board) | (u8::from(clock.acknowledged) << 1));
             }
         }
@@ -1120,16 +1187,31 @@ impl Projection {
                     let notified = in_range(input.u32()?, set_count, "set index")?;
                     let level = input.u32()?;
                     let [flags] = input.array()?;
+                    // Held as the party, and as its list's highest level: what was written
+                    // must say the same.
+                    let responsible = if responsible == sender {
+                        Party::Sender
+                    } else if responsible == recipient {
+                        Party::Recipient
+                    } else {
+                        return Err(bad("responsible agency"));
+                    };
+                    let highest = level_lists
+                        .get(levels)
+                        .iter()
+                        .map(|&(level, _)| level)
+                        .max();
+                    if level != highest.map_or(u32::MAX, u32::from) {
+                        return Err(bad("level"));
+                    }
                     Ok(ClockSlot {
                         deadline,
                         warn_at,
                         clock,
-                        responsible,
                         levels,
                         notified,
-                        level: (level != u32::MAX)
-                            .then(|| u16::try_from(level).map_err(|_| bad("level")))
-                            .transpose()?,
+                        responsible,
+                        escalated: highest.is_some(),
                         on_board: flags & 1 != 0,
                         acknowledged: flags & 2 != 0,
                     })
@@ -1159,7 +1241,6 @@ impl Projection {
         projection.categories = categories;
         projection.agency_sets = agency_sets;
         projection.level_lists = level_lists;
-        let mut entries: HashMap<IndexKey, Vec<(i64, u32)>> = HashMap::new();
         for (index, slot) in slots.iter().enumerate() {
             let Some(slot) = slot else { continue };
             let index = u32::try_from(index).map_err(|_| bad("count"))?;
@@ -1168,16 +1249,9 @@ impl Projection {
                 return Err(bad("duplicate referral"));
             }
             projection.by_id.insert(&slot.id, index, id_at);
-            let sort = slot.sort_key();
-            for key in projection.keys(slot) {
-                entries.entry(key).or_default().push((sort, index));
-            }
         }
-        projection.index = entries
-            .into_iter()
-            .map(|(key, entries)| (key, entries.into_iter().collect()))
-            .collect();
         projection.slots = slots;
+        projection.index_all();
         Ok(projection)
     }
 
@@ -1230,10 +1304,11 @@ impl Projection {
                 if clock.deadline == NO_DEADLINE || clock.deadline > millis {
                     continue;
                 }
-                let Some((day_start, week_start)) = counted[clock.responsible as usize] else {
+                let responsible = slot.responsible(clock) as usize;
+                let Some((day_start, week_start)) = counted[responsible] else {
                     continue;
                 };
-                let load = &mut tallies[clock.responsible as usize];
+                let load = &mut tallies[responsible];
                 if clock.deadline >= day_start {
                     load.breached_today += 1;
                 }
@@ -1703,6 +1778,30 @@ mod tests {
             own.keys().collect::<Vec<_>>(),
             vec![&agency("maros-dinsos")]
         );
+    }
+
+    /// A dashboard holds a slot for every open referral, a million and more, and three or more
+    /// index entries each: these sizes are its memory (docs/BENCHMARKS.md, "Dashboard memory").
+    #[test]
+    fn a_slot_takes_72_bytes_each_kept_clock_32_and_an_index_entry_12() {
+        assert_eq!(std::mem::size_of::<Option<Slot>>(), 72);
+        assert_eq!(std::mem::size_of::<ClockSlot>(), 32);
+        assert_eq!(std::mem::size_of::<Entry>(), 12);
+    }
+
+    #[test]
+    fn index_entries_order_as_their_sort_key_then_slot() {
+        let keys = [i64::MIN, -1_000, -1, 0, 1, 1 << 32, (1 << 32) + 1, i64::MAX];
+        let mut entries: Vec<Entry> = keys
+            .iter()
+            .rev()
+            .flat_map(|&sort| [Entry::new(sort, 2), Entry::new(sort, 1)])
+            .collect();
+        entries.sort();
+        let back: Vec<(i64, u32)> = entries.iter().map(|e| (e.sort(), e.slot)).collect();
+        let mut pairs: Vec<(i64, u32)> = keys.iter().flat_map(|&k| [(k, 1), (k, 2)]).collect();
+        pairs.sort();
+        assert_eq!(back, pairs);
     }
 
     #[test]
