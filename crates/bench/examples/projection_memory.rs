@@ -67,6 +67,8 @@ fn main() {
         .collect();
     let before = resident();
     let mut projection = Projection::new(registry.clone());
+    // As the dashboard's rebuild does: the indexes are built once, at its end.
+    projection.defer_indexes();
     for (seq, state) in (1..).zip(&states) {
         projection.apply(seq, state);
     }
@@ -76,7 +78,6 @@ fn main() {
     for state in &states {
         indicators.observe(&registry, state);
     }
-    indicators.shrink();
     let with_both = resident();
     let per = |bytes: f64| bytes / f64::from(u32::try_from(count).unwrap_or(u32::MAX));
     let line = |what: &str, grown: f64| {

@@ -308,7 +308,19 @@ pub fn dashboard(
     runtime.block_on(first_answer(listen, Duration::from_secs(600)))?;
     let ready = started.elapsed();
     let restart_cpu = cpu::process_cpu(Process::Pid(pid))?;
-    settle(pid, options.settle, Duration::from_secs(600))?;
+    // Its indicators read every referral beside the live feed after a start from the snapshot:
+    // memory taken before that read ends would leave their summaries out. The read waits on
+    // nats-server at times, which can look idle, so the bench also waits for the count.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        settle(pid, options.settle, Duration::from_secs(600))?;
+        let held = runtime.block_on(gauge(metrics, "refbus_dashboard_referrals_held"))?;
+        let counted = runtime.block_on(gauge(metrics, "refbus_dashboard_indicators_referrals"))?;
+        if counted >= held || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
     let restart = Restart {
         ready,
         cpu: restart_cpu,

@@ -396,14 +396,6 @@ impl Indicators {
         }
     }
 
-    /// Gives back what the growth of a rebuild left unused (up to half the summaries' vector).
-    pub fn shrink(&mut self) {
-        self.summaries.shrink_to_fit();
-        let summaries = &self.summaries;
-        self.places
-            .shrink_to_fit(|at| summaries.get(at as usize).map(|summary| summary.id));
-    }
-
     /// The number of referrals seen.
     pub fn len(&self) -> usize {
         self.summaries.len()

@@ -119,7 +119,6 @@ pub(crate) async fn observe_all(shared: Arc<Shared>) {
         })
     })
     .await;
-    shared.shrink_indicators();
     tracing::info!(count, "dashboard: indicators read every referral");
 }
 
@@ -171,6 +170,7 @@ fn save(shared: &Arc<Shared>, covers: u64) -> Option<tokio::task::JoinHandle<()>
 /// overlap, and the projection keeps the newer record).
 pub(crate) async fn rebuild(shared: &Shared) -> Result<(u64, usize), ReadError> {
     let after = shared.bus.last_sequence().await?;
+    shared.write().defer_indexes();
     let mut latest = shared
         .bus
         .latest_checked(&shared.verifier, vec![subjects::ALL_REFERRALS.to_owned()])
@@ -187,7 +187,6 @@ pub(crate) async fn rebuild(shared: &Shared) -> Result<(u64, usize), ReadError> 
     projection.prune(shared.clock.now());
     projection.shrink();
     drop(projection);
-    shared.shrink_indicators();
     Ok((after, count))
 }
 

@@ -130,14 +130,6 @@ impl Shared {
             .observe(self.verifier.registry(), state);
     }
 
-    /// Gives back what a rebuild's growth left unused in the indicators.
-    fn shrink_indicators(&self) {
-        self.indicators
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .shrink();
-    }
-
     /// How many referrals the indicators count.
     fn indicators_len(&self) -> usize {
         self.indicators

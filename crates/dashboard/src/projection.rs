@@ -388,6 +388,9 @@ pub struct Projection {
     /// Board rows by (time to breach, slot), per service and priority and per agency: a page
     /// walks these in order until it has its rows, never the whole projection.
     index: HashMap<IndexKey, BTreeSet<Entry>>,
+    /// Whether the indexes follow every change: not during a rebuild, whose rows they take at
+    /// its end, all at once ([`Projection::defer_indexes`]).
+    indexed: bool,
     agencies: Interner<AgencyId>,
     services: Interner<ServiceId>,
     clocks: Interner<(ClockId, String)>,
@@ -409,6 +412,7 @@ impl Projection {
             free: Vec::new(),
             by_id: Places::default(),
             index: HashMap::new(),
+            indexed: true,
             agencies: Interner::new(),
             services: Interner::new(),
             clocks: Interner::new(),
@@ -479,20 +483,32 @@ impl Projection {
         true
     }
 
-    /// Gives back memory the rebuild's growth left unused. Rows arrive roughly in deadline
-    /// order, and a B-tree filled in ascending order leaves its nodes about half full: the
-    /// indexes are built again from the slots (see [`Projection::index_all`]).
+    /// Leaves the indexes out of every change until [`Projection::shrink`], which builds them
+    /// from the slots: for a rebuild, which serves no page. Filled one row at a time, roughly
+    /// in deadline order, a B-tree's nodes end about half full, and replacing them afterwards
+    /// left the allocator's pages part used (about 70 bytes a referral, measured with
+    /// `projection_memory`) and freed a hundred megabytes at once, which the allocator gave
+    /// back to the system later, in the middle of the live feed.
+    pub fn defer_indexes(&mut self) {
+        self.index = HashMap::new();
+        self.indexed = false;
+    }
+
+    /// Gives back memory the rebuild's growth left unused, and builds the indexes if they were
+    /// deferred. Not the slots' vector: the part of it never written is not resident, and a
+    /// vector cut to its length would copy itself whole (72 MB at a million) at the next new
+    /// referral, holding the live feed meanwhile.
     pub fn shrink(&mut self) {
-        self.slots.shrink_to_fit();
         self.by_id.shrink_to_fit(|at| id_in(&self.slots, at));
         self.free.shrink_to_fit();
-        self.index_all();
+        if !self.indexed {
+            self.index_all();
+            self.indexed = true;
+        }
     }
 
     /// Builds every index from the slots, each B-tree from its sorted entries, which fills its
-    /// nodes. The old indexes are dropped first: nodes freed while new ones are allocated among
-    /// them leave the allocator's pages part used, and the process holds them (about 70 bytes a
-    /// referral after a rebuild, measured with `projection_memory`).
+    /// nodes.
     fn index_all(&mut self) {
         self.index = HashMap::new();
         let mut entries: HashMap<IndexKey, Vec<Entry>> = HashMap::new();
@@ -645,6 +661,9 @@ impl Projection {
     }
 
     fn reindex(&mut self, slot: &Slot, index: u32) {
+        if !self.indexed {
+            return;
+        }
         let sort = slot.sort_key();
         for key in self.keys(slot) {
             self.index
@@ -655,6 +674,9 @@ impl Projection {
     }
 
     fn unindex(&mut self, slot: &Slot, index: u32) {
+        if !self.indexed {
+            return;
+        }
         let sort = slot.sort_key();
         for key in self.keys(slot) {
             if let Some(set) = self.index.get_mut(&key) {
@@ -1641,8 +1663,19 @@ mod tests {
 
     #[test]
     fn a_page_walked_from_the_indexes_is_the_slice_of_the_whole_filtered_board() {
+        // Indexed at every change, as the live feed does, and built at once at the end of a
+        // rebuild: the same pages.
+        for deferred in [false, true] {
+            pages_are_slices_of_the_whole_filtered_board(deferred);
+        }
+    }
+
+    fn pages_are_slices_of_the_whole_filtered_board(deferred: bool) {
         let registry = registry();
         let mut projection = Projection::new(registry.clone());
+        if deferred {
+            projection.defer_indexes();
+        }
         let mut referrals = Vec::new();
         // Many referrals created at the same instant: equal deadlines, ordered by id.
         for n in 0..60 {
@@ -1650,6 +1683,9 @@ mod tests {
             let referral = created(&registry, &format!("r{n}"), priority);
             projection.apply(n as u64 + 1, &referral);
             referrals.push(referral);
+        }
+        if deferred {
+            projection.shrink();
         }
         let now = at(T0).plus(Duration::from_secs(70));
         let filters = [
