@@ -7,9 +7,9 @@
 //! of `N` referrals of the bench's mix (kept, so they count in neither figure), then the
 //! projection, then the indicators, and prints the growth of the resident size at each step.
 //! The allocator is mimalloc, as in the `refbus` binary, told to give freed pages back at once
-//! (`MIMALLOC_PURGE_DELAY=0`; the example starts itself again with it): what each step frees, as
-//! the projection's B-trees rebuilt full in `shrink`, then leaves the resident size, so its
-//! growth is what the step holds, with mimalloc's rounding to size classes (at most an eighth).
+//! (`MIMALLOC_PURGE_DELAY=0`; the example starts itself again with it when it is not set): what
+//! each step frees then leaves the resident size, so its growth is what the step holds, with
+//! mimalloc's rounding to size classes (at most an eighth).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
