@@ -230,6 +230,12 @@ fn id_in(slots: &[Option<Slot>], index: u32) -> Option<ReferralId> {
         .map(|slot| slot.id)
 }
 
+/// The highest level of a clock's escalations (with the agencies each notified): the level its
+/// row shows.
+fn highest_level(levels: &[(u16, u32)]) -> Option<u16> {
+    levels.iter().map(|&(level, _)| level).max()
+}
+
 /// Sentinel instants in a [`ClockSlot`] (milliseconds since the epoch).
 const NO_DEADLINE: i64 = i64::MIN;
 const NEVER: i64 = i64::MAX;
@@ -487,8 +493,7 @@ impl Projection {
     /// from the slots: for a rebuild, which serves no page. Filled one row at a time, roughly
     /// in deadline order, a B-tree's nodes end about half full, and replacing them afterwards
     /// left the allocator's pages part used (about 70 bytes a referral, measured with
-    /// `projection_memory`) and freed a hundred megabytes at once, which the allocator gave
-    /// back to the system later, in the middle of the live feed.
+    /// `projection_memory`).
     pub fn defer_indexes(&mut self) {
         self.index = HashMap::new();
         self.indexed = false;
@@ -737,11 +742,7 @@ impl Projection {
 
     /// The highest escalation level `clock` recorded.
     fn level_of(&self, clock: &ClockSlot) -> Option<u16> {
-        self.level_lists
-            .get(clock.levels)
-            .iter()
-            .map(|&(level, _)| level)
-            .max()
+        highest_level(self.level_lists.get(clock.levels))
     }
 
     fn agency(&self, index: u32) -> &AgencyId {
@@ -1218,11 +1219,7 @@ impl Projection {
                     } else {
                         return Err(bad("responsible agency"));
                     };
-                    let highest = level_lists
-                        .get(levels)
-                        .iter()
-                        .map(|&(level, _)| level)
-                        .max();
+                    let highest = highest_level(level_lists.get(levels));
                     if level != highest.map_or(u32::MAX, u32::from) {
                         return Err(bad("level"));
                     }
